@@ -1,0 +1,44 @@
+//! Counters the programs keep and `netctl stats` reads.
+
+/// Where a counter was taken. Index into `HOOK_STATS`; never renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    UplinkXdp = 0,
+    UplinkIngress = 1,
+    UplinkEgress = 2,
+    FromContainer = 3,
+}
+
+impl Hook {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Hook; Self::COUNT as usize] = [
+        Hook::UplinkXdp,
+        Hook::UplinkIngress,
+        Hook::UplinkEgress,
+        Hook::FromContainer,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::UplinkXdp => "uplink-xdp",
+            Hook::UplinkIngress => "uplink-ingress",
+            Hook::UplinkEgress => "uplink-egress",
+            Hook::FromContainer => "from-container",
+        }
+    }
+}
+
+/// Per-CPU counters of one hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Counters {}

@@ -1,0 +1,70 @@
+//! Command line: clap definitions and dispatch. Each verb lives in its own module.
+
+mod stats;
+mod sync;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "netctl",
+    version,
+    about = "Docker-style container networks with an eBPF dataplane (no iptables)",
+    long_about = "Docker-style container networks with an eBPF dataplane (no iptables).\n\n\
+        netctl acts on the network namespace it runs in. State lives in NETCTL_STATE_DIR \
+        (default /var/lib/netctl), pinned eBPF objects in NETCTL_BPFFS (default \
+        /sys/fs/bpf/netctl). Uplinks are NETCTL_UPLINKS (comma list) or the interfaces of the \
+        default routes. NETCTL_XDP=auto|native|generic|off picks how XDP attaches."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make the kernel match the saved state: programs, attachments, bridges, veths, maps
+    Sync(sync::Args),
+    /// Packet, byte and drop counters of the eBPF programs
+    Stats(stats::Args),
+}
+
+/// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sync(a) => sync::run(a),
+        Command::Stats(a) => stats::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netctl: {}", one_line(&e));
+            1
+        }
+    }
+}
+
+/// The error and its causes on one line, most specific last.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        let text = cause.to_string();
+        if i > 0 {
+            if out.contains(&text) {
+                continue;
+            }
+            out.push_str(": ");
+        }
+        out.push_str(text.trim().replace('\n', " ").as_str());
+    }
+    out
+}
+
+/// netctl changes links, namespaces and eBPF programs: all need root.
+pub(crate) fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("netctl must run as root (it creates interfaces, namespaces and eBPF programs); try sudo");
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Loading the embedded object: verify the programs once, pin them, reuse the pins after.
+
+use std::fs;
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{Program, SchedClassifier, Xdp},
+    EbpfLoader,
+};
+use netctl_common::{maps, programs};
+
+use super::pins::{self, Pins};
+
+/// The eBPF object built from netctl-ebpf by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
+
+/// Every program of the object with its kind, in attach order.
+pub const PROGRAMS: [(&str, ProgKind); 4] = [
+    (programs::UPLINK_XDP, ProgKind::Xdp),
+    (programs::UPLINK_INGRESS, ProgKind::Tc),
+    (programs::UPLINK_EGRESS, ProgKind::Tc),
+    (programs::FROM_CONTAINER, ProgKind::Tc),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgKind {
+    Xdp,
+    Tc,
+}
+
+/// Identifies this binary's programs: FNV-1a of the object, 16 hex digits.
+pub fn object_hash() -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in OBJECT {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Loads and pins the programs unless this object's pins are already there. Maps are created
+/// and pinned on first load and reused by every later load of the same layout.
+/// Returns true when it loaded (so attached links must move to the new programs).
+pub fn ensure_programs(pins: &Pins, hash: &str) -> Result<bool> {
+    let dir = pins.progs(hash);
+    if PROGRAMS.iter().all(|(name, _)| dir.join(name).exists()) {
+        return Ok(false);
+    }
+    let mut loader = EbpfLoader::new();
+    for name in maps::ALL {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    let mut ebpf = loader
+        .load(OBJECT)
+        .context("loading netctl's eBPF object (kernel ≥ 6.6 with BTF is required)")?;
+
+    // Pin into a temporary directory and rename, so a killed run never leaves a half set.
+    // bpffs rejects dots in names, hence no ".tmp".
+    let tmp = dir.with_file_name(format!("{}-tmp", pins::file_name(&dir)));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    for (name, kind) in PROGRAMS {
+        let prog = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        match kind {
+            ProgKind::Xdp => load_as::<Xdp>(prog, name)?,
+            ProgKind::Tc => load_as::<SchedClassifier>(prog, name)?,
+        }
+        prog.pin(tmp.join(name))
+            .with_context(|| format!("pinning program {name} under {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    Ok(true)
+}
+
+trait Loadable {
+    fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+impl Loadable for Xdp {
+    fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+impl Loadable for SchedClassifier {
+    fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+fn load_as<'a, P>(prog: &'a mut Program, name: &str) -> Result<()>
+where
+    P: Loadable + 'a,
+    &'a mut P: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    let p: &mut P = prog
+        .try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))?;
+    p.load_prog()
+        .with_context(|| format!("the kernel verifier rejected program {name}"))
+}
+
+/// Loads the object with private, unpinned maps: for program tests (BPF_PROG_TEST_RUN), which
+/// must not share state with a running netctl.
+pub fn load_unpinned() -> Result<aya::Ebpf> {
+    aya::Ebpf::load(OBJECT).context("loading netctl's eBPF object")
+}

@@ -1,0 +1,308 @@
+//! Links, addresses and routes over rtnetlink, as plain blocking calls.
+//!
+//! A [`Netlink`] talks to the network namespace of the thread that created it; to act inside a
+//! container, create one on a thread that has entered the container's namespace
+//! ([`crate::netns::run_in`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{anyhow, Context, Result};
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage},
+        AddressFamily,
+    },
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+/// What netctl needs to know about a link.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// "bridge", "veth", … ("" for devices without a kind, e.g. lo or physical NICs).
+    pub kind: String,
+    /// Index of the bridge this link is enslaved to.
+    pub controller: Option<u32>,
+    pub alias: String,
+    pub up: bool,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+}
+
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+}
+
+fn is_exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EEXIST)
+}
+
+fn is_not_found(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m)
+        if m.raw_code() == -libc::ENODEV || m.raw_code() == -libc::ENOENT || m.raw_code() == -libc::ESRCH)
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the calling thread's network namespace.
+    pub fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the netlink runtime")?;
+        let handle = rt.block_on(async {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().context("opening a netlink socket")?;
+            tokio::spawn(conn);
+            Ok::<_, anyhow::Error>(handle)
+        })?;
+        Ok(Self { rt, handle })
+    }
+
+    pub fn links(&self) -> Result<Vec<Link>> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.handle.link().get().execute();
+            while let Some(msg) = stream.try_next().await.context("listing links")? {
+                out.push(parse_link(&msg));
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn link(&self, name: &str) -> Result<Option<Link>> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+
+    fn index_of(&self, name: &str) -> Result<u32> {
+        self.link(name)?
+            .map(|l| l.index)
+            .ok_or_else(|| anyhow!("interface {name} does not exist"))
+    }
+
+    /// Creates a bridge (down) with an alias marking it as netctl's. Fails if the name is taken.
+    pub fn add_bridge(&self, name: &str, mtu: Option<u32>, alias: &str) -> Result<u32> {
+        let mut msg =
+            LinkBridge::new(name).append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()));
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.rt
+            .block_on(self.handle.link().add(msg.build()).execute())
+            .map_err(|e| {
+                if is_exists(&e) {
+                    anyhow!("interface {name} already exists")
+                } else {
+                    anyhow!("creating bridge {name}: {e}")
+                }
+            })?;
+        self.index_of(name)
+    }
+
+    /// Creates a veth pair; `peer` is moved into the namespace behind `peer_netns_fd` at once so
+    /// no container-side name ever shows up in this namespace.
+    pub fn add_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_netns_fd: i32,
+        mtu: Option<u32>,
+        alias: &str,
+    ) -> Result<u32> {
+        let mut msg = LinkVeth::new(host, peer)
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()));
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        let mut msg = msg.build();
+        // The peer's attributes sit inside the veth info data; set its namespace there.
+        set_veth_peer_netns(&mut msg, peer_netns_fd, mtu);
+        self.rt
+            .block_on(self.handle.link().add(msg).execute())
+            .map_err(|e| {
+                if is_exists(&e) {
+                    anyhow!("interface {host} already exists")
+                } else {
+                    anyhow!("creating veth {host}: {e}")
+                }
+            })?;
+        self.index_of(host)
+    }
+
+    pub fn set_up(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("setting link {index} up"))
+    }
+
+    pub fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("attaching link {index} to bridge {bridge}"))
+    }
+
+    pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("setting the MAC address of link {index}"))
+    }
+
+    /// Deletes a link; a link that is already gone is not an error.
+    pub fn del_link(&self, index: u32) -> Result<()> {
+        match self.rt.block_on(self.handle.link().del(index).execute()) {
+            Err(e) if !is_not_found(&e) => Err(anyhow!("deleting link {index}: {e}")),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn del_link_by_name(&self, name: &str) -> Result<()> {
+        match self.link(name)? {
+            Some(l) => self.del_link(l.index),
+            None => Ok(()),
+        }
+    }
+
+    pub fn add_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        match self.rt.block_on(
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(addr), prefix)
+                .execute(),
+        ) {
+            Err(e) if !is_exists(&e) => Err(anyhow!("adding {addr}/{prefix}: {e}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every IPv4 address of the namespace with its interface index.
+    pub fn addresses(&self) -> Result<Vec<(u32, Ipv4Network)>> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut stream = self.handle.address().get().execute();
+            while let Some(msg) = stream.try_next().await.context("listing addresses")? {
+                for attr in &msg.attributes {
+                    if let AddressAttribute::Local(IpAddr::V4(ip))
+                    | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+                    {
+                        if let Ok(net) = Ipv4Network::new(*ip, msg.header.prefix_len) {
+                            if !out.contains(&(msg.header.index, net)) {
+                                out.push((msg.header.index, net));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// IPv4 routes of the main table: (destination, output interface).
+    pub fn routes(&self) -> Result<Vec<(Ipv4Network, Option<u32>)>> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let filter = RouteMessageBuilder::<Ipv4Addr>::new().build();
+            let mut stream = self.handle.route().get(filter).execute();
+            while let Some(msg) = stream.try_next().await.context("listing routes")? {
+                if msg.header.address_family != AddressFamily::Inet || msg.header.table != 254 {
+                    continue;
+                }
+                out.push(parse_route(&msg));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Interfaces that carry a default route.
+    pub fn default_route_interfaces(&self) -> Result<Vec<u32>> {
+        let mut out: Vec<u32> = self
+            .routes()?
+            .into_iter()
+            .filter(|(dst, _)| dst.prefix() == 0)
+            .filter_map(|(_, oif)| oif)
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        match self.rt.block_on(self.handle.route().add(msg).execute()) {
+            Err(e) if !is_exists(&e) => Err(anyhow!("adding default route via {gateway}: {e}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn set_veth_peer_netns(msg: &mut LinkMessage, fd: i32, mtu: Option<u32>) {
+    use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+    for attr in msg.attributes.iter_mut() {
+        if let LinkAttribute::LinkInfo(infos) = attr {
+            for info in infos.iter_mut() {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
+                    peer.attributes.push(LinkAttribute::NetNsFd(fd));
+                    if let Some(mtu) = mtu {
+                        peer.attributes.push(LinkAttribute::Mtu(mtu));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_link(msg: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..Default::default()
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::IfAlias(a) => link.alias = a.clone(),
+            LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::Address(a) => link.mac = a.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = match kind {
+                            InfoKind::Bridge => "bridge".into(),
+                            InfoKind::Veth => "veth".into(),
+                            InfoKind::Vxlan => "vxlan".into(),
+                            other => format!("{other:?}").to_lowercase(),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_route(msg: &RouteMessage) -> (Ipv4Network, Option<u32>) {
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let net = Ipv4Network::new(dst, msg.header.destination_prefix_length)
+        .unwrap_or_else(|_| Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"));
+    (net, oif)
+}

@@ -1,0 +1,392 @@
+//! Sandboxes for end-to-end tests, the demo and the benchmarks.
+//!
+//! A sandbox is two network namespaces joined by a veth: "host" (where netctl runs and
+//! containers are created) and "outside" (a client or server beyond the uplink):
+//!
+//! ```text
+//!  outside ns                       host ns
+//!  [ up0 10.R.0.1/24 ] <--veth--> [ up0 10.R.0.2/24, default route via 10.R.0.1 ]
+//!                                     netctl0 / br-… bridges, container veths
+//! ```
+//!
+//! Each sandbox has its own NETCTL_STATE_DIR and NETCTL_BPFFS, so sandboxes run in parallel
+//! without seeing each other. Nothing touches the root namespace's links, routes, sysctls or
+//! programs. Drop tears everything down; [`sweep_leftovers`] removes what killed runs left.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+const NS_PREFIX: &str = "nctl-";
+const STATE_ROOT: &str = "/tmp/netctl-sandboxes";
+const BPFFS_ROOT: &str = "/sys/fs/bpf/netctl-sandboxes";
+/// Name of the uplink veth on both sides.
+pub const UPLINK: &str = "up0";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Sandbox {
+    pub id: String,
+    pub host_ns: String,
+    pub outside_ns: String,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    /// The host's address on the uplink (what outside clients connect to).
+    pub host_ip: String,
+    /// The outside namespace's address (what containers reach through masquerade).
+    pub outside_ip: String,
+    netctl: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+/// Why a sandbox cannot be built here (not root, tools missing); tests skip with this reason.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, eBPF)".into());
+    }
+    for tool in ["ip", "nsenter"] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            return Some(format!("{tool} is missing (cargo xtask setup installs it)"));
+        }
+    }
+    None
+}
+
+/// Skips the calling test (returns from it) when sandboxes cannot run here.
+#[macro_export]
+macro_rules! require_sandbox {
+    () => {
+        if let Some(reason) = $crate::unavailable() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// Where the netctl binary under test is: NETCTL_BIN, else target/debug/netctl.
+pub fn netctl_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETCTL_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netctl");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo xtask test` (or `cargo build -p netctl` first)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+}
+
+fn must(cmd: &mut Command) {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{:?} {:?} failed: {}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip(args: &[&str]) {
+    must(Command::new("ip").args(args));
+}
+
+impl Sandbox {
+    /// Builds a fresh sandbox; panics with the failing step if it cannot.
+    pub fn new() -> Self {
+        Self::with_netctl(netctl_bin())
+    }
+
+    pub fn with_netctl(netctl: PathBuf) -> Self {
+        sweep_leftovers();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("{pid}-{n}");
+        // Distinct addresses per sandbox make captures and logs unambiguous.
+        let r = (pid.wrapping_mul(7).wrapping_add(n)) % 200 + 20;
+        let sb = Sandbox {
+            host_ns: format!("{NS_PREFIX}{id}-h"),
+            outside_ns: format!("{NS_PREFIX}{id}-o"),
+            state_dir: PathBuf::from(STATE_ROOT).join(&id),
+            bpffs: PathBuf::from(BPFFS_ROOT).join(&id),
+            host_ip: format!("10.{r}.0.2"),
+            outside_ip: format!("10.{r}.0.1"),
+            id,
+            netctl,
+            extra_env: Vec::new(),
+        };
+        ip(&["netns", "add", &sb.host_ns]);
+        ip(&["netns", "add", &sb.outside_ns]);
+        ip(&[
+            "link",
+            "add",
+            UPLINK,
+            "netns",
+            &sb.host_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            UPLINK,
+            "netns",
+            &sb.outside_ns,
+        ]);
+        for (ns, addr) in [(&sb.host_ns, &sb.host_ip), (&sb.outside_ns, &sb.outside_ip)] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                UPLINK,
+            ]);
+            ip(&["-n", ns, "link", "set", UPLINK, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &sb.host_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &sb.outside_ip,
+        ]);
+        sb
+    }
+
+    /// Sets an environment variable for every netctl run of this sandbox (e.g. NETCTL_XDP).
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.into(), value.into()));
+    }
+
+    fn ns_path(ns: &str) -> String {
+        format!("/run/netns/{ns}")
+    }
+
+    /// A command run inside the host namespace via setns (nsenter), not `ip netns exec`, which
+    /// would remount /sys and hide the bpffs pins.
+    pub fn in_host(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", Self::ns_path(&self.host_ns)))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    pub fn in_outside(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", Self::ns_path(&self.outside_ns)))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// `netctl ARGS` in the host namespace with this sandbox's state and pins.
+    pub fn netctl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.in_host(&self.netctl);
+        c.args(args)
+            .env("NETCTL_STATE_DIR", &self.state_dir)
+            .env("NETCTL_BPFFS", &self.bpffs)
+            .env_remove("NETCTL_UPLINKS")
+            .env_remove("NETCTL_XDP");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs netctl and returns its output, whatever the exit status.
+    pub fn netctl(&self, args: &[&str]) -> Output {
+        run(&mut self.netctl_cmd(args))
+    }
+
+    /// Runs netctl, panics unless it succeeds, returns stdout.
+    pub fn netctl_ok(&self, args: &[&str]) -> String {
+        let out = self.netctl(args);
+        assert!(
+            out.status.success(),
+            "netctl {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs netctl, panics unless it fails, returns stderr.
+    pub fn netctl_err(&self, args: &[&str]) -> String {
+        let out = self.netctl(args);
+        assert!(
+            !out.status.success(),
+            "netctl {} should have failed but succeeded:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs a shell command in the host namespace; returns its output.
+    pub fn host_sh(&self, script: &str) -> Output {
+        run(self.in_host("sh").args(["-c", script]))
+    }
+
+    /// Runs a shell command in the outside namespace; returns its output.
+    pub fn outside_sh(&self, script: &str) -> Output {
+        run(self.in_outside("sh").args(["-c", script]))
+    }
+
+    /// Starts a background process in the outside namespace (killed on drop of the Child
+    /// holder or the sandbox).
+    pub fn spawn_outside(&self, script: &str) -> Child {
+        self.in_outside("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in outside namespace")
+    }
+
+    /// Names of the links in the host namespace.
+    pub fn host_links(&self) -> Vec<String> {
+        let out = self.host_sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        teardown(
+            &self.host_ns,
+            &self.outside_ns,
+            &self.state_dir,
+            &self.bpffs,
+        );
+    }
+}
+
+/// Network-namespace inode of a namespace file (bind mount or /proc/PID/ns/net).
+fn ns_inode(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Kills every process whose network namespace is one of `inodes`.
+fn kill_in_namespaces(inodes: &[u64]) {
+    if inodes.is_empty() {
+        return;
+    }
+    let me = std::process::id();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        if let Some(ino) = ns_inode(&entry.path().join("ns/net")) {
+            if inodes.contains(&ino) {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Mount points below `dir` (netctl's namespace handles).
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort();
+    out.reverse();
+    out
+}
+
+fn teardown(host_ns: &str, outside_ns: &str, state_dir: &Path, bpffs: &Path) {
+    let mounts = mounts_below(state_dir);
+    let mut inodes: Vec<u64> = mounts.iter().filter_map(|m| ns_inode(m)).collect();
+    for ns in [host_ns, outside_ns] {
+        if let Some(i) = ns_inode(&PathBuf::from(format!("/run/netns/{ns}"))) {
+            inodes.push(i);
+        }
+    }
+    kill_in_namespaces(&inodes);
+    // Pins hold links and maps: drop them before the namespaces go.
+    let _ = fs::remove_dir_all(bpffs);
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = fs::remove_dir_all(state_dir);
+    for ns in [host_ns, outside_ns] {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes sandboxes whose creating process is gone (a killed test run).
+pub fn sweep_leftovers() {
+    let mut ids = std::collections::BTreeSet::new();
+    for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(NS_PREFIX) {
+            if let Some(id) = rest.strip_suffix("-h").or_else(|| rest.strip_suffix("-o")) {
+                ids.insert(id.to_string());
+            }
+        }
+    }
+    for root in [STATE_ROOT, BPFFS_ROOT] {
+        for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+            ids.insert(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    for id in ids {
+        let pid: Option<u32> = id.split('-').next().and_then(|p| p.parse().ok());
+        if pid.is_some_and(pid_alive) {
+            continue;
+        }
+        teardown(
+            &format!("{NS_PREFIX}{id}-h"),
+            &format!("{NS_PREFIX}{id}-o"),
+            &PathBuf::from(STATE_ROOT).join(&id),
+            &PathBuf::from(BPFFS_ROOT).join(&id),
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The foundation end to end: netctl loads its programs, pins them under the sandbox's
+//! NETCTL_BPFFS, attaches them to the uplink, and their counters see real traffic.
+
+use netctl_tests::{require_sandbox, Sandbox, UPLINK};
+
+#[test]
+fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let out = sb.netctl_ok(&["sync"]);
+    for prog in ["uplink_xdp", "uplink_ingress", "uplink_egress"] {
+        assert!(
+            out.contains(&format!("attached {prog} to {UPLINK}")),
+            "sync output lacks {prog}: {out}"
+        );
+    }
+    // Pinned under this sandbox's bpffs directory, versioned.
+    let links = std::fs::read_dir(sb.bpffs.join("v1/links"))
+        .expect("links pinned")
+        .count();
+    assert_eq!(links, 3);
+    // Idempotent.
+    assert_eq!(sb.netctl_ok(&["sync"]).trim(), "in sync: nothing to change");
+
+    // Real traffic from outside passes through the programs and is counted.
+    let ping = sb.outside_sh(&format!("ping -c 3 -i 0.2 -W 1 {}", sb.host_ip));
+    assert!(ping.status.success(), "ping through the programs failed");
+    let stats: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).expect("stats json");
+    for hook in ["uplink-xdp", "uplink-ingress", "uplink-egress"] {
+        let packets = stats["hooks"][hook]["packets"].as_u64().unwrap();
+        assert!(
+            packets >= 3,
+            "{hook} counted {packets} packets, expected >= 3"
+        );
+    }
+}
+
+#[test]
+fn xdp_off_attaches_tc_only() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_XDP", "off");
+    let out = sb.netctl_ok(&["sync"]);
+    assert!(!out.contains("uplink_xdp"), "{out}");
+    assert!(out.contains("attached uplink_ingress"), "{out}");
+}
+
+#[test]
+fn bad_xdp_mode_is_refused_and_nothing_is_pinned() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_XDP", "turbo");
+    let err = sb.netctl_err(&["sync"]);
+    assert!(err.contains("NETCTL_XDP=turbo is not valid"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!sb.bpffs.exists(), "nothing pinned on bad input");
+}

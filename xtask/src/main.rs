@@ -1,0 +1,140 @@
+//! `cargo xtask …`: the project's own commands. `setup` installs what a fresh machine lacks;
+//! every other command runs it first.
+
+mod demo;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: LLVM 22, bpf-linker, rust-src, test and benchmark tools
+    Setup,
+    /// Build netctl (with its eBPF programs embedded)
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run netctl with ARGS as root; with no ARGS run the demo in a sandbox
+    BuildAndRun {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole suite: format and lint checks, unit tests, eBPF program tests, end-to-end
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => {
+            setup::run()?;
+            build(release)
+        }
+        Cmd::BuildAndRun { args } => {
+            setup::run()?;
+            build(false)?;
+            let bin = netctl_bin(false);
+            if args.is_empty() {
+                demo::run(&bin)
+            } else {
+                let status = Command::new(&bin).args(&args).status()?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        Cmd::Test { args } => {
+            setup::run()?;
+            test(&args)
+        }
+    }
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn netctl_bin(release: bool) -> std::path::PathBuf {
+    workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("netctl")
+}
+
+/// Runs a command, echoing it, and fails if it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--package", "netctl"]);
+    if release {
+        c.arg("--release");
+    }
+    sh(&mut c)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    sh(cargo().args(["fmt", "--all", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    build(false)?;
+    sh(cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("NETCTL_BIN", netctl_bin(false)))
+}
