@@ -4,6 +4,16 @@
 
 pub mod cli;
 pub mod config;
+pub mod containers;
+pub mod ctx;
 pub mod dataplane;
+pub mod ipam;
 pub mod netlink;
+pub mod netns;
+pub mod networks;
+pub mod options;
+pub mod ports;
+pub mod process;
 pub mod reconcile;
+pub mod state;
+pub mod topology;

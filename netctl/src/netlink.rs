@@ -28,7 +28,7 @@ pub struct Link {
     pub kind: String,
     /// Index of the bridge this link is enslaved to.
     pub controller: Option<u32>,
-    pub alias: String,
+    pub group: u32,
     pub up: bool,
     pub mtu: u32,
     pub mac: Vec<u8>,
@@ -85,13 +85,12 @@ impl Netlink {
             .ok_or_else(|| anyhow!("interface {name} does not exist"))
     }
 
-    /// Creates a bridge (down) with an alias marking it as netctl's. Fails if the name is taken.
-    pub fn add_bridge(&self, name: &str, mtu: Option<u32>, alias: &str) -> Result<u32> {
-        let mut msg =
-            LinkBridge::new(name).append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()));
-        if let Some(mtu) = mtu {
-            msg = msg.mtu(mtu);
-        }
+    /// Creates a bridge (down) in interface group `group`, which marks it as this netctl
+    /// instance's from the moment it exists. Fails if the name is taken.
+    pub fn add_bridge(&self, name: &str, mtu: u32, group: u32) -> Result<u32> {
+        let msg = LinkBridge::new(name)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu);
         self.rt
             .block_on(self.handle.link().add(msg.build()).execute())
             .map_err(|e| {
@@ -106,20 +105,19 @@ impl Netlink {
 
     /// Creates a veth pair; `peer` is moved into the namespace behind `peer_netns_fd` at once so
     /// no container-side name ever shows up in this namespace.
+    /// The host side is created in interface group `group` (see [`Netlink::add_bridge`]).
     pub fn add_veth(
         &self,
         host: &str,
         peer: &str,
         peer_netns_fd: i32,
-        mtu: Option<u32>,
-        alias: &str,
+        mtu: u32,
+        group: u32,
     ) -> Result<u32> {
         let mut msg = LinkVeth::new(host, peer)
-            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_string()));
-        if let Some(mtu) = mtu {
-            msg = msg.mtu(mtu);
-        }
-        let mut msg = msg.build();
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu)
+            .build();
         // The peer's attributes sit inside the veth info data; set its namespace there.
         set_veth_peer_netns(&mut msg, peer_netns_fd, mtu);
         self.rt
@@ -245,16 +243,14 @@ impl Netlink {
     }
 }
 
-fn set_veth_peer_netns(msg: &mut LinkMessage, fd: i32, mtu: Option<u32>) {
+fn set_veth_peer_netns(msg: &mut LinkMessage, fd: i32, mtu: u32) {
     use rtnetlink::packet_route::link::{InfoData, InfoVeth};
     for attr in msg.attributes.iter_mut() {
         if let LinkAttribute::LinkInfo(infos) = attr {
             for info in infos.iter_mut() {
                 if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
                     peer.attributes.push(LinkAttribute::NetNsFd(fd));
-                    if let Some(mtu) = mtu {
-                        peer.attributes.push(LinkAttribute::Mtu(mtu));
-                    }
+                    peer.attributes.push(LinkAttribute::Mtu(mtu));
                 }
             }
         }
@@ -270,7 +266,7 @@ fn parse_link(msg: &LinkMessage) -> Link {
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::IfAlias(a) => link.alias = a.clone(),
+            LinkAttribute::Group(g) => link.group = *g,
             LinkAttribute::Controller(c) => link.controller = Some(*c),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Address(a) => link.mac = a.clone(),

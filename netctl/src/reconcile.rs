@@ -1,8 +1,19 @@
 //! The one idempotent step every command ends with: make the kernel match the state.
+//! Missing bridges, namespaces and veths are re-created, this instance's orphans removed,
+//! and the eBPF programs attached where they belong. `netctl sync` runs it alone.
+
+use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Result};
 
-use crate::{config::Config, dataplane::Dataplane, netlink::Netlink};
+use crate::{
+    config::Config,
+    dataplane::Dataplane,
+    netlink::Netlink,
+    netns, process,
+    state::State,
+    topology,
+};
 
 /// The uplinks: NETCTL_UPLINKS if set, else the interfaces carrying default routes.
 pub fn uplinks(cfg: &Config, nl: &Netlink) -> Result<Vec<(String, u32)>> {
@@ -28,10 +39,97 @@ pub fn uplinks(cfg: &Config, nl: &Netlink) -> Result<Vec<(String, u32)>> {
         .collect())
 }
 
-/// Loads what is missing and attaches the programs; returns what changed.
-pub fn sync(cfg: &Config) -> Result<Vec<String>> {
-    let nl = Netlink::new()?;
+/// Containers route through the host, as Docker sets up.
+fn enable_forwarding() -> Result<()> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).map(|v| v.trim() == "1").unwrap_or(false) {
+        return Ok(());
+    }
+    std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))
+}
+
+/// Applies `state` to the kernel; returns what changed, one line each.
+pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
+    let group = topology::instance_group(&cfg.state_dir);
+    let mut changes = Vec::new();
+    if !state.networks.is_empty() {
+        enable_forwarding()?;
+    }
+
+    let names: BTreeSet<String> = nl.links()?.into_iter().map(|l| l.name).collect();
+    for net in state.networks.values() {
+        if !names.contains(&net.bridge) {
+            topology::create_bridge(nl, net, group)?;
+            changes.push(format!("re-created bridge {} of network {}", net.bridge, net.name));
+        }
+    }
+
+    for c in state.containers.values() {
+        let ns = netns::handle_path(&cfg.state_dir, &c.id);
+        let fresh = !netns::is_live(&ns);
+        if fresh {
+            // After a reboot or a killed run: the namespace (and any process) is gone.
+            netns::remove(&ns)?;
+            netns::create(&ns)?;
+            changes.push(format!("re-created the namespace of container {}", c.name));
+        }
+        for ep in &c.endpoints {
+            if fresh || !names.contains(&ep.host_veth) {
+                let net = &state.networks[&ep.network];
+                let default_route = topology::is_gateway_endpoint(state, c, ep);
+                topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
+                changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
+            }
+        }
+    }
+
+    // Orphans: this instance's links and namespaces that the state does not know.
+    let wanted: BTreeSet<&str> = state
+        .networks
+        .values()
+        .map(|n| n.bridge.as_str())
+        .chain(
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
+        )
+        .collect();
+    let links = nl.links()?;
+    // Veths first: a bridge goes last, after its ports.
+    let mut orphans: Vec<_> = links
+        .iter()
+        .filter(|l| l.group == group && !wanted.contains(l.name.as_str()))
+        .collect();
+    orphans.sort_by_key(|l| l.kind == "bridge");
+    for l in orphans {
+        nl.del_link(l.index)?;
+        changes.push(format!("removed orphaned {} {}", if l.kind.is_empty() { "link" } else { &l.kind }, l.name));
+    }
+    let handles: BTreeSet<_> = state
+        .containers
+        .values()
+        .map(|c| netns::handle_path(&cfg.state_dir, &c.id))
+        .collect();
+    for entry in std::fs::read_dir(netns::handles_dir(&cfg.state_dir)).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !handles.contains(&path) {
+            process::stop_all(&path, std::time::Duration::ZERO);
+            netns::remove(&path)?;
+            changes.push(format!("removed orphaned namespace {}", path.display()));
+        }
+    }
+
     let dp = Dataplane::open(cfg)?;
-    let uplinks = uplinks(cfg, &nl)?;
-    dp.reconcile_attachments(&uplinks, &[])
+    let uplinks = uplinks(cfg, nl)?;
+    let links = nl.links()?;
+    let veths: Vec<(String, u32)> = state
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
+    Ok(changes)
 }

@@ -1,5 +1,11 @@
 //! Command line: clap definitions and dispatch. Each verb lives in its own module.
 
+mod exec;
+mod network;
+mod port;
+mod ps;
+mod rm;
+mod run;
 mod stats;
 mod sync;
 
@@ -23,6 +29,19 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::Command),
+    /// Run a command in a new container
+    Run(run::Args),
+    /// Run a command in a running container's network namespace
+    Exec(exec::Args),
+    /// List containers
+    Ps(ps::Args),
+    /// List a container's published ports
+    Port(port::Args),
+    /// Remove containers
+    Rm(rm::Args),
     /// Make the kernel match the saved state: programs, attachments, bridges, veths, maps
     Sync(sync::Args),
     /// Packet, byte and drop counters of the eBPF programs
@@ -33,6 +52,12 @@ enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Network(c) => network::run(c),
+        Command::Run(a) => run::run(a),
+        Command::Exec(a) => exec::run(a),
+        Command::Ps(a) => ps::run(a),
+        Command::Port(a) => port::run(a),
+        Command::Rm(a) => rm::run(a),
         Command::Sync(a) => sync::run(a),
         Command::Stats(a) => stats::run(a),
     };
@@ -61,10 +86,3 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
-/// netctl changes links, namespaces and eBPF programs: all need root.
-pub(crate) fn require_root() -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("netctl must run as root (it creates interfaces, namespaces and eBPF programs); try sudo");
-    }
-    Ok(())
-}

@@ -10,7 +10,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    super::require_root()?;
+    crate::ctx::require_root()?;
     let cfg = Config::from_env()?;
     let dp = Dataplane::open(&cfg)?;
     let stats = dp.hook_stats()?;

@@ -1,7 +1,10 @@
 use anyhow::Result;
 
-use crate::{config::Config, reconcile};
+use crate::ctx::Ctx;
 
+/// Make the kernel match the saved state: re-create missing bridges, namespaces and veths,
+/// remove this instance's orphans, attach the eBPF programs. Run it after a reboot, or to
+/// repair after a command was killed halfway.
 #[derive(clap::Args)]
 pub struct Args {
     /// Print nothing unless something changed
@@ -10,9 +13,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    super::require_root()?;
-    let cfg = Config::from_env()?;
-    let changes = reconcile::sync(&cfg)?;
+    let ctx = Ctx::open()?;
+    let locked = ctx.store.lock()?;
+    let changes = ctx.commit(&locked)?;
     if changes.is_empty() {
         if !args.quiet {
             println!("in sync: nothing to change");

@@ -1,0 +1,26 @@
+use std::os::unix::process::CommandExt;
+
+use anyhow::{bail, Result};
+
+use crate::{ctx::Ctx, netns, process};
+
+/// Run a command inside a container's network namespace.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Container name
+    name: String,
+    /// The command and its arguments (after --)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    crate::ctx::require_root()?;
+    let ctx = Ctx::open_unchecked()?;
+    let state = ctx.store.snapshot()?;
+    let c = state.container(&args.name)?;
+    let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
+    let (mut cmd, _ns) = process::command(&ns, &args.command)?;
+    let err = cmd.exec();
+    bail!("cannot run {:?} in container {}: {err}", args.command[0], args.name)
+}

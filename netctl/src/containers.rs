@@ -1,0 +1,173 @@
+//! Containers: a network namespace with endpoints on networks, published ports, and the
+//! process started in it.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    ipam,
+    netlink::Netlink,
+    netns,
+    networks::{self, check_name},
+    ports::{self, PortSpec},
+    state::{self, Container, Endpoint, Network, State},
+    topology,
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub publish: Vec<String>,
+    pub command: Vec<String>,
+    pub detach: bool,
+}
+
+/// Plans an endpoint on `net` for container `c`: next free `ethN`, a static or allocated address.
+fn plan_endpoint(state: &State, c_endpoints: &[Endpoint], net: &Network, ip: Option<&str>) -> Result<Endpoint> {
+    let used = state.used_ips(&net.name);
+    let ip = match ip {
+        Some(ip) => {
+            let ip = ipam::parse_ip(ip, "--ip")?;
+            ipam::check_static(net, ip, &used)?;
+            ip
+        }
+        None => ipam::allocate(net, &used)?,
+    };
+    let ifname = (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !c_endpoints.iter().any(|e| &e.ifname == n))
+        .expect("a free name");
+    let endpoint_id = state::random_id();
+    Ok(Endpoint {
+        network: net.name.clone(),
+        host_veth: topology::host_veth_name(&endpoint_id),
+        endpoint_id,
+        ifname,
+        ip,
+        mac: state::mac_for(ip),
+    })
+}
+
+/// Validates a `run` request and creates the container's namespace and endpoint; the caller
+/// saves the state. On error nothing is left behind.
+pub fn create(nl: &Netlink, state: &mut State, state_dir: &Path, req: &CreateRequest, group: u32) -> Result<Container> {
+    check_name(&req.name, "container")?;
+    if req.command.is_empty() {
+        bail!("no command given: netctl run --name NAME -- CMD [ARG...]");
+    }
+    if state.containers.contains_key(&req.name) {
+        bail!("container name {} is already in use: pick another name or `netctl rm` it", req.name);
+    }
+    // Parse everything before touching anything.
+    let specs: Vec<PortSpec> = req
+        .publish
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<_>>()?;
+    let net_name = req.network.as_deref().unwrap_or(networks::DEFAULT_NETWORK);
+    if let Some(ip) = &req.ip {
+        ipam::parse_ip(ip, "--ip")?;
+    }
+    let created_default = net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
+    if created_default {
+        networks::ensure_default(nl, state, group)?;
+    }
+    let result = (|| {
+        let net = state.network(net_name)?.clone();
+        let ep = plan_endpoint(state, &[], &net, req.ip.as_deref())?;
+        let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
+        let ports = ports::allocate(&specs, &taken, ports::ephemeral_range())?;
+        let id = state::random_id();
+        let c = Container {
+            id: id.clone(),
+            name: req.name.clone(),
+            command: req.command.clone(),
+            detached: req.detach,
+            created: state::now(),
+            pid: None,
+            pid_start: None,
+            endpoints: vec![ep.clone()],
+            ports,
+        };
+        let ns = netns::handle_path(state_dir, &id);
+        netns::create(&ns)?;
+        let default_route = !net.internal;
+        if let Err(e) = topology::create_endpoint(nl, &ns, &net, &ep, default_route, group) {
+            let _ = netns::remove(&ns);
+            return Err(e);
+        }
+        Ok(c)
+    })();
+    match result {
+        Ok(c) => {
+            state.containers.insert(c.name.clone(), c.clone());
+            Ok(c)
+        }
+        Err(e) => {
+            if created_default {
+                let _ = networks::remove(nl, state, networks::DEFAULT_NETWORK);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes a container's kernel objects and its state entry (processes already stopped).
+pub fn remove(nl: &Netlink, state: &mut State, state_dir: &Path, name: &str) -> Result<()> {
+    let c = state.containers.remove(name).expect("checked");
+    let _ = std::fs::remove_file(log_path(state_dir, &c.id));
+    topology::remove_container(nl, &netns::handle_path(state_dir, &c.id), &c)
+}
+
+pub fn log_path(state_dir: &Path, id: &str) -> std::path::PathBuf {
+    state_dir.join("logs").join(format!("{}.log", &id[..12]))
+}
+
+/// `network connect`: a further interface (eth1, …) on a container.
+pub fn connect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str, container: &str, ip: Option<&str>, group: u32) -> Result<Endpoint> {
+    let net = state.network(network)?.clone();
+    let c = state.container(container)?.clone();
+    if c.endpoints.iter().any(|e| e.network == network) {
+        bail!("container {container} is already connected to network {network}");
+    }
+    let ep = plan_endpoint(state, &c.endpoints, &net, ip)?;
+    let mut after = c.clone();
+    after.endpoints.push(ep.clone());
+    let ns = netns::handle_path(state_dir, &c.id);
+    let default_route = topology::is_gateway_endpoint(
+        &State { containers: [(c.name.clone(), after.clone())].into(), ..state.clone() },
+        &after,
+        &ep,
+    );
+    topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
+    state.containers.insert(c.name.clone(), after);
+    Ok(ep)
+}
+
+/// `network disconnect`: removes the container's interface on that network.
+pub fn disconnect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str, container: &str) -> Result<()> {
+    state.network(network)?;
+    let c = state.container(container)?.clone();
+    let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
+        bail!("container {container} is not connected to network {network}");
+    };
+    nl.del_link_by_name(&c.endpoints[pos].host_veth)?;
+    let mut after = c.clone();
+    after.endpoints.remove(pos);
+    state.containers.insert(c.name.clone(), after.clone());
+    // If the default route went with it, the next endpoint with a way out carries it.
+    if let Some(ep) = after.endpoints.iter().find(|e| topology::is_gateway_endpoint(state, &after, e)) {
+        let gw = state.networks[&ep.network].gateway;
+        topology::ensure_default_route(&netns::handle_path(state_dir, &c.id), gw)
+            .context("restoring the default route")?;
+    }
+    Ok(())
+}
+
+/// The address published ports lead to: the first endpoint's.
+pub fn primary_ip(c: &Container) -> Option<Ipv4Addr> {
+    c.endpoints.first().map(|e| e.ip)
+}

@@ -1,0 +1,179 @@
+//! Networks: plan (validate everything, touch nothing), create, remove.
+
+use anyhow::{bail, Context, Result};
+use ipnetwork::Ipv4Network;
+
+use crate::{
+    ipam,
+    netlink::Netlink,
+    options,
+    state::{self, Network, State},
+    topology,
+};
+
+/// The network `run` uses without `--network`, created on first use.
+pub const DEFAULT_NETWORK: &str = "bridge";
+pub const DEFAULT_BRIDGE: &str = "netctl0";
+
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub options: Vec<String>,
+}
+
+/// Docker's rule for network and container names.
+pub fn check_name(name: &str, what: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        bail!("invalid {what} name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Subnets a new network must not overlap: the host's addresses and routes (except those of
+/// netctl's own bridges, which are networks already) and every network.
+pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
+    let links = nl.links()?;
+    let own: Vec<u32> = links
+        .iter()
+        .filter(|l| state.networks.values().any(|n| n.bridge == l.name))
+        .map(|l| l.index)
+        .collect();
+    let mut taken: Vec<Ipv4Network> = state.networks.values().map(|n| n.subnet).collect();
+    for (index, net) in nl.addresses()? {
+        if !own.contains(&index) && !net.ip().is_loopback() {
+            taken.push(Ipv4Network::new(net.network(), net.prefix()).expect("valid prefix"));
+        }
+    }
+    for (dst, oif) in nl.routes()? {
+        if dst.prefix() > 0 && !oif.is_some_and(|i| own.contains(&i)) {
+            taken.push(dst);
+        }
+    }
+    Ok(taken)
+}
+
+/// Validates a request against the state and the host and returns the network to create.
+pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network> {
+    check_name(&req.name, "network")?;
+    match req.driver.as_str() {
+        "bridge" => {}
+        "overlay" => bail!("driver overlay is not supported yet: use --driver bridge"),
+        other => bail!("unknown driver {other:?}: use --driver bridge"),
+    }
+    if state.networks.contains_key(&req.name) {
+        bail!("network {} already exists: pick another name or `netctl network rm` it", req.name);
+    }
+    let opts = options::parse(&req.options)?;
+    let taken = taken_subnets(nl, state)?;
+    let subnet = match &req.subnet {
+        Some(s) => {
+            let s = ipam::parse_subnet(s, "subnet")?;
+            if let Some(n) = state.networks.values().find(|n| ipam::overlaps(&n.subnet, &s)) {
+                bail!("subnet {s} overlaps network {} ({}): pick a subnet that does not", n.name, n.subnet);
+            }
+            if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
+                bail!("subnet {s} overlaps {t}, an address or route of this host: pick a subnet that does not");
+            }
+            s
+        }
+        None => {
+            if req.gateway.is_some() || req.ip_range.is_some() {
+                bail!("--gateway and --ip-range need --subnet");
+            }
+            let preferred = (req.name == DEFAULT_NETWORK)
+                .then(|| ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid"));
+            ipam::pick_pool(preferred, &taken)?
+        }
+    };
+    let gateway = req
+        .gateway
+        .as_deref()
+        .map(|g| ipam::parse_ip(g, "gateway"))
+        .transpose()?;
+    let ip_range = req
+        .ip_range
+        .as_deref()
+        .map(|r| ipam::parse_subnet(r, "ip-range"))
+        .transpose()?;
+    let gateway = ipam::plan(subnet, gateway, ip_range)?;
+    let id = state::random_id();
+    let bridge = match (&opts.bridge_name, req.name == DEFAULT_NETWORK) {
+        (Some(b), _) => b.clone(),
+        (None, true) => DEFAULT_BRIDGE.to_string(),
+        (None, false) => format!("br-{}", &id[..12]),
+    };
+    if let Some(n) = state.networks.values().find(|n| n.bridge == bridge) {
+        bail!("bridge name {bridge} is used by network {}: pick another with -o {}", n.name, options::BRIDGE_NAME);
+    }
+    if nl.link(&bridge)?.is_some() {
+        bail!("bridge name {bridge} is taken by an existing interface: pick another with -o {}", options::BRIDGE_NAME);
+    }
+    Ok(Network {
+        id,
+        name: req.name.clone(),
+        driver: req.driver.clone(),
+        subnet,
+        gateway,
+        ip_range,
+        internal: req.internal,
+        icc: opts.icc,
+        masquerade: opts.masquerade,
+        mtu: opts.mtu,
+        bridge,
+        options: opts.raw,
+        created: state::now(),
+    })
+}
+
+/// Plans and creates a network; the caller saves the state.
+pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) -> Result<Network> {
+    let net = plan(nl, state, req)?;
+    topology::create_bridge(nl, &net, group)?;
+    state.networks.insert(net.name.clone(), net.clone());
+    Ok(net)
+}
+
+/// Creates the default network if it does not exist yet.
+pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32) -> Result<()> {
+    if state.networks.contains_key(DEFAULT_NETWORK) {
+        return Ok(());
+    }
+    let req = CreateRequest {
+        name: DEFAULT_NETWORK.into(),
+        driver: "bridge".into(),
+        ..Default::default()
+    };
+    create(nl, state, &req, group).context("creating the default network bridge")?;
+    Ok(())
+}
+
+/// Checks that every named network can be removed (exists, predefined, no containers).
+pub fn check_removable(state: &State, names: &[String]) -> Result<()> {
+    for name in names {
+        state.network(name)?;
+        if name == DEFAULT_NETWORK {
+            bail!("{name} is the default network and cannot be removed");
+        }
+        let attached: Vec<&str> = state.attached(name).iter().map(|c| c.name.as_str()).collect();
+        if !attached.is_empty() {
+            bail!(
+                "network {name} has containers attached ({}): `netctl rm` them or `netctl network disconnect` them first",
+                attached.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn remove(nl: &Netlink, state: &mut State, name: &str) -> Result<()> {
+    let net = state.networks.remove(name).expect("checked");
+    nl.del_link_by_name(&net.bridge)
+}

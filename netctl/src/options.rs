@@ -1,0 +1,126 @@
+//! Network options: Docker's keys (`-o com.docker.network.bridge.enable_icc=false`) and the
+//! short forms netctl accepts for them.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+
+pub const ICC: &str = "com.docker.network.bridge.enable_icc";
+pub const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const MTU: &str = "com.docker.network.driver.mtu";
+pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+
+/// (long key, short key)
+const KEYS: [(&str, &str); 4] = [
+    (ICC, "icc"),
+    (MASQUERADE, "masquerade"),
+    (MTU, "mtu"),
+    (BRIDGE_NAME, "bridge_name"),
+];
+
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeOptions {
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: u32,
+    pub bridge_name: Option<String>,
+    /// As given, for `network inspect`.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// Go's strconv.ParseBool, which Docker uses for these options.
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => bail!("invalid value {v:?} for option {key}: use true or false"),
+    }
+}
+
+/// A valid Linux interface name: 1-15 bytes, no '/', ':' or whitespace.
+pub fn check_ifname(name: &str, what: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        bail!("invalid {what} {name:?}: interface names are 1-15 characters without '/', ':' or spaces");
+    }
+    Ok(())
+}
+
+pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
+    let mut o = BridgeOptions {
+        icc: true,
+        masquerade: true,
+        mtu: DEFAULT_MTU,
+        bridge_name: None,
+        raw: BTreeMap::new(),
+    };
+    for kv in opts {
+        let Some((key, value)) = kv.split_once('=') else {
+            bail!("invalid option {kv:?}: use -o KEY=VALUE");
+        };
+        let Some((long, _)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
+            let known: Vec<String> = KEYS.iter().map(|(l, s)| format!("{l} ({s})")).collect();
+            bail!("unknown option {key:?}: known options are {}", known.join(", "));
+        };
+        match *long {
+            ICC => o.icc = parse_bool(key, value)?,
+            MASQUERADE => o.masquerade = parse_bool(key, value)?,
+            MTU => {
+                o.mtu = value
+                    .parse()
+                    .ok()
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| anyhow::anyhow!("invalid MTU {value:?}: use a number from 68 to 65535"))?
+            }
+            BRIDGE_NAME => {
+                check_ifname(value, "bridge name")?;
+                o.bridge_name = Some(value.to_string());
+            }
+            _ => unreachable!("every key is handled"),
+        }
+        o.raw.insert(key.to_string(), value.to_string());
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<BridgeOptions> {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn long_and_short_keys() {
+        let o = p(&[
+            "com.docker.network.bridge.enable_icc=false",
+            "masquerade=0",
+            "mtu=1400",
+            "bridge_name=mybr0",
+        ])
+        .unwrap();
+        assert!(!o.icc && !o.masquerade);
+        assert_eq!(o.mtu, 1400);
+        assert_eq!(o.bridge_name.as_deref(), Some("mybr0"));
+        assert_eq!(o.raw.len(), 4);
+        let d = p(&[]).unwrap();
+        assert!(d.icc && d.masquerade && d.mtu == 1500 && d.bridge_name.is_none());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(p(&["icc"]).unwrap_err().to_string().contains("KEY=VALUE"));
+        assert!(p(&["icc=maybe"]).unwrap_err().to_string().contains("true or false"));
+        assert!(p(&["mtu=20"]).unwrap_err().to_string().contains("68 to 65535"));
+        assert!(p(&["bridge_name=waytoolongbridgename"]).is_err());
+        assert!(p(&["bridge_name=a/b"]).is_err());
+        assert!(p(&["color=blue"]).unwrap_err().to_string().contains("unknown option"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The kernel objects behind the state: a bridge per network, a veth pair per endpoint, a
+//! namespace per container. Every link netctl creates carries this instance's interface group
+//! from birth, so `sync` can tell its own orphans from anyone else's links.
+
+use std::{net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    netlink::Netlink,
+    netns,
+    state::{Container, Endpoint, Network, State},
+};
+
+/// This instance's interface group: derived from the state directory, high bit set so it
+/// never collides with the default group 0 or small hand-picked groups.
+pub fn instance_group(state_dir: &Path) -> u32 {
+    let path = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut h: u32 = 0x811c9dc5;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    h | 0x8000_0000
+}
+
+/// Host-side veth name of an endpoint: "veth" + 8 hex digits of its id (Docker uses "veth").
+pub fn host_veth_name(endpoint_id: &str) -> String {
+    format!("veth{}", &endpoint_id[..8])
+}
+
+pub fn parse_mac(mac: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (i, part) in mac.split(':').take(6).enumerate() {
+        out[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    out
+}
+
+/// Creates a network's bridge with its gateway address, and brings it up.
+pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
+    let index = nl.add_bridge(&net.bridge, net.mtu, group)?;
+    let res = (|| {
+        nl.add_address(index, net.gateway, net.subnet.prefix())?;
+        nl.set_up(index)
+    })();
+    if res.is_err() {
+        let _ = nl.del_link(index);
+    }
+    res.with_context(|| format!("setting up bridge {}", net.bridge))
+}
+
+/// Whether this endpoint is the one that carries the container's default route: the first
+/// endpoint on a network that has a way out.
+pub fn is_gateway_endpoint(state: &State, c: &Container, ep: &Endpoint) -> bool {
+    c.endpoints
+        .iter()
+        .find(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal))
+        .is_some_and(|e| e.endpoint_id == ep.endpoint_id)
+}
+
+/// Creates an endpoint: the veth pair (host side on the bridge, peer named `ep.ifname` in the
+/// container), the address, the MAC, and the default route when `default_route`.
+pub fn create_endpoint(
+    nl: &Netlink,
+    netns_path: &Path,
+    net: &Network,
+    ep: &Endpoint,
+    default_route: bool,
+    group: u32,
+) -> Result<()> {
+    let bridge = nl
+        .link(&net.bridge)?
+        .with_context(|| format!("bridge {} of network {} is missing: run `netctl sync`", net.bridge, net.name))?;
+    let ns = netns::open(netns_path)?;
+    let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
+    let res = (|| {
+        nl.set_controller(index, bridge.index)?;
+        nl.set_up(index)?;
+        configure_container_side(netns_path, ep, net, default_route)
+    })();
+    if res.is_err() {
+        // Deleting one end of a veth deletes both.
+        let _ = nl.del_link(index);
+    }
+    res.with_context(|| format!("setting up {} of network {}", ep.ifname, net.name))
+}
+
+fn configure_container_side(
+    netns_path: &Path,
+    ep: &Endpoint,
+    net: &Network,
+    default_route: bool,
+) -> Result<()> {
+    let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
+    let mac = parse_mac(&ep.mac);
+    netns::run_in(netns_path, move || {
+        let nl = Netlink::new()?;
+        let lo = nl.link("lo")?.context("no lo in the container namespace")?;
+        nl.set_up(lo.index)?;
+        let link = nl
+            .link(&ifname)?
+            .with_context(|| format!("{ifname} did not appear in the container namespace"))?;
+        nl.set_mac(link.index, mac)?;
+        nl.add_address(link.index, ip, prefix)?;
+        nl.set_up(link.index)?;
+        if default_route {
+            nl.add_default_route(gw)?;
+        }
+        Ok(())
+    })
+}
+
+/// Adds the default route via `gateway` in the container if it has none (after the endpoint
+/// that carried it was disconnected).
+pub fn ensure_default_route(netns_path: &Path, gateway: Ipv4Addr) -> Result<()> {
+    netns::run_in(netns_path, move || {
+        let nl = Netlink::new()?;
+        if nl.default_route_interfaces()?.is_empty() {
+            nl.add_default_route(gateway)?;
+        }
+        Ok(())
+    })
+}
+
+/// Removes a container's kernel objects: its processes must already be stopped. Best effort:
+/// every step runs, the first error is returned.
+pub fn remove_container(nl: &Netlink, netns_path: &Path, c: &Container) -> Result<()> {
+    let mut first_err = None;
+    for ep in &c.endpoints {
+        if let Err(e) = nl.del_link_by_name(&ep.host_veth) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Err(e) = netns::remove(netns_path) {
+        first_err.get_or_insert(e);
+    }
+    first_err.map_or(Ok(()), Err)
+}
