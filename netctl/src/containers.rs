@@ -26,7 +26,12 @@ pub struct CreateRequest {
 }
 
 /// Plans an endpoint on `net` for container `c`: next free `ethN`, a static or allocated address.
-fn plan_endpoint(state: &State, c_endpoints: &[Endpoint], net: &Network, ip: Option<&str>) -> Result<Endpoint> {
+fn plan_endpoint(
+    state: &State,
+    c_endpoints: &[Endpoint],
+    net: &Network,
+    ip: Option<&str>,
+) -> Result<Endpoint> {
     let used = state.used_ips(&net.name);
     let ip = match ip {
         Some(ip) => {
@@ -53,13 +58,22 @@ fn plan_endpoint(state: &State, c_endpoints: &[Endpoint], net: &Network, ip: Opt
 
 /// Validates a `run` request and creates the container's namespace and endpoint; the caller
 /// saves the state. On error nothing is left behind.
-pub fn create(nl: &Netlink, state: &mut State, state_dir: &Path, req: &CreateRequest, group: u32) -> Result<Container> {
+pub fn create(
+    nl: &Netlink,
+    state: &mut State,
+    state_dir: &Path,
+    req: &CreateRequest,
+    group: u32,
+) -> Result<Container> {
     check_name(&req.name, "container")?;
     if req.command.is_empty() {
         bail!("no command given: netctl run --name NAME -- CMD [ARG...]");
     }
     if state.containers.contains_key(&req.name) {
-        bail!("container name {} is already in use: pick another name or `netctl rm` it", req.name);
+        bail!(
+            "container name {} is already in use: pick another name or `netctl rm` it",
+            req.name
+        );
     }
     // Parse everything before touching anything.
     let specs: Vec<PortSpec> = req
@@ -71,7 +85,8 @@ pub fn create(nl: &Netlink, state: &mut State, state_dir: &Path, req: &CreateReq
     if let Some(ip) = &req.ip {
         ipam::parse_ip(ip, "--ip")?;
     }
-    let created_default = net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
+    let created_default =
+        net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
     if created_default {
         networks::ensure_default(nl, state, group)?;
     }
@@ -127,7 +142,15 @@ pub fn log_path(state_dir: &Path, id: &str) -> std::path::PathBuf {
 }
 
 /// `network connect`: a further interface (eth1, …) on a container.
-pub fn connect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str, container: &str, ip: Option<&str>, group: u32) -> Result<Endpoint> {
+pub fn connect(
+    nl: &Netlink,
+    state: &mut State,
+    state_dir: &Path,
+    network: &str,
+    container: &str,
+    ip: Option<&str>,
+    group: u32,
+) -> Result<Endpoint> {
     let net = state.network(network)?.clone();
     let c = state.container(container)?.clone();
     if c.endpoints.iter().any(|e| e.network == network) {
@@ -138,7 +161,10 @@ pub fn connect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str,
     after.endpoints.push(ep.clone());
     let ns = netns::handle_path(state_dir, &c.id);
     let default_route = topology::is_gateway_endpoint(
-        &State { containers: [(c.name.clone(), after.clone())].into(), ..state.clone() },
+        &State {
+            containers: [(c.name.clone(), after.clone())].into(),
+            ..state.clone()
+        },
         &after,
         &ep,
     );
@@ -148,7 +174,13 @@ pub fn connect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str,
 }
 
 /// `network disconnect`: removes the container's interface on that network.
-pub fn disconnect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &str, container: &str) -> Result<()> {
+pub fn disconnect(
+    nl: &Netlink,
+    state: &mut State,
+    state_dir: &Path,
+    network: &str,
+    container: &str,
+) -> Result<()> {
     state.network(network)?;
     let c = state.container(container)?.clone();
     let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
@@ -159,7 +191,11 @@ pub fn disconnect(nl: &Netlink, state: &mut State, state_dir: &Path, network: &s
     after.endpoints.remove(pos);
     state.containers.insert(c.name.clone(), after.clone());
     // If the default route went with it, the next endpoint with a way out carries it.
-    if let Some(ep) = after.endpoints.iter().find(|e| topology::is_gateway_endpoint(state, &after, e)) {
+    if let Some(ep) = after
+        .endpoints
+        .iter()
+        .find(|e| topology::is_gateway_endpoint(state, &after, e))
+    {
         let gw = state.networks[&ep.network].gateway;
         topology::ensure_default_route(&netns::handle_path(state_dir, &c.id), gw)
             .context("restoring the default route")?;

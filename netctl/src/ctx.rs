@@ -85,9 +85,14 @@ mod tests {
     fn kernel_checks() {
         assert!(check_kernel("6.18.44-fc-v769", true).is_ok());
         assert!(check_kernel("6.6.0", true).is_ok());
-        let e = check_kernel("5.15.0-91-generic", true).unwrap_err().to_string();
+        let e = check_kernel("5.15.0-91-generic", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("5.15.0") && e.contains("6.6"), "{e}");
         assert!(check_kernel("6.5.9", true).is_err());
-        assert!(check_kernel("6.18.0", false).unwrap_err().to_string().contains("BTF"));
+        assert!(check_kernel("6.18.0", false)
+            .unwrap_err()
+            .to_string()
+            .contains("BTF"));
     }
 }

@@ -23,10 +23,7 @@ pub fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
 }
 
 /// The first pool that overlaps nothing in `taken` (other networks, host addresses, routes).
-pub fn pick_pool(
-    preferred: Option<Ipv4Network>,
-    taken: &[Ipv4Network],
-) -> Result<Ipv4Network> {
+pub fn pick_pool(preferred: Option<Ipv4Network>, taken: &[Ipv4Network]) -> Result<Ipv4Network> {
     preferred
         .into_iter()
         .chain(pools())
@@ -52,8 +49,9 @@ pub fn parse_subnet(s: &str, what: &str) -> Result<Ipv4Network> {
 }
 
 pub fn parse_ip(s: &str, what: &str) -> Result<Ipv4Addr> {
-    s.parse()
-        .map_err(|_| anyhow::anyhow!("invalid {what} {s:?}: expected an IPv4 address such as 172.20.0.10"))
+    s.parse().map_err(|_| {
+        anyhow::anyhow!("invalid {what} {s:?}: expected an IPv4 address such as 172.20.0.10")
+    })
 }
 
 /// Checks a network's addressing and fills in the gateway (first host address by default).
@@ -98,7 +96,10 @@ pub fn check_static(net: &Network, ip: Ipv4Addr, used: &[Ipv4Addr]) -> Result<()
         );
     }
     if used.contains(&ip) {
-        bail!("--ip {ip} is already in use in network {}: pick another", net.name);
+        bail!(
+            "--ip {ip} is already in use in network {}: pick another",
+            net.name
+        );
     }
     Ok(())
 }
@@ -154,11 +155,17 @@ mod tests {
     #[test]
     fn pick_pool_skips_overlaps() {
         let taken: Vec<Ipv4Network> = vec!["172.18.5.0/24".parse().unwrap()];
-        assert_eq!(pick_pool(None, &taken).unwrap().to_string(), "172.19.0.0/16");
+        assert_eq!(
+            pick_pool(None, &taken).unwrap().to_string(),
+            "172.19.0.0/16"
+        );
         let pref = DEFAULT_BRIDGE_SUBNET.parse().ok();
         assert_eq!(pick_pool(pref, &[]).unwrap().to_string(), "172.17.0.0/16");
         let taken = vec!["172.16.0.0/12".parse().unwrap()];
-        assert_eq!(pick_pool(pref, &taken).unwrap().to_string(), "192.168.0.0/20");
+        assert_eq!(
+            pick_pool(pref, &taken).unwrap().to_string(),
+            "192.168.0.0/20"
+        );
         let all = vec!["0.0.0.0/1".parse().unwrap(), "128.0.0.0/1".parse().unwrap()];
         assert!(pick_pool(None, &all).is_err());
     }
@@ -167,12 +174,19 @@ mod tests {
     fn subnet_and_gateway_checks() {
         assert!(parse_subnet("10.0.0.0/33", "subnet").is_err());
         assert!(parse_subnet("banana", "subnet").is_err());
-        let e = parse_subnet("10.0.0.5/24", "subnet").unwrap_err().to_string();
+        let e = parse_subnet("10.0.0.5/24", "subnet")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10.0.0.0/24"), "{e}");
         let s = parse_subnet("10.0.0.0/24", "subnet").unwrap();
         assert_eq!(plan(s, None, None).unwrap(), Ipv4Addr::new(10, 0, 0, 1));
-        assert_eq!(plan(s, Some(Ipv4Addr::new(10, 0, 0, 254)), None).unwrap(), Ipv4Addr::new(10, 0, 0, 254));
-        let e = plan(s, Some(Ipv4Addr::new(10, 0, 1, 1)), None).unwrap_err().to_string();
+        assert_eq!(
+            plan(s, Some(Ipv4Addr::new(10, 0, 0, 254)), None).unwrap(),
+            Ipv4Addr::new(10, 0, 0, 254)
+        );
+        let e = plan(s, Some(Ipv4Addr::new(10, 0, 1, 1)), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10.0.1.1") && e.contains("10.0.0.0/24"), "{e}");
         assert!(plan(s, Some(Ipv4Addr::new(10, 0, 0, 255)), None).is_err());
         assert!(plan(s, None, Some("10.0.1.0/28".parse().unwrap())).is_err());
@@ -196,11 +210,18 @@ mod tests {
     #[test]
     fn static_ip_checks_name_the_problem() {
         let n = net("10.0.0.0/24", None);
-        let e = check_static(&n, Ipv4Addr::new(10, 0, 1, 5), &[]).unwrap_err().to_string();
+        let e = check_static(&n, Ipv4Addr::new(10, 0, 1, 5), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10.0.1.5") && e.contains("10.0.0.0/24"), "{e}");
         assert!(check_static(&n, Ipv4Addr::new(10, 0, 0, 1), &[]).is_err());
         assert!(check_static(&n, Ipv4Addr::new(10, 0, 0, 255), &[]).is_err());
-        assert!(check_static(&n, Ipv4Addr::new(10, 0, 0, 9), &[Ipv4Addr::new(10, 0, 0, 9)]).is_err());
+        assert!(check_static(
+            &n,
+            Ipv4Addr::new(10, 0, 0, 9),
+            &[Ipv4Addr::new(10, 0, 0, 9)]
+        )
+        .is_err());
         assert!(check_static(&n, Ipv4Addr::new(10, 0, 0, 9), &[]).is_ok());
     }
 }

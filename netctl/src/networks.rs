@@ -69,15 +69,26 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         other => bail!("unknown driver {other:?}: use --driver bridge"),
     }
     if state.networks.contains_key(&req.name) {
-        bail!("network {} already exists: pick another name or `netctl network rm` it", req.name);
+        bail!(
+            "network {} already exists: pick another name or `netctl network rm` it",
+            req.name
+        );
     }
     let opts = options::parse(&req.options)?;
     let taken = taken_subnets(nl, state)?;
     let subnet = match &req.subnet {
         Some(s) => {
             let s = ipam::parse_subnet(s, "subnet")?;
-            if let Some(n) = state.networks.values().find(|n| ipam::overlaps(&n.subnet, &s)) {
-                bail!("subnet {s} overlaps network {} ({}): pick a subnet that does not", n.name, n.subnet);
+            if let Some(n) = state
+                .networks
+                .values()
+                .find(|n| ipam::overlaps(&n.subnet, &s))
+            {
+                bail!(
+                    "subnet {s} overlaps network {} ({}): pick a subnet that does not",
+                    n.name,
+                    n.subnet
+                );
             }
             if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
                 bail!("subnet {s} overlaps {t}, an address or route of this host: pick a subnet that does not");
@@ -111,10 +122,17 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         (None, false) => format!("br-{}", &id[..12]),
     };
     if let Some(n) = state.networks.values().find(|n| n.bridge == bridge) {
-        bail!("bridge name {bridge} is used by network {}: pick another with -o {}", n.name, options::BRIDGE_NAME);
+        bail!(
+            "bridge name {bridge} is used by network {}: pick another with -o {}",
+            n.name,
+            options::BRIDGE_NAME
+        );
     }
     if nl.link(&bridge)?.is_some() {
-        bail!("bridge name {bridge} is taken by an existing interface: pick another with -o {}", options::BRIDGE_NAME);
+        bail!(
+            "bridge name {bridge} is taken by an existing interface: pick another with -o {}",
+            options::BRIDGE_NAME
+        );
     }
     Ok(Network {
         id,
@@ -162,7 +180,11 @@ pub fn check_removable(state: &State, names: &[String]) -> Result<()> {
         if name == DEFAULT_NETWORK {
             bail!("{name} is the default network and cannot be removed");
         }
-        let attached: Vec<&str> = state.attached(name).iter().map(|c| c.name.as_str()).collect();
+        let attached: Vec<&str> = state
+            .attached(name)
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         if !attached.is_empty() {
             bail!(
                 "network {name} has containers attached ({}): `netctl rm` them or `netctl network disconnect` them first",

@@ -45,7 +45,9 @@ pub fn check_ifname(name: &str, what: &str) -> Result<()> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         bail!("invalid {what} {name:?}: interface names are 1-15 characters without '/', ':' or spaces");
     }
@@ -66,7 +68,10 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
         };
         let Some((long, _)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
             let known: Vec<String> = KEYS.iter().map(|(l, s)| format!("{l} ({s})")).collect();
-            bail!("unknown option {key:?}: known options are {}", known.join(", "));
+            bail!(
+                "unknown option {key:?}: known options are {}",
+                known.join(", ")
+            );
         };
         match *long {
             ICC => o.icc = parse_bool(key, value)?,
@@ -76,7 +81,9 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
                     .parse()
                     .ok()
                     .filter(|m| (68..=65535).contains(m))
-                    .ok_or_else(|| anyhow::anyhow!("invalid MTU {value:?}: use a number from 68 to 65535"))?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("invalid MTU {value:?}: use a number from 68 to 65535")
+                    })?
             }
             BRIDGE_NAME => {
                 check_ifname(value, "bridge name")?;
@@ -117,10 +124,19 @@ mod tests {
     #[test]
     fn bad_options_are_refused() {
         assert!(p(&["icc"]).unwrap_err().to_string().contains("KEY=VALUE"));
-        assert!(p(&["icc=maybe"]).unwrap_err().to_string().contains("true or false"));
-        assert!(p(&["mtu=20"]).unwrap_err().to_string().contains("68 to 65535"));
+        assert!(p(&["icc=maybe"])
+            .unwrap_err()
+            .to_string()
+            .contains("true or false"));
+        assert!(p(&["mtu=20"])
+            .unwrap_err()
+            .to_string()
+            .contains("68 to 65535"));
         assert!(p(&["bridge_name=waytoolongbridgename"]).is_err());
         assert!(p(&["bridge_name=a/b"]).is_err());
-        assert!(p(&["color=blue"]).unwrap_err().to_string().contains("unknown option"));
+        assert!(p(&["color=blue"])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option"));
     }
 }

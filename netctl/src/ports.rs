@@ -221,7 +221,10 @@ pub fn ephemeral_range() -> RangeInclusive<u16> {
 
 /// Docker's `port` line: `80/tcp -> 0.0.0.0:8080`.
 pub fn describe(m: &PortMapping) -> String {
-    format!("{}/{} -> {}:{}", m.container_port, m.proto, m.host_ip, m.host_port)
+    format!(
+        "{}/{} -> {}:{}",
+        m.container_port, m.proto, m.host_ip, m.host_port
+    )
 }
 
 #[cfg(test)]
@@ -280,7 +283,10 @@ mod tests {
     #[test]
     fn allocates_explicit_ranges_and_ephemeral_ports() {
         let got = allocate(&[p("8000-8001:80-81"), p("90")], &[], 40000..=40010).unwrap();
-        let pairs: Vec<(u16, u16)> = got.iter().map(|m| (m.host_port, m.container_port)).collect();
+        let pairs: Vec<(u16, u16)> = got
+            .iter()
+            .map(|m| (m.host_port, m.container_port))
+            .collect();
         assert_eq!(pairs, vec![(8000, 80), (8001, 81), (40000, 90)]);
     }
 

@@ -56,7 +56,8 @@ pub fn spawn_detached(netns_path: &Path, argv: &[String], log: &Path) -> Result<
 /// Starts a foreground process attached to our stdio.
 pub fn spawn_foreground(netns_path: &Path, argv: &[String]) -> Result<Child> {
     let (mut cmd, _ns) = command(netns_path, argv)?;
-    cmd.spawn().with_context(|| format!("starting {:?}", argv[0]))
+    cmd.spawn()
+        .with_context(|| format!("starting {:?}", argv[0]))
 }
 
 /// Start time of a process (clock ticks since boot), to tell a PID that was reused.

@@ -7,12 +7,7 @@ use std::collections::BTreeSet;
 use anyhow::{anyhow, Result};
 
 use crate::{
-    config::Config,
-    dataplane::Dataplane,
-    netlink::Netlink,
-    netns, process,
-    state::State,
-    topology,
+    config::Config, dataplane::Dataplane, netlink::Netlink, netns, process, state::State, topology,
 };
 
 /// The uplinks: NETCTL_UPLINKS if set, else the interfaces carrying default routes.
@@ -42,7 +37,10 @@ pub fn uplinks(cfg: &Config, nl: &Netlink) -> Result<Vec<(String, u32)>> {
 /// Containers route through the host, as Docker sets up.
 fn enable_forwarding() -> Result<()> {
     const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(PATH).map(|v| v.trim() == "1").unwrap_or(false) {
+    if std::fs::read_to_string(PATH)
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))
@@ -60,7 +58,10 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     for net in state.networks.values() {
         if !names.contains(&net.bridge) {
             topology::create_bridge(nl, net, group)?;
-            changes.push(format!("re-created bridge {} of network {}", net.bridge, net.name));
+            changes.push(format!(
+                "re-created bridge {} of network {}",
+                net.bridge, net.name
+            ));
         }
     }
 
@@ -75,6 +76,8 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
         }
         for ep in &c.endpoints {
             if fresh || !names.contains(&ep.host_veth) {
+                // A veth of the lost namespace may still be here (its processes kept it).
+                nl.del_link_by_name(&ep.host_veth)?;
                 let net = &state.networks[&ep.network];
                 let default_route = topology::is_gateway_endpoint(state, c, ep);
                 topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
@@ -104,14 +107,22 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     orphans.sort_by_key(|l| l.kind == "bridge");
     for l in orphans {
         nl.del_link(l.index)?;
-        changes.push(format!("removed orphaned {} {}", if l.kind.is_empty() { "link" } else { &l.kind }, l.name));
+        changes.push(format!(
+            "removed orphaned {} {}",
+            if l.kind.is_empty() { "link" } else { &l.kind },
+            l.name
+        ));
     }
     let handles: BTreeSet<_> = state
         .containers
         .values()
         .map(|c| netns::handle_path(&cfg.state_dir, &c.id))
         .collect();
-    for entry in std::fs::read_dir(netns::handles_dir(&cfg.state_dir)).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(netns::handles_dir(&cfg.state_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let path = entry.path();
         if !handles.contains(&path) {
             process::stop_all(&path, std::time::Duration::ZERO);

@@ -290,8 +290,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(STATE_FILE), "{not json").unwrap();
         let err = Store::new(&dir).lock().err().expect("must fail");
-        assert!(format!("{err:#}").contains("state.json is unreadable"), "{err:#}");
-        assert_eq!(fs::read_to_string(dir.join(STATE_FILE)).unwrap(), "{not json");
+        assert!(
+            format!("{err:#}").contains("state.json is unreadable"),
+            "{err:#}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join(STATE_FILE)).unwrap(),
+            "{not json"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,10 +39,23 @@ pub fn parse_mac(mac: &str) -> [u8; 6] {
     out
 }
 
+fn random_mac() -> [u8; 6] {
+    let id = crate::state::random_id();
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).expect("hex id");
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+    mac
+}
+
 /// Creates a network's bridge with its gateway address, and brings it up.
 pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
     let index = nl.add_bridge(&net.bridge, net.mtu, group)?;
     let res = (|| {
+        // A fixed MAC: a bridge otherwise takes its lowest port's, and containers' ARP entries
+        // for the gateway go stale as ports come and go.
+        nl.set_mac(index, random_mac())?;
         nl.add_address(index, net.gateway, net.subnet.prefix())?;
         nl.set_up(index)
     })();
@@ -71,9 +84,12 @@ pub fn create_endpoint(
     default_route: bool,
     group: u32,
 ) -> Result<()> {
-    let bridge = nl
-        .link(&net.bridge)?
-        .with_context(|| format!("bridge {} of network {} is missing: run `netctl sync`", net.bridge, net.name))?;
+    let bridge = nl.link(&net.bridge)?.with_context(|| {
+        format!(
+            "bridge {} of network {} is missing: run `netctl sync`",
+            net.bridge, net.name
+        )
+    })?;
     let ns = netns::open(netns_path)?;
     let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
     let res = (|| {

@@ -266,6 +266,42 @@ impl Sandbox {
             .expect("spawn in outside namespace")
     }
 
+    /// The saved state (empty object when there is none yet).
+    pub fn state(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.state_dir.join("state.json"))
+            .map(|t| serde_json::from_str(&t).expect("state.json parses"))
+            .unwrap_or_else(|_| serde_json::json!({}))
+    }
+
+    /// Raw state file, for "nothing changed" comparisons.
+    pub fn state_text(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default()
+    }
+
+    /// Container namespace handles netctl keeps.
+    pub fn netns_handles(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.state_dir.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Waits (bounded, 10 s) until something listens on `port` (tcp) in a container.
+    pub fn wait_listening(&self, container: &str, port: u16) {
+        let script = format!(
+            "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.1; done; exit 1"
+        );
+        let out = self.netctl(&["exec", container, "--", "sh", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "nothing listens on {port} in {container}"
+        );
+    }
+
     /// Names of the links in the host namespace.
     pub fn host_links(&self) -> Vec<String> {
         let out = self.host_sh("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1");
@@ -357,8 +393,12 @@ fn teardown(host_ns: &str, outside_ns: &str, state_dir: &Path, bpffs: &Path) {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// A process exists and is not a zombie waiting for its parent to reap it.
+pub fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Removes sandboxes whose creating process is gone (a killed test run).
@@ -379,7 +419,7 @@ pub fn sweep_leftovers() {
     }
     for id in ids {
         let pid: Option<u32> = id.split('-').next().and_then(|p| p.parse().ok());
-        if pid.is_some_and(pid_alive) {
+        if pid.is_some_and(process_alive) {
             continue;
         }
         teardown(

@@ -22,5 +22,9 @@ pub fn run(args: Args) -> Result<i32> {
     let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
     let (mut cmd, _ns) = process::command(&ns, &args.command)?;
     let err = cmd.exec();
-    bail!("cannot run {:?} in container {}: {err}", args.command[0], args.name)
+    bail!(
+        "cannot run {:?} in container {}: {err}",
+        args.command[0],
+        args.name
+    )
 }

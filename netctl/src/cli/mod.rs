@@ -85,4 +85,3 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     out
 }
-

@@ -12,12 +12,14 @@ use crate::{
 #[derive(Subcommand)]
 pub enum Command {
     /// Create a network: a Linux bridge with a gateway address and an address pool
-    #[command(after_help = "Options (-o KEY=VALUE), Docker's keys or the short forms:\n  \
+    #[command(
+        after_help = "Options (-o KEY=VALUE), Docker's keys or the short forms:\n  \
         com.docker.network.bridge.enable_icc (icc)                   containers of the network may talk to each other [true]\n  \
         com.docker.network.bridge.enable_ip_masquerade (masquerade)  SNAT traffic leaving through the uplinks [true]\n  \
         com.docker.network.driver.mtu (mtu)                          MTU of the bridge and veths [1500]\n  \
         com.docker.network.bridge.name (bridge_name)                 bridge name [br-<id>; netctl0 for bridge]\n\n\
-        Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend")]
+        Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend"
+    )]
     Create {
         /// Network driver (bridge)
         #[arg(short, long, default_value = "bridge")]
@@ -102,12 +104,15 @@ pub fn run(cmd: Command) -> Result<i32> {
             let state = Ctx::open_unchecked()?.store.snapshot()?;
             match format.as_str() {
                 "table" if !quiet => {
-                    println!("{:<14}{:<20}{:<10}{}", "NETWORK ID", "NAME", "DRIVER", "SCOPE");
+                    println!("{:<14}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
                     for n in state.networks.values() {
                         println!("{:<14}{:<20}{:<10}local", &n.id[..12], n.name, n.driver);
                     }
                 }
-                "table" => state.networks.values().for_each(|n| println!("{}", &n.id[..12])),
+                "table" => state
+                    .networks
+                    .values()
+                    .for_each(|n| println!("{}", &n.id[..12])),
                 "json" => {
                     for n in state.networks.values() {
                         let v = json!({"ID": &n.id[..12], "Name": n.name, "Driver": n.driver,

@@ -15,7 +15,10 @@ pub fn run(args: Args) -> Result<i32> {
     let state = Ctx::open_unchecked()?.store.snapshot()?;
     let c = state.container(&args.name)?;
     match args.port {
-        None => c.ports.iter().for_each(|p| println!("{}", ports::describe(p))),
+        None => c
+            .ports
+            .iter()
+            .for_each(|p| println!("{}", ports::describe(p))),
         Some(spec) => {
             let (port, proto) = match spec.split_once('/') {
                 Some((p, proto)) => (p, proto.parse()?),
@@ -30,9 +33,14 @@ pub fn run(args: Args) -> Result<i32> {
                 .filter(|p| p.container_port == port && p.proto == proto)
                 .collect();
             if found.is_empty() {
-                bail!("no public port {port}/{proto} published for container {}", c.name);
+                bail!(
+                    "no public port {port}/{proto} published for container {}",
+                    c.name
+                );
             }
-            found.iter().for_each(|p| println!("{}:{}", p.host_ip, p.host_port));
+            found
+                .iter()
+                .for_each(|p| println!("{}:{}", p.host_ip, p.host_port));
         }
     }
     Ok(0)

@@ -34,12 +34,29 @@ pub fn run(args: Args) -> Result<i32> {
         .values()
         .filter(|c| args.all || status(c) == "running")
         .collect();
-    let networks = |c: &Container| c.endpoints.iter().map(|e| e.network.as_str()).collect::<Vec<_>>().join(",");
-    let ips = |c: &Container| c.endpoints.iter().map(|e| e.ip.to_string()).collect::<Vec<_>>().join(",");
+    let networks = |c: &Container| {
+        c.endpoints
+            .iter()
+            .map(|e| e.network.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ips = |c: &Container| {
+        c.endpoints
+            .iter()
+            .map(|e| e.ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let port_list = |c: &Container| {
         c.ports
             .iter()
-            .map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto))
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.proto
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -50,8 +67,8 @@ pub fn run(args: Args) -> Result<i32> {
     match args.format.as_str() {
         "table" => {
             println!(
-                "{:<14}{:<16}{:<10}{:<16}{:<18}{:<30}{}",
-                "CONTAINER ID", "NAME", "STATUS", "NETWORKS", "IP ADDRESS", "PORTS", "COMMAND"
+                "{:<14}{:<16}{:<10}{:<16}{:<18}{:<30}COMMAND",
+                "CONTAINER ID", "NAME", "STATUS", "NETWORKS", "IP ADDRESS", "PORTS"
             );
             for c in shown {
                 println!(

@@ -27,14 +27,23 @@ pub fn run(args: Args) -> Result<i32> {
         ids.push(snapshot.container(name)?.id.clone());
     }
     // Stop without holding the lock: the grace period must not block other commands.
-    let grace = if args.force { Duration::ZERO } else { Duration::from_secs(args.time) };
+    let grace = if args.force {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(args.time)
+    };
     for id in &ids {
         process::stop_all(&netns::handle_path(&ctx.cfg.state_dir, id), grace);
     }
     let mut locked = ctx.store.lock()?;
     for (name, id) in args.names.iter().zip(&ids) {
         // Another command may have removed (or re-created) it meanwhile.
-        if locked.state.containers.get(name).is_some_and(|c| &c.id == id) {
+        if locked
+            .state
+            .containers
+            .get(name)
+            .is_some_and(|c| &c.id == id)
+        {
             containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, name)?;
         }
     }

@@ -45,7 +45,13 @@ pub fn run(args: Args) -> Result<i32> {
         detach: args.detach,
     };
     let mut locked = ctx.store.lock()?;
-    let c = containers::create(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, &req, ctx.group)?;
+    let c = containers::create(
+        &ctx.nl,
+        &mut locked.state,
+        &ctx.cfg.state_dir,
+        &req,
+        ctx.group,
+    )?;
     let ns = crate::netns::handle_path(&ctx.cfg.state_dir, &c.id);
     if let Err(e) = ctx.commit(&locked) {
         // Saved but not applied: leave it to `sync` only if removal fails too.
@@ -59,7 +65,11 @@ pub fn run(args: Args) -> Result<i32> {
         std::fs::create_dir_all(log.parent().expect("log dir"))?;
         match process::spawn_detached(&ns, &req.command, &log) {
             Ok(pid) => {
-                let entry = locked.state.containers.get_mut(&c.name).expect("just created");
+                let entry = locked
+                    .state
+                    .containers
+                    .get_mut(&c.name)
+                    .expect("just created");
                 entry.pid = Some(pid);
                 entry.pid_start = process::start_time(pid);
                 locked.save()?;
@@ -75,7 +85,11 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         let child = process::spawn_foreground(&ns, &req.command);
         if let Ok(child) = &child {
-            let entry = locked.state.containers.get_mut(&c.name).expect("just created");
+            let entry = locked
+                .state
+                .containers
+                .get_mut(&c.name)
+                .expect("just created");
             entry.pid = Some(child.id());
             entry.pid_start = process::start_time(child.id());
             locked.save()?;
@@ -86,9 +100,9 @@ pub fn run(args: Args) -> Result<i32> {
         let code = match child {
             Ok(mut child) => {
                 let status = child.wait()?;
-                status
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
+                status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                })
             }
             Err(e) => {
                 eprintln!("netctl: {e:#}");
@@ -97,7 +111,12 @@ pub fn run(args: Args) -> Result<i32> {
         };
         process::stop_all(&ns, std::time::Duration::ZERO);
         let mut locked = ctx.store.lock()?;
-        if locked.state.containers.get(&c.name).is_some_and(|x| x.id == c.id) {
+        if locked
+            .state
+            .containers
+            .get(&c.name)
+            .is_some_and(|x| x.id == c.id)
+        {
             containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, &c.name)?;
             ctx.commit(&locked)?;
         }
