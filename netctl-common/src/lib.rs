@@ -1,14 +1,18 @@
 //! Types shared by netctl's eBPF programs and its controller.
 //!
 //! Everything here is ABI between the kernel programs and userspace: `#[repr(C)]`, explicit
-//! zeroed padding, sizes asserted at compile time. Changing a layout means bumping
-//! [`LAYOUT_VERSION`], which makes the controller load into a fresh pin directory.
+//! zeroed padding, sizes asserted at compile time. Addresses are IPv4 in network byte order
+//! (as read from the packet), ports in network byte order too. Changing a layout means
+//! bumping [`LAYOUT_VERSION`], which makes the controller load into a fresh pin directory.
 #![no_std]
 
+pub mod ct;
+pub mod drop;
+pub mod maps;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -22,11 +26,23 @@ pub mod programs {
     pub const FROM_CONTAINER: &str = "from_container";
 }
 
-/// Names of the maps in the eBPF object (and of their pins).
-pub mod maps {
-    /// Per-CPU packet/byte/drop counters per hook ([`crate::stats::Hook`]).
-    pub const HOOK_STATS: &str = "HOOK_STATS";
+/// IP protocol numbers the datapath handles.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
 
-    /// Every map, pinned by these names.
-    pub const ALL: [&str; 1] = [HOOK_STATS];
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for maps::PortKey {}
+    unsafe impl aya::Pod for maps::Backend {}
+    unsafe impl aya::Pod for maps::Uplink {}
+    unsafe impl aya::Pod for maps::EndpointInfo {}
+    unsafe impl aya::Pod for maps::NetInfo {}
+    unsafe impl aya::Pod for maps::Config {}
+    unsafe impl aya::Pod for ct::CtKey {}
+    unsafe impl aya::Pod for ct::CtEntry {}
+    unsafe impl aya::Pod for stats::Counters {}
 }

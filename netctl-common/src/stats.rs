@@ -39,6 +39,3 @@ pub struct Counters {
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
-
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for Counters {}

@@ -1,7 +1,84 @@
-//! Every map of the datapath, in one place. Names match `netctl_common::maps`.
+//! Every map of the datapath, in one place. Names and value types come from
+//! `netctl_common::maps`; the controller pins them and fills all but `CT` and the counters.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use netctl_common::stats::{Counters, Hook};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use netctl_common::{
+    ct::{CtEntry, CtKey},
+    drop::DropReason,
+    maps::*,
+    stats::{Counters, Hook},
+};
 
 #[map(name = "HOOK_STATS")]
 pub static HOOK_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(Hook::COUNT, 0);
+
+#[map(name = "DROP_STATS")]
+pub static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map(name = "PORTMAP")]
+pub static PORTMAP: HashMap<PortKey, Backend> = HashMap::with_max_entries(PORTMAP_MAX, 0);
+
+#[map(name = "HOST_ADDRS")]
+pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_MAX, 0);
+
+#[map(name = "UPLINKS")]
+pub static UPLINKS: HashMap<u32, Uplink> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+
+#[map(name = "ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "NETWORKS")]
+pub static NETWORKS: HashMap<u32, NetInfo> = HashMap::with_max_entries(NETWORKS_MAX, 0);
+
+#[map(name = "SUBNETS")]
+pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_MAX, 1); // BPF_F_NO_PREALLOC
+
+#[map(name = "CT")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+pub fn is_host_addr(addr: u32) -> bool {
+    // SAFETY: read-only use of a value the controller writes whole.
+    unsafe { HOST_ADDRS.get(&addr).is_some() }
+}
+
+#[inline(always)]
+pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
+    unsafe { ENDPOINTS.get(&addr).copied() }
+}
+
+#[inline(always)]
+pub fn network(bridge: u32) -> Option<NetInfo> {
+    unsafe { NETWORKS.get(&bridge).copied() }
+}
+
+#[inline(always)]
+pub fn uplink(ifindex: u32) -> Option<Uplink> {
+    unsafe { UPLINKS.get(&ifindex).copied() }
+}
+
+/// The backend of a published port: the exact host address first, then the wildcard, which
+/// only counts for addresses of this host.
+#[inline(always)]
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
+    let mut key = PortKey { addr, port, proto, _pad: 0 };
+    if let Some(b) = unsafe { PORTMAP.get(&key) } {
+        return Some(*b);
+    }
+    if !is_host_addr(addr) {
+        return None;
+    }
+    key.addr = 0;
+    unsafe { PORTMAP.get(&key).copied() }
+}

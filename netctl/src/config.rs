@@ -25,6 +25,11 @@ pub struct Config {
     /// Explicit uplinks (`NETCTL_UPLINKS`); empty means "the default-route interfaces".
     pub uplinks: Vec<String>,
     pub xdp: XdpMode,
+    /// Hand published-port traffic straight to the container (`NETCTL_FASTPATH`, default on).
+    pub fast_path: bool,
+    /// Connection-tracking capacity in entries (`NETCTL_CT_ENTRIES`); applies when the maps
+    /// are first created.
+    pub ct_entries: u32,
 }
 
 impl Config {
@@ -39,7 +44,24 @@ impl Config {
                 bail!("NETCTL_XDP={other} is not valid: use auto, native, generic or off")
             }
         };
+        let fast_path = match var("NETCTL_FASTPATH").as_deref() {
+            None | Some("on") | Some("1") | Some("true") => true,
+            Some("off") | Some("0") | Some("false") => false,
+            Some(other) => bail!("NETCTL_FASTPATH={other} is not valid: use on or off"),
+        };
+        let ct_entries = match var("NETCTL_CT_ENTRIES") {
+            None => netctl_common::maps::CT_MAX_DEFAULT,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1024..=16_777_216).contains(n))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("NETCTL_CT_ENTRIES={v} is not valid: use a number from 1024 to 16777216")
+                })?,
+        };
         Ok(Self {
+            fast_path,
+            ct_entries,
             state_dir: var("NETCTL_STATE_DIR")
                 .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
                 .into(),

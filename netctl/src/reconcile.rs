@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use anyhow::{anyhow, Result};
 
 use crate::{
-    config::Config, dataplane::Dataplane, netlink::Netlink, netns, process, state::State, topology,
+    config::Config,
+    dataplane::{maps, Dataplane},
+    netlink::Netlink, netns, process, state::State, topology,
 };
 
 /// The uplinks: NETCTL_UPLINKS if set, else the interfaces carrying default routes.
@@ -142,5 +144,15 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
         .map(|l| (l.name.clone(), l.index))
         .collect();
     changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
+
+    let addrs: Vec<_> = nl.addresses()?.into_iter().map(|(i, n)| (i, n.ip())).collect();
+    let host = maps::HostView {
+        links: &links,
+        addrs: &addrs,
+        uplinks: &uplinks,
+        xdp_active: dp.xdp_active(),
+        fast_path: cfg.fast_path,
+    };
+    changes.extend(dp.apply(&maps::desired(state, &host))?);
     Ok(changes)
 }

@@ -41,7 +41,7 @@ pub fn object_hash() -> String {
 /// Loads and pins the programs unless this object's pins are already there. Maps are created
 /// and pinned on first load and reused by every later load of the same layout.
 /// Returns true when it loaded (so attached links must move to the new programs).
-pub fn ensure_programs(pins: &Pins, hash: &str) -> Result<bool> {
+pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool> {
     let dir = pins.progs(hash);
     if PROGRAMS.iter().all(|(name, _)| dir.join(name).exists()) {
         return Ok(false);
@@ -50,6 +50,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str) -> Result<bool> {
     for name in maps::ALL {
         loader.map_pin_path(name, pins.map(name));
     }
+    loader.map_max_entries(maps::CT, ct_entries);
     let mut ebpf = loader
         .load(OBJECT)
         .context("loading netctl's eBPF object (kernel ≥ 6.6 with BTF is required)")?;

@@ -3,12 +3,20 @@
 
 pub mod attach;
 pub mod load;
+pub mod maps;
 pub mod pins;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use anyhow::{Context, Result};
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
+    Pod,
+};
 use netctl_common::{
-    maps, programs,
+    ct::{CtEntry, CtKey},
+    drop::DropReason,
+    maps as names, programs,
     stats::{Counters, Hook},
 };
 
@@ -37,7 +45,7 @@ impl Dataplane {
                 .with_context(|| format!("removing old pins {}", old.display()))?;
         }
         let hash = load::object_hash();
-        load::ensure_programs(&pins, &hash)?;
+        load::ensure_programs(&pins, &hash, cfg.ct_entries)?;
         Ok(Self {
             pins,
             hash,
@@ -93,9 +101,166 @@ impl Dataplane {
         Ok(changes)
     }
 
+    pub fn xdp_active(&self) -> bool {
+        self.xdp != XdpMode::Off
+    }
+
+    /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
+    /// entries of removed containers and ports go too, so a reused address or port never
+    /// inherits an old flow.
+    pub fn apply(&self, want: &maps::Desired) -> Result<Vec<String>> {
+        let mut changes = Vec::new();
+        let mut config: Array<MapData, netctl_common::maps::Config> = self.map(names::CONFIG)?;
+        if config.get(&0, 0)? != want.config {
+            config.set(0, want.config, 0)?;
+            changes.push("updated datapath config".to_string());
+        }
+        let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
+        let mut gone = BTreeSet::new();
+        let results = [
+            ("published ports", self.sync_hash(names::PORTMAP, &want.portmap)?),
+            ("host addresses", self.sync_hash(names::HOST_ADDRS, &host)?),
+            ("uplinks", self.sync_hash(names::UPLINKS, &want.uplinks)?),
+            ("networks", self.sync_hash(names::NETWORKS, &want.networks)?),
+            ("endpoints", self.sync_endpoints(&want.endpoints)?),
+            ("subnets", self.sync_subnets(&want.subnets)?),
+        ];
+        for (name, (n, removed)) in results {
+            gone.extend(removed);
+            if n > 0 {
+                changes.push(format!("{name}: {n} map entries changed"));
+            }
+        }
+        if !gone.is_empty() {
+            let n = self.flush_flows(&gone)?;
+            if n > 0 {
+                changes.push(format!("conntrack: {n} entries of removed containers flushed"));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Diff-applies a hash map; returns (entries changed, addresses of removed backends or
+    /// endpoints, whose flows must go).
+    fn sync_hash<K: Pod + Ord, V: Pod + PartialEq + Backed>(
+        &self,
+        name: &str,
+        want: &BTreeMap<K, V>,
+    ) -> Result<(usize, Vec<u32>)> {
+        let mut map: HashMap<MapData, K, V> = self.map(name)?;
+        let have: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        let mut removed = Vec::new();
+        for k in have {
+            if !want.contains_key(&k) {
+                if let Ok(v) = map.get(&k, 0) {
+                    removed.extend(v.backend());
+                }
+                map.remove(&k)?;
+                n += 1;
+            }
+        }
+        for (k, v) in want {
+            match map.get(k, 0) {
+                Ok(old) if old == *v => {}
+                Ok(old) => {
+                    removed.extend(old.backend());
+                    map.insert(k, v, 0).with_context(|| format!("updating {name}"))?;
+                    n += 1;
+                }
+                Err(_) => {
+                    map.insert(k, v, 0).with_context(|| format!("filling {name}"))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok((n, removed))
+    }
+
+    fn sync_endpoints(
+        &self,
+        want: &BTreeMap<u32, netctl_common::maps::EndpointInfo>,
+    ) -> Result<(usize, Vec<u32>)> {
+        let mut map: HashMap<MapData, u32, netctl_common::maps::EndpointInfo> =
+            self.map(names::ENDPOINTS)?;
+        let have: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        let mut removed = Vec::new();
+        for k in have {
+            if !want.contains_key(&k) {
+                map.remove(&k)?;
+                removed.push(k);
+                n += 1;
+            }
+        }
+        for (k, v) in want {
+            if map.get(k, 0).ok() != Some(*v) {
+                map.insert(k, v, 0).context("filling ENDPOINTS")?;
+                n += 1;
+            }
+        }
+        Ok((n, removed))
+    }
+
+    fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<(usize, Vec<u32>)> {
+        let mut map: LpmTrie<MapData, u32, u32> = self.map(names::SUBNETS)?;
+        let have: Vec<Key<u32>> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for k in have {
+            if !want.contains_key(&(k.prefix_len(), k.data())) {
+                map.remove(&k)?;
+                n += 1;
+            }
+        }
+        for ((prefix, addr), bridge) in want {
+            let key = Key::new(*prefix, *addr);
+            if map.get(&key, 0).ok() != Some(*bridge) {
+                map.insert(&key, bridge, 0).context("filling SUBNETS")?;
+                n += 1;
+            }
+        }
+        Ok((n, Vec::new()))
+    }
+
+    /// Deletes the conntrack entries that mention any of `addrs`.
+    fn flush_flows(&self, addrs: &BTreeSet<u32>) -> Result<usize> {
+        let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
+        let doomed: Vec<CtKey> = ct
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, e)| {
+                [k.saddr, k.daddr, e.src_addr, e.dst_addr]
+                    .iter()
+                    .any(|a| addrs.contains(a))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            let _ = ct.remove(k);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Entries in the conntrack table and its capacity.
+    pub fn ct_occupancy(&self) -> Result<(usize, u32)> {
+        let ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
+        let n = ct.keys().filter(|k| k.is_ok()).count();
+        let cap = MapData::from_pin(self.pins.map(names::CT))?.info()?.max_entries();
+        Ok((n, cap))
+    }
+
+    /// Drops per reason, summed over CPUs.
+    pub fn drop_stats(&self) -> Result<Vec<(DropReason, u64)>> {
+        let map: PerCpuArray<MapData, u64> = self.map(names::DROP_STATS)?;
+        DropReason::ALL
+            .iter()
+            .map(|r| Ok((*r, map.get(&(*r as u32), 0)?.iter().sum())))
+            .collect()
+    }
+
     /// Counters per hook, summed over CPUs.
     pub fn hook_stats(&self) -> Result<Vec<(Hook, Counters)>> {
-        let map: PerCpuArray<MapData, Counters> = self.map(maps::HOOK_STATS, Map::PerCpuArray)?;
+        let map: PerCpuArray<MapData, Counters> = self.map(names::HOOK_STATS)?;
         Hook::ALL
             .iter()
             .map(|hook| {
@@ -111,16 +276,32 @@ impl Dataplane {
             .collect()
     }
 
-    fn map<T>(&self, name: &str, wrap: fn(MapData) -> Map) -> Result<T>
+    fn map<T>(&self, name: &str) -> Result<T>
     where
         T: TryFrom<Map, Error = aya::maps::MapError>,
     {
         let path = self.pins.map(name);
         let data = MapData::from_pin(&path)
             .with_context(|| format!("opening pinned map {}", path.display()))?;
-        T::try_from(wrap(data)).with_context(|| format!("map {name} has an unexpected type"))
+        T::try_from(Map::from_map_data(data)?)
+            .with_context(|| format!("map {name} has an unexpected type"))
     }
 }
+
+/// Map values that point at a container address (so its flows go when they go).
+trait Backed {
+    fn backend(&self) -> Option<u32> {
+        None
+    }
+}
+impl Backed for netctl_common::maps::Backend {
+    fn backend(&self) -> Option<u32> {
+        Some(self.addr)
+    }
+}
+impl Backed for u32 {}
+impl Backed for netctl_common::maps::Uplink {}
+impl Backed for netctl_common::maps::NetInfo {}
 
 fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bool) -> Attachment {
     Attachment {

@@ -1,0 +1,70 @@
+//! Why a packet was dropped. The index of `DROP_STATS`, the reason in drop events, the words
+//! `netctl stats` and `netctl trace` print. Retired codes are never renumbered.
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Headers shorter than they claim, or unreadable.
+    Malformed = 0,
+    /// Between containers of different networks (Docker's DOCKER-ISOLATION chains).
+    Isolation = 1,
+    /// Between containers of a network with ICC off.
+    IccOff = 2,
+    /// Out of (or into) an internal network.
+    Internal = 3,
+    /// From outside straight to a container address that no published port or flow leads to.
+    NoWayIn = 4,
+    /// Connection tracking could not store the flow.
+    CtFull = 5,
+    /// No free source port for SNAT after probing.
+    NatPortsExhausted = 6,
+    /// A fragment that would need translation (fragments are never translated).
+    Fragment = 7,
+    /// A reply for a translated flow whose entry is gone (expired or evicted).
+    CtMiss = 8,
+    /// A rewrite helper failed.
+    RewriteFailed = 9,
+    /// A new flow's reply tuple is already taken by another flow.
+    CtConflict = 10,
+    /// A container sent with a source address that is not its own.
+    Spoofed = 11,
+    /// Masquerade of a protocol without ports (only TCP, UDP and ICMP are translated).
+    UnsupportedProtocol = 12,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 13;
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        DropReason::Malformed,
+        DropReason::Isolation,
+        DropReason::IccOff,
+        DropReason::Internal,
+        DropReason::NoWayIn,
+        DropReason::CtFull,
+        DropReason::NatPortsExhausted,
+        DropReason::Fragment,
+        DropReason::CtMiss,
+        DropReason::RewriteFailed,
+        DropReason::CtConflict,
+        DropReason::Spoofed,
+        DropReason::UnsupportedProtocol,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Isolation => "isolation",
+            DropReason::IccOff => "icc-off",
+            DropReason::Internal => "internal-network",
+            DropReason::NoWayIn => "no-way-in",
+            DropReason::CtFull => "conntrack-full",
+            DropReason::NatPortsExhausted => "nat-ports-exhausted",
+            DropReason::Fragment => "fragment",
+            DropReason::CtMiss => "conntrack-miss",
+            DropReason::RewriteFailed => "rewrite-failed",
+            DropReason::CtConflict => "conntrack-conflict",
+            DropReason::Spoofed => "spoofed-source",
+            DropReason::UnsupportedProtocol => "unsupported-protocol",
+        }
+    }
+}

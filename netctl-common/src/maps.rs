@@ -1,0 +1,107 @@
+//! Map names, keys and values. The controller fills every map but `CT` and the counters from
+//! the state (one reconcile function); the programs only read them.
+
+/// Per-CPU packet/byte/drop counters per hook ([`crate::stats::Hook`]).
+pub const HOOK_STATS: &str = "HOOK_STATS";
+/// Per-CPU drop counters per reason ([`crate::drop::DropReason`]).
+pub const DROP_STATS: &str = "DROP_STATS";
+/// Datapath switches, one [`Config`] at index 0.
+pub const CONFIG: &str = "CONFIG";
+/// Published ports: [`PortKey`] → [`Backend`].
+pub const PORTMAP: &str = "PORTMAP";
+/// Every local IPv4 address of the host namespace → 1 (what "a host address" means).
+pub const HOST_ADDRS: &str = "HOST_ADDRS";
+/// Uplink ifindex → [`Uplink`].
+pub const UPLINKS: &str = "UPLINKS";
+/// Container address → [`EndpointInfo`].
+pub const ENDPOINTS: &str = "ENDPOINTS";
+/// Bridge ifindex (the network's identity in the datapath) → [`NetInfo`].
+pub const NETWORKS: &str = "NETWORKS";
+/// LPM trie: network subnet → bridge ifindex.
+pub const SUBNETS: &str = "SUBNETS";
+/// Connection tracking (LRU hash): [`crate::ct::CtKey`] → [`crate::ct::CtEntry`].
+pub const CT: &str = "CT";
+
+/// Every map, pinned by these names.
+pub const ALL: [&str; 10] = [
+    HOOK_STATS, DROP_STATS, CONFIG, PORTMAP, HOST_ADDRS, UPLINKS, ENDPOINTS, NETWORKS, SUBNETS, CT,
+];
+
+pub const PORTMAP_MAX: u32 = 65536;
+pub const HOST_ADDRS_MAX: u32 = 4096;
+pub const UPLINKS_MAX: u32 = 64;
+pub const ENDPOINTS_MAX: u32 = 65536;
+pub const NETWORKS_MAX: u32 = 4096;
+/// Default connection-tracking capacity (entries; a NAT flow takes two).
+pub const CT_MAX_DEFAULT: u32 = 262144;
+
+/// A published host socket. `addr` 0 means every host address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Where a published port leads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+pub const UPLINK_XDP_ACTIVE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uplink {
+    /// The address masqueraded traffic leaves with.
+    pub addr: u32,
+    /// [`UPLINK_XDP_ACTIVE`]: XDP already did the ingress NAT for TCP/UDP/echo packets.
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Host-side veth (fast-path and hairpin redirects go there).
+    pub ifindex: u32,
+    /// The network's bridge ifindex.
+    pub network: u32,
+}
+
+pub const NET_ICC: u32 = 1;
+pub const NET_MASQUERADE: u32 = 2;
+pub const NET_INTERNAL: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetInfo {
+    pub gateway: u32,
+    pub flags: u32,
+    /// The bridge's MAC: the source of frames the datapath hands to containers directly.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+pub const CONFIG_FAST_PATH: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flags: u32,
+    /// Source ports masquerade and hairpin SNAT allocate from (host byte order).
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<NetInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 8);

@@ -1,0 +1,142 @@
+//! Connection tracking: lookups that expire idle entries, TCP state shared by both directions
+//! of a flow, pair insertion and source-port allocation with collision probing.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+};
+use netctl_common::{
+    ct::*,
+    drop::DropReason,
+    proto,
+};
+
+use crate::{
+    maps::CT,
+    parse::{Hdr, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// Candidate ports tried per new SNAT flow.
+const NAT_PROBES: u32 = 32;
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The live entry for `key`, removing it if it has expired (or if a new TCP connection reuses
+/// the tuple of a closed one).
+#[inline(always)]
+pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<*mut CtEntry> {
+    let e = CT.get_ptr_mut(key)?;
+    // SAFETY: map value pointer, valid for this program run.
+    let (last, flags) = unsafe { ((*e).last_seen, (*e).flags) };
+    let closed = flags & (CT_RST | CT_FIN_ORIG | CT_FIN_REPLY) != 0;
+    let new_syn = key.proto == proto::TCP && tcp_flags & (TCP_SYN | 0x10) == TCP_SYN;
+    if now().wrapping_sub(last) > timeout(key.proto, flags) || (closed && new_syn) {
+        let _ = CT.remove(key);
+        return None;
+    }
+    Some(e)
+}
+
+pub fn exists(key: &CtKey) -> bool {
+    lookup(key, 0).is_some()
+}
+
+/// Records a packet of the flow: time, reply seen, FIN/RST (on both entries).
+#[inline(always)]
+pub fn touch(e: *mut CtEntry, h: &Hdr) {
+    // SAFETY: map value pointer, valid for this program run.
+    let entry = unsafe { &mut *e };
+    entry.last_seen = now();
+    let mut add = 0u8;
+    if entry.flags & CT_REPLY != 0 && entry.flags & CT_SEEN_REPLY == 0 {
+        add |= CT_SEEN_REPLY;
+    }
+    if h.proto == proto::TCP {
+        if h.tcp_flags & TCP_RST != 0 {
+            add |= CT_RST;
+        }
+        if h.tcp_flags & TCP_FIN != 0 {
+            add |= if entry.flags & CT_REPLY != 0 { CT_FIN_REPLY } else { CT_FIN_ORIG };
+        }
+    }
+    if add & !entry.flags != 0 {
+        entry.flags |= add;
+        let peer = entry.peer;
+        if let Some(p) = CT.get_ptr_mut(&peer) {
+            unsafe { (*p).flags |= add };
+        }
+    }
+}
+
+/// Stores both entries of a new flow; the reply key must be free (no other flow may own it).
+#[inline(always)]
+pub fn insert_pair(orig_key: &CtKey, orig: &CtEntry, reply_key: &CtKey, reply: &CtEntry) -> Result<(), DropReason> {
+    if exists(reply_key) {
+        return Err(DropReason::CtConflict);
+    }
+    CT.insert(reply_key, reply, BPF_NOEXIST as u64)
+        .map_err(|_| DropReason::CtConflict)?;
+    if CT.insert(orig_key, orig, BPF_ANY as u64).is_err() {
+        let _ = CT.remove(reply_key);
+        return Err(DropReason::CtFull);
+    }
+    Ok(())
+}
+
+/// Picks a source port for a new SNAT flow: the reply tuple `reply_key` with its destination
+/// port (the port to allocate) free. Probes from a hash of the flow; inserts the reply entry
+/// (so two CPUs cannot take the same port) and returns the port in network byte order.
+#[inline(always)]
+pub fn alloc_port(reply_key: &mut CtKey, reply: &CtEntry, min: u16, max: u16) -> Result<u16, DropReason> {
+    let span = u32::from(max.saturating_sub(min)) + 1;
+    let seed = (reply_key.saddr ^ reply_key.daddr.rotate_left(7))
+        ^ (u32::from(reply_key.sport) << 16)
+        ^ u32::from(reply_key.proto);
+    let start = seed.wrapping_mul(0x9e37_79b1) >> 8;
+    for i in 0..NAT_PROBES {
+        let port = (min as u32 + (start.wrapping_add(i) % span)) as u16;
+        let be = port.to_be();
+        reply_key.dport = be;
+        if reply_key.proto == proto::ICMP {
+            reply_key.sport = be;
+        }
+        if exists(reply_key) {
+            continue;
+        }
+        if CT.insert(&*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+            return Ok(be);
+        }
+    }
+    Err(DropReason::NatPortsExhausted)
+}
+
+/// Stores the original-direction entry after [`alloc_port`] stored the reply.
+#[inline(always)]
+pub fn insert_orig(orig_key: &CtKey, orig: &CtEntry, reply_key: &CtKey) -> Result<(), DropReason> {
+    if CT.insert(orig_key, orig, BPF_ANY as u64).is_err() {
+        let _ = CT.remove(reply_key);
+        return Err(DropReason::CtFull);
+    }
+    Ok(())
+}
+
+/// An entry that rewrites nothing yet.
+#[inline(always)]
+pub fn entry(kind: u8, flags: u8, peer: CtKey) -> CtEntry {
+    CtEntry {
+        src_addr: 0,
+        dst_addr: 0,
+        src_port: 0,
+        dst_port: 0,
+        rewrite: 0,
+        kind,
+        flags,
+        _pad: 0,
+        peer,
+        last_seen: now(),
+    }
+}

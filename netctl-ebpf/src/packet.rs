@@ -1,0 +1,169 @@
+//! Reading and rewriting packets, the same way in TC and XDP. TC rewrites through the kernel's
+//! store and checksum helpers (which know about partial checksums); XDP writes memory directly
+//! and updates checksums incrementally (RFC 1624).
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::{TcContext, XdpContext},
+};
+
+/// The L4 checksum a rewrite has to keep right.
+#[derive(Clone, Copy)]
+pub struct L4Csum {
+    /// Offset of the checksum field.
+    pub off: usize,
+    /// The checksum covers the IPv4 pseudo header (TCP, UDP; not ICMP).
+    pub pseudo: bool,
+    /// UDP: a zero checksum means "none" and must stay zero.
+    pub udp: bool,
+}
+
+pub trait Packet {
+    /// Only IPv4 headers without options: XDP's direct packet access needs constant offsets
+    /// to satisfy the verifier; TC (which loads through helpers) takes any header length.
+    const NO_IP_OPTIONS: bool;
+    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+    fn len(&self) -> u32;
+    /// Replaces the IPv4 address at `off` (`old` → `new`), fixing the IP header checksum at
+    /// `ip_csum` and the L4 checksum.
+    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()>;
+    /// Replaces a 16-bit port or identifier at `off`, fixing the L4 checksum.
+    fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()>;
+    /// Writes Ethernet addresses (no checksum involved).
+    fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()>;
+}
+
+pub struct Tc<'a>(pub &'a TcContext);
+
+impl Packet for Tc<'_> {
+    const NO_IP_OPTIONS: bool = false;
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.load::<T>(off).ok()
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()> {
+        if let Some(l4) = l4.filter(|l| l.pseudo) {
+            let mut flags = 4u64 | BPF_F_PSEUDO_HDR as u64;
+            if l4.udp {
+                flags |= BPF_F_MARK_MANGLED_0 as u64;
+            }
+            self.0.l4_csum_replace(l4.off, old as u64, new as u64, flags).ok()?;
+        }
+        self.0.l3_csum_replace(ip_csum, old as u64, new as u64, 4).ok()?;
+        self.0.store(off, &new, 0).ok()
+    }
+
+    #[inline(always)]
+    fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()> {
+        if let Some(l4) = l4 {
+            let mut flags = 2u64;
+            if l4.udp {
+                flags |= BPF_F_MARK_MANGLED_0 as u64;
+            }
+            self.0.l4_csum_replace(l4.off, old as u64, new as u64, flags).ok()?;
+        }
+        self.0.store(off, &new, 0).ok()
+    }
+
+    #[inline(always)]
+    fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()> {
+        self.0.store(0, dst, 0).ok()?;
+        self.0.store(6, src, 0).ok()
+    }
+}
+
+pub struct Xdp<'a>(pub &'a XdpContext);
+
+impl Xdp<'_> {
+    #[inline(always)]
+    fn ptr<T>(&self, off: usize) -> Option<*mut T> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + core::mem::size_of::<T>() > end {
+            return None;
+        }
+        Some((start + off) as *mut T)
+    }
+
+    /// Adds `new - old` (one's complement) to the 16-bit checksum at `off`.
+    #[inline(always)]
+    fn csum_update(&mut self, off: usize, old: u32, new: u32, udp: bool) -> Option<()> {
+        let p = self.ptr::<u16>(off)?;
+        // SAFETY: bounds checked by ptr().
+        let cur = unsafe { p.read_unaligned() };
+        if udp && cur == 0 {
+            return Some(());
+        }
+        let mut sum = u32::from(!cur);
+        sum += (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
+        let mut folded = fold(sum);
+        if udp && folded == 0 {
+            folded = 0xffff;
+        }
+        unsafe { p.write_unaligned(folded) };
+        Some(())
+    }
+}
+
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+impl Packet for Xdp<'_> {
+    const NO_IP_OPTIONS: bool = true;
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        // SAFETY: bounds checked by ptr().
+        self.ptr::<T>(off).map(|p| unsafe { p.read_unaligned() })
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        (self.0.data_end() - self.0.data()) as u32
+    }
+
+    #[inline(always)]
+    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()> {
+        let p = self.ptr::<u32>(off)?;
+        self.csum_update(ip_csum, old, new, false)?;
+        if let Some(l4) = l4 {
+            if l4.pseudo {
+                self.csum_update(l4.off, old, new, l4.udp)?;
+            }
+        }
+        unsafe { p.write_unaligned(new) };
+        Some(())
+    }
+
+    #[inline(always)]
+    fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()> {
+        let p = self.ptr::<u16>(off)?;
+        if let Some(l4) = l4 {
+            self.csum_update(l4.off, u32::from(old), u32::from(new), l4.udp)?;
+        }
+        unsafe { p.write_unaligned(new) };
+        Some(())
+    }
+
+    #[inline(always)]
+    fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()> {
+        let p = self.ptr::<[u8; 12]>(0)?;
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(dst);
+        macs[6..].copy_from_slice(src);
+        unsafe { p.write_unaligned(macs) };
+        Some(())
+    }
+}

@@ -1,0 +1,60 @@
+//! What a container may send (Docker's isolation rules), checked where every packet a
+//! container sends passes: TC ingress of its host-side veth.
+
+use netctl_common::{
+    drop::DropReason,
+    maps::{EndpointInfo, NetInfo, NET_ICC, NET_INTERNAL},
+};
+
+use crate::{
+    maps::{self, SUBNETS},
+    parse::Hdr,
+};
+use aya_ebpf::maps::lpm_trie::Key;
+
+/// Where a packet from a container is going.
+pub enum Dest {
+    /// An address of the host (the gateway, the uplink, …).
+    Host,
+    /// A container address of the same network.
+    SameNetwork,
+    /// Anything else that may pass: the outside world.
+    Outside,
+}
+
+/// The sending endpoint: its source address must be its own, on the veth it came from.
+#[inline(always)]
+pub fn sender(h: &Hdr, ifindex: u32) -> Result<(EndpointInfo, NetInfo), DropReason> {
+    let ep = maps::endpoint(h.saddr).ok_or(DropReason::Spoofed)?;
+    if ep.ifindex != ifindex {
+        return Err(DropReason::Spoofed);
+    }
+    let net = maps::network(ep.network).ok_or(DropReason::Spoofed)?;
+    Ok((ep, net))
+}
+
+#[inline(always)]
+pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReason> {
+    let internal = net.flags & NET_INTERNAL != 0;
+    if maps::is_host_addr(h.daddr) {
+        // An internal network reaches its own gateway, nothing else of the host.
+        if internal && h.daddr != net.gateway {
+            return Err(DropReason::Internal);
+        }
+        return Ok(Dest::Host);
+    }
+    let key = Key::new(32, h.daddr);
+    if let Some(dst_net) = SUBNETS.get(&key) {
+        if *dst_net != ep.network {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_ICC == 0 {
+            return Err(DropReason::IccOff);
+        }
+        return Ok(Dest::SameNetwork);
+    }
+    if internal {
+        return Err(DropReason::Internal);
+    }
+    Ok(Dest::Outside)
+}
