@@ -79,7 +79,9 @@ pub const TIMEOUT_ICMP: u64 = 30_000_000_000;
 pub const fn timeout(proto: u8, flags: u8) -> u64 {
     match proto {
         crate::proto::TCP => {
-            if flags & CT_RST != 0 || flags & (CT_FIN_ORIG | CT_FIN_REPLY) == (CT_FIN_ORIG | CT_FIN_REPLY) {
+            if flags & CT_RST != 0
+                || flags & (CT_FIN_ORIG | CT_FIN_REPLY) == (CT_FIN_ORIG | CT_FIN_REPLY)
+            {
                 TIMEOUT_TCP_CLOSING
             } else if flags & CT_SEEN_REPLY != 0 {
                 TIMEOUT_TCP_ESTABLISHED

@@ -5,11 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use netctl_common::{
-    ct::*,
-    drop::DropReason,
-    proto,
-};
+use netctl_common::{ct::*, drop::DropReason, proto};
 
 use crate::{
     maps::CT,
@@ -60,7 +56,11 @@ pub fn touch(e: *mut CtEntry, h: &Hdr) {
             add |= CT_RST;
         }
         if h.tcp_flags & TCP_FIN != 0 {
-            add |= if entry.flags & CT_REPLY != 0 { CT_FIN_REPLY } else { CT_FIN_ORIG };
+            add |= if entry.flags & CT_REPLY != 0 {
+                CT_FIN_REPLY
+            } else {
+                CT_FIN_ORIG
+            };
         }
     }
     if add & !entry.flags != 0 {
@@ -74,7 +74,12 @@ pub fn touch(e: *mut CtEntry, h: &Hdr) {
 
 /// Stores both entries of a new flow; the reply key must be free (no other flow may own it).
 #[inline(always)]
-pub fn insert_pair(orig_key: &CtKey, orig: &CtEntry, reply_key: &CtKey, reply: &CtEntry) -> Result<(), DropReason> {
+pub fn insert_pair(
+    orig_key: &CtKey,
+    orig: &CtEntry,
+    reply_key: &CtKey,
+    reply: &CtEntry,
+) -> Result<(), DropReason> {
     if exists(reply_key) {
         return Err(DropReason::CtConflict);
     }
@@ -91,7 +96,12 @@ pub fn insert_pair(orig_key: &CtKey, orig: &CtEntry, reply_key: &CtKey, reply: &
 /// port (the port to allocate) free. Probes from a hash of the flow; inserts the reply entry
 /// (so two CPUs cannot take the same port) and returns the port in network byte order.
 #[inline(always)]
-pub fn alloc_port(reply_key: &mut CtKey, reply: &CtEntry, min: u16, max: u16) -> Result<u16, DropReason> {
+pub fn alloc_port(
+    reply_key: &mut CtKey,
+    reply: &CtEntry,
+    min: u16,
+    max: u16,
+) -> Result<u16, DropReason> {
     let span = u32::from(max.saturating_sub(min)) + 1;
     let seed = (reply_key.saddr ^ reply_key.daddr.rotate_left(7))
         ^ (u32::from(reply_key.sport) << 16)

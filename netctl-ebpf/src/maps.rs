@@ -72,7 +72,12 @@ pub fn uplink(ifindex: u32) -> Option<Uplink> {
 /// only counts for addresses of this host.
 #[inline(always)]
 pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
-    let mut key = PortKey { addr, port, proto, _pad: 0 };
+    let mut key = PortKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
     if let Some(b) = unsafe { PORTMAP.get(&key) } {
         return Some(*b);
     }

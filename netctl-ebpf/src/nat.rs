@@ -22,11 +22,13 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
     let fail = DropReason::RewriteFailed;
     if e.rewrite & REWRITE_DST != 0 {
         if h.daddr != e.dst_addr {
-            p.set_addr(h.l3 + IP_DADDR, h.daddr, e.dst_addr, h.l3 + IP_CSUM, l4).ok_or(fail)?;
+            p.set_addr(h.l3 + IP_DADDR, h.daddr, e.dst_addr, h.l3 + IP_CSUM, l4)
+                .ok_or(fail)?;
             h.daddr = e.dst_addr;
         }
         if h.dport != e.dst_port {
-            p.set_port(h.dport_off(), h.dport, e.dst_port, l4).ok_or(fail)?;
+            p.set_port(h.dport_off(), h.dport, e.dst_port, l4)
+                .ok_or(fail)?;
             h.dport = e.dst_port;
             if h.proto == proto::ICMP {
                 h.sport = e.dst_port;
@@ -35,11 +37,13 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
     }
     if e.rewrite & REWRITE_SRC != 0 {
         if h.saddr != e.src_addr {
-            p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, l4).ok_or(fail)?;
+            p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, l4)
+                .ok_or(fail)?;
             h.saddr = e.src_addr;
         }
         if h.sport != e.src_port {
-            p.set_port(h.sport_off(), h.sport, e.src_port, l4).ok_or(fail)?;
+            p.set_port(h.sport_off(), h.sport, e.src_port, l4)
+                .ok_or(fail)?;
             h.sport = e.src_port;
             if h.proto == proto::ICMP {
                 h.dport = e.src_port;
@@ -133,7 +137,11 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
         if !masquerade {
             return Ok(());
         }
-        return Err(if h.frag { DropReason::Fragment } else { DropReason::UnsupportedProtocol });
+        return Err(if h.frag {
+            DropReason::Fragment
+        } else {
+            DropReason::UnsupportedProtocol
+        });
     }
     let orig_key = h.key();
     if !masquerade {
@@ -244,17 +252,35 @@ pub fn icmp_error<P: Packet>(p: &mut P, h: &Hdr) -> Result<(), DropReason> {
     // both) only changes with the inner port.
     let inner_csum = inner.l3 + IP_CSUM;
     if e.rewrite & REWRITE_DST != 0 {
-        p.set_addr(h.l3 + IP_DADDR, h.daddr, e.dst_addr, h.l3 + IP_CSUM, None).ok_or(fail)?;
-        p.set_addr(inner.l3 + IP_SADDR, inner.saddr, e.dst_addr, inner_csum, None).ok_or(fail)?;
+        p.set_addr(h.l3 + IP_DADDR, h.daddr, e.dst_addr, h.l3 + IP_CSUM, None)
+            .ok_or(fail)?;
+        p.set_addr(
+            inner.l3 + IP_SADDR,
+            inner.saddr,
+            e.dst_addr,
+            inner_csum,
+            None,
+        )
+        .ok_or(fail)?;
         if inner.sport != e.dst_port {
-            p.set_port(inner.sport_off(), inner.sport, e.dst_port, icmp_csum).ok_or(fail)?;
+            p.set_port(inner.sport_off(), inner.sport, e.dst_port, icmp_csum)
+                .ok_or(fail)?;
         }
     }
     if e.rewrite & REWRITE_SRC != 0 {
-        p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, None).ok_or(fail)?;
-        p.set_addr(inner.l3 + IP_DADDR, inner.daddr, e.src_addr, inner_csum, None).ok_or(fail)?;
+        p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, None)
+            .ok_or(fail)?;
+        p.set_addr(
+            inner.l3 + IP_DADDR,
+            inner.daddr,
+            e.src_addr,
+            inner_csum,
+            None,
+        )
+        .ok_or(fail)?;
         if inner.dport != e.src_port {
-            p.set_port(inner.dport_off(), inner.dport, e.src_port, icmp_csum).ok_or(fail)?;
+            p.set_port(inner.dport_off(), inner.dport, e.src_port, icmp_csum)
+                .ok_or(fail)?;
         }
     }
     Ok(())

@@ -26,7 +26,14 @@ pub trait Packet {
     fn len(&self) -> u32;
     /// Replaces the IPv4 address at `off` (`old` → `new`), fixing the IP header checksum at
     /// `ip_csum` and the L4 checksum.
-    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()>;
+    fn set_addr(
+        &mut self,
+        off: usize,
+        old: u32,
+        new: u32,
+        ip_csum: usize,
+        l4: Option<L4Csum>,
+    ) -> Option<()>;
     /// Replaces a 16-bit port or identifier at `off`, fixing the L4 checksum.
     fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()>;
     /// Writes Ethernet addresses (no checksum involved).
@@ -49,15 +56,26 @@ impl Packet for Tc<'_> {
     }
 
     #[inline(always)]
-    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()> {
+    fn set_addr(
+        &mut self,
+        off: usize,
+        old: u32,
+        new: u32,
+        ip_csum: usize,
+        l4: Option<L4Csum>,
+    ) -> Option<()> {
         if let Some(l4) = l4.filter(|l| l.pseudo) {
             let mut flags = 4u64 | BPF_F_PSEUDO_HDR as u64;
             if l4.udp {
                 flags |= BPF_F_MARK_MANGLED_0 as u64;
             }
-            self.0.l4_csum_replace(l4.off, old as u64, new as u64, flags).ok()?;
+            self.0
+                .l4_csum_replace(l4.off, old as u64, new as u64, flags)
+                .ok()?;
         }
-        self.0.l3_csum_replace(ip_csum, old as u64, new as u64, 4).ok()?;
+        self.0
+            .l3_csum_replace(ip_csum, old as u64, new as u64, 4)
+            .ok()?;
         self.0.store(off, &new, 0).ok()
     }
 
@@ -68,7 +86,9 @@ impl Packet for Tc<'_> {
             if l4.udp {
                 flags |= BPF_F_MARK_MANGLED_0 as u64;
             }
-            self.0.l4_csum_replace(l4.off, old as u64, new as u64, flags).ok()?;
+            self.0
+                .l4_csum_replace(l4.off, old as u64, new as u64, flags)
+                .ok()?;
         }
         self.0.store(off, &new, 0).ok()
     }
@@ -135,7 +155,14 @@ impl Packet for Xdp<'_> {
     }
 
     #[inline(always)]
-    fn set_addr(&mut self, off: usize, old: u32, new: u32, ip_csum: usize, l4: Option<L4Csum>) -> Option<()> {
+    fn set_addr(
+        &mut self,
+        off: usize,
+        old: u32,
+        new: u32,
+        ip_csum: usize,
+        l4: Option<L4Csum>,
+    ) -> Option<()> {
         let p = self.ptr::<u32>(off)?;
         self.csum_update(ip_csum, old, new, false)?;
         if let Some(l4) = l4 {

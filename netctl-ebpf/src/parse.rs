@@ -68,7 +68,8 @@ impl Hdr {
 
     /// Has ports (or an echo identifier) that NAT can use.
     pub fn natable(&self) -> bool {
-        !self.frag && (self.proto == proto::TCP || self.proto == proto::UDP || self.icmp == Icmp::Echo)
+        !self.frag
+            && (self.proto == proto::TCP || self.proto == proto::UDP || self.icmp == Icmp::Echo)
     }
 
     /// Offset of the source "port" field (for ICMP echo: the identifier).
@@ -90,9 +91,21 @@ impl Hdr {
 
     pub fn l4_csum(&self) -> Option<L4Csum> {
         match self.proto {
-            proto::TCP => Some(L4Csum { off: self.l4 + 16, pseudo: true, udp: false }),
-            proto::UDP => Some(L4Csum { off: self.l4 + 6, pseudo: true, udp: true }),
-            proto::ICMP => Some(L4Csum { off: self.l4 + 2, pseudo: false, udp: false }),
+            proto::TCP => Some(L4Csum {
+                off: self.l4 + 16,
+                pseudo: true,
+                udp: false,
+            }),
+            proto::UDP => Some(L4Csum {
+                off: self.l4 + 6,
+                pseudo: true,
+                udp: true,
+            }),
+            proto::ICMP => Some(L4Csum {
+                off: self.l4 + 2,
+                pseudo: false,
+                udp: false,
+            }),
             _ => None,
         }
     }
@@ -183,10 +196,18 @@ pub struct Inner {
 
 impl Inner {
     pub fn sport_off(&self) -> usize {
-        if self.proto == proto::ICMP { self.l4 + 4 } else { self.l4 }
+        if self.proto == proto::ICMP {
+            self.l4 + 4
+        } else {
+            self.l4
+        }
     }
     pub fn dport_off(&self) -> usize {
-        if self.proto == proto::ICMP { self.l4 + 4 } else { self.l4 + 2 }
+        if self.proto == proto::ICMP {
+            self.l4 + 4
+        } else {
+            self.l4 + 2
+        }
     }
 }
 

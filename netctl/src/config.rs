@@ -56,7 +56,9 @@ impl Config {
                 .ok()
                 .filter(|n| (1024..=16_777_216).contains(n))
                 .ok_or_else(|| {
-                    anyhow::anyhow!("NETCTL_CT_ENTRIES={v} is not valid: use a number from 1024 to 16777216")
+                    anyhow::anyhow!(
+                        "NETCTL_CT_ENTRIES={v} is not valid: use a number from 1024 to 16777216"
+                    )
                 })?,
         };
         Ok(Self {

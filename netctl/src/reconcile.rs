@@ -9,7 +9,10 @@ use anyhow::{anyhow, Result};
 use crate::{
     config::Config,
     dataplane::{maps, Dataplane},
-    netlink::Netlink, netns, process, state::State, topology,
+    netlink::Netlink,
+    netns, process,
+    state::State,
+    topology,
 };
 
 /// The uplinks: NETCTL_UPLINKS if set, else the interfaces carrying default routes.
@@ -145,7 +148,11 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
         .collect();
     changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
 
-    let addrs: Vec<_> = nl.addresses()?.into_iter().map(|(i, n)| (i, n.ip())).collect();
+    let addrs: Vec<_> = nl
+        .addresses()?
+        .into_iter()
+        .map(|(i, n)| (i, n.ip()))
+        .collect();
     let host = maps::HostView {
         links: &links,
         addrs: &addrs,

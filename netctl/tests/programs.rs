@@ -67,41 +67,108 @@ impl World {
         p.load().unwrap();
         let mut w = World { ebpf };
         let mut cfg: Array<_, Config> = w.ebpf.map_mut(CONFIG).unwrap().try_into().unwrap();
-        cfg.set(0, Config { flags: if fast_path { CONFIG_FAST_PATH } else { 0 }, nat_port_min: 61000, nat_port_max: 65535 }, 0).unwrap();
-        let mut host: HashMap<_, u32, u32> = w.ebpf.map_mut(HOST_ADDRS).unwrap().try_into().unwrap();
+        cfg.set(
+            0,
+            Config {
+                flags: if fast_path { CONFIG_FAST_PATH } else { 0 },
+                nat_port_min: 61000,
+                nat_port_max: 65535,
+            },
+            0,
+        )
+        .unwrap();
+        let mut host: HashMap<_, u32, u32> =
+            w.ebpf.map_mut(HOST_ADDRS).unwrap().try_into().unwrap();
         for a in [H, GW_A, "10.2.0.1", "10.3.0.1"] {
             host.insert(raw(ip(a)), 1, 0).unwrap();
         }
         let mut up: HashMap<_, u32, Uplink> = w.ebpf.map_mut(UPLINKS).unwrap().try_into().unwrap();
-        up.insert(LO, Uplink { addr: raw(ip(H)), flags: 0 }, 0).unwrap();
-        let mut nets: HashMap<_, u32, NetInfo> = w.ebpf.map_mut(NETWORKS).unwrap().try_into().unwrap();
+        up.insert(
+            LO,
+            Uplink {
+                addr: raw(ip(H)),
+                flags: 0,
+            },
+            0,
+        )
+        .unwrap();
+        let mut nets: HashMap<_, u32, NetInfo> =
+            w.ebpf.map_mut(NETWORKS).unwrap().try_into().unwrap();
         let icc_flag = if icc { NET_ICC } else { 0 };
         for (br, gw, flags) in [
             (BRIDGE_A, GW_A, NET_MASQUERADE | icc_flag),
             (BRIDGE_B, "10.2.0.1", NET_MASQUERADE | NET_ICC),
             (BRIDGE_I, "10.3.0.1", NET_INTERNAL | NET_ICC),
         ] {
-            nets.insert(br, NetInfo { gateway: raw(ip(gw)), flags, mac: BRIDGE_MAC, _pad: [0; 2] }, 0).unwrap();
+            nets.insert(
+                br,
+                NetInfo {
+                    gateway: raw(ip(gw)),
+                    flags,
+                    mac: BRIDGE_MAC,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .unwrap();
         }
-        let mut subnets: LpmTrie<_, u32, u32> = w.ebpf.map_mut(SUBNETS).unwrap().try_into().unwrap();
-        for (net, br) in [("10.1.0.0", BRIDGE_A), ("10.2.0.0", BRIDGE_B), ("10.3.0.0", BRIDGE_I)] {
+        let mut subnets: LpmTrie<_, u32, u32> =
+            w.ebpf.map_mut(SUBNETS).unwrap().try_into().unwrap();
+        for (net, br) in [
+            ("10.1.0.0", BRIDGE_A),
+            ("10.2.0.0", BRIDGE_B),
+            ("10.3.0.0", BRIDGE_I),
+        ] {
             subnets.insert(&Key::new(24, raw(ip(net))), br, 0).unwrap();
         }
         // Every endpoint sits on "lo" so from_container's anti-spoofing check passes in tests.
-        let mut eps: HashMap<_, u32, EndpointInfo> = w.ebpf.map_mut(ENDPOINTS).unwrap().try_into().unwrap();
-        for (addr, br) in [(WEB, BRIDGE_A), (A2, BRIDGE_A), ("10.2.0.3", BRIDGE_B), ("10.3.0.2", BRIDGE_I)] {
-            eps.insert(raw(ip(addr)), EndpointInfo { ifindex: LO, network: br }, 0).unwrap();
+        let mut eps: HashMap<_, u32, EndpointInfo> =
+            w.ebpf.map_mut(ENDPOINTS).unwrap().try_into().unwrap();
+        for (addr, br) in [
+            (WEB, BRIDGE_A),
+            (A2, BRIDGE_A),
+            ("10.2.0.3", BRIDGE_B),
+            ("10.3.0.2", BRIDGE_I),
+        ] {
+            eps.insert(
+                raw(ip(addr)),
+                EndpointInfo {
+                    ifindex: LO,
+                    network: br,
+                },
+                0,
+            )
+            .unwrap();
         }
-        let mut pm: HashMap<_, PortKey, Backend> = w.ebpf.map_mut(PORTMAP).unwrap().try_into().unwrap();
+        let mut pm: HashMap<_, PortKey, Backend> =
+            w.ebpf.map_mut(PORTMAP).unwrap().try_into().unwrap();
         pm.insert(
-            PortKey { addr: 0, port: 8080u16.to_be(), proto: 6, _pad: 0 },
-            Backend { addr: raw(ip(WEB)), port: 80u16.to_be(), _pad: 0 },
+            PortKey {
+                addr: 0,
+                port: 8080u16.to_be(),
+                proto: 6,
+                _pad: 0,
+            },
+            Backend {
+                addr: raw(ip(WEB)),
+                port: 80u16.to_be(),
+                _pad: 0,
+            },
             0,
         )
         .unwrap();
         pm.insert(
-            PortKey { addr: 0, port: 5353u16.to_be(), proto: 17, _pad: 0 },
-            Backend { addr: raw(ip(WEB)), port: 53u16.to_be(), _pad: 0 },
+            PortKey {
+                addr: 0,
+                port: 5353u16.to_be(),
+                proto: 17,
+                _pad: 0,
+            },
+            Backend {
+                addr: raw(ip(WEB)),
+                port: 53u16.to_be(),
+                _pad: 0,
+            },
             0,
         )
         .unwrap();
@@ -109,14 +176,23 @@ impl World {
     }
 
     fn run(&mut self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-        self.try_run(prog, pkt).unwrap_or_else(|e| panic!("{prog}: {e}"))
+        self.try_run(prog, pkt)
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
     }
 
     /// BPF_PROG_TEST_RUN refuses some inputs itself (EINVAL), e.g. an skb whose IPv4 header is
     /// cut: the kernel never hands such packets to the program either.
-    fn try_run(&mut self, prog: &str, pkt: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+    fn try_run(
+        &mut self,
+        prog: &str,
+        pkt: &[u8],
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let mut out = vec![0u8; pkt.len() + 256];
-        let opts = TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
         let res = if prog == "uplink_xdp" {
             let p: &mut Xdp = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
             p.test_run(opts)?
@@ -134,8 +210,13 @@ impl World {
     }
 
     fn hook_packets(&mut self, hook: Hook) -> u64 {
-        let m: PerCpuArray<_, Counters> = self.ebpf.map_mut(HOOK_STATS).unwrap().try_into().unwrap();
-        m.get(&(hook as u32), 0).unwrap().iter().map(|c| c.packets).sum()
+        let m: PerCpuArray<_, Counters> =
+            self.ebpf.map_mut(HOOK_STATS).unwrap().try_into().unwrap();
+        m.get(&(hook as u32), 0)
+            .unwrap()
+            .iter()
+            .map(|c| c.packets)
+            .sum()
     }
 
     fn ct_len(&mut self) -> usize {
@@ -246,7 +327,10 @@ fn check(p: &[u8]) -> Seen {
     let (sport, dport) = match proto {
         TCP | UDP => {
             assert_eq!(pseudo_sum(src, dst, proto, l4), 0, "L4 checksum");
-            (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+            )
         }
         _ => {
             assert_eq!(csum(l4), 0, "ICMP checksum");
@@ -275,7 +359,11 @@ fn dnat_in_xdp_and_reverse_on_egress() {
     let (v, out) = w.run("uplink_xdp", &tcp(CLIENT, 40000, H, 8080, 0x02));
     assert_eq!(v, XDP_PASS);
     let s = check(&out);
-    assert_eq!((s.src, s.sport, s.dst, s.dport), (ip(CLIENT), 40000, ip(WEB), 80), "client kept, backend set");
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (ip(CLIENT), 40000, ip(WEB), 80),
+        "client kept, backend set"
+    );
     assert_eq!(w.ct_len(), 2, "both directions tracked");
     // The payload is untouched.
     assert_eq!(&out[54..], b"GET / HTTP/1.0\r\n\r\n");
@@ -284,7 +372,10 @@ fn dnat_in_xdp_and_reverse_on_egress() {
     let (v, out) = w.run("uplink_egress", &tcp(WEB, 80, CLIENT, 40000, 0x12));
     assert_eq!(v, TC_ACT_OK);
     let s = check(&out);
-    assert_eq!((s.src, s.sport, s.dst, s.dport), (ip(H), 8080, ip(CLIENT), 40000));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (ip(H), 8080, ip(CLIENT), 40000)
+    );
 
     // Later packets of the flow use the entry (same translation).
     let (_, out) = w.run("uplink_xdp", &tcp(CLIENT, 40000, H, 8080, 0x10));
@@ -302,7 +393,10 @@ fn dnat_in_tc_with_and_without_fast_path() {
     let (v, out) = w.run("uplink_ingress", &udp(CLIENT, 5000, H, 5353));
     assert_eq!(v, TC_ACT_OK);
     let s = check(&out);
-    assert_eq!((s.src, s.sport, s.dst, s.dport), (ip(CLIENT), 5000, ip(WEB), 53));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport),
+        (ip(CLIENT), 5000, ip(WEB), 53)
+    );
 
     // Fast path: straight to the container, Ethernet rewritten to its MAC from the bridge's.
     let mut w = World::new(true, true);
@@ -365,7 +459,11 @@ fn snat_and_reverse_for_udp_tcp_and_icmp() {
         let (v, out) = w.run(prog, &udp(OUT, 53, H, nat_port));
         assert!(v == XDP_PASS || v == TC_ACT_OK, "{prog}: {v}");
         let s = check(&out);
-        assert_eq!((s.src, s.sport, s.dst, s.dport), (ip(OUT), 53, ip(WEB), 5555), "{prog}");
+        assert_eq!(
+            (s.src, s.sport, s.dst, s.dport),
+            (ip(OUT), 53, ip(WEB), 5555),
+            "{prog}"
+        );
     }
 
     // A second container with the same source port gets another NAT port: no collision.
@@ -407,13 +505,23 @@ fn icmp_errors_of_masqueraded_flows_are_translated() {
     assert_eq!(v, TC_ACT_OK);
     let outer = &out[14..34];
     assert_eq!(csum(outer), 0, "outer IP checksum");
-    assert_eq!(Ipv4Addr::from(<[u8; 4]>::try_from(&outer[16..20]).unwrap()), ip(WEB));
+    assert_eq!(
+        Ipv4Addr::from(<[u8; 4]>::try_from(&outer[16..20]).unwrap()),
+        ip(WEB)
+    );
     let icmp = &out[34..];
     assert_eq!(csum(icmp), 0, "ICMP checksum");
     let inner = &icmp[8..28];
     assert_eq!(csum(inner), 0, "quoted IP checksum");
-    assert_eq!(Ipv4Addr::from(<[u8; 4]>::try_from(&inner[12..16]).unwrap()), ip(WEB));
-    assert_eq!(u16::from_be_bytes([icmp[28], icmp[29]]), 5555, "quoted source port (was {nat_port})");
+    assert_eq!(
+        Ipv4Addr::from(<[u8; 4]>::try_from(&inner[12..16]).unwrap()),
+        ip(WEB)
+    );
+    assert_eq!(
+        u16::from_be_bytes([icmp[28], icmp[29]]),
+        5555,
+        "quoted source port (was {nat_port})"
+    );
 }
 
 // ---- isolation ----
@@ -479,7 +587,10 @@ fn hairpin_translates_both_ends_and_redirects() {
     let (v, out) = w.run("from_container", &tcp(WEB, 80, GW_A, gw_port, 0x12));
     assert_eq!(v, TC_ACT_REDIRECT);
     let r = check(&out);
-    assert_eq!((r.src, r.sport, r.dst, r.dport), (ip(H), 8080, ip(A2), 41000));
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (ip(H), 8080, ip(A2), 41000)
+    );
     assert_eq!(r.dst_mac, [0x02, 0x42, 10, 1, 0, 3]);
 }
 
@@ -523,9 +634,17 @@ fn truncated_and_malformed_headers_never_crash_or_translate() {
     bad_version[14] = 0x65;
     let mut ran = 0;
     for pkt in [&cut_tcp, &cut_ip, &bad_version] {
-        for prog in ["uplink_xdp", "uplink_ingress", "uplink_egress", "from_container"] {
+        for prog in [
+            "uplink_xdp",
+            "uplink_ingress",
+            "uplink_egress",
+            "from_container",
+        ] {
             let Ok((v, out)) = w.try_run(prog, pkt) else {
-                eprintln!("{prog}: the kernel refuses to run a {}-byte packet", pkt.len());
+                eprintln!(
+                    "{prog}: the kernel refuses to run a {}-byte packet",
+                    pkt.len()
+                );
                 continue;
             };
             ran += 1;
@@ -534,7 +653,11 @@ fn truncated_and_malformed_headers_never_crash_or_translate() {
                 "{prog}: verdict {v}"
             );
             if v == XDP_PASS || v == TC_ACT_OK {
-                assert_eq!(&out[..pkt.len()], &pkt[..], "{prog} changed a malformed packet");
+                assert_eq!(
+                    &out[..pkt.len()],
+                    &pkt[..],
+                    "{prog} changed a malformed packet"
+                );
             }
         }
     }

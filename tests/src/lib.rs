@@ -29,6 +29,37 @@ pub const UPLINK: &str = "up0";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Sends "hi" over UDP to argv[1]:argv[2] and prints the answer.
+pub const UDP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+for _ in range(3):
+    s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(s.recvfrom(2048)[0].decode()); sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+"#;
+
+/// A one-file HTTP server (python3 -c): answers every GET with the client's address, and
+/// UDP datagrams on the same port with "udp <client address>".
+pub const WHOAMI: &str = r#"
+import http.server, socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, port))
+    while True:
+        data, peer = s.recvfrom(2048); s.sendto(("udp " + peer[0]).encode(), peer)
+threading.Thread(target=udp, daemon=True).start()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer((host, port), H).serve_forever()
+"#;
+
 pub struct Sandbox {
     pub id: String,
     pub host_ns: String,
@@ -300,6 +331,46 @@ impl Sandbox {
             out.status.success(),
             "nothing listens on {port} in {container}"
         );
+    }
+
+    /// Starts a small HTTP server in the outside namespace on `port` that answers with the
+    /// client's address (so tests see what source address arrived). Stops after `secs`.
+    pub fn outside_whoami_server(&self, port: u16, secs: u32) -> Child {
+        let script = format!(
+            "timeout {secs} python3 -c '{WHOAMI}' {} {port}",
+            self.outside_ip
+        );
+        let child = self.spawn_outside(&script);
+        let wait = format!(
+            "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
+        );
+        assert!(
+            self.outside_sh(&wait).status.success(),
+            "outside server did not start"
+        );
+        child
+    }
+
+    /// `curl` from the outside namespace; returns the body, or None when it fails.
+    pub fn curl_from_outside(&self, url: &str) -> Option<String> {
+        let out = self.outside_sh(&format!("curl -sf --max-time 5 {url}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Sends one UDP datagram from the outside namespace and returns the answer (2 s timeout,
+    /// three tries).
+    pub fn udp_from_outside(&self, addr: &str, port: u16) -> Option<String> {
+        let out = self.outside_sh(&format!("python3 -c '{UDP_CLIENT}' {addr} {port}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs a shell command in a container; returns its output.
+    pub fn container_sh(&self, name: &str, script: &str) -> Output {
+        self.netctl(&["exec", name, "--", "sh", "-c", script])
     }
 
     /// Names of the links in the host namespace.

@@ -28,8 +28,10 @@ pub fn run(args: Args) -> Result<i32> {
                 )
             })
             .collect();
-        let drops: serde_json::Map<String, serde_json::Value> =
-            drops.iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect();
+        let drops: serde_json::Map<String, serde_json::Value> = drops
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), json!(n)))
+            .collect();
         let v = json!({
             "hooks": hooks,
             "drops": drops,
@@ -38,9 +40,18 @@ pub fn run(args: Args) -> Result<i32> {
         println!("{v}");
         return Ok(0);
     }
-    println!("{:<16} {:>12} {:>14} {:>10}", "HOOK", "PACKETS", "BYTES", "DROPS");
+    println!(
+        "{:<16} {:>12} {:>14} {:>10}",
+        "HOOK", "PACKETS", "BYTES", "DROPS"
+    );
     for (h, c) in &hooks {
-        println!("{:<16} {:>12} {:>14} {:>10}", h.name(), c.packets, c.bytes, c.drops);
+        println!(
+            "{:<16} {:>12} {:>14} {:>10}",
+            h.name(),
+            c.packets,
+            c.bytes,
+            c.drops
+        );
     }
     let nonzero: Vec<_> = drops.iter().filter(|(_, n)| *n > 0).collect();
     if !nonzero.is_empty() {

@@ -78,8 +78,18 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         .collect();
     for (_, index) in host.uplinks {
         if let Some((_, addr)) = host.addrs.iter().find(|(i, _)| i == index) {
-            let flags = if host.xdp_active { UPLINK_XDP_ACTIVE } else { 0 };
-            d.uplinks.insert(*index, Uplink { addr: raw(*addr), flags });
+            let flags = if host.xdp_active {
+                UPLINK_XDP_ACTIVE
+            } else {
+                0
+            };
+            d.uplinks.insert(
+                *index,
+                Uplink {
+                    addr: raw(*addr),
+                    flags,
+                },
+            );
         }
     }
     for net in state.networks.values() {
@@ -98,7 +108,12 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         }
         d.networks.insert(
             bridge.index,
-            NetInfo { gateway: raw(net.gateway), flags, mac: mac6(&bridge.mac), _pad: [0; 2] },
+            NetInfo {
+                gateway: raw(net.gateway),
+                flags,
+                mac: mac6(&bridge.mac),
+                _pad: [0; 2],
+            },
         );
         d.subnets.insert(
             (u32::from(net.subnet.prefix()), raw(net.subnet.network())),
@@ -107,20 +122,31 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
     }
     for c in state.containers.values() {
         for ep in &c.endpoints {
-            let (Some(veth), Some(net)) = (by_name(&ep.host_veth), state.networks.get(&ep.network)) else {
+            let (Some(veth), Some(net)) = (by_name(&ep.host_veth), state.networks.get(&ep.network))
+            else {
                 continue;
             };
             let Some(bridge) = by_name(&net.bridge) else {
                 continue;
             };
-            d.endpoints.insert(raw(ep.ip), EndpointInfo { ifindex: veth.index, network: bridge.index });
+            d.endpoints.insert(
+                raw(ep.ip),
+                EndpointInfo {
+                    ifindex: veth.index,
+                    network: bridge.index,
+                },
+            );
         }
         // Published ports lead to the first endpoint, as Docker's do; never into an
         // internal network.
         let Some(primary) = c.endpoints.first() else {
             continue;
         };
-        if state.networks.get(&primary.network).is_none_or(|n| n.internal) {
+        if state
+            .networks
+            .get(&primary.network)
+            .is_none_or(|n| n.internal)
+        {
             continue;
         }
         for p in &c.ports {
@@ -133,7 +159,14 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
                 },
                 _pad: 0,
             };
-            d.portmap.insert(key, Backend { addr: raw(primary.ip), port: p.container_port.to_be(), _pad: 0 });
+            d.portmap.insert(
+                key,
+                Backend {
+                    addr: raw(primary.ip),
+                    port: p.container_port.to_be(),
+                    _pad: 0,
+                },
+            );
         }
     }
     d
@@ -150,7 +183,12 @@ mod tests {
     };
 
     fn link(index: u32, name: &str) -> Link {
-        Link { index, name: name.into(), mac: vec![2, 0, 0, 0, 0, index as u8], ..Default::default() }
+        Link {
+            index,
+            name: name.into(),
+            mac: vec![2, 0, 0, 0, 0, index as u8],
+            ..Default::default()
+        }
     }
 
     fn net(name: &str, subnet: &str, internal: bool) -> Network {
@@ -196,28 +234,84 @@ mod tests {
     #[test]
     fn derives_every_map_from_the_state() {
         let mut state = State::default();
-        state.networks.insert("a".into(), net("a", "10.1.0.0/24", false));
-        state.networks.insert("i".into(), net("i", "10.2.0.0/24", true));
-        let pm = |hp, cp| PortMapping { host_ip: Ipv4Addr::UNSPECIFIED, host_port: hp, container_port: cp, proto: Proto::Tcp };
-        state.containers.insert("web".into(), container("web", "a", "10.1.0.2", vec![pm(8080, 80)]));
-        state.containers.insert("hid".into(), container("hid", "i", "10.2.0.2", vec![pm(9090, 90)]));
-        let links = vec![link(1, "lo"), link(2, "up0"), link(3, "br-a"), link(4, "br-i"), link(5, "veth-web"), link(6, "veth-hid")];
-        let addrs = vec![(1, Ipv4Addr::LOCALHOST), (2, "192.0.2.1".parse().unwrap()), (3, "10.1.0.1".parse().unwrap())];
+        state
+            .networks
+            .insert("a".into(), net("a", "10.1.0.0/24", false));
+        state
+            .networks
+            .insert("i".into(), net("i", "10.2.0.0/24", true));
+        let pm = |hp, cp| PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: hp,
+            container_port: cp,
+            proto: Proto::Tcp,
+        };
+        state.containers.insert(
+            "web".into(),
+            container("web", "a", "10.1.0.2", vec![pm(8080, 80)]),
+        );
+        state.containers.insert(
+            "hid".into(),
+            container("hid", "i", "10.2.0.2", vec![pm(9090, 90)]),
+        );
+        let links = vec![
+            link(1, "lo"),
+            link(2, "up0"),
+            link(3, "br-a"),
+            link(4, "br-i"),
+            link(5, "veth-web"),
+            link(6, "veth-hid"),
+        ];
+        let addrs = vec![
+            (1, Ipv4Addr::LOCALHOST),
+            (2, "192.0.2.1".parse().unwrap()),
+            (3, "10.1.0.1".parse().unwrap()),
+        ];
         let uplinks = vec![("up0".to_string(), 2)];
-        let d = desired(&state, &HostView { links: &links, addrs: &addrs, uplinks: &uplinks, xdp_active: true, fast_path: true });
+        let d = desired(
+            &state,
+            &HostView {
+                links: &links,
+                addrs: &addrs,
+                uplinks: &uplinks,
+                xdp_active: true,
+                fast_path: true,
+            },
+        );
 
         assert_eq!(d.host_addrs.len(), 2, "loopback excluded");
-        assert_eq!(d.uplinks[&2], Uplink { addr: raw("192.0.2.1".parse().unwrap()), flags: UPLINK_XDP_ACTIVE });
-        assert_eq!(d.networks[&3].flags, NET_MASQUERADE, "icc off, not internal");
+        assert_eq!(
+            d.uplinks[&2],
+            Uplink {
+                addr: raw("192.0.2.1".parse().unwrap()),
+                flags: UPLINK_XDP_ACTIVE
+            }
+        );
+        assert_eq!(
+            d.networks[&3].flags, NET_MASQUERADE,
+            "icc off, not internal"
+        );
         assert_eq!(d.networks[&4].flags, NET_MASQUERADE | NET_INTERNAL);
         assert_eq!(d.networks[&3].mac, [2, 0, 0, 0, 0, 3]);
         assert_eq!(d.subnets[&(24, raw("10.1.0.0".parse().unwrap()))], 3);
-        assert_eq!(d.endpoints[&raw("10.1.0.2".parse().unwrap())], EndpointInfo { ifindex: 5, network: 3 });
+        assert_eq!(
+            d.endpoints[&raw("10.1.0.2".parse().unwrap())],
+            EndpointInfo {
+                ifindex: 5,
+                network: 3
+            }
+        );
         // One published port: the internal network's container publishes nothing.
         assert_eq!(d.portmap.len(), 1);
         let (k, b) = d.portmap.iter().next().unwrap();
-        assert_eq!((k.addr, u16::from_be(k.port), k.proto), (0, 8080, proto::TCP));
-        assert_eq!((from_raw(b.addr), u16::from_be(b.port)), ("10.1.0.2".parse().unwrap(), 80));
+        assert_eq!(
+            (k.addr, u16::from_be(k.port), k.proto),
+            (0, 8080, proto::TCP)
+        );
+        assert_eq!(
+            (from_raw(b.addr), u16::from_be(b.port)),
+            ("10.1.0.2".parse().unwrap(), 80)
+        );
         assert_eq!(d.config.flags, CONFIG_FAST_PATH);
     }
 }

@@ -118,7 +118,10 @@ impl Dataplane {
         let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
         let mut gone = BTreeSet::new();
         let results = [
-            ("published ports", self.sync_hash(names::PORTMAP, &want.portmap)?),
+            (
+                "published ports",
+                self.sync_hash(names::PORTMAP, &want.portmap)?,
+            ),
             ("host addresses", self.sync_hash(names::HOST_ADDRS, &host)?),
             ("uplinks", self.sync_hash(names::UPLINKS, &want.uplinks)?),
             ("networks", self.sync_hash(names::NETWORKS, &want.networks)?),
@@ -134,7 +137,9 @@ impl Dataplane {
         if !gone.is_empty() {
             let n = self.flush_flows(&gone)?;
             if n > 0 {
-                changes.push(format!("conntrack: {n} entries of removed containers flushed"));
+                changes.push(format!(
+                    "conntrack: {n} entries of removed containers flushed"
+                ));
             }
         }
         Ok(changes)
@@ -165,11 +170,13 @@ impl Dataplane {
                 Ok(old) if old == *v => {}
                 Ok(old) => {
                     removed.extend(old.backend());
-                    map.insert(k, v, 0).with_context(|| format!("updating {name}"))?;
+                    map.insert(k, v, 0)
+                        .with_context(|| format!("updating {name}"))?;
                     n += 1;
                 }
                 Err(_) => {
-                    map.insert(k, v, 0).with_context(|| format!("filling {name}"))?;
+                    map.insert(k, v, 0)
+                        .with_context(|| format!("filling {name}"))?;
                     n += 1;
                 }
             }
@@ -245,7 +252,9 @@ impl Dataplane {
     pub fn ct_occupancy(&self) -> Result<(usize, u32)> {
         let ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
         let n = ct.keys().filter(|k| k.is_ok()).count();
-        let cap = MapData::from_pin(self.pins.map(names::CT))?.info()?.max_entries();
+        let cap = MapData::from_pin(self.pins.map(names::CT))?
+            .info()?
+            .max_entries();
         Ok((n, cap))
     }
 
