@@ -7,7 +7,13 @@ use netctl_tests::{require_sandbox, Sandbox, UPLINK};
 fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
     require_sandbox!();
     let sb = Sandbox::new();
+    // Pins of another layout version (an older netctl) are replaced cleanly.
+    std::fs::create_dir_all(sb.bpffs.join("v0/maps")).unwrap();
     let out = sb.netctl_ok(&["sync"]);
+    assert!(!sb.bpffs.join("v0").exists(), "old layout left behind");
+    let layouts: Vec<_> = std::fs::read_dir(&sb.bpffs).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(layouts.len(), 1, "{layouts:?}");
+    let layout = layouts[0].clone();
     for prog in ["uplink_xdp", "uplink_ingress", "uplink_egress"] {
         assert!(
             out.contains(&format!("attached {prog} to {UPLINK}")),
@@ -15,7 +21,7 @@ fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
         );
     }
     // Pinned under this sandbox's bpffs directory, versioned.
-    let links = std::fs::read_dir(sb.bpffs.join("v1/links"))
+    let links = std::fs::read_dir(layout.join("links"))
         .expect("links pinned")
         .count();
     assert_eq!(links, 3);

@@ -27,6 +27,16 @@ pub fn status(c: &Container) -> &'static str {
     }
 }
 
+/// The command on one line, cut at 40 characters (as `docker ps` does without --no-trunc).
+fn short_command(argv: &[String]) -> String {
+    let line = argv.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 40 {
+        format!("{}…", line.chars().take(39).collect::<String>())
+    } else {
+        line
+    }
+}
+
 pub fn run(args: Args) -> Result<i32> {
     let state = Ctx::open_unchecked()?.store.snapshot()?;
     let shown: Vec<&Container> = state
@@ -79,7 +89,7 @@ pub fn run(args: Args) -> Result<i32> {
                     networks(c),
                     ips(c),
                     port_list(c),
-                    c.command.join(" ")
+                    short_command(&c.command)
                 );
             }
         }
