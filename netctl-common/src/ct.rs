@@ -103,8 +103,14 @@ mod tests {
     fn timeouts_follow_tcp_state() {
         assert_eq!(timeout(TCP, 0), TIMEOUT_TCP_SYN);
         assert_eq!(timeout(TCP, CT_SEEN_REPLY), TIMEOUT_TCP_ESTABLISHED);
-        assert_eq!(timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG), TIMEOUT_TCP_ESTABLISHED);
-        assert_eq!(timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG | CT_FIN_REPLY), TIMEOUT_TCP_CLOSING);
+        assert_eq!(
+            timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG),
+            TIMEOUT_TCP_ESTABLISHED
+        );
+        assert_eq!(
+            timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG | CT_FIN_REPLY),
+            TIMEOUT_TCP_CLOSING
+        );
         assert_eq!(timeout(TCP, CT_SEEN_REPLY | CT_RST), TIMEOUT_TCP_CLOSING);
         assert_eq!(timeout(UDP, 0), TIMEOUT_UDP);
         assert_eq!(timeout(ICMP, 0), TIMEOUT_ICMP);
@@ -112,9 +118,19 @@ mod tests {
 
     #[test]
     fn reversed_swaps_ends() {
-        let k = CtKey { saddr: 1, daddr: 2, sport: 3, dport: 4, proto: TCP, _pad: [0; 3] };
+        let k = CtKey {
+            saddr: 1,
+            daddr: 2,
+            sport: 3,
+            dport: 4,
+            proto: TCP,
+            _pad: [0; 3],
+        };
         let r = k.reversed();
-        assert_eq!((r.saddr, r.daddr, r.sport, r.dport, r.proto), (2, 1, 4, 3, TCP));
+        assert_eq!(
+            (r.saddr, r.daddr, r.sport, r.dport, r.proto),
+            (2, 1, 4, 3, TCP)
+        );
         assert_eq!(r.reversed(), k);
     }
 }

@@ -66,7 +66,7 @@ pub fn touch(e: *mut CtEntry, h: &Hdr) {
     if add & !entry.flags != 0 {
         entry.flags |= add;
         let peer = entry.peer;
-        if let Some(p) = CT.get_ptr_mut(&peer) {
+        if let Some(p) = CT.get_ptr_mut(peer) {
             unsafe { (*p).flags |= add };
         }
     }
@@ -117,7 +117,7 @@ pub fn alloc_port(
         if exists(reply_key) {
             continue;
         }
-        if CT.insert(&*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+        if CT.insert(*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
             return Ok(be);
         }
     }

@@ -50,22 +50,22 @@ pub fn config() -> Config {
 #[inline(always)]
 pub fn is_host_addr(addr: u32) -> bool {
     // SAFETY: read-only use of a value the controller writes whole.
-    unsafe { HOST_ADDRS.get(&addr).is_some() }
+    unsafe { HOST_ADDRS.get(addr).is_some() }
 }
 
 #[inline(always)]
 pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
-    unsafe { ENDPOINTS.get(&addr).copied() }
+    unsafe { ENDPOINTS.get(addr).copied() }
 }
 
 #[inline(always)]
 pub fn network(bridge: u32) -> Option<NetInfo> {
-    unsafe { NETWORKS.get(&bridge).copied() }
+    unsafe { NETWORKS.get(bridge).copied() }
 }
 
 #[inline(always)]
 pub fn uplink(ifindex: u32) -> Option<Uplink> {
-    unsafe { UPLINKS.get(&ifindex).copied() }
+    unsafe { UPLINKS.get(ifindex).copied() }
 }
 
 /// The backend of a published port: the exact host address first, then the wildcard, which
@@ -78,12 +78,12 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
         proto,
         _pad: 0,
     };
-    if let Some(b) = unsafe { PORTMAP.get(&key) } {
+    if let Some(b) = unsafe { PORTMAP.get(key) } {
         return Some(*b);
     }
     if !is_host_addr(addr) {
         return None;
     }
     key.addr = 0;
-    unsafe { PORTMAP.get(&key).copied() }
+    unsafe { PORTMAP.get(key).copied() }
 }

@@ -335,7 +335,7 @@ impl Sandbox {
 
     /// Starts a small HTTP server in the outside namespace on `port` that answers with the
     /// client's address (so tests see what source address arrived). Stops after `secs`.
-    pub fn outside_whoami_server(&self, port: u16, secs: u32) -> Child {
+    pub fn outside_whoami_server(&self, port: u16, secs: u32) -> Background {
         let script = format!(
             "timeout {secs} python3 -c '{WHOAMI}' {} {port}",
             self.outside_ip
@@ -348,7 +348,7 @@ impl Sandbox {
             self.outside_sh(&wait).status.success(),
             "outside server did not start"
         );
-        child
+        Background(child)
     }
 
     /// `curl` from the outside namespace; returns the body, or None when it fails.
@@ -380,6 +380,16 @@ impl Sandbox {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// A process started for a test, killed and reaped when dropped.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -11,7 +11,11 @@ fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
     std::fs::create_dir_all(sb.bpffs.join("v0/maps")).unwrap();
     let out = sb.netctl_ok(&["sync"]);
     assert!(!sb.bpffs.join("v0").exists(), "old layout left behind");
-    let layouts: Vec<_> = std::fs::read_dir(&sb.bpffs).unwrap().flatten().map(|e| e.path()).collect();
+    let layouts: Vec<_> = std::fs::read_dir(&sb.bpffs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(layouts.len(), 1, "{layouts:?}");
     let layout = layouts[0].clone();
     for prog in ["uplink_xdp", "uplink_ingress", "uplink_egress"] {

@@ -29,7 +29,11 @@ pub fn status(c: &Container) -> &'static str {
 
 /// The command on one line, cut at 40 characters (as `docker ps` does without --no-trunc).
 fn short_command(argv: &[String]) -> String {
-    let line = argv.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = argv
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if line.chars().count() > 40 {
         format!("{}…", line.chars().take(39).collect::<String>())
     } else {
