@@ -8,11 +8,12 @@
 
 pub mod ct;
 pub mod drop;
+pub mod event;
 pub mod maps;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -45,4 +46,7 @@ mod pod {
     unsafe impl aya::Pod for ct::CtKey {}
     unsafe impl aya::Pod for ct::CtEntry {}
     unsafe impl aya::Pod for stats::Counters {}
+    unsafe impl aya::Pod for stats::EndpointCounters {}
+    unsafe impl aya::Pod for event::TraceConfig {}
+    unsafe impl aya::Pod for event::Event {}
 }

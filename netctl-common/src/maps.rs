@@ -22,10 +22,26 @@ pub const SUBNETS: &str = "SUBNETS";
 /// Connection tracking (LRU hash): [`crate::ct::CtKey`] → [`crate::ct::CtEntry`].
 pub const CT: &str = "CT";
 
+/// Tracing switches ([`crate::event::TraceConfig`] at index 0), set by `netctl trace`.
+pub const TRACE: &str = "TRACE";
+/// Ring buffer of [`crate::event::Event`]s.
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU count of events lost because the ring buffer was full.
+pub const EVENTS_LOST: &str = "EVENTS_LOST";
+/// Per-CPU counters per container address ([`crate::stats::EndpointCounters`]); entries made
+/// by the controller.
+pub const EP_STATS: &str = "EP_STATS";
+/// Per-CPU new-connection counts per published port ([`PortKey`]); entries made by the
+/// controller.
+pub const PORT_STATS: &str = "PORT_STATS";
+
 /// Every map, pinned by these names.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 15] = [
     HOOK_STATS, DROP_STATS, CONFIG, PORTMAP, HOST_ADDRS, UPLINKS, ENDPOINTS, NETWORKS, SUBNETS, CT,
+    TRACE, EVENTS, EVENTS_LOST, EP_STATS, PORT_STATS,
 ];
+
+pub const EVENTS_BYTES: u32 = 1 << 20;
 
 pub const PORTMAP_MAX: u32 = 65536;
 pub const HOST_ADDRS_MAX: u32 = 4096;

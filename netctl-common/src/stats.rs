@@ -39,3 +39,17 @@ pub struct Counters {
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+
+/// Per-CPU counters of one container address: what it sent (seen leaving its veth) and what
+/// reached it from outside through the uplink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub drops: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<EndpointCounters>() == 40);

@@ -7,7 +7,11 @@ use aya_ebpf::{
 };
 use netctl_common::{ct::*, drop::DropReason, proto};
 
+use netctl_common::event::{END_CLOSED, END_EXPIRED, EV_FLOW_END, EV_FLOW_NEW};
+use netctl_common::stats::Hook;
+
 use crate::{
+    events,
     maps::CT,
     parse::{Hdr, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -27,18 +31,46 @@ pub fn now() -> u64 {
 pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<*mut CtEntry> {
     let e = CT.get_ptr_mut(key)?;
     // SAFETY: map value pointer, valid for this program run.
-    let (last, flags) = unsafe { ((*e).last_seen, (*e).flags) };
-    let closed = flags & (CT_RST | CT_FIN_ORIG | CT_FIN_REPLY) != 0;
+    let entry = unsafe { &mut *e };
+    let closed = entry.flags & (CT_RST | CT_FIN_ORIG | CT_FIN_REPLY) != 0;
     let new_syn = key.proto == proto::TCP && tcp_flags & (TCP_SYN | 0x10) == TCP_SYN;
-    if now().wrapping_sub(last) > timeout(key.proto, flags) || (closed && new_syn) {
-        let _ = CT.remove(key);
-        return None;
+    let t = now();
+    if t.wrapping_sub(entry.last_seen) <= timeout(key.proto, entry.flags) && !(closed && new_syn) {
+        return Some(e);
     }
-    Some(e)
+    // Idle this way; the flow lives on if the other direction is busy.
+    let peer = entry.peer;
+    if let Some(p) = CT.get_ptr_mut(peer) {
+        let peer_last = unsafe { (*p).last_seen };
+        if !new_syn && t.wrapping_sub(peer_last) <= timeout(key.proto, entry.flags) {
+            entry.last_seen = peer_last;
+            return Some(e);
+        }
+    }
+    flow_event(EV_FLOW_END, key, entry, END_EXPIRED);
+    let _ = CT.remove(&peer);
+    let _ = CT.remove(key);
+    None
 }
 
 pub fn exists(key: &CtKey) -> bool {
     lookup(key, 0).is_some()
+}
+
+fn is_closed(flags: u8) -> bool {
+    flags & CT_RST != 0 || flags & (CT_FIN_ORIG | CT_FIN_REPLY) == (CT_FIN_ORIG | CT_FIN_REPLY)
+}
+
+/// Reports a flow by one of its entries (either direction).
+#[inline(always)]
+fn flow_event(kind: u8, key: &CtKey, e: &CtEntry, how: u8) {
+    let (orig, reply) = if e.flags & CT_REPLY != 0 { (&e.peer, key) } else { (key, &e.peer) };
+    let hook = match e.kind {
+        KIND_DNAT => Hook::UplinkIngress,
+        KIND_HAIRPIN => Hook::FromContainer,
+        _ => Hook::UplinkEgress,
+    };
+    events::flow(kind, hook, e.kind, how, orig, reply);
 }
 
 /// Records a packet of the flow: time, reply seen, FIN/RST (on both entries).
@@ -64,7 +96,11 @@ pub fn touch(e: *mut CtEntry, h: &Hdr) {
         }
     }
     if add & !entry.flags != 0 {
+        let was_closed = is_closed(entry.flags);
         entry.flags |= add;
+        if !was_closed && is_closed(entry.flags) {
+            flow_event(EV_FLOW_END, &h.key(), entry, END_CLOSED);
+        }
         let peer = entry.peer;
         if let Some(p) = CT.get_ptr_mut(peer) {
             unsafe { (*p).flags |= add };
@@ -85,11 +121,7 @@ pub fn insert_pair(
     }
     CT.insert(reply_key, reply, BPF_NOEXIST as u64)
         .map_err(|_| DropReason::CtConflict)?;
-    if CT.insert(orig_key, orig, BPF_ANY as u64).is_err() {
-        let _ = CT.remove(reply_key);
-        return Err(DropReason::CtFull);
-    }
-    Ok(())
+    insert_orig(orig_key, orig, reply_key)
 }
 
 /// Picks a source port for a new SNAT flow: the reply tuple `reply_key` with its destination
@@ -124,13 +156,14 @@ pub fn alloc_port(
     Err(DropReason::NatPortsExhausted)
 }
 
-/// Stores the original-direction entry after [`alloc_port`] stored the reply.
+/// Stores the original-direction entry after the reply's ([`alloc_port`], [`insert_pair`]).
 #[inline(always)]
 pub fn insert_orig(orig_key: &CtKey, orig: &CtEntry, reply_key: &CtKey) -> Result<(), DropReason> {
     if CT.insert(orig_key, orig, BPF_ANY as u64).is_err() {
         let _ = CT.remove(reply_key);
         return Err(DropReason::CtFull);
     }
+    flow_event(EV_FLOW_NEW, orig_key, orig, 0);
     Ok(())
 }
 

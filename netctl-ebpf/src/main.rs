@@ -16,12 +16,14 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod ct;
+mod events;
 mod maps;
 mod nat;
 mod packet;
 mod parse;
 mod policy;
 mod redirect;
+mod stats;
 mod verdict;
 
 use aya_ebpf::{
@@ -30,7 +32,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netctl_common::{
+    ct::CtKey,
     drop::DropReason,
+    event::{VERDICT_DROP, VERDICT_PASS, VERDICT_REDIRECT},
     maps::{CONFIG_FAST_PATH, UPLINK_XDP_ACTIVE},
     stats::Hook,
 };
@@ -48,120 +52,153 @@ fn parsed<P: Packet>(p: &P) -> Result<Option<Hdr>, DropReason> {
     }
 }
 
-fn ifindex(ctx: &TcContext) -> u32 {
+fn tc_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: the context's skb pointer is valid for the whole run.
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-/// The drop funnel for TC programs.
-#[inline(always)]
-fn tc_verdict(hook: Hook, r: Result<i32, DropReason>) -> i32 {
-    match r {
-        Ok(v) => v,
-        Err(reason) => {
-            verdict::dropped(hook, reason);
-            TC_ACT_SHOT
+/// What a program decided for a packet.
+enum Verdict {
+    Pass,
+    /// A redirect helper's return value.
+    Redirect(i32),
+    Drop(DropReason),
+}
+
+impl Verdict {
+    fn of(r: Result<Option<i32>, DropReason>) -> Self {
+        match r {
+            Ok(None) => Verdict::Pass,
+            Ok(Some(v)) => Verdict::Redirect(v),
+            Err(reason) => Verdict::Drop(reason),
         }
+    }
+}
+
+/// The one exit of every program: counts the drop by reason, reports it and the traced
+/// packet (only when a tracer asked), and turns the verdict into the hook's return code.
+#[inline(always)]
+fn finish<P: Packet>(p: &P, hook: Hook, ifindex: u32, before: Option<&CtKey>, after: Option<&CtKey>, v: Verdict) -> Verdict {
+    let code = match v {
+        Verdict::Pass => VERDICT_PASS,
+        Verdict::Redirect(_) => VERDICT_REDIRECT,
+        Verdict::Drop(reason) => {
+            verdict::dropped(hook, reason);
+            events::drop(hook, ifindex, reason as u8, before, p.len());
+            VERDICT_DROP
+        }
+    };
+    events::packet(p, hook, ifindex, code, before, after);
+    v
+}
+
+fn tc_code(v: Verdict) -> i32 {
+    match v {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Redirect(r) => r,
+        Verdict::Drop(_) => TC_ACT_SHOT,
     }
 }
 
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
     let mut p = Xdp(&ctx);
-    verdict::count(Hook::UplinkXdp, p.len());
-    match xdp_ingress(&mut p) {
-        Ok(()) => xdp_action::XDP_PASS,
-        Err(reason) => {
-            verdict::dropped(Hook::UplinkXdp, reason);
-            xdp_action::XDP_DROP
+    let hook = Hook::UplinkXdp;
+    verdict::count(hook, p.len());
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let mut h = match parsed(&p) {
+        Ok(Some(h)) => h,
+        Ok(None) => return xdp_action::XDP_PASS,
+        Err(r) => {
+            finish(&p, hook, ifindex, None, None, Verdict::Drop(r));
+            return xdp_action::XDP_DROP;
         }
+    };
+    let before = h.key();
+    let v = Verdict::of(xdp_ingress(&mut p, &mut h).map(|_| None));
+    match finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v) {
+        Verdict::Drop(_) => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
     }
 }
 
 #[inline(always)]
-fn xdp_ingress(p: &mut Xdp) -> Result<(), DropReason> {
-    let Some(mut h) = parsed(p)? else {
-        return Ok(());
-    };
+fn xdp_ingress(p: &mut Xdp, h: &mut Hdr) -> Result<(), DropReason> {
     // Only what XDP can translate; TC ingress takes the rest (and knows it, by UPLINKS flags).
-    if !h.natable() {
+    if !h.xdp_handles() {
         return Ok(());
     }
-    nat::ingress(p, &mut h)?;
-    nat::check_way_in(&h)
+    nat::ingress(p, h)?;
+    nat::check_way_in(h)
+}
+
+/// Runs a TC program body between parsing and the funnel.
+#[inline(always)]
+fn tc_run(ctx: &TcContext, hook: Hook, body: impl FnOnce(&mut Tc, &mut Hdr, u32) -> Result<Option<i32>, DropReason>) -> i32 {
+    let mut p = Tc(ctx);
+    verdict::count(hook, ctx.len());
+    let ifindex = tc_ifindex(ctx);
+    let mut h = match parsed(&p) {
+        Ok(Some(h)) => h,
+        Ok(None) => return TC_ACT_OK,
+        Err(r) => return tc_code(finish(&p, hook, ifindex, None, None, Verdict::Drop(r))),
+    };
+    let before = h.key();
+    let v = Verdict::of(body(&mut p, &mut h, ifindex));
+    tc_code(finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v))
 }
 
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
-    verdict::count(Hook::UplinkIngress, ctx.len());
-    tc_verdict(Hook::UplinkIngress, tc_uplink_ingress(&ctx))
-}
-
-#[inline(always)]
-fn tc_uplink_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
-    let mut p = Tc(ctx);
-    let Some(mut h) = parsed(&p)? else {
-        return Ok(TC_ACT_OK);
-    };
-    if h.icmp == Icmp::Error {
-        nat::icmp_error(&mut p, &h)?;
-        return Ok(TC_ACT_OK);
-    }
-    let xdp_done = h.xdp_handles()
-        && maps::uplink(ifindex(ctx)).is_some_and(|u| u.flags & UPLINK_XDP_ACTIVE != 0);
-    if !xdp_done {
-        nat::ingress(&mut p, &mut h)?;
-        nat::check_way_in(&h)?;
-    }
-    if maps::config().flags & CONFIG_FAST_PATH != 0 {
-        if let Some(v) = redirect::to_container_peer(&mut p, h.daddr) {
-            return Ok(v);
+    tc_run(&ctx, Hook::UplinkIngress, |p, h, ifindex| {
+        if h.icmp == Icmp::Error {
+            nat::icmp_error(p, h)?;
+            return Ok(None);
         }
-    }
-    Ok(TC_ACT_OK)
+        let xdp_done = h.xdp_handles()
+            && maps::uplink(ifindex).is_some_and(|u| u.flags & UPLINK_XDP_ACTIVE != 0);
+        if !xdp_done {
+            nat::ingress(p, h)?;
+            nat::check_way_in(h)?;
+        }
+        stats::received(h.daddr, p.len());
+        if maps::config().flags & CONFIG_FAST_PATH != 0 {
+            return Ok(redirect::to_container_peer(p, h.daddr));
+        }
+        Ok(None)
+    })
 }
 
 #[classifier]
 pub fn uplink_egress(ctx: TcContext) -> i32 {
-    verdict::count(Hook::UplinkEgress, ctx.len());
-    tc_verdict(Hook::UplinkEgress, tc_uplink_egress(&ctx))
-}
-
-#[inline(always)]
-fn tc_uplink_egress(ctx: &TcContext) -> Result<i32, DropReason> {
-    let mut p = Tc(ctx);
-    let Some(mut h) = parsed(&p)? else {
-        return Ok(TC_ACT_OK);
-    };
-    if h.icmp == Icmp::Error {
-        nat::icmp_error(&mut p, &h)?;
-        return Ok(TC_ACT_OK);
-    }
-    nat::egress(&mut p, &mut h, ifindex(ctx))?;
-    Ok(TC_ACT_OK)
+    tc_run(&ctx, Hook::UplinkEgress, |p, h, ifindex| {
+        if h.icmp == Icmp::Error {
+            nat::icmp_error(p, h)?;
+        } else {
+            nat::egress(p, h, ifindex)?;
+        }
+        Ok(None)
+    })
 }
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
-    verdict::count(Hook::FromContainer, ctx.len());
-    tc_verdict(Hook::FromContainer, tc_from_container(&ctx))
-}
-
-#[inline(always)]
-fn tc_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
-    let mut p = Tc(ctx);
-    let Some(mut h) = parsed(&p)? else {
-        return Ok(TC_ACT_OK);
-    };
-    let (ep, net) = policy::sender(&h, ifindex(ctx))?;
-    if let Dest::Host = policy::check(&h, &ep, &net)? {
-        if h.natable() {
-            if let Some(target) = nat::hairpin(&mut p, &mut h)? {
-                return redirect::to_container(&mut p, target).ok_or(DropReason::CtMiss);
+    tc_run(&ctx, Hook::FromContainer, |p, h, ifindex| {
+        let (ep, net) = policy::sender(h, ifindex)?;
+        let sender = h.saddr;
+        let r = (|| {
+            if let Dest::Host = policy::check(h, &ep, &net)? {
+                if h.natable() {
+                    if let Some(target) = nat::hairpin(p, h)? {
+                        return redirect::to_container(p, target).map(Some).ok_or(DropReason::CtMiss);
+                    }
+                }
             }
-        }
-    }
-    Ok(TC_ACT_OK)
+            Ok(None)
+        })();
+        stats::sent(sender, p.len(), r.is_err());
+        r
+    })
 }
 
 #[cfg(target_arch = "bpf")]

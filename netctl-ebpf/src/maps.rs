@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netctl_common::{
     ct::{CtEntry, CtKey},
     drop::DropReason,
+    event::TraceConfig,
     maps::*,
-    stats::{Counters, Hook},
+    stats::{Counters, EndpointCounters, Hook},
 };
 
 #[map(name = "HOOK_STATS")]
@@ -42,6 +43,22 @@ pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_MAX, 
 #[map(name = "CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
+#[map(name = "TRACE")]
+pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "EVENTS_LOST")]
+pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "EP_STATS")]
+pub static EP_STATS: PerCpuHashMap<u32, EndpointCounters> =
+    PerCpuHashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "PORT_STATS")]
+pub static PORT_STATS: PerCpuHashMap<PortKey, u64> = PerCpuHashMap::with_max_entries(PORTMAP_MAX, 0);
+
 #[inline(always)]
 pub fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or_default()
@@ -69,7 +86,7 @@ pub fn uplink(ifindex: u32) -> Option<Uplink> {
 }
 
 /// The backend of a published port: the exact host address first, then the wildcard, which
-/// only counts for addresses of this host.
+/// only counts for addresses of this host. Counts the hit (a new connection).
 #[inline(always)]
 pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
     let mut key = PortKey {
@@ -78,12 +95,19 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
         proto,
         _pad: 0,
     };
-    if let Some(b) = unsafe { PORTMAP.get(key) } {
-        return Some(*b);
+    let mut found = unsafe { PORTMAP.get(key).copied() };
+    if found.is_none() {
+        if !is_host_addr(addr) {
+            return None;
+        }
+        key.addr = 0;
+        found = unsafe { PORTMAP.get(key).copied() };
     }
-    if !is_host_addr(addr) {
-        return None;
+    if found.is_some() {
+        if let Some(hits) = PORT_STATS.get_ptr_mut(key) {
+            // SAFETY: per-CPU value of this CPU.
+            unsafe { *hits += 1 };
+        }
     }
-    key.addr = 0;
-    unsafe { PORTMAP.get(key).copied() }
+    found
 }

@@ -4,8 +4,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
+use netctl_common::event::SNAP_MAX;
 
 /// The L4 checksum a rewrite has to keep right.
 #[derive(Clone, Copy)]
@@ -38,6 +40,8 @@ pub trait Packet {
     fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()>;
     /// Writes Ethernet addresses (no checksum involved).
     fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()>;
+    /// Copies the packet's first bytes into `buf`; returns how many.
+    fn snapshot(&self, buf: &mut [u8; SNAP_MAX]) -> u32;
 }
 
 pub struct Tc<'a>(pub &'a TcContext);
@@ -98,6 +102,16 @@ impl Packet for Tc<'_> {
         self.0.store(0, dst, 0).ok()?;
         self.0.store(6, src, 0).ok()
     }
+
+    #[inline(always)]
+    fn snapshot(&self, buf: &mut [u8; SNAP_MAX]) -> u32 {
+        let Some(n) = snap_len(self.0.len()) else {
+            return 0;
+        };
+        // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
+        let ret = unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), 0, buf.as_mut_ptr().cast(), n) };
+        if ret == 0 { n as u32 } else { 0 }
+    }
 }
 
 pub struct Xdp<'a>(pub &'a XdpContext);
@@ -131,6 +145,19 @@ impl Xdp<'_> {
         unsafe { p.write_unaligned(folded) };
         Some(())
     }
+}
+
+/// Bytes to copy for a snapshot: 1..=SNAP_MAX, in a form the verifier can bound (a masked
+/// value the compiler cannot fold away).
+#[inline(always)]
+fn snap_len(len: u32) -> Option<u32> {
+    if len == 0 {
+        return None;
+    }
+    let n = if len < SNAP_MAX as u32 { len } else { SNAP_MAX as u32 };
+    // SAFETY: a volatile read of a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    Some(((n - 1) & (SNAP_MAX as u32 - 1)) + 1)
 }
 
 #[inline(always)]
@@ -192,5 +219,15 @@ impl Packet for Xdp<'_> {
         macs[6..].copy_from_slice(src);
         unsafe { p.write_unaligned(macs) };
         Some(())
+    }
+
+    #[inline(always)]
+    fn snapshot(&self, buf: &mut [u8; SNAP_MAX]) -> u32 {
+        let Some(n) = snap_len(self.len()) else {
+            return 0;
+        };
+        // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
+        let ret = unsafe { bpf_xdp_load_bytes(self.0.ctx, 0, buf.as_mut_ptr().cast(), n) };
+        if ret == 0 { n as u32 } else { 0 }
     }
 }
