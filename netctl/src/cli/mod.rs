@@ -8,6 +8,7 @@ mod rm;
 mod run;
 mod stats;
 mod sync;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -44,8 +45,10 @@ enum Command {
     Rm(rm::Args),
     /// Make the kernel match the saved state: programs, attachments, bridges, veths, maps
     Sync(sync::Args),
-    /// Packet, byte and drop counters of the eBPF programs
+    /// Counters: per hook, per container, per network, per published port; drops by reason
     Stats(stats::Args),
+    /// Stream flows, drops and packets from the datapath, live (or to a pcapng file)
+    Trace(trace::Args),
 }
 
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
@@ -60,6 +63,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => rm::run(a),
         Command::Sync(a) => sync::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Trace(a) => trace::run(a),
     };
     match result {
         Ok(code) => code,

@@ -10,14 +10,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap,
+        PerCpuValues, RingBuf,
+    },
     Pod,
 };
 use netctl_common::{
     ct::{CtEntry, CtKey},
     drop::DropReason,
+    event::TraceConfig,
     maps as names, programs,
-    stats::{Counters, Hook},
+    stats::{Counters, EndpointCounters, Hook},
 };
 
 pub use attach::{Attachment, Changes};
@@ -128,6 +132,10 @@ impl Dataplane {
             ("endpoints", self.sync_endpoints(&want.endpoints)?),
             ("subnets", self.sync_subnets(&want.subnets)?),
         ];
+        let ep_keys: BTreeSet<u32> = want.endpoints.keys().copied().collect();
+        let port_keys: BTreeSet<_> = want.portmap.keys().copied().collect();
+        self.sync_counter_keys::<u32, EndpointCounters>(names::EP_STATS, &ep_keys)?;
+        self.sync_counter_keys::<netctl_common::maps::PortKey, u64>(names::PORT_STATS, &port_keys)?;
         for (name, (n, removed)) in results {
             gone.extend(removed);
             if n > 0 {
@@ -229,6 +237,96 @@ impl Dataplane {
         Ok((n, Vec::new()))
     }
 
+    /// Per-CPU counter maps hold an entry per key the programs may count (made here, zeroed,
+    /// so the datapath never inserts); counts of live keys are kept.
+    fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(&self, name: &str, want: &BTreeSet<K>) -> Result<()> {
+        let mut map: PerCpuHashMap<MapData, K, V> = self.map(name)?;
+        let have: BTreeSet<K> = map.keys().collect::<Result<_, _>>()?;
+        for k in have.difference(want) {
+            map.remove(k)?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        for k in want.difference(&have) {
+            let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
+            map.insert(k, zero, 0).with_context(|| format!("filling {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Counters per container address, summed over CPUs.
+    pub fn endpoint_stats(&self) -> Result<BTreeMap<u32, EndpointCounters>> {
+        let map: PerCpuHashMap<MapData, u32, EndpointCounters> = self.map(names::EP_STATS)?;
+        let mut out = BTreeMap::new();
+        for item in map.iter() {
+            let (k, per_cpu) = item?;
+            let mut sum = EndpointCounters::default();
+            for c in per_cpu.iter() {
+                sum.tx_packets += c.tx_packets;
+                sum.tx_bytes += c.tx_bytes;
+                sum.rx_packets += c.rx_packets;
+                sum.rx_bytes += c.rx_bytes;
+                sum.drops += c.drops;
+            }
+            out.insert(k, sum);
+        }
+        Ok(out)
+    }
+
+    /// New connections per published port, summed over CPUs.
+    pub fn port_hits(&self) -> Result<BTreeMap<netctl_common::maps::PortKey, u64>> {
+        let map: PerCpuHashMap<MapData, netctl_common::maps::PortKey, u64> = self.map(names::PORT_STATS)?;
+        map.iter()
+            .map(|item| {
+                let (k, per_cpu) = item?;
+                Ok((k, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Switches datapath events on or off (`TRACE_*` flags).
+    pub fn set_trace(&self, cfg: TraceConfig) -> Result<()> {
+        let mut map: Array<MapData, TraceConfig> = self.map(names::TRACE)?;
+        map.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    pub fn trace_config(&self) -> Result<TraceConfig> {
+        let map: Array<MapData, TraceConfig> = self.map(names::TRACE)?;
+        Ok(map.get(&0, 0)?)
+    }
+
+    /// The event ring buffer (one reader at a time consumes it).
+    pub fn events(&self) -> Result<RingBuf<MapData>> {
+        self.map(names::EVENTS)
+    }
+
+    /// Events the programs could not deliver because the ring buffer was full.
+    pub fn events_lost(&self) -> Result<u64> {
+        let map: PerCpuArray<MapData, u64> = self.map(names::EVENTS_LOST)?;
+        Ok(map.get(&0, 0)?.iter().sum())
+    }
+
+    /// Removes conntrack entries idle past their timeout; returns them (the programs only
+    /// remove an entry when its flow's next packet comes, which may be never).
+    pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
+        let now = monotonic_ns();
+        let entries: BTreeMap<_, _> = ct.iter().filter_map(|r| r.ok()).map(|(k, e)| (key_bytes(&k), (k, e))).collect();
+        let mut expired = Vec::new();
+        for (k, e) in entries.values() {
+            let last = entries
+                .get(&key_bytes(&e.peer))
+                .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
+            if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
+                let _ = ct.remove(k);
+                if e.flags & netctl_common::ct::CT_REPLY == 0 {
+                    expired.push((*k, *e));
+                }
+            }
+        }
+        Ok(expired)
+    }
+
     /// Deletes the conntrack entries that mention any of `addrs`.
     fn flush_flows(&self, addrs: &BTreeSet<u32>) -> Result<usize> {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
@@ -295,6 +393,16 @@ impl Dataplane {
         T::try_from(Map::from_map_data(data)?)
             .with_context(|| format!("map {name} has an unexpected type"))
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("monotonic clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
+    (k.saddr, k.daddr, k.sport, k.dport, k.proto)
 }
 
 /// Map values that point at a container address (so its flows go when they go).

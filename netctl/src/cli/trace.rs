@@ -1,0 +1,484 @@
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::BufWriter,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use netctl_common::{
+    ct::{CtEntry, CtKey, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_SNAT},
+    drop::DropReason,
+    event::*,
+    stats::Hook,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    ctx::Ctx,
+    dataplane::{maps::from_raw, monotonic_ns, Dataplane},
+    names::Names,
+    pcap::Pcap,
+};
+
+/// Stream what the datapath does, live: new and ended flows, drops with their reason, and
+/// (with --packets) every packet with its verdict
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    netctl trace --drops --container a          why can't container a reach anything?\n  \
+    netctl trace --flows --port 8080 --json     who is hitting port 8080?\n  \
+    netctl trace --pcap web.pcapng --container web --duration 10s\n\n\
+    Without --drops/--flows/--packets, drops and flows are shown.")]
+pub struct Args {
+    /// Show drops (with the reason)
+    #[arg(long)]
+    drops: bool,
+    /// Show NAT flows as they start and end
+    #[arg(long)]
+    flows: bool,
+    /// Show every packet the programs see, with the verdict (costly on busy hosts)
+    #[arg(long)]
+    packets: bool,
+    /// Only events involving this network
+    #[arg(long)]
+    network: Option<String>,
+    /// Only events involving this container (its addresses or published ports)
+    #[arg(long)]
+    container: Option<String>,
+    /// Only events with this port on either side, before or after translation
+    #[arg(long)]
+    port: Option<u16>,
+    /// One JSON object per line
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many events
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 10s, 500ms, 2m)
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Write the traced packets to FILE (pcapng: tcpdump -r / Wireshark); implies --packets
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
+    /// Bytes of each packet to capture (1-128)
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=128))]
+    snaplen: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.trim().len()));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        _ => "ip",
+    }
+}
+
+fn kind_name(k: u8) -> &'static str {
+    match k {
+        KIND_DNAT => "published-port",
+        KIND_SNAT => "masquerade",
+        KIND_HAIRPIN => "hairpin",
+        KIND_ROUTED => "routed",
+        _ => "unknown",
+    }
+}
+
+fn hook_name(h: u8) -> &'static str {
+    Hook::ALL.get(h as usize).map(|h| h.name()).unwrap_or("unknown")
+}
+
+fn reason_name(r: u8) -> &'static str {
+    DropReason::ALL.get(r as usize).map(|r| r.name()).unwrap_or("unknown")
+}
+
+fn endpoint(k: &CtKey, src: bool) -> String {
+    let (a, p) = if src { (k.saddr, k.sport) } else { (k.daddr, k.dport) };
+    if k.proto == 1 || (k.proto != 6 && k.proto != 17) {
+        from_raw(a).to_string()
+    } else {
+        format!("{}:{}", from_raw(a), u16::from_be(p))
+    }
+}
+
+struct Filter {
+    kinds: u32,
+    network: Option<String>,
+    container: Option<String>,
+    port: Option<u16>,
+}
+
+impl Filter {
+    fn keys<'a>(ev: &'a Event) -> [&'a CtKey; 2] {
+        [&ev.before, &ev.after]
+    }
+
+    fn accepts(&self, ev: &Event, names: &Names) -> bool {
+        let wanted_kind = match ev.kind {
+            EV_FLOW_NEW | EV_FLOW_END => TRACE_FLOWS,
+            EV_DROP => TRACE_DROPS,
+            _ => TRACE_PACKETS,
+        };
+        if self.kinds & wanted_kind == 0 {
+            return false;
+        }
+        let keys = Self::keys(ev);
+        if let Some(p) = self.port {
+            if !keys.iter().any(|k| u16::from_be(k.sport) == p || u16::from_be(k.dport) == p) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.container {
+            let hit = keys.iter().any(|k| {
+                names.container_of(k.saddr) == Some(c)
+                    || names.container_of(k.daddr) == Some(c)
+                    || names.published_by(u16::from_be(k.dport), k.proto) == Some(c)
+            });
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(n) = &self.network {
+            let hit = keys
+                .iter()
+                .any(|k| names.network_of(k.saddr) == Some(n) || names.network_of(k.daddr) == Some(n));
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Wall-clock time of a monotonic timestamp, RFC 3339 with microseconds.
+fn wall(ts: u64, mono_now: u64, real_now: Duration) -> String {
+    let at = real_now.saturating_sub(Duration::from_nanos(mono_now.saturating_sub(ts)));
+    let base = super::network::rfc3339(at.as_secs());
+    format!("{}.{:06}Z", base.trim_end_matches('Z'), at.subsec_micros())
+}
+
+fn describe(ev: &Event, names: &Names) -> Value {
+    let named = |k: &CtKey, src: bool| {
+        let addr = if src { k.saddr } else { k.daddr };
+        let mut n = names.addr(addr);
+        if n.is_empty() && !src {
+            n = names.published(u16::from_be(k.dport), k.proto).unwrap_or_default();
+        }
+        n
+    };
+    let mut v = json!({
+        "hook": hook_name(ev.hook),
+        "proto": proto_name(ev.before.proto),
+        "src": endpoint(&ev.before, true),
+        "dst": endpoint(&ev.before, false),
+        "src_name": named(&ev.before, true),
+        "dst_name": named(&ev.before, false),
+    });
+    match ev.kind {
+        EV_FLOW_NEW | EV_FLOW_END => {
+            v["type"] = json!(if ev.kind == EV_FLOW_NEW { "flow-new" } else { "flow-end" });
+            v["kind"] = json!(kind_name(ev.code));
+            // What the original direction becomes: the reply tuple reversed.
+            v["translated_src"] = json!(endpoint(&ev.after, false));
+            v["translated_dst"] = json!(endpoint(&ev.after, true));
+            v["reply_src"] = json!(endpoint(&ev.after, true));
+            v["reply_dst"] = json!(endpoint(&ev.after, false));
+            v["translated_dst_name"] = json!(names.addr(ev.after.saddr));
+            if ev.kind == EV_FLOW_END {
+                v["end"] = json!(if ev.flags == END_CLOSED { "closed" } else { "expired" });
+            }
+        }
+        EV_DROP => {
+            v["type"] = json!("drop");
+            v["reason"] = json!(reason_name(ev.code));
+            v["interface"] = json!(names.ifname(ev.ifindex));
+            v["len"] = json!(ev.len);
+            if ev.flags == 0 {
+                v["src"] = json!("");
+                v["dst"] = json!("");
+            }
+        }
+        _ => {
+            v["type"] = json!("packet");
+            v["verdict"] = json!(match ev.code {
+                VERDICT_DROP => "drop",
+                VERDICT_REDIRECT => "redirect",
+                _ => "pass",
+            });
+            v["interface"] = json!(names.ifname(ev.ifindex));
+            v["len"] = json!(ev.len);
+            v["out_src"] = json!(endpoint(&ev.after, true));
+            v["out_dst"] = json!(endpoint(&ev.after, false));
+        }
+    }
+    v
+}
+
+fn line(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let with = |addr: String, name: String| if name.is_empty() { addr } else { format!("{addr} ({name})") };
+    let tuple = format!("{} {} -> {}", s("proto"), with(s("src"), s("src_name")), with(s("dst"), s("dst_name")));
+    match v["type"].as_str().unwrap_or("") {
+        "drop" => format!("{} drop      {:<15} {:<20} {tuple} on {}", s("time"), s("hook"), s("reason"), s("interface")),
+        "flow-new" => format!(
+            "{} flow-new  {:<15} {tuple} => {} -> {}",
+            s("time"),
+            s("kind"),
+            s("translated_src"),
+            with(s("translated_dst"), s("translated_dst_name"))
+        ),
+        "flow-end" => format!("{} flow-end  {:<15} {tuple} ({})", s("time"), s("kind"), s("end")),
+        "packet" => format!(
+            "{} packet    {:<15} {:<8} {tuple} => {} -> {} on {} len {}",
+            s("time"),
+            s("hook"),
+            s("verdict"),
+            s("out_src"),
+            s("out_dst"),
+            s("interface"),
+            v["len"]
+        ),
+        _ => format!("{} {}", s("time"), v),
+    }
+}
+
+/// Tracers register their wishes in the state directory; the datapath gets their union, so
+/// two `netctl trace` at once do not switch each other off.
+struct Registration {
+    dir: std::path::PathBuf,
+    me: std::path::PathBuf,
+}
+
+impl Registration {
+    fn new(state_dir: &std::path::Path, cfg: TraceConfig) -> Result<Self> {
+        let dir = state_dir.join("tracers");
+        std::fs::create_dir_all(&dir)?;
+        let me = dir.join(std::process::id().to_string());
+        std::fs::write(&me, format!("{} {}", cfg.flags, cfg.snaplen))?;
+        Ok(Self { dir, me })
+    }
+
+    /// The union of live tracers' flags, the largest snap length.
+    fn union(&self) -> TraceConfig {
+        let mut cfg = TraceConfig::default();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let alive = e
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let mut it = text.split_whitespace().filter_map(|n| n.parse::<u32>().ok());
+            cfg.flags |= it.next().unwrap_or(0);
+            cfg.snaplen = cfg.snaplen.max(it.next().unwrap_or(0));
+        }
+        cfg
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.me);
+    }
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let ctx = Ctx::open()?;
+    let state = ctx.store.snapshot()?;
+    if let Some(n) = &args.network {
+        state.network(n)?;
+    }
+    if let Some(c) = &args.container {
+        state.container(c)?;
+    }
+    let mut kinds = 0;
+    if args.drops {
+        kinds |= TRACE_DROPS;
+    }
+    if args.flows {
+        kinds |= TRACE_FLOWS;
+    }
+    if args.packets || args.pcap.is_some() {
+        kinds |= TRACE_PACKETS;
+    }
+    if kinds == 0 {
+        kinds = TRACE_DROPS | TRACE_FLOWS;
+    }
+    let mut pcap = match &args.pcap {
+        Some(path) => {
+            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Some(Pcap::new(BufWriter::new(f), args.snaplen)?)
+        }
+        None => None,
+    };
+    let dp = Dataplane::open(&ctx.cfg)?;
+    let ifnames: BTreeMap<u32, String> = ctx.nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let names = Names::new(&state, ifnames);
+    let filter = Filter { kinds, network: args.network.clone(), container: args.container.clone(), port: args.port };
+
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        signal(Signal::SIGINT, SigHandler::Handler(on_signal))?;
+        signal(Signal::SIGTERM, SigHandler::Handler(on_signal))?;
+    }
+    let reg = Registration::new(&ctx.cfg.state_dir, TraceConfig { flags: kinds, snaplen: args.snaplen })?;
+    dp.set_trace(reg.union())?;
+    let what: Vec<&str> = [(TRACE_DROPS, "drops"), (TRACE_FLOWS, "flows"), (TRACE_PACKETS, "packets")]
+        .iter()
+        .filter(|(f, _)| kinds & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    eprintln!("netctl: tracing {}; Ctrl-C stops", what.join(", "));
+    let result = stream(&dp, &args, &filter, &names, &mut pcap, kinds);
+    drop(reg);
+    // Switch off what no remaining tracer wants.
+    let remaining = Registration { dir: ctx.cfg.state_dir.join("tracers"), me: std::path::PathBuf::new() }.union();
+    dp.set_trace(remaining)?;
+    result?;
+    Ok(0)
+}
+
+fn stream<W: std::io::Write>(
+    dp: &Dataplane,
+    args: &Args,
+    filter: &Filter,
+    names: &Names,
+    pcap: &mut Option<Pcap<W>>,
+    kinds: u32,
+) -> Result<()> {
+    let mut ring = dp.events()?;
+    let start = Instant::now();
+    let lost_at_start = dp.events_lost()?;
+    let mut lost_reported = lost_at_start;
+    let mut shown = 0u64;
+    let mut last_gc = Instant::now();
+    let emit = |v: &mut Value, shown: &mut u64| {
+        let mono = monotonic_ns();
+        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let ts = v["ts"].as_u64().unwrap_or(mono);
+        v["time"] = json!(wall(ts, mono, real));
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ts");
+        }
+        if args.json {
+            println!("{v}");
+        } else {
+            println!("{}", line(v));
+        }
+        *shown += 1;
+    };
+    while !STOP.load(Ordering::SeqCst) {
+        if args.count.is_some_and(|c| shown >= c) || args.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        let mut got = false;
+        while let Some(item) = ring.next() {
+            got = true;
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the programs write whole Events; read_unaligned copes with alignment.
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            drop(item);
+            if !filter.accepts(&ev, names) {
+                continue;
+            }
+            if ev.kind == EV_PACKET {
+                if let Some(p) = pcap.as_mut() {
+                    let hook = ev.hook;
+                    let inbound = hook != Hook::UplinkEgress as u8;
+                    let name = format!("{} {}", names.ifname(ev.ifindex), hook_name(hook));
+                    let cap = (ev.cap as usize).min(SNAP_MAX);
+                    p.packet(ev.ifindex, hook, &name, inbound, real_ns(ev.ts), ev.len, &ev.data[..cap])?;
+                }
+                if !args.packets {
+                    continue;
+                }
+            }
+            let mut v = describe(&ev, names);
+            v["ts"] = json!(ev.ts);
+            emit(&mut v, &mut shown);
+            if args.count.is_some_and(|c| shown >= c) {
+                break;
+            }
+        }
+        let lost = dp.events_lost()?;
+        if lost > lost_reported {
+            let mut v = json!({"type": "lost", "count": lost - lost_reported,
+                "note": "the event ring buffer was full; these events were not delivered"});
+            if args.json {
+                emit(&mut v, &mut shown);
+            } else {
+                let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                println!("{} lost      {} events (ring buffer full)", wall(monotonic_ns(), monotonic_ns(), real), lost - lost_reported);
+            }
+            lost_reported = lost;
+        }
+        // Flows whose last packet was long ago end here (the programs only notice at the
+        // flow's next packet).
+        if kinds & TRACE_FLOWS != 0 && last_gc.elapsed() >= Duration::from_secs(1) {
+            last_gc = Instant::now();
+            for (k, e) in dp.expire_flows()? {
+                let ev = flow_end_event(&k, &e);
+                if filter.accepts(&ev, names) {
+                    let mut v = describe(&ev, names);
+                    v["ts"] = json!(monotonic_ns());
+                    emit(&mut v, &mut shown);
+                }
+            }
+        }
+        if !got {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if lost_reported > lost_at_start && !args.json {
+        eprintln!("netctl: {} events were lost in all (ring buffer full)", lost_reported - lost_at_start);
+    }
+    Ok(())
+}
+
+fn real_ns(ts: u64) -> u64 {
+    let mono = monotonic_ns();
+    let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (real.as_nanos() as u64).saturating_sub(mono.saturating_sub(ts))
+}
+
+fn flow_end_event(k: &CtKey, e: &CtEntry) -> Event {
+    Event {
+        ts: monotonic_ns(),
+        kind: EV_FLOW_END,
+        hook: 0,
+        code: e.kind,
+        flags: END_EXPIRED,
+        ifindex: 0,
+        before: *k,
+        after: e.peer,
+        len: 0,
+        cap: 0,
+        data: [0; SNAP_MAX],
+    }
+}
