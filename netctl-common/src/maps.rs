@@ -37,8 +37,21 @@ pub const PORT_STATS: &str = "PORT_STATS";
 
 /// Every map, pinned by these names.
 pub const ALL: [&str; 15] = [
-    HOOK_STATS, DROP_STATS, CONFIG, PORTMAP, HOST_ADDRS, UPLINKS, ENDPOINTS, NETWORKS, SUBNETS, CT,
-    TRACE, EVENTS, EVENTS_LOST, EP_STATS, PORT_STATS,
+    HOOK_STATS,
+    DROP_STATS,
+    CONFIG,
+    PORTMAP,
+    HOST_ADDRS,
+    UPLINKS,
+    ENDPOINTS,
+    NETWORKS,
+    SUBNETS,
+    CT,
+    TRACE,
+    EVENTS,
+    EVENTS_LOST,
+    EP_STATS,
+    PORT_STATS,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

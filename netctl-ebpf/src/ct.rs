@@ -64,7 +64,11 @@ fn is_closed(flags: u8) -> bool {
 /// Reports a flow by one of its entries (either direction).
 #[inline(always)]
 fn flow_event(kind: u8, key: &CtKey, e: &CtEntry, how: u8) {
-    let (orig, reply) = if e.flags & CT_REPLY != 0 { (&e.peer, key) } else { (key, &e.peer) };
+    let (orig, reply) = if e.flags & CT_REPLY != 0 {
+        (&e.peer, key)
+    } else {
+        (key, &e.peer)
+    };
     let hook = match e.kind {
         KIND_DNAT => Hook::UplinkIngress,
         KIND_HAIRPIN => Hook::FromContainer,

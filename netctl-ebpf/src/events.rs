@@ -1,11 +1,7 @@
 //! Trace events into the `EVENTS` ring buffer. Every emitter first checks the `TRACE` flags:
 //! with nobody tracing that check is all they cost.
 
-use netctl_common::{
-    ct::CtKey,
-    event::*,
-    stats::Hook,
-};
+use netctl_common::{ct::CtKey, event::*, stats::Hook};
 
 use crate::{
     ct::now,
@@ -27,7 +23,16 @@ fn lost() {
 
 /// Reserves an event, fills the common part, lets `fill` add the rest, submits.
 #[inline(always)]
-fn emit(kind: u8, hook: Hook, code: u8, flags: u8, ifindex: u32, before: &CtKey, after: &CtKey, fill: impl FnOnce(&mut Event)) {
+fn emit(
+    kind: u8,
+    hook: Hook,
+    code: u8,
+    flags: u8,
+    ifindex: u32,
+    before: &CtKey,
+    after: &CtKey,
+    fill: impl FnOnce(&mut Event),
+) {
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
         lost();
         return;
@@ -62,13 +67,29 @@ pub fn drop(hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>, len: u3
     if enabled(TRACE_DROPS) {
         let zero = CtKey::default();
         let t = tuple.unwrap_or(&zero);
-        emit(EV_DROP, hook, reason, tuple.is_some() as u8, ifindex, t, t, |ev| ev.len = len);
+        emit(
+            EV_DROP,
+            hook,
+            reason,
+            tuple.is_some() as u8,
+            ifindex,
+            t,
+            t,
+            |ev| ev.len = len,
+        );
     }
 }
 
 /// A traced packet with its verdict, tuples and first bytes (as it leaves the program).
 #[inline(always)]
-pub fn packet<P: Packet>(p: &P, hook: Hook, ifindex: u32, verdict: u8, before: Option<&CtKey>, after: Option<&CtKey>) {
+pub fn packet<P: Packet>(
+    p: &P,
+    hook: Hook,
+    ifindex: u32,
+    verdict: u8,
+    before: Option<&CtKey>,
+    after: Option<&CtKey>,
+) {
     if !enabled(TRACE_PACKETS) {
         return;
     }

@@ -78,7 +78,14 @@ impl Verdict {
 /// The one exit of every program: counts the drop by reason, reports it and the traced
 /// packet (only when a tracer asked), and turns the verdict into the hook's return code.
 #[inline(always)]
-fn finish<P: Packet>(p: &P, hook: Hook, ifindex: u32, before: Option<&CtKey>, after: Option<&CtKey>, v: Verdict) -> Verdict {
+fn finish<P: Packet>(
+    p: &P,
+    hook: Hook,
+    ifindex: u32,
+    before: Option<&CtKey>,
+    after: Option<&CtKey>,
+    v: Verdict,
+) -> Verdict {
     let code = match v {
         Verdict::Pass => VERDICT_PASS,
         Verdict::Redirect(_) => VERDICT_REDIRECT,
@@ -134,7 +141,11 @@ fn xdp_ingress(p: &mut Xdp, h: &mut Hdr) -> Result<(), DropReason> {
 
 /// Runs a TC program body between parsing and the funnel.
 #[inline(always)]
-fn tc_run(ctx: &TcContext, hook: Hook, body: impl FnOnce(&mut Tc, &mut Hdr, u32) -> Result<Option<i32>, DropReason>) -> i32 {
+fn tc_run(
+    ctx: &TcContext,
+    hook: Hook,
+    body: impl FnOnce(&mut Tc, &mut Hdr, u32) -> Result<Option<i32>, DropReason>,
+) -> i32 {
     let mut p = Tc(ctx);
     verdict::count(hook, ctx.len());
     let ifindex = tc_ifindex(ctx);
@@ -190,7 +201,9 @@ pub fn from_container(ctx: TcContext) -> i32 {
             if let Dest::Host = policy::check(h, &ep, &net)? {
                 if h.natable() {
                     if let Some(target) = nat::hairpin(p, h)? {
-                        return redirect::to_container(p, target).map(Some).ok_or(DropReason::CtMiss);
+                        return redirect::to_container(p, target)
+                            .map(Some)
+                            .ok_or(DropReason::CtMiss);
                     }
                 }
             }

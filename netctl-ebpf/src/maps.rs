@@ -57,7 +57,8 @@ pub static EP_STATS: PerCpuHashMap<u32, EndpointCounters> =
     PerCpuHashMap::with_max_entries(ENDPOINTS_MAX, 0);
 
 #[map(name = "PORT_STATS")]
-pub static PORT_STATS: PerCpuHashMap<PortKey, u64> = PerCpuHashMap::with_max_entries(PORTMAP_MAX, 0);
+pub static PORT_STATS: PerCpuHashMap<PortKey, u64> =
+    PerCpuHashMap::with_max_entries(PORTMAP_MAX, 0);
 
 #[inline(always)]
 pub fn config() -> Config {

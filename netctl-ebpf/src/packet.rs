@@ -109,8 +109,13 @@ impl Packet for Tc<'_> {
             return 0;
         };
         // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
-        let ret = unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), 0, buf.as_mut_ptr().cast(), n) };
-        if ret == 0 { n as u32 } else { 0 }
+        let ret =
+            unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), 0, buf.as_mut_ptr().cast(), n) };
+        if ret == 0 {
+            n as u32
+        } else {
+            0
+        }
     }
 }
 
@@ -154,7 +159,11 @@ fn snap_len(len: u32) -> Option<u32> {
     if len == 0 {
         return None;
     }
-    let n = if len < SNAP_MAX as u32 { len } else { SNAP_MAX as u32 };
+    let n = if len < SNAP_MAX as u32 {
+        len
+    } else {
+        SNAP_MAX as u32
+    };
     // SAFETY: a volatile read of a local.
     let n = unsafe { core::ptr::read_volatile(&n) };
     Some(((n - 1) & (SNAP_MAX as u32 - 1)) + 1)
@@ -228,6 +237,10 @@ impl Packet for Xdp<'_> {
         };
         // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
         let ret = unsafe { bpf_xdp_load_bytes(self.0.ctx, 0, buf.as_mut_ptr().cast(), n) };
-        if ret == 0 { n as u32 } else { 0 }
+        if ret == 0 {
+            n as u32
+        } else {
+            0
+        }
     }
 }

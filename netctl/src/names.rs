@@ -5,11 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
-use crate::{
-    dataplane::maps::from_raw,
-    ports::Proto,
-    state::State,
-};
+use crate::{dataplane::maps::from_raw, ports::Proto, state::State};
 
 pub struct Names {
     /// Address → (container, network).
@@ -36,14 +32,16 @@ impl Names {
         }
         for c in state.containers.values() {
             for ep in &c.endpoints {
-                n.containers.insert(ep.ip, (c.name.clone(), ep.network.clone()));
+                n.containers
+                    .insert(ep.ip, (c.name.clone(), ep.network.clone()));
             }
             for p in &c.ports {
                 let proto = match p.proto {
                     Proto::Tcp => 6,
                     Proto::Udp => 17,
                 };
-                n.published.insert((p.host_port, proto), (c.name.clone(), p.container_port));
+                n.published
+                    .insert((p.host_port, proto), (c.name.clone(), p.container_port));
             }
         }
         n
@@ -63,7 +61,9 @@ impl Names {
 
     /// The container a host port is published for: "web:80".
     pub fn published(&self, port: u16, proto: u8) -> Option<String> {
-        self.published.get(&(port, proto)).map(|(c, p)| format!("{c}:{p}"))
+        self.published
+            .get(&(port, proto))
+            .map(|(c, p)| format!("{c}:{p}"))
     }
 
     pub fn container_of(&self, raw: u32) -> Option<&str> {
@@ -80,10 +80,16 @@ impl Names {
         if let Some((_, net)) = self.containers.get(&ip) {
             return Some(net);
         }
-        self.subnets.iter().find(|(s, _)| s.contains(ip)).map(|(_, n)| n.as_str())
+        self.subnets
+            .iter()
+            .find(|(s, _)| s.contains(ip))
+            .map(|(_, n)| n.as_str())
     }
 
     pub fn ifname(&self, ifindex: u32) -> String {
-        self.ifnames.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"))
+        self.ifnames
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
     }
 }

@@ -43,12 +43,25 @@ impl<W: Write> Pcap<W> {
         option(&mut shb, 4, b"netctl trace"); // shb_userappl
         shb.extend([0, 0, 0, 0]); // opt_endofopt
         block(&mut out, 0x0A0D_0D0A, &shb)?;
-        Ok(Self { out, interfaces: BTreeMap::new(), snaplen })
+        Ok(Self {
+            out,
+            interfaces: BTreeMap::new(),
+            snaplen,
+        })
     }
 
     /// Writes one packet seen on `ifname` (ifindex) by `hook`; `inbound` sets the direction.
     #[allow(clippy::too_many_arguments)]
-    pub fn packet(&mut self, ifindex: u32, hook: u8, name: &str, inbound: bool, ts_ns: u64, orig_len: u32, data: &[u8]) -> Result<()> {
+    pub fn packet(
+        &mut self,
+        ifindex: u32,
+        hook: u8,
+        name: &str,
+        inbound: bool,
+        ts_ns: u64,
+        orig_len: u32,
+        data: &[u8],
+    ) -> Result<()> {
         let next = self.interfaces.len() as u32;
         let id = match self.interfaces.get(&(ifindex, hook)) {
             Some(id) => *id,
@@ -91,8 +104,26 @@ mod tests {
         let mut buf = Vec::new();
         {
             let mut p = Pcap::new(&mut buf, 128).unwrap();
-            p.packet(3, 1, "up0 uplink-ingress", true, 1_000_000_123, 60, &[0xab; 42]).unwrap();
-            p.packet(3, 1, "up0 uplink-ingress", true, 1_000_000_456, 60, &[0xcd; 42]).unwrap();
+            p.packet(
+                3,
+                1,
+                "up0 uplink-ingress",
+                true,
+                1_000_000_123,
+                60,
+                &[0xab; 42],
+            )
+            .unwrap();
+            p.packet(
+                3,
+                1,
+                "up0 uplink-ingress",
+                true,
+                1_000_000_456,
+                60,
+                &[0xcd; 42],
+            )
+            .unwrap();
         }
         // Walk the blocks: each starts and ends with the same total length, 4-byte aligned.
         let mut off = 0;
@@ -101,11 +132,16 @@ mod tests {
             let kind = u32::from_le_bytes(buf[off..off + 4].try_into().unwrap());
             let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap()) as usize;
             assert_eq!(len % 4, 0);
-            let tail = u32::from_le_bytes(buf[off + len - 4..off + len].try_into().unwrap()) as usize;
+            let tail =
+                u32::from_le_bytes(buf[off + len - 4..off + len].try_into().unwrap()) as usize;
             assert_eq!(len, tail);
             kinds.push(kind);
             off += len;
         }
-        assert_eq!(kinds, vec![0x0A0D_0D0A, 1, 6, 6], "one interface block for one interface");
+        assert_eq!(
+            kinds,
+            vec![0x0A0D_0D0A, 1, 6, 6],
+            "one interface block for one interface"
+        );
     }
 }

@@ -670,3 +670,59 @@ fn truncated_and_malformed_headers_never_crash_or_translate() {
     let (v, out) = w.run("uplink_xdp", &arp);
     assert_eq!((v, out), (XDP_PASS, arp));
 }
+
+// ---- tracing ----
+
+#[test]
+fn events_only_when_asked_and_with_both_tuples() {
+    if !root() {
+        return;
+    }
+    use aya::maps::RingBuf;
+    use netctl_common::event::*;
+    let mut w = World::new(true, false);
+    // Nobody tracing: nothing in the ring.
+    w.run("uplink_xdp", &tcp(CLIENT, 40000, H, 8080, 0x02));
+    {
+        let mut ring: RingBuf<_> = w.ebpf.map_mut(EVENTS).unwrap().try_into().unwrap();
+        assert!(ring.next().is_none(), "an event without a tracer");
+    }
+    let mut t: Array<_, TraceConfig> = w.ebpf.map_mut(TRACE).unwrap().try_into().unwrap();
+    t.set(
+        0,
+        TraceConfig {
+            flags: TRACE_FLOWS | TRACE_DROPS,
+            snaplen: 64,
+        },
+        0,
+    )
+    .unwrap();
+    w.run("uplink_xdp", &tcp(CLIENT, 40001, H, 8080, 0x02));
+    w.run("from_container", &tcp(WEB, 1000, "10.2.0.3", 80, 0x02));
+    let mut ring: RingBuf<_> = w.ebpf.map_mut(EVENTS).unwrap().try_into().unwrap();
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        events.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+    }
+    assert_eq!(events.len(), 2, "one flow, one drop");
+    let flow = &events[0];
+    assert_eq!(
+        (flow.kind, flow.code),
+        (EV_FLOW_NEW, netctl_common::ct::KIND_DNAT)
+    );
+    assert_eq!(
+        (flow.before.saddr, u16::from_be(flow.before.dport)),
+        (raw(ip(CLIENT)), 8080)
+    );
+    assert_eq!(
+        (flow.after.saddr, u16::from_be(flow.after.sport)),
+        (raw(ip(WEB)), 80),
+        "reply tuple"
+    );
+    let drop = &events[1];
+    assert_eq!(
+        (drop.kind, drop.code),
+        (EV_DROP, DropReason::Isolation as u8)
+    );
+    assert_eq!(drop.before.daddr, raw(ip("10.2.0.3")));
+}

@@ -43,8 +43,11 @@ fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
     let per_ep = dp.endpoint_stats()?;
     let hits = dp.port_hits()?;
     let mut containers = serde_json::Map::new();
-    let mut networks: BTreeMap<String, EndpointCounters> =
-        state.networks.keys().map(|n| (n.clone(), EndpointCounters::default())).collect();
+    let mut networks: BTreeMap<String, EndpointCounters> = state
+        .networks
+        .keys()
+        .map(|n| (n.clone(), EndpointCounters::default()))
+        .collect();
     for c in state.containers.values() {
         let mut sum = EndpointCounters::default();
         for ep in &c.endpoints {
@@ -61,11 +64,17 @@ fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
             let key = netctl_common::maps::PortKey {
                 addr: raw(p.host_ip),
                 port: p.host_port.to_be(),
-                proto: if p.proto == crate::ports::Proto::Tcp { 6 } else { 17 },
+                proto: if p.proto == crate::ports::Proto::Tcp {
+                    6
+                } else {
+                    17
+                },
                 _pad: 0,
             };
-            ports.push(json!({"container": c.name, "port": crate::ports::describe(p),
-                "connections": hits.get(&key).copied().unwrap_or(0)}));
+            ports.push(
+                json!({"container": c.name, "port": crate::ports::describe(p),
+                "connections": hits.get(&key).copied().unwrap_or(0)}),
+            );
         }
     }
     Ok(json!({
@@ -84,16 +93,28 @@ fn n(v: &Value) -> u64 {
 }
 
 fn print_tables(v: &Value) {
-    println!("{:<16} {:>12} {:>14} {:>10}", "HOOK", "PACKETS", "BYTES", "DROPS");
+    println!(
+        "{:<16} {:>12} {:>14} {:>10}",
+        "HOOK", "PACKETS", "BYTES", "DROPS"
+    );
     for (h, c) in v["hooks"].as_object().into_iter().flatten() {
-        println!("{:<16} {:>12} {:>14} {:>10}", h, n(&c["packets"]), n(&c["bytes"]), n(&c["drops"]));
+        println!(
+            "{:<16} {:>12} {:>14} {:>10}",
+            h,
+            n(&c["packets"]),
+            n(&c["bytes"]),
+            n(&c["drops"])
+        );
     }
     for (title, key) in [("CONTAINER", "containers"), ("NETWORK", "networks")] {
         let rows = v[key].as_object().cloned().unwrap_or_default();
         if rows.is_empty() {
             continue;
         }
-        println!("\n{title:<16} {:>10} {:>12} {:>10} {:>12} {:>8}", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "DROPS");
+        println!(
+            "\n{title:<16} {:>10} {:>12} {:>10} {:>12} {:>8}",
+            "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "DROPS"
+        );
         for (name, c) in rows {
             println!(
                 "{name:<16} {:>10} {:>12} {:>10} {:>12} {:>8}",
@@ -107,19 +128,36 @@ fn print_tables(v: &Value) {
     }
     let ports = v["ports"].as_array().cloned().unwrap_or_default();
     if !ports.is_empty() {
-        println!("\n{:<16} {:<28} {:>12}", "CONTAINER", "PUBLISHED PORT", "CONNECTIONS");
+        println!(
+            "\n{:<16} {:<28} {:>12}",
+            "CONTAINER", "PUBLISHED PORT", "CONNECTIONS"
+        );
         for p in ports {
-            println!("{:<16} {:<28} {:>12}", p["container"].as_str().unwrap_or(""), p["port"].as_str().unwrap_or(""), n(&p["connections"]));
+            println!(
+                "{:<16} {:<28} {:>12}",
+                p["container"].as_str().unwrap_or(""),
+                p["port"].as_str().unwrap_or(""),
+                n(&p["connections"])
+            );
         }
     }
-    let drops: Vec<_> = v["drops"].as_object().into_iter().flatten().filter(|(_, n)| n.as_u64() != Some(0)).collect();
+    let drops: Vec<_> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .collect();
     if !drops.is_empty() {
         println!("\n{:<22} {:>10}", "DROP REASON", "PACKETS");
         for (r, count) in drops {
             println!("{r:<22} {:>10}", n(count));
         }
     }
-    println!("\nconntrack: {} of {} entries", n(&v["conntrack"]["entries"]), n(&v["conntrack"]["capacity"]));
+    println!(
+        "\nconntrack: {} of {} entries",
+        n(&v["conntrack"]["entries"]),
+        n(&v["conntrack"]["capacity"])
+    );
 }
 
 pub fn run(args: Args) -> Result<i32> {

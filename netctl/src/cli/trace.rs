@@ -67,8 +67,14 @@ pub struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.trim().len()));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m"))?;
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.trim().len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -104,15 +110,25 @@ fn kind_name(k: u8) -> &'static str {
 }
 
 fn hook_name(h: u8) -> &'static str {
-    Hook::ALL.get(h as usize).map(|h| h.name()).unwrap_or("unknown")
+    Hook::ALL
+        .get(h as usize)
+        .map(|h| h.name())
+        .unwrap_or("unknown")
 }
 
 fn reason_name(r: u8) -> &'static str {
-    DropReason::ALL.get(r as usize).map(|r| r.name()).unwrap_or("unknown")
+    DropReason::ALL
+        .get(r as usize)
+        .map(|r| r.name())
+        .unwrap_or("unknown")
 }
 
 fn endpoint(k: &CtKey, src: bool) -> String {
-    let (a, p) = if src { (k.saddr, k.sport) } else { (k.daddr, k.dport) };
+    let (a, p) = if src {
+        (k.saddr, k.sport)
+    } else {
+        (k.daddr, k.dport)
+    };
     if k.proto == 1 || (k.proto != 6 && k.proto != 17) {
         from_raw(a).to_string()
     } else {
@@ -143,7 +159,10 @@ impl Filter {
         }
         let keys = Self::keys(ev);
         if let Some(p) = self.port {
-            if !keys.iter().any(|k| u16::from_be(k.sport) == p || u16::from_be(k.dport) == p) {
+            if !keys
+                .iter()
+                .any(|k| u16::from_be(k.sport) == p || u16::from_be(k.dport) == p)
+            {
                 return false;
             }
         }
@@ -158,9 +177,9 @@ impl Filter {
             }
         }
         if let Some(n) = &self.network {
-            let hit = keys
-                .iter()
-                .any(|k| names.network_of(k.saddr) == Some(n) || names.network_of(k.daddr) == Some(n));
+            let hit = keys.iter().any(|k| {
+                names.network_of(k.saddr) == Some(n) || names.network_of(k.daddr) == Some(n)
+            });
             if !hit {
                 return false;
             }
@@ -181,7 +200,9 @@ fn describe(ev: &Event, names: &Names) -> Value {
         let addr = if src { k.saddr } else { k.daddr };
         let mut n = names.addr(addr);
         if n.is_empty() && !src {
-            n = names.published(u16::from_be(k.dport), k.proto).unwrap_or_default();
+            n = names
+                .published(u16::from_be(k.dport), k.proto)
+                .unwrap_or_default();
         }
         n
     };
@@ -195,7 +216,11 @@ fn describe(ev: &Event, names: &Names) -> Value {
     });
     match ev.kind {
         EV_FLOW_NEW | EV_FLOW_END => {
-            v["type"] = json!(if ev.kind == EV_FLOW_NEW { "flow-new" } else { "flow-end" });
+            v["type"] = json!(if ev.kind == EV_FLOW_NEW {
+                "flow-new"
+            } else {
+                "flow-end"
+            });
             v["kind"] = json!(kind_name(ev.code));
             // What the original direction becomes: the reply tuple reversed.
             v["translated_src"] = json!(endpoint(&ev.after, false));
@@ -204,7 +229,11 @@ fn describe(ev: &Event, names: &Names) -> Value {
             v["reply_dst"] = json!(endpoint(&ev.after, false));
             v["translated_dst_name"] = json!(names.addr(ev.after.saddr));
             if ev.kind == EV_FLOW_END {
-                v["end"] = json!(if ev.flags == END_CLOSED { "closed" } else { "expired" });
+                v["end"] = json!(if ev.flags == END_CLOSED {
+                    "closed"
+                } else {
+                    "expired"
+                });
             }
         }
         EV_DROP => {
@@ -235,10 +264,27 @@ fn describe(ev: &Event, names: &Names) -> Value {
 
 fn line(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let with = |addr: String, name: String| if name.is_empty() { addr } else { format!("{addr} ({name})") };
-    let tuple = format!("{} {} -> {}", s("proto"), with(s("src"), s("src_name")), with(s("dst"), s("dst_name")));
+    let with = |addr: String, name: String| {
+        if name.is_empty() {
+            addr
+        } else {
+            format!("{addr} ({name})")
+        }
+    };
+    let tuple = format!(
+        "{} {} -> {}",
+        s("proto"),
+        with(s("src"), s("src_name")),
+        with(s("dst"), s("dst_name"))
+    );
     match v["type"].as_str().unwrap_or("") {
-        "drop" => format!("{} drop      {:<15} {:<20} {tuple} on {}", s("time"), s("hook"), s("reason"), s("interface")),
+        "drop" => format!(
+            "{} drop      {:<15} {:<20} {tuple} on {}",
+            s("time"),
+            s("hook"),
+            s("reason"),
+            s("interface")
+        ),
         "flow-new" => format!(
             "{} flow-new  {:<15} {tuple} => {} -> {}",
             s("time"),
@@ -246,7 +292,12 @@ fn line(v: &Value) -> String {
             s("translated_src"),
             with(s("translated_dst"), s("translated_dst_name"))
         ),
-        "flow-end" => format!("{} flow-end  {:<15} {tuple} ({})", s("time"), s("kind"), s("end")),
+        "flow-end" => format!(
+            "{} flow-end  {:<15} {tuple} ({})",
+            s("time"),
+            s("kind"),
+            s("end")
+        ),
         "packet" => format!(
             "{} packet    {:<15} {:<8} {tuple} => {} -> {} on {} len {}",
             s("time"),
@@ -291,7 +342,9 @@ impl Registration {
                 continue;
             }
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let mut it = text.split_whitespace().filter_map(|n| n.parse::<u32>().ok());
+            let mut it = text
+                .split_whitespace()
+                .filter_map(|n| n.parse::<u32>().ok());
             cfg.flags |= it.next().unwrap_or(0);
             cfg.snaplen = cfg.snaplen.max(it.next().unwrap_or(0));
         }
@@ -335,9 +388,19 @@ pub fn run(args: Args) -> Result<i32> {
         None => None,
     };
     let dp = Dataplane::open(&ctx.cfg)?;
-    let ifnames: BTreeMap<u32, String> = ctx.nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let ifnames: BTreeMap<u32, String> = ctx
+        .nl
+        .links()?
+        .into_iter()
+        .map(|l| (l.index, l.name))
+        .collect();
     let names = Names::new(&state, ifnames);
-    let filter = Filter { kinds, network: args.network.clone(), container: args.container.clone(), port: args.port };
+    let filter = Filter {
+        kinds,
+        network: args.network.clone(),
+        container: args.container.clone(),
+        port: args.port,
+    };
 
     // SAFETY: the handler only stores to an atomic.
     unsafe {
@@ -345,40 +408,69 @@ pub fn run(args: Args) -> Result<i32> {
         signal(Signal::SIGINT, SigHandler::Handler(on_signal))?;
         signal(Signal::SIGTERM, SigHandler::Handler(on_signal))?;
     }
-    let reg = Registration::new(&ctx.cfg.state_dir, TraceConfig { flags: kinds, snaplen: args.snaplen })?;
+    let reg = Registration::new(
+        &ctx.cfg.state_dir,
+        TraceConfig {
+            flags: kinds,
+            snaplen: args.snaplen,
+        },
+    )?;
+    // The baseline before anything is announced: events lost from here on are reported.
+    let lost_at_start = dp.events_lost()?;
+    let ring = dp.events()?;
     dp.set_trace(reg.union())?;
-    let what: Vec<&str> = [(TRACE_DROPS, "drops"), (TRACE_FLOWS, "flows"), (TRACE_PACKETS, "packets")]
-        .iter()
-        .filter(|(f, _)| kinds & f != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let what: Vec<&str> = [
+        (TRACE_DROPS, "drops"),
+        (TRACE_FLOWS, "flows"),
+        (TRACE_PACKETS, "packets"),
+    ]
+    .iter()
+    .filter(|(f, _)| kinds & f != 0)
+    .map(|(_, n)| *n)
+    .collect();
     eprintln!("netctl: tracing {}; Ctrl-C stops", what.join(", "));
-    let result = stream(&dp, &args, &filter, &names, &mut pcap, kinds);
+    let result = stream(
+        &dp,
+        ring,
+        lost_at_start,
+        &args,
+        &filter,
+        &names,
+        &mut pcap,
+        kinds,
+    );
     drop(reg);
     // Switch off what no remaining tracer wants.
-    let remaining = Registration { dir: ctx.cfg.state_dir.join("tracers"), me: std::path::PathBuf::new() }.union();
+    let remaining = Registration {
+        dir: ctx.cfg.state_dir.join("tracers"),
+        me: std::path::PathBuf::new(),
+    }
+    .union();
     dp.set_trace(remaining)?;
     result?;
     Ok(0)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream<W: std::io::Write>(
     dp: &Dataplane,
+    mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    lost_at_start: u64,
     args: &Args,
     filter: &Filter,
     names: &Names,
     pcap: &mut Option<Pcap<W>>,
     kinds: u32,
 ) -> Result<()> {
-    let mut ring = dp.events()?;
     let start = Instant::now();
-    let lost_at_start = dp.events_lost()?;
     let mut lost_reported = lost_at_start;
     let mut shown = 0u64;
     let mut last_gc = Instant::now();
     let emit = |v: &mut Value, shown: &mut u64| {
         let mono = monotonic_ns();
-        let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let ts = v["ts"].as_u64().unwrap_or(mono);
         v["time"] = json!(wall(ts, mono, real));
         if let Some(o) = v.as_object_mut() {
@@ -392,7 +484,9 @@ fn stream<W: std::io::Write>(
         *shown += 1;
     };
     while !STOP.load(Ordering::SeqCst) {
-        if args.count.is_some_and(|c| shown >= c) || args.duration.is_some_and(|d| start.elapsed() >= d) {
+        if args.count.is_some_and(|c| shown >= c)
+            || args.duration.is_some_and(|d| start.elapsed() >= d)
+        {
             break;
         }
         let mut got = false;
@@ -413,7 +507,15 @@ fn stream<W: std::io::Write>(
                     let inbound = hook != Hook::UplinkEgress as u8;
                     let name = format!("{} {}", names.ifname(ev.ifindex), hook_name(hook));
                     let cap = (ev.cap as usize).min(SNAP_MAX);
-                    p.packet(ev.ifindex, hook, &name, inbound, real_ns(ev.ts), ev.len, &ev.data[..cap])?;
+                    p.packet(
+                        ev.ifindex,
+                        hook,
+                        &name,
+                        inbound,
+                        real_ns(ev.ts),
+                        ev.len,
+                        &ev.data[..cap],
+                    )?;
                 }
                 if !args.packets {
                     continue;
@@ -433,8 +535,14 @@ fn stream<W: std::io::Write>(
             if args.json {
                 emit(&mut v, &mut shown);
             } else {
-                let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                println!("{} lost      {} events (ring buffer full)", wall(monotonic_ns(), monotonic_ns(), real), lost - lost_reported);
+                let real = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                println!(
+                    "{} lost      {} events (ring buffer full)",
+                    wall(monotonic_ns(), monotonic_ns(), real),
+                    lost - lost_reported
+                );
             }
             lost_reported = lost;
         }
@@ -456,14 +564,19 @@ fn stream<W: std::io::Write>(
         }
     }
     if lost_reported > lost_at_start && !args.json {
-        eprintln!("netctl: {} events were lost in all (ring buffer full)", lost_reported - lost_at_start);
+        eprintln!(
+            "netctl: {} events were lost in all (ring buffer full)",
+            lost_reported - lost_at_start
+        );
     }
     Ok(())
 }
 
 fn real_ns(ts: u64) -> u64 {
     let mono = monotonic_ns();
-    let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (real.as_nanos() as u64).saturating_sub(mono.saturating_sub(ts))
 }
 

@@ -239,7 +239,11 @@ impl Dataplane {
 
     /// Per-CPU counter maps hold an entry per key the programs may count (made here, zeroed,
     /// so the datapath never inserts); counts of live keys are kept.
-    fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(&self, name: &str, want: &BTreeSet<K>) -> Result<()> {
+    fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(
+        &self,
+        name: &str,
+        want: &BTreeSet<K>,
+    ) -> Result<()> {
         let mut map: PerCpuHashMap<MapData, K, V> = self.map(name)?;
         let have: BTreeSet<K> = map.keys().collect::<Result<_, _>>()?;
         for k in have.difference(want) {
@@ -248,7 +252,8 @@ impl Dataplane {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         for k in want.difference(&have) {
             let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
-            map.insert(k, zero, 0).with_context(|| format!("filling {name}"))?;
+            map.insert(k, zero, 0)
+                .with_context(|| format!("filling {name}"))?;
         }
         Ok(())
     }
@@ -274,7 +279,8 @@ impl Dataplane {
 
     /// New connections per published port, summed over CPUs.
     pub fn port_hits(&self) -> Result<BTreeMap<netctl_common::maps::PortKey, u64>> {
-        let map: PerCpuHashMap<MapData, netctl_common::maps::PortKey, u64> = self.map(names::PORT_STATS)?;
+        let map: PerCpuHashMap<MapData, netctl_common::maps::PortKey, u64> =
+            self.map(names::PORT_STATS)?;
         map.iter()
             .map(|item| {
                 let (k, per_cpu) = item?;
@@ -311,7 +317,11 @@ impl Dataplane {
     pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
         let now = monotonic_ns();
-        let entries: BTreeMap<_, _> = ct.iter().filter_map(|r| r.ok()).map(|(k, e)| (key_bytes(&k), (k, e))).collect();
+        let entries: BTreeMap<_, _> = ct
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, e)| (key_bytes(&k), (k, e)))
+            .collect();
         let mut expired = Vec::new();
         for (k, e) in entries.values() {
             let last = entries

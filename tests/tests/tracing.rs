@@ -1,0 +1,282 @@
+//! `netctl trace` and `netctl stats` against real traffic.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use netctl_tests::{require_sandbox, Sandbox, WHOAMI};
+use serde_json::Value;
+
+/// A running `netctl trace`, ready (its "tracing …" line seen) when returned.
+struct Trace(Child);
+
+impl Trace {
+    fn start(sb: &Sandbox, args: &[&str]) -> Self {
+        let mut all = vec!["trace"];
+        all.extend(args);
+        let mut child = sb
+            .netctl_cmd(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("tracing"), "trace did not start: {line}");
+        Trace(child)
+    }
+
+    /// Waits for the trace to end (by its --duration/--count) and returns its JSON lines.
+    fn events(mut self) -> Vec<Value> {
+        let out = std::mem::replace(
+            &mut self.0,
+            std::process::Command::new("true").spawn().unwrap(),
+        )
+        .wait_with_output()
+        .unwrap();
+        assert!(out.status.success(), "trace failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn whoami(sb: &Sandbox, name: &str, network: &str, publish: Option<&str>) {
+    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    if let Some(p) = publish {
+        args.extend(["-p", p]);
+    }
+    args.extend(["--", "python3", "-c", WHOAMI, "0.0.0.0", "80"]);
+    sb.netctl_ok(&args);
+    sb.wait_listening(name, 80);
+}
+
+#[test]
+fn why_cannot_a_reach_b() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.71.0.0/24", "left"]);
+    sb.netctl_ok(&["network", "create", "--subnet", "10.72.0.0/24", "right"]);
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "left",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    whoami(&sb, "b", "right", None);
+    let trace = Trace::start(
+        &sb,
+        &[
+            "--drops",
+            "--json",
+            "--container",
+            "a",
+            "--count",
+            "1",
+            "--duration",
+            "10s",
+        ],
+    );
+    sb.container_sh("a", "curl -s --max-time 1 http://10.72.0.2/");
+    let events = trace.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["type"], "drop");
+    assert_eq!(e["reason"], "isolation");
+    assert_eq!(e["hook"], "from-container");
+    assert_eq!(e["src_name"], "a");
+    assert_eq!(e["dst_name"], "b");
+    assert_eq!(e["dst"], "10.72.0.2:80");
+    assert!(e["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn who_is_hitting_port_8080() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.73.0.0/24", "front"]);
+    whoami(&sb, "web", "front", Some("8080:80"));
+    let trace = Trace::start(
+        &sb,
+        &[
+            "--flows",
+            "--json",
+            "--port",
+            "8080",
+            "--count",
+            "1",
+            "--duration",
+            "10s",
+        ],
+    );
+    assert!(sb
+        .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+        .is_some());
+    let events = trace.events();
+    let e = &events[0];
+    assert_eq!(e["type"], "flow-new");
+    assert_eq!(e["kind"], "published-port");
+    assert_eq!(
+        e["src"].as_str().unwrap().split(':').next().unwrap(),
+        sb.outside_ip
+    );
+    assert_eq!(e["dst"], format!("{}:8080", sb.host_ip));
+    assert_eq!(e["dst_name"], "web:80");
+    assert_eq!(e["translated_dst"], "10.73.0.2:80");
+    assert_eq!(e["translated_dst_name"], "web");
+    assert_eq!(e["reply_src"], "10.73.0.2:80");
+    // Readable lines too.
+    let out = sb.netctl(&["trace", "--flows", "--count", "1", "--duration", "3s"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn pcap_of_a_request_reads_in_tcpdump() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.74.0.0/24", "front"]);
+    whoami(&sb, "web", "front", Some("8080:80"));
+    let file = sb.state_dir.join("capture.pcapng");
+    let trace = Trace::start(
+        &sb,
+        &[
+            "--pcap",
+            file.to_str().unwrap(),
+            "--container",
+            "web",
+            "--duration",
+            "2s",
+        ],
+    );
+    assert!(sb
+        .curl_from_outside(&format!("http://{}:8080/hello", sb.host_ip))
+        .is_some());
+    drop(trace.events());
+    let out = std::process::Command::new("tcpdump")
+        .args(["-nn", "-A", "-r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tcpdump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("GET /hello"),
+        "request not in capture:\n{text}"
+    );
+    // Each packet as the program left it: handed to the container translated, and the
+    // reply leaving with the host's address and published port.
+    assert!(text.contains("> 10.74.0.2.80:"), "{text}");
+    assert!(
+        text.contains(&format!("{}.8080 > {}", sb.host_ip, sb.outside_ip)),
+        "{text}"
+    );
+    let ifaces = std::process::Command::new("tcpdump")
+        .args(["-nn", "-e", "-r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(ifaces.status.success());
+}
+
+#[test]
+fn stats_count_what_was_sent() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.75.0.0/24", "front"]);
+    whoami(&sb, "web", "front", Some("8080:80"));
+    let before: Value = serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
+    let ping = sb.container_sh("web", "ping -c 5 -i 0.2 -W 1 10.75.0.1");
+    assert!(ping.status.success());
+    for _ in 0..3 {
+        assert!(sb
+            .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+            .is_some());
+    }
+    let after: Value = serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
+    let tx = |v: &Value| v["containers"]["web"]["tx_packets"].as_u64().unwrap();
+    assert!(
+        tx(&after) >= tx(&before) + 5 + 3,
+        "tx {} -> {}",
+        tx(&before),
+        tx(&after)
+    );
+    let rx = |v: &Value| v["containers"]["web"]["rx_packets"].as_u64().unwrap();
+    assert!(
+        rx(&after) >= rx(&before) + 3,
+        "rx {} -> {}",
+        rx(&before),
+        rx(&after)
+    );
+    assert_eq!(
+        after["networks"]["front"]["tx_packets"],
+        after["containers"]["web"]["tx_packets"]
+    );
+    let hits = after["ports"][0]["connections"].as_u64().unwrap();
+    assert_eq!(hits, 3, "{after}");
+    assert!(after["conntrack"]["capacity"].as_u64().unwrap() > 0);
+    let table = sb.netctl_ok(&["stats"]);
+    assert!(table.contains("80/tcp -> 0.0.0.0:8080"), "{table}");
+}
+
+#[test]
+fn lost_events_are_reported_when_the_reader_stalls() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "perf",
+        "-p",
+        "5201:5201",
+        "--",
+        "iperf3",
+        "-s",
+        "-p",
+        "5201",
+    ]);
+    sb.wait_listening("perf", 5201);
+    let trace = Trace::start(&sb, &["--packets", "--json", "--duration", "6s"]);
+    let pid = nix::unistd::Pid::from_raw(trace.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Far more packets than the ring buffer holds while nobody reads.
+    let out = sb.outside_sh(&format!("timeout 15 iperf3 -c {} -p 5201 -t 1", sb.host_ip));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    let events = trace.events();
+    let lost: u64 = events
+        .iter()
+        .filter(|e| e["type"] == "lost")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        lost > 0,
+        "no lost-event report among {} events",
+        events.len()
+    );
+    assert!(
+        events.iter().any(|e| e["type"] == "packet"),
+        "the delivered events still come"
+    );
+}
