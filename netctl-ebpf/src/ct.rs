@@ -32,7 +32,7 @@ pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<*mut CtEntry> {
     let e = CT.get_ptr_mut(key)?;
     // SAFETY: map value pointer, valid for this program run.
     let entry = unsafe { &mut *e };
-    let closed = entry.flags & (CT_RST | CT_FIN_ORIG | CT_FIN_REPLY) != 0;
+    let closed = is_closed(entry.flags);
     let new_syn = key.proto == proto::TCP && tcp_flags & (TCP_SYN | 0x10) == TCP_SYN;
     let t = now();
     if t.wrapping_sub(entry.last_seen) <= timeout(key.proto, entry.flags) && !(closed && new_syn) {
@@ -129,20 +129,19 @@ pub fn insert_pair(
 }
 
 /// Picks a source port for a new SNAT flow: the reply tuple `reply_key` with its destination
-/// port (the port to allocate) free. Probes from a hash of the flow; inserts the reply entry
-/// (so two CPUs cannot take the same port) and returns the port in network byte order.
+/// port (the port to allocate) free. Probes from a hash of the whole flow (`flow`: the
+/// original tuple); a tuple whose flow has closed (RST, or FIN both ways) is free again, as
+/// TIME_WAIT tuples are for Linux's NAT. Inserts the reply entry (so two CPUs cannot take the
+/// same port) and returns the port in network byte order.
 #[inline(always)]
-pub fn alloc_port(
-    reply_key: &mut CtKey,
-    reply: &CtEntry,
-    min: u16,
-    max: u16,
-) -> Result<u16, DropReason> {
+pub fn alloc_port(reply_key: &mut CtKey, reply: &CtEntry, flow: &CtKey, min: u16, max: u16) -> Result<u16, DropReason> {
     let span = u32::from(max.saturating_sub(min)) + 1;
-    let seed = (reply_key.saddr ^ reply_key.daddr.rotate_left(7))
-        ^ (u32::from(reply_key.sport) << 16)
-        ^ u32::from(reply_key.proto);
-    let start = seed.wrapping_mul(0x9e37_79b1) >> 8;
+    let seed = flow.saddr
+        ^ flow.daddr.rotate_left(11)
+        ^ (u32::from(flow.sport) << 16)
+        ^ u32::from(flow.dport).rotate_left(5)
+        ^ u32::from(flow.proto);
+    let start = seed.wrapping_mul(0x9e37_79b1) >> 7;
     for i in 0..NAT_PROBES {
         let port = (min as u32 + (start.wrapping_add(i) % span)) as u16;
         let be = port.to_be();
@@ -150,10 +149,16 @@ pub fn alloc_port(
         if reply_key.proto == proto::ICMP {
             reply_key.sport = be;
         }
-        if exists(reply_key) {
-            continue;
+        if let Some(e) = CT.get_ptr(&*reply_key) {
+            // SAFETY: map value pointer, valid for this program run.
+            let (flags, last) = unsafe { ((*e).flags, (*e).last_seen) };
+            let stale = is_closed(flags) || now().wrapping_sub(last) > timeout(reply_key.proto, flags);
+            if !stale {
+                continue;
+            }
+            let _ = CT.remove(&*reply_key);
         }
-        if CT.insert(*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+        if CT.insert(&*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
             return Ok(be);
         }
     }

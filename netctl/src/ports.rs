@@ -1,6 +1,6 @@
 //! Published ports: Docker's `-p [IP:][HOSTPORT[-END]:]CPORT[-END][/tcp|udp]`.
 
-use std::{fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
+use std::{collections::HashMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -153,8 +153,16 @@ pub fn allocate(
     ephemeral: RangeInclusive<u16>,
 ) -> Result<Vec<PortMapping>> {
     let mut out: Vec<PortMapping> = Vec::new();
-    let is_free = |m: &PortMapping, out: &[PortMapping]| {
-        !taken.iter().chain(out.iter()).any(|t| t.conflicts(m))
+    // Host addresses per (protocol, port): conflicts are checked in O(1) per port, so
+    // publishing thousands of ports on a host with thousands more stays fast.
+    let mut used: HashMap<(Proto, u16), Vec<Ipv4Addr>> = HashMap::new();
+    for t in taken {
+        used.entry((t.proto, t.host_port)).or_default().push(t.host_ip);
+    }
+    let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<Ipv4Addr>>| {
+        used.get(&(m.proto, m.host_port)).is_none_or(|ips| {
+            !ips.iter().any(|ip| *ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
+        })
     };
     for spec in specs {
         let mk = |host_port, container_port| PortMapping {
@@ -167,13 +175,14 @@ pub fn allocate(
             Some(h) if h.len() == spec.container.len() => {
                 for (hp, cp) in h.clone().zip(spec.container.clone()) {
                     let m = mk(hp, cp);
-                    if !is_free(&m, &out) {
+                    if !is_free(&m, &used) {
                         bail!(
                             "host port {hp}/{} on {} is already published: choose another host port",
                             spec.proto,
                             spec.host_ip
                         );
                     }
+                    used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
                     out.push(m);
                 }
             }
@@ -182,7 +191,7 @@ pub fn allocate(
                 let m = h
                     .clone()
                     .map(|hp| mk(hp, cp))
-                    .find(|m| is_free(m, &out))
+                    .find(|m| is_free(m, &used))
                     .with_context(|| {
                         format!(
                             "every host port of {}-{}/{} is already published: choose another range",
@@ -191,6 +200,7 @@ pub fn allocate(
                             spec.proto
                         )
                     })?;
+                used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
                 out.push(m);
             }
             None => {
@@ -198,8 +208,9 @@ pub fn allocate(
                     let m = ephemeral
                         .clone()
                         .map(|hp| mk(hp, cp))
-                        .find(|m| is_free(m, &out))
+                        .find(|m| is_free(m, &used))
                         .context("no free ephemeral host port left: publish fewer ports")?;
+                    used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
                     out.push(m);
                 }
             }

@@ -137,8 +137,14 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     }
 
     let dp = Dataplane::open(cfg)?;
-    let uplinks = uplinks(cfg, nl)?;
     let links = nl.links()?;
+    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, nl)?
+        .into_iter()
+        .map(|(name, index)| {
+            let xdp = links.iter().find(|l| l.index == index).is_some_and(|l| dp.wants_xdp(l));
+            (name, index, xdp)
+        })
+        .collect();
     let veths: Vec<(String, u32)> = state
         .containers
         .values()
@@ -146,18 +152,23 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
         .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
         .map(|l| (l.name.clone(), l.index))
         .collect();
-    changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
+    // With NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC only.
+    let mut uplinks = uplinks;
+    match dp.reconcile_attachments(&uplinks, &veths) {
+        Ok(c) => changes.extend(c),
+        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
+            uplinks.iter_mut().for_each(|u| u.2 = false);
+            changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
+            changes.push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
+        }
+        Err(e) => return Err(e),
+    }
 
-    let addrs: Vec<_> = nl
-        .addresses()?
-        .into_iter()
-        .map(|(i, n)| (i, n.ip()))
-        .collect();
+    let addrs: Vec<_> = nl.addresses()?.into_iter().map(|(i, n)| (i, n.ip())).collect();
     let host = maps::HostView {
         links: &links,
         addrs: &addrs,
         uplinks: &uplinks,
-        xdp_active: dp.xdp_active(),
         fast_path: cfg.fast_path,
     };
     changes.extend(dp.apply(&maps::desired(state, &host))?);

@@ -205,6 +205,7 @@ impl Sandbox {
 
     /// Sets an environment variable for every netctl run of this sandbox (e.g. NETCTL_XDP).
     pub fn env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
         self.extra_env.push((key.into(), value.into()));
     }
 

@@ -6,7 +6,9 @@ use netctl_tests::{require_sandbox, Sandbox, UPLINK};
 #[test]
 fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
     require_sandbox!();
-    let sb = Sandbox::new();
+    let mut sb = Sandbox::new();
+    // The sandbox uplink is a veth, where the default (auto) leaves XDP off: ask for it.
+    sb.env("NETCTL_XDP", "native");
     // Pins of another layout version (an older netctl) are replaced cleanly.
     std::fs::create_dir_all(sb.bpffs.join("v0/maps")).unwrap();
     let out = sb.netctl_ok(&["sync"]);
@@ -47,13 +49,15 @@ fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
 }
 
 #[test]
-fn xdp_off_attaches_tc_only() {
+fn xdp_off_and_auto_on_veth_attach_tc_only() {
     require_sandbox!();
-    let mut sb = Sandbox::new();
-    sb.env("NETCTL_XDP", "off");
-    let out = sb.netctl_ok(&["sync"]);
-    assert!(!out.contains("uplink_xdp"), "{out}");
-    assert!(out.contains("attached uplink_ingress"), "{out}");
+    for mode in ["off", "auto"] {
+        let mut sb = Sandbox::new();
+        sb.env("NETCTL_XDP", mode);
+        let out = sb.netctl_ok(&["sync"]);
+        assert!(!out.contains("uplink_xdp"), "{mode}: {out}");
+        assert!(out.contains("attached uplink_ingress"), "{mode}: {out}");
+    }
 }
 
 #[test]

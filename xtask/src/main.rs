@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's own commands. `setup` installs what a fresh machine lacks;
 //! every other command runs it first.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -29,6 +30,12 @@ enum Cmd {
     BuildAndRun {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Benchmark netctl against Docker's iptables layout, an nftables map and plain routing
+    Bench {
+        /// A reduced set (about two minutes)
+        #[arg(long)]
+        quick: bool,
     },
     /// Run the whole suite: format and lint checks, unit tests, eBPF program tests, end-to-end
     Test {
@@ -65,6 +72,13 @@ fn run(cli: Cli) -> Result<()> {
                 let status = Command::new(&bin).args(&args).status()?;
                 std::process::exit(status.code().unwrap_or(1));
             }
+        }
+        Cmd::Bench { quick } => {
+            setup::run()?;
+            build(true)?;
+            sh(cargo().args(["build", "--release", "--package", "xtask", "--bin", "loadgen"]))?;
+            let loadgen = workspace_root().join("target/release/loadgen");
+            bench::run(&netctl_bin(true), &loadgen, quick)
         }
         Cmd::Test { args } => {
             setup::run()?;

@@ -548,7 +548,7 @@ fn stream<W: std::io::Write>(
         }
         // Flows whose last packet was long ago end here (the programs only notice at the
         // flow's next packet).
-        if kinds & TRACE_FLOWS != 0 && last_gc.elapsed() >= Duration::from_secs(1) {
+        if kinds & TRACE_FLOWS != 0 && last_gc.elapsed() >= Duration::from_secs(5) {
             last_gc = Instant::now();
             for (k, e) in dp.expire_flows()? {
                 let ev = flow_end_event(&k, &e);

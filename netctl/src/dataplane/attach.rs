@@ -135,11 +135,7 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, xdp: XdpMode) -> Result<&'s
             let mut prog = Xdp::from_pin(&prog_pin, XdpAttachType::Interface)
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
             let tries: &[(AyaXdpMode, &'static str)] = match xdp {
-                XdpMode::Auto => &[
-                    (AyaXdpMode::Driver, " (xdp native)"),
-                    (AyaXdpMode::Skb, " (xdp generic)"),
-                ],
-                XdpMode::Native => &[(AyaXdpMode::Driver, " (xdp native)")],
+                XdpMode::Auto | XdpMode::Native => &[(AyaXdpMode::Driver, " (xdp native)")],
                 XdpMode::Generic => &[(AyaXdpMode::Skb, " (xdp generic)")],
                 XdpMode::Off => {
                     bail!("XDP is off (NETCTL_XDP=off) but an XDP attachment was asked for")

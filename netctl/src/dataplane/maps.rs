@@ -47,8 +47,8 @@ pub struct HostView<'a> {
     pub links: &'a [Link],
     /// (ifindex, address) of every IPv4 address of the namespace.
     pub addrs: &'a [(u32, Ipv4Addr)],
-    pub uplinks: &'a [(String, u32)],
-    pub xdp_active: bool,
+    /// (name, ifindex, XDP attached).
+    pub uplinks: &'a [(String, u32, bool)],
     pub fast_path: bool,
 }
 
@@ -76,9 +76,9 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         .filter(|(_, a)| !a.is_loopback())
         .map(|(_, a)| raw(*a))
         .collect();
-    for (_, index) in host.uplinks {
+    for (_, index, xdp) in host.uplinks {
         if let Some((_, addr)) = host.addrs.iter().find(|(i, _)| i == index) {
-            let flags = if host.xdp_active {
+            let flags = if *xdp {
                 UPLINK_XDP_ACTIVE
             } else {
                 0
@@ -267,14 +267,13 @@ mod tests {
             (2, "192.0.2.1".parse().unwrap()),
             (3, "10.1.0.1".parse().unwrap()),
         ];
-        let uplinks = vec![("up0".to_string(), 2)];
+        let uplinks = vec![("up0".to_string(), 2, true)];
         let d = desired(
             &state,
             &HostView {
                 links: &links,
                 addrs: &addrs,
                 uplinks: &uplinks,
-                xdp_active: true,
                 fast_path: true,
             },
         );

@@ -57,15 +57,27 @@ impl Dataplane {
         })
     }
 
-    /// Attaches the programs to exactly these uplinks and container veths (name, ifindex).
+    /// Whether XDP goes on an uplink. `auto` puts it on physical NICs only: on veth and other
+    /// virtual devices XDP forces every large (GSO) packet to be split, which costs far more
+    /// than it saves (see docs/BENCHMARKS.md).
+    pub fn wants_xdp(&self, link: &crate::netlink::Link) -> bool {
+        match self.xdp {
+            XdpMode::Off => false,
+            XdpMode::Auto => link.kind.is_empty(),
+            XdpMode::Native | XdpMode::Generic => true,
+        }
+    }
+
+    /// Attaches the programs to exactly these uplinks (name, ifindex, with XDP) and container
+    /// veths (name, ifindex).
     pub fn reconcile_attachments(
         &self,
-        uplinks: &[(String, u32)],
+        uplinks: &[(String, u32, bool)],
         container_veths: &[(String, u32)],
     ) -> Result<Changes> {
         let mut desired = Vec::new();
-        for (name, index) in uplinks {
-            if self.xdp != XdpMode::Off {
+        for (name, index, xdp) in uplinks {
+            if *xdp {
                 desired.push(att(
                     programs::UPLINK_XDP,
                     ProgKind::Xdp,
@@ -103,10 +115,6 @@ impl Dataplane {
             let _ = std::fs::remove_dir_all(stale);
         }
         Ok(changes)
-    }
-
-    pub fn xdp_active(&self) -> bool {
-        self.xdp != XdpMode::Off
     }
 
     /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
