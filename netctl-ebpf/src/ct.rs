@@ -48,7 +48,7 @@ pub fn lookup(key: &CtKey, tcp_flags: u8) -> Option<*mut CtEntry> {
         }
     }
     flow_event(EV_FLOW_END, key, entry, END_EXPIRED);
-    let _ = CT.remove(&peer);
+    let _ = CT.remove(peer);
     let _ = CT.remove(key);
     None
 }
@@ -134,7 +134,13 @@ pub fn insert_pair(
 /// TIME_WAIT tuples are for Linux's NAT. Inserts the reply entry (so two CPUs cannot take the
 /// same port) and returns the port in network byte order.
 #[inline(always)]
-pub fn alloc_port(reply_key: &mut CtKey, reply: &CtEntry, flow: &CtKey, min: u16, max: u16) -> Result<u16, DropReason> {
+pub fn alloc_port(
+    reply_key: &mut CtKey,
+    reply: &CtEntry,
+    flow: &CtKey,
+    min: u16,
+    max: u16,
+) -> Result<u16, DropReason> {
     let span = u32::from(max.saturating_sub(min)) + 1;
     let seed = flow.saddr
         ^ flow.daddr.rotate_left(11)
@@ -149,16 +155,17 @@ pub fn alloc_port(reply_key: &mut CtKey, reply: &CtEntry, flow: &CtKey, min: u16
         if reply_key.proto == proto::ICMP {
             reply_key.sport = be;
         }
-        if let Some(e) = CT.get_ptr(&*reply_key) {
+        if let Some(e) = CT.get_ptr(*reply_key) {
             // SAFETY: map value pointer, valid for this program run.
             let (flags, last) = unsafe { ((*e).flags, (*e).last_seen) };
-            let stale = is_closed(flags) || now().wrapping_sub(last) > timeout(reply_key.proto, flags);
+            let stale =
+                is_closed(flags) || now().wrapping_sub(last) > timeout(reply_key.proto, flags);
             if !stale {
                 continue;
             }
-            let _ = CT.remove(&*reply_key);
+            let _ = CT.remove(*reply_key);
         }
-        if CT.insert(&*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+        if CT.insert(*reply_key, reply, BPF_NOEXIST as u64).is_ok() {
             return Ok(be);
         }
     }

@@ -21,33 +21,19 @@ fn lost() {
     }
 }
 
-/// Reserves an event, fills the common part, lets `fill` add the rest, submits.
+/// Reserves an event, stamps it, lets `fill` write the rest, submits.
 #[inline(always)]
-fn emit(
-    kind: u8,
-    hook: Hook,
-    code: u8,
-    flags: u8,
-    ifindex: u32,
-    before: &CtKey,
-    after: &CtKey,
-    fill: impl FnOnce(&mut Event),
-) {
+fn emit(kind: u8, hook: Hook, fill: impl FnOnce(&mut Event)) {
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
         lost();
         return;
     };
-    // SAFETY: the reservation is sized for an Event; every field is written before submit
-    // except `data` beyond `cap`, which readers ignore.
+    // SAFETY: the reservation is sized for an Event; `fill` writes every field readers use
+    // (`data` only up to `cap`).
     let ev = unsafe { &mut *slot.as_mut_ptr() };
     ev.ts = now();
     ev.kind = kind;
     ev.hook = hook as u8;
-    ev.code = code;
-    ev.flags = flags;
-    ev.ifindex = ifindex;
-    ev.before = *before;
-    ev.after = *after;
     ev.len = 0;
     ev.cap = 0;
     fill(ev);
@@ -58,25 +44,28 @@ fn emit(
 #[inline(always)]
 pub fn flow(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey, reply: &CtKey) {
     if enabled(TRACE_FLOWS) {
-        emit(kind, hook, ct_kind, how, 0, orig, reply, |_| {});
+        emit(kind, hook, |ev| {
+            ev.code = ct_kind;
+            ev.flags = how;
+            ev.ifindex = 0;
+            ev.before = *orig;
+            ev.after = *reply;
+        });
     }
 }
 
 #[inline(always)]
 pub fn drop(hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>, len: u32) {
     if enabled(TRACE_DROPS) {
-        let zero = CtKey::default();
-        let t = tuple.unwrap_or(&zero);
-        emit(
-            EV_DROP,
-            hook,
-            reason,
-            tuple.is_some() as u8,
-            ifindex,
-            t,
-            t,
-            |ev| ev.len = len,
-        );
+        let t = tuple.copied().unwrap_or_default();
+        emit(EV_DROP, hook, |ev| {
+            ev.code = reason;
+            ev.flags = tuple.is_some() as u8;
+            ev.ifindex = ifindex;
+            ev.before = t;
+            ev.after = t;
+            ev.len = len;
+        });
     }
 }
 
@@ -93,20 +82,15 @@ pub fn packet<P: Packet>(
     if !enabled(TRACE_PACKETS) {
         return;
     }
-    let zero = CtKey::default();
     let snap = TRACE.get(0).map(|t| t.snaplen).unwrap_or(0);
-    emit(
-        EV_PACKET,
-        hook,
-        verdict,
-        before.is_some() as u8,
-        ifindex,
-        before.unwrap_or(&zero),
-        after.unwrap_or(&zero),
-        |ev| {
-            ev.len = p.len();
-            let copied = p.snapshot(&mut ev.data);
-            ev.cap = if snap < copied { snap } else { copied };
-        },
-    );
+    emit(EV_PACKET, hook, |ev| {
+        ev.code = verdict;
+        ev.flags = before.is_some() as u8;
+        ev.ifindex = ifindex;
+        ev.before = before.copied().unwrap_or_default();
+        ev.after = after.copied().unwrap_or_default();
+        ev.len = p.len();
+        let copied = p.snapshot(&mut ev.data);
+        ev.cap = if snap < copied { snap } else { copied };
+    });
 }

@@ -168,7 +168,13 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port(&mut reply_key, &reply, &orig_key, cfg.nat_port_min, cfg.nat_port_max)?;
+    let port = ct::alloc_port(
+        &mut reply_key,
+        &reply,
+        &orig_key,
+        cfg.nat_port_min,
+        cfg.nat_port_max,
+    )?;
     let mut orig = ct::entry(KIND_SNAT, 0, reply_key);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
@@ -210,7 +216,13 @@ pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropRea
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port(&mut reply_key, &reply, &orig_key, cfg.nat_port_min, cfg.nat_port_max)?;
+    let port = ct::alloc_port(
+        &mut reply_key,
+        &reply,
+        &orig_key,
+        cfg.nat_port_min,
+        cfg.nat_port_max,
+    )?;
     let mut orig = ct::entry(KIND_HAIRPIN, 0, reply_key);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;

@@ -112,7 +112,7 @@ impl Packet for Tc<'_> {
         let ret =
             unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), 0, buf.as_mut_ptr().cast(), n) };
         if ret == 0 {
-            n as u32
+            n
         } else {
             0
         }
@@ -238,7 +238,7 @@ impl Packet for Xdp<'_> {
         // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
         let ret = unsafe { bpf_xdp_load_bytes(self.0.ctx, 0, buf.as_mut_ptr().cast(), n) };
         if ret == 0 {
-            n as u32
+            n
         } else {
             0
         }

@@ -42,7 +42,13 @@ impl Ctx {
     /// Saves the state and makes the kernel match it, still under the lock.
     pub fn commit(&self, locked: &Locked) -> Result<Vec<String>> {
         locked.save()?;
-        reconcile::apply(&self.cfg, &self.nl, &locked.state)
+        reconcile::apply(&self.cfg, &self.nl, &locked.state, false)
+    }
+
+    /// Like [`Ctx::commit`], re-reading every map from the kernel (`netctl sync`).
+    pub fn commit_full(&self, locked: &Locked) -> Result<Vec<String>> {
+        locked.save()?;
+        reconcile::apply(&self.cfg, &self.nl, &locked.state, true)
     }
 }
 

@@ -157,11 +157,14 @@ pub fn allocate(
     // publishing thousands of ports on a host with thousands more stays fast.
     let mut used: HashMap<(Proto, u16), Vec<Ipv4Addr>> = HashMap::new();
     for t in taken {
-        used.entry((t.proto, t.host_port)).or_default().push(t.host_ip);
+        used.entry((t.proto, t.host_port))
+            .or_default()
+            .push(t.host_ip);
     }
     let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<Ipv4Addr>>| {
         used.get(&(m.proto, m.host_port)).is_none_or(|ips| {
-            !ips.iter().any(|ip| *ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
+            !ips.iter()
+                .any(|ip| *ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
         })
     };
     for spec in specs {
@@ -182,7 +185,9 @@ pub fn allocate(
                             spec.host_ip
                         );
                     }
-                    used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
+                    used.entry((m.proto, m.host_port))
+                        .or_default()
+                        .push(m.host_ip);
                     out.push(m);
                 }
             }
@@ -200,7 +205,9 @@ pub fn allocate(
                             spec.proto
                         )
                     })?;
-                used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
+                used.entry((m.proto, m.host_port))
+                    .or_default()
+                    .push(m.host_ip);
                 out.push(m);
             }
             None => {
@@ -210,7 +217,9 @@ pub fn allocate(
                         .map(|hp| mk(hp, cp))
                         .find(|m| is_free(m, &used))
                         .context("no free ephemeral host port left: publish fewer ports")?;
-                    used.entry((m.proto, m.host_port)).or_default().push(m.host_ip);
+                    used.entry((m.proto, m.host_port))
+                        .or_default()
+                        .push(m.host_ip);
                     out.push(m);
                 }
             }

@@ -51,8 +51,9 @@ fn enable_forwarding() -> Result<()> {
     std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))
 }
 
-/// Applies `state` to the kernel; returns what changed, one line each.
-pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
+/// Applies `state` to the kernel; returns what changed, one line each. `full` re-reads every
+/// map from the kernel instead of trusting the record of the last apply (`netctl sync`).
+pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Vec<String>> {
     let group = topology::instance_group(&cfg.state_dir);
     let mut changes = Vec::new();
     if !state.networks.is_empty() {
@@ -141,7 +142,10 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, nl)?
         .into_iter()
         .map(|(name, index)| {
-            let xdp = links.iter().find(|l| l.index == index).is_some_and(|l| dp.wants_xdp(l));
+            let xdp = links
+                .iter()
+                .find(|l| l.index == index)
+                .is_some_and(|l| dp.wants_xdp(l));
             (name, index, xdp)
         })
         .collect();
@@ -164,13 +168,17 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
         Err(e) => return Err(e),
     }
 
-    let addrs: Vec<_> = nl.addresses()?.into_iter().map(|(i, n)| (i, n.ip())).collect();
+    let addrs: Vec<_> = nl
+        .addresses()?
+        .into_iter()
+        .map(|(i, n)| (i, n.ip()))
+        .collect();
     let host = maps::HostView {
         links: &links,
         addrs: &addrs,
         uplinks: &uplinks,
         fast_path: cfg.fast_path,
     };
-    changes.extend(dp.apply(&maps::desired(state, &host))?);
+    changes.extend(dp.apply(&maps::desired(state, &host), full)?);
     Ok(changes)
 }

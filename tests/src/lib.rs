@@ -369,6 +369,32 @@ impl Sandbox {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Starts a container `name` running the [`WHOAMI`] server on `port`, optionally on a
+    /// network and with published ports, and waits until it listens.
+    pub fn whoami(&self, name: &str, network: Option<&str>, publish: &[&str], port: u16) {
+        let mut args = vec!["run", "-d", "--name", name];
+        if let Some(n) = network {
+            args.extend(["--network", n]);
+        }
+        for p in publish {
+            args.extend(["-p", p]);
+        }
+        let port_s = port.to_string();
+        args.extend(["--", "python3", "-c", WHOAMI, "0.0.0.0", &port_s]);
+        self.netctl_ok(&args);
+        self.wait_listening(name, port);
+    }
+
+    /// Starts a container `name` running an iperf3 server published on `port`.
+    pub fn iperf_server(&self, name: &str, port: u16) {
+        let spec = format!("{port}:{port}");
+        let port_s = port.to_string();
+        self.netctl_ok(&[
+            "run", "-d", "--name", name, "-p", &spec, "--", "iperf3", "-s", "-p", &port_s,
+        ]);
+        self.wait_listening(name, port);
+    }
+
     /// Runs a shell command in a container; returns its output.
     pub fn container_sh(&self, name: &str, script: &str) -> Output {
         self.netctl(&["exec", name, "--", "sh", "-c", script])

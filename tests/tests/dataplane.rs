@@ -2,26 +2,10 @@
 //! isolation, ICC, internal networks, hairpin — in every XDP/fast-path mode, and with no
 //! iptables or nftables rule anywhere.
 
-use netctl_tests::{require_sandbox, Sandbox, WHOAMI};
-
-/// A container answering HTTP (and UDP) on `port` with the client's address.
-fn whoami(sb: &Sandbox, name: &str, network: Option<&str>, publish: &[&str], port: u16) {
-    let mut args = vec!["run", "-d", "--name", name];
-    if let Some(n) = network {
-        args.extend(["--network", n]);
-    }
-    for p in publish {
-        args.extend(["-p", p]);
-    }
-    let port = port.to_string();
-    args.extend(["--", "python3", "-c", WHOAMI, "0.0.0.0", &port]);
-    sb.netctl_ok(&args);
-    sb.wait_listening(name, port.parse().unwrap());
-}
+use netctl_tests::{require_sandbox, Sandbox};
 
 fn published_ports_work(sb: &Sandbox) {
-    whoami(
-        sb,
+    sb.whoami(
         "web",
         None,
         &["8080:80", "5353:80/udp", "9000-9001:80-81"],
@@ -106,20 +90,7 @@ fn published_ports_xdp_generic_without_fast_path() {
 fn a_stream_through_a_published_port() {
     require_sandbox!();
     let sb = Sandbox::new();
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "perf",
-        "-p",
-        "5201:5201",
-        "--",
-        "iperf3",
-        "-s",
-        "-p",
-        "5201",
-    ]);
-    sb.wait_listening("perf", 5201);
+    sb.iperf_server("perf", 5201);
     let out = sb.outside_sh(&format!(
         "timeout 20 iperf3 -c {} -p 5201 -t 1 -J",
         sb.host_ip
@@ -191,8 +162,8 @@ fn isolation_between_networks_icc_and_internal() {
     let sb = Sandbox::new();
     sb.netctl_ok(&["network", "create", "--subnet", "10.61.0.0/24", "one"]);
     sb.netctl_ok(&["network", "create", "--subnet", "10.62.0.0/24", "two"]);
-    whoami(&sb, "a", Some("one"), &[], 80);
-    whoami(&sb, "b", Some("two"), &["8080:80"], 80);
+    sb.whoami("a", Some("one"), &[], 80);
+    sb.whoami("b", Some("two"), &["8080:80"], 80);
     let get = |from: &str, url: &str| {
         let out = sb.container_sh(from, &format!("curl -sf --max-time 3 {url}"));
         out.status
@@ -240,7 +211,7 @@ fn isolation_between_networks_icc_and_internal() {
         "com.docker.network.bridge.enable_icc=false",
         "quiet",
     ]);
-    whoami(&sb, "q1", Some("quiet"), &["8181:80"], 80);
+    sb.whoami("q1", Some("quiet"), &["8181:80"], 80);
     sb.netctl_ok(&[
         "run",
         "-d",
@@ -272,7 +243,7 @@ fn isolation_between_networks_icc_and_internal() {
         "10.64.0.0/24",
         "priv",
     ]);
-    whoami(&sb, "i1", Some("priv"), &[], 80);
+    sb.whoami("i1", Some("priv"), &[], 80);
     sb.netctl_ok(&[
         "run",
         "-d",
@@ -317,7 +288,7 @@ fn isolation_between_networks_icc_and_internal() {
 fn hairpin_to_self_and_others() {
     require_sandbox!();
     let sb = Sandbox::new();
-    whoami(&sb, "web", None, &["8080:80"], 80);
+    sb.whoami("web", None, &["8080:80"], 80);
     sb.netctl_ok(&["run", "-d", "--name", "client", "--", "sleep", "300"]);
     let url = format!("http://{}:8080/", sb.host_ip);
     for from in ["client", "web"] {
@@ -335,7 +306,7 @@ fn hairpin_to_self_and_others() {
 fn ports_survive_sync_and_container_recreation() {
     require_sandbox!();
     let sb = Sandbox::new();
-    whoami(&sb, "web", None, &["8080:80"], 80);
+    sb.whoami("web", None, &["8080:80"], 80);
     let url = format!("http://{}:8080/", sb.host_ip);
     assert!(sb.curl_from_outside(&url).is_some());
     sb.netctl_ok(&["sync"]);
@@ -345,7 +316,7 @@ fn ports_survive_sync_and_container_recreation() {
         sb.curl_from_outside(&url).is_none(),
         "port still answers after rm"
     );
-    whoami(&sb, "web2", None, &["8080:80"], 80);
+    sb.whoami("web2", None, &["8080:80"], 80);
     assert_eq!(
         sb.curl_from_outside(&url).as_deref(),
         Some(sb.outside_ip.as_str())
@@ -369,7 +340,7 @@ fn ports_survive_sync_and_container_recreation() {
 fn no_iptables_or_nftables_rules() {
     require_sandbox!();
     let sb = Sandbox::new();
-    whoami(&sb, "web", None, &["8080:80"], 80);
+    sb.whoami("web", None, &["8080:80"], 80);
     sb.netctl_ok(&["network", "create", "--internal", "priv"]);
     assert!(sb
         .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))

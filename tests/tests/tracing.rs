@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use netctl_tests::{require_sandbox, Sandbox, WHOAMI};
+use netctl_tests::{require_sandbox, Sandbox};
 use serde_json::Value;
 
 /// A running `netctl trace`, ready (its "tracing …" line seen) when returned.
@@ -53,13 +53,7 @@ impl Drop for Trace {
 }
 
 fn whoami(sb: &Sandbox, name: &str, network: &str, publish: Option<&str>) {
-    let mut args = vec!["run", "-d", "--name", name, "--network", network];
-    if let Some(p) = publish {
-        args.extend(["-p", p]);
-    }
-    args.extend(["--", "python3", "-c", WHOAMI, "0.0.0.0", "80"]);
-    sb.netctl_ok(&args);
-    sb.wait_listening(name, 80);
+    sb.whoami(name, Some(network), publish.as_slice(), 80);
 }
 
 #[test]
@@ -242,20 +236,7 @@ fn stats_count_what_was_sent() {
 fn lost_events_are_reported_when_the_reader_stalls() {
     require_sandbox!();
     let sb = Sandbox::new();
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "perf",
-        "-p",
-        "5201:5201",
-        "--",
-        "iperf3",
-        "-s",
-        "-p",
-        "5201",
-    ]);
-    sb.wait_listening("perf", 5201);
+    sb.iperf_server("perf", 5201);
     let trace = Trace::start(&sb, &["--packets", "--json", "--duration", "6s"]);
     let pid = nix::unistd::Pid::from_raw(trace.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();

@@ -103,7 +103,11 @@ struct Bench {
 
 fn check(out: std::process::Output, what: &str) -> Result<String> {
     if !out.status.success() {
-        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -124,17 +128,51 @@ impl Bench {
     }
 
     fn setup(&mut self) -> Result<()> {
-        let ms = self.timed_netctl(&["network", "create", "--subnet", SUBNET, "-o", &format!("bridge_name={BRIDGE}"), "bench"])?;
+        let ms = self.timed_netctl(&[
+            "network",
+            "create",
+            "--subnet",
+            SUBNET,
+            "-o",
+            &format!("bridge_name={BRIDGE}"),
+            "bench",
+        ])?;
         self.control.push(("netctl network create".into(), ms));
         let lg = self.loadgen.display().to_string();
         let serve = format!("iperf3 -s -p {IPERF_PORT} -D; exec {lg} serve 80");
         let ms = self.timed_netctl(&[
-            "run", "-d", "--name", "srv", "--network", "bench", "--ip", SERVER_IP,
-            "-p", "8080:80", "-p", "8080:80/udp", "-p", &format!("{IPERF_PORT}:{IPERF_PORT}"),
-            "--", "sh", "-c", &serve,
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "bench",
+            "--ip",
+            SERVER_IP,
+            "-p",
+            "8080:80",
+            "-p",
+            "8080:80/udp",
+            "-p",
+            &format!("{IPERF_PORT}:{IPERF_PORT}"),
+            "--",
+            "sh",
+            "-c",
+            &serve,
         ])?;
-        self.control.push(("netctl run -d with -p (3 ports)".into(), ms));
-        let ms = self.timed_netctl(&["run", "-d", "--name", "client", "--network", "bench", "--", "sleep", "100000"])?;
+        self.control
+            .push(("netctl run -d with -p (3 ports)".into(), ms));
+        let ms = self.timed_netctl(&[
+            "run",
+            "-d",
+            "--name",
+            "client",
+            "--network",
+            "bench",
+            "--",
+            "sleep",
+            "100000",
+        ])?;
         self.control.push(("netctl run -d without -p".into(), ms));
         self.sb.wait_listening("srv", 80);
         self.sb.wait_listening("srv", IPERF_PORT);
@@ -145,9 +183,15 @@ impl Bench {
         self.sb.container_sh("client", tune);
         self.sb.container_sh("srv", tune);
         // Outside: servers for masquerade runs, and a route for the no-NAT runs.
-        self.sb.outside_sh(&format!("ip route add {SUBNET} via {}", self.sb.host_ip));
-        self._outside.push(Background(self.sb.spawn_outside(&format!("timeout 3600 iperf3 -s -p 5202"))));
-        self._outside.push(Background(self.sb.spawn_outside(&format!("timeout 3600 {lg} serve 9000"))));
+        self.sb
+            .outside_sh(&format!("ip route add {SUBNET} via {}", self.sb.host_ip));
+        self._outside.push(Background(
+            self.sb.spawn_outside("timeout 3600 iperf3 -s -p 5202"),
+        ));
+        self._outside.push(Background(
+            self.sb
+                .spawn_outside(&format!("timeout 3600 {lg} serve 9000")),
+        ));
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     }
@@ -155,7 +199,9 @@ impl Bench {
     /// Ports of the filler container (published before the server's, so the server's are the
     /// last rules installed) for a total of `n` published ports.
     fn filler_ports(n: usize) -> Vec<u16> {
-        (0..n.saturating_sub(1)).map(|i| FILLER_BASE + i as u16).collect()
+        (0..n.saturating_sub(1))
+            .map(|i| FILLER_BASE + i as u16)
+            .collect()
     }
 
     fn set_filler(&mut self, n: usize) -> Result<()> {
@@ -166,8 +212,23 @@ impl Bench {
         }
         let range = format!("{}-{}", ports[0], ports[ports.len() - 1]);
         let spec = format!("{range}:{range}");
-        let ms = self.timed_netctl(&["run", "-d", "--name", "filler", "--network", "bench", "-p", &spec, "--", "sleep", "100000"])?;
-        self.control.push((format!("netctl run -d publishing {} ports", ports.len()), ms));
+        let ms = self.timed_netctl(&[
+            "run",
+            "-d",
+            "--name",
+            "filler",
+            "--network",
+            "bench",
+            "-p",
+            &spec,
+            "--",
+            "sleep",
+            "100000",
+        ])?;
+        self.control.push((
+            format!("netctl run -d publishing {} ports", ports.len()),
+            ms,
+        ));
         Ok(())
     }
 
@@ -209,7 +270,10 @@ impl Bench {
     }
 
     fn nft_rules(&self, n: usize) -> String {
-        let mut tcp: Vec<String> = Self::filler_ports(n).iter().map(|p| format!("{p} : 172.30.0.4 . {p}")).collect();
+        let mut tcp: Vec<String> = Self::filler_ports(n)
+            .iter()
+            .map(|p| format!("{p} : 172.30.0.4 . {p}"))
+            .collect();
         tcp.push(format!("{IPERF_PORT} : {SERVER_IP} . {IPERF_PORT}"));
         tcp.push(format!("{HTTP_PORT} : {SERVER_IP} . 80"));
         format!(
@@ -246,25 +310,44 @@ impl Bench {
                 self.netctl(&["sync", "-q"])?;
             }
             Dp::IptablesNft => {
-                let ms = self.load_rules("iptables-restore", &self.docker_rules(ports), "docker.rules")?;
-                self.control.push((format!("iptables-restore (nf_tables) {ports} ports"), ms));
+                let ms = self.load_rules(
+                    "iptables-restore",
+                    &self.docker_rules(ports),
+                    "docker.rules",
+                )?;
+                self.control
+                    .push((format!("iptables-restore (nf_tables) {ports} ports"), ms));
             }
             Dp::IptablesLegacy => {
-                let ms = self.load_rules("iptables-legacy-restore", &self.docker_rules(ports), "docker.rules")?;
-                self.control.push((format!("iptables-legacy-restore {ports} ports"), ms));
+                let ms = self.load_rules(
+                    "iptables-legacy-restore",
+                    &self.docker_rules(ports),
+                    "docker.rules",
+                )?;
+                self.control
+                    .push((format!("iptables-legacy-restore {ports} ports"), ms));
             }
             Dp::NftMap => {
                 let ms = self.load_rules("nft -f", &self.nft_rules(ports), "map.nft")?;
-                self.control.push((format!("nft -f (verdict map) {ports} ports"), ms));
+                self.control
+                    .push((format!("nft -f (verdict map) {ports} ports"), ms));
             }
             Dp::NoNat => {}
         }
         if dp == Dp::NetctlTrace {
-            let mut cmd = self.sb.netctl_cmd(&["trace", "--flows", "--drops", "--json"]);
-            let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn()?;
+            let mut cmd = self
+                .sb
+                .netctl_cmd(&["trace", "--flows", "--drops", "--json"]);
+            let child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
             let mut bg = Background(child);
             let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(bg.0.stderr.take().unwrap()), &mut line)?;
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(bg.0.stderr.take().unwrap()),
+                &mut line,
+            )?;
             self.trace = Some(bg);
         }
         Ok(())
@@ -272,13 +355,32 @@ impl Bench {
 
     /// Runs a client in the outside namespace (or in the container) and returns its JSON.
     fn client(&self, from_container: bool, script: &str) -> Result<Value> {
-        let out = if from_container { self.sb.container_sh("client", script) } else { self.sb.outside_sh(script) };
+        let out = if from_container {
+            self.sb.container_sh("client", script)
+        } else {
+            self.sb.outside_sh(script)
+        };
         let text = check(out, script)?;
         serde_json::from_str(text.trim()).with_context(|| format!("{script}: {text}"))
     }
 
-    fn record(&mut self, dp: Dp, ports: usize, figure: &'static str, unit: &'static str, value: f64, cpu: Option<f64>) {
-        self.samples.push(Sample { dp, ports, figure, unit, value, cpu });
+    fn record(
+        &mut self,
+        dp: Dp,
+        ports: usize,
+        figure: &'static str,
+        unit: &'static str,
+        value: f64,
+        cpu: Option<f64>,
+    ) {
+        self.samples.push(Sample {
+            dp,
+            ports,
+            figure,
+            unit,
+            value,
+            cpu,
+        });
     }
 
     fn measure(&mut self, dp: Dp, ports: usize, with_masquerade: bool) -> Result<()> {
@@ -289,35 +391,106 @@ impl Bench {
         };
         let s = self.plan.secs;
         let lg = self.loadgen.display().to_string();
-        for (figure, streams) in [("TCP throughput, 1 stream", 1), ("TCP throughput, 4 streams", 4)] {
+        for (figure, streams) in [
+            ("TCP throughput, 1 stream", 1),
+            ("TCP throughput, 4 streams", 4),
+        ] {
             let cpu0 = kernel_cpu_secs();
-            let v = self.client(false, &format!("timeout 60 iperf3 -c {addr} -p {iperf} -t {s} -P {streams} -J"))?;
+            let v = self.client(
+                false,
+                &format!("timeout 60 iperf3 -c {addr} -p {iperf} -t {s} -P {streams} -J"),
+            )?;
             let cpu = kernel_cpu_secs() - cpu0;
             let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
-            let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
-            self.record(dp, ports, figure, "Gbit/s", gbps, (bytes > 0.0).then(|| cpu / (bytes / 1e9)));
+            let gbps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e9;
+            self.record(
+                dp,
+                ports,
+                figure,
+                "Gbit/s",
+                gbps,
+                (bytes > 0.0).then(|| cpu / (bytes / 1e9)),
+            );
         }
         let cpu0 = kernel_cpu_secs();
         let v = self.client(false, &format!("timeout 60 {lg} crr {addr}:{http} {s} 8"))?;
         let cpu = kernel_cpu_secs() - cpu0;
         let ops = v["ops"].as_f64().unwrap_or(0.0);
-        self.record(dp, ports, "new TCP connections", "conn/s", v["rate"].as_f64().unwrap_or(0.0), (ops > 0.0).then(|| cpu / (ops / 1e4)));
+        self.record(
+            dp,
+            ports,
+            "new TCP connections",
+            "conn/s",
+            v["rate"].as_f64().unwrap_or(0.0),
+            (ops > 0.0).then(|| cpu / (ops / 1e4)),
+        );
         let v = self.client(false, &format!("timeout 60 {lg} rr {addr}:{http} {s} 4"))?;
-        self.record(dp, ports, "TCP request/response", "trans/s", v["rate"].as_f64().unwrap_or(0.0), None);
-        self.record(dp, ports, "TCP request/response p50", "µs", v["p50_us"].as_f64().unwrap_or(0.0), None);
-        self.record(dp, ports, "TCP request/response p99", "µs", v["p99_us"].as_f64().unwrap_or(0.0), None);
+        self.record(
+            dp,
+            ports,
+            "TCP request/response",
+            "trans/s",
+            v["rate"].as_f64().unwrap_or(0.0),
+            None,
+        );
+        self.record(
+            dp,
+            ports,
+            "TCP request/response p50",
+            "µs",
+            v["p50_us"].as_f64().unwrap_or(0.0),
+            None,
+        );
+        self.record(
+            dp,
+            ports,
+            "TCP request/response p99",
+            "µs",
+            v["p99_us"].as_f64().unwrap_or(0.0),
+            None,
+        );
         let v = self.client(false, &format!("timeout 60 {lg} udp {addr}:{http} {s} 4"))?;
-        self.record(dp, ports, "UDP request/response", "trans/s", v["rate"].as_f64().unwrap_or(0.0), None);
+        self.record(
+            dp,
+            ports,
+            "UDP request/response",
+            "trans/s",
+            v["rate"].as_f64().unwrap_or(0.0),
+            None,
+        );
         if with_masquerade {
             let out = self.sb.outside_ip.clone();
             let cpu0 = kernel_cpu_secs();
-            let v = self.client(true, &format!("timeout 60 iperf3 -c {out} -p 5202 -t {s} -J"))?;
+            let v = self.client(
+                true,
+                &format!("timeout 60 iperf3 -c {out} -p 5202 -t {s} -J"),
+            )?;
             let cpu = kernel_cpu_secs() - cpu0;
             let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
-            let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
-            self.record(dp, ports, "masquerade TCP throughput", "Gbit/s", gbps, (bytes > 0.0).then(|| cpu / (bytes / 1e9)));
+            let gbps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e9;
+            self.record(
+                dp,
+                ports,
+                "masquerade TCP throughput",
+                "Gbit/s",
+                gbps,
+                (bytes > 0.0).then(|| cpu / (bytes / 1e9)),
+            );
             let v = self.client(true, &format!("timeout 60 {lg} crr {out}:9000 {s} 8"))?;
-            self.record(dp, ports, "masquerade new connections", "conn/s", v["rate"].as_f64().unwrap_or(0.0), None);
+            self.record(
+                dp,
+                ports,
+                "masquerade new connections",
+                "conn/s",
+                v["rate"].as_f64().unwrap_or(0.0),
+                None,
+            );
         }
         Ok(())
     }
@@ -329,22 +502,44 @@ fn median(v: &mut [f64]) -> f64 {
         return 0.0;
     }
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
     if let Some(reason) = netctl_tests::unavailable() {
         bail!("the benchmark {reason}");
     }
-    for tool in ["iperf3", "iptables-restore", "iptables-legacy-restore", "nft"] {
-        if !Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success() {
+    for tool in [
+        "iperf3",
+        "iptables-restore",
+        "iptables-legacy-restore",
+        "nft",
+    ] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()?
+            .status
+            .success()
+        {
             bail!("{tool} is missing: run cargo xtask setup");
         }
     }
     let plan = if quick {
-        Plan { rounds: 1, port_counts: vec![1, 10_000], secs: 1.0 }
+        Plan {
+            rounds: 1,
+            port_counts: vec![1, 10_000],
+            secs: 1.0,
+        }
     } else {
-        Plan { rounds: 3, port_counts: vec![1, 1_000, 10_000], secs: 1.5 }
+        Plan {
+            rounds: 3,
+            port_counts: vec![1, 1_000, 10_000],
+            secs: 1.5,
+        }
     };
     let started = Instant::now();
     let sb = Sandbox::with_netctl(netctl.to_path_buf());
@@ -364,7 +559,11 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
         b.activate(Dp::NetctlTc, *ports)?;
         b.set_filler(*ports)?;
         for round in 0..b.plan.rounds {
-            eprintln!("bench: {ports} published ports, round {}/{}", round + 1, b.plan.rounds);
+            eprintln!(
+                "bench: {ports} published ports, round {}/{}",
+                round + 1,
+                b.plan.rounds
+            );
             for dp in Dp::ALL {
                 b.activate(dp, *ports)?;
                 b.measure(dp, *ports, i == 0)?;
@@ -381,11 +580,39 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
 fn control_plane(b: &mut Bench) -> Result<()> {
     for n in [1usize, 100, 10_000] {
         let spec = format!("{}-{}:{}-{}", 40000, 40000 + n - 1, 40000, 40000 + n - 1);
-        let ms = b.timed_netctl(&["run", "-d", "--name", "cp", "--network", "bench", "-p", &spec, "--", "sleep", "1000"])?;
-        b.control.push((format!("netctl: publish {n} ports (run -d -p)"), ms));
+        let ms = b.timed_netctl(&[
+            "run",
+            "-d",
+            "--name",
+            "cp",
+            "--network",
+            "bench",
+            "-p",
+            &spec,
+            "--",
+            "sleep",
+            "1000",
+        ])?;
+        b.control
+            .push((format!("netctl: publish {n} ports (run -d -p)"), ms));
         if n == 10_000 {
-            let ms = b.timed_netctl(&["run", "-d", "--name", "one-more", "--network", "bench", "-p", "30000:80", "--", "sleep", "1000"])?;
-            b.control.push(("netctl: one more port with 10000 published (run -d -p)".into(), ms));
+            let ms = b.timed_netctl(&[
+                "run",
+                "-d",
+                "--name",
+                "one-more",
+                "--network",
+                "bench",
+                "-p",
+                "30000:80",
+                "--",
+                "sleep",
+                "1000",
+            ])?;
+            b.control.push((
+                "netctl: one more port with 10000 published (run -d -p)".into(),
+                ms,
+            ));
             b.netctl(&["rm", "-f", "one-more"])?;
         }
         b.netctl(&["rm", "-f", "cp"])?;
@@ -402,7 +629,10 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
     let mut units: BTreeMap<&str, &str> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
     for s in &b.samples {
-        groups.entry((s.figure, s.ports, s.dp)).or_default().push(s.value);
+        groups
+            .entry((s.figure, s.ports, s.dp))
+            .or_default()
+            .push(s.value);
         if let Some(c) = s.cpu {
             cpu.entry((s.figure, s.ports, s.dp)).or_default().push(c);
         }
@@ -413,22 +643,37 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
     }
     let mut md = String::new();
     let _ = writeln!(md, "| figure | published ports | dataplane | median | spread (min–max) | × no NAT | × iptables | kernel CPU |");
-    let _ = writeln!(md, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
     let mut rows = Vec::new();
     for figure in &order {
         for ports in b.plan.port_counts.iter() {
-            let med = |dp: Dp| groups.get(&(*figure, *ports, dp)).map(|v| median(&mut v.clone()));
+            let med = |dp: Dp| {
+                groups
+                    .get(&(*figure, *ports, dp))
+                    .map(|v| median(&mut v.clone()))
+            };
             let base_nonat = med(Dp::NoNat);
             let base_ipt = med(Dp::IptablesNft);
             for dp in Dp::ALL {
-                let Some(vals) = groups.get(&(*figure, *ports, dp)) else { continue };
+                let Some(vals) = groups.get(&(*figure, *ports, dp)) else {
+                    continue;
+                };
                 let m = median(&mut vals.clone());
                 let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min);
                 let hi = vals.iter().cloned().fold(0.0, f64::max);
                 let ratio = |base: Option<f64>| base.filter(|b| *b > 0.0).map(|b| m / b);
-                let c = cpu.get(&(*figure, *ports, dp)).map(|v| median(&mut v.clone()));
+                let c = cpu
+                    .get(&(*figure, *ports, dp))
+                    .map(|v| median(&mut v.clone()));
                 let unit = units[figure];
-                let cpu_unit = if unit == "Gbit/s" { "s/GB" } else { "s/10k conn" };
+                let cpu_unit = if unit == "Gbit/s" {
+                    "s/GB"
+                } else {
+                    "s/10k conn"
+                };
                 let _ = writeln!(
                     md,
                     "| {figure} | {ports} | {} | {m:.2} {unit} | {lo:.2}–{hi:.2} | {} | {} | {} |",
@@ -437,10 +682,12 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
                     ratio(base_ipt).map_or("–".into(), |r| format!("{r:.2}")),
                     c.map_or("–".into(), |c| format!("{c:.3} {cpu_unit}")),
                 );
-                rows.push(json!({"figure": figure, "ports": ports, "dataplane": dp.name(), "unit": unit,
+                rows.push(
+                    json!({"figure": figure, "ports": ports, "dataplane": dp.name(), "unit": unit,
                     "median": m, "min": lo, "max": hi, "samples": vals,
                     "ratio_to_no_nat": ratio(base_nonat), "ratio_to_iptables": ratio(base_ipt),
-                    "kernel_cpu": c}));
+                    "kernel_cpu": c}),
+                );
             }
         }
     }
@@ -454,7 +701,9 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
         b.plan.rounds,
         b.plan.secs,
         uname.trim(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         took.as_secs_f64()
     );
     let md = format!("{header}\n{md}");
@@ -462,9 +711,18 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
     std::fs::write(out_dir.join("results.md"), &md)?;
     let j = json!({"header": header.trim(), "results": rows,
         "control_plane_ms": b.control.iter().map(|(w, ms)| json!({"what": w, "ms": ms})).collect::<Vec<_>>()});
-    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&j)?)?;
-    std::fs::write(out_dir.join("connections.svg"), svg(&groups, &b.plan.port_counts))?;
-    eprintln!("bench: wrote {}/results.{{md,json}} and connections.svg", out_dir.display());
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_string_pretty(&j)?,
+    )?;
+    std::fs::write(
+        out_dir.join("connections.svg"),
+        svg(&groups, &b.plan.port_counts),
+    )?;
+    eprintln!(
+        "bench: wrote {}/results.{{md,json}} and connections.svg",
+        out_dir.display()
+    );
     Ok(())
 }
 
@@ -474,28 +732,78 @@ fn svg(groups: &BTreeMap<(&str, usize, Dp), Vec<f64>>, counts: &[usize]) -> Stri
     let figure = "new TCP connections";
     let series: Vec<(Dp, Vec<f64>)> = Dp::ALL
         .iter()
-        .map(|dp| (*dp, counts.iter().map(|c| groups.get(&(figure, *c, *dp)).map(|v| median(&mut v.clone())).unwrap_or(0.0)).collect()))
+        .map(|dp| {
+            (
+                *dp,
+                counts
+                    .iter()
+                    .map(|c| {
+                        groups
+                            .get(&(figure, *c, *dp))
+                            .map(|v| median(&mut v.clone()))
+                            .unwrap_or(0.0)
+                    })
+                    .collect(),
+            )
+        })
         .collect();
-    let max = series.iter().flat_map(|(_, v)| v.iter().cloned()).fold(1.0, f64::max) * 1.1;
+    let max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().cloned())
+        .fold(1.0, f64::max)
+        * 1.1;
     let x = |i: usize| left + (w - left - 200.0) * (i as f64) / ((counts.len().max(2) - 1) as f64);
     let y = |v: f64| (h - bottom) - (h - bottom - 20.0) * v / max;
-    let colors = ["#1f77b4", "#2ca02c", "#17becf", "#d62728", "#ff7f0e", "#9467bd", "#7f7f7f"];
+    let colors = [
+        "#1f77b4", "#2ca02c", "#17becf", "#d62728", "#ff7f0e", "#9467bd", "#7f7f7f",
+    ];
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
     let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
     let _ = writeln!(s, "<text x=\"{left}\" y=\"14\">New TCP connections/s through a published port vs ports published</text>");
-    let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", h - bottom, w - 200.0, h - bottom);
-    let _ = writeln!(s, "<line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>", h - bottom);
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - 200.0,
+        h - bottom
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom
+    );
     for k in 0..=4 {
         let v = max * k as f64 / 4.0;
         let _ = writeln!(s, "<text x=\"5\" y=\"{:.1}\">{:.0}</text>", y(v) + 4.0, v);
     }
     for (i, c) in counts.iter().enumerate() {
-        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>", x(i), h - bottom + 18.0);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>",
+            x(i),
+            h - bottom + 18.0
+        );
     }
     for (n, (dp, vals)) in series.iter().enumerate() {
-        let pts: Vec<String> = vals.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v))).collect();
-        let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>", colors[n], pts.join(" "));
-        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>", w - 190.0, 40.0 + 18.0 * n as f64, colors[n], dp.name());
+        let pts: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            colors[n],
+            pts.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>",
+            w - 190.0,
+            40.0 + 18.0 * n as f64,
+            colors[n],
+            dp.name()
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -76,7 +76,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { quick } => {
             setup::run()?;
             build(true)?;
-            sh(cargo().args(["build", "--release", "--package", "xtask", "--bin", "loadgen"]))?;
+            sh(cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "xtask",
+                "--bin",
+                "loadgen",
+            ]))?;
             let loadgen = workspace_root().join("target/release/loadgen");
             bench::run(&netctl_bin(true), &loadgen, quick)
         }

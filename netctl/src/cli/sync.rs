@@ -15,7 +15,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
     let locked = ctx.store.lock()?;
-    let changes = ctx.commit(&locked)?;
+    let changes = ctx.commit_full(&locked)?;
     if changes.is_empty() {
         if !args.quiet {
             println!("in sync: nothing to change");

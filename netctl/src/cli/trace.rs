@@ -144,7 +144,7 @@ struct Filter {
 }
 
 impl Filter {
-    fn keys<'a>(ev: &'a Event) -> [&'a CtKey; 2] {
+    fn keys(ev: &Event) -> [&CtKey; 2] {
         [&ev.before, &ev.after]
     }
 

@@ -78,11 +78,7 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         .collect();
     for (_, index, xdp) in host.uplinks {
         if let Some((_, addr)) = host.addrs.iter().find(|(i, _)| i == index) {
-            let flags = if *xdp {
-                UPLINK_XDP_ACTIVE
-            } else {
-                0
-            };
+            let flags = if *xdp { UPLINK_XDP_ACTIVE } else { 0 };
             d.uplinks.insert(
                 *index,
                 Uplink {

@@ -1,6 +1,7 @@
 //! The eBPF side of the controller: load and pin the programs, attach them where the state
 //! says, fill the maps from the state, read the counters back.
 
+pub mod applied;
 pub mod attach;
 pub mod load;
 pub mod maps;
@@ -24,6 +25,7 @@ use netctl_common::{
     stats::{Counters, EndpointCounters, Hook},
 };
 
+use applied::Applied;
 pub use attach::{Attachment, Changes};
 use load::ProgKind;
 use pins::Pins;
@@ -32,6 +34,7 @@ use crate::config::{Config, XdpMode};
 
 pub struct Dataplane {
     pins: Pins,
+    applied_path: std::path::PathBuf,
     hash: String,
     xdp: XdpMode,
 }
@@ -52,6 +55,7 @@ impl Dataplane {
         load::ensure_programs(&pins, &hash, cfg.ct_entries)?;
         Ok(Self {
             pins,
+            applied_path: cfg.state_dir.join("applied.json"),
             hash,
             xdp: cfg.xdp,
         })
@@ -120,32 +124,46 @@ impl Dataplane {
     /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
     /// entries of removed containers and ports go too, so a reused address or port never
     /// inherits an old flow.
-    pub fn apply(&self, want: &maps::Desired) -> Result<Vec<String>> {
+    pub fn apply(&self, want: &maps::Desired, full: bool) -> Result<Vec<String>> {
         let mut changes = Vec::new();
         let mut config: Array<MapData, netctl_common::maps::Config> = self.map(names::CONFIG)?;
         if config.get(&0, 0)? != want.config {
             config.set(0, want.config, 0)?;
             changes.push("updated datapath config".to_string());
         }
+        let mut applied = Applied::load(self.applied_path.clone(), !full);
         let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
-        let mut gone = BTreeSet::new();
-        let results = [
+        let (ports, old_backends) = self.sync_hash(names::PORTMAP, &want.portmap, &mut applied)?;
+        let (endpoints, old_endpoints) =
+            self.sync_hash(names::ENDPOINTS, &want.endpoints, &mut applied)?;
+        // Flows of removed containers and re-pointed ports must go with them.
+        let mut gone: BTreeSet<u32> = old_backends.iter().map(|(_, b)| b.addr).collect();
+        gone.extend(old_endpoints.iter().map(|(addr, _)| *addr));
+        let counts = [
+            ("published ports", ports),
+            ("endpoints", endpoints),
             (
-                "published ports",
-                self.sync_hash(names::PORTMAP, &want.portmap)?,
+                "host addresses",
+                self.sync_hash(names::HOST_ADDRS, &host, &mut applied)?.0,
             ),
-            ("host addresses", self.sync_hash(names::HOST_ADDRS, &host)?),
-            ("uplinks", self.sync_hash(names::UPLINKS, &want.uplinks)?),
-            ("networks", self.sync_hash(names::NETWORKS, &want.networks)?),
-            ("endpoints", self.sync_endpoints(&want.endpoints)?),
+            (
+                "uplinks",
+                self.sync_hash(names::UPLINKS, &want.uplinks, &mut applied)?
+                    .0,
+            ),
+            (
+                "networks",
+                self.sync_hash(names::NETWORKS, &want.networks, &mut applied)?
+                    .0,
+            ),
             ("subnets", self.sync_subnets(&want.subnets)?),
         ];
-        let ep_keys: BTreeSet<u32> = want.endpoints.keys().copied().collect();
-        let port_keys: BTreeSet<_> = want.portmap.keys().copied().collect();
-        self.sync_counter_keys::<u32, EndpointCounters>(names::EP_STATS, &ep_keys)?;
-        self.sync_counter_keys::<netctl_common::maps::PortKey, u64>(names::PORT_STATS, &port_keys)?;
-        for (name, (n, removed)) in results {
-            gone.extend(removed);
+        let ep_keys: BTreeMap<u32, u8> = want.endpoints.keys().map(|k| (*k, 0)).collect();
+        let port_keys: BTreeMap<_, u8> = want.portmap.keys().map(|k| (*k, 0)).collect();
+        self.sync_counter_keys::<_, EndpointCounters>(names::EP_STATS, &ep_keys, &mut applied)?;
+        self.sync_counter_keys::<_, u64>(names::PORT_STATS, &port_keys, &mut applied)?;
+        applied.save()?;
+        for (name, n) in counts {
             if n > 0 {
                 changes.push(format!("{name}: {n} map entries changed"));
             }
@@ -161,71 +179,49 @@ impl Dataplane {
         Ok(changes)
     }
 
-    /// Diff-applies a hash map; returns (entries changed, addresses of removed backends or
-    /// endpoints, whose flows must go).
-    fn sync_hash<K: Pod + Ord, V: Pod + PartialEq + Backed>(
+    /// Diff-applies a hash map against what was applied last time (or, without a record,
+    /// against the kernel's entries); returns the number of changes and the entries removed
+    /// or replaced (with their old values).
+    fn sync_hash<K: Pod + Ord, V: Pod + PartialEq>(
         &self,
         name: &str,
         want: &BTreeMap<K, V>,
-    ) -> Result<(usize, Vec<u32>)> {
-        let mut map: HashMap<MapData, K, V> = self.map(name)?;
-        let have: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+        applied: &mut Applied,
+    ) -> Result<(usize, Vec<(K, V)>)> {
+        let (mut map, id): (HashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
+        let have: BTreeMap<K, V> = match applied.get(name, id) {
+            Some(have) => have,
+            None => {
+                let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+                keys.into_iter()
+                    .filter_map(|k| map.get(&k, 0).ok().map(|v| (k, v)))
+                    .collect()
+            }
+        };
         let mut n = 0;
         let mut removed = Vec::new();
-        for k in have {
-            if !want.contains_key(&k) {
-                if let Ok(v) = map.get(&k, 0) {
-                    removed.extend(v.backend());
-                }
-                map.remove(&k)?;
+        for (k, v) in &have {
+            if !want.contains_key(k) {
+                map.remove(k)
+                    .with_context(|| format!("removing from {name}"))?;
+                removed.push((*k, *v));
                 n += 1;
             }
         }
         for (k, v) in want {
-            match map.get(k, 0) {
-                Ok(old) if old == *v => {}
-                Ok(old) => {
-                    removed.extend(old.backend());
-                    map.insert(k, v, 0)
-                        .with_context(|| format!("updating {name}"))?;
-                    n += 1;
-                }
-                Err(_) => {
-                    map.insert(k, v, 0)
-                        .with_context(|| format!("filling {name}"))?;
-                    n += 1;
-                }
-            }
-        }
-        Ok((n, removed))
-    }
-
-    fn sync_endpoints(
-        &self,
-        want: &BTreeMap<u32, netctl_common::maps::EndpointInfo>,
-    ) -> Result<(usize, Vec<u32>)> {
-        let mut map: HashMap<MapData, u32, netctl_common::maps::EndpointInfo> =
-            self.map(names::ENDPOINTS)?;
-        let have: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
-        let mut n = 0;
-        let mut removed = Vec::new();
-        for k in have {
-            if !want.contains_key(&k) {
-                map.remove(&k)?;
-                removed.push(k);
+            let old = have.get(k);
+            if old != Some(v) {
+                map.insert(k, v, 0)
+                    .with_context(|| format!("filling {name}"))?;
+                removed.extend(old.map(|o| (*k, *o)));
                 n += 1;
             }
         }
-        for (k, v) in want {
-            if map.get(k, 0).ok() != Some(*v) {
-                map.insert(k, v, 0).context("filling ENDPOINTS")?;
-                n += 1;
-            }
-        }
+        applied.set(name, id, want);
         Ok((n, removed))
     }
 
-    fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<(usize, Vec<u32>)> {
+    fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<usize> {
         let mut map: LpmTrie<MapData, u32, u32> = self.map(names::SUBNETS)?;
         let have: Vec<Key<u32>> = map.keys().collect::<Result<_, _>>()?;
         let mut n = 0;
@@ -242,7 +238,7 @@ impl Dataplane {
                 n += 1;
             }
         }
-        Ok((n, Vec::new()))
+        Ok(n)
     }
 
     /// Per-CPU counter maps hold an entry per key the programs may count (made here, zeroed,
@@ -250,19 +246,24 @@ impl Dataplane {
     fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(
         &self,
         name: &str,
-        want: &BTreeSet<K>,
+        want: &BTreeMap<K, u8>,
+        applied: &mut Applied,
     ) -> Result<()> {
-        let mut map: PerCpuHashMap<MapData, K, V> = self.map(name)?;
-        let have: BTreeSet<K> = map.keys().collect::<Result<_, _>>()?;
-        for k in have.difference(want) {
+        let (mut map, id): (PerCpuHashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
+        let have: BTreeSet<K> = match applied.get::<K, u8>(name, id) {
+            Some(have) => have.into_keys().collect(),
+            None => map.keys().collect::<Result<_, _>>()?,
+        };
+        for k in have.iter().filter(|k| !want.contains_key(k)) {
             map.remove(k)?;
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        for k in want.difference(&have) {
+        for k in want.keys().filter(|k| !have.contains(k)) {
             let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
             map.insert(k, zero, 0)
                 .with_context(|| format!("filling {name}"))?;
         }
+        applied.set(name, id, want);
         Ok(())
     }
 
@@ -401,6 +402,20 @@ impl Dataplane {
             .collect()
     }
 
+    /// A pinned map and its kernel id (which changes when the map is re-created).
+    fn map_with_id<T>(&self, name: &str) -> Result<(T, u32)>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let path = self.pins.map(name);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        let id = data.info()?.id();
+        let map = T::try_from(Map::from_map_data(data)?)
+            .with_context(|| format!("map {name} has an unexpected type"))?;
+        Ok((map, id))
+    }
+
     fn map<T>(&self, name: &str) -> Result<T>
     where
         T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -422,21 +437,6 @@ pub fn monotonic_ns() -> u64 {
 fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
     (k.saddr, k.daddr, k.sport, k.dport, k.proto)
 }
-
-/// Map values that point at a container address (so its flows go when they go).
-trait Backed {
-    fn backend(&self) -> Option<u32> {
-        None
-    }
-}
-impl Backed for netctl_common::maps::Backend {
-    fn backend(&self) -> Option<u32> {
-        Some(self.addr)
-    }
-}
-impl Backed for u32 {}
-impl Backed for netctl_common::maps::Uplink {}
-impl Backed for netctl_common::maps::NetInfo {}
 
 fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bool) -> Attachment {
     Attachment {

@@ -88,12 +88,17 @@ fn one_crr(addr: SocketAddr, buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
-    let mut r = Result { ops: 0, errors: 0, lat_us: Vec::new() };
+    let mut r = Result {
+        ops: 0,
+        errors: 0,
+        lat_us: Vec::new(),
+    };
     let mut buf = [0u8; 512];
     let mut conn: Option<TcpStream> = None;
     let udp = (mode == "udp").then(|| {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         s.connect(addr).unwrap();
         s
     });
@@ -111,7 +116,8 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
                 }
                 match conn.as_mut() {
                     Some(c) => {
-                        let ok = c.write_all(REQUEST).is_ok() && matches!(c.read(&mut buf), Ok(n) if n > 0);
+                        let ok = c.write_all(REQUEST).is_ok()
+                            && matches!(c.read(&mut buf), Ok(n) if n > 0);
                         if !ok {
                             conn = None;
                         }
@@ -127,7 +133,8 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
         };
         if ok {
             r.ops += 1;
-            r.lat_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            r.lat_us
+                .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         } else {
             r.errors += 1;
             if r.errors > 10_000 {
@@ -150,7 +157,11 @@ fn client(mode: &str, addr: SocketAddr, secs: Duration, workers: usize) {
         .collect();
     std::thread::sleep(secs);
     stop.store(true, Ordering::Relaxed);
-    let mut all = Result { ops: 0, errors: 0, lat_us: Vec::new() };
+    let mut all = Result {
+        ops: 0,
+        errors: 0,
+        lat_us: Vec::new(),
+    };
     for h in handles {
         let r = h.join().expect("worker");
         all.ops += r.ops;
