@@ -206,7 +206,8 @@ impl Locked {
     pub fn save(&self) -> Result<()> {
         let dir = self.path.parent().expect("state file has a directory");
         let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&self.state)?;
+        // Compact: with thousands of published ports every byte is parsed and fsynced per command.
+        let text = serde_json::to_string(&self.state)?;
         let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())

@@ -691,9 +691,19 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
             }
         }
     }
-    let _ = writeln!(md, "\n| control plane | milliseconds |\n| --- | ---: |");
+    let _ = writeln!(
+        md,
+        "\n| control plane | median ms | runs |\n| --- | ---: | ---: |"
+    );
+    let mut control: Vec<(&str, Vec<f64>)> = Vec::new();
     for (what, ms) in &b.control {
-        let _ = writeln!(md, "| {what} | {ms:.1} |");
+        match control.iter_mut().find(|(w, _)| w == what) {
+            Some((_, v)) => v.push(*ms),
+            None => control.push((what, vec![*ms])),
+        }
+    }
+    for (what, v) in &mut control {
+        let _ = writeln!(md, "| {what} | {:.1} | {} |", median(v), v.len());
     }
     let uname = check(Command::new("uname").arg("-r").output()?, "uname")?;
     let header = format!(

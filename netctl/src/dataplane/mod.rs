@@ -55,7 +55,7 @@ impl Dataplane {
         load::ensure_programs(&pins, &hash, cfg.ct_entries)?;
         Ok(Self {
             pins,
-            applied_path: cfg.state_dir.join("applied.json"),
+            applied_path: cfg.state_dir.join("applied"),
             hash,
             xdp: cfg.xdp,
         })
