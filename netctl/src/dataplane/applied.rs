@@ -44,8 +44,7 @@ fn parse(data: &[u8]) -> Option<BTreeMap<String, Entry>> {
         Some(head)
     };
     let mut maps = BTreeMap::new();
-    loop {
-        let Some(len) = take(2) else { break };
+    while let Some(len) = take(2) {
         let len = u16::from_le_bytes([len[0], len[1]]) as usize;
         let name = String::from_utf8(take(len)?.to_vec()).ok()?;
         let mut u32s = [0u32; 4];
