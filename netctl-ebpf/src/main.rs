@@ -198,14 +198,21 @@ pub fn from_container(ctx: TcContext) -> i32 {
         let (ep, net) = policy::sender(h, ifindex)?;
         let sender = h.saddr;
         let r = (|| {
-            if let Dest::Host = policy::check(h, &ep, &net)? {
-                if h.natable() {
+            match policy::check(h, &ep, &net)? {
+                Dest::Host if h.natable() => {
                     if let Some(target) = nat::hairpin(p, h)? {
                         return redirect::to_container(p, target)
                             .map(Some)
                             .ok_or(DropReason::CtMiss);
                     }
                 }
+                Dest::Outside
+                    if nat::is_published_reply(h)
+                        && maps::config().flags & CONFIG_FAST_PATH != 0 =>
+                {
+                    return Ok(redirect::to_uplink(&ctx, p, h, ifindex));
+                }
+                _ => {}
             }
             Ok(None)
         })();

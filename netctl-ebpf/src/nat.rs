@@ -297,3 +297,16 @@ pub fn icmp_error<P: Packet>(p: &mut P, h: &Hdr) -> Result<(), DropReason> {
     }
     Ok(())
 }
+
+/// A reply of a published-port flow (its tuple is the reply key of a DNAT entry pair): the
+/// container answering a client outside.
+#[inline(always)]
+pub fn is_published_reply(h: &Hdr) -> bool {
+    if !h.natable() {
+        return false;
+    }
+    // SAFETY: read-only copy of a map value.
+    let key = h.key();
+    unsafe { crate::maps::CT.get(key) }
+        .is_some_and(|e| e.kind == KIND_DNAT && e.flags & CT_REPLY != 0)
+}
