@@ -383,6 +383,26 @@ impl Bench {
         });
     }
 
+    /// An iperf3 run: Gbit/s received, and kernel CPU seconds per GB.
+    fn throughput(
+        &mut self,
+        dp: Dp,
+        ports: usize,
+        figure: &'static str,
+        from_container: bool,
+        script: &str,
+    ) -> Result<()> {
+        let cpu0 = kernel_cpu_secs();
+        let v = self.client(from_container, script)?;
+        let cpu = kernel_cpu_secs() - cpu0;
+        let sum = &v["end"]["sum_received"];
+        let bytes = sum["bytes"].as_f64().unwrap_or(0.0);
+        let gbps = sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
+        let per_gb = (bytes > 0.0).then(|| cpu / (bytes / 1e9));
+        self.record(dp, ports, figure, "Gbit/s", gbps, per_gb);
+        Ok(())
+    }
+
     fn measure(&mut self, dp: Dp, ports: usize, with_masquerade: bool) -> Result<()> {
         let (addr, http, iperf) = if dp == Dp::NoNat {
             (SERVER_IP.to_string(), 80, IPERF_PORT)
@@ -395,25 +415,8 @@ impl Bench {
             ("TCP throughput, 1 stream", 1),
             ("TCP throughput, 4 streams", 4),
         ] {
-            let cpu0 = kernel_cpu_secs();
-            let v = self.client(
-                false,
-                &format!("timeout 60 iperf3 -c {addr} -p {iperf} -t {s} -P {streams} -J"),
-            )?;
-            let cpu = kernel_cpu_secs() - cpu0;
-            let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
-            let gbps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .unwrap_or(0.0)
-                / 1e9;
-            self.record(
-                dp,
-                ports,
-                figure,
-                "Gbit/s",
-                gbps,
-                (bytes > 0.0).then(|| cpu / (bytes / 1e9)),
-            );
+            let script = format!("timeout 60 iperf3 -c {addr} -p {iperf} -t {s} -P {streams} -J");
+            self.throughput(dp, ports, figure, false, &script)?;
         }
         let cpu0 = kernel_cpu_secs();
         let v = self.client(false, &format!("timeout 60 {lg} crr {addr}:{http} {s} 8"))?;
@@ -463,25 +466,8 @@ impl Bench {
         );
         if with_masquerade {
             let out = self.sb.outside_ip.clone();
-            let cpu0 = kernel_cpu_secs();
-            let v = self.client(
-                true,
-                &format!("timeout 60 iperf3 -c {out} -p 5202 -t {s} -J"),
-            )?;
-            let cpu = kernel_cpu_secs() - cpu0;
-            let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
-            let gbps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .unwrap_or(0.0)
-                / 1e9;
-            self.record(
-                dp,
-                ports,
-                "masquerade TCP throughput",
-                "Gbit/s",
-                gbps,
-                (bytes > 0.0).then(|| cpu / (bytes / 1e9)),
-            );
+            let script = format!("timeout 60 iperf3 -c {out} -p 5202 -t {s} -J");
+            self.throughput(dp, ports, "masquerade TCP throughput", true, &script)?;
             let v = self.client(true, &format!("timeout 60 {lg} crr {out}:9000 {s} 8"))?;
             self.record(
                 dp,
