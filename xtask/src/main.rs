@@ -154,8 +154,38 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     build(false)?;
-    sh(cargo()
-        .args(["test", "--workspace"])
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
         .args(args)
-        .env("NETCTL_BIN", netctl_bin(false)))
+        .env("NETCTL_BIN", netctl_bin(false))
+        .stdout(std::process::Stdio::piped());
+    eprintln!("+ {}", show(&cmd));
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    // Pass the output through and add up every test binary's result line, so the suite ends
+    // with one total (the last binary's line alone is often a doc-test run with 0 tests).
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word).map(str::trim))
+                    .and_then(|n| n.rsplit(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("\nall test binaries:");
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
