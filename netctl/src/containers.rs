@@ -160,14 +160,7 @@ pub fn connect(
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
     let ns = netns::handle_path(state_dir, &c.id);
-    let default_route = topology::is_gateway_endpoint(
-        &State {
-            containers: [(c.name.clone(), after.clone())].into(),
-            ..state.clone()
-        },
-        &after,
-        &ep,
-    );
+    let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep);
     topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
     state.containers.insert(c.name.clone(), after);
     Ok(ep)
@@ -194,7 +187,7 @@ pub fn disconnect(
     if let Some(ep) = after
         .endpoints
         .iter()
-        .find(|e| topology::is_gateway_endpoint(state, &after, e))
+        .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
     {
         let gw = state.networks[&ep.network].gateway;
         topology::ensure_default_route(&netns::handle_path(state_dir, &c.id), gw)

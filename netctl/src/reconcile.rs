@@ -85,7 +85,7 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Ve
                 // A veth of the lost namespace may still be here (its processes kept it).
                 nl.del_link_by_name(&ep.host_veth)?;
                 let net = &state.networks[&ep.network];
-                let default_route = topology::is_gateway_endpoint(state, c, ep);
+                let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
                 topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
                 changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
             }

@@ -2,14 +2,14 @@
 //! namespace per container. Every link netctl creates carries this instance's interface group
 //! from birth, so `sync` can tell its own orphans from anyone else's links.
 
-use std::{net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 
 use anyhow::{Context, Result};
 
 use crate::{
     netlink::Netlink,
     netns,
-    state::{Container, Endpoint, Network, State},
+    state::{Container, Endpoint, Network},
 };
 
 /// This instance's interface group: derived from the state directory, high bit set so it
@@ -67,10 +67,14 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
 
 /// Whether this endpoint is the one that carries the container's default route: the first
 /// endpoint on a network that has a way out.
-pub fn is_gateway_endpoint(state: &State, c: &Container, ep: &Endpoint) -> bool {
+pub fn is_gateway_endpoint(
+    networks: &BTreeMap<String, Network>,
+    c: &Container,
+    ep: &Endpoint,
+) -> bool {
     c.endpoints
         .iter()
-        .find(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal))
+        .find(|e| networks.get(&e.network).is_some_and(|n| !n.internal))
         .is_some_and(|e| e.endpoint_id == ep.endpoint_id)
 }
 
