@@ -85,6 +85,9 @@ pub fn create(
     if let Some(ip) = &req.ip {
         ipam::parse_ip(ip, "--ip")?;
     }
+    if net_name == networks::NONE {
+        return create_isolated(state, state_dir, req, &specs);
+    }
     let created_default =
         net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
     if created_default {
@@ -128,6 +131,43 @@ pub fn create(
             Err(e)
         }
     }
+}
+
+/// `--network none`: a namespace with only `lo`, as Docker's none network.
+fn create_isolated(
+    state: &mut State,
+    state_dir: &Path,
+    req: &CreateRequest,
+    specs: &[PortSpec],
+) -> Result<Container> {
+    if !specs.is_empty() || req.ip.is_some() {
+        bail!("--network none has no interface to publish ports or set --ip on: drop -p/--ip or pick a network");
+    }
+    let id = state::random_id();
+    let ns = netns::handle_path(state_dir, &id);
+    netns::create(&ns)?;
+    let up = netns::run_in(&ns, || {
+        let nl = Netlink::new()?;
+        let lo = nl.link("lo")?.context("no lo in the container namespace")?;
+        nl.set_up(lo.index)
+    });
+    if let Err(e) = up {
+        let _ = netns::remove(&ns);
+        return Err(e);
+    }
+    let c = Container {
+        id,
+        name: req.name.clone(),
+        command: req.command.clone(),
+        detached: req.detach,
+        created: state::now(),
+        pid: None,
+        pid_start: None,
+        endpoints: Vec::new(),
+        ports: Vec::new(),
+    };
+    state.containers.insert(c.name.clone(), c.clone());
+    Ok(c)
 }
 
 /// Removes a container's kernel objects and its state entry (processes already stopped).

@@ -14,6 +14,8 @@ use crate::{
 /// The network `run` uses without `--network`, created on first use.
 pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE: &str = "netctl0";
+/// `run --network none`: only a loopback interface (not a network of its own).
+pub const NONE: &str = "none";
 
 #[derive(Clone, Debug, Default)]
 pub struct CreateRequest {
@@ -67,6 +69,9 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         "bridge" => {}
         "overlay" => bail!("driver overlay is not supported yet: use --driver bridge"),
         other => bail!("unknown driver {other:?}: use --driver bridge"),
+    }
+    if req.name == NONE {
+        bail!("{NONE} is reserved for containers without networking (run --network none): pick another name");
     }
     if state.networks.contains_key(&req.name) {
         bail!(

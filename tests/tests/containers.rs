@@ -272,3 +272,58 @@ fn teardown_leaves_no_kernel_object() {
     assert_eq!(before, after);
     assert!(sb.netns_handles().is_empty());
 }
+
+#[test]
+fn network_none_has_only_loopback() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let out = sb.netctl(&[
+        "run",
+        "--name",
+        "lonely",
+        "--network",
+        "none",
+        "--",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo: <LOOPBACK,UP"), "{links}");
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quiet",
+        "--network",
+        "none",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    assert!(sb.netctl_ok(&["ps"]).contains("none"));
+    assert!(
+        sb.state()["networks"].as_object().unwrap().is_empty(),
+        "no network created"
+    );
+    let err = sb.netctl_err(&[
+        "run",
+        "-d",
+        "--name",
+        "p",
+        "--network",
+        "none",
+        "-p",
+        "80",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert!(err.contains("--network none"), "{err}");
+    let err = sb.netctl_err(&["network", "create", "none"]);
+    assert!(err.contains("reserved"), "{err}");
+    sb.netctl_ok(&["rm", "-f", "quiet"]);
+    assert!(sb.netns_handles().is_empty());
+}

@@ -48,7 +48,10 @@ pub fn run(args: Args) -> Result<i32> {
         .values()
         .filter(|c| args.all || status(c) == "running")
         .collect();
-    let networks = |c: &Container| {
+    let networks = |c: &Container| -> String {
+        if c.endpoints.is_empty() {
+            return "none".into();
+        }
         c.endpoints
             .iter()
             .map(|e| e.network.as_str())
