@@ -74,19 +74,11 @@ impl Hdr {
 
     /// Offset of the source "port" field (for ICMP echo: the identifier).
     pub fn sport_off(&self) -> usize {
-        if self.proto == proto::ICMP {
-            self.l4 + 4
-        } else {
-            self.l4
-        }
+        port_offsets(self.proto, self.l4).0
     }
 
     pub fn dport_off(&self) -> usize {
-        if self.proto == proto::ICMP {
-            self.l4 + 4
-        } else {
-            self.l4 + 2
-        }
+        port_offsets(self.proto, self.l4).1
     }
 
     pub fn l4_csum(&self) -> Option<L4Csum> {
@@ -196,18 +188,22 @@ pub struct Inner {
 
 impl Inner {
     pub fn sport_off(&self) -> usize {
-        if self.proto == proto::ICMP {
-            self.l4 + 4
-        } else {
-            self.l4
-        }
+        port_offsets(self.proto, self.l4).0
     }
+
     pub fn dport_off(&self) -> usize {
-        if self.proto == proto::ICMP {
-            self.l4 + 4
-        } else {
-            self.l4 + 2
-        }
+        port_offsets(self.proto, self.l4).1
+    }
+}
+
+/// Where the source and destination "ports" sit: TCP/UDP ports, or for ICMP echo the one
+/// identifier field that plays both.
+#[inline(always)]
+fn port_offsets(ip_proto: u8, l4: usize) -> (usize, usize) {
+    if ip_proto == proto::ICMP {
+        (l4 + 4, l4 + 4)
+    } else {
+        (l4, l4 + 2)
     }
 }
 

@@ -505,12 +505,7 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
         "iptables-legacy-restore",
         "nft",
     ] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()?
-            .status
-            .success()
-        {
+        if !crate::setup::is_cmd(tool) {
             bail!("{tool} is missing: run cargo xtask setup");
         }
     }

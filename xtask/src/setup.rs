@@ -60,7 +60,7 @@ fn check_distribution() -> Result<()> {
     Ok(())
 }
 
-fn is_cmd(name: &str) -> bool {
+pub fn is_cmd(name: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
