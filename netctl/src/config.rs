@@ -32,6 +32,36 @@ pub struct Config {
     pub ct_entries: u32,
 }
 
+/// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
+/// interface group is derived from it.
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path)
+        .map_err(|e| anyhow::anyhow!("NETCTL_STATE_DIR={}: {e}", path.display()))?;
+    // Resolve the part that exists; a directory yet to be created keeps its last components.
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    for name in rest.iter().rev() {
+        if name == ".." {
+            out.pop();
+        } else if name != "." {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 impl Config {
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -64,9 +94,11 @@ impl Config {
         Ok(Self {
             fast_path,
             ct_entries,
-            state_dir: var("NETCTL_STATE_DIR")
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
-                .into(),
+            state_dir: absolute(
+                var("NETCTL_STATE_DIR")
+                    .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
+                    .as_ref(),
+            )?,
             bpffs: var("NETCTL_BPFFS")
                 .unwrap_or_else(|| DEFAULT_BPFFS.into())
                 .into(),

@@ -1,7 +1,10 @@
 //! Containers: a network namespace with endpoints on networks, published ports, and the
 //! process started in it.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -11,6 +14,7 @@ use crate::{
     netns,
     networks::{self, check_name},
     ports::{self, PortSpec},
+    process,
     state::{self, Container, Endpoint, Network, State},
     topology,
 };
@@ -36,6 +40,9 @@ fn plan_endpoint(
     let ip = match ip {
         Some(ip) => {
             let ip = ipam::parse_ip(ip, "--ip")?;
+            if !net.user_subnet || net.name == networks::DEFAULT_NETWORK {
+                bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
+            }
             ipam::check_static(net, ip, &used)?;
             ip
         }
@@ -94,7 +101,7 @@ pub fn create(
         networks::ensure_default(nl, state, group)?;
     }
     let result = (|| {
-        let net = state.network(net_name)?.clone();
+        let net = state.find_network(net_name)?.clone();
         let ep = plan_endpoint(state, &[], &net, req.ip.as_deref())?;
         let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
         let ports = ports::allocate(&specs, &taken, ports::ephemeral_range())?;
@@ -107,6 +114,8 @@ pub fn create(
             created: state::now(),
             pid: None,
             pid_start: None,
+            boot_id: None,
+            host_network: false,
             endpoints: vec![ep.clone()],
             ports,
         };
@@ -163,6 +172,8 @@ fn create_isolated(
         created: state::now(),
         pid: None,
         pid_start: None,
+        boot_id: None,
+        host_network: false,
         endpoints: Vec::new(),
         ports: Vec::new(),
     };
@@ -170,15 +181,60 @@ fn create_isolated(
     Ok(c)
 }
 
-/// Removes a container's kernel objects and its state entry (processes already stopped).
+/// Removes a container's kernel objects, its files and its state entry (processes already
+/// stopped).
 pub fn remove(nl: &Netlink, state: &mut State, state_dir: &Path, name: &str) -> Result<()> {
     let c = state.containers.remove(name).expect("checked");
-    let _ = std::fs::remove_file(log_path(state_dir, &c.id));
+    let _ = std::fs::remove_dir_all(dir(state_dir, &c.id));
     topology::remove_container(nl, &netns::handle_path(state_dir, &c.id), &c)
 }
 
-pub fn log_path(state_dir: &Path, id: &str) -> std::path::PathBuf {
-    state_dir.join("logs").join(format!("{}.log", &id[..12]))
+/// The container's own files: its log and its exit status (kept with mode 0600 in the
+/// 0700 state directory).
+pub fn dir(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("containers").join(id)
+}
+
+pub fn log_path(state_dir: &Path, id: &str) -> PathBuf {
+    dir(state_dir, id).join("log")
+}
+
+pub fn exit_path(state_dir: &Path, id: &str) -> PathBuf {
+    dir(state_dir, id).join("exit")
+}
+
+/// What `ps` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    /// Exit code and when (seconds since the epoch, when known).
+    Exited(i32, Option<u64>),
+    Created,
+}
+
+impl Status {
+    pub fn of(state_dir: &Path, c: &Container) -> Status {
+        if process::is_running(c.pid, c.pid_start, c.boot_id.as_deref()) {
+            return Status::Running;
+        }
+        if let Some((code, at)) = process::recorded_exit(&exit_path(state_dir, &c.id)) {
+            return Status::Exited(code, Some(at));
+        }
+        if c.pid.is_some() {
+            // Gone without a recorded status (a reboot, a killed shim): Docker's 255.
+            return Status::Exited(255, None);
+        }
+        Status::Created
+    }
+
+    /// Docker's `State`: running, exited, created.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Exited(..) => "exited",
+            Status::Created => "created",
+        }
+    }
 }
 
 /// `network connect`: a further interface (eth1, …) on a container.
@@ -191,8 +247,9 @@ pub fn connect(
     ip: Option<&str>,
     group: u32,
 ) -> Result<Endpoint> {
-    let net = state.network(network)?.clone();
-    let c = state.container(container)?.clone();
+    let net = state.find_network(network)?.clone();
+    let c = state.find_container(container)?.clone();
+    let network = net.name.as_str();
     if c.endpoints.iter().any(|e| e.network == network) {
         bail!("container {container} is already connected to network {network}");
     }
@@ -214,8 +271,9 @@ pub fn disconnect(
     network: &str,
     container: &str,
 ) -> Result<()> {
-    state.network(network)?;
-    let c = state.container(container)?.clone();
+    let network = state.find_network(network)?.name.clone();
+    let network = network.as_str();
+    let c = state.find_container(container)?.clone();
     let Some(pos) = c.endpoints.iter().position(|e| e.network == network) else {
         bail!("container {container} is not connected to network {network}");
     };

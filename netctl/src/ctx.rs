@@ -6,8 +6,8 @@ use anyhow::{bail, Result};
 use crate::{
     config::Config,
     netlink::Netlink,
-    reconcile,
-    state::{Locked, Store},
+    reconcile::{self, Report},
+    state::{Locked, State, Store},
     topology,
 };
 
@@ -39,16 +39,72 @@ impl Ctx {
         })
     }
 
-    /// Saves the state and makes the kernel match it, still under the lock.
-    pub fn commit(&self, locked: &Locked) -> Result<Vec<String>> {
-        locked.save()?;
-        reconcile::apply(&self.cfg, &self.nl, &locked.state, false)
+    /// Takes the state lock for a change. What killed commands left behind (links of this
+    /// instance, namespace handles the state does not know) is removed first, so it never
+    /// blocks this command.
+    pub fn begin(&self) -> Result<Tx<'_>> {
+        let locked = self.store.lock()?;
+        reconcile::remove_orphans(&self.cfg, &self.nl, &locked.state)?;
+        let before = locked.state.clone();
+        Ok(Tx {
+            ctx: self,
+            locked,
+            before,
+        })
+    }
+}
+
+/// A change under the state lock: all or nothing. The command changes `state` (creating the
+/// kernel objects of what it adds), then [`Tx::commit`] applies the new state to the kernel
+/// and saves it; if either fails, the kernel is put back as the state was before.
+pub struct Tx<'a> {
+    ctx: &'a Ctx,
+    pub locked: Locked,
+    before: State,
+}
+
+impl Tx<'_> {
+    pub fn state(&mut self) -> &mut State {
+        &mut self.locked.state
     }
 
-    /// Like [`Ctx::commit`], re-reading every map from the kernel (`netctl sync`).
-    pub fn commit_full(&self, locked: &Locked) -> Result<Vec<String>> {
-        locked.save()?;
-        reconcile::apply(&self.cfg, &self.nl, &locked.state, true)
+    /// Applies and saves the state; prints problems with other objects as warnings.
+    pub fn commit(&mut self) -> Result<Report> {
+        self.finish(false)
+    }
+
+    /// Like [`Tx::commit`], re-reading every map from the kernel (`netctl sync`).
+    pub fn commit_full(&mut self) -> Result<Report> {
+        self.finish(true)
+    }
+
+    /// Undoes the kernel side of the changes made so far (the state was not saved).
+    pub fn abort(&mut self) {
+        self.locked.state = self.before.clone();
+        let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
+    }
+
+    fn finish(&mut self, full: bool) -> Result<Report> {
+        let res =
+            reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.locked.state, full).and_then(|r| {
+                crate::failpoint::step("commit: applied, not saved");
+                self.locked.save()?;
+                crate::failpoint::step("commit: saved");
+                Ok(r)
+            });
+        match res {
+            Ok(r) => {
+                for p in &r.problems {
+                    eprintln!("netctl: warning: {p}");
+                }
+                self.before = self.locked.state.clone();
+                Ok(r)
+            }
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
     }
 }
 

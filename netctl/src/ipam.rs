@@ -83,10 +83,11 @@ fn is_host(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
 /// Checks a static `--ip`.
 pub fn check_static(net: &Network, ip: Ipv4Addr, used: &[Ipv4Addr]) -> Result<()> {
     if !net.subnet.contains(ip) {
+        // Docker's words (users search for them).
         bail!(
-            "--ip {ip} is outside subnet {} of network {}: pick an address inside it",
-            net.subnet,
-            net.name
+            "Invalid preferred address {ip}: It does not belong to any of this network's subnets ({} is {})",
+            net.name,
+            net.subnet
         );
     }
     if !is_host(&net.subnet, ip) || ip == net.gateway {
@@ -140,6 +141,7 @@ mod tests {
             bridge: "br".into(),
             options: BTreeMap::new(),
             created: 0,
+            user_subnet: true,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod containers;
 pub mod ctx;
 pub mod dataplane;
+pub mod failpoint;
 pub mod ipam;
 pub mod names;
 pub mod netlink;

@@ -16,6 +16,31 @@ pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE: &str = "netctl0";
 /// `run --network none`: only a loopback interface (not a network of its own).
 pub const NONE: &str = "none";
+/// `run --network host`: the host's own network namespace.
+pub const HOST: &str = "host";
+
+/// Docker's pre-defined networks: always listed, never removed, never re-created by users.
+pub const PREDEFINED: [(&str, &str); 3] =
+    [(DEFAULT_NETWORK, "bridge"), (HOST, "host"), (NONE, "null")];
+
+pub fn is_predefined(name: &str) -> bool {
+    PREDEFINED.iter().any(|(n, _)| *n == name)
+}
+
+/// A pre-defined network's ID: fixed for this instance (its interface group), so it is the
+/// same in every listing, before and after the default network's bridge exists.
+pub fn predefined_id(group: u32, name: &str) -> String {
+    (0u64..4)
+        .map(|i| {
+            let mut h: u64 = 0xcbf29ce484222325;
+            for b in format!("{group}/{name}/{i}").bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+            format!("{h:016x}")
+        })
+        .collect()
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct CreateRequest {
@@ -70,8 +95,12 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         "overlay" => bail!("driver overlay is not supported yet: use --driver bridge"),
         other => bail!("unknown driver {other:?}: use --driver bridge"),
     }
-    if req.name == NONE {
-        bail!("{NONE} is reserved for containers without networking (run --network none): pick another name");
+    if req.name == NONE || req.name == HOST {
+        bail!(
+            "network with name {} already exists (a pre-defined network, for run --network {}): pick another name",
+            req.name,
+            req.name
+        );
     }
     if state.networks.contains_key(&req.name) {
         bail!(
@@ -153,6 +182,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         bridge,
         options: opts.raw,
         created: state::now(),
+        user_subnet: req.subnet.is_some(),
     })
 }
 
@@ -164,40 +194,47 @@ pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) 
     Ok(net)
 }
 
-/// Creates the default network if it does not exist yet.
-pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32) -> Result<()> {
-    if state.networks.contains_key(DEFAULT_NETWORK) {
-        return Ok(());
-    }
+/// The default network as it would be created now (inspect shows it before first use).
+pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> {
     let req = CreateRequest {
         name: DEFAULT_NETWORK.into(),
         driver: "bridge".into(),
         ..Default::default()
     };
-    create(nl, state, &req, group).context("creating the default network bridge")?;
+    let mut net = plan(nl, state, &req).context("planning the default network bridge")?;
+    net.id = predefined_id(group, DEFAULT_NETWORK);
+    Ok(net)
+}
+
+/// Creates the default network if it does not exist yet.
+pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32) -> Result<()> {
+    if state.networks.contains_key(DEFAULT_NETWORK) {
+        return Ok(());
+    }
+    let net = plan_default(nl, state, group)?;
+    topology::create_bridge(nl, &net, group).context("creating the default network bridge")?;
+    state.networks.insert(net.name.clone(), net);
     Ok(())
 }
 
-/// Checks that every named network can be removed (exists, predefined, no containers).
-pub fn check_removable(state: &State, names: &[String]) -> Result<()> {
-    for name in names {
-        state.network(name)?;
-        if name == DEFAULT_NETWORK {
-            bail!("{name} is the default network and cannot be removed");
-        }
-        let attached: Vec<&str> = state
-            .attached(name)
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        if !attached.is_empty() {
-            bail!(
-                "network {name} has containers attached ({}): `netctl rm` them or `netctl network disconnect` them first",
-                attached.join(", ")
-            );
-        }
+/// Why a network cannot be removed now (pre-defined, or containers attached).
+pub fn why_not_removable(state: &State, name: &str) -> Option<String> {
+    if is_predefined(name) {
+        return Some(format!(
+            "{name} is a pre-defined network and cannot be removed"
+        ));
     }
-    Ok(())
+    let attached: Vec<&str> = state
+        .attached(name)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    (!attached.is_empty()).then(|| {
+        format!(
+            "network {name} has containers attached ({}): `netctl rm` them or `netctl network disconnect` them first",
+            attached.join(", ")
+        )
+    })
 }
 
 pub fn remove(nl: &Netlink, state: &mut State, name: &str) -> Result<()> {

@@ -1,15 +1,20 @@
-//! The processes of containers: started inside the container's namespace, stopped with
-//! SIGTERM then SIGKILL.
+//! The processes of containers: started inside the container's namespace (without netctl's
+//! own environment), watched by a shim when detached, stopped with SIGTERM then SIGKILL.
 
 use std::{
     fs::{File, OpenOptions},
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    io::{BufRead, BufReader, Write},
+    os::{
+        fd::AsRawFd,
+        unix::{fs::OpenOptionsExt, process::CommandExt},
+    },
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicI32, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::{
     sched::{setns, CloneFlags},
     sys::signal::{kill, Signal},
@@ -23,6 +28,12 @@ pub fn command(netns_path: &Path, argv: &[String]) -> Result<(Command, File)> {
     let ns = netns::open(netns_path)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
+    // The container's environment is the user's, not netctl's configuration.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NETCTL_") {
+            cmd.env_remove(k);
+        }
+    }
     let fd = ns.as_raw_fd();
     // SAFETY: setns is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
@@ -35,29 +46,183 @@ pub fn command(netns_path: &Path, argv: &[String]) -> Result<(Command, File)> {
     Ok((cmd, ns))
 }
 
-/// Starts a detached process: own session, stdin from /dev/null, output to `log`.
-pub fn spawn_detached(netns_path: &Path, argv: &[String], log: &Path) -> Result<u32> {
-    let (mut cmd, _ns) = command(netns_path, argv)?;
+/// Why a command could not start, with Docker's exit status for it: 127 not found,
+/// 126 found but not executable.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StartError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn start_error(argv0: &str, e: &std::io::Error) -> StartError {
+    let (code, why) = match e.kind() {
+        std::io::ErrorKind::NotFound => (127, "executable file not found"),
+        std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+        _ => (126, "cannot execute"),
+    };
+    StartError {
+        code,
+        message: format!("cannot start {argv0:?}: {why} ({e})"),
+    }
+}
+
+/// The exit status as a shell reports it: the code, or 128 + the signal.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    })
+}
+
+/// Starts a detached container process through a shim (`netctl container-shim`): the shim
+/// gets its own session, starts the process, waits for it and records its exit status in
+/// `exit_file`. Output goes to `log`. Returns the container process's PID.
+pub fn spawn_detached(
+    netns_path: &Path,
+    argv: &[String],
+    log: &Path,
+    exit_file: &Path,
+) -> Result<u32> {
     let out = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone()?)
+    let mut shim = Command::new("/proc/self/exe")
+        .arg("container-shim")
+        .arg(netns_path)
+        .arg(exit_file)
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(out)
-        .process_group(0);
-    let child = cmd
         .spawn()
-        .with_context(|| format!("starting {:?}", argv[0]))?;
-    Ok(child.id())
+        .context("starting the container shim")?;
+    let mut line = String::new();
+    BufReader::new(shim.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .context("reading from the container shim")?;
+    match line.trim().split_once(' ') {
+        Some(("pid", pid)) => pid.parse().context("the container shim sent a bad pid"),
+        Some(("error", rest)) => {
+            let _ = shim.wait();
+            let (code, message) = rest.split_once(' ').unwrap_or(("126", rest));
+            Err(StartError {
+                code: code.parse().unwrap_or(126),
+                message: message.to_string(),
+            }
+            .into())
+        }
+        _ => {
+            let _ = shim.wait();
+            bail!(
+                "the container shim failed (see the container's log {})",
+                log.display()
+            )
+        }
+    }
 }
 
-/// Starts a foreground process attached to our stdio.
+/// The shim's body (`netctl container-shim NETNS EXIT_FILE -- CMD…`): a session of its own,
+/// the container process started and reported on stdout, its exit status recorded.
+pub fn shim(netns_path: &Path, exit_file: &Path, argv: &[String]) -> i32 {
+    let _ = nix::unistd::setsid();
+    let mut report = std::io::stdout();
+    let spawned = command(netns_path, argv).and_then(|(mut cmd, _ns)| {
+        // Output goes where the shim's stderr goes: the log.
+        let out = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
+        cmd.stdin(Stdio::null())
+            .stdout(File::from(out))
+            .stderr(Stdio::inherit());
+        cmd.spawn().map_err(|e| start_error(&argv[0], &e).into())
+    });
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.downcast_ref::<StartError>().map_or(126, |s| s.code);
+            let _ = writeln!(report, "error {code} {e:#}");
+            return 1;
+        }
+    };
+    let _ = writeln!(report, "pid {}", child.id());
+    let _ = report.flush();
+    // Nobody reads any more: let the caller go.
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    let code = match child.wait() {
+        Ok(status) => exit_code(status),
+        Err(_) => 255,
+    };
+    let _ = record_exit(exit_file, code);
+    0
+}
+
+/// Writes "CODE FINISHED_AT" atomically.
+pub fn record_exit(path: &Path, code: i32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(f, "{code} {}", crate::state::now())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// (exit code, finished at) as recorded by the shim.
+pub fn recorded_exit(path: &Path) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+static FOREGROUND: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A terminal's Ctrl-C already reached the process (same process group); only signals
+    // sent to netctl itself (kill, timeout, a supervisor) are passed on.
+    // SAFETY: the kernel hands a valid siginfo to SA_SIGINFO handlers.
+    let from_terminal = unsafe { (*info).si_code } == libc::SI_KERNEL;
+    let pid = FOREGROUND.load(Ordering::Relaxed);
+    if pid > 0 && !from_terminal {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Starts a foreground process attached to our stdio; signals sent to netctl (SIGTERM,
+/// SIGHUP, SIGINT, SIGQUIT, SIGUSR1/2) are passed on to it, as Docker's sig-proxy does.
 pub fn spawn_foreground(netns_path: &Path, argv: &[String]) -> Result<Child> {
     let (mut cmd, _ns) = command(netns_path, argv)?;
-    cmd.spawn()
-        .with_context(|| format!("starting {:?}", argv[0]))
+    let child = cmd.spawn().map_err(|e| start_error(&argv[0], &e))?;
+    FOREGROUND.store(child.id() as i32, Ordering::Relaxed);
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::SigAction(forward),
+        SaFlags::SA_SIGINFO | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: the handler only calls async-signal-safe functions.
+        unsafe {
+            let _ = sigaction(sig, &action);
+        }
+    }
+    Ok(child)
 }
 
 /// Start time of a process (clock ticks since boot), to tell a PID that was reused.
@@ -73,7 +238,17 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-pub fn is_running(pid: Option<u32>, start: Option<u64>) -> bool {
+/// This boot's ID: PIDs and start times of another boot mean nothing.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn is_running(pid: Option<u32>, start: Option<u64>, boot: Option<&str>) -> bool {
+    if boot.is_some_and(|b| boot_id().as_deref() != Some(b)) {
+        return false;
+    }
     match (pid, start) {
         (Some(pid), Some(start)) => start_time(pid) == Some(start),
         _ => false,
@@ -91,8 +266,9 @@ pub fn stop_all(netns_path: &Path, grace: Duration) {
         !pids.is_empty()
     };
     if !grace.is_zero() && signal_all(Signal::SIGTERM) {
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        // A grace period past any deadline we can represent is as good as forever.
+        let deadline = Instant::now().checked_add(grace);
+        while deadline.is_none_or(|d| Instant::now() < d) {
             if netns::pids_in(netns_path)
                 .iter()
                 .all(|p| start_time(*p as u32).is_none())

@@ -11,7 +11,7 @@ use crate::{
     dataplane::{maps, Dataplane},
     netlink::Netlink,
     netns, process,
-    state::State,
+    state::{Container, State},
     topology,
 };
 
@@ -51,11 +51,21 @@ fn enable_forwarding() -> Result<()> {
     std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))
 }
 
-/// Applies `state` to the kernel; returns what changed, one line each. `full` re-reads every
-/// map from the kernel instead of trusting the record of the last apply (`netctl sync`).
-pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Vec<String>> {
+/// What a reconcile did and what it could not do. A broken object (a bridge name someone
+/// else took, a namespace that cannot be re-created) is a problem reported for that object;
+/// the rest of the state is still applied, so it never blocks commands about other objects.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub changes: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Applies `state` to the kernel. `full` re-reads every map from the kernel instead of
+/// trusting the record of the last apply (`netctl sync`). Errors are the datapath's (programs,
+/// maps): then the kernel may be half-way and the caller restores the previous state.
+pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Report> {
     let group = topology::instance_group(&cfg.state_dir);
-    let mut changes = Vec::new();
+    let mut r = Report::default();
     if !state.networks.is_empty() {
         enable_forwarding()?;
     }
@@ -63,36 +73,111 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Ve
     let names: BTreeSet<String> = nl.links()?.into_iter().map(|l| l.name).collect();
     for net in state.networks.values() {
         if !names.contains(&net.bridge) {
-            topology::create_bridge(nl, net, group)?;
-            changes.push(format!(
-                "re-created bridge {} of network {}",
-                net.bridge, net.name
-            ));
-        }
-    }
-
-    for c in state.containers.values() {
-        let ns = netns::handle_path(&cfg.state_dir, &c.id);
-        let fresh = !netns::is_live(&ns);
-        if fresh {
-            // After a reboot or a killed run: the namespace (and any process) is gone.
-            netns::remove(&ns)?;
-            netns::create(&ns)?;
-            changes.push(format!("re-created the namespace of container {}", c.name));
-        }
-        for ep in &c.endpoints {
-            if fresh || !names.contains(&ep.host_veth) {
-                // A veth of the lost namespace may still be here (its processes kept it).
-                nl.del_link_by_name(&ep.host_veth)?;
-                let net = &state.networks[&ep.network];
-                let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
-                topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
-                changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
+            match topology::create_bridge(nl, net, group) {
+                Ok(()) => r.changes.push(format!(
+                    "re-created bridge {} of network {}",
+                    net.bridge, net.name
+                )),
+                Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
             }
         }
     }
 
-    // Orphans: this instance's links and namespaces that the state does not know.
+    for c in state.containers.values() {
+        if let Err(e) = restore_container(cfg, nl, state, c, &names, group, &mut r.changes) {
+            r.problems.push(format!("container {}: {e:#}", c.name));
+        }
+    }
+
+    r.changes.extend(remove_orphans(cfg, nl, state)?);
+    crate::failpoint::step("reconcile: links and namespaces done");
+
+    let dp = Dataplane::open(cfg)?;
+    let links = nl.links()?;
+    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, nl)?
+        .into_iter()
+        .map(|(name, index)| {
+            let xdp = links
+                .iter()
+                .find(|l| l.index == index)
+                .is_some_and(|l| dp.wants_xdp(l));
+            (name, index, xdp)
+        })
+        .collect();
+    let veths: Vec<(String, u32)> = state
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    // With NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC only.
+    let mut uplinks = uplinks;
+    match dp.reconcile_attachments(&uplinks, &veths) {
+        Ok(c) => r.changes.extend(c),
+        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
+            uplinks.iter_mut().for_each(|u| u.2 = false);
+            r.changes
+                .extend(dp.reconcile_attachments(&uplinks, &veths)?);
+            r.changes
+                .push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
+        }
+        Err(e) => return Err(e),
+    }
+    crate::failpoint::step("reconcile: programs attached");
+
+    let addrs: Vec<_> = nl
+        .addresses()?
+        .into_iter()
+        .map(|(i, n)| (i, n.ip()))
+        .collect();
+    let host = maps::HostView {
+        links: &links,
+        addrs: &addrs,
+        uplinks: &uplinks,
+        fast_path: cfg.fast_path,
+    };
+    r.changes
+        .extend(dp.apply(&maps::desired(state, &host), full)?);
+    Ok(r)
+}
+
+/// Re-creates a container's namespace (after a reboot or a killed run) and its missing veths.
+fn restore_container(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    c: &Container,
+    names: &BTreeSet<String>,
+    group: u32,
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let ns = netns::handle_path(&cfg.state_dir, &c.id);
+    let fresh = !netns::is_live(&ns);
+    if fresh {
+        netns::remove(&ns)?;
+        netns::create(&ns)?;
+        changes.push(format!("re-created the namespace of container {}", c.name));
+    }
+    for ep in &c.endpoints {
+        if fresh || !names.contains(&ep.host_veth) {
+            // A veth of the lost namespace may still be here (its processes kept it).
+            nl.del_link_by_name(&ep.host_veth)?;
+            let net = state.network(&ep.network)?;
+            let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
+            topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
+            changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
+        }
+    }
+    Ok(())
+}
+
+/// Removes what the state does not know: links in this instance's interface group (left by a
+/// killed command, or by a command whose change was undone) and namespace handles. Every
+/// command runs it right after taking the lock, so leftovers never block it.
+pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
+    let group = topology::instance_group(&cfg.state_dir);
+    let mut changes = Vec::new();
     let wanted: BTreeSet<&str> = state
         .networks
         .values()
@@ -136,49 +221,5 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Ve
             changes.push(format!("removed orphaned namespace {}", path.display()));
         }
     }
-
-    let dp = Dataplane::open(cfg)?;
-    let links = nl.links()?;
-    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, nl)?
-        .into_iter()
-        .map(|(name, index)| {
-            let xdp = links
-                .iter()
-                .find(|l| l.index == index)
-                .is_some_and(|l| dp.wants_xdp(l));
-            (name, index, xdp)
-        })
-        .collect();
-    let veths: Vec<(String, u32)> = state
-        .containers
-        .values()
-        .flat_map(|c| c.endpoints.iter())
-        .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
-        .map(|l| (l.name.clone(), l.index))
-        .collect();
-    // With NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC only.
-    let mut uplinks = uplinks;
-    match dp.reconcile_attachments(&uplinks, &veths) {
-        Ok(c) => changes.extend(c),
-        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
-            uplinks.iter_mut().for_each(|u| u.2 = false);
-            changes.extend(dp.reconcile_attachments(&uplinks, &veths)?);
-            changes.push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
-        }
-        Err(e) => return Err(e),
-    }
-
-    let addrs: Vec<_> = nl
-        .addresses()?
-        .into_iter()
-        .map(|(i, n)| (i, n.ip()))
-        .collect();
-    let host = maps::HostView {
-        links: &links,
-        addrs: &addrs,
-        uplinks: &uplinks,
-        fast_path: cfg.fast_path,
-    };
-    changes.extend(dp.apply(&maps::desired(state, &host), full)?);
     Ok(changes)
 }

@@ -8,9 +8,11 @@
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
-    io::{Read, Write},
+    io::{Read, Seek, Write},
     net::Ipv4Addr,
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -49,6 +51,14 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// Seconds since the epoch.
     pub created: u64,
+    /// The user chose the subnet (`--subnet`): only then may containers pick `--ip`, as in
+    /// Docker. Older state files did not record it; they keep `--ip` working.
+    #[serde(default = "yes")]
+    pub user_subnet: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -61,6 +71,14 @@ pub struct Container {
     /// The process started in the container, with its start time (to tell PID reuse).
     pub pid: Option<u32>,
     pub pid_start: Option<u64>,
+    /// The boot the process was started in (`/proc/sys/kernel/random/boot_id`): after a
+    /// reboot the PID means nothing.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// `run --network host`: the process runs in the host's own network namespace (no
+    /// namespace, no endpoints, no published ports of its own).
+    #[serde(default)]
+    pub host_network: bool,
     /// In attach order; the first is `eth0`.
     pub endpoints: Vec<Endpoint>,
     /// One entry per published port (ranges are expanded).
@@ -92,6 +110,17 @@ impl State {
         })
     }
 
+    /// A network as users name it (Docker's rule): its name, its full ID or a unique prefix
+    /// of its ID.
+    pub fn find_network(&self, r: &str) -> Result<&Network> {
+        find(&self.networks, r, |n| &n.id).map_err(|e| e.explain("network", "netctl network ls"))
+    }
+
+    /// A container as users name it: its name, its full ID or a unique prefix of its ID.
+    pub fn find_container(&self, r: &str) -> Result<&Container> {
+        find(&self.containers, r, |c| &c.id).map_err(|e| e.explain("container", "netctl ps -a"))
+    }
+
     /// Containers attached to a network, by name.
     pub fn attached(&self, network: &str) -> Vec<&Container> {
         self.containers
@@ -117,6 +146,54 @@ impl State {
     }
 }
 
+enum NotFound {
+    Missing(String),
+    Ambiguous(String, usize),
+}
+
+impl NotFound {
+    fn explain(self, what: &str, list: &str) -> anyhow::Error {
+        match self {
+            NotFound::Missing(r) => {
+                anyhow::anyhow!("no such {what}: {r} (`{list}` lists them)")
+            }
+            NotFound::Ambiguous(r, n) => anyhow::anyhow!(
+                "{n} {what}s have an ID starting with {r}: give more of the ID, or the name"
+            ),
+        }
+    }
+}
+
+/// Name first, then full ID, then a unique ID prefix.
+fn find<'a, T>(
+    by_name: &'a BTreeMap<String, T>,
+    r: &str,
+    id: impl Fn(&T) -> &String,
+) -> std::result::Result<&'a T, NotFound> {
+    if let Some(v) = by_name.get(r) {
+        return Ok(v);
+    }
+    if r.is_empty() {
+        return Err(NotFound::Missing(r.into()));
+    }
+    let hits: Vec<&T> = by_name.values().filter(|v| id(v).starts_with(r)).collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(NotFound::Missing(r.into())),
+        many => {
+            if let Some(exact) = many.iter().find(|v| id(v) == r) {
+                return Ok(exact);
+            }
+            Err(NotFound::Ambiguous(r.into(), many.len()))
+        }
+    }
+}
+
+/// The first 12 characters of an ID, as Docker shows it.
+pub fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
 /// The state directory and its lock.
 pub struct Store {
     dir: PathBuf,
@@ -140,20 +217,51 @@ impl Store {
         &self.dir
     }
 
-    /// Takes the lock (waiting for other netctl commands) and reads the state.
+    /// Takes the lock (waiting for other netctl commands, at most `NETCTL_LOCK_TIMEOUT`
+    /// seconds) and reads the state.
     pub fn lock(&self) -> Result<Locked> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating state directory {}", self.dir.display()))?;
+        private_dir(&self.dir)?;
         let lock_path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let timeout = lock_timeout()?;
+        let deadline = Instant::now() + timeout;
+        let mut announced = false;
+        let lock = loop {
+            let file = open_lock_file(&lock_path)?;
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(mut lock) => {
+                    // The file may have been replaced while we waited (see open_lock_file):
+                    // then this lock protects nothing; take the new one.
+                    let ours = lock.metadata()?.ino();
+                    if fs::metadata(&lock_path).map(|m| m.ino()).ok() != Some(ours) {
+                        continue;
+                    }
+                    let me = format!("{} {}\n", std::process::id(), own_command());
+                    let _ = lock.set_len(0);
+                    let _ = lock.rewind();
+                    let _ = lock.write_all(me.as_bytes());
+                    break lock;
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let holder = lock_holder(&lock_path);
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "gave up after {} s waiting for the state lock {}, held by {holder}: \
+                             wait for it to finish, stop it, or raise NETCTL_LOCK_TIMEOUT",
+                            timeout.as_secs(),
+                            lock_path.display()
+                        );
+                    }
+                    if !announced {
+                        eprintln!("netctl: waiting for the state lock, held by {holder}");
+                        announced = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, e)) => {
+                    return Err(e).with_context(|| format!("locking {}", lock_path.display()))
+                }
+            }
+        };
         let path = self.dir.join(STATE_FILE);
         let state = read(&path)?;
         Ok(Locked {
@@ -167,6 +275,77 @@ impl Store {
     /// a moment old, never a torn file, because writes are atomic renames).
     pub fn snapshot(&self) -> Result<State> {
         read(&self.dir.join(STATE_FILE))
+    }
+}
+
+/// Creates the state directory if needed and keeps it root-only (containers' command lines
+/// and logs are in there, and so is the lock every command takes).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let meta = fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens the lock file, root-only. A lock file others could open (left by an older netctl
+/// with mode 0644, or planted) is replaced by a fresh one: whoever holds the old one's flock
+/// then blocks nobody.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let private = |m: &fs::Metadata| m.uid() == 0 && m.permissions().mode() & 0o077 == 0;
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() || !private(&m)) {
+        let tmp = path.with_extension("lock.new");
+        let _ = fs::remove_file(&tmp);
+        OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// "pid 1234 (netctl run …)" from the lock file, as its holder wrote it.
+fn lock_holder(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    match text.trim().split_once(' ') {
+        Some((pid, cmd)) => format!("pid {pid} ({cmd})"),
+        None if !text.trim().is_empty() => format!("pid {}", text.trim()),
+        None => "another process".into(),
+    }
+}
+
+fn own_command() -> String {
+    let line: Vec<String> = std::env::args().collect();
+    let line = line.join(" ");
+    line.chars().take(120).collect()
+}
+
+/// `NETCTL_LOCK_TIMEOUT` in seconds (default 30).
+fn lock_timeout() -> Result<Duration> {
+    match std::env::var("NETCTL_LOCK_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(30)),
+        Ok(v) if v.is_empty() => Ok(Duration::from_secs(30)),
+        Ok(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| *s <= 86_400)
+            .map(|s| Duration::from_secs(s.into()))
+            .with_context(|| {
+                format!("NETCTL_LOCK_TIMEOUT={v} is not valid: use whole seconds from 0 to 86400")
+            }),
     }
 }
 
@@ -198,7 +377,88 @@ fn read(path: &Path) -> Result<State> {
             state.version
         );
     }
+    state.validate().with_context(|| {
+        format!(
+            "state file {} is inconsistent; it was left untouched: repair or move it away",
+            path.display()
+        )
+    })?;
     Ok(state)
+}
+
+/// An ID that is safe as a file name and long enough for a short ID: 12 to 128 of
+/// letters, digits, '_', '.', '-', starting with a letter or digit (so never `..` or `/`).
+pub fn is_safe_id(id: &str) -> bool {
+    (12..=128).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A Linux interface name: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+pub fn is_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
+impl State {
+    /// What a hand-edited or corrupted file could break: every reference resolves, every ID
+    /// and interface name is safe to use in paths and netlink requests.
+    pub fn validate(&self) -> Result<()> {
+        for (key, n) in &self.networks {
+            if key != &n.name {
+                bail!(
+                    "network {key:?} is stored under another name ({:?})",
+                    n.name
+                );
+            }
+            if !is_safe_id(&n.id) {
+                bail!("network {key}: ID {:?} is not a valid ID", n.id);
+            }
+            if !is_ifname(&n.bridge) {
+                bail!(
+                    "network {key}: bridge name {:?} is not an interface name",
+                    n.bridge
+                );
+            }
+        }
+        for (key, c) in &self.containers {
+            if key != &c.name {
+                bail!(
+                    "container {key:?} is stored under another name ({:?})",
+                    c.name
+                );
+            }
+            if !is_safe_id(&c.id) {
+                bail!("container {key}: ID {:?} is not a valid ID", c.id);
+            }
+            for ep in &c.endpoints {
+                if !self.networks.contains_key(&ep.network) {
+                    bail!(
+                        "container {key} is attached to network {:?}, which does not exist",
+                        ep.network
+                    );
+                }
+                if !is_ifname(&ep.ifname) || !is_ifname(&ep.host_veth) {
+                    bail!(
+                        "container {key}: interface names {:?}/{:?} are not valid",
+                        ep.ifname,
+                        ep.host_veth
+                    );
+                }
+                if !is_safe_id(&ep.endpoint_id) {
+                    bail!(
+                        "container {key}: endpoint ID {:?} is not a valid ID",
+                        ep.endpoint_id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Locked {
@@ -208,7 +468,14 @@ impl Locked {
         let tmp = self.path.with_extension("json.tmp");
         // Compact: with thousands of published ports every byte is parsed and fsynced per command.
         let text = serde_json::to_string(&self.state)?;
-        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
@@ -274,6 +541,7 @@ mod tests {
                     bridge: "br-x".into(),
                     options: BTreeMap::new(),
                     created: 1,
+                    user_subnet: true,
                 },
             );
             l.save().unwrap();

@@ -12,14 +12,12 @@ use crate::{
     state::{Container, Endpoint, Network},
 };
 
-/// This instance's interface group: derived from the state directory, high bit set so it
-/// never collides with the default group 0 or small hand-picked groups.
+/// This instance's interface group: derived from the state directory (made absolute and
+/// canonical by [`crate::config::Config`]), high bit set so it never collides with the
+/// default group 0 or small hand-picked groups.
 pub fn instance_group(state_dir: &Path) -> u32 {
-    let path = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_path_buf());
     let mut h: u32 = 0x811c9dc5;
-    for b in path.as_os_str().as_encoded_bytes() {
+    for b in state_dir.as_os_str().as_encoded_bytes() {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x01000193);
     }

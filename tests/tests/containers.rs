@@ -85,7 +85,7 @@ fn default_network_is_created_on_first_use() {
     let r = sb.netctl_ok(&["exec", "x", "--", "ip", "route", "show", "default"]);
     assert!(r.contains("via 172.17.0.1 dev eth0"), "{r}");
     let err = sb.netctl_err(&["network", "rm", "bridge"]);
-    assert!(err.contains("default network"), "{err}");
+    assert!(err.contains("pre-defined network"), "{err}");
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn ps_port_and_rm() {
     // ps: running by default, -q ids, json lines.
     let ps = sb.netctl_ok(&["ps"]);
     assert!(
-        ps.contains("svc") && ps.contains("running") && ps.contains("0.0.0.0:8080->80/tcp"),
+        ps.contains("svc") && ps.contains(" Up ") && ps.contains("0.0.0.0:8080->80/tcp"),
         "{ps}"
     );
     assert_eq!(sb.netctl_ok(&["ps", "-q"]).trim(), &id[..12]);
@@ -182,11 +182,12 @@ fn ps_port_and_rm() {
     assert_eq!(j["State"], "running");
     assert_eq!(j["IPAddresses"][0], "172.17.0.2");
 
-    // An exited container shows with -a only.
-    sb.netctl_ok(&["run", "-d", "--name", "short", "--", "true"]);
+    // An exited container shows with -a only, with its exit status.
+    sb.netctl_ok(&["run", "-d", "--name", "short", "--", "sh", "-c", "exit 7"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!sb.netctl_ok(&["ps"]).contains("short"));
-    assert!(sb.netctl_ok(&["ps", "-a"]).contains("exited"));
+    let all = sb.netctl_ok(&["ps", "-a"]);
+    assert!(all.contains("Exited (7)"), "{all}");
 
     // rm stops the process (SIGTERM), removes veth, namespace, log, ports and addresses.
     let pid = sb.state()["containers"]["svc"]["pid"].as_u64().unwrap();
@@ -198,7 +199,7 @@ fn ps_port_and_rm() {
     assert!(sb.state()["containers"].as_object().unwrap().is_empty());
     assert!(sb.netns_handles().is_empty());
     assert!(!sb.host_links().iter().any(|l| l.starts_with("veth")));
-    assert!(std::fs::read_dir(sb.state_dir.join("logs"))
+    assert!(std::fs::read_dir(sb.state_dir.join("containers"))
         .unwrap()
         .next()
         .is_none());
@@ -226,10 +227,7 @@ fn detached_output_goes_to_a_log_and_exec_sees_the_namespace() {
         "-c",
         "echo hello-from-container; sleep 300",
     ]);
-    let log = sb
-        .state_dir
-        .join("logs")
-        .join(format!("{}.log", &id.trim()[..12]));
+    let log = sb.state_dir.join("containers").join(id.trim()).join("log");
     let mut text = String::new();
     for _ in 0..50 {
         text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -323,7 +321,7 @@ fn network_none_has_only_loopback() {
     ]);
     assert!(err.contains("--network none"), "{err}");
     let err = sb.netctl_err(&["network", "create", "none"]);
-    assert!(err.contains("reserved"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
     sb.netctl_ok(&["rm", "-f", "quiet"]);
     assert!(sb.netns_handles().is_empty());
 }

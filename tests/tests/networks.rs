@@ -80,15 +80,19 @@ fn create_inspect_ls_rm() {
     let ls = sb.netctl_ok(&["network", "ls"]);
     assert!(ls.lines().next().unwrap().starts_with("NETWORK ID"), "{ls}");
     assert!(ls.contains(&id[..12]) && ls.contains("front"), "{ls}");
-    let json: Value = serde_json::from_str(
-        sb.netctl_ok(&["network", "ls", "--format", "json"])
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(json["Name"], "front");
-    assert_eq!(sb.netctl_ok(&["network", "ls", "-q"]).trim(), &id[..12]);
+    let rows: Vec<Value> = sb
+        .netctl_ok(&["network", "ls", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Docker's pre-defined networks are always listed, by name with the others.
+    let names: Vec<&str> = rows.iter().map(|r| r["Name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bridge", "front", "host", "none"]);
+    assert_eq!(rows[2]["Driver"], "host");
+    assert_eq!(rows[3]["Driver"], "null");
+    let ids = sb.netctl_ok(&["network", "ls", "-q"]);
+    assert_eq!(ids.lines().count(), 4);
+    assert!(ids.lines().any(|l| l == &id[..12]), "{ids}");
 
     // rm refuses while a container is attached, and says which.
     let err = sb.netctl_err(&["network", "rm", "front"]);
@@ -98,7 +102,7 @@ fn create_inspect_ls_rm() {
     assert!(!sb.host_links().contains(&"nctest0".to_string()));
     assert!(sb.state()["networks"].as_object().unwrap().is_empty());
     let err = sb.netctl_err(&["network", "inspect", "front"]);
-    assert!(err.contains("network front not found"), "{err}");
+    assert!(err.contains("no such network: front"), "{err}");
 }
 
 #[test]
@@ -124,10 +128,14 @@ fn pools_skip_networks_and_host_routes() {
         inspect(&sb, "two")["IPAM"]["Config"][0]["Subnet"],
         "172.20.0.0/16"
     );
-    // The default network prefers 172.17.0.0/16 and uses the bridge netctl0.
+    // The default network prefers 172.17.0.0/16 and uses the bridge netctl0. Inspecting it
+    // shows it without making it; its first use makes it, with the same ID.
     let d = inspect(&sb, "bridge");
     assert_eq!(d["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16");
+    assert!(!sb.host_links().contains(&"netctl0".to_string()));
+    sb.netctl_ok(&["run", "-d", "--name", "c", "--", "sleep", "60"]);
     assert!(sb.host_links().contains(&"netctl0".to_string()));
+    assert_eq!(inspect(&sb, "bridge")["Id"], d["Id"]);
 }
 
 #[test]

@@ -157,7 +157,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "sleep",
                 "1",
             ],
-            "network nope not found",
+            "no such network: nope",
         ),
         (
             vec![
@@ -173,7 +173,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "sleep",
                 "1",
             ],
-            "--ip 10.99.0.5 is outside subnet 10.90.0.0/24",
+            "Invalid preferred address 10.99.0.5: It does not belong to any of this network's subnets",
         ),
         (
             vec![
@@ -271,27 +271,27 @@ fn bad_input_is_refused_and_changes_nothing() {
             ],
             "same length",
         ),
-        (vec!["rm", "nope"], "container nope not found"),
-        (vec!["rm", "a", "nope"], "container nope not found"),
+        (vec!["rm", "nope"], "no such container: nope"),
+        (vec!["rm", "a", "nope"], "no such container: nope"),
         (vec!["network", "rm", "net"], "has containers attached (a)"),
-        (vec!["network", "rm", "nope"], "network nope not found"),
+        (vec!["network", "rm", "nope"], "no such network: nope"),
         (
             vec!["network", "connect", "nope", "a"],
-            "network nope not found",
+            "no such network: nope",
         ),
         (
             vec!["network", "connect", "net", "nope"],
-            "container nope not found",
+            "no such container: nope",
         ),
         (
             vec!["network", "disconnect", "net", "nope"],
-            "container nope not found",
+            "no such container: nope",
         ),
         (
             vec!["exec", "nope", "--", "true"],
-            "container nope not found",
+            "no such container: nope",
         ),
-        (vec!["port", "nope"], "container nope not found"),
+        (vec!["port", "nope"], "no such container: nope"),
     ];
     for (args, expect) in &cases {
         refused(&sb, args, expect);
@@ -307,7 +307,7 @@ fn a_failed_first_run_does_not_leave_the_default_network() {
         &[
             "run", "-d", "--name", "b", "--ip", "10.1.2.3", "--", "sleep", "1",
         ],
-        "outside subnet 172.17.0.0/16",
+        "user specified IP address is supported only when connecting to networks with user configured subnets",
     );
     assert!(!sb.host_links().contains(&"netctl0".to_string()));
 }

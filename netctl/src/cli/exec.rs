@@ -7,10 +7,11 @@ use crate::{ctx::Ctx, netns, process};
 /// Run a command inside a container's network namespace.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Container name
+    /// Container: name, ID or unique ID prefix
+    #[arg(value_name = "CONTAINER")]
     name: String,
     /// The command and its arguments (after --)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -18,7 +19,7 @@ pub fn run(args: Args) -> Result<i32> {
     crate::ctx::require_root()?;
     let ctx = Ctx::open_unchecked()?;
     let state = ctx.store.snapshot()?;
-    let c = state.container(&args.name)?;
+    let c = state.find_container(&args.name)?;
     let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
     let (mut cmd, _ns) = process::command(&ns, &args.command)?;
     let err = cmd.exec();

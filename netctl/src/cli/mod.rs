@@ -52,14 +52,35 @@ enum Command {
     Stats(stats::Args),
     /// Stream flows, drops and packets from the datapath, live (or to a pcapng file)
     Trace(trace::Args),
+    /// (internal) Watches a detached container's process and records its exit status
+    #[command(hide = true)]
+    ContainerShim {
+        netns: std::path::PathBuf,
+        exit_file: std::path::PathBuf,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    crate::failpoint::init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let result = match cli.command {
         Command::Network(c) => network::run(c),
-        Command::Run(a) => run::run(a),
+        // docker run's convention: 125 when the failure is the runner's, not the command's.
+        Command::Run(a) => run::run(a).or_else(|e| {
+            eprintln!("netctl: {}", one_line(&e));
+            Ok(run::FAILED)
+        }),
+        Command::ContainerShim {
+            netns,
+            exit_file,
+            command,
+        } => Ok(crate::process::shim(&netns, &exit_file, &command)),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Port(a) => port::run(a),
@@ -74,6 +95,61 @@ pub fn main() -> i32 {
             eprintln!("netctl: {}", one_line(&e));
             1
         }
+    }
+}
+
+/// Help and version go to stdout with status 0; a usage error is one line naming what is
+/// wrong (Docker's "unknown flag: --x" for an unknown option) and the help to read, with
+/// status 125 for `run` (as `docker run`) and 2 otherwise.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        };
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verb: Vec<&str> = args
+        .iter()
+        .take_while(|a| !a.starts_with('-'))
+        .take(2)
+        .map(String::as_str)
+        .collect();
+    let verb = match verb.as_slice() {
+        ["network", sub, ..] => format!("network {sub}"),
+        [v, ..] => v.to_string(),
+        [] => String::new(),
+    };
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let what = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("unknown flag: {}", arg.split('=').next().unwrap_or(&arg))
+        }
+        _ => e
+            .render()
+            .to_string()
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid arguments")
+            .trim_start_matches("error: ")
+            .to_string(),
+    };
+    eprintln!("netctl {verb}: {what} (see `netctl {verb} --help`)");
+    if verb == "run" {
+        run::FAILED
+    } else {
+        2
     }
 }
 

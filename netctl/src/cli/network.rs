@@ -6,7 +6,7 @@ use crate::{
     containers,
     ctx::Ctx,
     networks::{self, CreateRequest},
-    state::{Network, State},
+    state::{short, Network, State},
 };
 
 #[derive(Subcommand)]
@@ -53,25 +53,104 @@ pub enum Command {
     },
     /// Show networks in detail, as a JSON array in Docker's shape
     Inspect {
-        #[arg(required = true)]
+        /// Networks: names, IDs or unique ID prefixes
+        #[arg(required = true, value_name = "NETWORK")]
         names: Vec<String>,
     },
-    /// Remove networks (refused while containers are attached)
+    /// Remove networks (refused while containers are attached; pre-defined ones stay)
     #[command(alias = "remove")]
     Rm {
-        #[arg(required = true)]
+        /// Networks: names, IDs or unique ID prefixes
+        #[arg(required = true, value_name = "NETWORK")]
         names: Vec<String>,
     },
     /// Attach a running container to a further network (eth1, eth2, …)
     Connect {
-        /// Static address on that network
+        /// Static address on that network (networks created with --subnet only)
         #[arg(long)]
         ip: Option<String>,
+        /// Network: name, ID or unique ID prefix
         network: String,
+        /// Container: name, ID or unique ID prefix
         container: String,
     },
     /// Detach a container from a network
-    Disconnect { network: String, container: String },
+    Disconnect {
+        /// Network: name, ID or unique ID prefix
+        network: String,
+        /// Container: name, ID or unique ID prefix
+        container: String,
+    },
+}
+
+/// A network as listed: one of the state's, or a pre-defined one the state does not hold
+/// (`host`, `none`, and `bridge` before its first use).
+enum Listed<'a> {
+    Stored(&'a Network),
+    Predefined {
+        name: &'static str,
+        driver: &'static str,
+        id: String,
+    },
+}
+
+impl Listed<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Listed::Stored(n) => &n.name,
+            Listed::Predefined { name, .. } => name,
+        }
+    }
+    fn id(&self) -> &str {
+        match self {
+            Listed::Stored(n) => &n.id,
+            Listed::Predefined { id, .. } => id,
+        }
+    }
+    fn driver(&self) -> &str {
+        match self {
+            Listed::Stored(n) => &n.driver,
+            Listed::Predefined { driver, .. } => driver,
+        }
+    }
+    fn internal(&self) -> bool {
+        matches!(self, Listed::Stored(n) if n.internal)
+    }
+}
+
+/// Every network, the pre-defined ones first (as Docker lists them by name).
+fn listed(state: &State, group: u32) -> Vec<Listed<'_>> {
+    let mut out: Vec<Listed> = networks::PREDEFINED
+        .iter()
+        .filter(|(name, _)| !state.networks.contains_key(*name))
+        .map(|(name, driver)| Listed::Predefined {
+            name,
+            driver,
+            id: networks::predefined_id(group, name),
+        })
+        .collect();
+    out.extend(state.networks.values().map(Listed::Stored));
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out
+}
+
+/// A network as users name it: name, full ID or unique ID prefix, pre-defined ones included.
+fn resolve<'a>(all: &'a [Listed<'a>], r: &str) -> Result<&'a Listed<'a>> {
+    if let Some(n) = all.iter().find(|n| n.name() == r) {
+        return Ok(n);
+    }
+    let hits: Vec<&Listed> = all
+        .iter()
+        .filter(|n| !r.is_empty() && n.id().starts_with(r))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => bail!("no such network: {r} (`netctl network ls` lists them)"),
+        many => bail!(
+            "{} networks have an ID starting with {r}: give more of the ID, or the name",
+            many.len()
+        ),
+    }
 }
 
 pub fn run(cmd: Command) -> Result<i32> {
@@ -86,7 +165,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             name,
         } => {
             let ctx = Ctx::open()?;
-            let mut locked = ctx.store.lock()?;
+            let mut tx = ctx.begin()?;
             let req = CreateRequest {
                 name,
                 driver,
@@ -96,27 +175,31 @@ pub fn run(cmd: Command) -> Result<i32> {
                 internal,
                 options: opt,
             };
-            let net = networks::create(&ctx.nl, &mut locked.state, &req, ctx.group)?;
-            ctx.commit(&locked)?;
+            let net = networks::create(&ctx.nl, tx.state(), &req, ctx.group)?;
+            tx.commit()?;
             println!("{}", net.id);
         }
         Command::Ls { quiet, format } => {
-            let state = Ctx::open_unchecked()?.store.snapshot()?;
+            let ctx = Ctx::open_unchecked()?;
+            let state = ctx.store.snapshot()?;
+            let all = listed(&state, ctx.group);
             match format.as_str() {
                 "table" if !quiet => {
                     println!("{:<14}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
-                    for n in state.networks.values() {
-                        println!("{:<14}{:<20}{:<10}local", &n.id[..12], n.name, n.driver);
+                    for n in &all {
+                        println!(
+                            "{:<14}{:<20}{:<10}local",
+                            short(n.id()),
+                            n.name(),
+                            n.driver()
+                        );
                     }
                 }
-                "table" => state
-                    .networks
-                    .values()
-                    .for_each(|n| println!("{}", &n.id[..12])),
+                "table" => all.iter().for_each(|n| println!("{}", short(n.id()))),
                 "json" => {
-                    for n in state.networks.values() {
-                        let v = json!({"ID": &n.id[..12], "Name": n.name, "Driver": n.driver,
-                            "Scope": "local", "Internal": n.internal.to_string(), "IPv6": "false"});
+                    for n in &all {
+                        let v = json!({"ID": short(n.id()), "Name": n.name(), "Driver": n.driver(),
+                            "Scope": "local", "Internal": n.internal().to_string(), "IPv6": "false"});
                         println!("{v}");
                     }
                 }
@@ -125,32 +208,66 @@ pub fn run(cmd: Command) -> Result<i32> {
         }
         Command::Inspect { names } => {
             let ctx = Ctx::open_unchecked()?;
-            let mut state = ctx.store.snapshot()?;
-            if names.iter().any(|n| n == networks::DEFAULT_NETWORK)
-                && !state.networks.contains_key(networks::DEFAULT_NETWORK)
-            {
-                // The default network exists from first use on, inspecting it is a use.
-                let ctx = Ctx::open()?;
-                let mut locked = ctx.store.lock()?;
-                networks::ensure_default(&ctx.nl, &mut locked.state, ctx.group)?;
-                ctx.commit(&locked)?;
-                state = locked.state.clone();
-            }
+            let state = ctx.store.snapshot()?;
+            let all = listed(&state, ctx.group);
+            // Docker prints what it found, then fails for the rest.
             let mut out = Vec::new();
-            for name in &names {
-                out.push(inspect(&state, state.network(name)?));
+            let mut missing = Vec::new();
+            for r in &names {
+                match resolve(&all, r) {
+                    Ok(Listed::Stored(n)) => out.push(inspect(&state, n)),
+                    Ok(Listed::Predefined { name, .. }) if *name == networks::DEFAULT_NETWORK => {
+                        // Not used yet: shown as it will be made, without making it.
+                        let planned = networks::plan_default(&ctx.nl, &state, ctx.group)?;
+                        out.push(inspect(&state, &planned));
+                    }
+                    Ok(Listed::Predefined { name, driver, id }) => {
+                        out.push(inspect_predefined(&state, name, driver, id))
+                    }
+                    Err(e) => missing.push(e),
+                }
             }
             println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+            if let Some(e) = missing.into_iter().next_back() {
+                return Err(e);
+            }
         }
         Command::Rm { names } => {
             let ctx = Ctx::open()?;
-            let mut locked = ctx.store.lock()?;
-            networks::check_removable(&locked.state, &names)?;
-            for name in &names {
-                networks::remove(&ctx.nl, &mut locked.state, name)?;
+            let mut tx = ctx.begin()?;
+            // Unknown names are bad input: nothing is removed. Networks that cannot go
+            // (pre-defined, in use) are reported, and the others removed, as Docker does.
+            let targets: Vec<String> = {
+                let all = listed(&tx.locked.state, ctx.group);
+                names
+                    .iter()
+                    .map(|r| resolve(&all, r).map(|n| n.name().to_string()))
+                    .collect::<Result<_>>()?
+            };
+            let mut refused = Vec::new();
+            for name in &targets {
+                if let Some(why) = networks::why_not_removable(&tx.locked.state, name) {
+                    refused.push(why);
+                } else if tx.state().networks.contains_key(name) {
+                    networks::remove(&ctx.nl, tx.state(), name)?;
+                }
             }
-            ctx.commit(&locked)?;
-            names.iter().for_each(|n| println!("{n}"));
+            tx.commit()?;
+            for (r, name) in names.iter().zip(&targets) {
+                if !tx.locked.state.networks.contains_key(name) && !networks::is_predefined(name) {
+                    println!("{r}");
+                }
+            }
+            match refused.len() {
+                0 => {}
+                1 => bail!("{}", refused[0]),
+                _ => {
+                    for why in &refused[..refused.len() - 1] {
+                        eprintln!("netctl: {why}");
+                    }
+                    bail!("{}", refused[refused.len() - 1]);
+                }
+            }
         }
         Command::Connect {
             ip,
@@ -158,32 +275,69 @@ pub fn run(cmd: Command) -> Result<i32> {
             container,
         } => {
             let ctx = Ctx::open()?;
-            let mut locked = ctx.store.lock()?;
+            let mut tx = ctx.begin()?;
+            if network == networks::DEFAULT_NETWORK {
+                networks::ensure_default(&ctx.nl, tx.state(), ctx.group)?;
+            }
             containers::connect(
                 &ctx.nl,
-                &mut locked.state,
+                tx.state(),
                 &ctx.cfg.state_dir,
                 &network,
                 &container,
                 ip.as_deref(),
                 ctx.group,
             )?;
-            ctx.commit(&locked)?;
+            tx.commit()?;
         }
         Command::Disconnect { network, container } => {
             let ctx = Ctx::open()?;
-            let mut locked = ctx.store.lock()?;
+            let mut tx = ctx.begin()?;
             containers::disconnect(
                 &ctx.nl,
-                &mut locked.state,
+                tx.state(),
                 &ctx.cfg.state_dir,
                 &network,
                 &container,
             )?;
-            ctx.commit(&locked)?;
+            tx.commit()?;
         }
     }
     Ok(0)
+}
+
+/// `host` and `none`: no addresses; their containers are listed.
+fn inspect_predefined(state: &State, name: &str, driver: &str, id: &str) -> Value {
+    let mut containers = serde_json::Map::new();
+    for c in state.containers.values() {
+        let on = if name == networks::HOST {
+            c.host_network
+        } else {
+            !c.host_network && c.endpoints.is_empty()
+        };
+        if on {
+            containers.insert(
+                c.id.clone(),
+                json!({"Name": c.name, "EndpointID": "", "MacAddress": "",
+                    "IPv4Address": "", "IPv6Address": ""}),
+            );
+        }
+    }
+    json!({
+        "Name": name,
+        "Id": id,
+        "Created": rfc3339(0),
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": []},
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": {},
+        "Labels": {},
+    })
 }
 
 /// Docker's `network inspect` object.

@@ -5,7 +5,8 @@ use crate::{ctx::Ctx, ports};
 /// List a container's published ports, or the host address of one port (Docker's format)
 #[derive(clap::Args)]
 pub struct Args {
-    /// Container name
+    /// Container: name, ID or unique ID prefix
+    #[arg(value_name = "CONTAINER")]
     name: String,
     /// PORT[/PROTO] of the container
     port: Option<String>,
@@ -13,7 +14,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let state = Ctx::open_unchecked()?.store.snapshot()?;
-    let c = state.container(&args.name)?;
+    let c = state.find_container(&args.name)?;
     match args.port {
         None => c
             .ports

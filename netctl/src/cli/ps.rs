@@ -1,7 +1,12 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::{ctx::Ctx, ports, process, state::Container};
+use crate::{
+    containers::Status,
+    ctx::Ctx,
+    ports,
+    state::{self, short, Container},
+};
 
 /// List containers
 #[derive(clap::Args)]
@@ -17,13 +22,33 @@ pub struct Args {
     format: String,
 }
 
-pub fn status(c: &Container) -> &'static str {
-    if process::is_running(c.pid, c.pid_start) {
-        "running"
-    } else if c.pid.is_some() {
-        "exited"
-    } else {
-        "created"
+/// Docker's STATUS column: "Up 5 minutes", "Exited (0) 3 seconds ago", "Created".
+fn status_text(s: Status, created: u64) -> String {
+    let now = state::now();
+    match s {
+        Status::Running => format!("Up {}", human(now.saturating_sub(created))),
+        Status::Exited(code, Some(at)) => {
+            format!("Exited ({code}) {} ago", human(now.saturating_sub(at)))
+        }
+        Status::Exited(code, None) => format!("Exited ({code})"),
+        Status::Created => "Created".into(),
+    }
+}
+
+/// A duration the way Docker's ps words it.
+fn human(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        0 => "Less than a second".into(),
+        1..=59 => plural(secs, "second"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => plural(secs / 60, "minute"),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => plural(secs / 3600, "hour"),
+        172_800..=1_209_599 => plural(secs / 86400, "day"),
+        1_209_600..=5_183_999 => plural(secs / 604_800, "week"),
+        5_184_000..=63_071_999 => plural(secs / 2_592_000, "month"),
+        _ => plural(secs / 31_536_000, "year"),
     }
 }
 
@@ -42,13 +67,18 @@ fn short_command(argv: &[String]) -> String {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let state = Ctx::open_unchecked()?.store.snapshot()?;
-    let shown: Vec<&Container> = state
+    let ctx = Ctx::open_unchecked()?;
+    let state = ctx.store.snapshot()?;
+    let shown: Vec<(&Container, Status)> = state
         .containers
         .values()
-        .filter(|c| args.all || status(c) == "running")
+        .map(|c| (c, Status::of(&ctx.cfg.state_dir, c)))
+        .filter(|(_, s)| args.all || *s == Status::Running)
         .collect();
     let networks = |c: &Container| -> String {
+        if c.host_network {
+            return "host".into();
+        }
         if c.endpoints.is_empty() {
             return "none".into();
         }
@@ -78,21 +108,21 @@ pub fn run(args: Args) -> Result<i32> {
             .join(", ")
     };
     if args.quiet {
-        shown.iter().for_each(|c| println!("{}", &c.id[..12]));
+        shown.iter().for_each(|(c, _)| println!("{}", short(&c.id)));
         return Ok(0);
     }
     match args.format.as_str() {
         "table" => {
             println!(
-                "{:<14}{:<16}{:<10}{:<16}{:<18}{:<30}COMMAND",
+                "{:<14}{:<16}{:<26}{:<16}{:<18}{:<30}COMMAND",
                 "CONTAINER ID", "NAME", "STATUS", "NETWORKS", "IP ADDRESS", "PORTS"
             );
-            for c in shown {
+            for (c, st) in shown {
                 println!(
-                    "{:<14}{:<16}{:<10}{:<16}{:<18}{:<30}{}",
-                    &c.id[..12],
+                    "{:<14}{:<16}{:<26}{:<16}{:<18}{:<30}{}",
+                    short(&c.id),
                     c.name,
-                    status(c),
+                    status_text(st, c.created),
                     networks(c),
                     ips(c),
                     port_list(c),
@@ -101,11 +131,13 @@ pub fn run(args: Args) -> Result<i32> {
             }
         }
         "json" => {
-            for c in shown {
+            for (c, st) in shown {
                 let v = json!({
-                    "ID": &c.id[..12],
+                    "ID": short(&c.id),
                     "Names": c.name,
-                    "State": status(c),
+                    "State": st.word(),
+                    "Status": status_text(st, c.created),
+                    "ExitCode": match st { Status::Exited(code, _) => Some(code), _ => None },
                     "Pid": c.pid,
                     "Networks": networks(c),
                     "IPAddresses": c.endpoints.iter().map(|e| e.ip.to_string()).collect::<Vec<_>>(),

@@ -14,7 +14,8 @@ pub struct Args {
     /// Seconds to wait after SIGTERM before SIGKILL
     #[arg(short, long, default_value_t = 10)]
     time: u64,
-    #[arg(required = true)]
+    /// Containers: names, IDs or unique ID prefixes
+    #[arg(required = true, value_name = "CONTAINER")]
     names: Vec<String>,
 }
 
@@ -22,9 +23,10 @@ pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
     // Check every name first: a typo removes nothing.
     let snapshot = ctx.store.snapshot()?;
-    let mut ids = Vec::new();
-    for name in &args.names {
-        ids.push(snapshot.container(name)?.id.clone());
+    let mut found = Vec::new();
+    for r in &args.names {
+        let c = snapshot.find_container(r)?;
+        found.push((c.name.clone(), c.id.clone()));
     }
     // Stop without holding the lock: the grace period must not block other commands.
     let grace = if args.force {
@@ -32,22 +34,19 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         Duration::from_secs(args.time)
     };
-    for id in &ids {
+    for (_, id) in &found {
         process::stop_all(&netns::handle_path(&ctx.cfg.state_dir, id), grace);
     }
-    let mut locked = ctx.store.lock()?;
-    for (name, id) in args.names.iter().zip(&ids) {
+    crate::failpoint::step("rm: processes stopped");
+    let mut tx = ctx.begin()?;
+    for (name, id) in &found {
         // Another command may have removed (or re-created) it meanwhile.
-        if locked
-            .state
-            .containers
-            .get(name)
-            .is_some_and(|c| &c.id == id)
-        {
-            containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, name)?;
+        if tx.state().containers.get(name).is_some_and(|c| &c.id == id) {
+            containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, name)?;
+            crate::failpoint::step("rm: container removed");
         }
     }
-    ctx.commit(&locked)?;
+    tx.commit()?;
     args.names.iter().for_each(|n| println!("{n}"));
     Ok(0)
 }

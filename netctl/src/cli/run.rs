@@ -3,7 +3,7 @@ use anyhow::Result;
 use crate::{
     containers::{self, CreateRequest},
     ctx::Ctx,
-    process,
+    netns, process,
 };
 
 /// Run a command in a new container: a network namespace attached to a network, with
@@ -11,7 +11,9 @@ use crate::{
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     netctl run -d --name web -p 8080:80 -- python3 -m http.server 80\n  \
-    netctl run --name once --network backend -- ping -c1 172.18.0.1")]
+    netctl run --name once --network backend -- ping -c1 172.18.0.1\n\n\
+    Exit status: the command's own; 125 when netctl fails, 126 when the command cannot be \
+    executed, 127 when it is not found (as docker run).")]
 pub struct Args {
     /// Run in the background and print the container ID (output goes to a log file)
     #[arg(short, long)]
@@ -22,7 +24,7 @@ pub struct Args {
     /// Network to attach to [default: bridge, created on first use]
     #[arg(long)]
     network: Option<String>,
-    /// Static IPv4 address on the network
+    /// Static IPv4 address on the network (networks created with --subnet only)
     #[arg(long)]
     ip: Option<String>,
     /// Publish ports: [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]; no HOSTPORT picks
@@ -30,9 +32,12 @@ pub struct Args {
     #[arg(short, long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
     /// The command and its arguments (after --)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
+
+/// `docker run`'s exit status when the failure is netctl's own.
+pub const FAILED: i32 = 125;
 
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
@@ -44,91 +49,67 @@ pub fn run(args: Args) -> Result<i32> {
         command: args.command,
         detach: args.detach,
     };
-    let mut locked = ctx.store.lock()?;
-    let c = containers::create(
-        &ctx.nl,
-        &mut locked.state,
-        &ctx.cfg.state_dir,
-        &req,
-        ctx.group,
-    )?;
-    let ns = crate::netns::handle_path(&ctx.cfg.state_dir, &c.id);
-    if let Err(e) = ctx.commit(&locked) {
-        // Saved but not applied: leave it to `sync` only if removal fails too.
-        let _ = containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, &c.name);
-        let _ = ctx.commit(&locked);
-        return Err(e);
-    }
+    let mut tx = ctx.begin()?;
+    let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &req, ctx.group)?;
+    tx.commit()?;
+    let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
+    let dir = containers::dir(&ctx.cfg.state_dir, &c.id);
 
-    if req.detach {
-        let log = containers::log_path(&ctx.cfg.state_dir, &c.id);
-        std::fs::create_dir_all(log.parent().expect("log dir"))?;
-        match process::spawn_detached(&ns, &req.command, &log) {
-            Ok(pid) => {
-                let entry = locked
-                    .state
-                    .containers
-                    .get_mut(&c.name)
-                    .expect("just created");
-                entry.pid = Some(pid);
-                entry.pid_start = process::start_time(pid);
-                locked.save()?;
-                println!("{}", c.id);
-                Ok(0)
+    let started = std::fs::create_dir_all(&dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| {
+            if req.detach {
+                process::spawn_detached(
+                    &ns,
+                    &req.command,
+                    &containers::log_path(&ctx.cfg.state_dir, &c.id),
+                    &containers::exit_path(&ctx.cfg.state_dir, &c.id),
+                )
+                .map(|pid| (pid, None))
+            } else {
+                process::spawn_foreground(&ns, &req.command).map(|child| (child.id(), Some(child)))
             }
-            Err(e) => {
-                containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, &c.name)?;
-                ctx.commit(&locked)?;
-                Err(e)
-            }
+        });
+    crate::failpoint::step("run: process started");
+    let (pid, child) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing ran: the container goes, as if it never was.
+            containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+            tx.commit()?;
+            let code = e
+                .downcast_ref::<process::StartError>()
+                .map_or(FAILED, |s| s.code);
+            eprintln!("netctl: {e:#}");
+            return Ok(code);
         }
-    } else {
-        let child = process::spawn_foreground(&ns, &req.command);
-        if let Ok(child) = &child {
-            let entry = locked
-                .state
-                .containers
-                .get_mut(&c.name)
-                .expect("just created");
-            entry.pid = Some(child.id());
-            entry.pid_start = process::start_time(child.id());
-            locked.save()?;
-        }
-        drop(locked);
-        // Ctrl-C reaches the container's process; netctl stays to clean up after it.
-        ignore_interrupts();
-        let code = match child {
-            Ok(mut child) => {
-                let status = child.wait()?;
-                status.code().unwrap_or_else(|| {
-                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-                })
-            }
-            Err(e) => {
-                eprintln!("netctl: {e:#}");
-                127
-            }
-        };
-        process::stop_all(&ns, std::time::Duration::ZERO);
-        let mut locked = ctx.store.lock()?;
-        if locked
-            .state
-            .containers
-            .get(&c.name)
-            .is_some_and(|x| x.id == c.id)
-        {
-            containers::remove(&ctx.nl, &mut locked.state, &ctx.cfg.state_dir, &c.name)?;
-            ctx.commit(&locked)?;
-        }
-        Ok(code)
-    }
-}
+    };
+    let entry = tx
+        .state()
+        .containers
+        .get_mut(&c.name)
+        .expect("just created");
+    entry.pid = Some(pid);
+    entry.pid_start = process::start_time(pid);
+    entry.boot_id = process::boot_id();
+    tx.locked.save()?;
+    drop(tx);
 
-fn ignore_interrupts() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
-    unsafe {
-        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
-        let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
+    let Some(mut child) = child else {
+        println!("{}", c.id);
+        return Ok(0);
+    };
+    let code = process::exit_code(child.wait()?);
+    process::stop_all(&ns, std::time::Duration::ZERO);
+    let mut tx = ctx.begin()?;
+    if tx
+        .state()
+        .containers
+        .get(&c.name)
+        .is_some_and(|x| x.id == c.id)
+    {
+        containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+        tx.commit()?;
     }
+    Ok(code)
 }

@@ -81,7 +81,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("invalid duration {s:?}: use e.g. 10s, 500ms, 2m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| d.as_secs() <= 366 * 86_400)
+        .ok_or_else(|| format!("invalid duration {s:?}: use at most a year (e.g. 10s, 500ms, 2m)"))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -358,14 +361,14 @@ impl Drop for Registration {
     }
 }
 
-pub fn run(args: Args) -> Result<i32> {
+pub fn run(mut args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
     let state = ctx.store.snapshot()?;
     if let Some(n) = &args.network {
-        state.network(n)?;
+        args.network = Some(state.find_network(n)?.name.clone());
     }
     if let Some(c) = &args.container {
-        state.container(c)?;
+        args.container = Some(state.find_container(c)?.name.clone());
     }
     let mut kinds = 0;
     if args.drops {

@@ -203,6 +203,7 @@ mod tests {
             bridge: format!("br-{name}"),
             options: Map::new(),
             created: 0,
+            user_subnet: true,
         }
     }
 
@@ -215,6 +216,8 @@ mod tests {
             created: 0,
             pid: None,
             pid_start: None,
+            boot_id: None,
+            host_network: false,
             endpoints: vec![Endpoint {
                 network: network.into(),
                 endpoint_id: name.into(),
