@@ -95,6 +95,9 @@ pub fn create(
     if net_name == networks::NONE {
         return create_isolated(state, state_dir, req, &specs);
     }
+    if net_name == networks::HOST {
+        return create_host_network(state, req, &specs);
+    }
     let created_default =
         net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
     if created_default {
@@ -104,7 +107,13 @@ pub fn create(
         let net = state.find_network(net_name)?.clone();
         let ep = plan_endpoint(state, &[], &net, req.ip.as_deref())?;
         let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
-        let ports = ports::allocate(&specs, &taken, ports::ephemeral_range())?;
+        check_host_ips(nl, &specs)?;
+        let ports = ports::allocate(
+            &specs,
+            &taken,
+            ports::ephemeral_range(),
+            &crate::hostports::HostSockets::read(),
+        )?;
         let id = state::random_id();
         let c = Container {
             id: id.clone(),
@@ -140,6 +149,52 @@ pub fn create(
             Err(e)
         }
     }
+}
+
+/// `-p ADDR:…` needs ADDR to be one of the host's addresses (or loopback).
+fn check_host_ips(nl: &Netlink, specs: &[PortSpec]) -> Result<()> {
+    let wanted: Vec<Ipv4Addr> = specs
+        .iter()
+        .map(|s| s.host_ip)
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let have: Vec<Ipv4Addr> = nl.addresses()?.into_iter().map(|(_, n)| n.ip()).collect();
+    if let Some(ip) = wanted.iter().find(|ip| !have.contains(ip)) {
+        bail!("listen tcp4 {ip}: bind: cannot assign requested address (-p {ip}:…: the host has no such address; use one of its own, 127.0.0.1 or none)");
+    }
+    Ok(())
+}
+
+/// `--network host`: the process runs in the host's own namespace; nothing is created.
+fn create_host_network(
+    state: &mut State,
+    req: &CreateRequest,
+    specs: &[PortSpec],
+) -> Result<Container> {
+    if req.ip.is_some() {
+        bail!("--ip needs a network with user configured subnets; the host network has the host's own addresses");
+    }
+    if !specs.is_empty() {
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
+    }
+    let c = Container {
+        id: state::random_id(),
+        name: req.name.clone(),
+        command: req.command.clone(),
+        detached: req.detach,
+        created: state::now(),
+        pid: None,
+        pid_start: None,
+        boot_id: None,
+        host_network: true,
+        endpoints: Vec::new(),
+        ports: Vec::new(),
+    };
+    state.containers.insert(c.name.clone(), c.clone());
+    Ok(c)
 }
 
 /// `--network none`: a namespace with only `lo`, as Docker's none network.
@@ -186,7 +241,7 @@ fn create_isolated(
 pub fn remove(nl: &Netlink, state: &mut State, state_dir: &Path, name: &str) -> Result<()> {
     let c = state.containers.remove(name).expect("checked");
     let _ = std::fs::remove_dir_all(dir(state_dir, &c.id));
-    topology::remove_container(nl, &netns::handle_path(state_dir, &c.id), &c)
+    topology::remove_container(nl, c.netns_path(state_dir).as_deref(), &c)
 }
 
 /// The container's own files: its log and its exit status (kept with mode 0600 in the

@@ -8,6 +8,7 @@ pub mod containers;
 pub mod ctx;
 pub mod dataplane;
 pub mod failpoint;
+pub mod hostports;
 pub mod ipam;
 pub mod names;
 pub mod netlink;

@@ -5,6 +5,8 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::Fr
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::hostports::HostSockets;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -145,13 +147,17 @@ impl FromStr for PortSpec {
     }
 }
 
-/// Turns specs into mappings: explicit host ports checked against `taken`, ephemeral ones
-/// picked from `ephemeral` (the namespace's ip_local_port_range), lowest free first.
+/// Turns specs into mappings: explicit host ports checked against `taken` (other
+/// containers) and `host` (a host process serving the port: Docker's "address already in
+/// use"), ephemeral ones picked from `ephemeral` (the namespace's ip_local_port_range),
+/// lowest free first, skipping every port a host socket uses.
 pub fn allocate(
     specs: &[PortSpec],
     taken: &[PortMapping],
     ephemeral: RangeInclusive<u16>,
+    host: &HostSockets,
 ) -> Result<Vec<PortMapping>> {
+    let busy = host.busy();
     let mut out: Vec<PortMapping> = Vec::new();
     // Host addresses per (protocol, port): conflicts are checked in O(1) per port, so
     // publishing thousands of ports on a host with thousands more stays fast.
@@ -185,6 +191,13 @@ pub fn allocate(
                             spec.host_ip
                         );
                     }
+                    if let Some(sock) = host.serving(&m) {
+                        bail!(
+                            "listen {}4 {}:{hp}: bind: address already in use (a host process has {sock}): choose another host port",
+                            spec.proto,
+                            spec.host_ip
+                        );
+                    }
                     used.entry((m.proto, m.host_port))
                         .or_default()
                         .push(m.host_ip);
@@ -196,10 +209,10 @@ pub fn allocate(
                 let m = h
                     .clone()
                     .map(|hp| mk(hp, cp))
-                    .find(|m| is_free(m, &used))
+                    .find(|m| is_free(m, &used) && host.serving(m).is_none())
                     .with_context(|| {
                         format!(
-                            "every host port of {}-{}/{} is already published: choose another range",
+                            "every host port of {}-{}/{} is already published or in use: choose another range",
                             h.start(),
                             h.end(),
                             spec.proto
@@ -215,7 +228,7 @@ pub fn allocate(
                     let m = ephemeral
                         .clone()
                         .map(|hp| mk(hp, cp))
-                        .find(|m| is_free(m, &used))
+                        .find(|m| is_free(m, &used) && !busy.contains(&(m.proto, m.host_port)))
                         .context("no free ephemeral host port left: publish fewer ports")?;
                     used.entry((m.proto, m.host_port))
                         .or_default()
@@ -253,6 +266,10 @@ mod tests {
 
     fn p(s: &str) -> PortSpec {
         s.parse().unwrap()
+    }
+
+    fn none() -> HostSockets {
+        HostSockets(Vec::new())
     }
 
     fn err(s: &str) -> String {
@@ -302,7 +319,13 @@ mod tests {
 
     #[test]
     fn allocates_explicit_ranges_and_ephemeral_ports() {
-        let got = allocate(&[p("8000-8001:80-81"), p("90")], &[], 40000..=40010).unwrap();
+        let got = allocate(
+            &[p("8000-8001:80-81"), p("90")],
+            &[],
+            40000..=40010,
+            &none(),
+        )
+        .unwrap();
         let pairs: Vec<(u16, u16)> = got
             .iter()
             .map(|m| (m.host_port, m.container_port))
@@ -312,38 +335,38 @@ mod tests {
 
     #[test]
     fn conflicts_follow_address_and_protocol() {
-        let taken = allocate(&[p("8080:80")], &[], 1..=2).unwrap();
-        let e = allocate(&[p("8080:81")], &taken, 1..=2).unwrap_err();
+        let taken = allocate(&[p("8080:80")], &[], 1..=2, &none()).unwrap();
+        let e = allocate(&[p("8080:81")], &taken, 1..=2, &none()).unwrap_err();
         assert!(format!("{e}").contains("8080/tcp"), "{e}");
         // Same port, other protocol: fine.
-        assert!(allocate(&[p("8080:81/udp")], &taken, 1..=2).is_ok());
+        assert!(allocate(&[p("8080:81/udp")], &taken, 1..=2, &none()).is_ok());
         // A specific address collides with the wildcard.
-        assert!(allocate(&[p("10.0.0.1:8080:81")], &taken, 1..=2).is_err());
+        assert!(allocate(&[p("10.0.0.1:8080:81")], &taken, 1..=2, &none()).is_err());
         // Two different specific addresses do not collide.
-        let one = allocate(&[p("10.0.0.1:9090:80")], &[], 1..=2).unwrap();
-        assert!(allocate(&[p("10.0.0.2:9090:80")], &one, 1..=2).is_ok());
+        let one = allocate(&[p("10.0.0.1:9090:80")], &[], 1..=2, &none()).unwrap();
+        assert!(allocate(&[p("10.0.0.2:9090:80")], &one, 1..=2, &none()).is_ok());
         // Duplicates inside one request collide too.
-        assert!(allocate(&[p("7070:80"), p("7070:81")], &[], 1..=2).is_err());
+        assert!(allocate(&[p("7070:80"), p("7070:81")], &[], 1..=2, &none()).is_err());
     }
 
     #[test]
     fn host_range_for_one_port_takes_the_first_free() {
-        let taken = allocate(&[p("8000:80")], &[], 1..=2).unwrap();
-        let got = allocate(&[p("8000-8005:80")], &taken, 1..=2).unwrap();
+        let taken = allocate(&[p("8000:80")], &[], 1..=2, &none()).unwrap();
+        let got = allocate(&[p("8000-8005:80")], &taken, 1..=2, &none()).unwrap();
         assert_eq!(got[0].host_port, 8001);
     }
 
     #[test]
     fn ephemeral_skips_taken_ports() {
-        let taken = allocate(&[p("40000:80")], &[], 1..=2).unwrap();
-        let got = allocate(&[p("81")], &taken, 40000..=40001).unwrap();
+        let taken = allocate(&[p("40000:80")], &[], 1..=2, &none()).unwrap();
+        let got = allocate(&[p("81")], &taken, 40000..=40001, &none()).unwrap();
         assert_eq!(got[0].host_port, 40001);
-        assert!(allocate(&[p("81"), p("82")], &taken, 40000..=40001).is_err());
+        assert!(allocate(&[p("81"), p("82")], &taken, 40000..=40001, &none()).is_err());
     }
 
     #[test]
     fn describes_like_docker() {
-        let m = allocate(&[p("8080:80")], &[], 1..=2).unwrap()[0];
+        let m = allocate(&[p("8080:80")], &[], 1..=2, &none()).unwrap()[0];
         assert_eq!(describe(&m), "80/tcp -> 0.0.0.0:8080");
     }
 }

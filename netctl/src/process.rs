@@ -23,9 +23,9 @@ use nix::{
 
 use crate::netns;
 
-/// A command that will run inside the namespace at `netns_path`.
-pub fn command(netns_path: &Path, argv: &[String]) -> Result<(Command, File)> {
-    let ns = netns::open(netns_path)?;
+/// A command that will run inside the namespace at `netns_path` (None: the host's own,
+/// for `--network host`).
+pub fn command(netns_path: Option<&Path>, argv: &[String]) -> Result<(Command, Option<File>)> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     // The container's environment is the user's, not netctl's configuration.
@@ -34,6 +34,10 @@ pub fn command(netns_path: &Path, argv: &[String]) -> Result<(Command, File)> {
             cmd.env_remove(k);
         }
     }
+    let Some(netns_path) = netns_path else {
+        return Ok((cmd, None));
+    };
+    let ns = netns::open(netns_path)?;
     let fd = ns.as_raw_fd();
     // SAFETY: setns is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
@@ -43,7 +47,7 @@ pub fn command(netns_path: &Path, argv: &[String]) -> Result<(Command, File)> {
         });
     }
     // The File must outlive the spawn: the caller keeps it.
-    Ok((cmd, ns))
+    Ok((cmd, Some(ns)))
 }
 
 /// Why a command could not start, with Docker's exit status for it: 127 not found,
@@ -78,7 +82,7 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// gets its own session, starts the process, waits for it and records its exit status in
 /// `exit_file`. Output goes to `log`. Returns the container process's PID.
 pub fn spawn_detached(
-    netns_path: &Path,
+    netns_path: Option<&Path>,
     argv: &[String],
     log: &Path,
     exit_file: &Path,
@@ -89,9 +93,12 @@ pub fn spawn_detached(
         .mode(0o600)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
-    let mut shim = Command::new("/proc/self/exe")
-        .arg("container-shim")
-        .arg(netns_path)
+    let mut shim = Command::new("/proc/self/exe");
+    shim.arg("container-shim");
+    if let Some(ns) = netns_path {
+        shim.arg("--netns").arg(ns);
+    }
+    let mut shim = shim
         .arg(exit_file)
         .arg("--")
         .args(argv)
@@ -125,9 +132,11 @@ pub fn spawn_detached(
     }
 }
 
-/// The shim's body (`netctl container-shim NETNS EXIT_FILE -- CMD…`): a session of its own,
-/// the container process started and reported on stdout, its exit status recorded.
-pub fn shim(netns_path: &Path, exit_file: &Path, argv: &[String]) -> i32 {
+/// The shim's body (`netctl container-shim [--netns NETNS] EXIT_FILE -- CMD…`): a session of
+/// its own, the container process started (in a process group of its own, which is how a
+/// host-network container's processes are found) and reported on stdout, its exit status
+/// recorded.
+pub fn shim(netns_path: Option<&Path>, exit_file: &Path, argv: &[String]) -> i32 {
     let _ = nix::unistd::setsid();
     let mut report = std::io::stdout();
     let spawned = command(netns_path, argv).and_then(|(mut cmd, _ns)| {
@@ -135,7 +144,8 @@ pub fn shim(netns_path: &Path, exit_file: &Path, argv: &[String]) -> i32 {
         let out = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
         cmd.stdin(Stdio::null())
             .stdout(File::from(out))
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            .process_group(0);
         cmd.spawn().map_err(|e| start_error(&argv[0], &e).into())
     });
     let mut child = match spawned {
@@ -199,7 +209,7 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 
 /// Starts a foreground process attached to our stdio; signals sent to netctl (SIGTERM,
 /// SIGHUP, SIGINT, SIGQUIT, SIGUSR1/2) are passed on to it, as Docker's sig-proxy does.
-pub fn spawn_foreground(netns_path: &Path, argv: &[String]) -> Result<Child> {
+pub fn spawn_foreground(netns_path: Option<&Path>, argv: &[String]) -> Result<Child> {
     let (mut cmd, _ns) = command(netns_path, argv)?;
     let child = cmd.spawn().map_err(|e| start_error(&argv[0], &e))?;
     FOREGROUND.store(child.id() as i32, Ordering::Relaxed);
@@ -258,21 +268,45 @@ pub fn is_running(pid: Option<u32>, start: Option<u64>, boot: Option<&str>) -> b
 /// Stops every process in the container's namespace: SIGTERM, then SIGKILL for what is still
 /// there after `grace` (at once when `grace` is zero).
 pub fn stop_all(netns_path: &Path, grace: Duration) {
+    stop(|| netns::pids_in(netns_path), grace)
+}
+
+/// Stops a host-network container: the process group its shim started it in (it has no
+/// namespace of its own to find its processes by). Only a group whose leader is still the
+/// recorded process (same start time) is signalled.
+pub fn stop_group(pid: Option<u32>, start: Option<u64>, boot: Option<&str>, grace: Duration) {
+    let Some(pgid) = pid.filter(|_| is_running(pid, start, boot)) else {
+        return;
+    };
+    stop(|| group_members(pgid as i32), grace)
+}
+
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            nix::unistd::getpgid(Some(Pid::from_raw(*pid))).ok() == Some(Pid::from_raw(pgid))
+        })
+        .collect()
+}
+
+fn stop(pids: impl Fn() -> Vec<i32>, grace: Duration) {
     let signal_all = |sig| {
-        let pids = netns::pids_in(netns_path);
+        let pids = pids();
         for pid in &pids {
             let _ = kill(Pid::from_raw(*pid), sig);
         }
         !pids.is_empty()
     };
+    let all_gone = || pids().iter().all(|p| start_time(*p as u32).is_none());
     if !grace.is_zero() && signal_all(Signal::SIGTERM) {
         // A grace period past any deadline we can represent is as good as forever.
         let deadline = Instant::now().checked_add(grace);
         while deadline.is_none_or(|d| Instant::now() < d) {
-            if netns::pids_in(netns_path)
-                .iter()
-                .all(|p| start_time(*p as u32).is_none())
-            {
+            if all_gone() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -283,11 +317,16 @@ pub fn stop_all(netns_path: &Path, grace: Duration) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
-        if netns::pids_in(netns_path)
-            .iter()
-            .all(|p| start_time(*p as u32).is_none())
-        {
+        if all_gone() {
             return;
         }
+    }
+}
+
+/// Stops a container's processes, however it is networked.
+pub fn stop_container(state_dir: &Path, c: &crate::state::Container, grace: Duration) {
+    match c.netns_path(state_dir) {
+        Some(ns) => stop_all(&ns, grace),
+        None => stop_group(c.pid, c.pid_start, c.boot_id.as_deref(), grace),
     }
 }

@@ -139,6 +139,20 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
     };
     r.changes
         .extend(dp.apply(&maps::desired(state, &host), full)?);
+
+    // The host never picks a published port or a NAT source port for its own connections.
+    let mut ours: std::collections::BTreeSet<u16> =
+        state.all_ports().map(|(_, p)| p.host_port).collect();
+    if !state.networks.is_empty() {
+        ours.extend(maps::NAT_PORTS.0..=maps::NAT_PORTS.1);
+    }
+    match crate::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours) {
+        Ok(true) => r
+            .changes
+            .push("updated net.ipv4.ip_local_reserved_ports".into()),
+        Ok(false) => {}
+        Err(e) => r.problems.push(format!("reserving ports: {e:#}")),
+    }
     Ok(r)
 }
 
@@ -152,7 +166,9 @@ fn restore_container(
     group: u32,
     changes: &mut Vec<String>,
 ) -> Result<()> {
-    let ns = netns::handle_path(&cfg.state_dir, &c.id);
+    let Some(ns) = c.netns_path(&cfg.state_dir) else {
+        return Ok(()); // --network host: nothing of its own
+    };
     let fresh = !netns::is_live(&ns);
     if fresh {
         netns::remove(&ns)?;
@@ -207,7 +223,7 @@ pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<S
     let handles: BTreeSet<_> = state
         .containers
         .values()
-        .map(|c| netns::handle_path(&cfg.state_dir, &c.id))
+        .filter_map(|c| c.netns_path(&cfg.state_dir))
         .collect();
     for entry in std::fs::read_dir(netns::handles_dir(&cfg.state_dir))
         .into_iter()

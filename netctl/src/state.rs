@@ -97,6 +97,14 @@ pub struct Endpoint {
     pub mac: String,
 }
 
+impl Container {
+    /// The network namespace the container's processes run in: its own (pinned under the
+    /// state directory), or None for `--network host` (the host's).
+    pub fn netns_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        (!self.host_network).then(|| crate::netns::handle_path(state_dir, &self.id))
+    }
+}
+
 impl State {
     pub fn network(&self, name: &str) -> Result<&Network> {
         self.networks.get(name).with_context(|| {

@@ -145,14 +145,14 @@ pub fn ensure_default_route(netns_path: &Path, gateway: Ipv4Addr) -> Result<()> 
 
 /// Removes a container's kernel objects: its processes must already be stopped. Best effort:
 /// every step runs, the first error is returned.
-pub fn remove_container(nl: &Netlink, netns_path: &Path, c: &Container) -> Result<()> {
+pub fn remove_container(nl: &Netlink, netns_path: Option<&Path>, c: &Container) -> Result<()> {
     let mut first_err = None;
     for ep in &c.endpoints {
         if let Err(e) = nl.del_link_by_name(&ep.host_veth) {
             first_err.get_or_insert(e);
         }
     }
-    if let Err(e) = netns::remove(netns_path) {
+    if let Some(Err(e)) = netns_path.map(netns::remove) {
         first_err.get_or_insert(e);
     }
     first_err.map_or(Ok(()), Err)

@@ -2,7 +2,7 @@ use std::os::unix::process::CommandExt;
 
 use anyhow::{bail, Result};
 
-use crate::{ctx::Ctx, netns, process};
+use crate::{ctx::Ctx, process};
 
 /// Run a command inside a container's network namespace.
 #[derive(clap::Args)]
@@ -20,12 +20,20 @@ pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open_unchecked()?;
     let state = ctx.store.snapshot()?;
     let c = state.find_container(&args.name)?;
-    let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
-    let (mut cmd, _ns) = process::command(&ns, &args.command)?;
+    let ns = c.netns_path(&ctx.cfg.state_dir);
+    if crate::containers::Status::of(&ctx.cfg.state_dir, c) != crate::containers::Status::Running {
+        bail!("container {} is not running: exec needs a running container (start a new one with `netctl run`)", c.name);
+    }
+    let (mut cmd, _ns) = process::command(ns.as_deref(), &args.command)?;
     let err = cmd.exec();
-    bail!(
-        "cannot run {:?} in container {}: {err}",
-        args.command[0],
-        args.name
-    )
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    eprintln!(
+        "netctl: cannot run {:?} in container {}: {err}",
+        args.command[0], args.name
+    );
+    Ok(code)
 }

@@ -55,7 +55,8 @@ enum Command {
     /// (internal) Watches a detached container's process and records its exit status
     #[command(hide = true)]
     ContainerShim {
-        netns: std::path::PathBuf,
+        #[arg(long)]
+        netns: Option<std::path::PathBuf>,
         exit_file: std::path::PathBuf,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -80,7 +81,7 @@ pub fn main() -> i32 {
             netns,
             exit_file,
             command,
-        } => Ok(crate::process::shim(&netns, &exit_file, &command)),
+        } => Ok(crate::process::shim(netns.as_deref(), &exit_file, &command)),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Port(a) => port::run(a),

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{containers, ctx::Ctx, netns, process};
+use crate::{containers, ctx::Ctx, process};
 
 /// Remove containers: stop their processes (SIGTERM, then SIGKILL after the grace period),
 /// then remove their interfaces, namespace, addresses and published ports.
@@ -25,8 +25,7 @@ pub fn run(args: Args) -> Result<i32> {
     let snapshot = ctx.store.snapshot()?;
     let mut found = Vec::new();
     for r in &args.names {
-        let c = snapshot.find_container(r)?;
-        found.push((c.name.clone(), c.id.clone()));
+        found.push(snapshot.find_container(r)?.clone());
     }
     // Stop without holding the lock: the grace period must not block other commands.
     let grace = if args.force {
@@ -34,15 +33,20 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         Duration::from_secs(args.time)
     };
-    for (_, id) in &found {
-        process::stop_all(&netns::handle_path(&ctx.cfg.state_dir, id), grace);
+    for c in &found {
+        process::stop_container(&ctx.cfg.state_dir, c, grace);
     }
     crate::failpoint::step("rm: processes stopped");
     let mut tx = ctx.begin()?;
-    for (name, id) in &found {
+    for c in &found {
         // Another command may have removed (or re-created) it meanwhile.
-        if tx.state().containers.get(name).is_some_and(|c| &c.id == id) {
-            containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, name)?;
+        if tx
+            .state()
+            .containers
+            .get(&c.name)
+            .is_some_and(|x| x.id == c.id)
+        {
+            containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
             crate::failpoint::step("rm: container removed");
         }
     }

@@ -3,7 +3,7 @@ use anyhow::Result;
 use crate::{
     containers::{self, CreateRequest},
     ctx::Ctx,
-    netns, process,
+    process,
 };
 
 /// Run a command in a new container: a network namespace attached to a network, with
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<i32> {
     let mut tx = ctx.begin()?;
     let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &req, ctx.group)?;
     tx.commit()?;
-    let ns = netns::handle_path(&ctx.cfg.state_dir, &c.id);
+    let ns = c.netns_path(&ctx.cfg.state_dir);
     let dir = containers::dir(&ctx.cfg.state_dir, &c.id);
 
     let started = std::fs::create_dir_all(&dir)
@@ -60,14 +60,15 @@ pub fn run(args: Args) -> Result<i32> {
         .and_then(|_| {
             if req.detach {
                 process::spawn_detached(
-                    &ns,
+                    ns.as_deref(),
                     &req.command,
                     &containers::log_path(&ctx.cfg.state_dir, &c.id),
                     &containers::exit_path(&ctx.cfg.state_dir, &c.id),
                 )
                 .map(|pid| (pid, None))
             } else {
-                process::spawn_foreground(&ns, &req.command).map(|child| (child.id(), Some(child)))
+                process::spawn_foreground(ns.as_deref(), &req.command)
+                    .map(|child| (child.id(), Some(child)))
             }
         });
     crate::failpoint::step("run: process started");
@@ -100,7 +101,9 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(0);
     };
     let code = process::exit_code(child.wait()?);
-    process::stop_all(&ns, std::time::Duration::ZERO);
+    if let Some(ns) = &ns {
+        process::stop_all(ns, std::time::Duration::ZERO);
+    }
     let mut tx = ctx.begin()?;
     if tx
         .state()

@@ -9,6 +9,8 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+use std::{io::Write, os::unix::fs::OpenOptionsExt};
+
 use aya::Pod;
 
 const MAGIC: &[u8] = b"NCAP1\n";
@@ -24,6 +26,8 @@ struct Entry {
 pub struct Applied {
     path: PathBuf,
     maps: BTreeMap<String, Entry>,
+    /// The file on disk no longer claims anything (see [`Applied::before_change`]).
+    invalidated: bool,
 }
 
 fn bytes<T: Pod>(v: &T) -> &[u8] {
@@ -74,7 +78,28 @@ impl Applied {
             .flatten()
             .and_then(|d| parse(&d))
             .unwrap_or_default();
-        Self { path, maps }
+        Self {
+            path,
+            maps,
+            invalidated: false,
+        }
+    }
+
+    /// Call before changing a map: the record on disk goes first (durably), so a command
+    /// killed half-way leaves no record, and the next apply compares with the kernel.
+    pub fn before_change(&mut self) -> anyhow::Result<()> {
+        if self.invalidated {
+            return Ok(());
+        }
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.invalidated = true;
+        Ok(())
     }
 
     /// What was written to map `name` if it is still the same kernel map.
@@ -130,7 +155,14 @@ impl Applied {
             out.extend(&e.raw);
         }
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, out)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         Ok(())
     }

@@ -125,6 +125,7 @@ impl Dataplane {
     /// entries of removed containers and ports go too, so a reused address or port never
     /// inherits an old flow.
     pub fn apply(&self, want: &maps::Desired, full: bool) -> Result<Vec<String>> {
+        self.check_capacity(want)?;
         let mut changes = Vec::new();
         let mut config: Array<MapData, netctl_common::maps::Config> = self.map(names::CONFIG)?;
         if config.get(&0, 0)? != want.config {
@@ -163,13 +164,26 @@ impl Dataplane {
         self.sync_counter_keys::<_, EndpointCounters>(names::EP_STATS, &ep_keys, &mut applied)?;
         self.sync_counter_keys::<_, u64>(names::PORT_STATS, &port_keys, &mut applied)?;
         applied.save()?;
+        crate::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
             if n > 0 {
                 changes.push(format!("{name}: {n} map entries changed"));
             }
         }
-        if !gone.is_empty() {
-            let n = self.flush_flows(&gone)?;
+        // A full apply also catches flows whose container went while no record was kept
+        // (a command killed between its map changes and its record).
+        let stale = |a: u32| {
+            gone.contains(&a)
+                || (full
+                    && want
+                        .subnets
+                        .keys()
+                        .any(|(prefix, net)| in_subnet(a, *net, *prefix))
+                    && !want.endpoints.contains_key(&a)
+                    && !want.networks.values().any(|n| n.gateway == a))
+        };
+        if !gone.is_empty() || full {
+            let n = self.flush_flows(stale)?;
             if n > 0 {
                 changes.push(format!(
                     "conntrack: {n} entries of removed containers flushed"
@@ -177,6 +191,34 @@ impl Dataplane {
             }
         }
         Ok(changes)
+    }
+
+    /// Refuses, before changing anything, a state the maps cannot hold.
+    fn check_capacity(&self, want: &maps::Desired) -> Result<()> {
+        let sizes = [
+            (names::PORTMAP, want.portmap.len(), "published ports"),
+            (
+                names::ENDPOINTS,
+                want.endpoints.len(),
+                "container endpoints",
+            ),
+            (names::HOST_ADDRS, want.host_addrs.len(), "host addresses"),
+            (names::UPLINKS, want.uplinks.len(), "uplinks"),
+            (names::NETWORKS, want.networks.len(), "networks"),
+            (names::SUBNETS, want.subnets.len(), "networks"),
+        ];
+        for (map, n, what) in sizes {
+            let cap = MapData::from_pin(self.pins.map(map))
+                .with_context(|| format!("opening pinned map {map}"))?
+                .info()?
+                .max_entries() as usize;
+            if n > cap {
+                anyhow::bail!(
+                    "too many {what}: {n}, the datapath holds {cap} ({map}): remove some first"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Diff-applies a hash map against what was applied last time (or, without a record,
@@ -202,8 +244,8 @@ impl Dataplane {
         let mut removed = Vec::new();
         for (k, v) in &have {
             if !want.contains_key(k) {
-                map.remove(k)
-                    .with_context(|| format!("removing from {name}"))?;
+                applied.before_change()?;
+                remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
                 removed.push((*k, *v));
                 n += 1;
             }
@@ -211,6 +253,7 @@ impl Dataplane {
         for (k, v) in want {
             let old = have.get(k);
             if old != Some(v) {
+                applied.before_change()?;
                 map.insert(k, v, 0)
                     .with_context(|| format!("filling {name}"))?;
                 removed.extend(old.map(|o| (*k, *o)));
@@ -255,10 +298,12 @@ impl Dataplane {
             None => map.keys().collect::<Result<_, _>>()?,
         };
         for k in have.iter().filter(|k| !want.contains_key(k)) {
-            map.remove(k)?;
+            applied.before_change()?;
+            remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         for k in want.keys().filter(|k| !have.contains(k)) {
+            applied.before_change()?;
             let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
             map.insert(k, zero, 0)
                 .with_context(|| format!("filling {name}"))?;
@@ -346,8 +391,8 @@ impl Dataplane {
         Ok(expired)
     }
 
-    /// Deletes the conntrack entries that mention any of `addrs`.
-    fn flush_flows(&self, addrs: &BTreeSet<u32>) -> Result<usize> {
+    /// Deletes the conntrack entries that mention an address `stale` picks.
+    fn flush_flows(&self, stale: impl Fn(u32) -> bool) -> Result<usize> {
         let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
         let doomed: Vec<CtKey> = ct
             .iter()
@@ -355,7 +400,7 @@ impl Dataplane {
             .filter(|(k, e)| {
                 [k.saddr, k.daddr, e.src_addr, e.dst_addr]
                     .iter()
-                    .any(|a| addrs.contains(a))
+                    .any(|a| *a != 0 && stale(*a))
             })
             .map(|(k, _)| k)
             .collect();
@@ -426,6 +471,30 @@ impl Dataplane {
         T::try_from(Map::from_map_data(data)?)
             .with_context(|| format!("map {name} has an unexpected type"))
     }
+}
+
+/// A delete of an entry that is not there is done (a command killed after its map change
+/// but before its record leaves exactly that).
+fn remove_entry(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(aya::maps::MapError::KeyNotFound | aya::maps::MapError::ElementNotFound) => Ok(()),
+        r => r,
+    }
+}
+
+/// Whether a raw (network byte order) address is inside a raw subnet.
+fn in_subnet(addr: u32, net: u32, prefix: u32) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix.min(32))
+    };
+    u32::from_be(addr) & mask == u32::from_be(net) & mask
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.

@@ -1,0 +1,309 @@
+//! The host's own sockets and ports: a published port never takes over a port a host process
+//! listens on, ephemeral host ports skip ports in use, and every port netctl uses is kept out
+//! of the host's own source-port choice (`net.ipv4.ip_local_reserved_ports`).
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::Ipv4Addr,
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+
+use crate::ports::{PortMapping, Proto};
+
+/// A socket of the host namespace, as /proc/net/{tcp,udp}{,6} list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub proto: Proto,
+    /// The IPv4 address it is bound to (0.0.0.0 for the v4 or v6 wildcard, the embedded
+    /// address for v4-mapped v6); None for a specific IPv6 address (no IPv4 port clash).
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+    /// A TCP listener, or a UDP socket without a peer: it receives new traffic on the port.
+    pub server: bool,
+}
+
+impl Socket {
+    fn describe(&self) -> String {
+        let v = if self.addr.is_some() { "4" } else { "6" };
+        let addr = self.addr.map_or("[::]".to_string(), |a| a.to_string());
+        format!("{}{v} {addr}:{}", self.proto, self.port)
+    }
+}
+
+/// Parses one /proc/net table. `v6`: the address column is 32 hex digits.
+pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Socket> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut cols = line.split_whitespace();
+        let (Some(local), Some(remote), Some(st)) = (cols.nth(1), cols.next(), cols.next()) else {
+            continue;
+        };
+        let Some((addr_hex, port_hex)) = local.split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
+            continue;
+        };
+        if port == 0 {
+            continue;
+        }
+        let addr = if v6 { v6_as_v4(addr_hex) } else { v4(addr_hex) };
+        let Some(addr) = addr else { continue };
+        let server = match proto {
+            Proto::Tcp => st == "0A",
+            Proto::Udp => remote.split_once(':').is_some_and(|(_, p)| p == "0000"),
+        };
+        out.push(Socket {
+            proto,
+            addr,
+            port,
+            server,
+        });
+    }
+    out
+}
+
+/// /proc prints each 32-bit word in host byte order.
+fn word(hex: &str) -> Option<[u8; 4]> {
+    Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+}
+
+fn v4(hex: &str) -> Option<Option<Ipv4Addr>> {
+    Some(Some(Ipv4Addr::from(word(hex)?)))
+}
+
+fn v6_as_v4(hex: &str) -> Option<Option<Ipv4Addr>> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let w: Vec<[u8; 4]> = (0..4)
+        .map(|i| word(&hex[i * 8..i * 8 + 8]))
+        .collect::<Option<_>>()?;
+    Some(match (w[0], w[1], w[2]) {
+        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]) if w[3] == [0, 0, 0, 0] => {
+            Some(Ipv4Addr::UNSPECIFIED)
+        }
+        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0xff, 0xff]) => Some(Ipv4Addr::from(w[3])),
+        _ => None,
+    })
+}
+
+/// The sockets of the namespace netctl runs in.
+pub struct HostSockets(pub Vec<Socket>);
+
+impl HostSockets {
+    pub fn read() -> Self {
+        let mut all = Vec::new();
+        for (file, proto, v6) in [
+            ("tcp", Proto::Tcp, false),
+            ("tcp6", Proto::Tcp, true),
+            ("udp", Proto::Udp, false),
+            ("udp6", Proto::Udp, true),
+        ] {
+            if let Ok(text) = std::fs::read_to_string(Path::new("/proc/net").join(file)) {
+                all.extend(parse(&text, proto, v6));
+            }
+        }
+        Self(all)
+    }
+
+    /// The host socket that already serves `m`'s port (Docker refuses such a port).
+    pub fn serving(&self, m: &PortMapping) -> Option<String> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.server
+                    && s.proto == m.proto
+                    && s.port == m.host_port
+                    && s.addr.is_some_and(|a| {
+                        a.is_unspecified() || m.host_ip.is_unspecified() || a == m.host_ip
+                    })
+            })
+            .map(Socket::describe)
+    }
+
+    /// Ports any host socket uses, in any state: never handed out as ephemeral host ports.
+    pub fn busy(&self) -> HashSet<(Proto, u16)> {
+        self.0.iter().map(|s| (s.proto, s.port)).collect()
+    }
+}
+
+const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+
+/// Parses "8080,61000-65535" into ports.
+pub fn parse_port_list(text: &str) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+            out.extend(a..=b);
+        }
+    }
+    out
+}
+
+/// Formats ports as the sysctl takes them, ranges collapsed.
+pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
+    let mut parts = Vec::new();
+    let mut it = ports.iter().copied().peekable();
+    while let Some(start) = it.next() {
+        let mut end = start;
+        while it.peek() == Some(&(end.wrapping_add(1))) && end < u16::MAX {
+            end = it.next().expect("peeked");
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(",")
+}
+
+/// The reservation to write: the ports others reserved (what is there minus what netctl
+/// added last time) plus `ours`. Returns (new sysctl value, ports netctl adds).
+pub fn merge_reserved(
+    current: &BTreeSet<u16>,
+    added_before: &BTreeSet<u16>,
+    ours: &BTreeSet<u16>,
+) -> (BTreeSet<u16>, BTreeSet<u16>) {
+    let others: BTreeSet<u16> = current.difference(added_before).copied().collect();
+    let added: BTreeSet<u16> = ours.difference(&others).copied().collect();
+    (others.union(ours).copied().collect(), added)
+}
+
+/// Keeps `ours` (published host ports and the NAT source-port range) in the namespace's
+/// reserved ports; `record` remembers which ports netctl added, so it takes back only those.
+pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
+    let current = parse_port_list(
+        &std::fs::read_to_string(RESERVED).with_context(|| format!("reading {RESERVED}"))?,
+    );
+    let added_before = std::fs::read_to_string(record)
+        .map(|t| parse_port_list(&t))
+        .unwrap_or_default();
+    let (want, added) = merge_reserved(&current, &added_before, ours);
+    if want == current && added == added_before {
+        return Ok(false);
+    }
+    // Recorded first: if we die after the sysctl write, the next run still knows these are ours.
+    let all_ours: BTreeSet<u16> = added.union(&added_before).copied().collect();
+    std::fs::write(record, format_port_list(&all_ours))?;
+    if want != current {
+        std::fs::write(RESERVED, format_port_list(&want))
+            .with_context(|| format!("writing {RESERVED}"))?;
+    }
+    std::fs::write(record, format_port_list(&added))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0200000A:8000 0100000A:0050 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+    const TCP6: &str =
+        "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A
+   1: 0000000000000000FFFF00000100007F:0017 00000000000000000000000000000000:0000 0A
+   2: 20010DB8000000000000000000000001:0018 00000000000000000000000000000000:0000 0A
+";
+
+    fn m(ip: &str, port: u16, proto: Proto) -> PortMapping {
+        PortMapping {
+            host_ip: ip.parse().unwrap(),
+            host_port: port,
+            container_port: 80,
+            proto,
+        }
+    }
+
+    #[test]
+    fn reads_listeners_and_clients() {
+        let s = parse(TCP, Proto::Tcp, false);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].addr, s[0].port, s[0].server),
+            (Some(Ipv4Addr::UNSPECIFIED), 7000, true)
+        );
+        assert_eq!(s[1].addr, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(s[2].port, 32768);
+        assert!(!s[2].server, "an outgoing connection serves nothing");
+        let s6 = parse(TCP6, Proto::Tcp, true);
+        assert_eq!(
+            s6[0].addr,
+            Some(Ipv4Addr::UNSPECIFIED),
+            "[::] takes IPv4 too"
+        );
+        assert_eq!(s6[1].addr, Some(Ipv4Addr::LOCALHOST), "v4-mapped");
+        assert_eq!(s6[2].addr, None, "a specific IPv6 address");
+    }
+
+    #[test]
+    fn published_ports_never_take_a_served_port() {
+        let mut all = parse(TCP, Proto::Tcp, false);
+        all.extend(parse(TCP6, Proto::Tcp, true));
+        let h = HostSockets(all);
+        assert!(h
+            .serving(&m("0.0.0.0", 7000, Proto::Tcp))
+            .unwrap()
+            .contains("0.0.0.0:7000"));
+        assert!(
+            h.serving(&m("10.0.0.9", 7000, Proto::Tcp)).is_some(),
+            "wildcard listener"
+        );
+        assert!(
+            h.serving(&m("0.0.0.0", 7000, Proto::Udp)).is_none(),
+            "other protocol"
+        );
+        assert!(
+            h.serving(&m("0.0.0.0", 8080, Proto::Tcp)).is_some(),
+            "127.0.0.1 listener"
+        );
+        assert!(
+            h.serving(&m("10.0.0.9", 8080, Proto::Tcp)).is_none(),
+            "other address"
+        );
+        assert!(
+            h.serving(&m("0.0.0.0", 22, Proto::Tcp)).is_some(),
+            "sshd on [::]"
+        );
+        assert!(
+            h.serving(&m("0.0.0.0", 24, Proto::Tcp)).is_none(),
+            "v6-only address"
+        );
+        assert!(h.serving(&m("0.0.0.0", 32768, Proto::Tcp)).is_none());
+        assert!(h.busy().contains(&(Proto::Tcp, 32768)), "but not ephemeral");
+    }
+
+    #[test]
+    fn reserved_ports_keep_what_others_reserved() {
+        assert_eq!(
+            parse_port_list("8080, 61000-61002,\n"),
+            [8080, 61000, 61001, 61002].into()
+        );
+        assert_eq!(format_port_list(&[1, 2, 3, 7, 9, 10].into()), "1-3,7,9-10");
+        assert_eq!(format_port_list(&BTreeSet::new()), "");
+        // The user reserved 22 and 8080; netctl added 9000 last time and now wants 8080, 9100.
+        let (want, added) = merge_reserved(
+            &[22, 8080, 9000].into(),
+            &[9000].into(),
+            &[8080, 9100].into(),
+        );
+        assert_eq!(want, [22, 8080, 9100].into());
+        assert_eq!(added, [9100].into(), "8080 stays the user's");
+        let (want, added) = merge_reserved(&want, &added, &BTreeSet::new());
+        assert_eq!(want, [22, 8080].into());
+        assert!(added.is_empty());
+    }
+}
