@@ -130,6 +130,7 @@ pub fn create(
         };
         let ns = netns::handle_path(state_dir, &id);
         netns::create(&ns)?;
+        crate::failpoint::step("run: namespace created");
         let default_route = !net.internal;
         if let Err(e) = topology::create_endpoint(nl, &ns, &net, &ep, default_route, group) {
             let _ = netns::remove(&ns);

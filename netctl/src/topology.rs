@@ -94,6 +94,7 @@ pub fn create_endpoint(
     })?;
     let ns = netns::open(netns_path)?;
     let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
+    crate::failpoint::step("endpoint: veth created");
     let res = (|| {
         nl.set_controller(index, bridge.index)?;
         nl.set_up(index)?;

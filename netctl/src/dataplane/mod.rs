@@ -260,6 +260,9 @@ impl Dataplane {
                 n += 1;
             }
         }
+        if n > 0 {
+            crate::failpoint::step("dataplane: one map changed");
+        }
         applied.set(name, id, want);
         Ok((n, removed))
     }
