@@ -10,10 +10,11 @@ pub mod ct;
 pub mod drop;
 pub mod event;
 pub mod maps;
+pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -25,6 +26,11 @@ pub mod programs {
     pub const UPLINK_EGRESS: &str = "uplink_egress";
     /// TC ingress on a container's host-side veth: every packet a container sends.
     pub const FROM_CONTAINER: &str = "from_container";
+    /// Socket programs at the cgroup v2 root (see [`crate::sock`]).
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
 }
 
 /// IP protocol numbers the datapath handles.
@@ -49,4 +55,7 @@ mod pod {
     unsafe impl aya::Pod for stats::EndpointCounters {}
     unsafe impl aya::Pod for event::TraceConfig {}
     unsafe impl aya::Pod for event::Event {}
+    unsafe impl aya::Pod for sock::SockNetns {}
+    unsafe impl aya::Pod for sock::RevKey {}
+    unsafe impl aya::Pod for sock::RevValue {}
 }

@@ -9,6 +9,8 @@
 //!   back; container traffic is masqueraded.
 //! - `from_container`: TC ingress on each container's host-side veth. Isolation, ICC,
 //!   internal networks, hairpin.
+//! - `sock_*` (in `sock.rs`, their own entry file): cgroup socket programs for host-local
+//!   clients of published ports and the containers' 127.0.0.11.
 
 // Built for bpfel-unknown-none by netctl's build script. On the host (clippy, `cargo test
 // --workspace`) it is an ordinary binary that does nothing, so workspace-wide tools work.
@@ -23,6 +25,7 @@ mod packet;
 mod parse;
 mod policy;
 mod redirect;
+mod sock;
 mod stats;
 mod verdict;
 

@@ -87,9 +87,14 @@ pub fn uplink(ifindex: u32) -> Option<Uplink> {
 }
 
 /// The backend of a published port: the exact host address first, then the wildcard, which
-/// only counts for addresses of this host. Counts the hit (a new connection).
+/// only counts for addresses of this host. Counts the hit (a new connection). A packet for a
+/// loopback address never gets one: ports published on 127.0.0.1 are for the host's own
+/// processes (the socket programs), never for whoever puts 127.0.0.1 in a packet.
 #[inline(always)]
 pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
+    if addr.to_ne_bytes()[0] == 127 {
+        return None;
+    }
     let mut key = PortKey {
         addr,
         port,

@@ -93,6 +93,59 @@ pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Res
     })
 }
 
+/// The network namespace cookie of the calling thread's namespace (`SO_NETNS_COOKIE`): how
+/// the socket programs recognise this instance's namespaces.
+pub fn own_cookie() -> Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a socket");
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("reading the network namespace cookie (SO_NETNS_COOKIE needs Linux 5.14)");
+    }
+    Ok(cookie)
+}
+
+/// The cookies of the namespaces pinned at `paths` (None where a namespace is gone), read
+/// from one thread that visits each in turn.
+pub fn cookies(paths: &[PathBuf]) -> Vec<Option<u64>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            paths
+                .iter()
+                .map(|p| {
+                    let ns = open(p).ok()?;
+                    setns(&ns, CloneFlags::CLONE_NEWNET).ok()?;
+                    own_cookie().ok()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap_or_default()
+    })
+}
+
 /// Processes whose network namespace is the one pinned at `path`.
 pub fn pids_in(path: &Path) -> Vec<i32> {
     let Ok(target) = fs::metadata(path).map(|m| (m.dev(), m.ino())) else {

@@ -131,11 +131,23 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         .into_iter()
         .map(|(i, n)| (i, n.ip()))
         .collect();
+    let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
+        .containers
+        .values()
+        .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
+        .unzip();
+    let container_cookies: std::collections::BTreeMap<String, u64> = ids
+        .into_iter()
+        .zip(netns::cookies(&paths))
+        .filter_map(|(id, c)| Some((id, c?)))
+        .collect();
     let host = maps::HostView {
         links: &links,
         addrs: &addrs,
         uplinks: &uplinks,
         fast_path: cfg.fast_path,
+        host_cookie: netns::own_cookie()?,
+        container_cookies: &container_cookies,
     };
     r.changes
         .extend(dp.apply(&maps::desired(state, &host), full)?);

@@ -42,6 +42,65 @@ for _ in range(3):
 sys.exit(1)
 "#;
 
+/// A minimal HTTP server (python3 -c) for the sandbox's host namespace: argv = ADDR PORT BODY;
+/// answers every request with BODY. (http.server looks its own address up in DNS at start,
+/// which would send queries out of the sandbox.)
+pub const TINY_HTTP: &str = r#"
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+body = sys.argv[3].encode()
+def serve(c):
+    try:
+        c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Sends one hand-made TCP SYN out of an interface (AF_PACKET), whatever its addresses say:
+/// argv = IFNAME DST_MAC SRC_IP DST_IP DST_PORT. For packets a normal socket cannot send
+/// (a destination of 127.0.0.1 on the wire).
+pub const RAW_SYN: &str = r#"
+import socket, struct, sys
+ifname, mac, src, dst, dport = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+s_ip, d_ip = socket.inet_aton(src), socket.inet_aton(dst)
+tcp = struct.pack("!HHIIBBHHH", 40000, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+tcp = tcp[:16] + struct.pack("!H", csum(s_ip + d_ip + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, s_ip, d_ip)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((ifname, 0))
+eth = bytes.fromhex(mac.replace(":", "")) + s.getsockname()[4] + b"\x08\x00"
+s.send(eth + ip + tcp)
+"#;
+
+/// The network namespace cookie of the calling thread's namespace (SO_NETNS_COOKIE).
+pub fn netns_cookie() -> u64 {
+    // SAFETY: plain socket/getsockopt/close on a fresh descriptor.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut cookie = 0u64;
+        let mut len = 8 as libc::socklen_t;
+        let r = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            71,
+            &mut cookie as *mut u64 as *mut _,
+            &mut len,
+        );
+        libc::close(fd);
+        assert_eq!(r, 0, "SO_NETNS_COOKIE");
+        cookie
+    }
+}
+
 /// A one-file HTTP server (python3 -c): answers every GET with the client's address, and
 /// UDP datagrams on the same port with "udp <client address>".
 pub const WHOAMI: &str = r#"
@@ -398,6 +457,41 @@ impl Sandbox {
     /// Runs a shell command in a container; returns its output.
     pub fn container_sh(&self, name: &str, script: &str) -> Output {
         self.netctl(&["exec", name, "--", "sh", "-c", script])
+    }
+
+    /// A pinned map of this sandbox's instance (whatever its layout version).
+    pub fn pinned_map(&self, name: &str) -> PathBuf {
+        fs::read_dir(&self.bpffs)
+            .expect("bpffs dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('v'))
+            })
+            .expect("a layout directory")
+            .join("maps")
+            .join(name)
+    }
+
+    /// Starts [`TINY_HTTP`] in the host namespace on ADDR:PORT answering BODY; waits until it
+    /// listens.
+    pub fn host_http(&self, addr: &str, port: u16, body: &str) -> Background {
+        let child = self
+            .in_host("python3")
+            .args(["-c", TINY_HTTP, addr, &port.to_string(), body])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("host http server");
+        let wait = format!(
+            "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
+        );
+        assert!(
+            self.host_sh(&wait).status.success(),
+            "host server did not start"
+        );
+        Background(child)
     }
 
     /// Names of the links in the host namespace.

@@ -26,11 +26,15 @@ fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
             "sync output lacks {prog}: {out}"
         );
     }
+    // The socket programs go to the cgroup v2 root, once per instance.
+    for prog in ["sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"] {
+        assert!(out.contains(&format!("attached {prog} to /")), "{prog}: {out}");
+    }
     // Pinned under this sandbox's bpffs directory, versioned.
     let links = std::fs::read_dir(layout.join("links"))
         .expect("links pinned")
         .count();
-    assert_eq!(links, 3);
+    assert_eq!(links, 3 + 4);
     // Idempotent.
     assert_eq!(sb.netctl_ok(&["sync"]).trim(), "in sync: nothing to change");
 

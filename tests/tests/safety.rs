@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeSet,
     os::unix::fs::{MetadataExt, PermissionsExt},
-    process::Stdio,
     time::Duration,
 };
 
@@ -34,25 +33,7 @@ fn in_port_list(list: &str, port: u16) -> bool {
 
 /// A host service in the sandbox's host namespace: answers HTTP on `port` with "host".
 fn host_service(sb: &Sandbox, port: u16) -> Background {
-    let dir = sb.state_dir.with_extension(format!("www{port}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "host").unwrap();
-    let child = sb
-        .in_host("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "0.0.0.0"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait = format!(
-        "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
-    );
-    assert!(
-        sb.host_sh(&wait).status.success(),
-        "host service did not start"
-    );
-    Background(child)
+    sb.host_http("0.0.0.0", port, "host")
 }
 
 #[test]

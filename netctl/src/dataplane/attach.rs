@@ -8,10 +8,10 @@ use std::{collections::BTreeSet, fs, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::programs::{
-    links::{FdLink, PinnedLink},
+    links::{CgroupAttachMode, FdLink, PinnedLink},
     tc::SchedClassifierLink,
     xdp::XdpLink,
-    SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
+    CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
 };
 use aya_obj::programs::XdpAttachType;
 
@@ -21,7 +21,8 @@ use super::{
 };
 use crate::config::XdpMode;
 
-/// One program attached to one interface.
+/// One program attached to one interface (or, for socket programs, to the cgroup v2 root:
+/// `ifname` is its path, `ifindex` 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub program: &'static str,
@@ -120,6 +121,22 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, xdp: XdpMode) -> Result<&'s
     let prog_pin = pins.progs(hash).join(att.program);
     let target = pin_path(pins, hash, att);
     match att.kind {
+        ProgKind::Sock(hook) => {
+            let mut prog = CgroupSockAddr::from_pin(&prog_pin, hook)
+                .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
+            let cgroup = fs::File::open(&att.ifname)
+                .with_context(|| format!("opening cgroup {}", att.ifname))?;
+            // Several netctl instances (and other tools) share the root: each program only
+            // acts on its own instance's namespaces. A cgroup bpf_link is always
+            // multi-attach; the kernel wants no flags for it ("Single" is 0).
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {} to cgroup {}", att.program, att.ifname))?;
+            let link: FdLink = prog.take_link(id)?.try_into()?;
+            link.pin(&target)
+                .with_context(|| format!("pinning link {}", target.display()))?;
+            Ok(" (cgroup)")
+        }
         ProgKind::Tc => {
             let mut prog = SchedClassifier::from_pin(&prog_pin)
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
@@ -167,6 +184,13 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, xdp: XdpMode) -> Result<&'s
 
 /// Moves an attached link to this binary's program atomically and re-pins it.
 fn replace(pins: &Pins, hash: &str, att: &Attachment, old_pin: &Path) -> Result<()> {
+    if let ProgKind::Sock(_) = att.kind {
+        // The new program goes on beside the old one, then the old one goes: for a moment
+        // both run, and the second finds nothing left to translate.
+        attach(pins, hash, att, XdpMode::Off)?;
+        return fs::remove_file(old_pin)
+            .with_context(|| format!("unpinning {}", old_pin.display()));
+    }
     let prog_pin = pins.progs(hash).join(att.program);
     let fd_link = FdLink::from(
         PinnedLink::from_pin(old_pin)
@@ -184,6 +208,7 @@ fn replace(pins: &Pins, hash: &str, att: &Attachment, old_pin: &Path) -> Result<
             let id = prog.attach_to_link(XdpLink::try_from(fd_link)?)?;
             prog.take_link(id)?.try_into()?
         }
+        ProgKind::Sock(_) => unreachable!("handled above"),
     };
     link.pin(&target)
         .with_context(|| format!("pinning link {}", target.display()))?;

@@ -4,10 +4,11 @@ use std::fs;
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{Program, SchedClassifier, Xdp},
+    programs::{CgroupSockAddr, Program, SchedClassifier, Xdp},
     EbpfLoader,
 };
-use netctl_common::{maps, programs};
+use aya_obj::programs::CgroupSockAddrAttachType as SockHook;
+use netctl_common::{maps, programs, sock};
 
 use super::pins::{self, Pins};
 
@@ -15,18 +16,40 @@ use super::pins::{self, Pins};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 4] = [
+pub const PROGRAMS: [(&str, ProgKind); 8] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
     (programs::FROM_CONTAINER, ProgKind::Tc),
+    (programs::SOCK_CONNECT4, ProgKind::Sock(SockHook::Connect4)),
+    (
+        programs::SOCK_SENDMSG4,
+        ProgKind::Sock(SockHook::UDPSendMsg4),
+    ),
+    (
+        programs::SOCK_RECVMSG4,
+        ProgKind::Sock(SockHook::UDPRecvMsg4),
+    ),
+    (
+        programs::SOCK_GETPEERNAME4,
+        ProgKind::Sock(SockHook::GetPeerName4),
+    ),
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum ProgKind {
     Xdp,
     Tc,
+    /// A cgroup socket-address program, attached at the cgroup v2 root.
+    Sock(SockHook),
 }
+
+impl PartialEq for ProgKind {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+impl Eq for ProgKind {}
 
 /// Identifies this binary's programs: FNV-1a of the object, 16 hex digits.
 pub fn object_hash() -> String {
@@ -47,7 +70,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool>
         return Ok(false);
     }
     let mut loader = EbpfLoader::new();
-    for name in maps::ALL {
+    for name in maps::ALL.into_iter().chain(sock::MAPS) {
         loader.map_pin_path(name, pins.map(name));
     }
     loader.map_max_entries(maps::CT, ct_entries);
@@ -67,6 +90,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool>
         match kind {
             ProgKind::Xdp => load_as::<Xdp>(prog, name)?,
             ProgKind::Tc => load_as::<SchedClassifier>(prog, name)?,
+            ProgKind::Sock(_) => load_as::<CgroupSockAddr>(prog, name)?,
         }
         prog.pin(tmp.join(name))
             .with_context(|| format!("pinning program {name} under {}", tmp.display()))?;
@@ -85,6 +109,11 @@ impl Loadable for Xdp {
     }
 }
 impl Loadable for SchedClassifier {
+    fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+impl Loadable for CgroupSockAddr {
     fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError> {
         self.load()
     }

@@ -12,6 +12,7 @@ use netctl_common::{
         NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_ACTIVE,
     },
     proto,
+    sock::{SockNetns, NETNS_CONTAINER, NETNS_HOST},
 };
 
 use crate::{netlink::Link, ports::Proto, state::State};
@@ -40,6 +41,8 @@ pub struct Desired {
     pub networks: BTreeMap<u32, NetInfo>,
     /// (prefix length, network address) → bridge ifindex.
     pub subnets: BTreeMap<(u32, u32), u32>,
+    /// Network namespace cookie → what the socket programs do there.
+    pub sock_netns: BTreeMap<u64, SockNetns>,
 }
 
 /// What the kernel side knows that the state does not: interfaces and addresses.
@@ -50,6 +53,10 @@ pub struct HostView<'a> {
     /// (name, ifindex, XDP attached).
     pub uplinks: &'a [(String, u32, bool)],
     pub fast_path: bool,
+    /// The cookie of the namespace netctl runs in (its "host").
+    pub host_cookie: u64,
+    /// Container ID → its namespace's cookie.
+    pub container_cookies: &'a BTreeMap<String, u64>,
 }
 
 fn mac6(mac: &[u8]) -> [u8; 6] {
@@ -58,6 +65,16 @@ fn mac6(mac: &[u8]) -> [u8; 6] {
         out.copy_from_slice(mac);
     }
     out
+}
+
+/// The embedded DNS a container asks at 127.0.0.11: the resolver on the gateway of its first
+/// user-defined network. Containers only on the default network have none (Docker's rule).
+pub fn dns_server(state: &State, c: &crate::state::Container) -> Option<Ipv4Addr> {
+    c.endpoints
+        .iter()
+        .filter(|e| e.network != crate::networks::DEFAULT_NETWORK)
+        .find_map(|e| state.networks.get(&e.network))
+        .map(|n| n.gateway)
 }
 
 pub fn desired(state: &State, host: &HostView) -> Desired {
@@ -116,7 +133,23 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
             bridge.index,
         );
     }
+    d.sock_netns.insert(
+        host.host_cookie,
+        SockNetns {
+            flags: NETNS_HOST,
+            dns_addr: 0,
+        },
+    );
     for c in state.containers.values() {
+        if let Some(cookie) = host.container_cookies.get(&c.id) {
+            d.sock_netns.insert(
+                *cookie,
+                SockNetns {
+                    flags: NETNS_CONTAINER,
+                    dns_addr: dns_server(state, c).map_or(0, raw),
+                },
+            );
+        }
         for ep in &c.endpoints {
             let (Some(veth), Some(net)) = (by_name(&ep.host_veth), state.networks.get(&ep.network))
             else {
@@ -274,6 +307,8 @@ mod tests {
                 addrs: &addrs,
                 uplinks: &uplinks,
                 fast_path: true,
+                host_cookie: 1,
+                container_cookies: &[("web".to_string(), 7), ("hid".to_string(), 8)].into(),
             },
         );
 
@@ -311,5 +346,16 @@ mod tests {
             ("10.1.0.2".parse().unwrap(), 80)
         );
         assert_eq!(d.config.flags, CONFIG_FAST_PATH);
+        // The socket programs know the host and both containers; web asks a/s gateway at
+        // 127.0.0.11.
+        assert_eq!(d.sock_netns[&1].flags, NETNS_HOST);
+        assert_eq!(
+            d.sock_netns[&7],
+            SockNetns {
+                flags: NETNS_CONTAINER,
+                dns_addr: raw("10.1.0.1".parse().unwrap())
+            }
+        );
+        assert_eq!(d.sock_netns.len(), 3);
     }
 }

@@ -114,6 +114,13 @@ impl Dataplane {
                 false,
             ));
         }
+        if let Some(root) = cgroup_root() {
+            for (program, kind) in load::PROGRAMS {
+                if let ProgKind::Sock(_) = kind {
+                    desired.push(att(program, kind, &root, 0, false));
+                }
+            }
+        }
         let changes = attach::reconcile(&self.pins, &self.hash, &desired, self.xdp)?;
         for stale in self.pins.stale_progs(&self.hash) {
             let _ = std::fs::remove_dir_all(stale);
@@ -158,6 +165,15 @@ impl Dataplane {
                     .0,
             ),
             ("subnets", self.sync_subnets(&want.subnets)?),
+            (
+                "socket namespaces",
+                self.sync_hash(
+                    netctl_common::sock::SOCK_NETNS,
+                    &want.sock_netns,
+                    &mut applied,
+                )?
+                .0,
+            ),
         ];
         let ep_keys: BTreeMap<u32, u8> = want.endpoints.keys().map(|k| (*k, 0)).collect();
         let port_keys: BTreeMap<_, u8> = want.portmap.keys().map(|k| (*k, 0)).collect();
@@ -518,6 +534,20 @@ fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bo
         ifindex: index,
         egress,
     }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (its root covers every process): /sys/fs/cgroup
+/// on a unified host, /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup_root() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| dir.replace("\\040", " "))
+        })
+        .min_by_key(|d| d.len())
 }
 
 /// Removes every pin of this instance: links (detaching the programs), programs and maps.

@@ -1,0 +1,171 @@
+//! Socket programs at the cgroup v2 root: host-local clients reach published ports, and
+//! containers reach the embedded DNS at 127.0.0.11, by rewriting the destination when the
+//! socket connects or sends — no proxy, no listener, no NAT rule — and the source back when
+//! it receives or asks for its peer, so the application sees what it dialled.
+//!
+//! They run for every socket of the machine: the first thing each does is look its network
+//! namespace cookie up in `SOCK_NETNS`; any namespace that is not this instance's host
+//! namespace or one of its containers passes untouched. They never refuse a socket call.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LruHashMap},
+    programs::SockAddrContext,
+    EbpfContext,
+};
+use netctl_common::{
+    maps::{Backend, PortKey},
+    proto,
+    sock::*,
+};
+
+use crate::maps::{is_host_addr, PORTMAP, PORT_STATS};
+
+#[map(name = "SOCK_NETNS")]
+static SOCK_NETNS: HashMap<u64, SockNetns> = HashMap::with_max_entries(SOCK_NETNS_MAX, 0);
+
+#[map(name = "SOCK_REVNAT")]
+static SOCK_REVNAT: LruHashMap<RevKey, RevValue> = LruHashMap::with_max_entries(SOCK_REVNAT_MAX, 0);
+
+/// Verdict of every socket program: let the call go on.
+const ALLOW: i32 = 1;
+/// Socket types (linux/net.h).
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx, true);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    restore(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    restore(&ctx);
+    ALLOW
+}
+
+/// This instance's view of the socket's namespace, or None: not ours, hands off.
+#[inline(always)]
+fn our_netns(ctx: &SockAddrContext) -> Option<SockNetns> {
+    // SAFETY: helper valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: read-only copy of a value the controller writes whole.
+    unsafe { SOCK_NETNS.get(cookie).copied() }
+}
+
+#[inline(always)]
+fn l4(ctx: &SockAddrContext) -> Option<u8> {
+    // SAFETY: the context pointer is valid for the whole run.
+    match unsafe { (*ctx.sock_addr).type_ } {
+        SOCK_STREAM => Some(proto::TCP),
+        SOCK_DGRAM => Some(proto::UDP),
+        _ => None,
+    }
+}
+
+/// The published port behind `addr:port` as a host process dials it: the exact address
+/// first, then a wildcard publication for any address that is the host's own (its
+/// addresses, loopback, 0.0.0.0).
+#[inline(always)]
+fn published_here(addr: u32, port: u16, proto: u8, count: bool) -> Option<Backend> {
+    let mut key = PortKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: read-only copies of values the controller writes whole.
+    let mut found = unsafe { PORTMAP.get(key).copied() };
+    if found.is_none() {
+        let first = addr.to_ne_bytes()[0];
+        if !(first == 127 || addr == 0 || is_host_addr(addr)) {
+            return None;
+        }
+        key.addr = 0;
+        found = unsafe { PORTMAP.get(key).copied() };
+    }
+    if count && found.is_some() {
+        if let Some(hits) = PORT_STATS.get_ptr_mut(key) {
+            // SAFETY: per-CPU value of this CPU.
+            unsafe { *hits += 1 };
+        }
+    }
+    found
+}
+
+/// connect4/sendmsg4: the new destination, remembered per socket for the way back.
+#[inline(always)]
+fn translate(ctx: &SockAddrContext, connect: bool) -> Option<()> {
+    let ns = our_netns(ctx)?;
+    let proto = l4(ctx)?;
+    // SAFETY: the context pointer is valid for the whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let (addr, port) = (sa.user_ip4, sa.user_port as u16);
+    let to = if ns.flags & NETNS_CONTAINER != 0 {
+        if ns.dns_addr == 0 || addr != DNS_ADDR || port != 53u16.to_be() {
+            return None;
+        }
+        Backend {
+            addr: ns.dns_addr,
+            port,
+            _pad: 0,
+        }
+    } else if ns.flags & NETNS_HOST != 0 {
+        published_here(addr, port, proto, connect)?
+    } else {
+        return None;
+    };
+    // SAFETY: helper valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = RevKey {
+        cookie,
+        addr: to.addr,
+        port: to.port,
+        _pad: 0,
+    };
+    let orig = RevValue {
+        addr,
+        port,
+        _pad: 0,
+    };
+    let _ = SOCK_REVNAT.insert(key, orig, BPF_ANY as u64);
+    sa.user_ip4 = to.addr;
+    sa.user_port = u32::from(to.port);
+    Some(())
+}
+
+/// recvmsg4/getpeername4: a translated socket sees the address it dialled.
+#[inline(always)]
+fn restore(ctx: &SockAddrContext) -> Option<()> {
+    our_netns(ctx)?;
+    // SAFETY: the context pointer is valid for the whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    // SAFETY: helper valid for sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = RevKey {
+        cookie,
+        addr: sa.user_ip4,
+        port: sa.user_port as u16,
+        _pad: 0,
+    };
+    // SAFETY: read-only copy of a map value.
+    let orig = unsafe { SOCK_REVNAT.get(key).copied() }?;
+    sa.user_ip4 = orig.addr;
+    sa.user_port = u32::from(orig.port);
+    Some(())
+}

@@ -1,0 +1,242 @@
+//! Host-local clients reach published ports through the socket programs (no proxy, no
+//! listener, no NAT rule), only this instance's namespaces are touched, ports published on
+//! 127.0.0.1 stay local, and containers reach the host.
+
+use std::time::Duration;
+
+use netctl_tests::{require_sandbox, Background, Sandbox};
+
+/// A UDP client: sends "hi" to argv[1]:argv[2] (connected when argv[3] == "connect") and
+/// prints the answer and the address it came from, as the application sees it.
+const UDP_PEER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+dst = (sys.argv[1], int(sys.argv[2]))
+if sys.argv[3] == "connect":
+    s.connect(dst)
+for _ in range(3):
+    if sys.argv[3] == "connect": s.send(b"hi")
+    else: s.sendto(b"hi", dst)
+    try:
+        data, peer = s.recvfrom(2048)
+        print(data.decode(), "from", "%s:%d" % peer); sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+"#;
+
+/// Connects over TCP and prints what getpeername() says.
+const TCP_PEER: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print("%s:%d" % s.getpeername())
+"#;
+
+fn host_curl(sb: &Sandbox, url: &str) -> Option<String> {
+    let out = sb.host_sh(&format!("curl -sf --max-time 3 {url}"));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn gateway(sb: &Sandbox, network: &str) -> String {
+    sb.state()["networks"][network]["gateway"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn host_processes_reach_published_ports_on_every_host_address() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.whoami("web", None, &["8080:80", "8053:80/udp"], 80);
+    let gw = gateway(&sb, "bridge");
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "0.0.0.0",
+        "127.0.0.2",
+        &sb.host_ip,
+        &gw,
+    ] {
+        let body = host_curl(&sb, &format!("http://{host}:8080/"));
+        // The container sees the host's own address for the bridge (no proxy in between).
+        assert_eq!(body.as_deref(), Some(gw.as_str()), "curl {host}:8080");
+    }
+    // UDP, connected and not: the answer comes from the address the client used.
+    for mode in ["connect", "sendto"] {
+        let out = sb.host_sh(&format!("python3 -c '{UDP_PEER}' 127.0.0.1 8053 {mode}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            format!("udp {gw} from 127.0.0.1:8053"),
+            "{mode}"
+        );
+    }
+    // getpeername() shows what was dialled.
+    let out = sb.host_sh(&format!("python3 -c '{TCP_PEER}' 127.0.0.1 8080"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "127.0.0.1:8080"
+    );
+    // No listener on the host port, no proxy process: the socket programs did it.
+    let ss = sb.host_sh("ss -ltnH");
+    assert!(!String::from_utf8_lossy(&ss.stdout).contains(":8080 "));
+
+    // Unpublished ports and ports on other addresses are not translated.
+    assert!(host_curl(&sb, "http://127.0.0.1:8081/").is_none());
+    // Removing the container removes the translation at once.
+    sb.netctl_ok(&["rm", "-f", "web"]);
+    assert!(host_curl(&sb, "http://127.0.0.1:8080/").is_none());
+}
+
+#[test]
+fn other_namespaces_are_never_translated() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.whoami("web", None, &["8080:80"], 80);
+    // The outside namespace has its own server on 127.0.0.1:8080: it must reach that one.
+    let _own = Background(sb.spawn_outside(
+        "timeout 20 python3 -c 'import http.server as h; h.HTTPServer((\"127.0.0.1\", 8080), type(\"H\", (h.BaseHTTPRequestHandler,), {\"do_GET\": lambda s: (s.send_response(200), s.end_headers(), s.wfile.write(b\"outside\")), \"log_message\": lambda *a: None})).serve_forever()'",
+    ));
+    let wait = "for i in $(seq 100); do ss -ltnH | grep -q '127.0.0.1:8080 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.outside_sh(wait).status.success());
+    let out = sb.outside_sh("curl -sf --max-time 3 http://127.0.0.1:8080/");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "outside");
+    // A container's own loopback is its own too.
+    sb.whoami("peer", None, &[], 81);
+    let out = sb.netctl(&[
+        "exec",
+        "peer",
+        "--",
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a container's 127.0.0.1:8080 is not the host's"
+    );
+
+    // The programs know exactly this instance's namespaces: the host and its containers.
+    // The machine's root namespace (where this test runs) is not among them.
+    let map = sb.pinned_map("SOCK_NETNS");
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&map)
+        .output()
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cookies: Vec<u64> = dump
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let bytes: Vec<u8> = e["key"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect();
+            u64::from_ne_bytes(bytes[..8].try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(cookies.len(), 3, "host + two containers: {cookies:?}");
+    let root = netctl_tests::netns_cookie();
+    assert!(
+        !cookies.contains(&root),
+        "the root namespace must pass untouched"
+    );
+}
+
+#[test]
+fn ports_published_on_loopback_stay_local() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.whoami("web", None, &["127.0.0.1:8080:80"], 80);
+    let gw = gateway(&sb, "bridge");
+    assert_eq!(
+        host_curl(&sb, "http://127.0.0.1:8080/").as_deref(),
+        Some(gw.as_str())
+    );
+    // Only 127.0.0.1 was published: the host's other addresses do not answer, from the host
+    // or from outside.
+    assert!(host_curl(&sb, &format!("http://{}:8080/", sb.host_ip)).is_none());
+    assert!(sb
+        .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+        .is_none());
+    // A packet from the uplink that names 127.0.0.1 itself is never let in (Docker 28's fix).
+    let link = sb.host_sh(&format!("ip -br link show {}", netctl_tests::UPLINK));
+    let mac = String::from_utf8_lossy(&link.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let stats = |sb: &Sandbox| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
+        v["ports"][0]["connections"].as_u64().unwrap()
+    };
+    let before = stats(&sb);
+    let send = format!(
+        "python3 -c '{}' {} {mac} {} 127.0.0.1 8080",
+        netctl_tests::RAW_SYN,
+        netctl_tests::UPLINK,
+        sb.outside_ip
+    );
+    let sent = sb.outside_sh(&send);
+    assert!(
+        sent.status.success(),
+        "{send}: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        stats(&sb),
+        before,
+        "a SYN to 127.0.0.1 from outside reached the container"
+    );
+}
+
+#[test]
+fn containers_reach_the_host_and_each_others_published_ports() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.whoami("web", None, &["8080:80"], 80);
+    sb.whoami("client", None, &[], 81);
+    let gw = gateway(&sb, "bridge");
+    // A host service, reached through the gateway address.
+    let _svc = sb.host_http(&gw, 7070, "host");
+    let out = sb.netctl(&[
+        "exec",
+        "client",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
+        &format!("http://{gw}:7070/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // Hairpin: another container's published port through the host's address.
+    let out = sb.netctl(&[
+        "exec",
+        "client",
+        "--",
+        "curl",
+        "-sf",
+        "--max-time",
+        "3",
+        &format!("http://{}:8080/", sb.host_ip),
+    ]);
+    assert!(out.status.success(), "hairpin through the host address");
+}
