@@ -9,15 +9,17 @@ use anyhow::{anyhow, Result};
 use crate::{
     config::Config,
     dataplane::{maps, Dataplane},
-    netlink::Netlink,
+    netlink::{Link, Netlink},
     netns, process,
     state::{Container, State},
     topology,
 };
 
-/// The uplinks: NETCTL_UPLINKS if set, else the interfaces carrying default routes.
-pub fn uplinks(cfg: &Config, nl: &Netlink) -> Result<Vec<(String, u32)>> {
-    let links = nl.links()?;
+/// The uplinks: NETCTL_UPLINKS if set, else every interface that is not netctl's own —
+/// published ports answer on all of them, as Docker's do. Netctl's own are loopback and the
+/// links in an instance's interface group (bridges, container veths; any group with the high
+/// bit set is some netctl instance's, see [`topology::instance_group`]).
+pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(String, u32)>> {
     if !cfg.uplinks.is_empty() {
         return cfg
             .uplinks
@@ -31,10 +33,20 @@ pub fn uplinks(cfg: &Config, nl: &Netlink) -> Result<Vec<(String, u32)>> {
             })
             .collect();
     }
-    let indexes = nl.default_route_interfaces()?;
+    let own: BTreeSet<&str> = state
+        .networks
+        .values()
+        .map(|n| n.bridge.as_str())
+        .chain(
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
+        )
+        .collect();
     Ok(links
         .iter()
-        .filter(|l| indexes.contains(&l.index))
+        .filter(|l| l.name != "lo" && l.group & 0x8000_0000 == 0 && !own.contains(l.name.as_str()))
         .map(|l| (l.name.clone(), l.index))
         .collect())
 }
@@ -94,7 +106,7 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
 
     let dp = Dataplane::open(cfg)?;
     let links = nl.links()?;
-    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, nl)?
+    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, &links, state)?
         .into_iter()
         .map(|(name, index)| {
             let xdp = links

@@ -4,8 +4,8 @@
 //! containers are created) and "outside" (a client or server beyond the uplink):
 //!
 //! ```text
-//!  outside ns                       host ns
-//!  [ up0 10.R.0.1/24 ] <--veth--> [ up0 10.R.0.2/24, default route via 10.R.0.1 ]
+//!  outside ns                          host ns
+//!  [ up0 100.64.R.1/24 ] <--veth--> [ up0 100.64.R.2/24, default route via 100.64.R.1 ]
 //!                                     netctl0 / br-… bridges, container veths
 //! ```
 //!
@@ -215,8 +215,9 @@ impl Sandbox {
             outside_ns: format!("{NS_PREFIX}{id}-o"),
             state_dir: PathBuf::from(STATE_ROOT).join(&id),
             bpffs: PathBuf::from(BPFFS_ROOT).join(&id),
-            host_ip: format!("10.{r}.0.2"),
-            outside_ip: format!("10.{r}.0.1"),
+            // 100.64.0.0/10 (shared address space): never one of the tests' own 10.x subnets.
+            host_ip: format!("100.64.{r}.2"),
+            outside_ip: format!("100.64.{r}.1"),
             id,
             netctl,
             extra_env: Vec::new(),
@@ -459,6 +460,63 @@ impl Sandbox {
         self.netctl(&["exec", name, "--", "sh", "-c", script])
     }
 
+    /// A further namespace joined to the host namespace by a veth: `host_if` in the host with
+    /// `host_addr`/24, `peer` (named `ext0`) in the new namespace with `peer_addr`/24. Torn
+    /// down with the sandbox. Returns the namespace's name.
+    pub fn add_peer_namespace(
+        &self,
+        suffix: &str,
+        host_if: &str,
+        host_addr: &str,
+        peer_addr: &str,
+    ) -> String {
+        let ns = format!("{NS_PREFIX}{}-{suffix}", self.id);
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link",
+            "add",
+            host_if,
+            "netns",
+            &self.host_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ext0",
+            "netns",
+            &ns,
+        ]);
+        ip(&[
+            "-n",
+            &self.host_ns,
+            "addr",
+            "add",
+            &format!("{host_addr}/24"),
+            "dev",
+            host_if,
+        ]);
+        ip(&["-n", &self.host_ns, "link", "set", host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{peer_addr}/24"),
+            "dev",
+            "ext0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "ext0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A shell command in a namespace made by [`Sandbox::add_peer_namespace`].
+    pub fn ns_sh(&self, ns: &str, script: &str) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net={}", Self::ns_path(ns)))
+            .args(["--", "sh", "-c", script]))
+    }
+
     /// A pinned map of this sandbox's instance (whatever its layout version).
     pub fn pinned_map(&self, name: &str) -> PathBuf {
         fs::read_dir(&self.bpffs)
@@ -522,12 +580,7 @@ impl Default for Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        teardown(
-            &self.host_ns,
-            &self.outside_ns,
-            &self.state_dir,
-            &self.bpffs,
-        );
+        teardown(&self.id, &self.state_dir, &self.bpffs);
     }
 }
 
@@ -572,10 +625,27 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn teardown(host_ns: &str, outside_ns: &str, state_dir: &Path, bpffs: &Path) {
+/// Every namespace of a sandbox: host, outside and any added with
+/// [`Sandbox::add_peer_namespace`] (all named `nctl-<id>-<suffix>`).
+fn sandbox_namespaces(id: &str) -> Vec<String> {
+    let prefix = format!("{NS_PREFIX}{id}-");
+    fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('-'))
+        })
+        .collect()
+}
+
+fn teardown(id: &str, state_dir: &Path, bpffs: &Path) {
     let mounts = mounts_below(state_dir);
     let mut inodes: Vec<u64> = mounts.iter().filter_map(|m| ns_inode(m)).collect();
-    for ns in [host_ns, outside_ns] {
+    let namespaces = sandbox_namespaces(id);
+    for ns in &namespaces {
         if let Some(i) = ns_inode(&PathBuf::from(format!("/run/netns/{ns}"))) {
             inodes.push(i);
         }
@@ -587,7 +657,7 @@ fn teardown(host_ns: &str, outside_ns: &str, state_dir: &Path, bpffs: &Path) {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
     let _ = fs::remove_dir_all(state_dir);
-    for ns in [host_ns, outside_ns] {
+    for ns in &namespaces {
         let _ = Command::new("ip")
             .args(["netns", "del", ns])
             .stderr(Stdio::null())
@@ -609,7 +679,7 @@ pub fn sweep_leftovers() {
     for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(rest) = name.strip_prefix(NS_PREFIX) {
-            if let Some(id) = rest.strip_suffix("-h").or_else(|| rest.strip_suffix("-o")) {
+            if let Some((id, _suffix)) = rest.rsplit_once('-') {
                 ids.insert(id.to_string());
             }
         }
@@ -625,8 +695,7 @@ pub fn sweep_leftovers() {
             continue;
         }
         teardown(
-            &format!("{NS_PREFIX}{id}-h"),
-            &format!("{NS_PREFIX}{id}-o"),
+            &id,
             &PathBuf::from(STATE_ROOT).join(&id),
             &PathBuf::from(BPFFS_ROOT).join(&id),
         );

@@ -27,8 +27,16 @@ fn sync_attaches_programs_to_the_uplink_and_counts_traffic() {
         );
     }
     // The socket programs go to the cgroup v2 root, once per instance.
-    for prog in ["sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"] {
-        assert!(out.contains(&format!("attached {prog} to /")), "{prog}: {out}");
+    for prog in [
+        "sock_connect4",
+        "sock_sendmsg4",
+        "sock_recvmsg4",
+        "sock_getpeername4",
+    ] {
+        assert!(
+            out.contains(&format!("attached {prog} to /")),
+            "{prog}: {out}"
+        );
     }
     // Pinned under this sandbox's bpffs directory, versioned.
     let links = std::fs::read_dir(layout.join("links"))

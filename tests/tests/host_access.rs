@@ -240,3 +240,76 @@ fn containers_reach_the_host_and_each_others_published_ports() {
     ]);
     assert!(out.status.success(), "hairpin through the host address");
 }
+
+#[test]
+fn published_ports_answer_on_every_interface_even_without_a_default_route() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    // A host whose only routes are connected ones, with a second NIC.
+    assert!(sb.host_sh("ip route del default").status.success());
+    let r: u8 = sb.host_ip.split('.').nth(2).unwrap().parse().unwrap();
+    let (h2, p2) = (format!("100.65.{r}.2"), format!("100.65.{r}.1"));
+    let second = sb.add_peer_namespace("second", "up1", &h2, &p2);
+    sb.whoami("web", None, &["8080:80"], 80);
+    assert_eq!(
+        sb.curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+            .as_deref(),
+        Some(sb.outside_ip.as_str()),
+        "first NIC"
+    );
+    let out = sb.ns_sh(&second, &format!("curl -sf --max-time 3 http://{h2}:8080/"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), p2, "second NIC");
+    // Masquerade leaves with the address of the interface the packet leaves by.
+    let _srv = Background(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{second}"))
+            .args([
+                "--",
+                "timeout",
+                "20",
+                "python3",
+                "-c",
+                netctl_tests::WHOAMI,
+                &p2,
+                "9000",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':9000 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.ns_sh(&second, wait).status.success());
+    let got = sb.netctl(&[
+        "exec",
+        "web",
+        "--",
+        "curl",
+        "-sf",
+        "--max-time",
+        "3",
+        &format!("http://{p2}:9000/"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        h2,
+        "masqueraded to the second NIC's address"
+    );
+
+    // An interface that appears later is caught up by sync (the daemon follows it live).
+    let (h3, p3) = (format!("100.66.{r}.2"), format!("100.66.{r}.1"));
+    let third = sb.add_peer_namespace("third", "up2", &h3, &p3);
+    sb.netctl_ok(&["sync"]);
+    let out = sb.ns_sh(&third, &format!("curl -sf --max-time 3 http://{h3}:8080/"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        p3,
+        "third NIC after sync"
+    );
+    // NETCTL_UPLINKS still restricts.
+    let mut only = Sandbox::new();
+    only.env("NETCTL_UPLINKS", netctl_tests::UPLINK);
+    let out = only.netctl_ok(&["sync"]);
+    assert!(out.contains("attached uplink_ingress to up0"), "{out}");
+}

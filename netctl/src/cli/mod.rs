@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
     long_about = "Docker-style container networks with an eBPF dataplane (no iptables).\n\n\
         netctl acts on the network namespace it runs in. State lives in NETCTL_STATE_DIR \
         (default /var/lib/netctl), pinned eBPF objects in NETCTL_BPFFS (default \
-        /sys/fs/bpf/netctl). Uplinks are NETCTL_UPLINKS (comma list) or the interfaces of the \
-        default routes. NETCTL_XDP=auto|native|generic|off picks how XDP attaches (auto: \
+        /sys/fs/bpf/netctl). Uplinks are every interface that is not netctl's own, or NETCTL_UPLINKS \
+        (comma list) to restrict them. NETCTL_XDP=auto|native|generic|off picks how XDP attaches (auto: \
         native on physical NICs, TC only on veth and other virtual uplinks). \
         NETCTL_FASTPATH=off routes published-port traffic through the bridge and host stack. \
         NETCTL_CT_ENTRIES sizes connection tracking (default 262144) when the maps are made."
