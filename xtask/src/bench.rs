@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use netctl_tests::{Background, Sandbox};
 use serde_json::{json, Value};
 
+mod host_local;
+
 const SUBNET: &str = "172.30.0.0/24";
 const SERVER_IP: &str = "172.30.0.2";
 const BRIDGE: &str = "ncbench0";
@@ -91,11 +93,22 @@ fn kernel_cpu_secs() -> f64 {
     (f.get(2).unwrap_or(&0.0) + f.get(5).unwrap_or(&0.0) + f.get(6).unwrap_or(&0.0)) / hz
 }
 
+/// A figure outside the dataplane table: (section, figure, subject, unit) → one value per
+/// round. The first subject recorded for a (section, figure) is the baseline of its ratios.
+struct Extra {
+    section: &'static str,
+    figure: &'static str,
+    subject: String,
+    unit: &'static str,
+    value: f64,
+}
+
 struct Bench {
     sb: Sandbox,
     loadgen: PathBuf,
     plan: Plan,
     samples: Vec<Sample>,
+    extras: Vec<Extra>,
     control: Vec<(String, f64)>,
     _outside: Vec<Background>,
     trace: Option<Background>,
@@ -125,6 +138,29 @@ impl Bench {
 
     fn host(&self, script: &str) -> Result<String> {
         check(self.sb.host_sh(script), script)
+    }
+
+    /// Runs a client in the sandbox's host namespace and returns its JSON.
+    fn host_json(&self, script: &str) -> Result<Value> {
+        let text = self.host(script)?;
+        serde_json::from_str(text.trim()).with_context(|| format!("{script}: {text}"))
+    }
+
+    fn extra(
+        &mut self,
+        section: &'static str,
+        figure: &'static str,
+        subject: &str,
+        unit: &'static str,
+        value: f64,
+    ) {
+        self.extras.push(Extra {
+            section,
+            figure,
+            subject: subject.to_string(),
+            unit,
+            value,
+        });
     }
 
     fn setup(&mut self) -> Result<()> {
@@ -495,7 +531,14 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
+/// Sections to run besides the core: each measures one feature against its peers.
+pub const SECTIONS: [&str; 2] = ["dataplane", "host-local"];
+
+pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Result<()> {
+    if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
+        bail!("unknown section {bad:?}: use {}", SECTIONS.join(", "));
+    }
+    let wants = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     if let Some(reason) = netctl_tests::unavailable() {
         bail!("the benchmark {reason}");
     }
@@ -529,13 +572,18 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
         loadgen: loadgen.to_path_buf(),
         plan,
         samples: Vec::new(),
+        extras: Vec::new(),
         control: Vec::new(),
         _outside: Vec::new(),
         trace: None,
     };
     b.setup()?;
-    control_plane(&mut b)?;
-    let counts = b.plan.port_counts.clone();
+    let counts = if wants("dataplane") {
+        control_plane(&mut b)?;
+        b.plan.port_counts.clone()
+    } else {
+        Vec::new()
+    };
     for (i, ports) in counts.iter().enumerate() {
         b.activate(Dp::NetctlTc, *ports)?;
         b.set_filler(*ports)?;
@@ -550,6 +598,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool) -> Result<()> {
                 b.measure(dp, *ports, i == 0)?;
             }
         }
+    }
+    if wants("host-local") {
+        host_local::run(&mut b)?;
     }
     b.deactivate_all()?;
     let _ = b.netctl(&["sync", "-q"]);
@@ -623,11 +674,13 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
         }
     }
     let mut md = String::new();
-    let _ = writeln!(md, "| figure | published ports | dataplane | median | spread (min–max) | × no NAT | × iptables | kernel CPU |");
-    let _ = writeln!(
-        md,
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
-    );
+    if !b.samples.is_empty() {
+        let _ = writeln!(md, "| figure | published ports | dataplane | median | spread (min–max) | × no NAT | × iptables | kernel CPU |");
+        let _ = writeln!(
+            md,
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+    }
     let mut rows = Vec::new();
     for figure in &order {
         for ports in b.plan.port_counts.iter() {
@@ -672,6 +725,7 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
             }
         }
     }
+    extras_table(&mut md, &b.extras);
     let _ = writeln!(
         md,
         "\n| control plane | median ms | runs |\n| --- | ---: | ---: |"
@@ -700,7 +754,12 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
     let md = format!("{header}\n{md}");
     println!("{md}");
     std::fs::write(out_dir.join("results.md"), &md)?;
-    let j = json!({"header": header.trim(), "results": rows,
+    let extras: Vec<Value> = b
+        .extras
+        .iter()
+        .map(|e| json!({"section": e.section, "figure": e.figure, "subject": e.subject, "unit": e.unit, "value": e.value}))
+        .collect();
+    let j = json!({"header": header.trim(), "results": rows, "extras": extras,
         "control_plane_ms": b.control.iter().map(|(w, ms)| json!({"what": w, "ms": ms})).collect::<Vec<_>>()});
     std::fs::write(
         out_dir.join("results.json"),
@@ -715,6 +774,65 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
         out_dir.display()
     );
     Ok(())
+}
+
+/// The figures of the other sections (host-local clients, DNS, CNI, …): medians, spreads
+/// and the ratio to the section's baseline (its first subject).
+fn extras_table(md: &mut String, extras: &[Extra]) {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for e in extras {
+        if !keys.contains(&(e.section, e.figure)) {
+            keys.push((e.section, e.figure));
+        }
+    }
+    let mut section = "";
+    for (sec, fig) in keys {
+        if sec != section {
+            section = sec;
+            let _ = writeln!(
+                md,
+                "\n| {sec}: figure | subject | median | spread (min–max) | × first |\n| --- | --- | ---: | ---: | ---: |"
+            );
+        }
+        let mut subjects: Vec<&str> = Vec::new();
+        for e in extras
+            .iter()
+            .filter(|e| e.section == sec && e.figure == fig)
+        {
+            if !subjects.contains(&e.subject.as_str()) {
+                subjects.push(&e.subject);
+            }
+        }
+        let med = |subj: &str| {
+            let mut v: Vec<f64> = extras
+                .iter()
+                .filter(|e| e.section == sec && e.figure == fig && e.subject == subj)
+                .map(|e| e.value)
+                .collect();
+            let (lo, hi) = (
+                v.iter().cloned().fold(f64::INFINITY, f64::min),
+                v.iter().cloned().fold(0.0, f64::max),
+            );
+            (median(&mut v), lo, hi)
+        };
+        let base = med(subjects[0]).0;
+        let unit = extras
+            .iter()
+            .find(|e| e.section == sec && e.figure == fig)
+            .map_or("", |e| e.unit);
+        for subj in subjects {
+            let (m, lo, hi) = med(subj);
+            let ratio = if base > 0.0 {
+                format!("{:.2}", m / base)
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                md,
+                "| {fig} | {subj} | {m:.2} {unit} | {lo:.2}–{hi:.2} | {ratio} |"
+            );
+        }
+    }
 }
 
 /// New connections per second against published ports, one line per dataplane.

@@ -36,6 +36,9 @@ enum Cmd {
         /// A reduced set (about two minutes)
         #[arg(long)]
         quick: bool,
+        /// Only these sections (repeatable): dataplane, host-local, …; default all
+        #[arg(long)]
+        only: Vec<String>,
     },
     /// Run the whole suite: format and lint checks, unit tests, eBPF program tests, end-to-end
     Test {
@@ -73,7 +76,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(status.code().unwrap_or(1));
             }
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             setup::run()?;
             build(true)?;
             sh(cargo().args([
@@ -85,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
                 "loadgen",
             ]))?;
             let loadgen = workspace_root().join("target/release/loadgen");
-            bench::run(&netctl_bin(true), &loadgen, quick)
+            bench::run(&netctl_bin(true), &loadgen, quick, &only)
         }
         Cmd::Test { args } => {
             setup::run()?;
