@@ -16,6 +16,8 @@ pub struct Ctx {
     pub store: Store,
     pub nl: Netlink,
     pub group: u32,
+    /// The cluster store, when this host is a member (overlay networks).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Ctx {
@@ -36,7 +38,16 @@ impl Ctx {
             cfg,
             store,
             group,
+            cluster: crate::cluster::ClusterConfig::from_env()?,
         })
+    }
+
+    /// A connection to the cluster store, for what needs one (overlay networks).
+    pub fn cluster_store(&self) -> Result<crate::cluster::store::Store> {
+        let Some(cfg) = &self.cluster else {
+            bail!("overlay networks need a cluster store: set NETCTL_CLUSTER_STORE=etcd://IP:PORT and NETCTL_CLUSTER_ADVERTISE=IP (or --cluster-store/--cluster-advertise)");
+        };
+        crate::cluster::store::Store::connect(cfg)
     }
 
     /// Takes the state lock for a change. What killed commands left behind (links of this

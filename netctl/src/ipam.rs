@@ -142,6 +142,7 @@ mod tests {
             options: BTreeMap::new(),
             created: 0,
             user_subnet: true,
+            vni: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `cli` parses and dispatches; the modules below it do the work and know nothing of clap.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod containers;
 pub mod ctx;

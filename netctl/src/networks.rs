@@ -92,8 +92,8 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
     check_name(&req.name, "network")?;
     match req.driver.as_str() {
         "bridge" => {}
-        "overlay" => bail!("driver overlay is not supported yet: use --driver bridge"),
-        other => bail!("unknown driver {other:?}: use --driver bridge"),
+        "overlay" => bail!("overlay networks are made in the cluster store: `netctl network create -d overlay` with NETCTL_CLUSTER_STORE set"),
+        other => bail!("unknown driver {other:?}: use --driver bridge or overlay"),
     }
     if req.name == NONE || req.name == HOST {
         bail!(
@@ -183,7 +183,35 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         options: opts.raw,
         created: state::now(),
         user_subnet: req.subnet.is_some(),
+        vni: None,
     })
+}
+
+/// On a cluster member, a local network's subnet must not overlap an overlay network.
+pub fn check_against_overlays(ctx: &crate::ctx::Ctx, req: &CreateRequest) -> Result<()> {
+    let Some(subnet) = &req.subnet else {
+        return Ok(());
+    };
+    let subnet = ipam::parse_subnet(subnet, "subnet")?;
+    // Local networks do not depend on the store: without it, say what was not checked.
+    let overlays = match ctx.cluster_store().and_then(|s| s.networks()) {
+        Ok((overlays, _)) => overlays,
+        Err(e) => {
+            eprintln!("netctl: warning: subnet not checked against overlay networks: {e:#}");
+            return Ok(());
+        }
+    };
+    if let Some(o) = overlays
+        .iter()
+        .find(|o| ipam::overlaps(&o.value.subnet, &subnet))
+    {
+        bail!(
+            "subnet {subnet} overlaps overlay network {} ({}): pick a subnet that does not",
+            o.value.name,
+            o.value.subnet
+        );
+    }
+    Ok(())
 }
 
 /// Plans and creates a network; the caller saves the state.

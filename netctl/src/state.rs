@@ -55,6 +55,10 @@ pub struct Network {
     /// Docker. Older state files did not record it; they keep `--ip` working.
     #[serde(default = "yes")]
     pub user_subnet: bool,
+    /// Overlay networks: the VXLAN network identifier (the network itself lives in the
+    /// cluster store; this is this host's copy while it has containers on it).
+    #[serde(default)]
+    pub vni: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -550,6 +554,7 @@ mod tests {
                     options: BTreeMap::new(),
                     created: 1,
                     user_subnet: true,
+                    vni: None,
                 },
             );
             l.save().unwrap();

@@ -21,6 +21,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+pub mod cluster;
+
 const NS_PREFIX: &str = "nctl-";
 const STATE_ROOT: &str = "/tmp/netctl-sandboxes";
 const BPFFS_ROOT: &str = "/sys/fs/bpf/netctl-sandboxes";

@@ -12,6 +12,11 @@ const PACKAGES: &[&str] = &[
     // bpf-linker links against LLVM 22 (rustc 1.95/1.97 emit LLVM 22 bitcode).
     "llvm-22-dev",
     "libpolly-22-dev",
+    // etcd-client compiles etcd's protobuf definitions.
+    "protobuf-compiler",
+    // The cluster store of overlay networks (tests run it in their sandboxes).
+    "etcd-server",
+    "etcd-client",
     "iproute2",
     "util-linux", // nsenter
     "procps",

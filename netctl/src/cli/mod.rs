@@ -27,6 +27,14 @@ use clap::{Parser, Subcommand};
         NETCTL_CT_ENTRIES sizes connection tracking (default 262144) when the maps are made."
 )]
 pub struct Cli {
+    /// The cluster store for overlay networks: etcd://IP:PORT[,IP:PORT...] (dockerd's
+    /// --cluster-store; also NETCTL_CLUSTER_STORE)
+    #[arg(long, global = true, value_name = "URL")]
+    cluster_store: Option<String>,
+    /// This host's underlay address, where other hosts send its containers' traffic (also
+    /// NETCTL_CLUSTER_ADVERTISE)
+    #[arg(long, global = true, value_name = "IP")]
+    cluster_advertise: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +78,15 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // The flags win over the environment; everything below reads the environment.
+    for (flag, var) in [
+        (&cli.cluster_store, "NETCTL_CLUSTER_STORE"),
+        (&cli.cluster_advertise, "NETCTL_CLUSTER_ADVERTISE"),
+    ] {
+        if let Some(v) = flag {
+            std::env::set_var(var, v);
+        }
+    }
     let result = match cli.command {
         Command::Network(c) => network::run(c),
         // docker run's convention: 125 when the failure is the runner's, not the command's.

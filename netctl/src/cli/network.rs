@@ -3,6 +3,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::{
+    cluster::overlay::OverlayNetwork,
     containers,
     ctx::Ctx,
     networks::{self, CreateRequest},
@@ -21,7 +22,7 @@ pub enum Command {
         Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend"
     )]
     Create {
-        /// Network driver (bridge)
+        /// Network driver: bridge (this host) or overlay (every host of the cluster store)
         #[arg(short, long, default_value = "bridge")]
         driver: String,
         /// Subnet in CIDR form (default: the next free pool, 172.18.0.0/16 …)
@@ -92,6 +93,8 @@ enum Listed<'a> {
         driver: &'static str,
         id: String,
     },
+    /// An overlay network of the cluster store.
+    Overlay(OverlayNetwork),
 }
 
 impl Listed<'_> {
@@ -99,27 +102,60 @@ impl Listed<'_> {
         match self {
             Listed::Stored(n) => &n.name,
             Listed::Predefined { name, .. } => name,
+            Listed::Overlay(n) => &n.name,
         }
     }
     fn id(&self) -> &str {
         match self {
             Listed::Stored(n) => &n.id,
             Listed::Predefined { id, .. } => id,
+            Listed::Overlay(n) => &n.id,
         }
     }
     fn driver(&self) -> &str {
         match self {
             Listed::Stored(n) => &n.driver,
             Listed::Predefined { driver, .. } => driver,
+            Listed::Overlay(_) => "overlay",
         }
     }
     fn internal(&self) -> bool {
-        matches!(self, Listed::Stored(n) if n.internal)
+        match self {
+            Listed::Stored(n) => n.internal,
+            Listed::Overlay(n) => n.internal,
+            Listed::Predefined { .. } => false,
+        }
+    }
+    fn scope(&self) -> &'static str {
+        match self {
+            Listed::Overlay(_) => "global",
+            Listed::Stored(n) if n.vni.is_some() => "global",
+            _ => "local",
+        }
     }
 }
 
-/// Every network, the pre-defined ones first (as Docker lists them by name).
-fn listed(state: &State, group: u32) -> Vec<Listed<'_>> {
+/// The cluster's overlay networks when this host is a member: None (with a warning) when the
+/// store cannot be reached, so local networks are still listed.
+fn overlays(ctx: &Ctx) -> Option<Vec<OverlayNetwork>> {
+    ctx.cluster.as_ref()?;
+    match ctx.cluster_store().and_then(|s| s.networks()) {
+        Ok((nets, _)) => Some(nets.into_iter().map(|v| v.value).collect()),
+        Err(e) => {
+            eprintln!("netctl: warning: overlay networks not listed: {e:#}");
+            None
+        }
+    }
+}
+
+/// Every network, the pre-defined ones first (as Docker lists them by name). Overlays come
+/// from the cluster store; this host's copies of them only when the store is out of reach.
+fn listed<'a>(
+    state: &'a State,
+    group: u32,
+    overlays: Option<Vec<OverlayNetwork>>,
+) -> Vec<Listed<'a>> {
+    let have_overlays = overlays.is_some();
     let mut out: Vec<Listed> = networks::PREDEFINED
         .iter()
         .filter(|(name, _)| !state.networks.contains_key(*name))
@@ -129,7 +165,14 @@ fn listed(state: &State, group: u32) -> Vec<Listed<'_>> {
             id: networks::predefined_id(group, name),
         })
         .collect();
-    out.extend(state.networks.values().map(Listed::Stored));
+    out.extend(
+        state
+            .networks
+            .values()
+            .filter(|n| !(have_overlays && n.vni.is_some()))
+            .map(Listed::Stored),
+    );
+    out.extend(overlays.into_iter().flatten().map(Listed::Overlay));
     out.sort_by(|a, b| a.name().cmp(b.name()));
     out
 }
@@ -165,7 +208,6 @@ pub fn run(cmd: Command) -> Result<i32> {
             name,
         } => {
             let ctx = Ctx::open()?;
-            let mut tx = ctx.begin()?;
             let req = CreateRequest {
                 name,
                 driver,
@@ -175,6 +217,26 @@ pub fn run(cmd: Command) -> Result<i32> {
                 internal,
                 options: opt,
             };
+            if req.driver == "overlay" {
+                // Nothing local yet: each host makes its part when a container joins.
+                let store = ctx.cluster_store()?;
+                let snapshot = ctx.store.snapshot()?;
+                if snapshot.networks.contains_key(&req.name) {
+                    bail!(
+                        "network {} already exists on this host: pick another name",
+                        req.name
+                    );
+                }
+                let local = networks::taken_subnets(&ctx.nl, &snapshot)?;
+                let net = crate::cluster::create_network(&store, &req, &local)?;
+                println!("{}", net.id);
+                return Ok(0);
+            }
+            let mut tx = ctx.begin()?;
+            if ctx.cluster.is_some() {
+                // A member's local network must not overlap an overlay.
+                networks::check_against_overlays(&ctx, &req)?;
+            }
             let net = networks::create(&ctx.nl, tx.state(), &req, ctx.group)?;
             tx.commit()?;
             println!("{}", net.id);
@@ -182,16 +244,17 @@ pub fn run(cmd: Command) -> Result<i32> {
         Command::Ls { quiet, format } => {
             let ctx = Ctx::open_unchecked()?;
             let state = ctx.store.snapshot()?;
-            let all = listed(&state, ctx.group);
+            let all = listed(&state, ctx.group, overlays(&ctx));
             match format.as_str() {
                 "table" if !quiet => {
                     println!("{:<14}{:<20}{:<10}SCOPE", "NETWORK ID", "NAME", "DRIVER");
                     for n in &all {
                         println!(
-                            "{:<14}{:<20}{:<10}local",
+                            "{:<14}{:<20}{:<10}{}",
                             short(n.id()),
                             n.name(),
-                            n.driver()
+                            n.driver(),
+                            n.scope()
                         );
                     }
                 }
@@ -199,7 +262,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 "json" => {
                     for n in &all {
                         let v = json!({"ID": short(n.id()), "Name": n.name(), "Driver": n.driver(),
-                            "Scope": "local", "Internal": n.internal().to_string(), "IPv6": "false"});
+                            "Scope": n.scope(), "Internal": n.internal().to_string(), "IPv6": "false"});
                         println!("{v}");
                     }
                 }
@@ -209,7 +272,7 @@ pub fn run(cmd: Command) -> Result<i32> {
         Command::Inspect { names } => {
             let ctx = Ctx::open_unchecked()?;
             let state = ctx.store.snapshot()?;
-            let all = listed(&state, ctx.group);
+            let all = listed(&state, ctx.group, overlays(&ctx));
             // Docker prints what it found, then fails for the rest.
             let mut out = Vec::new();
             let mut missing = Vec::new();
@@ -224,6 +287,10 @@ pub fn run(cmd: Command) -> Result<i32> {
                     Ok(Listed::Predefined { name, driver, id }) => {
                         out.push(inspect_predefined(&state, name, driver, id))
                     }
+                    Ok(Listed::Overlay(n)) => {
+                        let peers = ctx.cluster_store()?.endpoints(&n.name)?;
+                        out.push(inspect_overlay(&state, n, &peers));
+                    }
                     Err(e) => missing.push(e),
                 }
             }
@@ -237,24 +304,39 @@ pub fn run(cmd: Command) -> Result<i32> {
             let mut tx = ctx.begin()?;
             // Unknown names are bad input: nothing is removed. Networks that cannot go
             // (pre-defined, in use) are reported, and the others removed, as Docker does.
-            let targets: Vec<String> = {
-                let all = listed(&tx.locked.state, ctx.group);
+            let overlay_list = overlays(&ctx);
+            let targets: Vec<(String, bool)> = {
+                let all = listed(&tx.locked.state, ctx.group, overlay_list);
                 names
                     .iter()
-                    .map(|r| resolve(&all, r).map(|n| n.name().to_string()))
+                    .map(|r| {
+                        resolve(&all, r)
+                            .map(|n| (n.name().to_string(), matches!(n, Listed::Overlay(_))))
+                    })
                     .collect::<Result<_>>()?
             };
             let mut refused = Vec::new();
-            for name in &targets {
+            let mut removed = Vec::new();
+            for (name, overlay) in &targets {
                 if let Some(why) = networks::why_not_removable(&tx.locked.state, name) {
                     refused.push(why);
-                } else if tx.state().networks.contains_key(name) {
+                    continue;
+                }
+                if *overlay {
+                    // Refused by the store while any host has endpoints on it.
+                    if let Err(e) = ctx.cluster_store()?.remove_network(name) {
+                        refused.push(format!("{e:#}"));
+                        continue;
+                    }
+                }
+                if tx.state().networks.contains_key(name) {
                     networks::remove(&ctx.nl, tx.state(), name)?;
                 }
+                removed.push(name.clone());
             }
             tx.commit()?;
-            for (r, name) in names.iter().zip(&targets) {
-                if !tx.locked.state.networks.contains_key(name) && !networks::is_predefined(name) {
+            for (r, (name, _)) in names.iter().zip(&targets) {
+                if removed.contains(name) {
                     println!("{r}");
                 }
             }
@@ -304,6 +386,43 @@ pub fn run(cmd: Command) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// An overlay network: the cluster's view, this host's containers, and the peers (hosts with
+/// endpoints on it), as Docker shows them.
+fn inspect_overlay(
+    state: &State,
+    n: &OverlayNetwork,
+    endpoints: &[(
+        std::net::Ipv4Addr,
+        crate::cluster::store::Versioned<crate::cluster::overlay::EndpointRecord>,
+    )],
+) -> Value {
+    let local = n.local();
+    let mut v = inspect(state, &local);
+    v["Scope"] = json!("global");
+    v["Driver"] = json!("overlay");
+    v["Id"] = json!(n.id);
+    let mut options = serde_json::Map::new();
+    for (k, val) in &n.options {
+        options.insert(k.clone(), json!(val));
+    }
+    options.insert(
+        "com.docker.network.driver.overlay.vxlanid_list".into(),
+        json!(n.vni.to_string()),
+    );
+    v["Options"] = Value::Object(options);
+    let mut hosts: Vec<String> = endpoints
+        .iter()
+        .map(|(_, e)| e.value.host.to_string())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    v["Peers"] = json!(hosts
+        .iter()
+        .map(|h| json!({"Name": h, "IP": h}))
+        .collect::<Vec<_>>());
+    v
 }
 
 /// `host` and `none`: no addresses; their containers are listed.

@@ -237,6 +237,7 @@ mod tests {
             options: Map::new(),
             created: 0,
             user_subnet: true,
+            vni: None,
         }
     }
 

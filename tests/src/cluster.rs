@@ -1,0 +1,275 @@
+//! A cluster for overlay tests: hosts as network namespaces on one underlay bridge, and a real
+//! etcd in a namespace of its own, every part inside the test's sandbox.
+//!
+//! ```text
+//!   underlay ns: bridge ul0 100.127.R.1/24 (also the hosts' default gateway: "outside")
+//!     ├── etcd ns   100.127.R.2  (etcd, data dir in the sandbox)
+//!     ├── host 0 ns 100.127.R.10 (its own NETCTL_STATE_DIR and NETCTL_BPFFS)
+//!     ├── host 1 ns 100.127.R.11
+//!     └── …
+//! ```
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    ip, netctl_bin, run, sweep_leftovers, teardown, BPFFS_ROOT, NEXT, NS_PREFIX, STATE_ROOT,
+};
+
+pub struct Cluster {
+    pub id: String,
+    pub underlay_ns: String,
+    pub underlay_ip: String,
+    pub etcd_ns: String,
+    pub etcd_ip: String,
+    pub hosts: Vec<Host>,
+    etcd: Option<Child>,
+    state_root: PathBuf,
+    bpffs_root: PathBuf,
+}
+
+pub struct Host {
+    pub ns: String,
+    pub ip: String,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl Cluster {
+    /// `n` hosts, etcd running and answering.
+    pub fn new(n: usize) -> Self {
+        sweep_leftovers();
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("{pid}-{k}");
+        let r = (pid.wrapping_mul(13).wrapping_add(k)) % 200 + 20;
+        let net = format!("100.127.{r}");
+        let state_root = PathBuf::from(STATE_ROOT).join(&id);
+        let bpffs_root = PathBuf::from(BPFFS_ROOT).join(&id);
+        let underlay_ns = format!("{NS_PREFIX}{id}-u");
+        let mut c = Cluster {
+            underlay_ip: format!("{net}.1"),
+            etcd_ns: format!("{NS_PREFIX}{id}-e"),
+            etcd_ip: format!("{net}.2"),
+            underlay_ns,
+            hosts: Vec::new(),
+            etcd: None,
+            id,
+            state_root,
+            bpffs_root,
+        };
+        ip(&["netns", "add", &c.underlay_ns]);
+        let u = c.underlay_ns.clone();
+        ip(&["-n", &u, "link", "add", "ul0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &u,
+            "addr",
+            "add",
+            &format!("{}/24", c.underlay_ip),
+            "dev",
+            "ul0",
+        ]);
+        ip(&["-n", &u, "link", "set", "ul0", "up"]);
+        ip(&["-n", &u, "link", "set", "lo", "up"]);
+        let etcd_ns = c.etcd_ns.clone();
+        let etcd_ip = c.etcd_ip.clone();
+        c.attach(&etcd_ns, &etcd_ip, "e");
+        for i in 0..n {
+            let ns = format!("{NS_PREFIX}{}-h{i}", c.id);
+            let host_ip = format!("{net}.{}", 10 + i);
+            c.attach(&ns, &host_ip, &format!("h{i}"));
+            ip(&["-n", &ns, "route", "add", "default", "via", &c.underlay_ip]);
+            c.hosts.push(Host {
+                ns,
+                ip: host_ip,
+                state_dir: c.state_root.join(format!("h{i}")),
+                bpffs: c.bpffs_root.join(format!("h{i}")),
+            });
+        }
+        c.start_etcd();
+        c
+    }
+
+    /// A namespace joined to the underlay bridge with `addr`/24 on its `up0`.
+    fn attach(&self, ns: &str, addr: &str, tag: &str) {
+        ip(&["netns", "add", ns]);
+        let peer = format!("ul-{tag}");
+        ip(&[
+            "-n",
+            &self.underlay_ns,
+            "link",
+            "add",
+            &peer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            ns,
+        ]);
+        ip(&[
+            "-n",
+            &self.underlay_ns,
+            "link",
+            "set",
+            &peer,
+            "master",
+            "ul0",
+        ]);
+        ip(&["-n", &self.underlay_ns, "link", "set", &peer, "up"]);
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "up0"]);
+        ip(&["-n", ns, "link", "set", "up0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    /// The store as netctl takes it.
+    pub fn store_url(&self) -> String {
+        format!("etcd://{}:2379", self.etcd_ip)
+    }
+
+    /// Starts etcd (again, after [`Cluster::stop_etcd`]) and waits until it answers.
+    pub fn start_etcd(&mut self) {
+        let data = self.state_root.join("etcd");
+        std::fs::create_dir_all(&data).unwrap();
+        let url = |port: u16| format!("http://{}:{port}", self.etcd_ip);
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.etcd_ns))
+            .args(["--", "etcd", "--name", "e1", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &url(2379),
+                "--advertise-client-urls",
+                &url(2379),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &url(2380),
+                "--initial-advertise-peer-urls",
+                &url(2380),
+            ])
+            .args(["--initial-cluster", &format!("e1={}", url(2380))])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (cargo xtask setup installs etcd-server)");
+        self.etcd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.etcdctl(&["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not start: {out:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut child) = self.etcd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// etcdctl (v3 API) against the cluster's etcd, from the etcd namespace.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.etcd_ns))
+            .args([
+                "--",
+                "etcdctl",
+                "--dial-timeout=1s",
+                "--command-timeout=2s",
+                "--endpoints",
+            ])
+            .arg(format!("http://{}:2379", self.etcd_ip))
+            .args(args)
+            .env("ETCDCTL_API", "3"))
+    }
+
+    /// `netctl ARGS` on host `i`, as a member of the cluster.
+    pub fn netctl_cmd(&self, i: usize, args: &[&str]) -> Command {
+        let h = &self.hosts[i];
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", h.ns))
+            .arg("--")
+            .arg(netctl_bin())
+            .args(args)
+            .env("NETCTL_STATE_DIR", &h.state_dir)
+            .env("NETCTL_BPFFS", &h.bpffs)
+            .env("NETCTL_CLUSTER_STORE", self.store_url())
+            .env("NETCTL_CLUSTER_ADVERTISE", &h.ip)
+            .env_remove("NETCTL_UPLINKS")
+            .env_remove("NETCTL_XDP")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn netctl(&self, i: usize, args: &[&str]) -> Output {
+        run(&mut self.netctl_cmd(i, args))
+    }
+
+    /// netctl on host `i`; panics unless it succeeds; returns stdout.
+    pub fn netctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.netctl(i, args);
+        assert!(
+            out.status.success(),
+            "host {i}: netctl {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// netctl on host `i`; panics unless it fails; returns stderr.
+    pub fn netctl_err(&self, i: usize, args: &[&str]) -> String {
+        let out = self.netctl(i, args);
+        assert!(
+            !out.status.success(),
+            "host {i}: netctl {} should fail",
+            args.join(" ")
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A shell command in host `i`'s namespace.
+    pub fn host_sh(&self, i: usize, script: &str) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.hosts[i].ns))
+            .args(["--", "sh", "-c", script]))
+    }
+
+    /// A shell command in the underlay namespace (the "outside" of every host).
+    pub fn underlay_sh(&self, script: &str) -> Output {
+        run(Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.underlay_ns))
+            .args(["--", "sh", "-c", script]))
+    }
+
+    /// A shell command in container `name` on host `i`.
+    pub fn container_sh(&self, i: usize, name: &str, script: &str) -> Output {
+        self.netctl(i, &["exec", name, "--", "sh", "-c", script])
+    }
+
+    /// Kills every process in host `i`'s namespace (its daemon, say): a host that died.
+    pub fn kill_host_processes(&self, i: usize) {
+        let ns = format!("/run/netns/{}", self.hosts[i].ns);
+        if let Some(ino) = crate::ns_inode(std::path::Path::new(&ns)) {
+            crate::kill_in_namespaces(&[ino]);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_etcd();
+        teardown(&self.id, &self.state_root, &self.bpffs_root);
+    }
+}

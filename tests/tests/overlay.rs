@@ -1,0 +1,158 @@
+//! Overlay networks across hosts on a real etcd: three hosts as namespaces on one underlay.
+
+use std::time::{Duration, Instant};
+
+use netctl_tests::{cluster::Cluster, require_sandbox};
+use serde_json::Value;
+
+fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
+    c.netctl_ok(i, &["network", "ls", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn overlay_networks_are_shared_by_every_host() {
+    require_sandbox!();
+    let c = Cluster::new(3);
+    let id = c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.50.0.0/24",
+            "ov1",
+        ],
+    );
+    let id = id.trim();
+    for i in 0..3 {
+        let rows = ls_json(&c, i);
+        let ov = rows
+            .iter()
+            .find(|r| r["Name"] == "ov1")
+            .expect("listed on every host");
+        assert_eq!(
+            (ov["Driver"].as_str(), ov["Scope"].as_str()),
+            (Some("overlay"), Some("global"))
+        );
+        assert_eq!(ov["ID"], &id[..12]);
+        let v: Value =
+            serde_json::from_str(&c.netctl_ok(i, &["network", "inspect", "ov1"])).unwrap();
+        assert_eq!(v[0]["Scope"], "global");
+        assert_eq!(v[0]["Driver"], "overlay");
+        assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.50.0.0/24");
+        assert_eq!(
+            v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+            "4096"
+        );
+    }
+    // Names and subnets are the cluster's: no second ov1, no overlap, from any host.
+    let err = c.netctl_err(1, &["network", "create", "-d", "overlay", "ov1"]);
+    assert!(err.contains("already exists in the cluster"), "{err}");
+    let err = c.netctl_err(
+        2,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.50.0.128/25",
+            "ov2",
+        ],
+    );
+    assert!(err.contains("overlaps overlay network ov1"), "{err}");
+    // A local network of a member may not take an overlay's subnet either.
+    let err = c.netctl_err(
+        1,
+        &["network", "create", "--subnet", "10.50.0.0/16", "local"],
+    );
+    assert!(err.contains("overlaps overlay network ov1"), "{err}");
+    // Removed from another host; gone everywhere.
+    c.netctl_ok(2, &["network", "rm", "ov1"]);
+    for i in 0..3 {
+        assert!(!ls_json(&c, i).iter().any(|r| r["Name"] == "ov1"));
+    }
+}
+
+#[test]
+fn concurrent_creates_on_three_hosts_get_distinct_subnets_and_vnis() {
+    require_sandbox!();
+    let c = Cluster::new(3);
+    let children: Vec<_> = (0..9)
+        .map(|k| {
+            c.netctl_cmd(
+                k % 3,
+                &["network", "create", "-d", "overlay", &format!("n{k}")],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut subnets = std::collections::BTreeSet::new();
+    let mut vnis = std::collections::BTreeSet::new();
+    for k in 0..9 {
+        let v: Value =
+            serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", &format!("n{k}")]))
+                .unwrap();
+        subnets.insert(
+            v[0]["IPAM"]["Config"][0]["Subnet"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        vnis.insert(
+            v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!((subnets.len(), vnis.len()), (9, 9), "{subnets:?} {vnis:?}");
+}
+
+#[test]
+fn an_unreachable_store_fails_fast_naming_it_and_changes_nothing() {
+    require_sandbox!();
+    let mut c = Cluster::new(1);
+    c.stop_etcd();
+    let t = Instant::now();
+    let err = c.netctl_err(0, &["network", "create", "-d", "overlay", "ov"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        err.contains(&c.store_url()) && err.contains("unreachable"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // Local networks keep working without the store.
+    c.netctl_ok(0, &["network", "create", "--subnet", "10.60.0.0/24", "loc"]);
+    let ls = c.netctl(0, &["network", "ls"]);
+    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("loc"));
+    c.start_etcd();
+    c.netctl_ok(0, &["network", "create", "-d", "overlay", "ov"]);
+    // Bad cluster settings are one-line errors.
+    let out = c
+        .netctl_cmd(0, &["network", "ls"])
+        .env("NETCTL_CLUSTER_STORE", "consul://1.2.3.4:8500")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd://IP:PORT"));
+}
