@@ -27,16 +27,46 @@ pub struct CreateRequest {
     pub publish: Vec<String>,
     pub command: Vec<String>,
     pub detach: bool,
+    /// The container's ID, when chosen before (an overlay address was claimed for it).
+    pub id: Option<String>,
+    /// The address claimed in the cluster store for an overlay network.
+    pub claimed: Option<(Ipv4Addr, String)>,
 }
 
 /// Plans an endpoint on `net` for container `c`: next free `ethN`, a static or allocated address.
+/// How an endpoint gets its address.
+#[derive(Clone, Copy, Debug)]
+pub enum Addr<'a> {
+    /// The lowest free address of the network.
+    Auto,
+    /// The user's `--ip`.
+    Static(&'a str),
+    /// Claimed in the cluster store already (overlay networks): (address, endpoint ID).
+    Claimed(&'a (Ipv4Addr, String)),
+}
+
+impl<'a> Addr<'a> {
+    pub fn new(ip: Option<&'a str>, claimed: Option<&'a (Ipv4Addr, String)>) -> Self {
+        match (claimed, ip) {
+            (Some(c), _) => Addr::Claimed(c),
+            (None, Some(ip)) => Addr::Static(ip),
+            (None, None) => Addr::Auto,
+        }
+    }
+}
+
 fn plan_endpoint(
     state: &State,
     c_endpoints: &[Endpoint],
     net: &Network,
-    ip: Option<&str>,
+    addr: Addr,
 ) -> Result<Endpoint> {
     let used = state.used_ips(&net.name);
+    let ip = match addr {
+        Addr::Auto => None,
+        Addr::Static(ip) => Some(ip),
+        Addr::Claimed(c) => return Ok(claimed_endpoint(c_endpoints, net, c)),
+    };
     let ip = match ip {
         Some(ip) => {
             let ip = ipam::parse_ip(ip, "--ip")?;
@@ -48,10 +78,7 @@ fn plan_endpoint(
         }
         None => ipam::allocate(net, &used)?,
     };
-    let ifname = (0..)
-        .map(|i| format!("eth{i}"))
-        .find(|n| !c_endpoints.iter().any(|e| &e.ifname == n))
-        .expect("a free name");
+    let ifname = next_ifname(c_endpoints);
     let endpoint_id = state::random_id();
     Ok(Endpoint {
         network: net.name.clone(),
@@ -61,6 +88,29 @@ fn plan_endpoint(
         ip,
         mac: state::mac_for(ip),
     })
+}
+
+/// An endpoint whose address was checked and claimed cluster-wide already.
+fn claimed_endpoint(
+    c_endpoints: &[Endpoint],
+    net: &Network,
+    (ip, endpoint_id): &(Ipv4Addr, String),
+) -> Endpoint {
+    Endpoint {
+        network: net.name.clone(),
+        host_veth: topology::host_veth_name(endpoint_id),
+        endpoint_id: endpoint_id.clone(),
+        ifname: next_ifname(c_endpoints),
+        ip: *ip,
+        mac: state::mac_for(*ip),
+    }
+}
+
+fn next_ifname(c_endpoints: &[Endpoint]) -> String {
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !c_endpoints.iter().any(|e| &e.ifname == n))
+        .expect("a free name")
 }
 
 /// Validates a `run` request and creates the container's namespace and endpoint; the caller
@@ -105,7 +155,8 @@ pub fn create(
     }
     let result = (|| {
         let net = state.find_network(net_name)?.clone();
-        let ep = plan_endpoint(state, &[], &net, req.ip.as_deref())?;
+        let addr = Addr::new(req.ip.as_deref(), req.claimed.as_ref());
+        let ep = plan_endpoint(state, &[], &net, addr)?;
         let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
         check_host_ips(nl, &specs)?;
         let ports = ports::allocate(
@@ -114,7 +165,7 @@ pub fn create(
             ports::ephemeral_range(),
             &crate::hostports::HostSockets::read(),
         )?;
-        let id = state::random_id();
+        let id = req.id.clone().unwrap_or_else(state::random_id);
         let c = Container {
             id: id.clone(),
             name: req.name.clone(),
@@ -300,7 +351,7 @@ pub fn connect(
     state_dir: &Path,
     network: &str,
     container: &str,
-    ip: Option<&str>,
+    addr: Addr,
     group: u32,
 ) -> Result<Endpoint> {
     let net = state.find_network(network)?.clone();
@@ -309,7 +360,7 @@ pub fn connect(
     if c.endpoints.iter().any(|e| e.network == network) {
         bail!("container {container} is already connected to network {network}");
     }
-    let ep = plan_endpoint(state, &c.endpoints, &net, ip)?;
+    let ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
     let ns = netns::handle_path(state_dir, &c.id);

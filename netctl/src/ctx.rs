@@ -61,7 +61,36 @@ impl Ctx {
             ctx: self,
             locked,
             before,
+            undo: Vec::new(),
         })
+    }
+}
+
+/// A change that was neither committed nor saved is undone: an early return (`?`) leaves
+/// nothing behind.
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.undo.is_empty() || self.locked.state != self.before {
+            self.abort();
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Addresses of overlay endpoints this change removed go back to the cluster (best
+    /// effort: the daemon catches up with what the store missed).
+    fn release_overlay_addresses(&self) {
+        let gone = crate::cluster::endpoints::gone(&self.before, &self.locked.state);
+        if gone.is_empty() {
+            return;
+        }
+        let released = self
+            .ctx
+            .cluster_store()
+            .and_then(|s| crate::cluster::endpoints::release_gone(&s, &gone));
+        if let Err(e) = released {
+            eprintln!("netctl: warning: {e:#} (the daemon will retry)");
+        }
     }
 }
 
@@ -72,9 +101,12 @@ pub struct Tx<'a> {
     ctx: &'a Ctx,
     pub locked: Locked,
     before: State,
+    /// What to undo outside the kernel and the state file if the change fails (an address
+    /// claimed in the cluster store).
+    undo: Vec<Box<dyn FnOnce() + 'a>>,
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
     pub fn state(&mut self) -> &mut State {
         &mut self.locked.state
     }
@@ -89,13 +121,32 @@ impl Tx<'_> {
         self.finish(true)
     }
 
+    /// Saves a change that needs no kernel change (a process's pid).
+    pub fn save(&mut self) -> Result<()> {
+        self.locked.save()?;
+        self.before = self.locked.state.clone();
+        Ok(())
+    }
+
+    /// Registers something to undo if the change fails.
+    pub fn on_abort(&mut self, f: Box<dyn FnOnce() + 'a>) {
+        self.undo.push(f);
+    }
+
     /// Undoes the kernel side of the changes made so far (the state was not saved).
     pub fn abort(&mut self) {
         self.locked.state = self.before.clone();
         let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
+        for f in self.undo.drain(..).rev() {
+            f();
+        }
     }
 
     fn finish(&mut self, full: bool) -> Result<Report> {
+        // A host leaves an overlay network with its last container there.
+        for name in crate::cluster::endpoints::idle_overlays(&self.locked.state) {
+            self.locked.state.networks.remove(&name);
+        }
         let res =
             reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.locked.state, full).and_then(|r| {
                 crate::failpoint::step("commit: applied, not saved");
@@ -108,7 +159,9 @@ impl Tx<'_> {
                 for p in &r.problems {
                     eprintln!("netctl: warning: {p}");
                 }
+                self.release_overlay_addresses();
                 self.before = self.locked.state.clone();
+                self.undo.clear();
                 Ok(r)
             }
             Err(e) => {

@@ -103,6 +103,29 @@ impl Netlink {
         self.index_of(name)
     }
 
+    /// Creates the overlay's VXLAN device in collect-metadata ("external") mode: no VNI, no
+    /// remote, no learning — the TC programs set the tunnel key of every packet.
+    pub fn add_vxlan_external(&self, name: &str, port: u16, mtu: u32, group: u32) -> Result<u32> {
+        let msg = rtnetlink::LinkVxlan::new(name, 0)
+            .collect_metadata(true)
+            .port(port)
+            .learning(false)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu)
+            .up()
+            .build();
+        self.rt
+            .block_on(self.handle.link().add(msg).execute())
+            .map_err(|e| {
+                if is_exists(&e) {
+                    anyhow!("interface {name} already exists")
+                } else {
+                    anyhow!("creating VXLAN device {name}: {e}")
+                }
+            })?;
+        self.index_of(name)
+    }
+
     /// Creates a veth pair; `peer` is moved into the namespace behind `peer_netns_fd` at once so
     /// no container-side name ever shows up in this namespace.
     /// The host side is created in interface group `group` (see [`Netlink::add_bridge`]).

@@ -95,6 +95,16 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         }
     }
 
+    if topology::needs_vxlan(&state.networks) && !names.contains(topology::VXLAN_DEV) {
+        let mtu = 1500 - crate::cluster::overlay::VXLAN_OVERHEAD;
+        match nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group) {
+            Ok(_) => r
+                .changes
+                .push(format!("created VXLAN device {}", topology::VXLAN_DEV)),
+            Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+        }
+    }
+
     for c in state.containers.values() {
         if let Err(e) = restore_container(cfg, nl, state, c, &names, group, &mut r.changes) {
             r.problems.push(format!("container {}: {e:#}", c.name));
@@ -228,6 +238,7 @@ pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<S
                 .values()
                 .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
         )
+        .chain(topology::needs_vxlan(&state.networks).then_some(topology::VXLAN_DEV))
         .collect();
     let links = nl.links()?;
     // Veths first: a bridge goes last, after its ports.

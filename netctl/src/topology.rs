@@ -24,6 +24,16 @@ pub fn instance_group(state_dir: &Path) -> u32 {
     h | 0x8000_0000
 }
 
+/// The VXLAN device of overlay networks (one per instance, collect-metadata mode).
+pub const VXLAN_DEV: &str = "nctl-vxlan";
+/// IANA's VXLAN port, as Docker's overlay driver uses.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Whether this host has overlay networks (and so needs the VXLAN device).
+pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
+    networks.values().any(|n| n.vni.is_some())
+}
+
 /// Host-side veth name of an endpoint: "veth" + 8 hex digits of its id (Docker uses "veth").
 pub fn host_veth_name(endpoint_id: &str) -> String {
     format!("veth{}", &endpoint_id[..8])

@@ -156,3 +156,105 @@ fn an_unreachable_store_fails_fast_naming_it_and_changes_nothing() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("etcd://IP:PORT"));
 }
+
+#[test]
+fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
+    require_sandbox!();
+    let c = Cluster::new(3);
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.51.0.0/24",
+            "ov",
+        ],
+    );
+    let children: Vec<_> = (0..12)
+        .map(|k| {
+            c.netctl_cmd(
+                k % 3,
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("c{k}"),
+                    "--network",
+                    "ov",
+                    "--",
+                    "sleep",
+                    "300",
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/v1/endpoints/ov/"]);
+    let keys: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 12, "{keys:?}");
+    // Every container has the address the cluster gave it.
+    for k in 0..12 {
+        let host = k % 3;
+        let out = c.container_sh(host, &format!("c{k}"), "ip -o -4 addr show eth0");
+        let addr = String::from_utf8_lossy(&out.stdout);
+        let ip = addr
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            keys.contains(&format!("/netctl/v1/endpoints/ov/{ip}")),
+            "c{k}: {addr}"
+        );
+        assert!(addr.contains("/24"));
+    }
+    // The MTU leaves room for the VXLAN header.
+    let out = c.container_sh(0, "c0", "ip -o link show eth0");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("mtu 1450"),
+        "{out:?}"
+    );
+    // Removing containers gives their addresses back; the host leaves the network with its
+    // last container. In use on other hosts, no host may remove the network.
+    for k in [1, 4, 7, 10] {
+        c.netctl_ok(1, &["rm", "-f", &format!("c{k}")]);
+    }
+    let err = c.netctl_err(1, &["network", "rm", "ov"]);
+    assert!(err.contains("active endpoints (8 on host"), "{err}");
+    for k in 0..12 {
+        if k % 3 != 1 {
+            c.netctl_ok(k % 3, &["rm", "-f", &format!("c{k}")]);
+        }
+    }
+    let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/v1/endpoints/"]);
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    for i in 0..3 {
+        let links = String::from_utf8_lossy(&c.host_sh(i, "ip -o link").stdout).to_string();
+        assert!(
+            !links.contains("ov-") && !links.contains("nctl-vxlan"),
+            "host {i}: {links}"
+        );
+    }
+    c.netctl_ok(1, &["network", "rm", "ov"]);
+}

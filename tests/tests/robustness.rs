@@ -131,7 +131,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             vec!["network", "create", "--driver", "overlay", "x"],
-            "overlay is not supported",
+            "overlay networks need a cluster store",
         ),
         (
             vec!["network", "create", "--gateway", "10.0.0.1", "x"],

@@ -361,13 +361,23 @@ pub fn run(cmd: Command) -> Result<i32> {
             if network == networks::DEFAULT_NETWORK {
                 networks::ensure_default(&ctx.nl, tx.state(), ctx.group)?;
             }
+            let c = tx.state().find_container(&container)?.clone();
+            let claimed = crate::cluster::endpoints::prepare(
+                &ctx,
+                &mut tx,
+                &network,
+                ip.as_deref(),
+                &c.id,
+                &c.name,
+            )?
+            .map(|c| (c.ip, c.endpoint_id));
             containers::connect(
                 &ctx.nl,
                 tx.state(),
                 &ctx.cfg.state_dir,
                 &network,
                 &container,
-                ip.as_deref(),
+                containers::Addr::new(ip.as_deref(), claimed.as_ref()),
                 ctx.group,
             )?;
             tx.commit()?;

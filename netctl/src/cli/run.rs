@@ -41,15 +41,31 @@ pub const FAILED: i32 = 125;
 
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
-    let req = CreateRequest {
+    let mut req = CreateRequest {
         name: args.name,
         network: args.network,
         ip: args.ip,
         publish: args.publish,
         command: args.command,
         detach: args.detach,
+        ..Default::default()
     };
     let mut tx = ctx.begin()?;
+    if let Some(net) = req.network.clone() {
+        let id = crate::state::random_id();
+        let claimed = crate::cluster::endpoints::prepare(
+            &ctx,
+            &mut tx,
+            &net,
+            req.ip.as_deref(),
+            &id,
+            &req.name,
+        )?;
+        if let Some(c) = claimed {
+            req.id = Some(id);
+            req.claimed = Some((c.ip, c.endpoint_id));
+        }
+    }
     let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &req, ctx.group)?;
     tx.commit()?;
     let ns = c.netns_path(&ctx.cfg.state_dir);
@@ -93,7 +109,7 @@ pub fn run(args: Args) -> Result<i32> {
     entry.pid = Some(pid);
     entry.pid_start = process::start_time(pid);
     entry.boot_id = process::boot_id();
-    tx.locked.save()?;
+    tx.save()?;
     drop(tx);
 
     let Some(mut child) = child else {

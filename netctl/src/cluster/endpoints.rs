@@ -1,0 +1,243 @@
+//! Containers on overlay networks: the network made part of this host (a local copy and its
+//! bridge), addresses claimed cluster-wide under this host's lease, and given back when the
+//! endpoints leave the state.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    overlay::{EndpointRecord, OverlayNetwork},
+    store::{Store, Versioned},
+};
+use crate::{
+    ipam,
+    netlink::Netlink,
+    state::{self, State},
+    topology,
+};
+
+/// Seconds a host's keys outlive it (its daemon renews the lease every third of it).
+pub fn lease_ttl() -> i64 {
+    std::env::var("NETCTL_CLUSTER_TTL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|t| (2..=3600).contains(t))
+        .unwrap_or(15)
+}
+
+fn lease_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("cluster-lease")
+}
+
+/// The lease ID recorded for this host (the daemon keeps it alive).
+pub fn recorded_lease(state_dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(lease_file(state_dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn record_lease(state_dir: &Path, id: i64) -> Result<()> {
+    let path = lease_file(state_dir);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, id.to_string())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// This host's lease: the recorded one while it lives, else a new one (recorded; the daemon
+/// picks it up and renews it).
+pub fn host_lease(store: &Store, state_dir: &Path) -> Result<i64> {
+    if let Some(id) = recorded_lease(state_dir) {
+        if store.lease_alive(id)? {
+            return Ok(id);
+        }
+    }
+    let id = store.grant_lease(lease_ttl())?;
+    record_lease(state_dir, id)?;
+    Ok(id)
+}
+
+/// The overlay network a user's name or ID refers to, if it is one.
+pub fn lookup(store: &Store, r: &str) -> Result<Option<Versioned<OverlayNetwork>>> {
+    if let Some(n) = store.network(r)? {
+        return Ok(Some(n));
+    }
+    let (all, _) = store.networks()?;
+    let mut hits: Vec<_> = all
+        .into_iter()
+        .filter(|n| !r.is_empty() && n.value.id.starts_with(r))
+        .collect();
+    match hits.len() {
+        0 => Ok(None),
+        1 => Ok(hits.pop()),
+        n => bail!("{n} networks have an ID starting with {r}: give more of the ID, or the name"),
+    }
+}
+
+/// Makes an overlay network part of this host: its local copy in the state and its bridge
+/// (the VXLAN device comes with the reconcile).
+pub fn materialize(nl: &Netlink, state: &mut State, ov: &OverlayNetwork, group: u32) -> Result<()> {
+    if state.networks.get(&ov.name).is_some_and(|n| n.id == ov.id) {
+        return Ok(());
+    }
+    if state.networks.contains_key(&ov.name) {
+        bail!("network {} is a local network on this host and an overlay network in the cluster: remove one of them", ov.name);
+    }
+    let net = ov.local();
+    if let Some(n) = state
+        .networks
+        .values()
+        .find(|n| ipam::overlaps(&n.subnet, &net.subnet))
+    {
+        bail!(
+            "overlay network {} ({}) overlaps network {} ({}) of this host: remove one of them",
+            ov.name,
+            ov.subnet,
+            n.name,
+            n.subnet
+        );
+    }
+    topology::create_bridge(nl, &net, group)?;
+    state.networks.insert(net.name.clone(), net);
+    Ok(())
+}
+
+/// What a new endpoint on an overlay holds before the container exists.
+pub struct Claimed {
+    pub ip: Ipv4Addr,
+    pub endpoint_id: String,
+}
+
+/// Claims an address on `ov` for a container: `requested` (the user's --ip), or the lowest
+/// address no host uses. Retried when another host claims the same one at the same moment.
+pub fn claim(
+    store: &Store,
+    ov: &Versioned<OverlayNetwork>,
+    requested: Option<&str>,
+    container_id: &str,
+    container: &str,
+    lease: i64,
+) -> Result<Claimed> {
+    let net = ov.value.local();
+    let requested = requested.map(|r| ipam::parse_ip(r, "--ip")).transpose()?;
+    if requested.is_some() && !net.user_subnet {
+        bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
+    }
+    let endpoint_id = state::random_id();
+    for _ in 0..50 {
+        let used: Vec<Ipv4Addr> = store
+            .endpoints(&ov.value.name)?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        let ip = match requested {
+            Some(ip) => {
+                ipam::check_static(&net, ip, &used)?;
+                ip
+            }
+            None => ipam::allocate(&net, &used)?,
+        };
+        let rec = EndpointRecord {
+            host: store.cfg.advertise,
+            container_id: container_id.to_string(),
+            container: container.to_string(),
+            endpoint_id: endpoint_id.clone(),
+            mac: state::mac_for(ip),
+            aliases: Vec::new(),
+        };
+        if store.claim(&ov.value.name, ov.create_revision, ip, &rec, lease)? {
+            return Ok(Claimed { ip, endpoint_id });
+        }
+        if store
+            .network(&ov.value.name)?
+            .is_none_or(|n| n.create_revision != ov.create_revision)
+        {
+            bail!("network {} was removed meanwhile", ov.value.name);
+        }
+    }
+    bail!(
+        "could not claim an address on {}: the network is too busy, try again",
+        ov.value.name
+    )
+}
+
+/// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
+/// cluster.
+pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
+    let mut out = Vec::new();
+    for c in before.containers.values() {
+        for ep in &c.endpoints {
+            let overlay = before
+                .networks
+                .get(&ep.network)
+                .is_some_and(|n| n.vni.is_some());
+            let kept = after
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter())
+                .any(|e| e.endpoint_id == ep.endpoint_id);
+            if overlay && !kept {
+                out.push((ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()));
+            }
+        }
+    }
+    out
+}
+
+/// Local copies of overlay networks no local container uses any more: the host leaves them
+/// (the network stays in the cluster).
+pub fn idle_overlays(state: &State) -> Vec<String> {
+    state
+        .networks
+        .values()
+        .filter(|n| n.vni.is_some() && state.attached(&n.name).is_empty())
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Releases what [`gone`] found; the store being away only delays it (the daemon removes
+/// this host's endpoints the state does not know when it reconnects).
+pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()> {
+    for (net, ip, endpoint_id) in gone {
+        store
+            .release(net, *ip, endpoint_id)
+            .with_context(|| format!("giving {ip} on {net} back to the cluster"))?;
+    }
+    Ok(())
+}
+
+/// Before a container joins the network `r` (run, network connect): when `r` is an overlay,
+/// the network is made part of this host and an address claimed for the container (given
+/// back if the command fails). None for local networks, which need nothing of the store.
+pub fn prepare(
+    ctx: &crate::ctx::Ctx,
+    tx: &mut crate::ctx::Tx<'_>,
+    r: &str,
+    requested: Option<&str>,
+    container_id: &str,
+    container: &str,
+) -> Result<Option<Claimed>> {
+    let local = tx.state().find_network(r).is_ok_and(|n| n.vni.is_none());
+    if ctx.cluster.is_none() || local || crate::networks::is_predefined(r) {
+        return Ok(None);
+    }
+    let store = ctx.cluster_store()?;
+    let Some(ov) = lookup(&store, r)? else {
+        return Ok(None);
+    };
+    let lease = host_lease(&store, &ctx.cfg.state_dir)?;
+    materialize(&ctx.nl, tx.state(), &ov.value, ctx.group)?;
+    let claimed = claim(&store, &ov, requested, container_id, container, lease)?;
+    let (net, ip, id) = (
+        ov.value.name.clone(),
+        claimed.ip,
+        claimed.endpoint_id.clone(),
+    );
+    tx.on_abort(Box::new(move || {
+        let _ = store.release(&net, ip, &id);
+    }));
+    Ok(Some(claimed))
+}
