@@ -10,6 +10,7 @@ pub mod ct;
 pub mod drop;
 pub mod event;
 pub mod maps;
+pub mod overlay;
 pub mod sock;
 pub mod stats;
 
@@ -56,6 +57,8 @@ mod pod {
     unsafe impl aya::Pod for event::TraceConfig {}
     unsafe impl aya::Pod for event::Event {}
     unsafe impl aya::Pod for sock::SockNetns {}
+    unsafe impl aya::Pod for overlay::Remote {}
+    unsafe impl aya::Pod for overlay::OverlayConfig {}
     unsafe impl aya::Pod for sock::RevKey {}
     unsafe impl aya::Pod for sock::RevValue {}
 }

@@ -21,6 +21,7 @@ mod ct;
 mod events;
 mod maps;
 mod nat;
+mod overlay;
 mod packet;
 mod parse;
 mod policy;

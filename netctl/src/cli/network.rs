@@ -403,10 +403,7 @@ pub fn run(cmd: Command) -> Result<i32> {
 fn inspect_overlay(
     state: &State,
     n: &OverlayNetwork,
-    endpoints: &[(
-        std::net::Ipv4Addr,
-        crate::cluster::store::Versioned<crate::cluster::overlay::EndpointRecord>,
-    )],
+    endpoints: &[crate::cluster::store::Listed],
 ) -> Value {
     let local = n.local();
     let mut v = inspect(state, &local);
@@ -424,7 +421,7 @@ fn inspect_overlay(
     v["Options"] = Value::Object(options);
     let mut hosts: Vec<String> = endpoints
         .iter()
-        .map(|(_, e)| e.value.host.to_string())
+        .map(|(_, _, e)| e.value.host.to_string())
         .collect();
     hosts.sort();
     hosts.dedup();

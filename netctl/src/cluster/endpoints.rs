@@ -131,7 +131,7 @@ pub fn claim(
         let used: Vec<Ipv4Addr> = store
             .endpoints(&ov.value.name)?
             .into_iter()
-            .map(|(ip, _)| ip)
+            .map(|(_, ip, _)| ip)
             .collect();
         let ip = match requested {
             Some(ip) => {

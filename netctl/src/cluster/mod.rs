@@ -15,6 +15,7 @@
 //! Every read-modify-write is one etcd transaction that compares what it read, so concurrent
 //! commands on any number of hosts never hand out one address, subnet or VNI twice.
 
+pub mod agent;
 pub mod endpoints;
 pub mod overlay;
 pub mod store;

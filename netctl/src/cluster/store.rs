@@ -1,9 +1,13 @@
-//! The etcd side: every read-modify-write a transaction on what was read.
+//! The etcd side: every read-modify-write a transaction on what was read. [`Conn`] is the
+//! async client (the daemon's); [`Store`] the same calls for synchronous callers (commands).
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{future::Future, net::Ipv4Addr, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
@@ -29,17 +33,11 @@ const NETWORKS_REV: &str = "/netctl/v1/rev/networks";
 fn endpoints_rev(network: &str) -> String {
     format!("{ROOT}rev/endpoints/{network}")
 }
+/// What the daemon watches: endpoints and networks.
+pub const WATCH_PREFIX: &str = ROOT;
 
 /// How long one request may take before the store counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A connection to the cluster store, for synchronous callers (the CLI); the daemon uses
-/// [`Store::client`] from its own runtime.
-pub struct Store {
-    rt: tokio::runtime::Runtime,
-    client: Client,
-    pub cfg: ClusterConfig,
-}
 
 /// One key's value with the revisions a transaction compares.
 pub struct Versioned<T> {
@@ -47,6 +45,9 @@ pub struct Versioned<T> {
     pub create_revision: i64,
     pub mod_revision: i64,
 }
+
+/// An endpoint as listed: (network, address, record with revisions).
+pub type Listed = (String, Ipv4Addr, Versioned<EndpointRecord>);
 
 fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
     serde_json::from_slice(value).with_context(|| {
@@ -59,30 +60,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("serializable")
-}
-
-/// Connects with the bounded timeouts every store request uses.
-pub async fn connect_async(cfg: &ClusterConfig) -> Result<Client> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(TIMEOUT);
-    let unreachable = |e: etcd_client::Error| {
-        anyhow!(
-            "cluster store {} is unreachable ({}): start it, or check NETCTL_CLUSTER_STORE",
-            cfg.display,
-            reason(&e)
-        )
-    };
-    let mut client = tokio::time::timeout(TIMEOUT, Client::connect(&cfg.endpoints, Some(opts)))
-        .await
-        .map_err(|_| anyhow!("cluster store {} is unreachable (timed out): start it, or check NETCTL_CLUSTER_STORE", cfg.display))?
-        .map_err(unreachable)?;
-    // Connecting is lazy: one real request tells whether anyone answers.
-    tokio::time::timeout(TIMEOUT, client.get(NETWORKS_REV, None))
-        .await
-        .map_err(|_| anyhow!("cluster store {} is unreachable (timed out): start it, or check NETCTL_CLUSTER_STORE", cfg.display))?
-        .map_err(unreachable)?;
-    Ok(client)
 }
 
 /// The gist of a transport error ("connection refused"), not tonic's nested report.
@@ -102,44 +79,69 @@ fn reason(e: &etcd_client::Error) -> String {
     e.to_string().chars().take(120).collect()
 }
 
-impl Store {
-    pub fn connect(cfg: &ClusterConfig) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = rt.block_on(connect_async(cfg))?;
-        Ok(Self {
-            rt,
+/// A connection to the cluster store.
+#[derive(Clone)]
+pub struct Conn {
+    client: Client,
+    pub cfg: ClusterConfig,
+}
+
+impl Conn {
+    /// Connects and makes one request: connecting is lazy, a real answer tells the store is
+    /// there.
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Self> {
+        let unreachable = |why: String| {
+            anyhow!(
+                "cluster store {} is unreachable ({why}): start it, or check NETCTL_CLUSTER_STORE",
+                cfg.display
+            )
+        };
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(TIMEOUT);
+        let client = tokio::time::timeout(TIMEOUT, Client::connect(&cfg.endpoints, Some(opts)))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(reason(&e)))?;
+        let conn = Conn {
             client,
             cfg: cfg.clone(),
-        })
+        };
+        let mut c = conn.client.clone();
+        tokio::time::timeout(TIMEOUT, c.get(NETWORKS_REV, None))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(reason(&e)))?;
+        Ok(conn)
     }
 
-    fn run<T>(
+    fn c(&self) -> Client {
+        self.client.clone()
+    }
+
+    async fn call<T>(
         &self,
         what: &str,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+        f: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        self.rt
-            .block_on(async { tokio::time::timeout(TIMEOUT, f).await })
+        tokio::time::timeout(TIMEOUT, f)
+            .await
             .map_err(|_| anyhow!("cluster store {}: {what} timed out", self.cfg.display))?
             .map_err(|e| anyhow!("cluster store {}: {what}: {}", self.cfg.display, reason(&e)))
     }
 
-    fn client(&self) -> Client {
-        self.client.clone()
-    }
-
     /// Every overlay network, and the store revision they were read at.
-    pub fn networks(&self) -> Result<(Vec<Versioned<OverlayNetwork>>, i64)> {
-        let mut c = self.client();
-        let resp = self.run(
-            "listing networks",
-            c.get(
-                format!("{ROOT}networks/"),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )?;
+    pub async fn networks(&self) -> Result<(Vec<Versioned<OverlayNetwork>>, i64)> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing networks",
+                c.get(
+                    format!("{ROOT}networks/"),
+                    Some(GetOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
         let read_at = resp.header().map_or(0, |h| h.revision());
         let mut out = Vec::new();
         for kv in resp.kvs() {
@@ -152,9 +154,11 @@ impl Store {
         Ok((out, read_at))
     }
 
-    pub fn network(&self, name: &str) -> Result<Option<Versioned<OverlayNetwork>>> {
-        let mut c = self.client();
-        let resp = self.run("reading a network", c.get(network_key(name), None))?;
+    pub async fn network(&self, name: &str) -> Result<Option<Versioned<OverlayNetwork>>> {
+        let mut c = self.c();
+        let resp = self
+            .call("reading a network", c.get(network_key(name), None))
+            .await?;
         resp.kvs()
             .first()
             .map(|kv| {
@@ -168,15 +172,17 @@ impl Store {
     }
 
     /// Member hosts (alive: their lease holds the key).
-    pub fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let mut c = self.client();
-        let resp = self.run(
-            "listing hosts",
-            c.get(
-                format!("{ROOT}hosts/"),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )?;
+    pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing hosts",
+                c.get(
+                    format!("{ROOT}hosts/"),
+                    Some(GetOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
         resp.kvs()
             .iter()
             .map(|kv| decode(kv.key(), kv.value()))
@@ -186,7 +192,7 @@ impl Store {
     /// Stores a new network if no network was made or removed since revision `read_at`
     /// (when the caller listed them); false when another host got in between (read again
     /// and retry).
-    pub fn create_network(&self, net: &OverlayNetwork, read_at: i64) -> Result<bool> {
+    pub async fn create_network(&self, net: &OverlayNetwork, read_at: i64) -> Result<bool> {
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(NETWORKS_REV, CompareOp::Less, read_at + 1),
@@ -196,20 +202,26 @@ impl Store {
                 TxnOp::put(network_key(&net.name), encode(net), None),
                 TxnOp::put(NETWORKS_REV, net.id.as_bytes(), None),
             ]);
-        let mut c = self.client();
-        Ok(self.run("creating a network", c.txn(txn))?.succeeded())
+        let mut c = self.c();
+        Ok(self
+            .call("creating a network", c.txn(txn))
+            .await?
+            .succeeded())
     }
 
     /// Removes a network no host has endpoints on.
-    pub fn remove_network(&self, name: &str) -> Result<()> {
+    pub async fn remove_network(&self, name: &str) -> Result<()> {
         for _ in 0..10 {
-            let Some(net) = self.network(name)? else {
+            let Some(net) = self.network(name).await? else {
                 bail!("no such network: {name}");
             };
-            let (eps, read_at) = self.endpoints_at(&endpoints_prefix(name))?;
+            let (eps, read_at) = self.endpoints_at(&endpoints_prefix(name)).await?;
             if !eps.is_empty() {
-                let mut hosts: Vec<String> =
-                    eps.iter().map(|(_, e)| e.value.host.to_string()).collect();
+                let mut hosts: Vec<String> = eps
+                    .iter()
+                    .map(|(_, _, e)| e.value.host.to_string())
+                    .collect();
+                hosts.sort();
                 hosts.dedup();
                 bail!(
                     "network {name} has active endpoints ({} on host {}): remove those containers first",
@@ -227,54 +239,42 @@ impl Store {
                     TxnOp::delete(endpoints_rev(name), None),
                     TxnOp::put(NETWORKS_REV, name.as_bytes(), None),
                 ]);
-            let mut c = self.client();
-            if self.run("removing a network", c.txn(txn))?.succeeded() {
+            let mut c = self.c();
+            if self
+                .call("removing a network", c.txn(txn))
+                .await?
+                .succeeded()
+            {
                 return Ok(());
             }
         }
         bail!("network {name} keeps changing under this command: try again")
     }
 
-    /// The endpoints of a network, by address.
-    pub fn endpoints(&self, network: &str) -> Result<Vec<(Ipv4Addr, Versioned<EndpointRecord>)>> {
-        Ok(self.endpoints_at(&endpoints_prefix(network))?.0)
+    /// The endpoints of a network.
+    pub async fn endpoints(&self, network: &str) -> Result<Vec<Listed>> {
+        Ok(self.endpoints_at(&endpoints_prefix(network)).await?.0)
     }
 
-    /// Every endpoint of every overlay network: (network, address, record).
-    pub fn all_endpoints(&self) -> Result<Vec<(String, Ipv4Addr, EndpointRecord)>> {
-        let mut c = self.client();
-        let resp = self.run(
-            "listing endpoints",
-            c.get(
-                format!("{ROOT}endpoints/"),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )?;
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            if let Some((net, ip)) = parse_endpoint_key(kv.key()) {
-                out.push((net, ip, decode(kv.key(), kv.value())?));
-            }
-        }
-        Ok(out)
+    /// Every endpoint of every overlay network, and the revision they were read at.
+    pub async fn all_endpoints(&self) -> Result<(Vec<Listed>, i64)> {
+        self.endpoints_at(&format!("{ROOT}endpoints/")).await
     }
 
-    /// Endpoints under `prefix`, and the store revision they were read at.
-    #[allow(clippy::type_complexity)]
-    fn endpoints_at(
-        &self,
-        prefix: &str,
-    ) -> Result<(Vec<(Ipv4Addr, Versioned<EndpointRecord>)>, i64)> {
-        let mut c = self.client();
-        let resp = self.run(
-            "listing endpoints",
-            c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
-        )?;
+    async fn endpoints_at(&self, prefix: &str) -> Result<(Vec<Listed>, i64)> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing endpoints",
+                c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
         let read_at = resp.header().map_or(0, |h| h.revision());
         let mut out = Vec::new();
         for kv in resp.kvs() {
-            if let Some((_, ip)) = parse_endpoint_key(kv.key()) {
+            if let Some((net, ip)) = parse_endpoint_key(kv.key()) {
                 out.push((
+                    net,
                     ip,
                     Versioned {
                         value: decode(kv.key(), kv.value())?,
@@ -287,9 +287,9 @@ impl Store {
         Ok((out, read_at))
     }
 
-    /// Claims `ip` on `net` for `rec` under the host's lease: true when it was free and the
-    /// network is still the one read (`net_created` is its create revision).
-    pub fn claim(
+    /// Claims `ip` on `network` for `rec` under the host's lease: true when it was free and
+    /// the network is still the one read (`net_created` is its create revision).
+    pub async fn claim(
         &self,
         network: &str,
         net_created: i64,
@@ -310,13 +310,44 @@ impl Store {
                 ),
                 TxnOp::put(endpoints_rev(network), rec.endpoint_id.as_bytes(), None),
             ]);
-        let mut c = self.client();
-        Ok(self.run("claiming an address", c.txn(txn))?.succeeded())
+        let mut c = self.c();
+        Ok(self
+            .call("claiming an address", c.txn(txn))
+            .await?
+            .succeeded())
+    }
+
+    /// Puts an endpoint this host holds under `lease` again (after a daemon restart the old
+    /// lease would take it with it), if nobody changed it since `seen`.
+    pub async fn claim_again(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+        rec: &EndpointRecord,
+        seen: i64,
+        lease: i64,
+    ) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                endpoint_key(network, ip),
+                CompareOp::Equal,
+                seen,
+            )])
+            .and_then([TxnOp::put(
+                endpoint_key(network, ip),
+                encode(rec),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.c();
+        Ok(self
+            .call("renewing an address", c.txn(txn))
+            .await?
+            .succeeded())
     }
 
     /// Gives an address back, if it is still this endpoint's.
-    pub fn release(&self, network: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
-        for (addr, e) in self.endpoints(network)? {
+    pub async fn release(&self, network: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
+        for (_, addr, e) in self.endpoints(network).await? {
             if addr != ip || e.value.endpoint_id != endpoint_id {
                 continue;
             }
@@ -330,36 +361,133 @@ impl Store {
                     TxnOp::delete(endpoint_key(network, ip), None),
                     TxnOp::put(endpoints_rev(network), endpoint_id.as_bytes(), None),
                 ]);
-            let mut c = self.client();
-            self.run("releasing an address", c.txn(txn))?;
+            let mut c = self.c();
+            self.call("releasing an address", c.txn(txn)).await?;
         }
         Ok(())
     }
 
     /// A lease for this host's keys (kept alive by the daemon).
-    pub fn grant_lease(&self, ttl: i64) -> Result<i64> {
-        let mut c = self.client();
-        Ok(self.run("granting a lease", c.lease_grant(ttl, None))?.id())
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
+        let mut c = self.c();
+        Ok(self
+            .call("granting a lease", c.lease_grant(ttl, None))
+            .await?
+            .id())
     }
 
     /// Whether a lease still exists (its TTL has not run out).
-    pub fn lease_alive(&self, id: i64) -> Result<bool> {
-        let mut c = self.client();
-        let r = self.run("reading a lease", c.lease_time_to_live(id, None))?;
+    pub async fn lease_alive(&self, id: i64) -> Result<bool> {
+        let mut c = self.c();
+        let r = self
+            .call("reading a lease", c.lease_time_to_live(id, None))
+            .await?;
         Ok(r.ttl() > 0)
     }
 
-    pub fn register_host(&self, rec: &HostRecord, lease: i64) -> Result<()> {
-        let mut c = self.client();
-        self.run(
+    /// Renews a lease once; false when it is gone.
+    pub async fn renew(&self, id: i64) -> Result<bool> {
+        let mut c = self.c();
+        let (mut keeper, mut stream) = self
+            .call("renewing the lease", c.lease_keep_alive(id))
+            .await?;
+        self.call("renewing the lease", keeper.keep_alive()).await?;
+        let resp = self.call("renewing the lease", stream.message()).await?;
+        Ok(resp.is_some_and(|r| r.ttl() > 0))
+    }
+
+    pub async fn register_host(&self, rec: &HostRecord, lease: i64) -> Result<()> {
+        let mut c = self.c();
+        self.call(
             "registering this host",
             c.put(
                 host_key(rec.addr),
                 encode(rec),
                 Some(PutOptions::new().with_lease(lease)),
             ),
-        )?;
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Watches everything netctl keeps, from `after` on.
+    pub async fn watch(&self, after: i64) -> Result<WatchStream> {
+        let mut c = self.c();
+        self.call(
+            "watching",
+            c.watch(
+                WATCH_PREFIX,
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(after + 1),
+                ),
+            ),
+        )
+        .await
+    }
+}
+
+/// The same calls for synchronous callers (commands), on a small runtime of their own.
+pub struct Store {
+    rt: tokio::runtime::Runtime,
+    conn: Conn,
+    pub cfg: ClusterConfig,
+}
+
+impl Store {
+    pub fn connect(cfg: &ClusterConfig) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let conn = rt.block_on(Conn::connect(cfg))?;
+        Ok(Self {
+            rt,
+            conn,
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn block<T>(&self, f: impl Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+
+    pub fn networks(&self) -> Result<(Vec<Versioned<OverlayNetwork>>, i64)> {
+        self.block(self.conn.networks())
+    }
+    pub fn network(&self, name: &str) -> Result<Option<Versioned<OverlayNetwork>>> {
+        self.block(self.conn.network(name))
+    }
+    pub fn hosts(&self) -> Result<Vec<HostRecord>> {
+        self.block(self.conn.hosts())
+    }
+    pub fn create_network(&self, net: &OverlayNetwork, read_at: i64) -> Result<bool> {
+        self.block(self.conn.create_network(net, read_at))
+    }
+    pub fn remove_network(&self, name: &str) -> Result<()> {
+        self.block(self.conn.remove_network(name))
+    }
+    pub fn endpoints(&self, network: &str) -> Result<Vec<Listed>> {
+        self.block(self.conn.endpoints(network))
+    }
+    pub fn claim(
+        &self,
+        network: &str,
+        net_created: i64,
+        ip: Ipv4Addr,
+        rec: &EndpointRecord,
+        lease: i64,
+    ) -> Result<bool> {
+        self.block(self.conn.claim(network, net_created, ip, rec, lease))
+    }
+    pub fn release(&self, network: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
+        self.block(self.conn.release(network, ip, endpoint_id))
+    }
+    pub fn grant_lease(&self, ttl: i64) -> Result<i64> {
+        self.block(self.conn.grant_lease(ttl))
+    }
+    pub fn lease_alive(&self, id: i64) -> Result<bool> {
+        self.block(self.conn.lease_alive(id))
     }
 }
 
@@ -369,16 +497,6 @@ pub fn parse_endpoint_key(key: &[u8]) -> Option<(String, Ipv4Addr)> {
     let rest = key.strip_prefix(ROOT)?.strip_prefix("endpoints/")?;
     let (net, ip) = rest.rsplit_once('/')?;
     Some((net.to_string(), ip.parse().ok()?))
-}
-
-/// The prefix the daemon watches for endpoint changes.
-pub fn endpoints_watch_prefix() -> String {
-    format!("{ROOT}endpoints/")
-}
-
-/// The prefix the daemon watches for network changes.
-pub fn networks_watch_prefix() -> String {
-    format!("{ROOT}networks/")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use aya::{
     EbpfLoader,
 };
 use aya_obj::programs::CgroupSockAddrAttachType as SockHook;
-use netctl_common::{maps, programs, sock};
+use netctl_common::{maps, overlay, programs, sock};
 
 use super::pins::{self, Pins};
 
@@ -70,7 +70,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool>
         return Ok(false);
     }
     let mut loader = EbpfLoader::new();
-    for name in maps::ALL.into_iter().chain(sock::MAPS) {
+    for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
         loader.map_pin_path(name, pins.map(name));
     }
     loader.map_max_entries(maps::CT, ct_entries);

@@ -11,6 +11,7 @@ use netctl_common::{
         Backend, Config, EndpointInfo, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH, NET_ICC,
         NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_ACTIVE,
     },
+    overlay::OverlayConfig,
     proto,
     sock::{SockNetns, NETNS_CONTAINER, NETNS_HOST},
 };
@@ -43,6 +44,10 @@ pub struct Desired {
     pub subnets: BTreeMap<(u32, u32), u32>,
     /// Network namespace cookie → what the socket programs do there.
     pub sock_netns: BTreeMap<u64, SockNetns>,
+    /// Overlay networks: bridge ifindex → VNI, and back; the VXLAN device.
+    pub overlay_vnis: BTreeMap<u32, u32>,
+    pub overlay_bridges: BTreeMap<u32, u32>,
+    pub overlay: OverlayConfig,
 }
 
 /// What the kernel side knows that the state does not: interfaces and addresses.
@@ -132,6 +137,13 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
             (u32::from(net.subnet.prefix()), raw(net.subnet.network())),
             bridge.index,
         );
+        if let Some(vni) = net.vni {
+            d.overlay_vnis.insert(bridge.index, vni);
+            d.overlay_bridges.insert(vni, bridge.index);
+        }
+    }
+    if let Some(vx) = by_name(crate::topology::VXLAN_DEV) {
+        d.overlay.vxlan_ifindex = vx.index;
     }
     d.sock_netns.insert(
         host.host_cookie,

@@ -21,7 +21,9 @@ use netctl_common::{
     ct::{CtEntry, CtKey},
     drop::DropReason,
     event::TraceConfig,
-    maps as names, programs,
+    maps as names,
+    overlay::{self, OverlayConfig, Remote},
+    programs,
     stats::{Counters, EndpointCounters, Hook},
 };
 
@@ -57,6 +59,18 @@ impl Dataplane {
             pins,
             applied_path: cfg.state_dir.join("applied"),
             hash,
+            xdp: cfg.xdp,
+        })
+    }
+
+    /// The pinned dataplane if it is there, without loading anything (for the daemon, which
+    /// leaves loading and attaching to the commands' reconcile).
+    pub fn open_existing(cfg: &Config) -> Option<Self> {
+        let pins = Pins::new(&cfg.bpffs);
+        pins.map(netctl_common::maps::CT).exists().then(|| Self {
+            pins,
+            applied_path: cfg.state_dir.join("applied"),
+            hash: load::object_hash(),
             xdp: cfg.xdp,
         })
     }
@@ -139,6 +153,11 @@ impl Dataplane {
             config.set(0, want.config, 0)?;
             changes.push("updated datapath config".to_string());
         }
+        let mut overlay: Array<MapData, OverlayConfig> = self.map(overlay::OVERLAY_CONFIG)?;
+        if overlay.get(&0, 0)? != want.overlay {
+            overlay.set(0, want.overlay, 0)?;
+            changes.push("updated overlay config".to_string());
+        }
         let mut applied = Applied::load(self.applied_path.clone(), !full);
         let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
         let (ports, old_backends) = self.sync_hash(names::PORTMAP, &want.portmap, &mut applied)?;
@@ -165,6 +184,18 @@ impl Dataplane {
                     .0,
             ),
             ("subnets", self.sync_subnets(&want.subnets)?),
+            (
+                "overlay networks",
+                self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
+                    .0
+                    + self
+                        .sync_hash(
+                            overlay::OVERLAY_BRIDGES,
+                            &want.overlay_bridges,
+                            &mut applied,
+                        )?
+                        .0,
+            ),
             (
                 "socket namespaces",
                 self.sync_hash(
@@ -329,6 +360,25 @@ impl Dataplane {
         }
         applied.set(name, id, want);
         Ok(())
+    }
+
+    /// Makes the remote-container map hold exactly `want` (the daemon's view of the cluster
+    /// store); returns how many entries changed.
+    pub fn set_remotes(&self, want: &BTreeMap<u32, Remote>) -> Result<usize> {
+        let mut map: HashMap<MapData, u32, Remote> = self.map(overlay::OVERLAY_REMOTES)?;
+        let keys: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for k in keys.iter().filter(|k| !want.contains_key(k)) {
+            remove_entry(map.remove(k))?;
+            n += 1;
+        }
+        for (k, v) in want {
+            if map.get(k, 0).ok() != Some(*v) {
+                map.insert(k, v, 0).context("filling OVERLAY_REMOTES")?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Counters per container address, summed over CPUs.

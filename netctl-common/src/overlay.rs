@@ -1,0 +1,43 @@
+//! Overlay networks in the datapath: which bridge is which VXLAN network, and where remote
+//! containers live. Tunnel mode as Cilium does it: one collect-metadata VXLAN device, the
+//! programs set the tunnel key from these maps; no flooding, no learning.
+
+/// Remote container address (u32) → [`Remote`]. Filled by the daemon from the cluster store.
+pub const OVERLAY_REMOTES: &str = "OVERLAY_REMOTES";
+/// Bridge ifindex (a local overlay network) → VNI (u32). Filled from the state.
+pub const OVERLAY_VNIS: &str = "OVERLAY_VNIS";
+/// VNI → bridge ifindex, for packets coming out of the tunnel. Filled from the state.
+pub const OVERLAY_BRIDGES: &str = "OVERLAY_BRIDGES";
+/// One [`OverlayConfig`] at index 0.
+pub const OVERLAY_CONFIG: &str = "OVERLAY_CONFIG";
+
+pub const MAPS: [&str; 4] = [
+    OVERLAY_REMOTES,
+    OVERLAY_VNIS,
+    OVERLAY_BRIDGES,
+    OVERLAY_CONFIG,
+];
+
+pub const OVERLAY_REMOTES_MAX: u32 = 65536;
+pub const OVERLAY_NETS_MAX: u32 = 4096;
+
+/// Where a remote container is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remote {
+    /// The underlay address of its host (network byte order).
+    pub host: u32,
+    /// Its network's VXLAN network identifier (host byte order).
+    pub vni: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// The VXLAN device (0: no overlay on this host).
+    pub vxlan_ifindex: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Remote>() == 8);
+const _: () = assert!(core::mem::size_of::<OverlayConfig>() == 8);

@@ -1,0 +1,242 @@
+//! The daemon's part in the cluster: it keeps this host's lease alive, keeps the store in
+//! step with the local state (the host's record and its endpoints), and the remote-container
+//! map in step with the store — a watch applies remote changes within a moment. When the
+//! store goes away it keeps trying, and resyncs everything when it is back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{
+    endpoints,
+    overlay::{EndpointRecord, HostRecord},
+    store::Conn,
+    ClusterConfig,
+};
+use crate::{config::Config, dataplane::Dataplane, state::State};
+
+/// Runs until the process ends. `changed` ticks when the local state changed.
+pub async fn run(
+    cfg: Config,
+    cluster: ClusterConfig,
+    mut changed: tokio::sync::watch::Receiver<()>,
+) {
+    let mut last_error = String::new();
+    loop {
+        if let Err(e) = session(&cfg, &cluster, &mut changed).await {
+            let e = format!("{e:#}");
+            if e != last_error {
+                eprintln!("cluster: {e}; retrying");
+                last_error = e;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn session(
+    cfg: &Config,
+    cluster: &ClusterConfig,
+    changed: &mut tokio::sync::watch::Receiver<()>,
+) -> Result<()> {
+    let conn = Conn::connect(cluster).await?;
+    let lease = ensure_lease(&conn, cfg).await?;
+    publish(&conn, cfg, lease).await?;
+    let mut read_at = sync_remotes(&conn, cfg).await?;
+    let mut watch = conn.watch(read_at).await?;
+    eprintln!("cluster: connected to {}, lease {lease:x}", cluster.display);
+    let ttl = endpoints::lease_ttl() as u64;
+    let mut renew = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                if !conn.renew(lease).await? {
+                    bail!("this host's lease ran out");
+                }
+            }
+            msg = watch.message() => {
+                let Some(resp) = msg.context("watching the store")? else {
+                    bail!("the store ended the watch");
+                };
+                if resp.canceled() {
+                    bail!("the store cancelled the watch");
+                }
+                if resp.events().is_empty() {
+                    continue;
+                }
+                read_at = sync_remotes(&conn, cfg).await?.max(read_at);
+            }
+            r = changed.changed() => {
+                if r.is_err() {
+                    bail!("the daemon is stopping");
+                }
+                publish(&conn, cfg, lease).await?;
+                sync_remotes(&conn, cfg).await?;
+            }
+        }
+    }
+}
+
+/// The recorded lease while it lives, else a new one (recorded for the commands).
+async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
+    if let Some(id) = endpoints::recorded_lease(&cfg.state_dir) {
+        if conn.lease_alive(id).await? {
+            return Ok(id);
+        }
+    }
+    let id = conn.grant_lease(endpoints::lease_ttl()).await?;
+    endpoints::record_lease(&cfg.state_dir, id)?;
+    Ok(id)
+}
+
+/// This host's record, and its endpoints exactly as the local state has them: missing ones
+/// claimed again, ones under an old lease moved to the current one, ones the state does not
+/// know (a command killed after claiming) released. Under the state lock, so no command is
+/// between its claim and its save.
+async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
+    let store = crate::state::Store::new(&cfg.state_dir);
+    let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
+    let state = &locked.state;
+    let me = conn.cfg.advertise;
+    let subnets = state
+        .networks
+        .values()
+        .filter(|n| n.vni.is_none())
+        .map(|n| n.subnet)
+        .collect();
+    conn.register_host(&HostRecord { addr: me, subnets }, lease)
+        .await?;
+
+    let want = own_endpoints(state, me);
+    let (have, _) = conn.all_endpoints().await?;
+    let (nets, _) = conn.networks().await?;
+    for (net, ip, rec) in &want {
+        let existing = have.iter().find(|(n, a, _)| n == net && a == ip);
+        match existing {
+            Some((_, _, e)) if e.value.endpoint_id == rec.endpoint_id => {
+                conn.claim_again(net, *ip, rec, e.mod_revision, lease).await?;
+            }
+            Some((_, _, e)) => eprintln!(
+                "cluster: address conflict: {ip} on {net} is {} on host {} here and {} on host {} in the store",
+                rec.container, me, e.value.container, e.value.host
+            ),
+            None => {
+                let Some(n) = nets.iter().find(|n| &n.value.name == net) else {
+                    eprintln!("cluster: network {net} of container {} is gone from the store", rec.container);
+                    continue;
+                };
+                conn.claim(net, n.create_revision, *ip, rec, lease).await?;
+            }
+        }
+    }
+    for (net, ip, e) in &have {
+        let ours = e.value.host == me;
+        let known = want
+            .iter()
+            .any(|(n, a, r)| n == net && a == ip && r.endpoint_id == e.value.endpoint_id);
+        if ours && !known {
+            conn.release(net, *ip, &e.value.endpoint_id).await?;
+        }
+    }
+    drop(locked);
+    Ok(())
+}
+
+/// The overlay endpoints of this host's containers, as the store should have them.
+fn own_endpoints(state: &State, me: Ipv4Addr) -> Vec<(String, Ipv4Addr, EndpointRecord)> {
+    let mut out = Vec::new();
+    for c in state.containers.values() {
+        for ep in &c.endpoints {
+            if state
+                .networks
+                .get(&ep.network)
+                .is_some_and(|n| n.vni.is_some())
+            {
+                out.push((
+                    ep.network.clone(),
+                    ep.ip,
+                    EndpointRecord {
+                        host: me,
+                        container_id: c.id.clone(),
+                        container: c.name.clone(),
+                        endpoint_id: ep.endpoint_id.clone(),
+                        mac: ep.mac.clone(),
+                        aliases: Vec::new(),
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A container of another host, as the resolver and `inspect` see it.
+#[derive(Serialize)]
+pub struct RemoteName {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub container: String,
+    pub container_id: String,
+    pub aliases: Vec<String>,
+    pub host: Ipv4Addr,
+}
+
+/// Where the daemon keeps the names of other hosts' containers (for the resolver).
+pub fn remote_names_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("cluster-endpoints.json")
+}
+
+/// Reads every endpoint and puts other hosts' into the remote-container map; returns the
+/// revision read at.
+async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
+    let (eps, read_at) = conn.all_endpoints().await?;
+    let (nets, _) = conn.networks().await?;
+    let vni: BTreeMap<&str, u32> = nets
+        .iter()
+        .map(|n| (n.value.name.as_str(), n.value.vni))
+        .collect();
+    let me = conn.cfg.advertise;
+    let mut remotes = BTreeMap::new();
+    let mut names = Vec::new();
+    for (net, ip, e) in &eps {
+        let (Some(vni), false) = (vni.get(net.as_str()), e.value.host == me) else {
+            continue;
+        };
+        remotes.insert(
+            u32::from_ne_bytes(ip.octets()),
+            netctl_common::overlay::Remote {
+                host: u32::from_ne_bytes(e.value.host.octets()),
+                vni: *vni,
+            },
+        );
+        names.push(RemoteName {
+            network: net.clone(),
+            ip: *ip,
+            container: e.value.container.clone(),
+            container_id: e.value.container_id.clone(),
+            aliases: e.value.aliases.clone(),
+            host: e.value.host,
+        });
+    }
+    if let Some(dp) = Dataplane::open_existing(cfg) {
+        let n = dp.set_remotes(&remotes)?;
+        if n > 0 {
+            let hosts: BTreeSet<u32> = remotes.values().map(|r| r.host).collect();
+            eprintln!(
+                "cluster: {} remote containers on {} hosts ({n} changed)",
+                remotes.len(),
+                hosts.len()
+            );
+        }
+    }
+    let path = remote_names_path(cfg);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&names)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(read_at)
+}
