@@ -166,19 +166,7 @@ pub fn create(
             &crate::hostports::HostSockets::read(),
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
-        let c = Container {
-            id: id.clone(),
-            name: req.name.clone(),
-            command: req.command.clone(),
-            detached: req.detach,
-            created: state::now(),
-            pid: None,
-            pid_start: None,
-            boot_id: None,
-            host_network: false,
-            endpoints: vec![ep.clone()],
-            ports,
-        };
+        let c = new_container(req, id.clone(), vec![ep.clone()], ports);
         let ns = netns::handle_path(state_dir, &id);
         netns::create(&ns)?;
         crate::failpoint::step("run: namespace created");
@@ -200,6 +188,28 @@ pub fn create(
             }
             Err(e)
         }
+    }
+}
+
+/// A container as `run` records it, before its process starts.
+fn new_container(
+    req: &CreateRequest,
+    id: String,
+    endpoints: Vec<Endpoint>,
+    ports: Vec<ports::PortMapping>,
+) -> Container {
+    Container {
+        id,
+        name: req.name.clone(),
+        command: req.command.clone(),
+        detached: req.detach,
+        created: state::now(),
+        pid: None,
+        pid_start: None,
+        boot_id: None,
+        host_network: false,
+        endpoints,
+        ports,
     }
 }
 
@@ -232,19 +242,8 @@ fn create_host_network(
     if !specs.is_empty() {
         eprintln!("WARNING: Published ports are discarded when using host network mode");
     }
-    let c = Container {
-        id: state::random_id(),
-        name: req.name.clone(),
-        command: req.command.clone(),
-        detached: req.detach,
-        created: state::now(),
-        pid: None,
-        pid_start: None,
-        boot_id: None,
-        host_network: true,
-        endpoints: Vec::new(),
-        ports: Vec::new(),
-    };
+    let mut c = new_container(req, state::random_id(), Vec::new(), Vec::new());
+    c.host_network = true;
     state.containers.insert(c.name.clone(), c.clone());
     Ok(c)
 }
@@ -271,19 +270,7 @@ fn create_isolated(
         let _ = netns::remove(&ns);
         return Err(e);
     }
-    let c = Container {
-        id,
-        name: req.name.clone(),
-        command: req.command.clone(),
-        detached: req.detach,
-        created: state::now(),
-        pid: None,
-        pid_start: None,
-        boot_id: None,
-        host_network: false,
-        endpoints: Vec::new(),
-        ports: Vec::new(),
-    };
+    let c = new_container(req, id, Vec::new(), Vec::new());
     state.containers.insert(c.name.clone(), c.clone());
     Ok(c)
 }
@@ -294,6 +281,22 @@ pub fn remove(nl: &Netlink, state: &mut State, state_dir: &Path, name: &str) -> 
     let c = state.containers.remove(name).expect("checked");
     let _ = std::fs::remove_dir_all(dir(state_dir, &c.id));
     topology::remove_container(nl, c.netns_path(state_dir).as_deref(), &c)
+}
+
+/// Removes container `name` if it is still the one with `id` (another command may have
+/// removed it, or made a new one with that name, meanwhile). True when it did.
+pub fn remove_if_same(
+    nl: &Netlink,
+    state: &mut State,
+    state_dir: &Path,
+    name: &str,
+    id: &str,
+) -> Result<bool> {
+    if state.containers.get(name).is_none_or(|c| c.id != id) {
+        return Ok(false);
+    }
+    remove(nl, state, state_dir, name)?;
+    Ok(true)
 }
 
 /// The container's own files: its log and its exit status (kept with mode 0600 in the

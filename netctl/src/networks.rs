@@ -87,6 +87,25 @@ pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
     Ok(taken)
 }
 
+/// The gateway (`--gateway`, else the subnet's first address) and `--ip-range` of a new
+/// network, checked against its subnet.
+pub fn plan_gateway(
+    subnet: Ipv4Network,
+    req: &CreateRequest,
+) -> Result<(std::net::Ipv4Addr, Option<Ipv4Network>)> {
+    let gateway = req
+        .gateway
+        .as_deref()
+        .map(|g| ipam::parse_ip(g, "gateway"))
+        .transpose()?;
+    let ip_range = req
+        .ip_range
+        .as_deref()
+        .map(|r| ipam::parse_subnet(r, "ip-range"))
+        .transpose()?;
+    Ok((ipam::plan(subnet, gateway, ip_range)?, ip_range))
+}
+
 /// Validates a request against the state and the host and returns the network to create.
 pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network> {
     check_name(&req.name, "network")?;
@@ -138,17 +157,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
             ipam::pick_pool(preferred, &taken)?
         }
     };
-    let gateway = req
-        .gateway
-        .as_deref()
-        .map(|g| ipam::parse_ip(g, "gateway"))
-        .transpose()?;
-    let ip_range = req
-        .ip_range
-        .as_deref()
-        .map(|r| ipam::parse_subnet(r, "ip-range"))
-        .transpose()?;
-    let gateway = ipam::plan(subnet, gateway, ip_range)?;
+    let (gateway, ip_range) = plan_gateway(subnet, req)?;
     let id = state::random_id();
     let bridge = match (&opts.bridge_name, req.name == DEFAULT_NETWORK) {
         (Some(b), _) => b.clone(),

@@ -33,17 +33,7 @@ pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(Strin
             })
             .collect();
     }
-    let own: BTreeSet<&str> = state
-        .networks
-        .values()
-        .map(|n| n.bridge.as_str())
-        .chain(
-            state
-                .containers
-                .values()
-                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
-        )
-        .collect();
+    let own = topology::own_links(state);
     Ok(links
         .iter()
         .filter(|l| l.name != "lo" && l.group & 0x8000_0000 == 0 && !own.contains(l.name.as_str()))
@@ -228,18 +218,7 @@ fn restore_container(
 pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     let group = topology::instance_group(&cfg.state_dir);
     let mut changes = Vec::new();
-    let wanted: BTreeSet<&str> = state
-        .networks
-        .values()
-        .map(|n| n.bridge.as_str())
-        .chain(
-            state
-                .containers
-                .values()
-                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
-        )
-        .chain(topology::needs_vxlan(&state.networks).then_some(topology::VXLAN_DEV))
-        .collect();
+    let wanted = topology::own_links(state);
     let links = nl.links()?;
     // Veths first: a bridge goes last, after its ports.
     let mut orphans: Vec<_> = links

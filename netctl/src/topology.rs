@@ -34,6 +34,22 @@ pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
     networks.values().any(|n| n.vni.is_some())
 }
 
+/// The links the state says are this instance's: bridges, container veths, the VXLAN device.
+pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<&str> {
+    state
+        .networks
+        .values()
+        .map(|n| n.bridge.as_str())
+        .chain(
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
+        )
+        .chain(needs_vxlan(&state.networks).then_some(VXLAN_DEV))
+        .collect()
+}
+
 /// Host-side veth name of an endpoint: "veth" + 8 hex digits of its id (Docker uses "veth").
 pub fn host_veth_name(endpoint_id: &str) -> String {
     format!("veth{}", &endpoint_id[..8])

@@ -39,14 +39,7 @@ pub fn run(args: Args) -> Result<i32> {
     crate::failpoint::step("rm: processes stopped");
     let mut tx = ctx.begin()?;
     for c in &found {
-        // Another command may have removed (or re-created) it meanwhile.
-        if tx
-            .state()
-            .containers
-            .get(&c.name)
-            .is_some_and(|x| x.id == c.id)
-        {
-            containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+        if containers::remove_if_same(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name, &c.id)? {
             crate::failpoint::step("rm: container removed");
         }
     }

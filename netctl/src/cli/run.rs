@@ -121,13 +121,7 @@ pub fn run(args: Args) -> Result<i32> {
         process::stop_all(ns, std::time::Duration::ZERO);
     }
     let mut tx = ctx.begin()?;
-    if tx
-        .state()
-        .containers
-        .get(&c.name)
-        .is_some_and(|x| x.id == c.id)
-    {
-        containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+    if containers::remove_if_same(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name, &c.id)? {
         tx.commit()?;
     }
     Ok(code)

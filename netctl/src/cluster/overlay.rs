@@ -131,17 +131,7 @@ pub fn plan(
                 .context("no free /24 left in 10.0.0.0/8 for an overlay network: give --subnet")?
         }
     };
-    let gateway = req
-        .gateway
-        .as_deref()
-        .map(|g| ipam::parse_ip(g, "gateway"))
-        .transpose()?;
-    let ip_range = req
-        .ip_range
-        .as_deref()
-        .map(|r| ipam::parse_subnet(r, "ip-range"))
-        .transpose()?;
-    let gateway = ipam::plan(subnet, gateway, ip_range)?;
+    let (gateway, ip_range) = crate::networks::plan_gateway(subnet, req)?;
     let vni = (FIRST_VNI..=MAX_VNI)
         .find(|v| !existing.iter().any(|n| n.vni == *v))
         .context("every VXLAN network identifier is in use")?;
