@@ -93,6 +93,23 @@ fn kernel_cpu_secs() -> f64 {
     (f.get(2).unwrap_or(&0.0) + f.get(5).unwrap_or(&0.0) + f.get(6).unwrap_or(&0.0)) / hz
 }
 
+/// CPU seconds spent by everything (user, system, interrupts) since boot, all CPUs: a proxy
+/// process's work counts too.
+fn busy_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum();
+    busy / 100.0
+}
+
 /// A figure outside the dataplane table: (section, figure, subject, unit) → one value per
 /// round. The first subject recorded for a (section, figure) is the baseline of its ratios.
 struct Extra {

@@ -19,12 +19,15 @@ pub fn run(b: &mut Bench) -> Result<()> {
     b.host("sysctl -qw net.ipv4.tcp_tw_reuse=1")?;
     let lg = b.loadgen.display().to_string();
     let proxies = if std::path::Path::new(DOCKER_PROXY).exists() {
+        // docker-proxy reports readiness on fd 3 (a pipe from dockerd) and closes it: give
+        // it one, or it closes its own listener.
         let spawn = |port: u16, cport: u16| {
-            b.sb.in_host(DOCKER_PROXY)
-                .args(["-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port"])
-                .arg(port.to_string())
-                .args(["-container-ip", SERVER_IP, "-container-port"])
-                .arg(cport.to_string())
+            b.sb.in_host("sh")
+                .arg("-c")
+                .arg(format!(
+                    "exec {DOCKER_PROXY} -proto tcp -host-ip 127.0.0.1 -host-port {port} \
+                     -container-ip {SERVER_IP} -container-port {cport} 3>/dev/null"
+                ))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -72,14 +75,23 @@ pub fn run(b: &mut Bench) -> Result<()> {
             b.plan.rounds
         );
         for (name, addr, http, iperf) in &subjects {
+            let cpu0 = super::busy_cpu_secs();
             let v = b.host_json(&format!("timeout 60 {lg} crr {addr}:{http} {s} 8"))?;
-            b.extra(
-                SECTION,
-                "new TCP connections",
-                name,
-                "conn/s",
-                v["rate"].as_f64().unwrap_or(0.0),
-            );
+            let cpu = super::busy_cpu_secs() - cpu0;
+            let ops = v["ops"].as_f64().unwrap_or(0.0);
+            let rate = v["rate"].as_f64().unwrap_or(0.0);
+            b.extra(SECTION, "new TCP connections", name, "conn/s", rate);
+            if ops > 0.0 {
+                // Client, server and whatever translates: all of the machine's CPU time.
+                let per = cpu / (ops / 1e4);
+                b.extra(
+                    SECTION,
+                    "CPU per 10k connections (all processes)",
+                    name,
+                    "s",
+                    per,
+                );
+            }
             let v = b.host_json(&format!("timeout 60 {lg} rr {addr}:{http} {s} 4"))?;
             b.extra(
                 SECTION,
