@@ -30,6 +30,7 @@ pub struct Cluster {
     etcd: Option<Child>,
     state_root: PathBuf,
     bpffs_root: PathBuf,
+    netctl: PathBuf,
 }
 
 pub struct Host {
@@ -42,6 +43,10 @@ pub struct Host {
 impl Cluster {
     /// `n` hosts, etcd running and answering.
     pub fn new(n: usize) -> Self {
+        Self::with_netctl(n, netctl_bin())
+    }
+
+    pub fn with_netctl(n: usize, netctl: PathBuf) -> Self {
         sweep_leftovers();
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -61,6 +66,7 @@ impl Cluster {
             id,
             state_root,
             bpffs_root,
+            netctl,
         };
         ip(&["netns", "add", &c.underlay_ns]);
         let u = c.underlay_ns.clone();
@@ -200,7 +206,7 @@ impl Cluster {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{}", h.ns))
             .arg("--")
-            .arg(netctl_bin())
+            .arg(&self.netctl)
             .args(args)
             .env("NETCTL_STATE_DIR", &h.state_dir)
             .env("NETCTL_BPFFS", &h.bpffs)
@@ -256,6 +262,14 @@ impl Cluster {
     /// A shell command in container `name` on host `i`.
     pub fn container_sh(&self, i: usize, name: &str, script: &str) -> Output {
         self.netctl(i, &["exec", name, "--", "sh", "-c", script])
+    }
+
+    /// A further namespace of this cluster, `nctl-<id>-<suffix>` (torn down with it).
+    pub fn namespace(&self, suffix: &str) -> String {
+        let ns = format!("{NS_PREFIX}{}-{suffix}", self.id);
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
     }
 
     /// Kills every process in host `i`'s namespace (its daemon, say): a host that died.

@@ -514,9 +514,7 @@ impl Sandbox {
 
     /// A shell command in a namespace made by [`Sandbox::add_peer_namespace`].
     pub fn ns_sh(&self, ns: &str, script: &str) -> Output {
-        run(Command::new("nsenter")
-            .arg(format!("--net={}", Self::ns_path(ns)))
-            .args(["--", "sh", "-c", script]))
+        ns_sh(ns, script)
     }
 
     /// A pinned map of this sandbox's instance (whatever its layout version).
@@ -562,6 +560,13 @@ impl Sandbox {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// A shell command in the named network namespace (one of a sandbox's or cluster's).
+pub fn ns_sh(ns: &str, script: &str) -> Output {
+    run(Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["--", "sh", "-c", script]))
 }
 
 /// A process started for a test, killed and reaped when dropped.

@@ -16,6 +16,7 @@ use netctl_tests::{Background, Sandbox};
 use serde_json::{json, Value};
 
 mod host_local;
+mod overlay;
 
 const SUBNET: &str = "172.30.0.0/24";
 const SERVER_IP: &str = "172.30.0.2";
@@ -549,7 +550,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 2] = ["dataplane", "host-local"];
+pub const SECTIONS: [&str; 3] = ["dataplane", "host-local", "overlay"];
 
 pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Result<()> {
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
@@ -618,6 +619,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
     }
     if wants("host-local") {
         host_local::run(&mut b)?;
+    }
+    if wants("overlay") {
+        overlay::run(&mut b, netctl)?;
     }
     b.deactivate_all()?;
     let _ = b.netctl(&["sync", "-q"]);
