@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netctl";
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/netctl";
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// How the uplink XDP program is attached (`NETCTL_XDP`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub struct Config {
     /// Connection-tracking capacity in entries (`NETCTL_CT_ENTRIES`); applies when the maps
     /// are first created.
     pub ct_entries: u32,
+    /// The host's resolver configuration (`NETCTL_RESOLV_CONF`, default /etc/resolv.conf):
+    /// where containers' upstream DNS servers come from when `run --dns` names none.
+    pub resolv_conf: PathBuf,
 }
 
 /// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
@@ -111,6 +115,9 @@ impl Config {
                 })
                 .unwrap_or_default(),
             xdp,
+            resolv_conf: var("NETCTL_RESOLV_CONF")
+                .unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())
+                .into(),
         })
     }
 }

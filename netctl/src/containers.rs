@@ -87,6 +87,7 @@ fn plan_endpoint(
         ifname,
         ip,
         mac: state::mac_for(ip),
+        aliases: Vec::new(),
     })
 }
 
@@ -103,6 +104,7 @@ fn claimed_endpoint(
         ifname: next_ifname(c_endpoints),
         ip: *ip,
         mac: state::mac_for(*ip),
+        aliases: Vec::new(),
     }
 }
 
@@ -210,6 +212,7 @@ fn new_container(
         host_network: false,
         endpoints,
         ports,
+        options: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::{Read, Seek, Write},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::PortMapping;
+use crate::ports::{PortMapping, Proto};
 
 pub const STATE_VERSION: u32 = 1;
 const STATE_FILE: &str = "state.json";
@@ -87,6 +87,52 @@ pub struct Container {
     pub endpoints: Vec<Endpoint>,
     /// One entry per published port (ranges are expanded).
     pub ports: Vec<PortMapping>,
+    /// Names, resolver settings, links and exposed ports (older state files have none).
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// What `run` was given beyond networks and published ports (Docker's Config/HostConfig
+/// parts that concern names).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunOptions {
+    /// `--hostname`; empty means the short ID (Docker's default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `--dns`: this container's upstream servers (else the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
+    /// `--add-host`, with `host-gateway` already resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `--link`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkRef>,
+    /// `--expose` (ranges expanded); `-p` ports are exposed too but live in `ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<Exposed>,
+}
+
+/// One `--add-host NAME:IP` line of /etc/hosts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExtraHost {
+    pub name: String,
+    pub ip: IpAddr,
+}
+
+/// `--link NAME[:ALIAS]`: the target by ID (a name can be reused), its name then, the alias.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkRef {
+    pub id: String,
+    pub name: String,
+    pub alias: String,
+}
+
+/// An exposed container port.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Exposed {
+    pub port: u16,
+    pub proto: Proto,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -99,9 +145,21 @@ pub struct Endpoint {
     pub host_veth: String,
     pub ip: Ipv4Addr,
     pub mac: String,
+    /// `--network-alias` (run) and `--alias` (network connect): more names on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl Container {
+    /// The container's hostname: `--hostname`, else its short ID, as Docker's.
+    pub fn hostname(&self) -> &str {
+        if self.options.hostname.is_empty() {
+            short(&self.id)
+        } else {
+            &self.options.hostname
+        }
+    }
+
     /// The network namespace the container's processes run in: its own (pinned under the
     /// state directory), or None for `--network host` (the host's).
     pub fn netns_path(&self, state_dir: &Path) -> Option<PathBuf> {

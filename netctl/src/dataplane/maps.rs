@@ -271,8 +271,10 @@ mod tests {
                 host_veth: format!("veth-{name}"),
                 ip: ip.parse().unwrap(),
                 mac: String::new(),
+                aliases: vec![],
             }],
             ports,
+            options: Default::default(),
         }
     }
 
