@@ -31,6 +31,16 @@ pub struct CreateRequest {
     pub id: Option<String>,
     /// The address claimed in the cluster store for an overlay network.
     pub claimed: Option<(Ipv4Addr, String)>,
+    /// `-P`: every exposed port on an ephemeral host port.
+    pub publish_all: bool,
+    /// `--expose`, `--hostname`, `--network-alias`, `--add-host`, `--dns`, `--link` as given
+    /// (checked by [`crate::runopts::plan`]).
+    pub expose: Vec<String>,
+    pub hostname: Option<String>,
+    pub aliases: Vec<String>,
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub links: Vec<String>,
 }
 
 /// Plans an endpoint on `net` for container `c`: next free `ethN`, a static or allocated address.
@@ -135,20 +145,24 @@ pub fn create(
         );
     }
     // Parse everything before touching anything.
-    let specs: Vec<PortSpec> = req
+    let mut specs: Vec<PortSpec> = req
         .publish
         .iter()
         .map(|p| p.parse())
         .collect::<Result<_>>()?;
+    let names = crate::runopts::plan(state, req)?;
+    if req.publish_all {
+        specs.extend(names.publish_all(&specs));
+    }
     let net_name = req.network.as_deref().unwrap_or(networks::DEFAULT_NETWORK);
     if let Some(ip) = &req.ip {
         ipam::parse_ip(ip, "--ip")?;
     }
     if net_name == networks::NONE {
-        return create_isolated(state, state_dir, req, &specs);
+        return create_isolated(state, state_dir, req, &specs, names);
     }
     if net_name == networks::HOST {
-        return create_host_network(state, req, &specs);
+        return create_host_network(state, req, &specs, names);
     }
     let created_default =
         net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
@@ -168,7 +182,8 @@ pub fn create(
             &crate::hostports::HostSockets::read(),
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
-        let c = new_container(req, id.clone(), vec![ep.clone()], ports);
+        let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
+        names.apply(&mut c, Some(net.gateway));
         let ns = netns::handle_path(state_dir, &id);
         netns::create(&ns)?;
         crate::failpoint::step("run: namespace created");
@@ -238,6 +253,7 @@ fn create_host_network(
     state: &mut State,
     req: &CreateRequest,
     specs: &[PortSpec],
+    names: crate::runopts::Planned,
 ) -> Result<Container> {
     if req.ip.is_some() {
         bail!("--ip needs a network with user configured subnets; the host network has the host's own addresses");
@@ -247,6 +263,7 @@ fn create_host_network(
     }
     let mut c = new_container(req, state::random_id(), Vec::new(), Vec::new());
     c.host_network = true;
+    names.apply(&mut c, None);
     state.containers.insert(c.name.clone(), c.clone());
     Ok(c)
 }
@@ -257,6 +274,7 @@ fn create_isolated(
     state_dir: &Path,
     req: &CreateRequest,
     specs: &[PortSpec],
+    names: crate::runopts::Planned,
 ) -> Result<Container> {
     if !specs.is_empty() || req.ip.is_some() {
         bail!("--network none has no interface to publish ports or set --ip on: drop -p/--ip or pick a network");
@@ -273,7 +291,8 @@ fn create_isolated(
         let _ = netns::remove(&ns);
         return Err(e);
     }
-    let c = new_container(req, id, Vec::new(), Vec::new());
+    let mut c = new_container(req, id, Vec::new(), Vec::new());
+    names.apply(&mut c, None);
     state.containers.insert(c.name.clone(), c.clone());
     Ok(c)
 }
@@ -374,6 +393,18 @@ pub fn connect(
     topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
     state.containers.insert(c.name.clone(), after);
     Ok(ep)
+}
+
+/// `network connect --alias`: more names of the container on that network (its endpoint
+/// there, just made).
+pub fn set_aliases(state: &mut State, container: &str, network: &str, aliases: &[String]) {
+    if let Some(ep) = state
+        .containers
+        .get_mut(container)
+        .and_then(|c| c.endpoints.iter_mut().find(|e| e.network == network))
+    {
+        ep.aliases = aliases.to_vec();
+    }
 }
 
 /// `network disconnect`: removes the container's interface on that network.

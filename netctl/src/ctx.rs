@@ -160,6 +160,9 @@ impl<'a> Tx<'a> {
                     eprintln!("netctl: warning: {p}");
                 }
                 self.release_overlay_addresses();
+                let cfg = &self.ctx.cfg;
+                crate::etc::follow(cfg, &self.before, &self.locked.state, full);
+                crate::daemon::lifecycle::after_commit(cfg, &self.locked.state);
                 self.before = self.locked.state.clone();
                 self.undo.clear();
                 Ok(r)

@@ -143,6 +143,30 @@ pub fn write(cfg: &Config, state: &State, c: &Container) -> Result<()> {
     Ok(())
 }
 
+/// Keeps every container's files in step with a committed change: the containers whose
+/// addresses, options or links' targets changed, and (`all`: `netctl sync`) any whose files
+/// are missing. Problems are warnings: the change itself is done.
+pub fn follow(cfg: &Config, before: &State, after: &State, all: bool) {
+    let linked_changed = |c: &Container| {
+        c.options.links.iter().any(|l| {
+            let find = |s: &State| s.containers.values().find(|t| t.id == l.id).cloned();
+            find(before).map(|t| t.endpoints) != find(after).map(|t| t.endpoints)
+        })
+    };
+    for c in after.containers.values() {
+        let changed =
+            before.containers.get(&c.name).is_none_or(|b| {
+                b.id != c.id || b.endpoints != c.endpoints || b.options != c.options
+            }) || linked_changed(c);
+        let missing = all && !c.host_network && !path(&cfg.state_dir, &c.id, "hosts").exists();
+        if changed || missing {
+            if let Err(e) = write(cfg, after, c) {
+                eprintln!("netctl: warning: container {}: {e:#}", c.name);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

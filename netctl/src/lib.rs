@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod containers;
 pub mod ctx;
+pub mod daemon;
 pub mod dataplane;
 pub mod etc;
 pub mod failpoint;

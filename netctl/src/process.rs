@@ -2,13 +2,14 @@
 //! own environment), watched by a shim when detached, stopped with SIGTERM then SIGKILL.
 
 use std::{
+    ffi::CString,
     fs::{File, OpenOptions},
     io::{BufRead, BufReader, Write},
     os::{
         fd::AsRawFd,
-        unix::{fs::OpenOptionsExt, process::CommandExt},
+        unix::{ffi::OsStringExt, fs::OpenOptionsExt, process::CommandExt},
     },
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicI32, Ordering},
     time::{Duration, Instant},
@@ -16,16 +17,81 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use nix::{
-    sched::{setns, CloneFlags},
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
 
-use crate::netns;
+use crate::{
+    netns,
+    state::{Container, State},
+};
 
-/// A command that will run inside the namespace at `netns_path` (None: the host's own,
-/// for `--network host`).
-pub fn command(netns_path: Option<&Path>, argv: &[String]) -> Result<(Command, Option<File>)> {
+/// Where a container's process runs: its network namespace (None: the host's, for
+/// `--network host`), its own /etc/hosts, /etc/resolv.conf and /etc/hostname bound in a
+/// private mount namespace, its hostname in a UTS namespace, and its link variables.
+#[derive(Clone, Debug, Default)]
+pub struct Isolation {
+    pub netns: Option<PathBuf>,
+    /// The directory holding the container's files (`etc::FILES`); None: the host's files.
+    pub etc_dir: Option<PathBuf>,
+    /// None: the host's hostname (no UTS namespace).
+    pub hostname: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Isolation {
+    /// How `c`'s processes run (`run` and `exec` alike).
+    pub fn of(state_dir: &Path, state: &State, c: &Container) -> Self {
+        if c.host_network {
+            return Self::default();
+        }
+        Isolation {
+            netns: c.netns_path(state_dir),
+            etc_dir: Some(crate::containers::dir(state_dir, &c.id)),
+            hostname: Some(c.hostname().to_string()),
+            env: crate::links::env(state, c),
+        }
+    }
+
+    /// The container shim's arguments that carry this (the variables go in its environment).
+    fn shim_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        if let Some(ns) = &self.netns {
+            out.extend(["--netns".into(), ns.clone().into_os_string()]);
+        }
+        if let Some(d) = &self.etc_dir {
+            out.extend(["--etc".into(), d.clone().into_os_string()]);
+        }
+        if let Some(h) = &self.hostname {
+            out.extend(["--hostname".into(), h.into()]);
+        }
+        out
+    }
+
+    /// The bind mounts to make, as C strings built before the fork: (source, target) for each
+    /// of the container's files that exists, over a host file that exists (a host without
+    /// /etc/hostname gets none: nothing is ever created on the host).
+    fn binds(&self) -> Result<Vec<(CString, CString)>> {
+        let Some(dir) = &self.etc_dir else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (file, target) in crate::etc::FILES {
+            let src = dir.join(file);
+            if src.is_file() && Path::new(target).exists() {
+                out.push((
+                    CString::new(src.into_os_string().into_vec())?,
+                    CString::new(target)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A command that will run as a container's process (see [`Isolation`]). The returned File
+/// (the namespace) must outlive the spawn: the caller keeps it.
+pub fn command(iso: &Isolation, argv: &[String]) -> Result<(Command, Option<File>)> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     // The container's environment is the user's, not netctl's configuration.
@@ -34,20 +100,76 @@ pub fn command(netns_path: Option<&Path>, argv: &[String]) -> Result<(Command, O
             cmd.env_remove(k);
         }
     }
-    let Some(netns_path) = netns_path else {
+    cmd.envs(iso.env.iter().map(|(k, v)| (k, v)));
+    let ns = iso.netns.as_deref().map(netns::open).transpose()?;
+    let fd = ns.as_ref().map(|f| f.as_raw_fd());
+    let binds = iso.binds()?;
+    let hostname = iso.hostname.as_deref().map(CString::new).transpose()?;
+    if fd.is_none() && binds.is_empty() && hostname.is_none() {
         return Ok((cmd, None));
-    };
-    let ns = netns::open(netns_path)?;
-    let fd = ns.as_raw_fd();
-    // SAFETY: setns is async-signal-safe; it runs in the child between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ns = std::os::fd::BorrowedFd::borrow_raw(fd);
-            setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-        });
     }
-    // The File must outlive the spawn: the caller keeps it.
-    Ok((cmd, Some(ns)))
+    // SAFETY: between fork and exec only async-signal-safe system calls run (setns, unshare,
+    // mount, sethostname), on data built before the fork.
+    unsafe {
+        cmd.pre_exec(move || enter(fd, &binds, hostname.as_deref()));
+    }
+    Ok((cmd, ns))
+}
+
+/// The child's side of [`command`]: into the network namespace, then a private mount
+/// namespace (made a slave of the host's first, so no mount ever propagates back) with the
+/// container's files bound over the host's, and a UTS namespace with its hostname.
+fn enter(
+    netns: Option<std::os::fd::RawFd>,
+    binds: &[(CString, CString)],
+    hostname: Option<&std::ffi::CStr>,
+) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls on valid C strings and an open descriptor.
+    unsafe {
+        if let Some(fd) = netns {
+            check(libc::setns(fd, libc::CLONE_NEWNET))?;
+        }
+        let mut flags = 0;
+        if !binds.is_empty() {
+            flags |= libc::CLONE_NEWNS;
+        }
+        if hostname.is_some() {
+            flags |= libc::CLONE_NEWUTS;
+        }
+        if flags == 0 {
+            return Ok(());
+        }
+        check(libc::unshare(flags))?;
+        if !binds.is_empty() {
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ))?;
+            for (src, target) in binds {
+                check(libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        if let Some(h) = hostname {
+            check(libc::sethostname(h.as_ptr(), h.to_bytes().len()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a command could not start, with Docker's exit status for it: 127 not found,
@@ -82,7 +204,7 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// gets its own session, starts the process, waits for it and records its exit status in
 /// `exit_file`. Output goes to `log`. Returns the container process's PID.
 pub fn spawn_detached(
-    netns_path: Option<&Path>,
+    iso: &Isolation,
     argv: &[String],
     log: &Path,
     exit_file: &Path,
@@ -94,10 +216,9 @@ pub fn spawn_detached(
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
     let mut shim = Command::new("/proc/self/exe");
-    shim.arg("container-shim");
-    if let Some(ns) = netns_path {
-        shim.arg("--netns").arg(ns);
-    }
+    shim.arg("container-shim")
+        .args(iso.shim_args())
+        .envs(iso.env.iter().map(|(k, v)| (k, v)));
     let mut shim = shim
         .arg(exit_file)
         .arg("--")
@@ -136,10 +257,10 @@ pub fn spawn_detached(
 /// its own, the container process started (in a process group of its own, which is how a
 /// host-network container's processes are found) and reported on stdout, its exit status
 /// recorded.
-pub fn shim(netns_path: Option<&Path>, exit_file: &Path, argv: &[String]) -> i32 {
+pub fn shim(iso: &Isolation, exit_file: &Path, argv: &[String]) -> i32 {
     let _ = nix::unistd::setsid();
     let mut report = std::io::stdout();
-    let spawned = command(netns_path, argv).and_then(|(mut cmd, _ns)| {
+    let spawned = command(iso, argv).and_then(|(mut cmd, _ns)| {
         // Output goes where the shim's stderr goes: the log.
         let out = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned()?;
         cmd.stdin(Stdio::null())
@@ -209,8 +330,8 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 
 /// Starts a foreground process attached to our stdio; signals sent to netctl (SIGTERM,
 /// SIGHUP, SIGINT, SIGQUIT, SIGUSR1/2) are passed on to it, as Docker's sig-proxy does.
-pub fn spawn_foreground(netns_path: Option<&Path>, argv: &[String]) -> Result<Child> {
-    let (mut cmd, _ns) = command(netns_path, argv)?;
+pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
+    let (mut cmd, _ns) = command(iso, argv)?;
     let child = cmd.spawn().map_err(|e| start_error(&argv[0], &e))?;
     FOREGROUND.store(child.id() as i32, Ordering::Relaxed);
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};

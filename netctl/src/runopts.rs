@@ -2,11 +2,150 @@
 //! changes: `--hostname`, `--network-alias`/`--alias`, `--add-host`, `--dns`, `--link`,
 //! `--expose`. Errors name the flag and the rule, in one line.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{ports::Proto, state::Exposed};
+use crate::{
+    containers::CreateRequest,
+    networks::{DEFAULT_NETWORK, HOST, NONE},
+    ports::{PortSpec, Proto},
+    state::{Container, Exposed, ExtraHost, LinkRef, RunOptions, State},
+};
+
+/// The name options of one `run`, checked against the state and the network it joins; put
+/// on the container by [`Planned::apply`] once its first network's gateway is known.
+#[derive(Debug, Default)]
+pub struct Planned {
+    options: RunOptions,
+    aliases: Vec<String>,
+    /// `--add-host NAME:host-gateway` names.
+    to_gateway: Vec<String>,
+}
+
+/// Checks every name option of `req` before anything is changed.
+pub fn plan(state: &State, req: &CreateRequest) -> Result<Planned> {
+    let given = req.network.as_deref().unwrap_or(DEFAULT_NETWORK);
+    // The network as named (a name, an ID, a prefix); the default one may not exist yet.
+    let network = match given {
+        HOST | NONE | DEFAULT_NETWORK => given.to_string(),
+        other => state.find_network(other)?.name.clone(),
+    };
+    let mut p = Planned::default();
+    if let Some(h) = &req.hostname {
+        check_hostname(h)?;
+        p.options.hostname = h.clone();
+    }
+    for a in &req.aliases {
+        check_alias(a, "--network-alias")?;
+        p.aliases.push(a.clone());
+    }
+    for h in &req.add_hosts {
+        match parse_add_host(h)? {
+            AddHost::Addr(name, ip) => p.options.extra_hosts.push(ExtraHost { name, ip }),
+            AddHost::Gateway(name) => p.to_gateway.push(name),
+        }
+    }
+    for d in &req.dns {
+        p.options.dns.push(parse_dns(d)?);
+    }
+    for e in &req.expose {
+        p.options.exposed.extend(parse_expose(e)?);
+    }
+    p.options.exposed.sort();
+    p.options.exposed.dedup();
+    for l in &req.links {
+        let (name, alias) = parse_link(l)?;
+        let t = state
+            .find_container(&name)
+            .with_context(|| format!("--link {l}"))?;
+        if network == DEFAULT_NETWORK && !t.endpoints.iter().any(|e| e.network == network) {
+            bail!(
+                "--link {l}: cannot link to /{}, as it does not belong to the default network",
+                t.name
+            );
+        }
+        if network != DEFAULT_NETWORK && !t.endpoints.iter().any(|e| e.network == network) {
+            bail!(
+                "--link {l}: container {} is not on network {network}",
+                t.name
+            );
+        }
+        p.options.links.push(LinkRef {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            alias: alias.unwrap_or_else(|| t.name.clone()),
+        });
+    }
+    let host_only = [
+        (req.hostname.is_some(), "--hostname"),
+        (!req.aliases.is_empty(), "--network-alias"),
+        (!req.add_hosts.is_empty(), "--add-host"),
+        (!req.dns.is_empty(), "--dns"),
+        (!req.links.is_empty(), "--link"),
+    ];
+    match network.as_str() {
+        HOST => {
+            if let Some((_, flag)) = host_only.iter().find(|(set, _)| *set) {
+                bail!("{flag} cannot be used with --network host: the container shares the host's hostname and /etc files");
+            }
+        }
+        NONE => {
+            if !p.aliases.is_empty() || !p.options.links.is_empty() {
+                bail!("--network-alias and --link need a network: --network none has none");
+            }
+            if !p.to_gateway.is_empty() {
+                bail!("--add-host NAME:{HOST_GATEWAY} needs a network with a gateway: --network none has none");
+            }
+        }
+        DEFAULT_NETWORK if !p.aliases.is_empty() => {
+            bail!("network-scoped alias is supported only for containers in user defined networks");
+        }
+        _ => {}
+    }
+    if req.publish_all && p.options.exposed.is_empty() {
+        eprintln!("WARNING: -P publishes nothing: the container exposes no port (--expose)");
+    }
+    Ok(p)
+}
+
+impl Planned {
+    /// `-P`: an ephemeral host port for every exposed port no `-p` publishes already.
+    pub fn publish_all(&self, specs: &[PortSpec]) -> Vec<PortSpec> {
+        self.options
+            .exposed
+            .iter()
+            .filter(|e| {
+                !specs
+                    .iter()
+                    .any(|s| s.proto == e.proto && s.container.contains(&e.port))
+            })
+            .map(|e| PortSpec {
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host: None,
+                container: e.port..=e.port,
+                proto: e.proto,
+            })
+            .collect()
+    }
+
+    /// Puts the options on the container; `gateway` is its first network's.
+    pub fn apply(self, c: &mut Container, gateway: Option<Ipv4Addr>) {
+        let mut options = self.options;
+        if let Some(gw) = gateway {
+            for name in self.to_gateway {
+                options.extra_hosts.push(ExtraHost {
+                    name,
+                    ip: IpAddr::V4(gw),
+                });
+            }
+        }
+        c.options = options;
+        if let Some(ep) = c.endpoints.first_mut() {
+            ep.aliases = self.aliases;
+        }
+    }
+}
 
 /// A DNS name as RFC 1123 allows a host name: dot-separated labels of letters, digits and
 /// '-', 1 to 63 characters each, not starting or ending with '-', at most 253 in all.

@@ -212,7 +212,7 @@ impl Sandbox {
         let id = format!("{pid}-{n}");
         // Distinct addresses per sandbox make captures and logs unambiguous.
         let r = (pid.wrapping_mul(7).wrapping_add(n)) % 200 + 20;
-        let sb = Sandbox {
+        let mut sb = Sandbox {
             host_ns: format!("{NS_PREFIX}{id}-h"),
             outside_ns: format!("{NS_PREFIX}{id}-o"),
             state_dir: PathBuf::from(STATE_ROOT).join(&id),
@@ -262,7 +262,64 @@ impl Sandbox {
             "via",
             &sb.outside_ip,
         ]);
+        // The daemon's upstream DNS servers are the sandbox's, never the machine's: none
+        // until a test names one (`host_dns`).
+        sb.host_dns(&[]);
         sb
+    }
+
+    /// What netctl reads as the host's resolv.conf (NETCTL_RESOLV_CONF): these servers.
+    pub fn host_dns(&mut self, servers: &[&str]) {
+        fs::create_dir_all(&self.state_dir).expect("creating the sandbox's state dir");
+        let path = self.state_dir.join("host-resolv.conf");
+        let text: String = servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect();
+        fs::write(&path, format!("# the sandbox's upstream DNS\n{text}")).expect("writing");
+        self.env("NETCTL_RESOLV_CONF", &path.to_string_lossy());
+    }
+
+    /// An upstream DNS server (dnsmasq) in the outside namespace on its address, port 53,
+    /// answering `records` (name → IPv4 address) and NXDOMAIN for everything else; it
+    /// forwards nothing. Stops when the returned handle is dropped.
+    pub fn upstream_dns(&self, records: &[(&str, &str)]) -> Background {
+        let mut cmd = self.in_outside("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+            "--port=53",
+            &format!("--listen-address={}", self.outside_ip),
+            // Everything not given below: NXDOMAIN, answered here.
+            "--address=/#/",
+        ]);
+        for (name, ip) in records {
+            cmd.arg(format!("--address=/{name}/{ip}"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        let wait =
+            "for i in $(seq 100); do ss -lunH | grep -q ':53 ' && exit 0; sleep 0.05; done; exit 1";
+        assert!(
+            self.outside_sh(wait).status.success(),
+            "dnsmasq did not start"
+        );
+        Background(child)
+    }
+
+    /// The netctl daemon's pid, when one runs for this sandbox.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.state_dir.join("daemon.pid")).ok()?;
+        let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+        process_alive(pid).then_some(pid)
     }
 
     /// Sets an environment variable for every netctl run of this sandbox (e.g. NETCTL_XDP).

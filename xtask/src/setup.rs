@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "iptables",
     "nftables",
+    "dnsutils",     // dig: the embedded DNS tests and benchmark
+    "dnsmasq-base", // upstream DNS server in the sandbox, benchmark peer
+    "aardvark-dns", // benchmark peer (Podman's resolver)
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -20,11 +20,11 @@ pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open_unchecked()?;
     let state = ctx.store.snapshot()?;
     let c = state.find_container(&args.name)?;
-    let ns = c.netns_path(&ctx.cfg.state_dir);
     if crate::containers::Status::of(&ctx.cfg.state_dir, c) != crate::containers::Status::Running {
         bail!("container {} is not running: exec needs a running container (start a new one with `netctl run`)", c.name);
     }
-    let (mut cmd, _ns) = process::command(ns.as_deref(), &args.command)?;
+    let iso = process::Isolation::of(&ctx.cfg.state_dir, &state, c);
+    let (mut cmd, _ns) = process::command(&iso, &args.command)?;
     let err = cmd.exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound {
         127

@@ -10,6 +10,8 @@ mod stats;
 mod sync;
 mod trace;
 
+pub use network::rfc3339;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -60,11 +62,18 @@ enum Command {
     Stats(stats::Args),
     /// Stream flows, drops and packets from the datapath, live (or to a pcapng file)
     Trace(trace::Args),
+    /// (internal) The embedded DNS resolver and watchers; started and stopped by netctl itself
+    #[command(hide = true)]
+    Daemon,
     /// (internal) Watches a detached container's process and records its exit status
     #[command(hide = true)]
     ContainerShim {
         #[arg(long)]
         netns: Option<std::path::PathBuf>,
+        #[arg(long)]
+        etc: Option<std::path::PathBuf>,
+        #[arg(long)]
+        hostname: Option<String>,
         exit_file: std::path::PathBuf,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -96,9 +105,20 @@ pub fn main() -> i32 {
         }),
         Command::ContainerShim {
             netns,
+            etc,
+            hostname,
             exit_file,
             command,
-        } => Ok(crate::process::shim(netns.as_deref(), &exit_file, &command)),
+        } => {
+            let iso = crate::process::Isolation {
+                netns,
+                etc_dir: etc,
+                hostname,
+                env: Vec::new(), // in the shim's own environment
+            };
+            Ok(crate::process::shim(&iso, &exit_file, &command))
+        }
+        Command::Daemon => crate::daemon::main(),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Port(a) => port::run(a),

@@ -6,6 +6,7 @@ use crate::{
     cluster::overlay::OverlayNetwork,
     containers,
     ctx::Ctx,
+    daemon::dns::table::has_embedded_dns,
     networks::{self, CreateRequest},
     state::{short, Network, State},
 };
@@ -70,6 +71,9 @@ pub enum Command {
         /// Static address on that network (networks created with --subnet only)
         #[arg(long)]
         ip: Option<String>,
+        /// Another name of the container on that network (its embedded DNS resolves it)
+        #[arg(long, value_name = "ALIAS")]
+        alias: Vec<String>,
         /// Network: name, ID or unique ID prefix
         network: String,
         /// Container: name, ID or unique ID prefix
@@ -353,9 +357,13 @@ pub fn run(cmd: Command) -> Result<i32> {
         }
         Command::Connect {
             ip,
+            alias,
             network,
             container,
         } => {
+            for a in &alias {
+                crate::runopts::check_alias(a, "--alias")?;
+            }
             let ctx = Ctx::open()?;
             let mut tx = ctx.begin()?;
             if network == networks::DEFAULT_NETWORK {
@@ -380,6 +388,11 @@ pub fn run(cmd: Command) -> Result<i32> {
                 containers::Addr::new(ip.as_deref(), claimed.as_ref()),
                 ctx.group,
             )?;
+            let network = tx.state().find_network(&network)?.name.clone();
+            if !alias.is_empty() && !has_embedded_dns(&network) {
+                bail!("network-scoped alias is supported only for containers in user defined networks");
+            }
+            containers::set_aliases(tx.state(), &c.name, &network, &alias);
             tx.commit()?;
         }
         Command::Disconnect { network, container } => {

@@ -31,6 +31,28 @@ pub struct Args {
     /// a free ephemeral port
     #[arg(short, long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// Publish every exposed port (--expose) on a free ephemeral host port
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// Expose a port or a range: PORT[-END][/tcp|udp] (for -P and links)
+    #[arg(long, value_name = "PORT")]
+    expose: Vec<String>,
+    /// Hostname inside the container (RFC 1123) [default: the short container ID]
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Another name of the container on its network (user-defined networks resolve it)
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    network_alias: Vec<String>,
+    /// An /etc/hosts entry: NAME:IP, or NAME:host-gateway for the network's gateway
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Upstream DNS server for the container (instead of the host's)
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// Link to another container: NAME[:ALIAS] (hosts entry and variables on the default
+    /// network, a name on user-defined ones)
+    #[arg(long, value_name = "NAME[:ALIAS]")]
+    link: Vec<String>,
     /// The command and its arguments (after --)
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -48,6 +70,13 @@ pub fn run(args: Args) -> Result<i32> {
         publish: args.publish,
         command: args.command,
         detach: args.detach,
+        publish_all: args.publish_all,
+        expose: args.expose,
+        hostname: args.hostname,
+        aliases: args.network_alias,
+        add_hosts: args.add_host,
+        dns: args.dns,
+        links: args.link,
         ..Default::default()
     };
     let mut tx = ctx.begin()?;
@@ -70,21 +99,21 @@ pub fn run(args: Args) -> Result<i32> {
     tx.commit()?;
     let ns = c.netns_path(&ctx.cfg.state_dir);
     let dir = containers::dir(&ctx.cfg.state_dir, &c.id);
+    let iso = process::Isolation::of(&ctx.cfg.state_dir, &tx.locked.state, &c);
 
     let started = std::fs::create_dir_all(&dir)
         .map_err(anyhow::Error::from)
         .and_then(|_| {
             if req.detach {
                 process::spawn_detached(
-                    ns.as_deref(),
+                    &iso,
                     &req.command,
                     &containers::log_path(&ctx.cfg.state_dir, &c.id),
                     &containers::exit_path(&ctx.cfg.state_dir, &c.id),
                 )
                 .map(|pid| (pid, None))
             } else {
-                process::spawn_foreground(ns.as_deref(), &req.command)
-                    .map(|child| (child.id(), Some(child)))
+                process::spawn_foreground(&iso, &req.command).map(|child| (child.id(), Some(child)))
             }
         });
     crate::failpoint::step("run: process started");

@@ -1,0 +1,68 @@
+//! Names that are not ours go to the asking container's upstream servers, as they are: the
+//! question's bytes out, the answer's bytes back (so EDNS, DNSSEC bits and sizes are the
+//! client's business). Each question gets a fresh socket (a random source port), each
+//! server a bounded wait.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    time::timeout,
+};
+
+/// How long one upstream server gets to answer.
+const WAIT: Duration = Duration::from_secs(2);
+
+fn same_id(query: &[u8], answer: &[u8]) -> bool {
+    answer.len() >= 12 && query.len() >= 2 && answer[..2] == query[..2]
+}
+
+/// Over UDP: the first server that answers, in order.
+pub async fn udp(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
+    for server in servers {
+        let local: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().expect("valid")
+        } else {
+            "[::]:0".parse().expect("valid")
+        };
+        let Ok(sock) = UdpSocket::bind(local).await else {
+            continue;
+        };
+        if sock.connect(server).await.is_err() || sock.send(query).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 65535];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        // A stray datagram with another ID is skipped, not taken for the answer.
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            if same_id(query, &buf[..n]) {
+                buf.truncate(n);
+                return Some(buf);
+            }
+        }
+    }
+    None
+}
+
+/// Over TCP (a client that came over TCP, usually after a truncated UDP answer).
+pub async fn tcp(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
+    for server in servers {
+        let exchange = async {
+            let mut s = TcpStream::connect(server).await?;
+            let mut msg = (query.len() as u16).to_be_bytes().to_vec();
+            msg.extend_from_slice(query);
+            s.write_all(&msg).await?;
+            let len = s.read_u16().await? as usize;
+            let mut buf = vec![0u8; len];
+            s.read_exact(&mut buf).await?;
+            std::io::Result::Ok(buf)
+        };
+        if let Ok(Ok(buf)) = timeout(WAIT, exchange).await {
+            if same_id(query, &buf) {
+                return Some(buf);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,51 @@
+//! The embedded DNS resolver (Docker's 127.0.0.11; the socket programs send containers'
+//! queries for it to their first user-defined network's gateway). One per host, in the
+//! daemon: `table` decides, `message` speaks the wire format, `serve` listens, `forward`
+//! relays what is not ours.
+
+pub mod forward;
+pub mod message;
+pub mod serve;
+pub mod table;
+
+use std::{net::IpAddr, sync::Arc};
+
+use crate::state::State;
+
+/// The resolver as the daemon drives it: a reload swaps the table and re-aims the listeners.
+pub struct Resolver {
+    table: serve::Shared,
+    listeners: serve::Listeners,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Resolver {
+    pub fn new() -> Self {
+        Self {
+            table: Arc::new(std::sync::RwLock::new(Arc::new(table::Table::default()))),
+            listeners: serve::Listeners::new(),
+        }
+    }
+
+    /// Takes a new state: the table first (a removed container stops resolving now), then
+    /// the listeners. Returns problems to log.
+    pub fn reload(
+        &mut self,
+        state: &State,
+        remote: &[table::RemoteName],
+        host_servers: &[IpAddr],
+    ) -> Vec<String> {
+        let t = Arc::new(table::Table::build(state, remote, host_servers));
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
+        self.listeners.update(&table::gateways(state), &self.table)
+    }
+
+    pub fn addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.listeners.addresses()
+    }
+}

@@ -1,0 +1,204 @@
+//! The listeners: UDP and TCP port 53 on the gateway address of every network with embedded
+//! DNS. The asking container is the source address; the table says what it may know.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+    task::JoinHandle,
+};
+
+use super::{
+    forward,
+    message::{self, Reply},
+    table::Table,
+};
+
+/// The current table; a reload swaps the inner `Arc` (queries in flight keep theirs).
+pub type Shared = Arc<RwLock<Arc<Table>>>;
+
+pub const PORT: u16 = 53;
+/// Forwarded questions waiting for upstream at once; more are dropped (the client retries).
+const MAX_IN_FLIGHT: usize = 1024;
+/// A TCP client gets this long between questions, and this many questions per connection.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const TCP_MAX_QUERIES: usize = 1000;
+
+fn current(table: &Shared) -> Arc<Table> {
+    table.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The listening tasks, per gateway.
+pub struct Listeners {
+    running: BTreeMap<Ipv4Addr, [JoinHandle<()>; 2]>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Listeners {
+    pub fn new() -> Self {
+        Self {
+            running: BTreeMap::new(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Listens on exactly `want`: new gateways bound, gone ones closed. Returns the
+    /// gateways it could not bind, with why.
+    pub fn update(&mut self, want: &BTreeSet<Ipv4Addr>, table: &Shared) -> Vec<String> {
+        self.running.retain(|gw, tasks| {
+            let keep = want.contains(gw) && !tasks.iter().any(|t| t.is_finished());
+            if !keep {
+                tasks.iter().for_each(|t| t.abort());
+            }
+            keep
+        });
+        let mut problems = Vec::new();
+        for gw in want {
+            if self.running.contains_key(gw) {
+                continue;
+            }
+            match bind(*gw) {
+                Ok((udp, tcp)) => {
+                    let udp = tokio::spawn(serve_udp(
+                        Arc::new(udp),
+                        table.clone(),
+                        self.in_flight.clone(),
+                    ));
+                    let tcp = tokio::spawn(serve_tcp(tcp, table.clone()));
+                    self.running.insert(*gw, [udp, tcp]);
+                }
+                Err(e) => problems.push(format!("{gw}:{PORT}: {e:#}")),
+            }
+        }
+        problems
+    }
+
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.running.keys().copied().collect()
+    }
+}
+
+/// Binds UDP and TCP on gw:53. IP_FREEBIND: a gateway whose bridge is being re-created (after
+/// a reboot, before `sync`) is bound anyway and answers as soon as its address is back.
+fn bind(gw: Ipv4Addr) -> Result<(UdpSocket, TcpListener)> {
+    let addr: SocketAddr = (gw, PORT).into();
+    let udp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    udp.set_freebind_v4(true)?;
+    udp.set_reuse_address(true)?;
+    udp.bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
+    udp.set_nonblocking(true)?;
+    let tcp = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    tcp.set_freebind_v4(true)?;
+    tcp.set_reuse_address(true)?;
+    tcp.bind(&addr.into())
+        .with_context(|| format!("binding TCP {addr}"))?;
+    tcp.listen(128)?;
+    tcp.set_nonblocking(true)?;
+    Ok((
+        UdpSocket::from_std(udp.into())?,
+        TcpListener::from_std(tcp.into())?,
+    ))
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("dns: receiving on {:?}: {e}", sock.local_addr());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let SocketAddr::V4(from) = peer else {
+            continue;
+        };
+        match message::handle(&current(&table), *from.ip(), &buf[..n]) {
+            Reply::Answer(bytes) => {
+                let _ = sock.send_to(&bytes, peer).await;
+            }
+            Reply::Forward(servers) => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let answer = match forward::udp(&query, &servers).await {
+                        Some(a) => Some(a),
+                        None => message::servfail(&query),
+                    };
+                    if let Some(a) = answer {
+                        let _ = sock.send_to(&a, peer).await;
+                    }
+                    drop(permit);
+                });
+            }
+            Reply::Ignore => {}
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, table: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, SocketAddr::V4(peer))) => {
+                tokio::spawn(serve_tcp_client(stream, *peer.ip(), table.clone()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("dns: accepting on {:?}: {e}", listener.local_addr());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Length-prefixed questions (RFC 1035 4.2.2) until the client is done or idle.
+async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared) {
+    for _ in 0..TCP_MAX_QUERIES {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
+            return;
+        };
+        let mut query = vec![0u8; len as usize];
+        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let answer = match message::handle(&current(&table), from, &query) {
+            Reply::Answer(a) => a,
+            Reply::Forward(servers) => match forward::tcp(&query, &servers).await {
+                Some(a) => a,
+                None => match message::servfail(&query) {
+                    Some(a) => a,
+                    None => return,
+                },
+            },
+            Reply::Ignore => return,
+        };
+        let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&answer);
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Who may resolve what: a pure lookup table, rebuilt from the state on every reload and
+//! swapped in whole, so a query never sees half of a change. No sockets here: the tests
+//! build a state and ask.
+//!
+//! Docker's rules: a container asks from its own address; it resolves the containers of the
+//! user-defined networks it is on — by name, `name.NETWORK`, short ID, network aliases, its
+//! own links' aliases — and nothing of the networks it is not on (NXDOMAIN, never
+//! forwarded). Everything else goes to its upstream servers, unless all its networks are
+//! internal.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use ipnetwork::Ipv4Network;
+
+use crate::{
+    networks::DEFAULT_NETWORK,
+    state::{short, Container, State},
+};
+
+/// A container of another host (overlay networks), as the cluster agent records it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct RemoteName {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub container: String,
+    pub container_id: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// What the question asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QType {
+    A,
+    Ptr,
+    /// AAAA, MX, TXT, …: a known name has none of these (NODATA).
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A records.
+    Addrs(Vec<Ipv4Addr>),
+    /// A PTR record: "name.network".
+    Ptr(String),
+    /// The name exists, the type does not.
+    NoData,
+    NxDomain,
+    /// Not ours: ask these servers.
+    Forward(Arc<[SocketAddr]>),
+    /// Not ours and nowhere to send it (no server known).
+    ServFail,
+    /// Not a container of a network with embedded DNS: no answers for strangers.
+    Refused,
+}
+
+struct Asker {
+    /// Networks with embedded DNS the container is on, in attach order (the first network
+    /// holding a name wins, as in Docker).
+    networks: Vec<usize>,
+    /// Its links' aliases on user-defined networks: resolvable by it alone.
+    links: HashMap<String, Vec<Ipv4Addr>>,
+    upstream: Arc<[SocketAddr]>,
+    /// False when every network it is on is internal: nothing leaves.
+    forward: bool,
+}
+
+#[derive(Default)]
+pub struct Table {
+    /// Networks with embedded DNS: lowercase names, by index.
+    networks: Vec<String>,
+    askers: HashMap<Ipv4Addr, Arc<Asker>>,
+    /// Per network: lowercase name → addresses, sorted.
+    names: Vec<HashMap<String, Vec<Ipv4Addr>>>,
+    /// (network, address) → "name.network".
+    reverse: HashMap<(usize, Ipv4Addr), String>,
+    /// Every name of any network, to refuse forwarding what is someone else's.
+    known: HashSet<String>,
+    /// Every netctl subnet: reverse lookups inside them are never forwarded.
+    subnets: Vec<Ipv4Network>,
+}
+
+/// Docker's embedded DNS serves user-defined networks; the default one has none.
+pub fn has_embedded_dns(network: &str) -> bool {
+    network != DEFAULT_NETWORK
+}
+
+/// The gateways the resolver listens on.
+pub fn gateways(state: &State) -> BTreeSet<Ipv4Addr> {
+    state
+        .networks
+        .values()
+        .filter(|n| has_embedded_dns(&n.name))
+        .map(|n| n.gateway)
+        .collect()
+}
+
+fn upstream(servers: &[IpAddr]) -> Arc<[SocketAddr]> {
+    servers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
+}
+
+impl Table {
+    /// `host_servers`: the host's resolv.conf servers (the daemon runs in the host's
+    /// namespace, so its loopback servers count too).
+    pub fn build(state: &State, remote: &[RemoteName], host_servers: &[IpAddr]) -> Table {
+        let mut t = Table::default();
+        let mut index = HashMap::new();
+        for n in state.networks.values() {
+            t.subnets.push(n.subnet);
+            if has_embedded_dns(&n.name) {
+                index.insert(n.name.as_str(), t.networks.len());
+                t.networks.push(n.name.to_ascii_lowercase());
+                t.names.push(HashMap::new());
+            }
+        }
+        let add = |t: &mut Table, net: usize, name: &str, ip: Ipv4Addr| {
+            let name = name.to_ascii_lowercase();
+            t.known.insert(name.clone());
+            let ips = t.names[net].entry(name).or_default();
+            if let Err(at) = ips.binary_search(&ip) {
+                ips.insert(at, ip);
+            }
+        };
+        for c in state.containers.values() {
+            for ep in &c.endpoints {
+                let Some(&net) = index.get(ep.network.as_str()) else {
+                    continue;
+                };
+                add(&mut t, net, &c.name, ep.ip);
+                add(&mut t, net, short(&c.id), ep.ip);
+                for a in &ep.aliases {
+                    add(&mut t, net, a, ep.ip);
+                }
+                t.reverse
+                    .insert((net, ep.ip), format!("{}.{}", c.name, ep.network));
+            }
+        }
+        for r in remote {
+            let Some(&net) = index.get(r.network.as_str()) else {
+                continue;
+            };
+            add(&mut t, net, &r.container, r.ip);
+            add(&mut t, net, short(&r.container_id), r.ip);
+            for a in &r.aliases {
+                add(&mut t, net, a, r.ip);
+            }
+            t.reverse
+                .entry((net, r.ip))
+                .or_insert_with(|| format!("{}.{}", r.container, r.network));
+        }
+        let host_upstream = upstream(host_servers);
+        for c in state.containers.values() {
+            let networks: Vec<usize> = c
+                .endpoints
+                .iter()
+                .filter_map(|e| index.get(e.network.as_str()).copied())
+                .collect();
+            if networks.is_empty() {
+                continue;
+            }
+            let forward = c
+                .endpoints
+                .iter()
+                .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
+            let asker = Arc::new(Asker {
+                links: link_aliases(state, c, &index),
+                networks,
+                upstream: if c.options.dns.is_empty() {
+                    host_upstream.clone()
+                } else {
+                    upstream(&c.options.dns)
+                },
+                forward,
+            });
+            for ep in &c.endpoints {
+                t.askers.insert(ep.ip, asker.clone());
+            }
+        }
+        t
+    }
+
+    /// Answers `qname` (lowercase, without the final dot) for the container at `asker`.
+    pub fn lookup(&self, asker: Ipv4Addr, qname: &str, qtype: QType) -> Answer {
+        let Some(a) = self.askers.get(&asker) else {
+            return Answer::Refused;
+        };
+        if qtype == QType::Ptr {
+            if let Some(ip) = reverse_name(qname) {
+                return self.lookup_ptr(a, ip);
+            }
+        }
+        if let Some(ips) = self.find(a, qname) {
+            return match qtype {
+                QType::A => Answer::Addrs(ips.to_vec()),
+                _ => Answer::NoData,
+            };
+        }
+        let other_network = qname
+            .rsplit_once('.')
+            .is_some_and(|(_, last)| self.networks.iter().any(|n| n == last));
+        if self.known.contains(qname) || other_network {
+            return Answer::NxDomain;
+        }
+        self.forward(a)
+    }
+
+    fn find<'a>(&'a self, a: &'a Asker, qname: &str) -> Option<&'a [Ipv4Addr]> {
+        if let Some(ips) = a.links.get(qname) {
+            return Some(ips);
+        }
+        let on = |net: usize, name: &str| self.names[net].get(name).map(Vec::as_slice);
+        if let Some(ips) = a.networks.iter().find_map(|n| on(*n, qname)) {
+            return Some(ips);
+        }
+        // name.NETWORK, for a network the asker is on.
+        let (name, net) = qname.rsplit_once('.')?;
+        let net = a
+            .networks
+            .iter()
+            .copied()
+            .find(|n| self.networks[*n] == net)?;
+        on(net, name)
+    }
+
+    fn lookup_ptr(&self, a: &Asker, ip: Ipv4Addr) -> Answer {
+        if let Some(name) = a.networks.iter().find_map(|n| self.reverse.get(&(*n, ip))) {
+            return Answer::Ptr(name.clone());
+        }
+        if self.subnets.iter().any(|s| s.contains(ip)) {
+            return Answer::NxDomain;
+        }
+        self.forward(a)
+    }
+
+    fn forward(&self, a: &Asker) -> Answer {
+        if !a.forward {
+            Answer::NxDomain
+        } else if a.upstream.is_empty() {
+            Answer::ServFail
+        } else {
+            Answer::Forward(a.upstream.clone())
+        }
+    }
+}
+
+/// The aliases `c`'s links give it on user-defined networks: alias → the target's address on
+/// the first network both are on.
+fn link_aliases(
+    state: &State,
+    c: &Container,
+    index: &HashMap<&str, usize>,
+) -> HashMap<String, Vec<Ipv4Addr>> {
+    let mut out = HashMap::new();
+    for l in &c.options.links {
+        let Some(t) = state.containers.values().find(|t| t.id == l.id) else {
+            continue;
+        };
+        let shared = c.endpoints.iter().find_map(|e| {
+            index.get(e.network.as_str())?;
+            t.endpoints.iter().find(|te| te.network == e.network)
+        });
+        if let Some(te) = shared {
+            out.insert(l.alias.to_ascii_lowercase(), vec![te.ip]);
+        }
+    }
+    out
+}
+
+/// "4.3.2.1.in-addr.arpa" → 1.2.3.4.
+fn reverse_name(q: &str) -> Option<Ipv4Addr> {
+    let rest = q.strip_suffix(".in-addr.arpa")?;
+    let mut o: Vec<u8> = rest
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if o.len() != 4 {
+        return None;
+    }
+    o.reverse();
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        etc::tests::{container, net},
+        state::LinkRef,
+    };
+
+    const WEB: &str = "aaaaaaaaaaaa0000";
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// front: web, api (alias "svc"), worker (alias "svc"); back: db; both: api.
+    /// internal net "vault": safe.
+    fn state() -> State {
+        let mut s = State::default();
+        s.networks
+            .insert("bridge".into(), net("bridge", "172.17.0.0/16"));
+        s.networks
+            .insert("front".into(), net("front", "10.1.0.0/24"));
+        s.networks.insert("back".into(), net("back", "10.2.0.0/24"));
+        let mut vault = net("vault", "10.3.0.0/24");
+        vault.internal = true;
+        s.networks.insert("vault".into(), vault);
+        let mut put = |c: Container| {
+            s.containers.insert(c.name.clone(), c);
+        };
+        put(container("web", WEB, &[("front", "10.1.0.2")]));
+        let mut api = container(
+            "api",
+            "bbbbbbbbbbbb0000",
+            &[("front", "10.1.0.3"), ("back", "10.2.0.3")],
+        );
+        api.endpoints[0].aliases = vec!["svc".into()];
+        put(api);
+        let mut worker = container("worker", "cccccccccccc0000", &[("front", "10.1.0.4")]);
+        worker.endpoints[0].aliases = vec!["SVC".into()];
+        put(worker);
+        put(container("db", "dddddddddddd0000", &[("back", "10.2.0.2")]));
+        put(container(
+            "safe",
+            "eeeeeeeeeeee0000",
+            &[("vault", "10.3.0.2")],
+        ));
+        put(container(
+            "old",
+            "ffffffffffff0000",
+            &[("bridge", "172.17.0.2")],
+        ));
+        let mut dnsy = container("dnsy", "999999999999000", &[("front", "10.1.0.9")]);
+        dnsy.options.dns = vec!["192.0.2.53".parse().unwrap()];
+        dnsy.options.links = vec![LinkRef {
+            id: "bbbbbbbbbbbb0000".into(),
+            name: "api".into(),
+            alias: "backend".into(),
+        }];
+        put(dnsy);
+        s
+    }
+
+    fn table(s: &State) -> Table {
+        Table::build(s, &[], &["10.0.0.53".parse().unwrap()])
+    }
+
+    #[test]
+    fn names_of_own_networks() {
+        let t = table(&state());
+        let web = ip("10.1.0.2");
+        assert_eq!(
+            t.lookup(web, "api", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.3")])
+        );
+        assert_eq!(
+            t.lookup(web, "api.front", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.3")])
+        );
+        assert_eq!(
+            t.lookup(web, "bbbbbbbbbbbb", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.3")]),
+            "short ID"
+        );
+        // One alias on two containers: both addresses (case-insensitive).
+        assert_eq!(
+            t.lookup(web, "svc", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.3"), ip("10.1.0.4")])
+        );
+        assert_eq!(t.lookup(web, "api", QType::Other), Answer::NoData);
+        // api is on both networks: from back it is found by its back address.
+        assert_eq!(
+            t.lookup(ip("10.2.0.2"), "api", QType::A),
+            Answer::Addrs(vec![ip("10.2.0.3")])
+        );
+        // The asker identified by any of its addresses.
+        assert_eq!(
+            t.lookup(ip("10.2.0.3"), "web", QType::A),
+            Answer::Addrs(vec![web])
+        );
+    }
+
+    #[test]
+    fn other_networks_are_nxdomain_never_forwarded() {
+        let t = table(&state());
+        let web = ip("10.1.0.2");
+        assert_eq!(t.lookup(web, "db", QType::A), Answer::NxDomain);
+        assert_eq!(t.lookup(web, "db.back", QType::A), Answer::NxDomain);
+        assert_eq!(t.lookup(web, "anything.back", QType::A), Answer::NxDomain);
+        assert_eq!(t.lookup(web, "api.back", QType::A), Answer::NxDomain);
+        assert_eq!(t.lookup(ip("10.2.0.2"), "web", QType::A), Answer::NxDomain);
+    }
+
+    #[test]
+    fn forwarding_and_who_may_ask() {
+        let t = table(&state());
+        let up = |s: &str| -> Arc<[SocketAddr]> { vec![s.parse().unwrap()].into() };
+        assert_eq!(
+            t.lookup(ip("10.1.0.2"), "example.com", QType::A),
+            Answer::Forward(up("10.0.0.53:53"))
+        );
+        // --dns wins over the host's servers.
+        assert_eq!(
+            t.lookup(ip("10.1.0.9"), "example.com", QType::A),
+            Answer::Forward(up("192.0.2.53:53"))
+        );
+        // Internal networks never forward.
+        assert_eq!(
+            t.lookup(ip("10.3.0.2"), "example.com", QType::A),
+            Answer::NxDomain
+        );
+        // Strangers and default-network containers get nothing.
+        assert_eq!(t.lookup(ip("10.9.9.9"), "web", QType::A), Answer::Refused);
+        assert_eq!(t.lookup(ip("172.17.0.2"), "web", QType::A), Answer::Refused);
+        // No server anywhere: SERVFAIL, not silence.
+        let t = Table::build(&state(), &[], &[]);
+        assert_eq!(
+            t.lookup(ip("10.1.0.2"), "example.com", QType::A),
+            Answer::ServFail
+        );
+    }
+
+    #[test]
+    fn reverse_lookups() {
+        let t = table(&state());
+        let web = ip("10.1.0.2");
+        assert_eq!(
+            t.lookup(web, "3.0.1.10.in-addr.arpa", QType::Ptr),
+            Answer::Ptr("api.front".into())
+        );
+        assert_eq!(
+            t.lookup(web, "2.0.2.10.in-addr.arpa", QType::Ptr),
+            Answer::NxDomain,
+            "db's address is on a network web is not on"
+        );
+        assert!(matches!(
+            t.lookup(web, "1.2.0.192.in-addr.arpa", QType::Ptr),
+            Answer::Forward(_)
+        ));
+    }
+
+    #[test]
+    fn links_are_the_linkers_own_names() {
+        let t = table(&state());
+        assert_eq!(
+            t.lookup(ip("10.1.0.9"), "backend", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.3")])
+        );
+        assert!(matches!(
+            t.lookup(ip("10.1.0.2"), "backend", QType::A),
+            Answer::Forward(_)
+        ));
+    }
+
+    #[test]
+    fn a_removed_container_is_gone_from_the_next_table() {
+        let mut s = state();
+        s.containers.remove("api");
+        let t = table(&s);
+        let web = ip("10.1.0.2");
+        assert_eq!(
+            t.lookup(web, "svc", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.4")])
+        );
+        assert!(matches!(t.lookup(web, "api", QType::A), Answer::Forward(_)));
+        assert_eq!(t.lookup(ip("10.1.0.3"), "web", QType::A), Answer::Refused);
+    }
+
+    #[test]
+    fn remote_containers_of_overlay_networks() {
+        let s = state();
+        let remote = [RemoteName {
+            network: "front".into(),
+            ip: ip("10.1.0.50"),
+            container: "far".into(),
+            container_id: "123456789012abcd".into(),
+            aliases: vec!["faraway".into()],
+        }];
+        let t = Table::build(&s, &remote, &[]);
+        let web = ip("10.1.0.2");
+        assert_eq!(
+            t.lookup(web, "faraway", QType::A),
+            Answer::Addrs(vec![ip("10.1.0.50")])
+        );
+        assert_eq!(
+            t.lookup(web, "50.0.1.10.in-addr.arpa", QType::Ptr),
+            Answer::Ptr("far.front".into())
+        );
+    }
+
+    #[test]
+    fn reverse_names_parse() {
+        assert_eq!(
+            reverse_name("4.3.2.1.in-addr.arpa"),
+            Some(Ipv4Addr::new(1, 2, 3, 4))
+        );
+        assert_eq!(reverse_name("3.2.1.in-addr.arpa"), None);
+        assert_eq!(reverse_name("a.3.2.1.in-addr.arpa"), None);
+    }
+}

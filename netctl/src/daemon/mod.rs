@@ -1,0 +1,98 @@
+//! `netctl daemon`: the one long-running process of an instance, for what must run
+//! continuously — the embedded DNS resolver, and the watchers (the cluster agent). Started
+//! on demand by the commands ([`lifecycle`]), never by hand; one per state directory
+//! ([`pidfile`]); follows the saved state ([`reload`]) and exits when no network needs it.
+//! It runs in the network namespace of the command that started it, as netctl does.
+
+pub mod dns;
+pub mod lifecycle;
+pub mod pidfile;
+pub mod reload;
+mod watchers;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+
+/// The fallback poll of the files the daemon depends on.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A line of the daemon's log (its stderr: `daemon.log`).
+pub fn say(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "{}.{:03} {msg}",
+        crate::cli::rfc3339(now.as_secs()).trim_end_matches('Z'),
+        now.subsec_millis()
+    );
+}
+
+/// The daemon's body. Exit status 0 also when another daemon already runs.
+pub fn main() -> Result<i32> {
+    let cfg = Config::from_env()?;
+    crate::state::private_dir(&cfg.state_dir)?;
+    let Some(_claim) = pidfile::claim(&cfg.state_dir)? else {
+        eprintln!(
+            "netctl daemon: already running for {}",
+            cfg.state_dir.display()
+        );
+        return Ok(0);
+    };
+    // One thread: a query is microseconds of work, and the host's cores are the datapath's.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> Result<i32> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    say(&format!(
+        "started (pid {}) for {}",
+        std::process::id(),
+        cfg.state_dir.display()
+    ));
+    let (changed, _) = tokio::sync::watch::channel(());
+    watchers::start(&cfg, &changed);
+    let mut resolver = dns::Resolver::new();
+    let mut watch = reload::Watch::new(&cfg);
+    let mut poll = tokio::time::interval(POLL);
+    let mut listening = Vec::new();
+    loop {
+        match reload::load(&cfg) {
+            Ok(snap) => {
+                if !lifecycle::needed(&snap.state) {
+                    say("no network needs the daemon any more: exiting");
+                    return Ok(0);
+                }
+                for p in resolver.reload(&snap.state, &snap.remote, &snap.host.nameservers) {
+                    say(&format!("dns: cannot listen on {p}"));
+                }
+                if resolver.addresses() != listening {
+                    listening = resolver.addresses();
+                    say(&format!("dns: listening on {listening:?} port 53"));
+                }
+                reload::acknowledge(&cfg.state_dir, &snap.state_identity)?;
+                changed.send_replace(());
+            }
+            // Keep serving what was loaded last; the next change is tried again.
+            Err(e) => say(&format!("reload failed: {e:#}")),
+        }
+        watch.changed();
+        loop {
+            tokio::select! {
+                _ = hup.recv() => break,
+                _ = term.recv() => return Ok(0),
+                _ = int.recv() => return Ok(0),
+                _ = poll.tick() => if watch.changed() { break },
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! What the daemon serves follows the saved state. Commands tell it (SIGHUP) after every
+//! commit and wait for `daemon.loaded` to name the state file they saved; a cheap poll of
+//! the files it depends on catches anything else (a command of an older netctl, a missed
+//! signal, the host's resolv.conf changing, the cluster agent's names).
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+
+use super::dns::table::RemoteName;
+use crate::{
+    config::Config,
+    resolvconf::ResolvConf,
+    state::{State, Store},
+};
+
+pub const LOADED: &str = "daemon.loaded";
+const STATE_FILE: &str = "state.json";
+
+/// A file as it is now: inode, modification time and size ("-" when missing). The state is
+/// replaced by a rename on every save, so a new save is always a new identity.
+pub fn identity(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{}:{}.{}:{}", m.ino(), m.mtime(), m.mtime_nsec(), m.len()),
+        Err(_) => "-".into(),
+    }
+}
+
+pub fn state_identity(state_dir: &Path) -> String {
+    identity(&state_dir.join(STATE_FILE))
+}
+
+/// The state identity the daemon last loaded.
+pub fn loaded(state_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(state_dir.join(LOADED))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Everything a reload reads.
+pub struct Snapshot {
+    pub state: State,
+    pub state_identity: String,
+    pub remote: Vec<RemoteName>,
+    pub host: ResolvConf,
+}
+
+/// Reads the state (checking that it did not change while being read, so the identity
+/// acknowledged is the one served), the cluster's names and the host's resolv.conf.
+pub fn load(cfg: &Config) -> Result<Snapshot> {
+    let store = Store::new(&cfg.state_dir);
+    let mut tries = 0;
+    let (state, state_identity) = loop {
+        let before = state_identity(&cfg.state_dir);
+        let state = store.snapshot()?;
+        let after = state_identity(&cfg.state_dir);
+        tries += 1;
+        if before == after || tries == 10 {
+            break (state, after);
+        }
+    };
+    let remote = std::fs::read(crate::cluster::agent::remote_names_path(cfg))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Ok(Snapshot {
+        state,
+        state_identity,
+        remote,
+        host: ResolvConf::read(&cfg.resolv_conf),
+    })
+}
+
+/// Says which state is being served (atomically: a command never reads half a line).
+pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
+    let path = state_dir.join(LOADED);
+    let tmp = state_dir.join(format!("{LOADED}.tmp"));
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    writeln!(f, "{identity}")?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// The files a reload depends on, and whether any changed since the last look.
+pub struct Watch {
+    files: Vec<PathBuf>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    pub fn new(cfg: &Config) -> Self {
+        let files = vec![
+            cfg.state_dir.join(STATE_FILE),
+            crate::cluster::agent::remote_names_path(cfg),
+            cfg.resolv_conf.clone(),
+        ];
+        let seen = files.iter().map(|f| identity(f)).collect();
+        Self { files, seen }
+    }
+
+    pub fn changed(&mut self) -> bool {
+        let now: Vec<String> = self.files.iter().map(|f| identity(f)).collect();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+}
