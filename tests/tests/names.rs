@@ -155,3 +155,188 @@ fn removed_and_disconnected_containers_stop_resolving_at_once() {
     assert_eq!(dig_status(&sb, "client", "web"), "NXDOMAIN");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn each_container_has_its_own_hosts_resolv_conf_and_hostname() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.61.0.0/24", "front"]);
+    let id = idle(
+        &sb,
+        "web",
+        &[
+            "--network",
+            "front",
+            "--add-host",
+            "db.example:192.0.2.9",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+        ],
+    );
+    idle(&sb, "named", &["--network", "front", "--hostname", "box1"]);
+    let sh = |c: &str, s: &str| String::from_utf8_lossy(&sb.container_sh(c, s).stdout).to_string();
+    // The short ID is the default hostname, in the UTS namespace and the files; exec sees
+    // the same as the container's own process.
+    assert_eq!(sh("web", "hostname").trim(), &id[..12]);
+    assert_eq!(sh("web", "cat /etc/hostname").trim(), &id[..12]);
+    let pid = sb.state()["containers"]["web"]["pid"].as_u64().unwrap();
+    let uts = |pid: &str| {
+        let out = sb.host_sh(&format!("nsenter -t {pid} -u hostname"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        uts(&pid.to_string()),
+        &id[..12],
+        "the run process's own hostname"
+    );
+    assert_eq!(sh("named", "hostname").trim(), "box1");
+    let hosts = sh("web", "cat /etc/hosts");
+    assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+    assert!(hosts.contains("192.0.2.9\tdb.example\n"), "{hosts}");
+    assert!(
+        hosts.contains("10.61.0.1\thost.docker.internal\n"),
+        "host-gateway is the network's gateway: {hosts}"
+    );
+    assert!(
+        hosts.contains(&format!("10.61.0.2\t{}\n", &id[..12])),
+        "{hosts}"
+    );
+    let out = sb.container_sh("web", "getent hosts db.example");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("192.0.2.9"));
+    // The host's files and hostname are untouched, and its processes still see them.
+    assert_eq!(
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        host_hosts
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
+        host_name
+    );
+    let out = sb.host_sh("cat /etc/hosts; hostname");
+    let host_view = String::from_utf8_lossy(&out.stdout);
+    assert!(!host_view.contains("db.example") && !host_view.contains(&id[..12]));
+    // A network connected later shows in the running container's /etc/hosts.
+    sb.netctl_ok(&["network", "create", "--subnet", "10.62.0.0/24", "back"]);
+    sb.netctl_ok(&["network", "connect", "back", "web"]);
+    assert!(sh("web", "cat /etc/hosts").contains(&format!("10.62.0.2\t{}\n", &id[..12])));
+}
+
+#[test]
+fn default_network_gets_upstream_servers_not_the_embedded_dns() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    let _up = sb.upstream_dns(&[("outside.example", "192.0.2.77")]);
+    let up = sb.outside_ip.clone();
+    // Loopback servers of the host (a systemd-resolved stub) mean nothing in a container.
+    sb.host_dns(&["127.0.0.53", &up]);
+    idle(&sb, "plain", &[]);
+    let rc = sb.container_sh("plain", "cat /etc/resolv.conf");
+    let rc = String::from_utf8_lossy(&rc.stdout).to_string();
+    assert!(rc.contains(&format!("nameserver {up}\n")), "{rc}");
+    assert!(!rc.contains("127.0.0"), "{rc}");
+    assert_eq!(dig(&sb, "plain", "outside.example"), "192.0.2.77");
+    // No daemon: nothing needs it on the default network.
+    assert_eq!(sb.daemon_pid(), None);
+    idle(&sb, "own", &["--dns", "192.0.2.53"]);
+    let rc = sb.container_sh("own", "cat /etc/resolv.conf");
+    assert!(String::from_utf8_lossy(&rc.stdout).contains("nameserver 192.0.2.53\n"));
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_containers_servers_internal_networks_never() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    let _up = sb.upstream_dns(&[("outside.example", "192.0.2.77")]);
+    let up = sb.outside_ip.clone();
+    sb.netctl_ok(&["network", "create", "front"]);
+    sb.netctl_ok(&["network", "create", "--internal", "vault"]);
+    // No host servers: only --dns leads anywhere.
+    idle(&sb, "with-dns", &["--network", "front", "--dns", &up]);
+    idle(&sb, "without", &["--network", "front"]);
+    assert_eq!(dig(&sb, "with-dns", "outside.example"), "192.0.2.77");
+    assert_eq!(dig(&sb, "with-dns", "+tcp outside.example"), "192.0.2.77");
+    assert_eq!(dig_status(&sb, "with-dns", "nothing.example"), "NXDOMAIN");
+    assert_eq!(dig_status(&sb, "without", "outside.example"), "SERVFAIL");
+    // The host's resolv.conf servers, read again when it changes.
+    sb.host_dns(&[&up]);
+    sb.netctl_ok(&["sync", "-q"]);
+    assert_eq!(dig(&sb, "without", "outside.example"), "192.0.2.77");
+    // Internal: local names only.
+    idle(&sb, "safe", &["--network", "vault", "--dns", &up]);
+    idle(&sb, "peer", &["--network", "vault"]);
+    assert_eq!(dig(&sb, "safe", "peer"), ip_of(&sb, "peer", "vault"));
+    assert_eq!(dig_status(&sb, "safe", "outside.example"), "NXDOMAIN");
+}
+
+#[test]
+fn one_daemon_started_on_demand_restarted_when_killed_gone_when_unneeded() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_FAILPOINT", "999"); // never reached; the daemon must not inherit it
+    assert_eq!(sb.daemon_pid(), None);
+    sb.netctl_ok(&["network", "create", "front"]);
+    let pid = sb.daemon_pid().expect("network create started the daemon");
+    // In the sandbox's host namespace, not the machine's.
+    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    let host_ns = sb.host_sh("readlink /proc/self/ns/net");
+    assert_eq!(
+        ns(pid).to_string_lossy(),
+        String::from_utf8_lossy(&host_ns.stdout).trim()
+    );
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&env).contains("NETCTL_FAILPOINT"));
+    let log = sb.state_dir.join("daemon.log");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Never two: a second one started by hand leaves at once.
+    let out = sb.netctl(&["daemon"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert_eq!(sb.daemon_pid(), Some(pid));
+
+    idle(&sb, "web", &["--network", "front"]);
+    idle(&sb, "client", &["--network", "front"]);
+    let web = ip_of(&sb, "web", "front");
+    assert_eq!(dig(&sb, "client", "web"), web);
+    // Killed: the next command (here sync) starts a new one, which answers correctly.
+    sb.host_sh(&format!("kill -9 {pid}"));
+    for _ in 0..100 {
+        if sb.daemon_pid().is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dig(&sb, "client", "web").contains(&web),
+        "no resolver while it is dead"
+    );
+    sb.netctl_ok(&["sync", "-q"]);
+    let again = sb.daemon_pid().expect("sync restarted it");
+    assert_ne!(again, pid);
+    assert_eq!(dig(&sb, "client", "web"), web);
+    // Any command that finds it dead restarts it too.
+    sb.host_sh(&format!("kill -9 {again}"));
+    std::thread::sleep(Duration::from_millis(100));
+    sb.netctl_ok(&["rm", "-f", "web"]);
+    assert!(sb.daemon_pid().is_some());
+    assert!(
+        !dig(&sb, "client", "web").contains(&web),
+        "removed: never its address"
+    );
+
+    // No network needs it: it exits by itself.
+    sb.netctl_ok(&["rm", "-f", "client"]);
+    sb.netctl_ok(&["network", "rm", "front"]);
+    let t = Instant::now();
+    while sb.daemon_pid().is_some() && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        sb.daemon_pid(),
+        None,
+        "the daemon outlived its last network"
+    );
+}
