@@ -45,6 +45,7 @@ pub mod proto {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for maps::PortKey {}
+    unsafe impl aya::Pod for maps::LinkKey {}
     unsafe impl aya::Pod for maps::Backend {}
     unsafe impl aya::Pod for maps::Uplink {}
     unsafe impl aya::Pod for maps::EndpointInfo {}

@@ -35,8 +35,11 @@ pub const EP_STATS: &str = "EP_STATS";
 /// controller.
 pub const PORT_STATS: &str = "PORT_STATS";
 
+/// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
+pub const LINKS: &str = "LINKS";
+
 /// Every map, pinned by these names.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -52,6 +55,7 @@ pub const ALL: [&str; 15] = [
     EVENTS_LOST,
     EP_STATS,
     PORT_STATS,
+    LINKS,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -61,6 +65,7 @@ pub const HOST_ADDRS_MAX: u32 = 4096;
 pub const UPLINKS_MAX: u32 = 64;
 pub const ENDPOINTS_MAX: u32 = 65536;
 pub const NETWORKS_MAX: u32 = 4096;
+pub const LINKS_MAX: u32 = 65536;
 /// Default connection-tracking capacity (entries; a NAT flow takes two).
 pub const CT_MAX_DEFAULT: u32 = 262144;
 
@@ -128,6 +133,25 @@ pub struct Config {
     pub nat_port_max: u16,
 }
 
+/// `port` is the destination port: the linking container to the target's exposed port.
+pub const LINK_TO_PORT: u8 = 0;
+/// `port` is the source port: the target's replies.
+pub const LINK_FROM_PORT: u8 = 1;
+
+/// A packet a legacy link allows on a network with ICC off (Docker's per-link ACCEPT rules).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkKey {
+    pub src: u32,
+    pub dst: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    /// [`LINK_TO_PORT`] or [`LINK_FROM_PORT`].
+    pub dir: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<LinkKey>() == 12);
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<Uplink>() == 8);

@@ -40,6 +40,9 @@ pub static NETWORKS: HashMap<u32, NetInfo> = HashMap::with_max_entries(NETWORKS_
 #[map(name = "SUBNETS")]
 pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_MAX, 1); // BPF_F_NO_PREALLOC
 
+#[map(name = "LINKS")]
+pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(LINKS_MAX, 0);
+
 #[map(name = "CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 

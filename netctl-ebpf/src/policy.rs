@@ -3,11 +3,11 @@
 
 use netctl_common::{
     drop::DropReason,
-    maps::{EndpointInfo, NetInfo, NET_ICC, NET_INTERNAL},
+    maps::{EndpointInfo, LinkKey, NetInfo, LINK_FROM_PORT, LINK_TO_PORT, NET_ICC, NET_INTERNAL},
 };
 
 use crate::{
-    maps::{self, SUBNETS},
+    maps::{self, LINKS, SUBNETS},
     parse::Hdr,
 };
 use aya_ebpf::maps::lpm_trie::Key;
@@ -48,7 +48,7 @@ pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReas
         if *dst_net != ep.network {
             return Err(DropReason::Isolation);
         }
-        if net.flags & NET_ICC == 0 {
+        if net.flags & NET_ICC == 0 && !linked(h) {
             return Err(DropReason::IccOff);
         }
         return Ok(Dest::SameNetwork);
@@ -57,4 +57,24 @@ pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReas
         return Err(DropReason::Internal);
     }
     Ok(Dest::Outside)
+}
+
+/// A legacy link lets this packet through ICC=false: the linking container to one of the
+/// target's exposed ports, or the target's reply from it.
+#[inline(always)]
+fn linked(h: &Hdr) -> bool {
+    let mut key = LinkKey {
+        src: h.saddr,
+        dst: h.daddr,
+        port: h.dport,
+        proto: h.proto,
+        dir: LINK_TO_PORT,
+    };
+    // SAFETY: read-only lookups of a map the controller fills.
+    if unsafe { LINKS.get(key).is_some() } {
+        return true;
+    }
+    key.port = h.sport;
+    key.dir = LINK_FROM_PORT;
+    unsafe { LINKS.get(key).is_some() }
 }

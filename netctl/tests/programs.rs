@@ -570,6 +570,38 @@ fn icc_on_lets_a_network_talk() {
     assert_eq!((v, &out[..]), (TC_ACT_OK, &pkt[..]));
 }
 
+#[test]
+fn a_legacy_link_opens_only_the_targets_port_with_icc_off() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(false, false);
+    let mut links: HashMap<_, LinkKey, u32> = w.ebpf.map_mut(LINKS).unwrap().try_into().unwrap();
+    // WEB links to A2, which exposes 5432/tcp: the request and the reply are allowed.
+    let key = |src: &str, dst: &str, dir| LinkKey {
+        src: raw(ip(src)),
+        dst: raw(ip(dst)),
+        port: 5432u16.to_be(),
+        proto: 6,
+        dir,
+    };
+    links.insert(key(WEB, A2, LINK_TO_PORT), 1, 0).unwrap();
+    links.insert(key(A2, WEB, LINK_FROM_PORT), 1, 0).unwrap();
+    let syn = tcp(WEB, 40000, A2, 5432, 0x02);
+    let (v, out) = w.run("from_container", &syn);
+    assert_eq!((v, &out[..]), (TC_ACT_OK, &syn[..]), "untouched, allowed");
+    let (v, _) = w.run("from_container", &tcp(A2, 5432, WEB, 40000, 0x12));
+    assert_eq!(v, TC_ACT_OK, "the reply");
+    // Nothing else: another port, the other direction, UDP on the same port.
+    let (v, _) = w.run("from_container", &tcp(WEB, 40000, A2, 80, 0x02));
+    assert_eq!(v, TC_ACT_SHOT);
+    let (v, _) = w.run("from_container", &tcp(A2, 40000, WEB, 5432, 0x02));
+    assert_eq!(v, TC_ACT_SHOT);
+    let (v, _) = w.run("from_container", &udp(WEB, 40000, A2, 5432));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::IccOff), 3);
+}
+
 // ---- hairpin ----
 
 #[test]
