@@ -240,7 +240,22 @@ pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> 
     };
     let mut net = plan(nl, state, &req).context("planning the default network bridge")?;
     net.id = predefined_id(group, DEFAULT_NETWORK);
+    if !default_icc()? {
+        net.icc = false;
+        net.options
+            .insert(options::ICC.to_string(), "false".to_string());
+    }
     Ok(net)
+}
+
+/// `NETCTL_ICC=false`: dockerd's `--icc=false`, for the default network when it is made —
+/// its containers reach each other only through legacy links.
+pub fn default_icc() -> Result<bool> {
+    match std::env::var("NETCTL_ICC").unwrap_or_default().as_str() {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => bail!("NETCTL_ICC={other} is not valid: use true or false"),
+    }
 }
 
 /// Creates the default network if it does not exist yet.

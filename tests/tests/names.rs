@@ -340,3 +340,99 @@ fn one_daemon_started_on_demand_restarted_when_killed_gone_when_unneeded() {
         "the daemon outlived its last network"
     );
 }
+
+#[test]
+fn legacy_links_expose_and_publish_all_with_icc_off() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_ICC", "false");
+    // db serves 5432 (exposed) and 8080 (not exposed).
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--expose",
+        "5432",
+        "--expose",
+        "7000-7001/udp",
+        "--",
+        "python3",
+        "-c",
+        netctl_tests::WHOAMI,
+        "0.0.0.0",
+        "5432",
+    ]);
+    sb.wait_listening("db", 5432);
+    sb.container_sh(
+        "db",
+        &format!(
+            "python3 -c '{}' 0.0.0.0 8080 >/dev/null 2>&1 &",
+            netctl_tests::WHOAMI
+        ),
+    );
+    sb.wait_listening("db", 8080);
+    let db = ip_of(&sb, "db", "bridge");
+    assert_eq!(
+        sb.state()["networks"]["bridge"]["icc"],
+        serde_json::json!(false),
+        "NETCTL_ICC=false made the default network without ICC"
+    );
+    let ps = sb.netctl_ok(&["ps"]);
+    assert!(ps.contains("5432/tcp, 7000/udp, 7001/udp"), "{ps}");
+
+    // The link: a hosts entry (alias, hostname, name) and Docker's variables.
+    let out = sb.netctl_ok(&[
+        "run", "--name", "web", "--link", "db:mydb", "--", "sh", "-c",
+        "grep mydb /etc/hosts; echo $MYDB_NAME $MYDB_PORT $MYDB_PORT_5432_TCP_ADDR $MYDB_PORT_7000_UDP_PROTO; \
+         curl -sf --max-time 3 http://mydb:5432/ >/dev/null && echo linked-port-ok; \
+         curl -sf --max-time 2 http://mydb:8080/ >/dev/null && echo other-port-open; true",
+    ]);
+    let db_id = sb.state()["containers"]["db"]["id"].as_str().unwrap()[..12].to_string();
+    assert!(out.contains(&format!("{db}\tmydb {db_id} db")), "{out}");
+    assert!(
+        out.contains(&format!("/web/mydb tcp://{db}:5432 {db} udp")),
+        "{out}"
+    );
+    assert!(
+        out.contains("linked-port-ok"),
+        "a link opens the exposed port: {out}"
+    );
+    assert!(!out.contains("other-port-open"), "and nothing else: {out}");
+    // Without a link ICC=false isolates.
+    let out = sb.netctl(&[
+        "run",
+        "--name",
+        "stranger",
+        "--",
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        &format!("http://{db}:5432/"),
+    ]);
+    assert!(!out.status.success(), "icc=false: no link, no way");
+
+    // -P: every exposed port on an ephemeral host port, as `port` shows.
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "--expose",
+        "5432",
+        "-P",
+        "--",
+        "python3",
+        "-c",
+        netctl_tests::WHOAMI,
+        "0.0.0.0",
+        "5432",
+    ]);
+    sb.wait_listening("pub", 5432);
+    let port = sb.netctl_ok(&["port", "pub", "5432"]);
+    let host_port: u16 = port.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(host_port >= 1024, "{port}");
+    let body = sb.curl_from_outside(&format!("http://{}:{host_port}/", sb.host_ip));
+    assert_eq!(body.as_deref(), Some(sb.outside_ip.as_str()));
+}

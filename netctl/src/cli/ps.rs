@@ -95,17 +95,25 @@ pub fn run(args: Args) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(",")
     };
+    // Docker's PORTS: published ports, then exposed ones nobody publishes ("80/tcp").
     let port_list = |c: &Container| {
-        c.ports
+        let published = c.ports.iter().map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip, p.host_port, p.container_port, p.proto
+            )
+        });
+        let exposed = c
+            .options
+            .exposed
             .iter()
-            .map(|p| {
-                format!(
-                    "{}:{}->{}/{}",
-                    p.host_ip, p.host_port, p.container_port, p.proto
-                )
+            .filter(|e| {
+                !c.ports
+                    .iter()
+                    .any(|p| p.container_port == e.port && p.proto == e.proto)
             })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map(|e| format!("{}/{}", e.port, e.proto));
+        published.chain(exposed).collect::<Vec<_>>().join(", ")
     };
     if args.quiet {
         shown.iter().for_each(|(c, _)| println!("{}", short(&c.id)));

@@ -48,6 +48,8 @@ pub struct Desired {
     pub overlay_vnis: BTreeMap<u32, u32>,
     pub overlay_bridges: BTreeMap<u32, u32>,
     pub overlay: OverlayConfig,
+    /// What legacy links let through ICC=false (`links::allowed`).
+    pub links: BTreeMap<netctl_common::maps::LinkKey, u32>,
 }
 
 /// What the kernel side knows that the state does not: interfaces and addresses.
@@ -144,6 +146,23 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
     }
     if let Some(vx) = by_name(crate::topology::VXLAN_DEV) {
         d.overlay.vxlan_ifindex = vx.index;
+    }
+    for a in crate::links::allowed(state) {
+        let key = netctl_common::maps::LinkKey {
+            src: raw(a.from),
+            dst: raw(a.to),
+            port: a.port.to_be(),
+            proto: match a.proto {
+                Proto::Tcp => proto::TCP,
+                Proto::Udp => proto::UDP,
+            },
+            dir: if a.reply {
+                netctl_common::maps::LINK_FROM_PORT
+            } else {
+                netctl_common::maps::LINK_TO_PORT
+            },
+        };
+        d.links.insert(key, 1);
     }
     d.sock_netns.insert(
         host.host_cookie,

@@ -197,6 +197,10 @@ impl Dataplane {
                         .0,
             ),
             (
+                "link pairs",
+                self.sync_hash(names::LINKS, &want.links, &mut applied)?.0,
+            ),
+            (
                 "socket namespaces",
                 self.sync_hash(
                     netctl_common::sock::SOCK_NETNS,
@@ -253,6 +257,7 @@ impl Dataplane {
             (names::UPLINKS, want.uplinks.len(), "uplinks"),
             (names::NETWORKS, want.networks.len(), "networks"),
             (names::SUBNETS, want.subnets.len(), "networks"),
+            (names::LINKS, want.links.len(), "link pairs"),
         ];
         for (map, n, what) in sizes {
             let cap = MapData::from_pin(self.pins.map(map))
