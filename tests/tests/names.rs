@@ -436,3 +436,56 @@ fn legacy_links_expose_and_publish_all_with_icc_off() {
     let body = sb.curl_from_outside(&format!("http://{}:{host_port}/", sb.host_ip));
     assert_eq!(body.as_deref(), Some(sb.outside_ip.as_str()));
 }
+
+#[test]
+fn bad_name_options_are_one_line_and_change_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "front"]);
+    idle(&sb, "c", &["--network", "front"]);
+    let state = sb.state_text();
+    let handles = sb.netns_handles();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--hostname=-bad"], "invalid hostname"),
+        (&["--hostname", &"a".repeat(70)], "invalid hostname"),
+        (&["--hostname", "under_score"], "invalid hostname"),
+        (
+            &["--network", "front", "--network-alias", "a b"],
+            "invalid --network-alias",
+        ),
+        (&["--network-alias", "x"], "user defined networks"),
+        (&["--add-host", "nocolon"], "invalid --add-host"),
+        (&["--add-host", "db:300.1.1.1"], "invalid --add-host"),
+        (&["--add-host", "bad name:1.2.3.4"], "invalid --add-host"),
+        (&["--dns", "dns.example"], "invalid --dns"),
+        (&["--link", "nosuch"], "no such container"),
+        (&["--link", "c:bad_alias"], "invalid --link alias"),
+        (&["--link", "c"], "does not belong to the default network"),
+        (&["--expose", "0"], "invalid --expose"),
+        (&["--expose", "80/sctp"], "--expose"),
+        (&["--expose", "90-80", "-P"], "invalid --expose"),
+        (&["--network", "host", "--hostname", "h"], "--network host"),
+    ];
+    for (extra, why) in cases {
+        let mut args = vec!["run", "--name", "bad"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "true"]);
+        let out = sb.netctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    for alias in ["a_b", "-x", ""] {
+        let flag = format!("--alias={alias}");
+        let out = sb.netctl(&["network", "connect", &flag, "bridge", "c"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{alias}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("invalid --alias"), "{err}");
+    }
+    let err = sb.netctl_err(&["network", "connect", "--alias", "ok", "bridge", "c"]);
+    assert!(err.contains("user defined networks"), "{err}");
+    assert_eq!(sb.state_text(), state, "nothing changed");
+    assert_eq!(sb.netns_handles(), handles);
+}

@@ -166,7 +166,7 @@ fn own_endpoints(state: &State, me: Ipv4Addr) -> Vec<(String, Ipv4Addr, Endpoint
                         container: c.name.clone(),
                         endpoint_id: ep.endpoint_id.clone(),
                         mac: ep.mac.clone(),
-                        aliases: Vec::new(),
+                        aliases: ep.aliases.clone(),
                     },
                 ));
             }
