@@ -61,6 +61,13 @@ fn containers_resolve_names_of_their_networks_only() {
     idle(&sb, "client", &["--network", "front"]);
     let web = ip_of(&sb, "web", "front");
     let web2 = ip_of(&sb, "web2", "front");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "web"])).unwrap();
+    assert_eq!(
+        inspect[0]["NetworkSettings"]["Networks"]["front"]["Aliases"],
+        serde_json::json!(["site"])
+    );
+    assert_eq!(inspect[0]["Config"]["Hostname"], &web_id[..12]);
 
     // A container's resolv.conf points at Docker's 127.0.0.11.
     let rc = sb.container_sh("client", "cat /etc/resolv.conf");
@@ -433,6 +440,16 @@ fn legacy_links_expose_and_publish_all_with_icc_off() {
     let port = sb.netctl_ok(&["port", "pub", "5432"]);
     let host_port: u16 = port.trim().rsplit(':').next().unwrap().parse().unwrap();
     assert!(host_port >= 1024, "{port}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "pub", "db"])).unwrap();
+    assert_eq!(
+        inspect[0]["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"],
+        host_port.to_string()
+    );
+    assert!(
+        inspect[1]["Config"]["ExposedPorts"]["7001/udp"].is_object(),
+        "{inspect}"
+    );
     let body = sb.curl_from_outside(&format!("http://{}:{host_port}/", sb.host_ip));
     assert_eq!(body.as_deref(), Some(sb.outside_ip.as_str()));
 }

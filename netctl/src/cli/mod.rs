@@ -1,6 +1,7 @@
 //! Command line: clap definitions and dispatch. Each verb lives in its own module.
 
 mod exec;
+mod inspect;
 mod network;
 mod port;
 mod ps;
@@ -52,6 +53,8 @@ enum Command {
     Exec(exec::Args),
     /// List containers
     Ps(ps::Args),
+    /// Show containers in detail (JSON, Docker's shape)
+    Inspect(inspect::Args),
     /// List a container's published ports
     Port(port::Args),
     /// Remove containers
@@ -121,6 +124,7 @@ pub fn main() -> i32 {
         Command::Daemon => crate::daemon::main(),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Port(a) => port::run(a),
         Command::Rm(a) => rm::run(a),
         Command::Sync(a) => sync::run(a),

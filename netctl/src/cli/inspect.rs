@@ -1,0 +1,104 @@
+use anyhow::Result;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    containers::Status,
+    ctx::Ctx,
+    state::{Container, State},
+};
+
+/// Show containers in detail, as a JSON array in Docker's shape (the networking parts)
+#[derive(clap::Args)]
+pub struct Args {
+    /// Containers: names, IDs or unique ID prefixes
+    #[arg(required = true, value_name = "CONTAINER")]
+    names: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let ctx = Ctx::open_unchecked()?;
+    let state = ctx.store.snapshot()?;
+    // Docker prints what it found, then fails for the rest.
+    let mut out = Vec::new();
+    let mut missing = None;
+    for r in &args.names {
+        match state.find_container(r) {
+            Ok(c) => out.push(inspect(&state, c, Status::of(&ctx.cfg.state_dir, c))),
+            Err(e) => missing = Some(e),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    missing.map_or(Ok(0), Err)
+}
+
+fn inspect(state: &State, c: &Container, status: Status) -> Value {
+    let o = &c.options;
+    let mut exposed = Map::new();
+    let mut ports = Map::new();
+    for e in &o.exposed {
+        exposed.insert(format!("{}/{}", e.port, e.proto), json!({}));
+        ports.insert(format!("{}/{}", e.port, e.proto), Value::Null);
+    }
+    for p in &c.ports {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        exposed.insert(key.clone(), json!({}));
+        let binding = json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()});
+        match ports.get_mut(&key) {
+            Some(Value::Array(v)) => v.push(binding),
+            _ => {
+                ports.insert(key, json!([binding]));
+            }
+        }
+    }
+    let mut networks = Map::new();
+    for ep in &c.endpoints {
+        let net = state.networks.get(&ep.network);
+        networks.insert(
+            ep.network.clone(),
+            json!({
+                "Aliases": ep.aliases,
+                "NetworkID": net.map(|n| n.id.clone()),
+                "EndpointID": ep.endpoint_id,
+                "Gateway": net.map(|n| n.gateway.to_string()),
+                "IPAddress": ep.ip.to_string(),
+                "IPPrefixLen": net.map(|n| n.subnet.prefix()),
+                "MacAddress": ep.mac,
+            }),
+        );
+    }
+    let env: Vec<String> = crate::links::env(state, c)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let exit_code = match status {
+        Status::Exited(code, _) => code,
+        _ => 0,
+    };
+    json!({
+        "Id": c.id,
+        "Created": super::rfc3339(c.created),
+        "Name": format!("/{}", c.name),
+        "State": {
+            "Status": status.word(),
+            "Running": status == Status::Running,
+            "Pid": if status == Status::Running { c.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": exit_code,
+        },
+        "Config": {
+            "Hostname": if c.host_network { String::new() } else { c.hostname().to_string() },
+            "ExposedPorts": exposed,
+            "Env": env,
+            "Cmd": c.command,
+        },
+        "HostConfig": {
+            "NetworkMode": if c.host_network { "host".to_string() } else if c.endpoints.is_empty() { "none".to_string() } else { c.endpoints[0].network.clone() },
+            "Dns": o.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "ExtraHosts": o.extra_hosts.iter().map(|h| format!("{}:{}", h.name, h.ip)).collect::<Vec<_>>(),
+            "Links": o.links.iter().map(|l| format!("/{}:/{}/{}", l.name, c.name, l.alias)).collect::<Vec<_>>(),
+        },
+        "NetworkSettings": {
+            "Ports": ports,
+            "Networks": networks,
+        },
+    })
+}
