@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use netctl_tests::{Background, Sandbox};
 use serde_json::{json, Value};
 
+mod dns;
 mod host_local;
 mod overlay;
 
@@ -550,7 +551,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 3] = ["dataplane", "host-local", "overlay"];
+pub const SECTIONS: [&str; 4] = ["dataplane", "host-local", "overlay", "dns"];
 
 pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Result<()> {
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
@@ -622,6 +623,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
     }
     if wants("overlay") {
         overlay::run(&mut b, netctl)?;
+    }
+    if wants("dns") {
+        dns::run(&mut b)?;
     }
     b.deactivate_all()?;
     let _ = b.netctl(&["sync", "-q"]);

@@ -6,6 +6,8 @@
 //!   loadgen crr ADDR:PORT SECS WORKERS      new connection, one request, close
 //!   loadgen rr ADDR:PORT SECS WORKERS       requests on kept-open connections
 //!   loadgen udp ADDR:PORT SECS WORKERS      UDP request/response
+//!   loadgen dns ADDR:PORT SECS WORKERS NAME DNS queries (type A) for NAME; an answer counts
+//!                                           when it has our ID, NOERROR and an address
 //!
 //! Clients print one JSON object: {"ops": N, "secs": S, "rate": N/S, "p50_us", "p99_us", "errors"}.
 
@@ -24,14 +26,18 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: loadgen serve PORT | crr|rr|udp ADDR:PORT SECS WORKERS";
+    let usage = "usage: loadgen serve PORT | crr|rr|udp ADDR:PORT SECS WORKERS | dns ADDR:PORT SECS WORKERS NAME";
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(args[2].parse().expect(usage)),
-        Some(mode @ ("crr" | "rr" | "udp")) => {
+        Some(mode @ ("crr" | "rr" | "udp" | "dns")) => {
             let addr: SocketAddr = args[2].parse().expect(usage);
             let secs: f64 = args[3].parse().expect(usage);
             let workers: usize = args[4].parse().expect(usage);
-            client(mode, addr, Duration::from_secs_f64(secs), workers);
+            let name = args.get(5).cloned().unwrap_or_default();
+            if mode == "dns" && name.is_empty() {
+                panic!("{usage}");
+            }
+            client(mode, addr, Duration::from_secs_f64(secs), workers, &name);
         }
         _ => {
             eprintln!("{usage}");
@@ -87,7 +93,24 @@ fn one_crr(addr: SocketAddr, buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
+/// A DNS question (RD set, one A/IN question) with `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+/// Our ID, NOERROR, at least one answer.
+fn dns_answered(id: u16, a: &[u8]) -> bool {
+    a.len() >= 12 && a[..2] == id.to_be_bytes() && a[3] & 0x0f == 0 && a[6..8] != [0, 0]
+}
+
+fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Result {
     let mut r = Result {
         ops: 0,
         errors: 0,
@@ -95,7 +118,8 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
     };
     let mut buf = [0u8; 512];
     let mut conn: Option<TcpStream> = None;
-    let udp = (mode == "udp").then(|| {
+    let mut id: u16 = std::process::id() as u16;
+    let udp = (mode == "udp" || mode == "dns").then(|| {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -126,6 +150,12 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
                     None => false,
                 }
             }
+            "dns" => {
+                id = id.wrapping_add(1);
+                let s = udp.as_ref().unwrap();
+                s.send(&dns_query(id, name)).is_ok()
+                    && matches!(s.recv(&mut buf), Ok(n) if dns_answered(id, &buf[..n]))
+            }
             _ => {
                 let s = udp.as_ref().unwrap();
                 s.send(REQUEST).is_ok() && s.recv(&mut buf).is_ok()
@@ -145,14 +175,15 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
     r
 }
 
-fn client(mode: &str, addr: SocketAddr, secs: Duration, workers: usize) {
+fn client(mode: &str, addr: SocketAddr, secs: Duration, workers: usize, name: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let stop = stop.clone();
             let mode = mode.to_string();
-            std::thread::spawn(move || worker(&mode, addr, stop))
+            let name = name.to_string();
+            std::thread::spawn(move || worker(&mode, addr, stop, &name))
         })
         .collect();
     std::thread::sleep(secs);
