@@ -1,5 +1,7 @@
-//! One DNS question in, one answer out: the wire format (hickory-proto) around the pure
-//! [`Table`].
+//! One DNS question in, one answer out: the wire format around the pure [`Table`]. The
+//! common question (one plain name, class IN) is read and answered straight from the bytes
+//! — no message is built, nothing but the answer is allocated —; anything else goes through
+//! hickory-proto.
 
 use std::{net::Ipv4Addr, net::SocketAddr, sync::Arc};
 
@@ -28,6 +30,9 @@ pub enum Reply {
 
 /// Answers a query from the container at `asker`.
 pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8]) -> Reply {
+    if let Some(r) = fast(table, asker, query) {
+        return r;
+    }
     let Ok(msg) = Message::from_bytes(query) else {
         return Reply::Ignore;
     };
@@ -54,8 +59,8 @@ pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8]) -> Reply {
     match table.lookup(asker, qname, qtype) {
         Answer::Addrs(ips) => {
             let records = ips
-                .into_iter()
-                .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip))))
+                .iter()
+                .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(*ip))))
                 .collect();
             respond(&msg, ResponseCode::NoError, records)
         }
@@ -73,6 +78,155 @@ pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8]) -> Reply {
         Answer::Refused => respond(&msg, ResponseCode::Refused, Vec::new()),
         Answer::Forward(servers) => Reply::Forward(servers),
     }
+}
+
+const QR: u16 = 0x8000;
+const OPCODE: u16 = 0x7800;
+const AA: u16 = 0x0400;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const RA: u16 = 0x0080;
+const TYPE_A: u16 = 1;
+const TYPE_PTR: u16 = 12;
+const CLASS_IN: u16 = 1;
+const TYPE_OPT: u16 = 41;
+/// Our EDNS UDP size (the DNS flag day's 1232): what we say, and the most we send.
+const EDNS_UDP: usize = 1232;
+/// Our OPT record: root name, type 41, our UDP size, no extended code or flags, no data.
+const OPT: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+/// A name compression pointer to the question's name (offset 12).
+const TO_QNAME: [u8; 2] = [0xc0, 0x0c];
+/// What fits a UDP answer when the client did not say more (no EDNS).
+const PLAIN_UDP: usize = 512;
+
+/// The common question, answered from the bytes: a standard query with one question of
+/// plain labels, class IN, nothing else but maybe an EDNS record. None: take the full path.
+fn fast(table: &Table, asker: Ipv4Addr, q: &[u8]) -> Option<Reply> {
+    let word = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?])) };
+    let flags = word(2)?;
+    if flags & (QR | OPCODE | TC) != 0 || word(4)? != 1 || word(6)? != 0 || word(8)? != 0 {
+        return None;
+    }
+    let edns = match word(10)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    // The name, lowercased into a buffer: "web.front".
+    let mut name = [0u8; 255];
+    let (mut len, mut i) = (0usize, 12usize);
+    loop {
+        let l = *q.get(i)? as usize;
+        i += 1;
+        if l == 0 {
+            break;
+        }
+        // 64 and above: a compression pointer or an extended label.
+        let label = q.get(i..i + l).filter(|_| l < 64)?;
+        i += l;
+        if len + l + 1 > name.len() || label.iter().any(|b| !b.is_ascii_graphic() || *b == b'.') {
+            return None;
+        }
+        if len > 0 {
+            name[len] = b'.';
+            len += 1;
+        }
+        for b in label {
+            name[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+    }
+    let (qtype, qclass) = (word(i)?, word(i + 2)?);
+    let question = &q[12..i + 4];
+    if qclass != CLASS_IN {
+        return None;
+    }
+    // EDNS: the client's UDP size from its OPT record (root name, type 41, class = size).
+    let udp_size = match edns {
+        true if q.get(i + 4) == Some(&0) && word(i + 5)? == TYPE_OPT => {
+            usize::from(word(i + 7)?).clamp(PLAIN_UDP, EDNS_UDP)
+        }
+        true => return None,
+        false => PLAIN_UDP,
+    };
+    let qname = std::str::from_utf8(&name[..len]).ok()?;
+    let kind = match qtype {
+        TYPE_A => QType::A,
+        TYPE_PTR => QType::Ptr,
+        _ => QType::Other,
+    };
+    let mut out = Vec::with_capacity(12 + question.len() + 64);
+    let header = |out: &mut Vec<u8>, code: ResponseCode, aa: bool, tc: bool, answers: u16| {
+        let mut f = QR | RA | (flags & RD) | u16::from(code.low());
+        if aa {
+            f |= AA;
+        }
+        if tc {
+            f |= TC;
+        }
+        out.extend_from_slice(&q[..2]);
+        out.extend_from_slice(&f.to_be_bytes());
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&answers.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, u8::from(edns)]);
+        out.extend_from_slice(question);
+    };
+    // An EDNS question gets our OPT record back, after the answers (RFC 6891).
+    let opt = |out: &mut Vec<u8>| {
+        if edns {
+            out.extend_from_slice(&OPT);
+        }
+    };
+    let record = |out: &mut Vec<u8>, rtype: u16, rdata: &[u8]| {
+        out.extend_from_slice(&TO_QNAME);
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&TTL.to_be_bytes());
+        out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        out.extend_from_slice(rdata);
+    };
+    let bare = |code: ResponseCode, aa: bool| {
+        let mut out = Vec::with_capacity(12 + question.len() + OPT.len());
+        header(&mut out, code, aa, false, 0);
+        opt(&mut out);
+        Some(Reply::Answer(out))
+    };
+    match table.lookup(asker, qname, kind) {
+        Answer::Addrs(ips) => {
+            // An answer fits the client's UDP size (512 without EDNS): as many as fit, and TC.
+            let room = udp_size - 12 - question.len() - if edns { OPT.len() } else { 0 };
+            let n = ips.len().min(room / 16);
+            header(
+                &mut out,
+                ResponseCode::NoError,
+                true,
+                n < ips.len(),
+                n as u16,
+            );
+            for ip in &ips[..n] {
+                record(&mut out, TYPE_A, &ip.octets());
+            }
+            opt(&mut out);
+        }
+        Answer::Ptr(target) => {
+            let mut rdata = Vec::with_capacity(target.len() + 2);
+            for label in target.split('.') {
+                let label = &label.as_bytes()[..label.len().min(63)];
+                rdata.push(label.len() as u8);
+                rdata.extend_from_slice(label);
+            }
+            rdata.push(0);
+            header(&mut out, ResponseCode::NoError, true, false, 1);
+            record(&mut out, TYPE_PTR, &rdata);
+            opt(&mut out);
+        }
+        Answer::NoData => return bare(ResponseCode::NoError, true),
+        Answer::NxDomain => return bare(ResponseCode::NXDomain, true),
+        Answer::ServFail => return bare(ResponseCode::ServFail, false),
+        Answer::Refused => return bare(ResponseCode::Refused, false),
+        Answer::Forward(servers) => return Some(Reply::Forward(servers)),
+    }
+    Some(Reply::Answer(out))
 }
 
 fn respond(q: &Message, code: ResponseCode, answers: Vec<Record>) -> Reply {
@@ -172,5 +326,69 @@ mod tests {
         ));
         let sf = Message::from_bytes(&servfail(&m.to_bytes().unwrap()).unwrap()).unwrap();
         assert_eq!(sf.response_code(), ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn fast_path_keeps_the_question_and_truncates_like_a_server_should() {
+        let mut s = State::default();
+        s.networks
+            .insert("front".into(), net("front", "10.1.0.0/24"));
+        for i in 2..50u8 {
+            let mut c = container(
+                &format!("c{i}"),
+                &format!("{i:0>13}"),
+                &[("front", &format!("10.1.0.{i}"))],
+            );
+            c.endpoints[0].aliases = vec!["many".into()];
+            s.containers.insert(c.name.clone(), c);
+        }
+        let t = Table::build(&s, &[], &[]);
+        // The client's spelling of the name comes back as it was asked (0x20 randomisation).
+        let r = ask(&t, "10.1.0.2", "C3.", RecordType::A);
+        assert_eq!(r.queries()[0].name().to_ascii(), "C3.");
+        assert_eq!(r.answers()[0].name().to_ascii(), "C3.");
+        // 48 addresses do not fit 512 bytes without EDNS: as many as fit, TC set.
+        let r = ask(&t, "10.1.0.2", "many.", RecordType::A);
+        assert!(r.truncated());
+        assert!(
+            r.answers().len() >= 25 && r.answers().len() < 48,
+            "{}",
+            r.answers().len()
+        );
+        // With EDNS all of them.
+        let mut m = Message::new();
+        m.set_id(7);
+        m.add_query(Query::query(
+            Name::from_ascii("many.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap())
+        else {
+            panic!("an answer");
+        };
+        let r = Message::from_bytes(&b).unwrap();
+        assert_eq!((r.answers().len(), r.truncated()), (48, false));
+        assert_eq!(r.extensions().as_ref().map(|e| e.max_payload()), Some(1232));
+        // Two questions: the full path, which refuses the form.
+        let mut m = Message::new();
+        m.add_query(Query::query(
+            Name::from_ascii("c3.").unwrap(),
+            RecordType::A,
+        ));
+        m.add_query(Query::query(
+            Name::from_ascii("c4.").unwrap(),
+            RecordType::A,
+        ));
+        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap())
+        else {
+            panic!("an answer");
+        };
+        assert_eq!(
+            Message::from_bytes(&b).unwrap().response_code(),
+            ResponseCode::FormErr
+        );
     }
 }

@@ -41,12 +41,13 @@ pub enum QType {
     Other,
 }
 
+/// The answer, borrowed from the table (nothing is allocated per query).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
+pub enum Answer<'a> {
     /// A records.
-    Addrs(Vec<Ipv4Addr>),
+    Addrs(&'a [Ipv4Addr]),
     /// A PTR record: "name.network".
-    Ptr(String),
+    Ptr(&'a str),
     /// The name exists, the type does not.
     NoData,
     NxDomain,
@@ -184,7 +185,7 @@ impl Table {
     }
 
     /// Answers `qname` (lowercase, without the final dot) for the container at `asker`.
-    pub fn lookup(&self, asker: Ipv4Addr, qname: &str, qtype: QType) -> Answer {
+    pub fn lookup(&self, asker: Ipv4Addr, qname: &str, qtype: QType) -> Answer<'_> {
         let Some(a) = self.askers.get(&asker) else {
             return Answer::Refused;
         };
@@ -195,7 +196,7 @@ impl Table {
         }
         if let Some(ips) = self.find(a, qname) {
             return match qtype {
-                QType::A => Answer::Addrs(ips.to_vec()),
+                QType::A => Answer::Addrs(ips),
                 _ => Answer::NoData,
             };
         }
@@ -226,9 +227,9 @@ impl Table {
         on(net, name)
     }
 
-    fn lookup_ptr(&self, a: &Asker, ip: Ipv4Addr) -> Answer {
+    fn lookup_ptr(&self, a: &Asker, ip: Ipv4Addr) -> Answer<'_> {
         if let Some(name) = a.networks.iter().find_map(|n| self.reverse.get(&(*n, ip))) {
-            return Answer::Ptr(name.clone());
+            return Answer::Ptr(name);
         }
         if self.subnets.iter().any(|s| s.contains(ip)) {
             return Answer::NxDomain;
@@ -236,7 +237,7 @@ impl Table {
         self.forward(a)
     }
 
-    fn forward(&self, a: &Asker) -> Answer {
+    fn forward(&self, a: &Asker) -> Answer<'_> {
         if !a.forward {
             Answer::NxDomain
         } else if a.upstream.is_empty() {
@@ -356,32 +357,32 @@ mod tests {
         let web = ip("10.1.0.2");
         assert_eq!(
             t.lookup(web, "api", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.3")])
+            Answer::Addrs(&[ip("10.1.0.3")])
         );
         assert_eq!(
             t.lookup(web, "api.front", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.3")])
+            Answer::Addrs(&[ip("10.1.0.3")])
         );
         assert_eq!(
             t.lookup(web, "bbbbbbbbbbbb", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.3")]),
+            Answer::Addrs(&[ip("10.1.0.3")]),
             "short ID"
         );
         // One alias on two containers: both addresses (case-insensitive).
         assert_eq!(
             t.lookup(web, "svc", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.3"), ip("10.1.0.4")])
+            Answer::Addrs(&[ip("10.1.0.3"), ip("10.1.0.4")])
         );
         assert_eq!(t.lookup(web, "api", QType::Other), Answer::NoData);
         // api is on both networks: from back it is found by its back address.
         assert_eq!(
             t.lookup(ip("10.2.0.2"), "api", QType::A),
-            Answer::Addrs(vec![ip("10.2.0.3")])
+            Answer::Addrs(&[ip("10.2.0.3")])
         );
         // The asker identified by any of its addresses.
         assert_eq!(
             t.lookup(ip("10.2.0.3"), "web", QType::A),
-            Answer::Addrs(vec![web])
+            Answer::Addrs(&[web])
         );
     }
 
@@ -431,7 +432,7 @@ mod tests {
         let web = ip("10.1.0.2");
         assert_eq!(
             t.lookup(web, "3.0.1.10.in-addr.arpa", QType::Ptr),
-            Answer::Ptr("api.front".into())
+            Answer::Ptr("api.front")
         );
         assert_eq!(
             t.lookup(web, "2.0.2.10.in-addr.arpa", QType::Ptr),
@@ -449,7 +450,7 @@ mod tests {
         let t = table(&state());
         assert_eq!(
             t.lookup(ip("10.1.0.9"), "backend", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.3")])
+            Answer::Addrs(&[ip("10.1.0.3")])
         );
         assert!(matches!(
             t.lookup(ip("10.1.0.2"), "backend", QType::A),
@@ -465,7 +466,7 @@ mod tests {
         let web = ip("10.1.0.2");
         assert_eq!(
             t.lookup(web, "svc", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.4")])
+            Answer::Addrs(&[ip("10.1.0.4")])
         );
         assert!(matches!(t.lookup(web, "api", QType::A), Answer::Forward(_)));
         assert_eq!(t.lookup(ip("10.1.0.3"), "web", QType::A), Answer::Refused);
@@ -485,11 +486,11 @@ mod tests {
         let web = ip("10.1.0.2");
         assert_eq!(
             t.lookup(web, "faraway", QType::A),
-            Answer::Addrs(vec![ip("10.1.0.50")])
+            Answer::Addrs(&[ip("10.1.0.50")])
         );
         assert_eq!(
             t.lookup(web, "50.0.1.10.in-addr.arpa", QType::Ptr),
-            Answer::Ptr("far.front".into())
+            Answer::Ptr("far.front")
         );
     }
 
