@@ -43,7 +43,9 @@ pub fn main() -> Result<i32> {
         );
         return Ok(0);
     };
-    // One thread: a query is microseconds of work, and the host's cores are the datapath's.
+    // One thread for the loop, the watchers, forwarding and TCP (the UDP listeners have a
+    // thread each, see dns::serve): a question is microseconds of work, and the host's cores
+    // are the datapath's.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
