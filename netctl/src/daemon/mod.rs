@@ -43,9 +43,9 @@ pub fn main() -> Result<i32> {
         );
         return Ok(0);
     };
-    // One thread for the loop, the watchers, forwarding and TCP (the UDP listeners have a
-    // thread each, see dns::serve): a question is microseconds of work, and the host's cores
-    // are the datapath's.
+    // One thread: a question is microseconds of work, and the host's cores are the
+    // datapath's. (A thread per UDP listener blocked in recvfrom was tried: 4 % less CPU per
+    // local answer, 35 % more per forwarded one — see docs/BENCHMARKS.md.)
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

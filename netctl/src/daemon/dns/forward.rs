@@ -32,7 +32,8 @@ pub async fn udp(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
         if sock.connect(server).await.is_err() || sock.send(query).await.is_err() {
             continue;
         }
-        let mut buf = vec![0u8; 65535];
+        // EDNS answers are at most what the client offered; 4096 is the largest in use.
+        let mut buf = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + WAIT;
         // A stray datagram with another ID is skipped, not taken for the answer.
         while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
