@@ -32,14 +32,16 @@ pub async fn udp(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
         if sock.connect(server).await.is_err() || sock.send(query).await.is_err() {
             continue;
         }
-        // EDNS answers are at most what the client offered; 4096 is the largest in use.
-        let mut buf = vec![0u8; 4096];
+        // Room for the largest datagram, not zeroed first (recv_buf fills spare capacity).
+        let mut buf = Vec::with_capacity(65535);
         let deadline = tokio::time::Instant::now() + WAIT;
         // A stray datagram with another ID is skipped, not taken for the answer.
-        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-            if same_id(query, &buf[..n]) {
-                buf.truncate(n);
-                return Some(buf);
+        loop {
+            buf.clear();
+            match tokio::time::timeout_at(deadline, sock.recv_buf(&mut buf)).await {
+                Ok(Ok(_)) if same_id(query, &buf) => return Some(buf),
+                Ok(Ok(_)) => {}
+                _ => break,
             }
         }
     }
