@@ -225,7 +225,15 @@ fn each_container_has_its_own_hosts_resolv_conf_and_hostname() {
     let host_view = String::from_utf8_lossy(&out.stdout);
     assert!(!host_view.contains("db.example") && !host_view.contains(&id[..12]));
     // --network none has its own files too; --network host has the host's.
-    let out = sb.netctl_ok(&["run", "--name", "iso", "--network", "none", "--", "hostname"]);
+    let out = sb.netctl_ok(&[
+        "run",
+        "--name",
+        "iso",
+        "--network",
+        "none",
+        "--",
+        "hostname",
+    ]);
     assert_eq!(out.trim().len(), 12, "the short ID: {out}");
     let out = sb.netctl_ok(&["run", "--name", "h", "--network", "host", "--", "hostname"]);
     assert_eq!(out.trim(), host_name.trim());
