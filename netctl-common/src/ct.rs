@@ -1,6 +1,11 @@
-//! Connection tracking entries. Every NAT flow has two: one keyed by the tuple of its original
+//! Connection tracking entries. Every flow has two: one keyed by the tuple of its original
 //! direction, one by the tuple of its replies, each as the packet shows it where it is looked
-//! up (before translation).
+//! up (before translation). Either entry holds enough to rebuild the other ([`CtEntry::inverse`]),
+//! so a half lost to LRU eviction is re-created from the half that survived.
+//!
+//! New flows live in `CT_NEW` until they are confirmed (TCP: the client's ACK after the
+//! SYN-ACK; UDP and ICMP: an original packet after a reply), then both entries move to `CT`. A
+//! flood of unconfirmed flows only ever evicts other unconfirmed flows.
 
 /// A tuple as it appears on the wire. For ICMP echo both ports hold the identifier.
 #[repr(C)]
@@ -35,12 +40,15 @@ pub const KIND_HAIRPIN: u8 = 3;
 /// Routed without translation (a network with masquerade off): tracked so replies get in.
 pub const KIND_ROUTED: u8 = 4;
 
-/// Entry flags.
-pub const CT_REPLY: u8 = 1; // this entry is the reply direction
-pub const CT_SEEN_REPLY: u8 = 2; // the reply direction has carried a packet
-pub const CT_FIN_ORIG: u8 = 4;
-pub const CT_FIN_REPLY: u8 = 8;
-pub const CT_RST: u8 = 16;
+/// Entry flags. Shared ones are set on both entries of a flow, always with an atomic OR.
+pub const CT_REPLY: u64 = 1; // this entry is the reply direction (not shared)
+pub const CT_SEEN_REPLY: u64 = 2; // the reply direction has carried a packet
+pub const CT_FIN_ORIG: u64 = 4;
+pub const CT_FIN_REPLY: u64 = 8;
+pub const CT_RST: u64 = 16; // a RST inside the sequence window
+pub const CT_CONFIRMED: u64 = 32; // moved to CT (see the module comment)
+pub const CT_SEQ: u64 = 64; // `seq_end` holds a value (not shared)
+pub const CT_ACK: u64 = 128; // `ack` holds a value (not shared)
 
 /// Rewrites: which addresses of a matching packet change.
 pub const REWRITE_SRC: u8 = 1;
@@ -49,47 +57,105 @@ pub const REWRITE_DST: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
+    /// bpf_ktime_get_ns of the last packet of the flow (either direction).
+    pub last_seen: u64,
+    /// `CT_*`; 64 bits because that is what the programs can OR into atomically.
+    pub flags: u64,
+    /// Key of the other direction's entry.
+    pub peer: CtKey,
     /// New source (if `rewrite & REWRITE_SRC`).
     pub src_addr: u32,
     /// New destination (if `rewrite & REWRITE_DST`).
     pub dst_addr: u32,
     pub src_port: u16,
     pub dst_port: u16,
+    /// TCP: the sequence number after the last one this direction sent (host byte order).
+    pub seq_end: u32,
+    /// TCP: the last acknowledgment number this direction sent (host byte order).
+    pub ack: u32,
     pub rewrite: u8,
     pub kind: u8,
-    pub flags: u8,
-    pub _pad: u8,
-    /// Key of the other direction's entry (to share TCP state).
-    pub peer: CtKey,
-    /// bpf_ktime_get_ns of the last packet.
-    pub last_seen: u64,
+    pub _pad: [u8; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 40);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
+
+impl CtEntry {
+    /// The other half of the flow whose entry for `key` is `self`: keyed by `self.peer`,
+    /// pointing back at `key`, with the opposite rewrite (what this direction changes in the
+    /// destination, the other direction changes back in the source, and the other way round).
+    pub const fn inverse(&self, key: &CtKey, now: u64) -> CtEntry {
+        let mut rewrite = 0;
+        let (mut src_addr, mut src_port, mut dst_addr, mut dst_port) = (0, 0, 0, 0);
+        if self.rewrite & REWRITE_DST != 0 {
+            rewrite |= REWRITE_SRC;
+            src_addr = key.daddr;
+            src_port = key.dport;
+        }
+        if self.rewrite & REWRITE_SRC != 0 {
+            rewrite |= REWRITE_DST;
+            dst_addr = key.saddr;
+            dst_port = key.sport;
+        }
+        CtEntry {
+            last_seen: now,
+            peer: *key,
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            flags: (self.flags & SHARED) | ((self.flags & CT_REPLY) ^ CT_REPLY),
+            seq_end: 0,
+            ack: 0,
+            rewrite,
+            kind: self.kind,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Flags both entries of a flow carry.
+pub const SHARED: u64 = CT_SEEN_REPLY | CT_FIN_ORIG | CT_FIN_REPLY | CT_RST | CT_CONFIRMED;
 
 /// Idle timeouts, nanoseconds.
 pub const TIMEOUT_TCP_SYN: u64 = 60_000_000_000;
 pub const TIMEOUT_TCP_ESTABLISHED: u64 = 21_600_000_000_000;
-pub const TIMEOUT_TCP_CLOSING: u64 = 10_000_000_000;
-pub const TIMEOUT_UDP: u64 = 60_000_000_000;
+/// After a RST: the tuple stays reserved this long (nf_conntrack's CLOSE).
+pub const TIMEOUT_TCP_CLOSE: u64 = 10_000_000_000;
+/// After FIN both ways: the tuple stays reserved as long as a TIME_WAIT socket would hold it.
+pub const TIMEOUT_TCP_TIME_WAIT: u64 = 60_000_000_000;
+/// UDP before any reply.
+pub const TIMEOUT_UDP: u64 = 30_000_000_000;
+/// UDP once the other end has answered.
+pub const TIMEOUT_UDP_REPLIED: u64 = 120_000_000_000;
 pub const TIMEOUT_ICMP: u64 = 30_000_000_000;
 
+pub const fn is_closed(flags: u64) -> bool {
+    flags & CT_RST != 0 || flags & (CT_FIN_ORIG | CT_FIN_REPLY) == (CT_FIN_ORIG | CT_FIN_REPLY)
+}
+
 /// How long an entry may sit idle.
-pub const fn timeout(proto: u8, flags: u8) -> u64 {
+pub const fn timeout(proto: u8, flags: u64) -> u64 {
     match proto {
         crate::proto::TCP => {
-            if flags & CT_RST != 0
-                || flags & (CT_FIN_ORIG | CT_FIN_REPLY) == (CT_FIN_ORIG | CT_FIN_REPLY)
-            {
-                TIMEOUT_TCP_CLOSING
-            } else if flags & CT_SEEN_REPLY != 0 {
+            if flags & CT_RST != 0 {
+                TIMEOUT_TCP_CLOSE
+            } else if is_closed(flags) {
+                TIMEOUT_TCP_TIME_WAIT
+            } else if flags & CT_CONFIRMED != 0 {
                 TIMEOUT_TCP_ESTABLISHED
             } else {
                 TIMEOUT_TCP_SYN
             }
         }
-        crate::proto::UDP => TIMEOUT_UDP,
+        crate::proto::UDP => {
+            if flags & CT_SEEN_REPLY != 0 {
+                TIMEOUT_UDP_REPLIED
+            } else {
+                TIMEOUT_UDP
+            }
+        }
         _ => TIMEOUT_ICMP,
     }
 }
@@ -100,19 +166,20 @@ mod tests {
     use crate::proto::{ICMP, TCP, UDP};
 
     #[test]
-    fn timeouts_follow_tcp_state() {
+    fn timeouts_follow_flow_state() {
         assert_eq!(timeout(TCP, 0), TIMEOUT_TCP_SYN);
-        assert_eq!(timeout(TCP, CT_SEEN_REPLY), TIMEOUT_TCP_ESTABLISHED);
+        // A SYN-ACK alone does not establish a flow: the client's ACK does.
+        assert_eq!(timeout(TCP, CT_SEEN_REPLY), TIMEOUT_TCP_SYN);
+        let est = CT_SEEN_REPLY | CT_CONFIRMED;
+        assert_eq!(timeout(TCP, est), TIMEOUT_TCP_ESTABLISHED);
+        assert_eq!(timeout(TCP, est | CT_FIN_ORIG), TIMEOUT_TCP_ESTABLISHED);
         assert_eq!(
-            timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG),
-            TIMEOUT_TCP_ESTABLISHED
+            timeout(TCP, est | CT_FIN_ORIG | CT_FIN_REPLY),
+            TIMEOUT_TCP_TIME_WAIT
         );
-        assert_eq!(
-            timeout(TCP, CT_SEEN_REPLY | CT_FIN_ORIG | CT_FIN_REPLY),
-            TIMEOUT_TCP_CLOSING
-        );
-        assert_eq!(timeout(TCP, CT_SEEN_REPLY | CT_RST), TIMEOUT_TCP_CLOSING);
+        assert_eq!(timeout(TCP, est | CT_RST), TIMEOUT_TCP_CLOSE);
         assert_eq!(timeout(UDP, 0), TIMEOUT_UDP);
+        assert_eq!(timeout(UDP, CT_SEEN_REPLY), TIMEOUT_UDP_REPLIED);
         assert_eq!(timeout(ICMP, 0), TIMEOUT_ICMP);
     }
 
@@ -132,5 +199,63 @@ mod tests {
             (2, 1, 4, 3, TCP)
         );
         assert_eq!(r.reversed(), k);
+    }
+
+    fn key(saddr: u32, daddr: u32, sport: u16, dport: u16) -> CtKey {
+        CtKey {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto: TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn either_half_rebuilds_the_other() {
+        // DNAT: client C:1 → H:8080 goes to B:80; replies B:80 → C:1 leave as H:8080.
+        let (c, h, b) = (1, 2, 3);
+        let orig_key = key(c, h, 1, 8080);
+        let reply_key = key(b, c, 80, 1);
+        let orig = CtEntry {
+            peer: reply_key,
+            dst_addr: b,
+            dst_port: 80,
+            rewrite: REWRITE_DST,
+            kind: KIND_DNAT,
+            flags: CT_SEEN_REPLY | CT_CONFIRMED | CT_SEQ,
+            seq_end: 77,
+            ..Default::default()
+        };
+        let reply = orig.inverse(&orig_key, 9);
+        assert_eq!(reply.peer, orig_key);
+        assert_eq!(reply.rewrite, REWRITE_SRC);
+        assert_eq!((reply.src_addr, reply.src_port), (h, 8080));
+        assert_eq!(reply.flags, CT_REPLY | CT_SEEN_REPLY | CT_CONFIRMED);
+        assert_eq!((reply.last_seen, reply.seq_end), (9, 0));
+        // …and back: the original is what it was (per-direction sequence state aside).
+        let again = reply.inverse(&reply_key, 0);
+        assert_eq!((again.dst_addr, again.dst_port), (b, 80));
+        assert_eq!(again.rewrite, REWRITE_DST);
+        assert_eq!(again.flags, CT_SEEN_REPLY | CT_CONFIRMED);
+        assert_eq!(again.peer, reply_key);
+
+        // Hairpin rewrites both ends; so does its inverse.
+        let hp = CtEntry {
+            peer: key(b, 9, 80, 61000),
+            src_addr: 9,
+            src_port: 61000,
+            dst_addr: b,
+            dst_port: 80,
+            rewrite: REWRITE_SRC | REWRITE_DST,
+            kind: KIND_HAIRPIN,
+            ..Default::default()
+        };
+        let a_key = key(5, h, 4000, 8080);
+        let back = hp.inverse(&a_key, 0);
+        assert_eq!(back.rewrite, REWRITE_SRC | REWRITE_DST);
+        assert_eq!((back.src_addr, back.src_port), (h, 8080));
+        assert_eq!((back.dst_addr, back.dst_port), (5, 4000));
     }
 }

@@ -30,10 +30,18 @@ pub enum DropReason {
     Spoofed = 11,
     /// Masquerade of a protocol without ports (only TCP, UDP and ICMP are translated).
     UnsupportedProtocol = 12,
+    /// A container sent a frame that is neither IPv4 nor ARP (IPv6 included): isolation
+    /// only understands IPv4, so nothing else leaves a container.
+    NotIpv4 = 13,
+    /// A packet the datapath forwards itself (hairpin) whose TTL ran out.
+    TtlExceeded = 14,
+    /// Forwarded traffic that is neither a container's nor a tracked flow, on a host whose
+    /// forwarding netctl turned on (Docker's FORWARD policy DROP).
+    ForwardDenied = 15,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 16;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -48,6 +56,9 @@ impl DropReason {
         DropReason::CtConflict,
         DropReason::Spoofed,
         DropReason::UnsupportedProtocol,
+        DropReason::NotIpv4,
+        DropReason::TtlExceeded,
+        DropReason::ForwardDenied,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -65,6 +76,9 @@ impl DropReason {
             DropReason::CtConflict => "conntrack-conflict",
             DropReason::Spoofed => "spoofed-source",
             DropReason::UnsupportedProtocol => "unsupported-protocol",
+            DropReason::NotIpv4 => "not-ipv4",
+            DropReason::TtlExceeded => "ttl-exceeded",
+            DropReason::ForwardDenied => "forward-denied",
         }
     }
 }

@@ -34,6 +34,11 @@ pub mod programs {
     pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
 }
 
+/// The 4 bytes `uplink_xdp` leaves in the XDP metadata area of a packet whose ingress work
+/// (NAT, "no way in", the forwarding guard) it did, so TC ingress does not do it again. A
+/// packet without it gets everything from TC.
+pub const XDP_DONE_MARK: u32 = 0x4e43_5844; // "NCXD"
+
 /// IP protocol numbers the datapath handles.
 pub mod proto {
     pub const ICMP: u8 = 1;

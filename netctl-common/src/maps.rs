@@ -19,8 +19,12 @@ pub const ENDPOINTS: &str = "ENDPOINTS";
 pub const NETWORKS: &str = "NETWORKS";
 /// LPM trie: network subnet → bridge ifindex.
 pub const SUBNETS: &str = "SUBNETS";
-/// Connection tracking (LRU hash): [`crate::ct::CtKey`] → [`crate::ct::CtEntry`].
+/// Connection tracking of confirmed flows (LRU hash): [`crate::ct::CtKey`] →
+/// [`crate::ct::CtEntry`].
 pub const CT: &str = "CT";
+/// Connection tracking of flows not confirmed yet (LRU hash, same types): what a flood fills,
+/// so it never evicts a confirmed flow.
+pub const CT_NEW: &str = "CT_NEW";
 
 /// Tracing switches ([`crate::event::TraceConfig`] at index 0), set by `netctl trace`.
 pub const TRACE: &str = "TRACE";
@@ -39,7 +43,7 @@ pub const PORT_STATS: &str = "PORT_STATS";
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -50,6 +54,7 @@ pub const ALL: [&str; 16] = [
     NETWORKS,
     SUBNETS,
     CT,
+    CT_NEW,
     TRACE,
     EVENTS,
     EVENTS_LOST,
@@ -68,6 +73,8 @@ pub const NETWORKS_MAX: u32 = 4096;
 pub const LINKS_MAX: u32 = 65536;
 /// Default connection-tracking capacity (entries; a NAT flow takes two).
 pub const CT_MAX_DEFAULT: u32 = 262144;
+/// Unconfirmed flows get a table a quarter of `CT`'s size.
+pub const CT_NEW_RATIO: u32 = 4;
 
 /// A published host socket. `addr` 0 means every host address.
 #[repr(C)]
@@ -88,14 +95,17 @@ pub struct Backend {
     pub _pad: u16,
 }
 
-pub const UPLINK_XDP_ACTIVE: u32 = 1;
+/// XDP may translate on this uplink: native XDP on a physical NIC, whose packets come from
+/// the wire with complete checksums. Elsewhere (generic XDP, virtual devices) a packet may
+/// carry a partial checksum XDP cannot see, so XDP hands every packet to TC.
+pub const UPLINK_XDP_NAT: u32 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Uplink {
     /// The address masqueraded traffic leaves with.
     pub addr: u32,
-    /// [`UPLINK_XDP_ACTIVE`]: XDP already did the ingress NAT for TCP/UDP/echo packets.
+    /// `UPLINK_*`.
     pub flags: u32,
 }
 
@@ -123,6 +133,10 @@ pub struct NetInfo {
 }
 
 pub const CONFIG_FAST_PATH: u32 = 1;
+/// IPv4 forwarding was on before netctl first ran here: the host is a router of its own and
+/// forwarded traffic is left alone (as Docker does). Without it, forwarded traffic that is no
+/// container's and no tracked flow is dropped (`forward-denied`).
+pub const CONFIG_FORWARD_OPEN: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

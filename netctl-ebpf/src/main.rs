@@ -1,14 +1,15 @@
 //! netctl's packet path. Each entry program is parse → decide → act and leaves through one
 //! place that counts the verdict (and every drop, by reason).
 //!
-//! - `uplink_xdp`: XDP on each uplink. Published-port DNAT and masquerade replies for TCP, UDP
-//!   and ICMP echo, and the "no way in" rule, before the kernel allocates an skb.
-//! - `uplink_ingress`: TC ingress on each uplink. The same when XDP is off, ICMP errors always,
-//!   then the fast path straight into the container (`bpf_redirect_peer`).
+//! - `uplink_xdp`: XDP on each uplink. Where checksums are complete (native XDP on a NIC) it
+//!   does the uplink's ingress work for TCP, UDP and ICMP echo before the kernel allocates an
+//!   skb, and marks the packet so TC does not repeat it; everything else goes to TC unmarked.
+//! - `uplink_ingress`: TC ingress on each uplink. The ingress work for every packet XDP did
+//!   not mark, then the fast path straight into the container (`bpf_redirect_peer`).
 //! - `uplink_egress`: TC egress on each uplink. Published-port replies get the host address
-//!   back; container traffic is masqueraded.
+//!   back; container traffic is masqueraded; forwarded traffic nobody owns is dropped.
 //! - `from_container`: TC ingress on each container's host-side veth. Isolation, ICC,
-//!   internal networks, hairpin.
+//!   internal networks, hairpin, IPv4 only.
 //! - `sock_*` (in `sock.rs`, their own entry file): cgroup socket programs for host-local
 //!   clients of published ports and the containers' 127.0.0.11.
 
@@ -16,9 +17,16 @@
 // --workspace`) it is an ordinary binary that does nothing, so workspace-wide tools work.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic OR on conntrack flags (see ct::set_flags); the eBPF build uses nightly anyway.
+#![cfg_attr(
+    target_arch = "bpf",
+    feature(core_intrinsics),
+    allow(internal_features)
+)]
 
 mod ct;
 mod events;
+mod host;
 mod maps;
 mod nat;
 mod overlay;
@@ -28,6 +36,7 @@ mod policy;
 mod redirect;
 mod sock;
 mod stats;
+mod uplink;
 mod verdict;
 
 use aya_ebpf::{
@@ -39,22 +48,13 @@ use netctl_common::{
     ct::CtKey,
     drop::DropReason,
     event::{VERDICT_DROP, VERDICT_PASS, VERDICT_REDIRECT},
-    maps::{CONFIG_FAST_PATH, UPLINK_XDP_ACTIVE},
+    maps::{CONFIG_FAST_PATH, NET_INTERNAL, UPLINK_XDP_NAT},
     stats::Hook,
+    XDP_DONE_MARK,
 };
 use packet::{Packet, Tc, Xdp};
 use parse::{parse, Hdr, Icmp, NotParsed};
 use policy::Dest;
-
-/// Parses, or says what to do with what cannot be parsed.
-#[inline(always)]
-fn parsed<P: Packet>(p: &P) -> Result<Option<Hdr>, DropReason> {
-    match parse(p) {
-        Ok(h) => Ok(Some(h)),
-        Err(NotParsed::Pass) => Ok(None),
-        Err(NotParsed::Malformed) => Err(DropReason::Malformed),
-    }
-}
 
 fn tc_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: the context's skb pointer is valid for the whole run.
@@ -113,72 +113,92 @@ fn tc_code(v: Verdict) -> i32 {
 
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
-    let mut p = Xdp(&ctx);
     let hook = Hook::UplinkXdp;
+    let mut p = Xdp(&ctx);
     verdict::count(hook, p.len());
     let ifindex = ctx.ingress_ifindex() as u32;
-    let mut h = match parsed(&p) {
-        Ok(Some(h)) => h,
-        Ok(None) => return xdp_action::XDP_PASS,
-        Err(r) => {
-            finish(&p, hook, ifindex, None, None, Verdict::Drop(r));
+    // Where a packet may carry a partial checksum XDP cannot see, TC does everything.
+    if maps::uplink(ifindex).is_none_or(|u| u.flags & UPLINK_XDP_NAT == 0) {
+        return xdp_action::XDP_PASS;
+    }
+    // Room for the mark first: without it TC could not tell that XDP did the work.
+    if !p.reserve_mark() {
+        return xdp_action::XDP_PASS;
+    }
+    let mut h = match parse(&p) {
+        Ok(h) if h.xdp_handles() => h,
+        Ok(_) | Err(NotParsed::Other(_)) => return xdp_action::XDP_PASS,
+        Err(NotParsed::Malformed) => {
+            finish(
+                &p,
+                hook,
+                ifindex,
+                None,
+                None,
+                Verdict::Drop(DropReason::Malformed),
+            );
             return xdp_action::XDP_DROP;
         }
     };
     let before = h.key();
-    let v = Verdict::of(xdp_ingress(&mut p, &mut h).map(|_| None));
+    let v = Verdict::of(uplink::ingress(&mut p, &mut h, ifindex).map(|_| None));
     match finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v) {
         Verdict::Drop(_) => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+        _ => {
+            p.write_mark(XDP_DONE_MARK);
+            xdp_action::XDP_PASS
+        }
     }
 }
 
-#[inline(always)]
-fn xdp_ingress(p: &mut Xdp, h: &mut Hdr) -> Result<(), DropReason> {
-    // Only what XDP can translate; TC ingress takes the rest (and knows it, by UPLINKS flags).
-    if !h.xdp_handles() {
-        return Ok(());
-    }
-    nat::ingress(p, h)?;
-    nat::check_way_in(h)
-}
-
-/// Runs a TC program body between parsing and the funnel.
+/// Runs a TC program body between parsing and the funnel. Frames that are not IPv4 go to
+/// `other` (with their EtherType).
 #[inline(always)]
 fn tc_run(
     ctx: &TcContext,
     hook: Hook,
+    other: impl FnOnce(&Tc, u16, u32) -> Result<(), DropReason>,
     body: impl FnOnce(&mut Tc, &mut Hdr, u32) -> Result<Option<i32>, DropReason>,
 ) -> i32 {
     let mut p = Tc(ctx);
     verdict::count(hook, ctx.len());
     let ifindex = tc_ifindex(ctx);
-    let mut h = match parsed(&p) {
-        Ok(Some(h)) => h,
-        Ok(None) => return TC_ACT_OK,
-        Err(r) => return tc_code(finish(&p, hook, ifindex, None, None, Verdict::Drop(r))),
+    let mut h = match parse(&p) {
+        Ok(h) => h,
+        Err(NotParsed::Other(ethertype)) => {
+            let v = Verdict::of(other(&p, ethertype, ifindex).map(|_| None));
+            return tc_code(finish(&p, hook, ifindex, None, None, v));
+        }
+        Err(NotParsed::Malformed) => {
+            return tc_code(finish(
+                &p,
+                hook,
+                ifindex,
+                None,
+                None,
+                Verdict::Drop(DropReason::Malformed),
+            ))
+        }
     };
     let before = h.key();
     let v = Verdict::of(body(&mut p, &mut h, ifindex));
     tc_code(finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v))
 }
 
+/// Uplinks pass what is not IPv4 (ARP, IPv6 of the host itself).
+fn pass_other(_: &Tc, _: u16, _: u32) -> Result<(), DropReason> {
+    Ok(())
+}
+
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
-    tc_run(&ctx, Hook::UplinkIngress, |p, h, ifindex| {
-        if h.icmp == Icmp::Error {
-            nat::icmp_error(p, h)?;
-            return Ok(None);
-        }
-        let xdp_done = h.xdp_handles()
-            && maps::uplink(ifindex).is_some_and(|u| u.flags & UPLINK_XDP_ACTIVE != 0);
-        if !xdp_done {
-            nat::ingress(p, h)?;
-            nat::check_way_in(h)?;
+    tc_run(&ctx, Hook::UplinkIngress, pass_other, |p, h, ifindex| {
+        if !packet::xdp_done(&ctx) {
+            uplink::ingress(p, h, ifindex)?;
         }
         stats::received(h.daddr, p.len());
         if maps::config().flags & CONFIG_FAST_PATH != 0 {
-            return Ok(redirect::to_container_peer(p, h.daddr));
+            return Ok(redirect::to_container_peer(p, h));
         }
         Ok(None)
     })
@@ -186,29 +206,40 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn uplink_egress(ctx: TcContext) -> i32 {
-    tc_run(&ctx, Hook::UplinkEgress, |p, h, ifindex| {
-        if h.icmp == Icmp::Error {
-            nat::icmp_error(p, h)?;
-        } else {
-            nat::egress(p, h, ifindex)?;
-        }
+    tc_run(&ctx, Hook::UplinkEgress, pass_other, |p, h, ifindex| {
+        uplink::egress(&ctx, p, h, ifindex)?;
         Ok(None)
     })
 }
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
-    tc_run(&ctx, Hook::FromContainer, |p, h, ifindex| {
+    let other = |p: &Tc, ethertype, ifindex| policy::non_ipv4(p, ethertype, ifindex);
+    tc_run(&ctx, Hook::FromContainer, other, |p, h, ifindex| {
         let (ep, net) = policy::sender(h, ifindex)?;
         let sender = h.saddr;
         let r = (|| {
-            match policy::check(h, &ep, &net)? {
+            let dest = policy::check(h, &ep, &net)?;
+            if h.icmp == Icmp::Error {
+                // Errors about hairpin flows go back the way the flow came.
+                if nat::icmp_error(p, h, true)? {
+                    return redirect::to_container(p, h).map(Some);
+                }
+                return Ok(None);
+            }
+            match dest {
+                // Internal networks reach their gateway, never a published port (no hairpin).
+                Dest::Host if net.flags & NET_INTERNAL != 0 => {
+                    return match nat::is_published(h) {
+                        true => Err(DropReason::Internal),
+                        false => Ok(None),
+                    };
+                }
                 Dest::Host if h.natable() => {
-                    if let Some(target) = nat::hairpin(p, h)? {
-                        return redirect::to_container(p, target)
-                            .map(Some)
-                            .ok_or(DropReason::CtMiss);
-                    }
+                    return match nat::hairpin(p, h)? {
+                        Some(_) => redirect::to_container(p, h).map(Some),
+                        None => Ok(None),
+                    };
                 }
                 Dest::Outside
                     if nat::is_published_reply(h)

@@ -46,6 +46,10 @@ pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(LINKS_MAX, 0
 #[map(name = "CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
+#[map(name = "CT_NEW")]
+pub static CT_NEW: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT_NEW_RATIO, 0);
+
 #[map(name = "TRACE")]
 pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);
 
@@ -89,12 +93,12 @@ pub fn uplink(ifindex: u32) -> Option<Uplink> {
     unsafe { UPLINKS.get(ifindex).copied() }
 }
 
-/// The backend of a published port: the exact host address first, then the wildcard, which
-/// only counts for addresses of this host. Counts the hit (a new connection). A packet for a
+/// The backend of a published port (and the key that matched): the exact host address
+/// first, then the wildcard, which only counts for addresses of this host. A packet for a
 /// loopback address never gets one: ports published on 127.0.0.1 are for the host's own
 /// processes (the socket programs), never for whoever puts 127.0.0.1 in a packet.
 #[inline(always)]
-pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
+pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, Backend)> {
     if addr.to_ne_bytes()[0] == 127 {
         return None;
     }
@@ -104,19 +108,22 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<Backend> {
         proto,
         _pad: 0,
     };
-    let mut found = unsafe { PORTMAP.get(key).copied() };
-    if found.is_none() {
-        if !is_host_addr(addr) {
-            return None;
-        }
-        key.addr = 0;
-        found = unsafe { PORTMAP.get(key).copied() };
+    // SAFETY: read-only copies of values the controller writes whole.
+    if let Some(b) = unsafe { PORTMAP.get(key) } {
+        return Some((key, *b));
     }
-    if found.is_some() {
-        if let Some(hits) = PORT_STATS.get_ptr_mut(key) {
-            // SAFETY: per-CPU value of this CPU.
-            unsafe { *hits += 1 };
-        }
+    if !is_host_addr(addr) {
+        return None;
     }
-    found
+    key.addr = 0;
+    unsafe { PORTMAP.get(key) }.map(|b| (key, *b))
+}
+
+/// Counts a new connection of a published port.
+#[inline(always)]
+pub fn count_hit(key: &PortKey) {
+    if let Some(hits) = PORT_STATS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value of this CPU.
+        unsafe { *hits += 1 };
+    }
 }

@@ -9,10 +9,10 @@ use netctl_common::{
 };
 
 use crate::{
-    ct,
+    ct, host,
     maps::{self, config},
     packet::Packet,
-    parse::{parse_inner, Hdr, Icmp, IP_CSUM, IP_DADDR, IP_SADDR},
+    parse::{parse_inner, Hdr, Icmp, Inner, IP_CSUM, IP_DADDR, IP_SADDR},
 };
 
 /// Rewrites the packet as `e` says and updates `h` to the new tuple.
@@ -53,33 +53,33 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
     Ok(())
 }
 
-/// A packet of a tracked flow: record it, translate it. Returns the entry's kind, or None
+/// A packet of a tracked flow: record it, translate it. Returns the flow's entry, or None
 /// when the flow is not tracked.
 #[inline(always)]
-pub fn tracked<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u8>, DropReason> {
+pub fn tracked<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<CtEntry>, DropReason> {
     let key = h.key();
-    let Some(e) = ct::lookup(&key, h.tcp_flags) else {
+    let Some(f) = ct::lookup(&key, h.is_syn()) else {
         return Ok(None);
     };
-    ct::touch(e, h);
-    // SAFETY: map value pointer, valid for this program run.
-    let entry = unsafe { *e };
-    apply(p, h, &entry)?;
-    Ok(Some(entry.kind))
+    let Some(e) = ct::track(f, &key, h) else {
+        return Ok(None);
+    };
+    apply(p, h, &e)?;
+    Ok(Some(e))
 }
 
-/// Uplink ingress: translate replies of masqueraded flows and packets of published-port flows,
-/// start new published-port flows.
+/// Uplink ingress: translate replies of masqueraded flows and packets of published-port
+/// flows, start new published-port flows. Returns whether the packet belongs to a flow.
 #[inline(always)]
-pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<(), DropReason> {
+pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
     if !h.natable() {
-        return Ok(());
+        return Ok(false);
     }
     if tracked(p, h)?.is_some() {
-        return Ok(());
+        return Ok(true);
     }
-    let Some(backend) = maps::published(h.daddr, h.dport, h.proto) else {
-        return Ok(());
+    let Some((port, backend)) = maps::published(h.daddr, h.dport, h.proto) else {
+        return Ok(false);
     };
     // client C:cp → H:hp becomes C:cp → B:bp; replies B:bp → C:cp leave as H:hp → C:cp.
     let orig_key = h.key();
@@ -91,43 +91,52 @@ pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<(), DropReason> {
         proto: h.proto,
         _pad: [0; 3],
     };
-    let mut orig = ct::entry(KIND_DNAT, 0, reply_key);
-    orig.rewrite = REWRITE_DST;
-    orig.dst_addr = backend.addr;
-    orig.dst_port = backend.port;
-    let mut reply = ct::entry(KIND_DNAT, CT_REPLY, orig_key);
-    reply.rewrite = REWRITE_SRC;
-    reply.src_addr = h.daddr;
-    reply.src_port = h.dport;
-    ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?;
-    apply(p, h, &orig)
-}
-
-/// After ingress translation: a packet for a container address must belong to a known flow
-/// (its reverse tuple is tracked), whatever translated it. Nothing else gets in.
-#[inline(always)]
-pub fn check_way_in(h: &Hdr) -> Result<(), DropReason> {
-    if maps::endpoint(h.daddr).is_none() {
-        return Ok(());
-    }
-    if h.natable() && ct::exists(&h.key().reversed()) {
-        return Ok(());
-    }
-    Err(DropReason::NoWayIn)
+    // A published port starts a flow only for a new connection: a TCP SYN, or a UDP datagram
+    // no host socket would receive — so the host's own connections from that port keep
+    // their replies.
+    let starts = if h.proto == proto::TCP {
+        h.is_syn()
+    } else {
+        if host::socket_owns(p, h) {
+            return Ok(false);
+        }
+        true
+    };
+    let orig = if starts {
+        let mut orig = ct::entry(KIND_DNAT, 0, reply_key);
+        orig.rewrite = REWRITE_DST;
+        orig.dst_addr = backend.addr;
+        orig.dst_port = backend.port;
+        let mut reply = ct::entry(KIND_DNAT, CT_REPLY, orig_key);
+        reply.rewrite = REWRITE_SRC;
+        reply.src_addr = h.daddr;
+        reply.src_port = h.dport;
+        maps::count_hit(&port);
+        ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?
+    } else {
+        // Mid-connection: only a flow whose original half was lost comes back.
+        match ct::adopt_orphan(&orig_key, &reply_key) {
+            Some(orig) => orig,
+            None => return Ok(false),
+        }
+    };
+    apply(p, h, &orig)?;
+    Ok(true)
 }
 
 /// Uplink egress: replies of published-port flows get the host address back; new container
 /// flows are masqueraded (or tracked as routed when the network does not masquerade).
+/// Returns whether the packet is a container's or belongs to a flow.
 #[inline(always)]
-pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), DropReason> {
+pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, DropReason> {
     if h.natable() && tracked(p, h)?.is_some() {
-        return Ok(());
+        return Ok(true);
     }
     let Some(ep) = maps::endpoint(h.saddr) else {
-        return Ok(()); // the host's own traffic
+        return Ok(false); // the host's own traffic, or forwarded
     };
     let Some(net) = maps::network(ep.network) else {
-        return Ok(());
+        return Ok(true);
     };
     if net.flags & NET_INTERNAL != 0 {
         return Err(DropReason::Internal);
@@ -135,7 +144,7 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
     let masquerade = net.flags & NET_MASQUERADE != 0;
     if !h.natable() {
         if !masquerade {
-            return Ok(());
+            return Ok(true);
         }
         return Err(if h.frag {
             DropReason::Fragment
@@ -149,10 +158,17 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
         let reply_key = orig_key.reversed();
         let orig = ct::entry(KIND_ROUTED, 0, reply_key);
         let reply = ct::entry(KIND_ROUTED, CT_REPLY, orig_key);
-        return ct::insert_pair(&orig_key, &orig, &reply_key, &reply);
+        ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?;
+        return Ok(true);
+    }
+    // A TCP segment that opens nothing belongs to a connection whose flow was lost: a new
+    // source port would not revive it. (If its reply half survived, the peer's next segment
+    // rebuilds the flow.)
+    if h.proto == proto::TCP && !h.is_syn() {
+        return Err(DropReason::CtMiss);
     }
     let Some(up) = maps::uplink(ifindex) else {
-        return Ok(());
+        return Ok(true);
     };
     // B:bp → X:xp leaves as U:np → X:xp; replies X:xp → U:np come back to B:bp.
     let mut reply_key = CtKey {
@@ -168,19 +184,14 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port(
-        &mut reply_key,
-        &reply,
-        &orig_key,
-        cfg.nat_port_min,
-        cfg.nat_port_max,
-    )?;
+    let port = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::entry(KIND_SNAT, 0, reply_key);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
     orig.src_port = port;
-    ct::insert_orig(&orig_key, &orig, &reply_key)?;
-    apply(p, h, &orig)
+    let orig = ct::insert_orig(&orig_key, &orig, &reply_key)?;
+    apply(p, h, &orig)?;
+    Ok(true)
 }
 
 /// Hairpin: a container reaching a published port on a host address. Both ends are
@@ -189,16 +200,20 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), Dro
 #[inline(always)]
 pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropReason> {
     match tracked(p, h)? {
-        Some(KIND_HAIRPIN) => return Ok(Some(h.daddr)),
+        Some(e) if e.kind == KIND_HAIRPIN => return Ok(Some(h.daddr)),
         Some(_) => return Ok(None),
         None => {}
     }
-    let Some(backend) = maps::published(h.daddr, h.dport, h.proto) else {
+    let Some((port, backend)) = maps::published(h.daddr, h.dport, h.proto) else {
         return Ok(None);
     };
     let Some(bnet) = maps::endpoint(backend.addr).and_then(|ep| maps::network(ep.network)) else {
         return Ok(None);
     };
+    // As for masquerade: a new source port cannot revive a lost connection.
+    if h.proto == proto::TCP && !h.is_syn() {
+        return Err(DropReason::CtMiss);
+    }
     // A:ap → H:hp becomes G:np → B:bp; replies B:bp → G:np become H:hp → A:ap.
     let orig_key = h.key();
     let mut reply_key = CtKey {
@@ -216,86 +231,123 @@ pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropRea
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port(
-        &mut reply_key,
-        &reply,
-        &orig_key,
-        cfg.nat_port_min,
-        cfg.nat_port_max,
-    )?;
+    let np = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::entry(KIND_HAIRPIN, 0, reply_key);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;
-    orig.src_port = port;
+    orig.src_port = np;
     orig.dst_addr = backend.addr;
     orig.dst_port = backend.port;
-    ct::insert_orig(&orig_key, &orig, &reply_key)?;
+    let orig = ct::insert_orig(&orig_key, &orig, &reply_key)?;
+    maps::count_hit(&port);
     apply(p, h, &orig)?;
     Ok(Some(h.daddr))
 }
 
-/// An ICMP error about a translated flow: translate the outer header and the quoted packet
-/// the same way the flow's packets in this direction are translated.
+/// A published port on a host address (whatever the sender).
 #[inline(always)]
-pub fn icmp_error<P: Packet>(p: &mut P, h: &Hdr) -> Result<(), DropReason> {
+pub fn is_published(h: &Hdr) -> bool {
+    h.natable() && maps::published(h.daddr, h.dport, h.proto).is_some()
+}
+
+/// An ICMP error about a tracked flow: the outer header and the quoted packet are translated
+/// the way the flow's packets in this direction are, checksums included (the outer IP one,
+/// the quoted IP and L4 ones, the ICMP one). `hairpin` picks the flows this hook translates:
+/// hairpin flows in `from_container`, the others on the uplink. Returns whether the error
+/// belongs to such a flow — only then may it reach a container.
+#[inline(always)]
+pub fn icmp_error<P: Packet>(p: &mut P, h: &mut Hdr, hairpin: bool) -> Result<bool, DropReason> {
     if h.icmp != Icmp::Error || h.frag {
-        return Ok(());
+        return Ok(false);
     }
     let Some(inner) = parse_inner(p, h) else {
-        return Ok(());
+        return Ok(false);
     };
+    // An error goes back to the sender of the packet it quotes: anything else is forged.
+    if h.daddr != inner.saddr {
+        return Ok(false);
+    }
     // The quoted packet went the other way: its reverse is a packet of this direction.
-    let key = CtKey {
-        saddr: inner.daddr,
-        daddr: inner.saddr,
-        sport: inner.dport,
-        dport: inner.sport,
-        proto: inner.proto,
-        _pad: [0; 3],
-    };
-    let Some(e) = ct::lookup(&key, 0) else {
-        return Ok(());
+    let key = inner.key().reversed();
+    let Some(f) = ct::lookup(&key, false) else {
+        return Ok(false);
     };
     // SAFETY: map value pointer, valid for this program run.
-    let e = unsafe { *e };
+    let e = unsafe { *f.e };
+    if (e.kind == KIND_HAIRPIN) != hairpin {
+        return Ok(false);
+    }
     let fail = DropReason::RewriteFailed;
-    let icmp_csum = h.l4_csum();
-    // The inner header's checksum moves with its address, so the ICMP checksum (which covers
-    // both) only changes with the inner port.
-    let inner_csum = inner.l3 + IP_CSUM;
     if e.rewrite & REWRITE_DST != 0 {
+        // To the flow's real source (the quoted packet's source, rewritten back).
         p.set_addr(h.l3 + IP_DADDR, h.daddr, e.dst_addr, h.l3 + IP_CSUM, None)
             .ok_or(fail)?;
-        p.set_addr(
-            inner.l3 + IP_SADDR,
-            inner.saddr,
-            e.dst_addr,
-            inner_csum,
-            None,
-        )
-        .ok_or(fail)?;
-        if inner.sport != e.dst_port {
-            p.set_port(inner.sport_off(), inner.sport, e.dst_port, icmp_csum)
-                .ok_or(fail)?;
-        }
+        h.daddr = e.dst_addr;
+        rewrite_quoted(p, h, &inner, true, e.dst_addr, e.dst_port).ok_or(fail)?;
     }
     if e.rewrite & REWRITE_SRC != 0 {
-        p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, None)
-            .ok_or(fail)?;
-        p.set_addr(
+        // From the quoted packet's destination itself (not a router on the way): it speaks
+        // with the address the flow shows.
+        if h.saddr == inner.daddr {
+            p.set_addr(h.l3 + IP_SADDR, h.saddr, e.src_addr, h.l3 + IP_CSUM, None)
+                .ok_or(fail)?;
+            h.saddr = e.src_addr;
+        }
+        rewrite_quoted(p, h, &inner, false, e.src_addr, e.src_port).ok_or(fail)?;
+    }
+    Ok(true)
+}
+
+/// Rewrites the quoted packet's source (`src`) or destination address and port. Every field
+/// written inside the ICMP message moves the ICMP checksum; the quoted IP checksum follows
+/// its address (the two cancel out in the ICMP sum); the quoted L4 checksum, when quoted,
+/// follows its pseudo header and port (UDP's "no checksum" stays zero).
+#[inline(always)]
+fn rewrite_quoted<P: Packet>(
+    p: &mut P,
+    h: &Hdr,
+    inner: &Inner,
+    src: bool,
+    addr: u32,
+    port: u16,
+) -> Option<()> {
+    let icmp = h.l4_csum()?.off;
+    let (addr_off, old_addr, port_off, old_port) = if src {
+        (
+            inner.l3 + IP_SADDR,
+            inner.saddr,
+            inner.sport_off(),
+            inner.sport,
+        )
+    } else {
+        (
             inner.l3 + IP_DADDR,
             inner.daddr,
-            e.src_addr,
-            inner_csum,
-            None,
+            inner.dport_off(),
+            inner.dport,
         )
-        .ok_or(fail)?;
-        if inner.dport != e.src_port {
-            p.set_port(inner.dport_off(), inner.dport, e.src_port, icmp_csum)
-                .ok_or(fail)?;
+    };
+    if let Some(c) = inner.csum {
+        let old: u16 = p.load(c.off)?;
+        if !(c.udp && old == 0) {
+            if c.pseudo {
+                p.csum32(c.off, old_addr, addr)?;
+            }
+            p.csum16(c.off, old_port, port)?;
+            let mut new: u16 = p.load(c.off)?;
+            if c.udp && new == 0 {
+                new = 0xffff;
+                p.store16(c.off, new)?;
+            }
+            p.csum16(icmp, old, new)?;
         }
     }
-    Ok(())
+    if port != old_port {
+        p.store16(port_off, port)?;
+        p.csum16(icmp, old_port, port)?;
+    }
+    p.csum32(inner.l3 + IP_CSUM, old_addr, addr)?;
+    p.store32(addr_off, addr)
 }
 
 /// A reply of a published-port flow (its tuple is the reply key of a DNAT entry pair): the
@@ -305,8 +357,9 @@ pub fn is_published_reply(h: &Hdr) -> bool {
     if !h.natable() {
         return false;
     }
-    // SAFETY: read-only copy of a map value.
-    let key = h.key();
-    unsafe { crate::maps::CT.get(key) }
-        .is_some_and(|e| e.kind == KIND_DNAT && e.flags & CT_REPLY != 0)
+    ct::find(&h.key()).is_some_and(|f| {
+        // SAFETY: map value pointer, valid for this program run.
+        let e = unsafe { &*f.e };
+        e.kind == KIND_DNAT && e.flags & CT_REPLY != 0
+    })
 }

@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_adjust_meta, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use netctl_common::event::SNAP_MAX;
+use netctl_common::{event::SNAP_MAX, XDP_DONE_MARK};
 
 /// The L4 checksum a rewrite has to keep right.
 #[derive(Clone, Copy)]
@@ -40,6 +40,17 @@ pub trait Packet {
     fn set_port(&mut self, off: usize, old: u16, new: u16, l4: Option<L4Csum>) -> Option<()>;
     /// Writes Ethernet addresses (no checksum involved).
     fn set_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> Option<()>;
+    /// Writes a 16-bit field without touching any checksum.
+    fn store16(&mut self, off: usize, v: u16) -> Option<()>;
+    /// Writes a 32-bit field without touching any checksum.
+    fn store32(&mut self, off: usize, v: u32) -> Option<()>;
+    /// Adjusts the plain checksum (no pseudo header, not the skb's) at `csum` for a 16-bit
+    /// field that changed from `old` to `new`.
+    fn csum16(&mut self, csum: usize, old: u16, new: u16) -> Option<()>;
+    /// The same for a 32-bit field.
+    fn csum32(&mut self, csum: usize, old: u32, new: u32) -> Option<()>;
+    /// The program's context, for helpers that take it (socket and FIB lookups).
+    fn ctx(&self) -> *mut core::ffi::c_void;
     /// Copies the packet's first bytes into `buf`; returns how many.
     fn snapshot(&self, buf: &mut [u8; SNAP_MAX]) -> u32;
 }
@@ -104,6 +115,36 @@ impl Packet for Tc<'_> {
     }
 
     #[inline(always)]
+    fn store16(&mut self, off: usize, v: u16) -> Option<()> {
+        self.0.store(off, &v, 0).ok()
+    }
+
+    #[inline(always)]
+    fn store32(&mut self, off: usize, v: u32) -> Option<()> {
+        self.0.store(off, &v, 0).ok()
+    }
+
+    #[inline(always)]
+    fn csum16(&mut self, csum: usize, old: u16, new: u16) -> Option<()> {
+        // l3_csum_replace is the plain RFC 1624 update, whatever the skb's checksum state.
+        self.0
+            .l3_csum_replace(csum, u64::from(old), u64::from(new), 2)
+            .ok()
+    }
+
+    #[inline(always)]
+    fn csum32(&mut self, csum: usize, old: u32, new: u32) -> Option<()> {
+        self.0
+            .l3_csum_replace(csum, u64::from(old), u64::from(new), 4)
+            .ok()
+    }
+
+    #[inline(always)]
+    fn ctx(&self) -> *mut core::ffi::c_void {
+        self.0.skb.skb.cast()
+    }
+
+    #[inline(always)]
     fn snapshot(&self, buf: &mut [u8; SNAP_MAX]) -> u32 {
         let Some(n) = snap_len(self.0.len()) else {
             return 0;
@@ -150,6 +191,50 @@ impl Xdp<'_> {
         unsafe { p.write_unaligned(folded) };
         Some(())
     }
+}
+
+impl Xdp<'_> {
+    /// Makes room for [`XDP_DONE_MARK`] in the metadata area (zeroed). False when the driver
+    /// keeps no metadata: then XDP must leave the packet to TC.
+    #[inline(always)]
+    pub fn reserve_mark(&mut self) -> bool {
+        // SAFETY: helper call on this program's context.
+        if unsafe { bpf_xdp_adjust_meta(self.0.ctx, -(MARK_LEN as i32)) } != 0 {
+            return false;
+        }
+        self.write_mark(0)
+    }
+
+    /// Writes the mark reserved by [`Self::reserve_mark`].
+    #[inline(always)]
+    pub fn write_mark(&mut self, mark: u32) -> bool {
+        let meta = self.0.metadata();
+        if meta + MARK_LEN > self.0.data() {
+            return false;
+        }
+        // SAFETY: bounds checked against data (the end of the metadata area).
+        unsafe { (meta as *mut u32).write_unaligned(mark) };
+        true
+    }
+}
+
+const MARK_LEN: usize = core::mem::size_of::<u32>();
+
+/// Whether `uplink_xdp` did this packet's ingress work (its mark in the metadata area).
+#[inline(always)]
+pub fn xdp_done(ctx: &TcContext) -> bool {
+    // SAFETY: the context's skb pointer is valid for the whole run.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + MARK_LEN > data {
+        return false;
+    }
+    // SAFETY: bounds checked against data (the end of the metadata area).
+    unsafe { (meta as *const u32).read_unaligned() == XDP_DONE_MARK }
 }
 
 /// Bytes to copy for a snapshot: 1..=SNAP_MAX, in a form the verifier can bound (a masked
@@ -228,6 +313,35 @@ impl Packet for Xdp<'_> {
         macs[6..].copy_from_slice(src);
         unsafe { p.write_unaligned(macs) };
         Some(())
+    }
+
+    #[inline(always)]
+    fn store16(&mut self, off: usize, v: u16) -> Option<()> {
+        let p = self.ptr::<u16>(off)?;
+        unsafe { p.write_unaligned(v) };
+        Some(())
+    }
+
+    #[inline(always)]
+    fn store32(&mut self, off: usize, v: u32) -> Option<()> {
+        let p = self.ptr::<u32>(off)?;
+        unsafe { p.write_unaligned(v) };
+        Some(())
+    }
+
+    #[inline(always)]
+    fn csum16(&mut self, csum: usize, old: u16, new: u16) -> Option<()> {
+        self.csum_update(csum, u32::from(old), u32::from(new), false)
+    }
+
+    #[inline(always)]
+    fn csum32(&mut self, csum: usize, old: u32, new: u32) -> Option<()> {
+        self.csum_update(csum, old, new, false)
+    }
+
+    #[inline(always)]
+    fn ctx(&self) -> *mut core::ffi::c_void {
+        self.0.ctx.cast()
     }
 
     #[inline(always)]

@@ -1,15 +1,49 @@
-//! Header parsing: Ethernet → IPv4 → TCP/UDP/ICMP, into one flat [`Hdr`].
+//! Header parsing: Ethernet → IPv4 → TCP/UDP/ICMP, into one flat [`Hdr`]. Offsets and fields
+//! come from `network-types`' header structs.
+
+use core::mem::offset_of;
 
 use netctl_common::{ct::CtKey, proto};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    icmp::Icmpv4Hdr,
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
 
 use crate::packet::{L4Csum, Packet};
 
-pub const ETH_LEN: usize = 14;
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+pub const ETH_LEN: usize = EthHdr::LEN;
 /// Offsets inside the IPv4 header.
-pub const IP_CSUM: usize = 10;
-pub const IP_SADDR: usize = 12;
-pub const IP_DADDR: usize = 16;
+pub const IP_CSUM: usize = offset_of!(Ipv4Hdr, check);
+pub const IP_SADDR: usize = offset_of!(Ipv4Hdr, src_addr);
+pub const IP_DADDR: usize = offset_of!(Ipv4Hdr, dst_addr);
+pub const IP_TTL: usize = offset_of!(Ipv4Hdr, ttl);
+const TCP_CSUM: usize = offset_of!(TcpHdr, check);
+const TCP_BITS: usize = offset_of!(TcpHdr, _bitfield_1);
+const UDP_CSUM: usize = offset_of!(UdpHdr, check);
+const ICMP_CSUM: usize = offset_of!(Icmpv4Hdr, check);
+/// The echo identifier sits in the ICMP header's 4 data bytes.
+const ICMP_ID: usize = offset_of!(Icmpv4Hdr, data);
+
+/// TCP flags (byte 13 of the header).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// IPv4 "more fragments" flag and offset mask of the flags/offset field (host order).
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
+/// ICMP types.
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_SOURCE_QUENCH: u8 = 4;
+const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETERPROB: u8 = 12;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Icmp {
@@ -17,7 +51,8 @@ pub enum Icmp {
     No,
     /// Echo request or reply: the identifier plays the port.
     Echo,
-    /// Destination unreachable, time exceeded, …: carries the offending packet's headers.
+    /// Destination unreachable, source quench, time exceeded, parameter problem: carries the
+    /// offending packet's headers.
     Error,
     /// Any other ICMP message.
     Other,
@@ -34,18 +69,19 @@ pub struct Hdr {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    /// TCP: sequence number after this segment (seq + payload + SYN + FIN), host order.
+    pub seq_end: u32,
+    /// TCP: the first sequence number (host order), and the acknowledgment number.
+    pub seq: u32,
+    pub ack: u32,
     /// Any fragment (first or later): never translated.
     pub frag: bool,
     pub icmp: Icmp,
 }
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-
-/// Not for us to look at (not IPv4) or broken.
+/// Not IPv4 (the EtherType, network order), or broken.
 pub enum NotParsed {
-    Pass,
+    Other(u16),
     Malformed,
 }
 
@@ -61,15 +97,21 @@ impl Hdr {
         }
     }
 
-    /// What XDP handles (TC ingress skips these when XDP runs on the uplink).
+    /// What XDP can handle (direct packet access needs the fixed offsets of a header without
+    /// options); TC takes the rest.
     pub fn xdp_handles(&self) -> bool {
-        self.natable() && self.l4 == self.l3 + 20
+        self.natable() && self.l4 == self.l3 + Ipv4Hdr::LEN
     }
 
     /// Has ports (or an echo identifier) that NAT can use.
     pub fn natable(&self) -> bool {
         !self.frag
             && (self.proto == proto::TCP || self.proto == proto::UDP || self.icmp == Icmp::Echo)
+    }
+
+    /// A TCP segment that opens a connection: SYN without ACK.
+    pub fn is_syn(&self) -> bool {
+        self.proto == proto::TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
     /// Offset of the source "port" field (for ICMP echo: the identifier).
@@ -82,90 +124,102 @@ impl Hdr {
     }
 
     pub fn l4_csum(&self) -> Option<L4Csum> {
-        match self.proto {
-            proto::TCP => Some(L4Csum {
-                off: self.l4 + 16,
-                pseudo: true,
-                udp: false,
-            }),
-            proto::UDP => Some(L4Csum {
-                off: self.l4 + 6,
-                pseudo: true,
-                udp: true,
-            }),
-            proto::ICMP => Some(L4Csum {
-                off: self.l4 + 2,
-                pseudo: false,
-                udp: false,
-            }),
-            _ => None,
-        }
+        l4_csum(self.proto, self.l4)
+    }
+}
+
+/// The L4 checksum field of a header at `l4`.
+#[inline(always)]
+fn l4_csum(ip_proto: u8, l4: usize) -> Option<L4Csum> {
+    match ip_proto {
+        proto::TCP => Some(L4Csum {
+            off: l4 + TCP_CSUM,
+            pseudo: true,
+            udp: false,
+        }),
+        proto::UDP => Some(L4Csum {
+            off: l4 + UDP_CSUM,
+            pseudo: true,
+            udp: true,
+        }),
+        proto::ICMP => Some(L4Csum {
+            off: l4 + ICMP_CSUM,
+            pseudo: false,
+            udp: false,
+        }),
+        _ => None,
     }
 }
 
 #[inline(always)]
 pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
-    let ethertype: u16 = p.load(12).ok_or(NotParsed::Pass)?;
-    if ethertype != ETH_P_IP_BE {
-        return Err(NotParsed::Pass);
+    let eth: EthHdr = p.load(0).ok_or(NotParsed::Other(0))?;
+    if eth.ether_type != EtherType::Ipv4 as u16 {
+        return Err(NotParsed::Other(eth.ether_type));
     }
     let l3 = ETH_LEN;
-    let vihl: u8 = p.load(l3).ok_or(NotParsed::Malformed)?;
-    let mut ihl = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ihl < 20 {
+    let ip: Ipv4Hdr = p.load(l3).ok_or(NotParsed::Malformed)?;
+    let mut ihl = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(NotParsed::Malformed);
     }
     if P::NO_IP_OPTIONS {
-        if ihl != 20 {
-            return Err(NotParsed::Pass); // TC ingress handles it
-        }
-        ihl = 20;
+        ihl = Ipv4Hdr::LEN;
     }
-    let frag_raw: u16 = p.load(l3 + 6).ok_or(NotParsed::Malformed)?;
-    let frag = u16::from_be(frag_raw) & 0x3fff != 0; // MF flag or an offset
-    let proto: u8 = p.load(l3 + 9).ok_or(NotParsed::Malformed)?;
-    let saddr: u32 = p.load(l3 + IP_SADDR).ok_or(NotParsed::Malformed)?;
-    let daddr: u32 = p.load(l3 + IP_DADDR).ok_or(NotParsed::Malformed)?;
+    let frags = u16::from_be_bytes(ip.frags);
     let l4 = l3 + ihl;
     let mut h = Hdr {
         l3,
         l4,
-        proto,
-        saddr,
-        daddr,
+        proto: ip.proto,
+        saddr: u32::from_ne_bytes(ip.src_addr),
+        daddr: u32::from_ne_bytes(ip.dst_addr),
         sport: 0,
         dport: 0,
         tcp_flags: 0,
-        frag,
+        seq_end: 0,
+        seq: 0,
+        ack: 0,
+        frag: frags & (IP_MF | IP_OFFSET) != 0,
         icmp: Icmp::No,
     };
     // Later fragments carry no L4 header; the first does but is not translated either.
-    if frag {
+    if h.frag {
         return Ok(h);
     }
-    match proto {
+    match ip.proto {
         proto::TCP => {
-            h.sport = p.load(l4).ok_or(NotParsed::Malformed)?;
-            h.dport = p.load(l4 + 2).ok_or(NotParsed::Malformed)?;
-            h.tcp_flags = p.load(l4 + 13).ok_or(NotParsed::Malformed)?;
-            // The checksum field must be there for any rewrite.
-            let _: u16 = p.load(l4 + 16).ok_or(NotParsed::Malformed)?;
+            let t: TcpHdr = p.load(l4).ok_or(NotParsed::Malformed)?;
+            h.sport = u16::from_ne_bytes(t.source);
+            h.dport = u16::from_ne_bytes(t.dest);
+            h.seq = u32::from_be_bytes(t.seq);
+            h.ack = u32::from_be_bytes(t.ack_seq);
+            // Data offset and flags share the 16-bit bitfield: read its two bytes.
+            // SAFETY: TcpHdr is a plain array of bytes.
+            let raw: [u8; TcpHdr::LEN] = unsafe { core::mem::transmute(t) };
+            h.tcp_flags = raw[TCP_BITS + 1];
+            let hdr_len = u32::from(raw[TCP_BITS] >> 4) * 4;
+            let ip_len = u32::from(u16::from_be_bytes(ip.tot_len));
+            let payload = ip_len.saturating_sub(ihl as u32 + hdr_len);
+            let ctl = u32::from(h.tcp_flags & TCP_SYN != 0) + u32::from(h.tcp_flags & TCP_FIN != 0);
+            h.seq_end = h.seq.wrapping_add(payload).wrapping_add(ctl);
         }
         proto::UDP => {
-            h.sport = p.load(l4).ok_or(NotParsed::Malformed)?;
-            h.dport = p.load(l4 + 2).ok_or(NotParsed::Malformed)?;
-            let _: u16 = p.load(l4 + 6).ok_or(NotParsed::Malformed)?;
+            let u: UdpHdr = p.load(l4).ok_or(NotParsed::Malformed)?;
+            h.sport = u16::from_ne_bytes(u.src);
+            h.dport = u16::from_ne_bytes(u.dst);
         }
         proto::ICMP => {
-            let ty: u8 = p.load(l4).ok_or(NotParsed::Malformed)?;
-            h.icmp = match ty {
-                0 | 8 => {
-                    let id: u16 = p.load(l4 + 4).ok_or(NotParsed::Malformed)?;
+            let m: Icmpv4Hdr = p.load(l4).ok_or(NotParsed::Malformed)?;
+            h.icmp = match m.type_ {
+                ICMP_ECHO_REPLY | ICMP_ECHO => {
+                    let id = u16::from_ne_bytes([m.data[0], m.data[1]]);
                     h.sport = id;
                     h.dport = id;
                     Icmp::Echo
                 }
-                3 | 4 | 11 | 12 => Icmp::Error,
+                ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED
+                | ICMP_PARAMETERPROB => Icmp::Error,
                 _ => Icmp::Other,
             };
         }
@@ -184,6 +238,9 @@ pub struct Inner {
     pub daddr: u32,
     pub sport: u16,
     pub dport: u16,
+    /// The quoted L4 checksum, when the quote reaches it (an ICMP error carries at least 8
+    /// bytes of the L4 header: all of UDP's, half of TCP's).
+    pub csum: Option<L4Csum>,
 }
 
 impl Inner {
@@ -194,6 +251,18 @@ impl Inner {
     pub fn dport_off(&self) -> usize {
         port_offsets(self.proto, self.l4).1
     }
+
+    /// The tuple as the quoted packet carried it.
+    pub fn key(&self) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Where the source and destination "ports" sit: TCP/UDP ports, or for ICMP echo the one
@@ -201,7 +270,7 @@ impl Inner {
 #[inline(always)]
 fn port_offsets(ip_proto: u8, l4: usize) -> (usize, usize) {
     if ip_proto == proto::ICMP {
-        (l4 + 4, l4 + 4)
+        (l4 + ICMP_ID, l4 + ICMP_ID)
     } else {
         (l4, l4 + 2)
     }
@@ -209,29 +278,30 @@ fn port_offsets(ip_proto: u8, l4: usize) -> (usize, usize) {
 
 #[inline(always)]
 pub fn parse_inner<P: Packet>(p: &P, h: &Hdr) -> Option<Inner> {
-    let l3 = h.l4 + 8;
-    let vihl: u8 = p.load(l3)?;
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ihl < 20 {
+    let l3 = h.l4 + Icmpv4Hdr::LEN;
+    let ip: Ipv4Hdr = p.load(l3)?;
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return None;
     }
-    let proto: u8 = p.load(l3 + 9)?;
     let l4 = l3 + ihl;
-    let (sport, dport) = match proto {
+    let (sport, dport) = match ip.proto {
         proto::TCP | proto::UDP => (p.load(l4)?, p.load(l4 + 2)?),
         proto::ICMP => {
-            let id: u16 = p.load(l4 + 4)?;
+            let id: u16 = p.load(l4 + ICMP_ID)?;
             (id, id)
         }
         _ => return None,
     };
+    let csum = l4_csum(ip.proto, l4).filter(|c| p.load::<u16>(c.off).is_some());
     Some(Inner {
         l3,
         l4,
-        proto,
-        saddr: p.load(l3 + IP_SADDR)?,
-        daddr: p.load(l3 + IP_DADDR)?,
+        proto: ip.proto,
+        saddr: u32::from_ne_bytes(ip.src_addr),
+        daddr: u32::from_ne_bytes(ip.dst_addr),
         sport,
         dport,
+        csum,
     })
 }

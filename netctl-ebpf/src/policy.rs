@@ -6,11 +6,14 @@ use netctl_common::{
     maps::{EndpointInfo, LinkKey, NetInfo, LINK_FROM_PORT, LINK_TO_PORT, NET_ICC, NET_INTERNAL},
 };
 
+use aya_ebpf::maps::lpm_trie::Key;
+use network_types::{arp::ArpHdr, eth::EtherType};
+
 use crate::{
     maps::{self, LINKS, SUBNETS},
-    parse::Hdr,
+    packet::Packet,
+    parse::{Hdr, ETH_LEN},
 };
-use aya_ebpf::maps::lpm_trie::Key;
 
 /// Where a packet from a container is going.
 pub enum Dest {
@@ -77,4 +80,24 @@ fn linked(h: &Hdr) -> bool {
     key.port = h.sport;
     key.dir = LINK_FROM_PORT;
     unsafe { LINKS.get(key).is_some() }
+}
+
+/// A frame that is not IPv4. ARP passes when it speaks for the sender's own address (or for
+/// none: an address probe), so a container can neither poison its neighbours' caches nor
+/// talk anything else around the IPv4 rules: IPv6 (link-local included) and other
+/// protocols are dropped until the isolation rules understand them.
+#[inline(always)]
+pub fn non_ipv4<P: Packet>(p: &P, ethertype: u16, ifindex: u32) -> Result<(), DropReason> {
+    if ethertype != EtherType::Arp as u16 {
+        return Err(DropReason::NotIpv4);
+    }
+    let arp: ArpHdr = p.load(ETH_LEN).ok_or(DropReason::Malformed)?;
+    let spa = u32::from_ne_bytes(arp.spa);
+    if spa == 0 {
+        return Ok(());
+    }
+    match maps::endpoint(spa) {
+        Some(ep) if ep.ifindex == ifindex => Ok(()),
+        _ => Err(DropReason::Spoofed),
+    }
 }

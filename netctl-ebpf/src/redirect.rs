@@ -7,10 +7,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use netctl_common::drop::DropReason;
+
 use crate::{
+    host::AF_INET,
     maps,
     packet::{Packet, Tc},
-    parse::{Hdr, IP_CSUM},
+    parse::{Hdr, IP_CSUM, IP_TTL},
 };
 
 /// Docker-style MAC of a container address: 02:42 and the four address bytes.
@@ -29,23 +32,48 @@ fn prepare<P: Packet>(p: &mut P, addr: u32) -> Option<u32> {
     Some(ep.ifindex)
 }
 
-/// From a host device's TC ingress: into the container's namespace directly
-/// (`bpf_redirect_peer`), as if it arrived on its eth0. None if `addr` is no container.
+/// Decrements the TTL as a router does (the datapath routes what it redirects). False, and
+/// nothing changed, when the TTL is about to run out.
 #[inline(always)]
-pub fn to_container_peer<P: Packet>(p: &mut P, addr: u32) -> Option<i32> {
-    let ifindex = prepare(p, addr)?;
+pub fn dec_ttl<P: Packet>(p: &mut P, l3: usize) -> Option<bool> {
+    // TTL and protocol share a 16-bit word of the header checksum.
+    let word: u16 = p.load(l3 + IP_TTL)?;
+    let mut bytes = word.to_ne_bytes();
+    if bytes[0] <= 1 {
+        return Some(false);
+    }
+    bytes[0] -= 1;
+    let new = u16::from_ne_bytes(bytes);
+    p.csum16(l3 + IP_CSUM, word, new)?;
+    p.store16(l3 + IP_TTL, new)?;
+    Some(true)
+}
+
+/// From a host device's TC ingress: into the container's namespace directly
+/// (`bpf_redirect_peer`), as if it arrived on its eth0. None if the destination is no
+/// container, or its TTL runs out here (the host then routes it and says so).
+#[inline(always)]
+pub fn to_container_peer<P: Packet>(p: &mut P, h: &Hdr) -> Option<i32> {
+    maps::endpoint(h.daddr)?;
+    if !dec_ttl(p, h.l3)? {
+        return None;
+    }
+    let ifindex = prepare(p, h.daddr)?;
     // SAFETY: helper call with plain values.
     Some(unsafe { bpf_redirect_peer(ifindex, 0) } as i32)
 }
 
-/// Out of the container's host-side veth (egress), so the container receives it.
+/// Out of the container's host-side veth (egress), so the container receives it: hairpin,
+/// which the host cannot route (its source is a host address).
 #[inline(always)]
-pub fn to_container<P: Packet>(p: &mut P, addr: u32) -> Option<i32> {
-    let ifindex = prepare(p, addr)?;
-    Some(unsafe { bpf_redirect(ifindex, 0) } as i32)
+pub fn to_container<P: Packet>(p: &mut P, h: &Hdr) -> Result<i32, DropReason> {
+    if !dec_ttl(p, h.l3).ok_or(DropReason::RewriteFailed)? {
+        return Err(DropReason::TtlExceeded);
+    }
+    let ifindex = prepare(p, h.daddr).ok_or(DropReason::CtMiss)?;
+    // SAFETY: helper call with plain values.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as i32)
 }
-
-const AF_INET: u8 = 2;
 
 /// From a container's veth: a reply of a published-port flow goes straight out of the uplink
 /// the route points at (the uplink's TC egress still translates it), skipping the bridge and
@@ -75,18 +103,9 @@ pub fn to_uplink(ctx: &TcContext, p: &mut Tc, h: &Hdr, ifindex: u32) -> Option<i
     if ret != BPF_FIB_LKUP_RET_SUCCESS as i64 || maps::uplink(fib.ifindex).is_none() {
         return None;
     }
-    // TTL and protocol share a 16-bit word of the header checksum.
-    let word: u16 = p.load(h.l3 + 8)?;
-    let ttl = word.to_ne_bytes()[0];
-    if ttl <= 1 {
+    if !dec_ttl(p, h.l3)? {
         return None;
     }
-    let mut bytes = word.to_ne_bytes();
-    bytes[0] = ttl - 1;
-    let new = u16::from_ne_bytes(bytes);
-    ctx.l3_csum_replace(h.l3 + IP_CSUM, word as u64, new as u64, 2)
-        .ok()?;
-    ctx.store(h.l3 + 8, &new, 0).ok()?;
     p.set_macs(&fib.dmac, &fib.smac)?;
     // SAFETY: helper call with plain values.
     Some(unsafe { bpf_redirect(fib.ifindex, 0) } as i32)

@@ -41,16 +41,40 @@ pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(Strin
         .collect())
 }
 
-/// Containers route through the host, as Docker sets up.
-fn enable_forwarding() -> Result<()> {
+/// Containers route through the host, as Docker sets up (`enable`). The first time netctl
+/// runs in a namespace it records whether IPv4 forwarding was on already
+/// (`$NETCTL_STATE_DIR/forwarding-before`, written once): a host that was a router before
+/// keeps forwarding everything, as with Docker; on a host netctl made a router, the datapath
+/// drops forwarded traffic that is no container's (Docker's FORWARD policy DROP). Returns
+/// whether forwarding was on before.
+fn enable_forwarding(state_dir: &std::path::Path, enable: bool) -> Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    if std::fs::read_to_string(PATH)
+    let on = std::fs::read_to_string(PATH)
         .map(|v| v.trim() == "1")
-        .unwrap_or(false)
-    {
-        return Ok(());
+        .map_err(|e| anyhow!("reading {PATH}: {e}"))?;
+    let record = state_dir.join("forwarding-before");
+    let before = match std::fs::read_to_string(&record) {
+        Ok(v) => v.trim() == "1",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&record)
+                .map_err(|e| anyhow!("recording {}: {e}", record.display()))?;
+            f.write_all(if on { b"1\n" } else { b"0\n" })
+                .and_then(|()| f.sync_all())
+                .map_err(|e| anyhow!("recording {}: {e}", record.display()))?;
+            on
+        }
+        Err(e) => return Err(anyhow!("reading {}: {e}", record.display())),
+    };
+    if enable && !on {
+        std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))?;
     }
-    std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))
+    Ok(before)
 }
 
 /// What a reconcile did and what it could not do. A broken object (a bridge name someone
@@ -68,9 +92,7 @@ pub struct Report {
 pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Report> {
     let group = topology::instance_group(&cfg.state_dir);
     let mut r = Report::default();
-    if !state.networks.is_empty() {
-        enable_forwarding()?;
-    }
+    let forward_open = enable_forwarding(&cfg.state_dir, !state.networks.is_empty())?;
 
     let names: BTreeSet<String> = nl.links()?.into_iter().map(|l| l.name).collect();
     for net in state.networks.values() {
@@ -160,6 +182,8 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         fast_path: cfg.fast_path,
         host_cookie: netns::own_cookie()?,
         container_cookies: &container_cookies,
+        xdp_generic: cfg.xdp == crate::config::XdpMode::Generic,
+        forward_open,
     };
     r.changes
         .extend(dp.apply(&maps::desired(state, &host), full)?);

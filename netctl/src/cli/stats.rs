@@ -39,7 +39,7 @@ fn counters_json(c: &EndpointCounters) -> Value {
 fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
     let hooks = dp.hook_stats()?;
     let drops = dp.drop_stats()?;
-    let (ct_used, ct_cap) = dp.ct_occupancy()?;
+    let [(ct_used, ct_cap), (new_used, new_cap)] = dp.ct_occupancy()?;
     let per_ep = dp.endpoint_stats()?;
     let hits = dp.port_hits()?;
     let mut containers = serde_json::Map::new();
@@ -84,7 +84,8 @@ fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
         "networks": networks.iter().map(|(n, c)| (n.clone(), counters_json(c))).collect::<serde_json::Map<_, _>>(),
         "ports": ports,
         "drops": drops.iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "conntrack": {"entries": ct_used, "capacity": ct_cap},
+        "conntrack": {"entries": ct_used + new_used, "capacity": ct_cap,
+                      "unconfirmed": new_used, "unconfirmed_capacity": new_cap},
     }))
 }
 
@@ -154,8 +155,10 @@ fn print_tables(v: &Value) {
         }
     }
     println!(
-        "\nconntrack: {} of {} entries",
+        "\nconntrack: {} entries ({} unconfirmed, of {}; confirmed flows hold up to {})",
         n(&v["conntrack"]["entries"]),
+        n(&v["conntrack"]["unconfirmed"]),
+        n(&v["conntrack"]["unconfirmed_capacity"]),
         n(&v["conntrack"]["capacity"])
     );
 }

@@ -74,6 +74,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool>
         loader.map_pin_path(name, pins.map(name));
     }
     loader.map_max_entries(maps::CT, ct_entries);
+    loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
     let mut ebpf = loader
         .load(OBJECT)
         .context("loading netctl's eBPF object (kernel ≥ 6.6 with BTF is required)")?;
@@ -132,7 +133,12 @@ where
 }
 
 /// Loads the object with private, unpinned maps: for program tests (BPF_PROG_TEST_RUN), which
-/// must not share state with a running netctl.
-pub fn load_unpinned() -> Result<aya::Ebpf> {
-    aya::Ebpf::load(OBJECT).context("loading netctl's eBPF object")
+/// must not share state with a running netctl. `ct_new_entries` sizes the unconfirmed-flow
+/// table (a small one lets a test flood it quickly).
+pub fn load_unpinned(ct_new_entries: Option<u32>) -> Result<aya::Ebpf> {
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = ct_new_entries {
+        loader.map_max_entries(maps::CT_NEW, n);
+    }
+    loader.load(OBJECT).context("loading netctl's eBPF object")
 }

@@ -8,8 +8,8 @@ use std::{
 
 use netctl_common::{
     maps::{
-        Backend, Config, EndpointInfo, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH, NET_ICC,
-        NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_ACTIVE,
+        Backend, Config, EndpointInfo, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH,
+        CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_NAT,
     },
     overlay::OverlayConfig,
     proto,
@@ -64,6 +64,10 @@ pub struct HostView<'a> {
     pub host_cookie: u64,
     /// Container ID → its namespace's cookie.
     pub container_cookies: &'a BTreeMap<String, u64>,
+    /// XDP runs in generic (skb) mode, where packets may carry partial checksums.
+    pub xdp_generic: bool,
+    /// IPv4 forwarding was on before netctl first ran here ([`CONFIG_FORWARD_OPEN`]).
+    pub forward_open: bool,
 }
 
 fn mac6(mac: &[u8]) -> [u8; 6] {
@@ -86,9 +90,16 @@ pub fn dns_server(state: &State, c: &crate::state::Container) -> Option<Ipv4Addr
 
 pub fn desired(state: &State, host: &HostView) -> Desired {
     let by_name = |name: &str| host.links.iter().find(|l| l.name == name);
+    let mut flags = 0;
+    if host.fast_path {
+        flags |= CONFIG_FAST_PATH;
+    }
+    if host.forward_open {
+        flags |= CONFIG_FORWARD_OPEN;
+    }
     let mut d = Desired {
         config: Config {
-            flags: if host.fast_path { CONFIG_FAST_PATH } else { 0 },
+            flags,
             nat_port_min: NAT_PORTS.0,
             nat_port_max: NAT_PORTS.1,
         },
@@ -102,7 +113,17 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         .collect();
     for (_, index, xdp) in host.uplinks {
         if let Some((_, addr)) = host.addrs.iter().find(|(i, _)| i == index) {
-            let flags = if *xdp { UPLINK_XDP_ACTIVE } else { 0 };
+            // XDP translates only where packets come from the wire with complete checksums:
+            // native XDP on a physical NIC (no link kind). Elsewhere it hands them all to TC.
+            let physical = host
+                .links
+                .iter()
+                .any(|l| l.index == *index && l.kind.is_empty());
+            let flags = if *xdp && physical && !host.xdp_generic {
+                UPLINK_XDP_NAT
+            } else {
+                0
+            };
             d.uplinks.insert(
                 *index,
                 Uplink {
@@ -343,6 +364,8 @@ mod tests {
                 fast_path: true,
                 host_cookie: 1,
                 container_cookies: &[("web".to_string(), 7), ("hid".to_string(), 8)].into(),
+                xdp_generic: false,
+                forward_open: true,
             },
         );
 
@@ -351,7 +374,7 @@ mod tests {
             d.uplinks[&2],
             Uplink {
                 addr: raw("192.0.2.1".parse().unwrap()),
-                flags: UPLINK_XDP_ACTIVE
+                flags: UPLINK_XDP_NAT
             }
         );
         assert_eq!(
@@ -379,7 +402,7 @@ mod tests {
             (from_raw(b.addr), u16::from_be(b.port)),
             ("10.1.0.2".parse().unwrap(), 80)
         );
-        assert_eq!(d.config.flags, CONFIG_FAST_PATH);
+        assert_eq!(d.config.flags, CONFIG_FAST_PATH | CONFIG_FORWARD_OPEN);
         // The socket programs know the host and both containers; web asks a/s gateway at
         // 127.0.0.11.
         assert_eq!(d.sock_netns[&1].flags, NETNS_HOST);

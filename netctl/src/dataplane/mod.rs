@@ -443,22 +443,25 @@ impl Dataplane {
     /// Removes conntrack entries idle past their timeout; returns them (the programs only
     /// remove an entry when its flow's next packet comes, which may be never).
     pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
-        let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
         let now = monotonic_ns();
-        let entries: BTreeMap<_, _> = ct
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, e)| (key_bytes(&k), (k, e)))
-            .collect();
         let mut expired = Vec::new();
-        for (k, e) in entries.values() {
-            let last = entries
-                .get(&key_bytes(&e.peer))
-                .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
-            if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
-                let _ = ct.remove(k);
-                if e.flags & netctl_common::ct::CT_REPLY == 0 {
-                    expired.push((*k, *e));
+        for table in [names::CT, names::CT_NEW] {
+            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let entries: BTreeMap<_, _> = ct
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, e)| (key_bytes(&k), (k, e)))
+                .collect();
+            for (k, e) in entries.values() {
+                // Both halves carry the flow's last packet; take the later one.
+                let last = entries
+                    .get(&key_bytes(&e.peer))
+                    .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
+                if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
+                    let _ = ct.remove(k);
+                    if e.flags & netctl_common::ct::CT_REPLY == 0 {
+                        expired.push((*k, *e));
+                    }
                 }
             }
         }
@@ -467,31 +470,38 @@ impl Dataplane {
 
     /// Deletes the conntrack entries that mention an address `stale` picks.
     fn flush_flows(&self, stale: impl Fn(u32) -> bool) -> Result<usize> {
-        let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
-        let doomed: Vec<CtKey> = ct
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(k, e)| {
-                [k.saddr, k.daddr, e.src_addr, e.dst_addr]
-                    .iter()
-                    .any(|a| *a != 0 && stale(*a))
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for k in &doomed {
-            let _ = ct.remove(k);
+        let mut n = 0;
+        for table in [names::CT, names::CT_NEW] {
+            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let doomed: Vec<CtKey> = ct
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, e)| {
+                    [k.saddr, k.daddr, e.src_addr, e.dst_addr]
+                        .iter()
+                        .any(|a| *a != 0 && stale(*a))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in &doomed {
+                let _ = ct.remove(k);
+            }
+            n += doomed.len();
         }
-        Ok(doomed.len())
+        Ok(n)
     }
 
-    /// Entries in the conntrack table and its capacity.
-    pub fn ct_occupancy(&self) -> Result<(usize, u32)> {
-        let ct: HashMap<MapData, CtKey, CtEntry> = self.map(names::CT)?;
-        let n = ct.keys().filter(|k| k.is_ok()).count();
-        let cap = MapData::from_pin(self.pins.map(names::CT))?
-            .info()?
-            .max_entries();
-        Ok((n, cap))
+    /// Entries in the conntrack tables (confirmed, unconfirmed) and their capacities.
+    pub fn ct_occupancy(&self) -> Result<[(usize, u32); 2]> {
+        let count = |table: &str| -> Result<(usize, u32)> {
+            let ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let n = ct.keys().filter(|k| k.is_ok()).count();
+            let cap = MapData::from_pin(self.pins.map(table))?
+                .info()?
+                .max_entries();
+            Ok((n, cap))
+        };
+        Ok([count(names::CT)?, count(names::CT_NEW)?])
     }
 
     /// Drops per reason, summed over CPUs.

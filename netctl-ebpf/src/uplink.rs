@@ -1,0 +1,83 @@
+//! What the uplink programs decide, in XDP or TC alike: translate, then keep the host closed —
+//! nothing reaches a container outside a tracked flow ("no way in"), a NAT port whose flow
+//! is gone is not answered by the host, and the host forwards nothing that is no container's
+//! (unless it was a router before netctl came).
+
+use aya_ebpf::programs::TcContext;
+use netctl_common::{drop::DropReason, maps::CONFIG_FORWARD_OPEN, proto};
+
+use crate::{
+    host,
+    maps::{self, config},
+    nat,
+    packet::Packet,
+    parse::{Hdr, Icmp},
+};
+
+/// Ingress: everything arriving from outside.
+#[inline(always)]
+pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), DropReason> {
+    let in_flow = if h.icmp == Icmp::Error {
+        nat::icmp_error(p, h, false)?
+    } else {
+        nat::ingress(p, h)?
+    };
+    if in_flow {
+        return Ok(());
+    }
+    if maps::endpoint(h.daddr).is_some() {
+        return Err(DropReason::NoWayIn);
+    }
+    if maps::is_host_addr(h.daddr) {
+        if lost_nat_reply(p, h) {
+            return Err(DropReason::CtMiss);
+        }
+        return Ok(());
+    }
+    if config().flags & CONFIG_FORWARD_OPEN == 0 && host::forwards(p, h, ifindex) {
+        return Err(DropReason::ForwardDenied);
+    }
+    Ok(())
+}
+
+/// A packet for a NAT source port that no flow and no host socket owns: the reply of a
+/// masqueraded connection whose flow was lost. Dropped rather than answered with a RST (or a
+/// port unreachable) that would kill the connection: the container's next packet rebuilds
+/// the flow from the half that survived. A TCP SYN is someone else's new connection attempt
+/// and left to the host.
+#[inline(always)]
+fn lost_nat_reply<P: Packet>(p: &P, h: &Hdr) -> bool {
+    if h.proto != proto::UDP && (h.proto != proto::TCP || h.is_syn()) || h.frag {
+        return false;
+    }
+    let cfg = config();
+    let port = u16::from_be(h.dport);
+    (cfg.nat_port_min..=cfg.nat_port_max).contains(&port) && !host::socket_owns(p, h)
+}
+
+/// Egress: everything leaving through the uplink.
+#[inline(always)]
+pub fn egress<P: Packet>(
+    ctx: &TcContext,
+    p: &mut P,
+    h: &mut Hdr,
+    ifindex: u32,
+) -> Result<(), DropReason> {
+    let ours = if h.icmp == Icmp::Error {
+        nat::icmp_error(p, h, false)? || maps::endpoint(h.saddr).is_some()
+    } else {
+        nat::egress(p, h, ifindex)?
+    };
+    // Forwarded (it came in on some interface) but no container's and no flow's.
+    if !ours && forwarded(ctx) && config().flags & CONFIG_FORWARD_OPEN == 0 {
+        return Err(DropReason::ForwardDenied);
+    }
+    Ok(())
+}
+
+/// The packet came in on an interface, rather than from a local socket.
+#[inline(always)]
+fn forwarded(ctx: &TcContext) -> bool {
+    // SAFETY: the context's skb pointer is valid for the whole run.
+    unsafe { (*ctx.skb.skb).ingress_ifindex != 0 }
+}

@@ -1,0 +1,563 @@
+//! The world of the program tests: the eBPF object loaded with private maps in a private
+//! network namespace, a small configuration (host, three networks, a published web server),
+//! packet builders, and a checker that verifies every checksum from scratch.
+//!
+//! Host H on the uplink; network A (10.1.0.0/24, masquerade), network B (10.2.0.0/24),
+//! internal network I (10.3.0.0/24); web 10.1.0.2 publishes 8080→80/tcp and 5353→53/udp.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use netctl::dataplane::{load::load_unpinned, maps::raw, monotonic_ns};
+use netctl_common::{
+    ct::{CtEntry, CtKey},
+    drop::DropReason,
+    maps::*,
+    stats::{Counters, Hook},
+    XDP_DONE_MARK,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Loopback: BPF_PROG_TEST_RUN's device when none is given.
+pub const LO: u32 = 1;
+pub const BRIDGE_A: u32 = 100;
+pub const BRIDGE_B: u32 = 200;
+pub const BRIDGE_I: u32 = 300;
+pub const BRIDGE_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+
+pub const H: &str = "192.0.2.10";
+pub const CLIENT: &str = "198.51.100.7";
+pub const OUT: &str = "203.0.113.5";
+pub const WEB: &str = "10.1.0.2";
+pub const A2: &str = "10.1.0.3";
+pub const GW_A: &str = "10.1.0.1";
+pub const B3: &str = "10.2.0.3";
+pub const I2: &str = "10.3.0.2";
+pub const GW_I: &str = "10.3.0.1";
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
+pub const SYN_ACK: u8 = 0x12;
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+pub fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let ok = unsafe { libc::geteuid() } == 0;
+    if !ok {
+        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+    }
+    ok
+}
+
+/// A tuple as the datapath keys it.
+pub fn key(src: &str, sport: u16, dst: &str, dport: u16, proto: u8) -> CtKey {
+    CtKey {
+        saddr: raw(ip(src)),
+        daddr: raw(ip(dst)),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+pub struct World {
+    pub ebpf: Ebpf,
+    /// The XDP metadata mark of the last uplink_xdp run (None: no metadata).
+    pub mark: Option<u32>,
+}
+
+impl World {
+    pub fn new(icc: bool, fast_path: bool) -> Self {
+        Self::build(icc, fast_path, None)
+    }
+
+    /// `ct_new`: capacity of the unconfirmed-flow table (small to flood it quickly).
+    pub fn build(icc: bool, fast_path: bool, ct_new: Option<u32>) -> Self {
+        // BPF_PROG_TEST_RUN runs in the caller's network namespace (its loopback device, its
+        // sockets, its routes): each test thread gets a fresh one.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let mut ebpf = load_unpinned(ct_new).unwrap();
+        for name in ["uplink_ingress", "uplink_egress", "from_container"] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap();
+        }
+        let p: &mut Xdp = ebpf.program_mut("uplink_xdp").unwrap().try_into().unwrap();
+        p.load().unwrap();
+        let mut w = World { ebpf, mark: None };
+        w.set_config(if fast_path { CONFIG_FAST_PATH } else { 0 }, 61000, 65535);
+        let mut host: HashMap<_, u32, u32> =
+            w.ebpf.map_mut(HOST_ADDRS).unwrap().try_into().unwrap();
+        for a in [H, GW_A, "10.2.0.1", GW_I] {
+            host.insert(raw(ip(a)), 1, 0).unwrap();
+        }
+        w.set_uplink_flags(UPLINK_XDP_NAT);
+        let mut nets: HashMap<_, u32, NetInfo> =
+            w.ebpf.map_mut(NETWORKS).unwrap().try_into().unwrap();
+        let icc_flag = if icc { NET_ICC } else { 0 };
+        for (br, gw, flags) in [
+            (BRIDGE_A, GW_A, NET_MASQUERADE | icc_flag),
+            (BRIDGE_B, "10.2.0.1", NET_MASQUERADE | NET_ICC),
+            (BRIDGE_I, GW_I, NET_INTERNAL | NET_ICC),
+        ] {
+            nets.insert(
+                br,
+                NetInfo {
+                    gateway: raw(ip(gw)),
+                    flags,
+                    mac: BRIDGE_MAC,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let mut subnets: LpmTrie<_, u32, u32> =
+            w.ebpf.map_mut(SUBNETS).unwrap().try_into().unwrap();
+        for (net, br) in [
+            ("10.1.0.0", BRIDGE_A),
+            ("10.2.0.0", BRIDGE_B),
+            ("10.3.0.0", BRIDGE_I),
+        ] {
+            subnets.insert(&Key::new(24, raw(ip(net))), br, 0).unwrap();
+        }
+        // Every endpoint sits on "lo" so from_container's anti-spoofing check passes in tests.
+        let mut eps: HashMap<_, u32, EndpointInfo> =
+            w.ebpf.map_mut(ENDPOINTS).unwrap().try_into().unwrap();
+        for (addr, br) in [
+            (WEB, BRIDGE_A),
+            (A2, BRIDGE_A),
+            (B3, BRIDGE_B),
+            (I2, BRIDGE_I),
+        ] {
+            eps.insert(
+                raw(ip(addr)),
+                EndpointInfo {
+                    ifindex: LO,
+                    network: br,
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let mut pm: HashMap<_, PortKey, Backend> =
+            w.ebpf.map_mut(PORTMAP).unwrap().try_into().unwrap();
+        for (host_port, proto, port) in [(8080u16, TCP, 80u16), (5353, UDP, 53)] {
+            pm.insert(
+                PortKey {
+                    addr: 0,
+                    port: host_port.to_be(),
+                    proto,
+                    _pad: 0,
+                },
+                Backend {
+                    addr: raw(ip(WEB)),
+                    port: port.to_be(),
+                    _pad: 0,
+                },
+                0,
+            )
+            .unwrap();
+        }
+        w
+    }
+
+    pub fn set_config(&mut self, flags: u32, nat_port_min: u16, nat_port_max: u16) {
+        let mut cfg: Array<_, Config> = self.ebpf.map_mut(CONFIG).unwrap().try_into().unwrap();
+        cfg.set(
+            0,
+            Config {
+                flags,
+                nat_port_min,
+                nat_port_max,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    pub fn set_uplink_flags(&mut self, flags: u32) {
+        let mut up: HashMap<_, u32, Uplink> =
+            self.ebpf.map_mut(UPLINKS).unwrap().try_into().unwrap();
+        up.insert(
+            LO,
+            Uplink {
+                addr: raw(ip(H)),
+                flags,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    pub fn run(&mut self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run(prog, pkt)
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
+    }
+
+    /// BPF_PROG_TEST_RUN refuses some inputs itself (EINVAL), e.g. an skb whose IPv4 header is
+    /// cut: the kernel never hands such packets to the program either.
+    pub fn try_run(
+        &mut self,
+        prog: &str,
+        pkt: &[u8],
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        self.run_ctx(prog, pkt, None)
+    }
+
+    /// A TC run whose skb arrived on interface `iif` (`__sk_buff.ingress_ifindex`): a packet
+    /// the host forwards rather than one it sends itself.
+    pub fn run_forwarded(&mut self, prog: &str, pkt: &[u8], iif: u32) -> (u32, Vec<u8>) {
+        // __sk_buff up to ifindex: len, pkt_type, mark, queue_mapping, protocol, vlan_present,
+        // vlan_tci, vlan_proto, priority, ingress_ifindex (offset 36), ifindex.
+        let mut ctx = [0u8; 44];
+        ctx[36..40].copy_from_slice(&iif.to_ne_bytes());
+        self.run_ctx(prog, pkt, Some(&ctx))
+            .unwrap_or_else(|e| panic!("{prog}: {e}"))
+    }
+
+    fn run_ctx(
+        &mut self,
+        prog: &str,
+        pkt: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        let mut out = vec![0u8; pkt.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            ..Default::default()
+        };
+        let res = if prog == "uplink_xdp" {
+            let p: &mut Xdp = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
+            p.test_run(opts)?
+        } else {
+            let p: &mut SchedClassifier = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
+            p.test_run(opts)?
+        };
+        out.truncate(res.data_size_out as usize);
+        // XDP output starts at the metadata area: 4 bytes when the program reserved its mark.
+        self.mark = None;
+        if prog == "uplink_xdp" && out.len() == pkt.len() + 4 {
+            self.mark = Some(u32::from_ne_bytes(out[..4].try_into().unwrap()));
+            out.drain(..4);
+        }
+        Ok((res.return_value, out))
+    }
+
+    /// Whether the last uplink_xdp run told TC it did the work.
+    pub fn xdp_done(&self) -> bool {
+        self.mark == Some(XDP_DONE_MARK)
+    }
+
+    pub fn drops(&mut self, reason: DropReason) -> u64 {
+        let m: PerCpuArray<_, u64> = self.ebpf.map_mut(DROP_STATS).unwrap().try_into().unwrap();
+        m.get(&(reason as u32), 0).unwrap().iter().sum()
+    }
+
+    pub fn hook_packets(&mut self, hook: Hook) -> u64 {
+        let m: PerCpuArray<_, Counters> =
+            self.ebpf.map_mut(HOOK_STATS).unwrap().try_into().unwrap();
+        m.get(&(hook as u32), 0)
+            .unwrap()
+            .iter()
+            .map(|c| c.packets)
+            .sum()
+    }
+
+    fn table(&mut self, new: bool) -> HashMap<&mut aya::maps::MapData, CtKey, CtEntry> {
+        let name = if new { CT_NEW } else { CT };
+        self.ebpf.map_mut(name).unwrap().try_into().unwrap()
+    }
+
+    /// Entries in CT (confirmed flows) and CT_NEW.
+    pub fn ct_lens(&mut self) -> (usize, usize) {
+        (
+            self.table(false).keys().count(),
+            self.table(true).keys().count(),
+        )
+    }
+
+    pub fn ct_len(&mut self) -> usize {
+        let (a, b) = self.ct_lens();
+        a + b
+    }
+
+    /// The entry for `k` and whether it is still unconfirmed (in CT_NEW).
+    pub fn ct_get(&mut self, k: &CtKey) -> Option<(CtEntry, bool)> {
+        if let Ok(e) = self.table(false).get(k, 0) {
+            return Some((e, false));
+        }
+        self.table(true).get(k, 0).ok().map(|e| (e, true))
+    }
+
+    /// What an eviction does: the entry is gone.
+    pub fn ct_remove(&mut self, k: &CtKey) {
+        let (found, new) = self.ct_get(k).map_or((false, false), |(_, n)| (true, n));
+        assert!(found, "no entry to remove");
+        self.table(new).remove(k).unwrap();
+    }
+
+    pub fn ct_insert(&mut self, new: bool, k: &CtKey, e: &CtEntry) {
+        self.table(new).insert(k, e, 0).unwrap();
+    }
+
+    /// Makes a flow look idle for `secs` seconds (both entries).
+    pub fn ct_age(&mut self, k: &CtKey, secs: u64) {
+        let (e, new) = self.ct_get(k).expect("no entry to age");
+        let then = monotonic_ns() - secs * 1_000_000_000;
+        for key in [*k, e.peer] {
+            if let Ok(mut x) = self.table(new).get(&key, 0) {
+                x.last_seen = then;
+                self.table(new).insert(key, x, 0).unwrap();
+            }
+        }
+    }
+}
+
+// ---- packet building and checking ----
+
+pub fn csum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+pub fn eth(payload: Vec<u8>) -> Vec<u8> {
+    eth_type(0x0800, payload)
+}
+
+pub fn eth_type(ethertype: u16, payload: Vec<u8>) -> Vec<u8> {
+    let mut p = vec![0x02, 0x42, 0, 0, 0, 9, 0x02, 0x42, 0, 0, 0, 8];
+    p.extend(ethertype.to_be_bytes());
+    p.extend(payload);
+    p
+}
+
+/// An IPv4 header (with `options`, a multiple of 4 bytes) and its payload.
+pub fn ipv4_opts(
+    proto: u8,
+    src: &str,
+    dst: &str,
+    l4: Vec<u8>,
+    frag: u16,
+    options: &[u8],
+) -> Vec<u8> {
+    let ihl = 5 + options.len() / 4;
+    let mut h = vec![0x40 | ihl as u8, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&((ihl * 4 + l4.len()) as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h.extend(ip(src).octets());
+    h.extend(ip(dst).octets());
+    h.extend(options);
+    let c = csum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend(l4);
+    h
+}
+
+pub fn ipv4(proto: u8, src: &str, dst: &str, l4: Vec<u8>, frag: u16) -> Vec<u8> {
+    ipv4_opts(proto, src, dst, l4, frag, &[])
+}
+
+pub fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, seg: &[u8]) -> u16 {
+    let mut b = Vec::new();
+    b.extend(src);
+    b.extend(dst);
+    b.extend([0, proto]);
+    b.extend((seg.len() as u16).to_be_bytes());
+    b.extend(seg);
+    csum(&b)
+}
+
+/// A TCP segment (no Ethernet/IP) with its checksum.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_seg(
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t.extend(payload);
+    let c = pseudo_sum(ip(src).octets(), ip(dst).octets(), TCP, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// A TCP packet with explicit sequence and acknowledgment numbers.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_full(
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    eth(ipv4(
+        TCP,
+        src,
+        dst,
+        tcp_seg(src, sport, dst, dport, flags, seq, ack, payload),
+        0,
+    ))
+}
+
+pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Vec<u8> {
+    tcp_full(
+        src,
+        sport,
+        dst,
+        dport,
+        flags,
+        1000,
+        0,
+        b"GET / HTTP/1.0\r\n\r\n",
+    )
+}
+
+pub fn udp_seg(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u.extend(payload);
+    let len = u.len() as u16;
+    u[4..6].copy_from_slice(&len.to_be_bytes());
+    let c = pseudo_sum(ip(src).octets(), ip(dst).octets(), UDP, &u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    u
+}
+
+pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Vec<u8> {
+    eth(ipv4(
+        UDP,
+        src,
+        dst,
+        udp_seg(src, sport, dst, dport, b"query"),
+        0,
+    ))
+}
+
+pub fn icmp_echo(src: &str, dst: &str, ty: u8, id: u16) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend(id.to_be_bytes());
+    m.extend(1u16.to_be_bytes());
+    m.extend(b"pingdata");
+    let c = csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    eth(ipv4(ICMP, src, dst, m, 0))
+}
+
+/// An ICMP error (type `ty`, code `code`) from `src` to `dst` quoting `quoted` (an IP packet
+/// without its Ethernet header).
+pub fn icmp_error(src: &str, dst: &str, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0, 0, 0, 0, 0];
+    m.extend(quoted);
+    let c = csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    eth(ipv4(ICMP, src, dst, m, 0))
+}
+
+/// The parsed view of an output packet, with every checksum verified from scratch.
+#[derive(Debug)]
+pub struct Seen {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+pub fn check(p: &[u8]) -> Seen {
+    let ihl = usize::from(p[14] & 0x0f) * 4;
+    let iph = &p[14..14 + ihl];
+    assert_eq!(csum(iph), 0, "IPv4 header checksum");
+    let proto = iph[9];
+    let src: [u8; 4] = iph[12..16].try_into().unwrap();
+    let dst: [u8; 4] = iph[16..20].try_into().unwrap();
+    let l4 = &p[14 + ihl..];
+    let (sport, dport) = match proto {
+        TCP | UDP => {
+            if !(proto == UDP && l4[6..8] == [0, 0]) {
+                assert_eq!(pseudo_sum(src, dst, proto, l4), 0, "L4 checksum");
+            }
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+            )
+        }
+        _ => {
+            assert_eq!(csum(l4), 0, "ICMP checksum");
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            (id, id)
+        }
+    };
+    Seen {
+        src: src.into(),
+        dst: dst.into(),
+        sport,
+        dport,
+        ttl: iph[8],
+        dst_mac: p[0..6].try_into().unwrap(),
+        src_mac: p[6..12].try_into().unwrap(),
+    }
+}
+
+/// Runs `args` of `ip` inside this thread's network namespace (the test's own).
+pub fn ip_cmd(args: &str) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let ns = format!("--net=/proc/{}/task/{tid}/ns/net", std::process::id());
+    let out = std::process::Command::new("nsenter")
+        .arg(ns)
+        .arg("ip")
+        .args(args.split_whitespace())
+        .output()
+        .expect("nsenter ip");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
