@@ -440,3 +440,19 @@ pub fn entry(kind: u8, flags: u64, peer: CtKey) -> CtEntry {
         ..CtEntry::default()
     }
 }
+
+/// The original entry of a flow `h` opens: records the first packet's TCP sequence state (a
+/// RST refusing the SYN must acknowledge exactly it).
+#[inline(always)]
+pub fn opening(kind: u8, peer: CtKey, h: &Hdr) -> CtEntry {
+    let mut e = entry(kind, 0, peer);
+    if h.proto == proto::TCP {
+        e.seq_end = h.seq_end;
+        e.flags |= CT_SEQ;
+        if h.tcp_flags & TCP_ACK != 0 {
+            e.ack = h.ack;
+            e.flags |= CT_ACK;
+        }
+    }
+    e
+}

@@ -103,7 +103,7 @@ pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
         true
     };
     let orig = if starts {
-        let mut orig = ct::entry(KIND_DNAT, 0, reply_key);
+        let mut orig = ct::opening(KIND_DNAT, reply_key, h);
         orig.rewrite = REWRITE_DST;
         orig.dst_addr = backend.addr;
         orig.dst_port = backend.port;
@@ -156,7 +156,7 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, D
     if !masquerade {
         // Routed: nothing to rewrite, but replies must find the flow to get in.
         let reply_key = orig_key.reversed();
-        let orig = ct::entry(KIND_ROUTED, 0, reply_key);
+        let orig = ct::opening(KIND_ROUTED, reply_key, h);
         let reply = ct::entry(KIND_ROUTED, CT_REPLY, orig_key);
         ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?;
         return Ok(true);
@@ -185,7 +185,7 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, D
     reply.dst_port = h.sport;
     let cfg = config();
     let port = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
-    let mut orig = ct::entry(KIND_SNAT, 0, reply_key);
+    let mut orig = ct::opening(KIND_SNAT, reply_key, h);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
     orig.src_port = port;
@@ -232,7 +232,7 @@ pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropRea
     reply.dst_port = h.sport;
     let cfg = config();
     let np = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
-    let mut orig = ct::entry(KIND_HAIRPIN, 0, reply_key);
+    let mut orig = ct::opening(KIND_HAIRPIN, reply_key, h);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;
     orig.src_port = np;

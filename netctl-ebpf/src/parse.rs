@@ -79,7 +79,8 @@ pub struct Hdr {
     pub icmp: Icmp,
 }
 
-/// Not IPv4 (the EtherType, network order), or broken.
+/// Not IPv4 (the EtherType, network order) — or, in XDP, IPv4 with options, which only TC
+/// parses — or broken.
 pub enum NotParsed {
     Other(u16),
     Malformed,
@@ -164,7 +165,10 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         return Err(NotParsed::Malformed);
     }
     if P::NO_IP_OPTIONS {
-        ihl = Ipv4Hdr::LEN;
+        if ihl != Ipv4Hdr::LEN {
+            return Err(NotParsed::Other(eth.ether_type)); // TC handles it
+        }
+        ihl = Ipv4Hdr::LEN; // a constant, for the verifier
     }
     let frags = u16::from_be_bytes(ip.frags);
     let l4 = l3 + ihl;

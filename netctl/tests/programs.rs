@@ -13,7 +13,7 @@ use aya::maps::{Array, HashMap};
 use netctl::dataplane::maps::raw;
 use netctl_common::{
     drop::DropReason,
-    maps::{LinkKey, EVENTS, LINKS, LINK_FROM_PORT, LINK_TO_PORT, TRACE},
+    maps::{LinkKey, CONFIG_FORWARD_OPEN, EVENTS, LINKS, LINK_FROM_PORT, LINK_TO_PORT, TRACE},
     stats::Hook,
 };
 use world::*;
@@ -427,4 +427,323 @@ fn events_only_when_asked_and_with_both_tuples() {
         (EV_DROP, DropReason::Isolation as u8)
     );
     assert_eq!(drop.before.daddr, raw(ip("10.2.0.3")));
+}
+
+// ---- ICMP errors obey "no way in" ----
+
+#[test]
+fn icmp_errors_reach_a_container_only_for_its_tracked_flows() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // Forged: a port unreachable and a frag-needed about nothing, routed to a container.
+    let bogus = ipv4(UDP, WEB, OUT, udp_seg(WEB, 5555, OUT, 53, b"q"), 0);
+    for (ty, code) in [(3, 3), (3, 4), (11, 0), (12, 0), (4, 0)] {
+        let pkt = icmp_error(OUT, WEB, ty, code, &bogus);
+        let (v, _) = w.run("uplink_xdp", &pkt);
+        assert_eq!(v, XDP_PASS, "XDP hands ICMP errors to TC");
+        assert!(!w.xdp_done(), "…unmarked");
+        let (v, _) = w.run("uplink_ingress", &pkt);
+        assert_eq!(v, TC_ACT_SHOT, "type {ty}");
+    }
+    assert_eq!(w.drops(DropReason::NoWayIn), 5);
+    // Other ICMP (a redirect) to a container: no way in either.
+    let mut m = vec![5, 1, 0, 0, 10, 1, 0, 9];
+    m.extend(&bogus);
+    let c = csum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let (v, _) = w.run("uplink_ingress", &eth(ipv4(ICMP, OUT, WEB, m, 0)));
+    assert_eq!(v, TC_ACT_SHOT);
+
+    // A real flow of WEB, masqueraded; the error about it comes back to the uplink address.
+    let (_, out) = w.run("uplink_egress", &udp(WEB, 5555, OUT, 53));
+    let quoted = out[14..].to_vec();
+    let (v, out) = w.run("uplink_ingress", &icmp_error(OUT, H, 3, 3, &quoted));
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(&out[30..34], &ip(WEB).octets());
+    // The same error sent to another container (A2) instead of the flow's address: forged.
+    let (v, _) = w.run("uplink_ingress", &icmp_error(OUT, A2, 3, 3, &quoted));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::NoWayIn), 7);
+    // Errors for the host's own flows are the host's business.
+    let host_quote = ipv4(UDP, H, OUT, udp_seg(H, 4444, OUT, 53, b"q"), 0);
+    let pkt = icmp_error(OUT, H, 3, 3, &host_quote);
+    assert_eq!(w.run("uplink_ingress", &pkt), (TC_ACT_OK, pkt));
+}
+
+#[test]
+fn the_quoted_packet_is_restored_byte_for_byte_checksums_included() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // A masqueraded TCP segment, quoted whole by the router that refuses it (Linux quotes up
+    // to 576 bytes): translated back, the quote is exactly what the container sent.
+    let sent = tcp_full(WEB, 33000, OUT, 443, SYN, 42, 0, b"hello");
+    let (_, out) = w.run("uplink_egress", &sent);
+    let (v, back) = w.run(
+        "uplink_ingress",
+        &icmp_error("203.0.113.1", H, 3, 4, &out[14..]),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    let s = check(&back); // outer IP and ICMP checksums
+    assert_eq!((s.src, s.dst), (ip("203.0.113.1"), ip(WEB)));
+    assert_eq!(
+        &back[14 + 20 + 8..],
+        &sent[14..],
+        "quoted IP and TCP, checksums included"
+    );
+
+    // UDP: the quote is 8 bytes of UDP; its checksum is restored as well, and a zero
+    // checksum ("none") stays zero.
+    let sent = udp(WEB, 5555, OUT, 53);
+    let (_, out) = w.run("uplink_egress", &sent);
+    let (_, back) = w.run(
+        "uplink_ingress",
+        &icmp_error(OUT, H, 3, 3, &out[14..14 + 28]),
+    );
+    check(&back);
+    assert_eq!(&back[42..70], &sent[14..42]);
+    let mut zero = udp(WEB, 5556, OUT, 53);
+    zero[40..42].copy_from_slice(&[0, 0]);
+    let (_, out) = w.run("uplink_egress", &zero);
+    assert_eq!(
+        &out[40..42],
+        &[0, 0],
+        "masquerade keeps a zero UDP checksum"
+    );
+    let (_, back) = w.run(
+        "uplink_ingress",
+        &icmp_error(OUT, H, 3, 3, &out[14..14 + 28]),
+    );
+    check(&back);
+    assert_eq!(&back[42..70], &zero[14..42]);
+}
+
+#[test]
+fn icmp_errors_of_hairpin_flows_go_back_through_the_hairpin() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    let sent = udp(A2, 41000, H, 5353);
+    let (v, out) = w.run("from_container", &sent);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    let s = check(&out);
+    assert_eq!((s.src, s.dst, s.dport), (ip(GW_A), ip(WEB), 53));
+    // WEB's port is closed: it answers the gateway with a port unreachable.
+    let (v, back) = w.run("from_container", &icmp_error(WEB, GW_A, 3, 3, &out[14..]));
+    assert_eq!(v, TC_ACT_REDIRECT, "to the client's veth");
+    let r = check(&back);
+    assert_eq!((r.src, r.dst), (ip(H), ip(A2)));
+    assert_eq!(r.dst_mac, [0x02, 0x42, 10, 1, 0, 3]);
+    let quote = &back[14 + 20 + 8..];
+    assert_eq!(csum(&quote[..20]), 0, "quoted IP checksum");
+    assert_eq!(&quote[12..20], &sent[26..34], "quoted addresses: A2 → H");
+    assert_eq!(
+        &quote[20..28],
+        &sent[34..42],
+        "quoted ports and UDP checksum"
+    );
+}
+
+// ---- isolation: internal networks, IPv4 only ----
+
+#[test]
+fn an_internal_network_never_reaches_a_published_port() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // Its own gateway, on a published port: not hairpinned to web, dropped.
+    for pkt in [tcp(I2, 41000, GW_I, 8080, SYN), udp(I2, 41000, GW_I, 5353)] {
+        let (v, _) = w.run("from_container", &pkt);
+        assert_eq!(v, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::Internal), 2);
+    assert_eq!(w.ct_len(), 0);
+    // Other ports of its gateway (DNS, say) stay reachable.
+    let pkt = udp(I2, 41000, GW_I, 53);
+    assert_eq!(w.run("from_container", &pkt), (TC_ACT_OK, pkt));
+}
+
+#[test]
+fn containers_send_ipv4_and_arp_for_their_own_address_only() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(false, false);
+    // IPv6, link-local included: it would pass ICC-off and isolation rules unseen.
+    let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+    v6.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    v6.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+    v6.extend([0, 53, 0, 53, 0, 8, 0, 0]);
+    let (v, _) = w.run("from_container", &eth_type(0x86dd, v6.clone()));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::NotIpv4), 1);
+    let (v, _) = w.run("from_container", &eth_type(0x88b5, vec![0; 46]));
+    assert_eq!(v, TC_ACT_SHOT, "any other EtherType too");
+    // The uplink passes the host's own IPv6.
+    let pkt = eth_type(0x86dd, v6);
+    assert_eq!(w.run("uplink_ingress", &pkt), (TC_ACT_OK, pkt));
+
+    let arp = |spa: &str, tpa: &str| {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0x42, 10, 1, 0, 2];
+        a.extend(ip(spa).octets());
+        a.extend([0; 6]);
+        a.extend(ip(tpa).octets());
+        eth_type(0x0806, a)
+    };
+    for pkt in [arp(WEB, GW_A), arp(WEB, A2), arp("0.0.0.0", WEB)] {
+        assert_eq!(w.run("from_container", &pkt), (TC_ACT_OK, pkt));
+    }
+    // Speaking for another container's address (or the gateway's): spoofing.
+    for pkt in [arp("10.1.0.77", GW_A), arp(GW_A, A2)] {
+        assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::Spoofed), 2);
+}
+
+// ---- what XDP hands to TC, and how they agree ----
+
+#[test]
+fn xdp_marks_the_packets_it_handled_and_tc_does_the_rest() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    let (v, out) = w.run("uplink_xdp", &tcp(CLIENT, 40000, H, 8080, SYN));
+    assert_eq!(v, XDP_PASS);
+    assert!(w.xdp_done(), "translated in XDP: marked");
+    assert_eq!(check(&out).dst, ip(WEB));
+    // Traffic for the host itself is handled (checked) as well.
+    w.run("uplink_xdp", &tcp(CLIENT, 40000, H, 22, SYN));
+    assert!(w.xdp_done());
+    // IP options, ICMP errors, fragments: left to TC, unmarked and untouched.
+    let opts = eth(ipv4_opts(
+        UDP,
+        CLIENT,
+        H,
+        udp_seg(CLIENT, 5000, H, 5353, b"query"),
+        0,
+        &[1, 1, 1, 0], // NOP NOP NOP EOL
+    ));
+    let frag = eth(ipv4(UDP, CLIENT, WEB, vec![0; 16], 0x0010));
+    for pkt in [&opts, &frag] {
+        let (v, out) = w.run("uplink_xdp", pkt);
+        assert_eq!((v, &out), (XDP_PASS, pkt));
+        assert!(!w.xdp_done());
+    }
+    // TC translates the packet with options (its L4 header 4 bytes further on).
+    let (v, out) = w.run("uplink_ingress", &opts);
+    assert_eq!(v, TC_ACT_OK);
+    let s = check(&out);
+    assert_eq!((s.dst, s.dport, s.sport), (ip(WEB), 53, 5000));
+    assert_eq!(&out[14 + 24 + 8..], b"query");
+    // A non-first fragment for a container: no way in, no flow.
+    assert_eq!(w.run("uplink_ingress", &frag).0, TC_ACT_SHOT);
+    // Where XDP may not translate (generic XDP, virtual devices), it leaves everything to
+    // TC: no metadata, packet untouched.
+    w.set_uplink_flags(0);
+    let pkt = tcp(CLIENT, 40001, H, 8080, SYN);
+    let (v, out) = w.run("uplink_xdp", &pkt);
+    assert_eq!((v, out, w.mark), (XDP_PASS, pkt.clone(), None));
+    // TC, seeing no mark, does the work (also what happens while XDP is being detached).
+    let (_, out) = w.run("uplink_ingress", &pkt);
+    assert_eq!(check(&out).dst, ip(WEB));
+}
+
+#[test]
+fn a_zero_udp_checksum_stays_zero_through_every_translation() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    for (i, prog) in ["uplink_xdp", "uplink_ingress"].into_iter().enumerate() {
+        let mut pkt = udp(CLIENT, 5000 + i as u16, H, 5353);
+        pkt[40..42].copy_from_slice(&[0, 0]);
+        let (_, out) = w.run(prog, &pkt);
+        assert_eq!(check(&out).dst, ip(WEB), "{prog}");
+        assert_eq!(&out[40..42], &[0, 0], "{prog}");
+        let mut reply = udp(WEB, 53, CLIENT, 5000 + i as u16);
+        reply[40..42].copy_from_slice(&[0, 0]);
+        let (_, out) = w.run("uplink_egress", &reply);
+        assert_eq!(check(&out).src, ip(H));
+        assert_eq!(&out[40..42], &[0, 0]);
+    }
+}
+
+// ---- TTL on the paths the datapath routes itself ----
+
+#[test]
+fn redirects_decrement_the_ttl_and_leave_expiring_packets_to_the_host() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, true);
+    let (v, out) = w.run("uplink_ingress", &tcp(CLIENT, 40000, H, 8080, SYN));
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(check(&out).ttl, 63);
+    // TTL 1: not redirected; the host routes it and sends the time-exceeded itself.
+    let (v, out) = w.run(
+        "uplink_ingress",
+        &with_ttl(tcp(CLIENT, 40001, H, 8080, SYN), 1),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    let s = check(&out);
+    assert_eq!((s.dst, s.ttl), (ip(WEB), 1));
+    // Hairpin: decremented; expiring → dropped (the host cannot route it back).
+    let (v, out) = w.run("from_container", &tcp(A2, 41000, H, 8080, SYN));
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(check(&out).ttl, 63);
+    let (v, _) = w.run("from_container", &with_ttl(tcp(A2, 41001, H, 8080, SYN), 1));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::TtlExceeded), 1);
+}
+
+// ---- the host is no open router ----
+
+#[test]
+fn forwarded_traffic_that_is_no_containers_is_dropped_unless_forwarding_was_on_before() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // This namespace routes 198.18.0.0/24 through another interface, forwarding on.
+    ip_cmd("link set lo up");
+    ip_cmd("link add d0 type veth peer name d1");
+    ip_cmd("addr add 198.18.0.1/24 dev d0");
+    ip_cmd("link set d0 up");
+    ip_cmd("link set d1 up");
+    std::fs::write("/proc/sys/net/ipv4/conf/all/forwarding", "1").unwrap();
+    let through = tcp(CLIENT, 40000, "198.18.0.7", 80, SYN);
+    for prog in ["uplink_xdp", "uplink_ingress"] {
+        let (v, _) = w.run(prog, &through);
+        assert!(v == XDP_DROP || v == TC_ACT_SHOT, "{prog}");
+    }
+    assert_eq!(w.drops(DropReason::ForwardDenied), 2);
+    // Leaving: forwarded from another interface (d0), no container's, no flow: dropped. The
+    // host's own traffic (no input interface) and containers' pass.
+    let out = udp("198.18.0.7", 5000, OUT, 53);
+    assert_eq!(w.run_forwarded("uplink_egress", &out, 3).0, TC_ACT_SHOT);
+    assert_eq!(w.run("uplink_egress", &udp(H, 5000, OUT, 53)).0, TC_ACT_OK);
+    assert_eq!(
+        w.run_forwarded("uplink_egress", &udp(WEB, 5000, OUT, 53), 3)
+            .0,
+        TC_ACT_OK
+    );
+    // Local, multicast and broadcast destinations are not forwarded.
+    for dst in [H, "224.0.0.251", "255.255.255.255"] {
+        assert_eq!(
+            w.run("uplink_ingress", &udp(CLIENT, 5000, dst, 5000)).0,
+            TC_ACT_OK,
+            "{dst}"
+        );
+    }
+    assert_eq!(w.drops(DropReason::ForwardDenied), 3);
+    // A host that forwarded before netctl came keeps doing so.
+    w.set_config(CONFIG_FORWARD_OPEN, 61000, 65535);
+    assert_eq!(w.run("uplink_ingress", &through).0, TC_ACT_OK);
+    assert_eq!(w.run_forwarded("uplink_egress", &out, 3).0, TC_ACT_OK);
 }

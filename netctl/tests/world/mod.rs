@@ -561,3 +561,13 @@ pub fn ip_cmd(args: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The packet with another TTL (IPv4 header checksum fixed).
+pub fn with_ttl(mut p: Vec<u8>, ttl: u8) -> Vec<u8> {
+    p[14 + 8] = ttl;
+    p[24..26].copy_from_slice(&[0, 0]);
+    let ihl = usize::from(p[14] & 0x0f) * 4;
+    let c = csum(&p[14..14 + ihl]);
+    p[24..26].copy_from_slice(&c.to_be_bytes());
+    p
+}
