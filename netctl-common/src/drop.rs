@@ -82,3 +82,22 @@ impl DropReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_dense_and_the_readme_explains_every_reason() {
+        let readme = include_str!("../../README.md");
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{} is out of place", r.name());
+            let quoted = readme.split('`').any(|word| word == r.name());
+            assert!(
+                quoted,
+                "README.md does not list the drop reason {}",
+                r.name()
+            );
+        }
+    }
+}
