@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netctl_tests::{require_sandbox, Background, Sandbox};
+use netctl_tests::{require_sandbox, Background, Sandbox, TINY_HTTP};
 
 /// Small Python programs the tests run inside namespaces, in a directory of their own.
 struct Scripts(PathBuf);
@@ -345,4 +345,206 @@ fn forged_icmp_errors_never_reach_containers_real_ones_do() {
     let out = waiter.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "timeout");
     assert!(stats(&sb)["drops"]["no-way-in"].as_u64().unwrap() >= 1);
+}
+
+/// Answers UDP datagrams with "host": `udp_host.py PORT`.
+const UDP_HOST: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    d, peer = s.recvfrom(2048); s.sendto(b"host", peer)
+"#;
+
+#[test]
+fn the_hosts_own_sockets_on_published_ports_keep_their_traffic() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.whoami("web", None, &["8080:80", "5353:80/udp"], 80);
+    let _srv = sb.outside_whoami_server(9000, 60);
+    // A host client whose connection happens to leave from source port 8080: the server's
+    // SYN-ACK (and everything after it) is the client's, not web's.
+    let out = sb.host_sh(&format!(
+        "curl -sf --max-time 5 --local-port 8080 http://{}:9000/",
+        sb.outside_ip
+    ));
+    assert!(
+        out.status.success(),
+        "host client from port 8080: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), sb.host_ip);
+    // Meanwhile the published port keeps serving the outside.
+    let url = format!("http://{}:8080/", sb.host_ip);
+    assert_eq!(
+        sb.curl_from_outside(&url).as_deref(),
+        Some(sb.outside_ip.as_str())
+    );
+
+    // A UDP socket the host binds on the published port gets the datagrams for it.
+    assert_eq!(
+        sb.udp_from_outside(&sb.host_ip, 5353).as_deref(),
+        Some(format!("udp {}", sb.outside_ip).as_str()),
+        "before: the container answers"
+    );
+    let script = std::env::temp_dir().join(format!("netctl-udp-host-{}.py", sb.id));
+    std::fs::write(&script, UDP_HOST).unwrap();
+    let _host = Background(
+        sb.in_host("timeout")
+            .args(["60", "python3"])
+            .arg(&script)
+            .arg("5353")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sb.host_sh("ss -lunH | grep -q ':5353 '").status.success() {
+        assert!(Instant::now() < deadline, "the host socket did not bind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = sb.udp_from_outside(&sb.host_ip, 5353);
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(answer.as_deref(), Some("host"));
+}
+
+/// A namespace beyond the host (behind it, not on an uplink): a veth `bey0` in the host
+/// namespace, 100.64.N.1/24, and its peer 100.64.N.2 with a default route back, running an
+/// HTTP server on 8000. It lives as long as a process of its own (no name to leave behind).
+struct Beyond {
+    holder: Background,
+    _server: Background,
+    addr: String,
+}
+
+impl Beyond {
+    fn new(sb: &Sandbox, n: u8) -> Self {
+        let holder = Background(
+            std::process::Command::new("unshare")
+                .args(["--net", "sleep", "120"])
+                .spawn()
+                .unwrap(),
+        );
+        let pid = holder.0.id();
+        let ns = format!("/proc/{pid}/ns/net");
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(&ns).map_or(true, |l| l == ours) {
+            assert!(Instant::now() < deadline, "unshare did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addr = format!("100.64.{n}.2");
+        let host = sb.host_sh(&format!(
+            "ip link add bey0 type veth peer name bey1 netns {pid} && \
+             ip addr add 100.64.{n}.1/24 dev bey0 && ip link set bey0 up"
+        ));
+        assert!(
+            host.status.success(),
+            "{}",
+            String::from_utf8_lossy(&host.stderr)
+        );
+        let inside = |script: &str| {
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={ns}"))
+                .args(["sh", "-c", script])
+                .output()
+                .unwrap()
+        };
+        let set = inside(&format!(
+            "ip link set lo up && ip addr add {addr}/24 dev bey1 && ip link set bey1 up && \
+             ip route add default via 100.64.{n}.1"
+        ));
+        assert!(
+            set.status.success(),
+            "{}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+        let server = Background(
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={ns}"))
+                .args([
+                    "timeout", "100", "python3", "-c", TINY_HTTP, &addr, "8000", "beyond",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !inside("ss -ltnH | grep -q ':8000 '").status.success() {
+            if Instant::now() > deadline {
+                let o = inside("ss -ltn; ip addr; ps aux | grep http.server");
+                panic!(
+                    "the server beyond did not start: {}",
+                    String::from_utf8_lossy(&o.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sb.outside_sh(&format!("ip route add 100.64.{n}.0/24 via {}", sb.host_ip));
+        Beyond {
+            holder,
+            _server: server,
+            addr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.holder.0.id()
+    }
+}
+
+#[test]
+fn the_host_routes_nothing_for_the_outside_unless_it_did_before() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["run", "-d", "--name", "c", "--", "sleep", "300"]);
+    assert_eq!(
+        std::fs::read_to_string(sb.state_dir.join("forwarding-before")).unwrap(),
+        "0\n",
+        "a fresh namespace does not forward"
+    );
+    let beyond = Beyond::new(&sb, 7);
+    let url = format!("http://{}:8000/", beyond.addr);
+    // The outside cannot reach the namespace behind the host through it…
+    assert!(
+        sb.curl_from_outside(&url).is_none(),
+        "routed through the host"
+    );
+    // …nor can that namespace get out through the host.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", beyond.pid()))
+        .args(["ping", "-c", "1", "-W", "1", &sb.outside_ip])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the namespace beyond got out");
+    assert!(stats(&sb)["drops"]["forward-denied"].as_u64().unwrap() >= 2);
+    // Containers still get out, and published ports still answer.
+    let srv = sb.outside_whoami_server(9999, 60);
+    let got = sb.container_sh(
+        "c",
+        &format!("curl -sf --max-time 5 http://{}:9999/", sb.outside_ip),
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), sb.host_ip);
+    drop(srv);
+    sb.whoami("web", None, &["8080:80"], 80);
+    assert!(sb
+        .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+        .is_some());
+
+    // A host that was a router before netctl came stays one.
+    let sb = Sandbox::new();
+    assert!(sb
+        .host_sh("sysctl -qw net.ipv4.ip_forward=1")
+        .status
+        .success());
+    sb.netctl_ok(&["run", "-d", "--name", "c", "--", "sleep", "300"]);
+    assert_eq!(
+        std::fs::read_to_string(sb.state_dir.join("forwarding-before")).unwrap(),
+        "1\n"
+    );
+    let beyond = Beyond::new(&sb, 8);
+    let url = format!("http://{}:8000/", beyond.addr);
+    assert!(
+        sb.curl_from_outside(&url).is_some(),
+        "the router stopped routing"
+    );
 }
