@@ -38,10 +38,14 @@ pub enum DropReason {
     /// Forwarded traffic that is neither a container's nor a tracked flow, on a host whose
     /// forwarding netctl turned on (Docker's FORWARD policy DROP).
     ForwardDenied = 15,
+    /// Out of the overlay tunnel: a VNI of no local overlay network, a sender that is not a
+    /// container of that network on the host that sent it, or a destination that is no local
+    /// container of it.
+    Tunnel = 16,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -59,6 +63,7 @@ impl DropReason {
         DropReason::NotIpv4,
         DropReason::TtlExceeded,
         DropReason::ForwardDenied,
+        DropReason::Tunnel,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -79,6 +84,7 @@ impl DropReason {
             DropReason::NotIpv4 => "not-ipv4",
             DropReason::TtlExceeded => "ttl-exceeded",
             DropReason::ForwardDenied => "forward-denied",
+            DropReason::Tunnel => "tunnel-rejected",
         }
     }
 }

@@ -8,15 +8,18 @@ pub enum Hook {
     UplinkIngress = 1,
     UplinkEgress = 2,
     FromContainer = 3,
+    /// TC ingress of the overlay's VXLAN device: what comes out of the tunnel.
+    Tunnel = 4,
 }
 
 impl Hook {
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     pub const ALL: [Hook; Self::COUNT as usize] = [
         Hook::UplinkXdp,
         Hook::UplinkIngress,
         Hook::UplinkEgress,
         Hook::FromContainer,
+        Hook::Tunnel,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -25,6 +28,7 @@ impl Hook {
             Hook::UplinkIngress => "uplink-ingress",
             Hook::UplinkEgress => "uplink-egress",
             Hook::FromContainer => "from-container",
+            Hook::Tunnel => "tunnel-ingress",
         }
     }
 }
