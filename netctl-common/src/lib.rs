@@ -27,6 +27,8 @@ pub mod programs {
     pub const UPLINK_EGRESS: &str = "uplink_egress";
     /// TC ingress on a container's host-side veth: every packet a container sends.
     pub const FROM_CONTAINER: &str = "from_container";
+    /// TC ingress on the overlay's VXLAN device: what comes out of the tunnel.
+    pub const TUNNEL_INGRESS: &str = "tunnel_ingress";
     /// Socket programs at the cgroup v2 root (see [`crate::sock`]).
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";

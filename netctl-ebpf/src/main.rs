@@ -10,6 +10,8 @@
 //!   back; container traffic is masqueraded; forwarded traffic nobody owns is dropped.
 //! - `from_container`: TC ingress on each container's host-side veth. Isolation, ICC,
 //!   internal networks, hairpin, IPv4 only.
+//! - `tunnel_ingress`: TC ingress on the overlay's VXLAN device. What comes out of the
+//!   tunnel, checked and handed to the container (`overlay.rs`).
 //! - `sock_*` (in `sock.rs`, their own entry file): cgroup socket programs for host-local
 //!   clients of published ports and the containers' 127.0.0.11.
 
@@ -157,7 +159,7 @@ pub fn uplink_xdp(ctx: XdpContext) -> u32 {
 fn tc_run(
     ctx: &TcContext,
     hook: Hook,
-    other: impl FnOnce(&Tc, u16, u32) -> Result<(), DropReason>,
+    other: impl FnOnce(&mut Tc, u16, u32) -> Result<Option<i32>, DropReason>,
     body: impl FnOnce(&mut Tc, &mut Hdr, u32) -> Result<Option<i32>, DropReason>,
 ) -> i32 {
     let mut p = Tc(ctx);
@@ -166,7 +168,7 @@ fn tc_run(
     let mut h = match parse(&p) {
         Ok(h) => h,
         Err(NotParsed::Other(ethertype)) => {
-            let v = Verdict::of(other(&p, ethertype, ifindex).map(|_| None));
+            let v = Verdict::of(other(&mut p, ethertype, ifindex));
             return tc_code(finish(&p, hook, ifindex, None, None, v));
         }
         Err(NotParsed::Malformed) => {
@@ -186,8 +188,8 @@ fn tc_run(
 }
 
 /// Uplinks pass what is not IPv4 (ARP, IPv6 of the host itself).
-fn pass_other(_: &Tc, _: u16, _: u32) -> Result<(), DropReason> {
-    Ok(())
+fn pass_other(_: &mut Tc, _: u16, _: u32) -> Result<Option<i32>, DropReason> {
+    Ok(None)
 }
 
 #[classifier]
@@ -214,12 +216,20 @@ pub fn uplink_egress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
-    let other = |p: &Tc, ethertype, ifindex| policy::non_ipv4(p, ethertype, ifindex);
+    let other = |p: &mut Tc, ethertype, ifindex| {
+        policy::non_ipv4(p, ethertype, ifindex)?;
+        Ok(overlay::answer_arp(p, ifindex))
+    };
     tc_run(&ctx, Hook::FromContainer, other, |p, h, ifindex| {
         let (ep, net) = policy::sender(h, ifindex)?;
         let sender = h.saddr;
         let r = (|| {
             let dest = policy::check(h, &ep, &net)?;
+            if let Dest::SameNetwork = dest {
+                if let Some(r) = overlay::peer(h.daddr, ep.network) {
+                    return overlay::encap(&ctx, &r).map(Some);
+                }
+            }
             if h.icmp == Icmp::Error {
                 // Errors about hairpin flows go back the way the flow came.
                 if nat::icmp_error(p, h, true)? {
@@ -253,6 +263,17 @@ pub fn from_container(ctx: TcContext) -> i32 {
         })();
         stats::sent(sender, p.len(), r.is_err());
         r
+    })
+}
+
+#[classifier]
+pub fn tunnel_ingress(ctx: TcContext) -> i32 {
+    // Only IPv4 crosses: ARP for remote containers is answered on each side.
+    let other = |_: &mut Tc, _, _| Err(DropReason::NotIpv4);
+    tc_run(&ctx, Hook::Tunnel, other, |p, h, _| {
+        let v = overlay::decap(&ctx, p, h)?;
+        stats::received(h.daddr, p.len());
+        Ok(Some(v))
     })
 }
 

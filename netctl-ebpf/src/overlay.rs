@@ -1,10 +1,25 @@
-//! Overlay networks: the maps the tunnel programs read (see netctl_common::overlay).
+//! Overlay networks, tunnel mode as Cilium does it: one collect-metadata VXLAN device per
+//! host; a container's frame for a container on another host gets its tunnel key (that
+//! host, the network's VNI) from `OVERLAY_REMOTES` and goes to the device; what comes out of
+//! the device is checked against the same map and handed straight to the container. ARP for
+//! remote containers is answered here, so nothing floods and nothing is learned.
 
 use aya_ebpf::{
+    bindings::bpf_tunnel_key,
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     macros::map,
     maps::{Array, HashMap},
+    programs::TcContext,
 };
-use netctl_common::overlay::*;
+use netctl_common::{drop::DropReason, maps::NET_ICC, overlay::*};
+use network_types::arp::ArpHdr;
+
+use crate::{
+    maps,
+    packet::{Packet, Tc},
+    parse::{Hdr, ETH_LEN},
+    redirect::container_mac,
+};
 
 #[map(name = "OVERLAY_REMOTES")]
 pub static OVERLAY_REMOTES: HashMap<u32, Remote> =
@@ -18,3 +33,123 @@ pub static OVERLAY_BRIDGES: HashMap<u32, u32> = HashMap::with_max_entries(OVERLA
 
 #[map(name = "OVERLAY_CONFIG")]
 pub static OVERLAY_CONFIG: Array<OverlayConfig> = Array::with_max_entries(1, 0);
+
+const TUNNEL_TTL: u8 = 64;
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
+// Field offsets in an Ethernet/IPv4 ARP packet, after the Ethernet header.
+const ARP_OPER: usize = ETH_LEN + 6;
+const ARP_SHA: usize = ETH_LEN + 8;
+const ARP_SPA: usize = ETH_LEN + 14;
+const ARP_THA: usize = ETH_LEN + 18;
+const ARP_TPA: usize = ETH_LEN + 24;
+
+/// A container on another host (any overlay network).
+#[inline(always)]
+pub fn remote(addr: u32) -> Option<Remote> {
+    // SAFETY: read-only copy of a value the controller writes whole.
+    unsafe { OVERLAY_REMOTES.get(addr).copied() }
+}
+
+/// The container at `addr` on another host, if it is on the overlay network whose local
+/// bridge is `network`.
+#[inline(always)]
+pub fn peer(addr: u32, network: u32) -> Option<Remote> {
+    // SAFETY: read-only lookups of maps the controller fills.
+    let vni = unsafe { OVERLAY_VNIS.get(network) }?;
+    remote(addr).filter(|r| r.vni == *vni)
+}
+
+/// Into the tunnel toward the remote container's host.
+#[inline(always)]
+pub fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
+    let dev = OVERLAY_CONFIG.get(0).map_or(0, |c| c.vxlan_ifindex);
+    if dev == 0 {
+        return Err(DropReason::Tunnel);
+    }
+    // SAFETY: an all-zero key is valid; the helper reads the size given.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = r.vni;
+    // The helper takes the address in host order.
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(r.host);
+    key.tunnel_ttl = TUNNEL_TTL;
+    // SAFETY: helper calls on the program's skb with a key on the stack.
+    let ret = unsafe {
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(DropReason::RewriteFailed);
+    }
+    Ok(unsafe { bpf_redirect(dev, 0) } as i32)
+}
+
+/// An ARP request from a container for a container of its overlay network on another host:
+/// answered on the spot (the remote's Docker-style MAC) and sent back out of the veth it came
+/// in by. None for every other ARP frame, which goes its ordinary way.
+#[inline(always)]
+pub fn answer_arp(p: &mut Tc, ifindex: u32) -> Option<i32> {
+    let arp: ArpHdr = p.load(ETH_LEN)?;
+    if u16::from_be_bytes(arp.oper) != ARP_REQUEST {
+        return None;
+    }
+    let ep = maps::endpoint(u32::from_ne_bytes(arp.spa))?;
+    peer(u32::from_ne_bytes(arp.tpa), ep.network)?;
+    let mac = container_mac(u32::from_ne_bytes(arp.tpa));
+    let ctx = p.0;
+    ctx.store(0, &arp.sha, 0).ok()?;
+    ctx.store(6, &mac, 0).ok()?;
+    ctx.store(ARP_OPER, &ARP_REPLY.to_be_bytes(), 0).ok()?;
+    ctx.store(ARP_SHA, &mac, 0).ok()?;
+    ctx.store(ARP_SPA, &arp.tpa, 0).ok()?;
+    ctx.store(ARP_THA, &arp.sha, 0).ok()?;
+    ctx.store(ARP_TPA, &arp.spa, 0).ok()?;
+    // SAFETY: helper call with plain values.
+    Some(unsafe { bpf_redirect(ifindex, 0) } as i32)
+}
+
+/// Out of the tunnel: the VNI must be a local overlay network, the sender that network's
+/// container on the host the packet came from, the destination a local container of the same
+/// network. Then straight into the container's namespace.
+#[inline(always)]
+pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
+    // SAFETY: an all-zero key is valid; the helper fills the size given.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    let ret = unsafe {
+        bpf_skb_get_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(DropReason::Tunnel);
+    }
+    // SAFETY: read-only lookup of a map the controller fills.
+    let bridge = unsafe { OVERLAY_BRIDGES.get(key.tunnel_id) }
+        .copied()
+        .ok_or(DropReason::Tunnel)?;
+    let sender = remote(h.saddr).ok_or(DropReason::Tunnel)?;
+    // SAFETY: the ipv4 arm is the one the helper filled (no BPF_F_TUNINFO_IPV6).
+    let from = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+    if sender.vni != key.tunnel_id || sender.host != from.to_be() {
+        return Err(DropReason::Tunnel);
+    }
+    let ep = maps::endpoint(h.daddr).ok_or(DropReason::Tunnel)?;
+    if ep.network != bridge {
+        return Err(DropReason::Tunnel);
+    }
+    let net = maps::network(bridge).ok_or(DropReason::Tunnel)?;
+    if net.flags & NET_ICC == 0 {
+        return Err(DropReason::IccOff);
+    }
+    p.set_macs(&container_mac(h.daddr), &container_mac(h.saddr))
+        .ok_or(DropReason::RewriteFailed)?;
+    // SAFETY: helper call with plain values.
+    Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)
+}

@@ -56,6 +56,10 @@ pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReas
         }
         return Ok(Dest::SameNetwork);
     }
+    // A container of an overlay network this host has no part of.
+    if crate::overlay::remote(h.daddr).is_some() {
+        return Err(DropReason::Isolation);
+    }
     if internal {
         return Err(DropReason::Internal);
     }

@@ -68,8 +68,14 @@ pub fn egress<P: Packet>(
     } else {
         nat::egress(p, h, ifindex)?
     };
-    // Forwarded (it came in on some interface) but no container's and no flow's.
-    if !ours && forwarded(ctx) && config().flags & CONFIG_FORWARD_OPEN == 0 {
+    // Forwarded (it came in on some interface) but no container's and no flow's. A host
+    // source address is the host's own (the overlay's tunnel packets keep the interface their
+    // inner frame came in by).
+    if !ours
+        && forwarded(ctx)
+        && !maps::is_host_addr(h.saddr)
+        && config().flags & CONFIG_FORWARD_OPEN == 0
+    {
         return Err(DropReason::ForwardDenied);
     }
     Ok(())

@@ -145,14 +145,19 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
         .map(|l| (l.name.clone(), l.index))
         .collect();
+    let tunnel = links
+        .iter()
+        .find(|l| l.name == topology::VXLAN_DEV)
+        .map(|l| (l.name.clone(), l.index));
+    let tunnel = tunnel.as_ref();
     // With NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC only.
     let mut uplinks = uplinks;
-    match dp.reconcile_attachments(&uplinks, &veths) {
+    match dp.reconcile_attachments(&uplinks, &veths, tunnel) {
         Ok(c) => r.changes.extend(c),
         Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
             uplinks.iter_mut().for_each(|u| u.2 = false);
             r.changes
-                .extend(dp.reconcile_attachments(&uplinks, &veths)?);
+                .extend(dp.reconcile_attachments(&uplinks, &veths, tunnel)?);
             r.changes
                 .push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
         }

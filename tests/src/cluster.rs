@@ -259,6 +259,14 @@ impl Cluster {
             .args(["--", "sh", "-c", script]))
     }
 
+    /// A shell command in the underlay namespace, not started yet (tcpdump beside a test).
+    pub fn underlay_cmd(&self, script: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.underlay_ns))
+            .args(["--", "sh", "-c", script]);
+        c
+    }
+
     /// A shell command in container `name` on host `i`.
     pub fn container_sh(&self, i: usize, name: &str, script: &str) -> Output {
         self.netctl(i, &["exec", name, "--", "sh", "-c", script])

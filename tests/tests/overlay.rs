@@ -258,3 +258,136 @@ fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
     }
     c.netctl_ok(1, &["network", "rm", "ov"]);
 }
+
+/// Waits (bounded) until `f` holds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+fn container_ip(c: &Cluster, host: usize, name: &str) -> String {
+    let out = c.container_sh(host, name, "ip -o -4 addr show eth0");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("{name} has no address: {out:?}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A container answering HTTP (and UDP) with the client's address.
+fn whoami(c: &Cluster, host: usize, name: &str, net: &str, publish: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    for p in publish {
+        args.extend(["-p", p]);
+    }
+    args.extend(["--", "python3", "-c", netctl_tests::WHOAMI, "0.0.0.0", "80"]);
+    c.netctl_ok(host, &args);
+    let wait =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(
+        c.container_sh(host, name, wait).status.success(),
+        "{name} does not listen"
+    );
+}
+
+fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
+    let out = c.container_sh(host, name, &format!("curl -sf --max-time 3 {url}"));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.52.0.0/24",
+            "ov",
+        ],
+    );
+    whoami(&c, 0, "web", "ov", &[]);
+    c.netctl_ok(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "client",
+            "--network",
+            "ov",
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    let web = container_ip(&c, 0, "web");
+    let client = container_ip(&c, 1, "client");
+    // VXLAN on the underlay while they talk.
+    let cap = c
+        .underlay_cmd("timeout 10 tcpdump -c 2 -nni ul0 udp port 4789")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        eventually(5, || c
+            .container_sh(1, "client", &format!("ping -c1 -W1 {web}"))
+            .status
+            .success()),
+        "ping across hosts"
+    );
+    assert_eq!(
+        curl(&c, 1, "client", &format!("http://{web}/")).as_deref(),
+        Some(client.as_str()),
+        "the container sees its real peer"
+    );
+    let dump = cap.wait_with_output().unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("VXLAN") && dump.contains("vni 4096"),
+        "{dump}"
+    );
+    // By name, whichever host: the resolver reads the other hosts' endpoints from the store.
+    assert!(
+        eventually(5, || curl(&c, 1, "client", "http://web/").as_deref()
+            == Some(client.as_str())),
+        "by name across hosts"
+    );
+    assert_eq!(
+        curl(&c, 1, "client", "http://web.ov/").as_deref(),
+        Some(client.as_str())
+    );
+    // No flooding: the client's neighbour entry for web came from its own host.
+    let neigh = c.container_sh(1, "client", &format!("ip neigh show {web}"));
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    let mac: String = web
+        .split('.')
+        .map(|o| format!(":{:02x}", o.parse::<u8>().unwrap()))
+        .collect();
+    assert!(neigh.contains(&format!("02:42{mac}")), "{neigh}");
+    // Gone with its container: the other host stops reaching it.
+    c.netctl_ok(0, &["rm", "-f", "web"]);
+    assert!(eventually(5, || c.host_sh(1, "true").status.success()
+        && !c
+            .container_sh(1, "client", &format!("ping -c1 -W1 {web}"))
+            .status
+            .success()));
+}

@@ -86,12 +86,13 @@ impl Dataplane {
         }
     }
 
-    /// Attaches the programs to exactly these uplinks (name, ifindex, with XDP) and container
-    /// veths (name, ifindex).
+    /// Attaches the programs to exactly these uplinks (name, ifindex, with XDP), container
+    /// veths (name, ifindex) and the overlay's VXLAN device (name, ifindex) if there is one.
     pub fn reconcile_attachments(
         &self,
         uplinks: &[(String, u32, bool)],
         container_veths: &[(String, u32)],
+        tunnel: Option<&(String, u32)>,
     ) -> Result<Changes> {
         let mut desired = Vec::new();
         for (name, index, xdp) in uplinks {
@@ -122,6 +123,15 @@ impl Dataplane {
         for (name, index) in container_veths {
             desired.push(att(
                 programs::FROM_CONTAINER,
+                ProgKind::Tc,
+                name,
+                *index,
+                false,
+            ));
+        }
+        if let Some((name, index)) = tunnel {
+            desired.push(att(
+                programs::TUNNEL_INGRESS,
                 ProgKind::Tc,
                 name,
                 *index,
