@@ -28,6 +28,8 @@ pub struct Cluster {
     pub etcd_ip: String,
     pub hosts: Vec<Host>,
     etcd: Option<Child>,
+    /// Extra environment for every netctl command (NETCTL_CLUSTER_TTL, say).
+    pub env: Vec<(String, String)>,
     state_root: PathBuf,
     bpffs_root: PathBuf,
     netctl: PathBuf,
@@ -63,6 +65,7 @@ impl Cluster {
             underlay_ns,
             hosts: Vec::new(),
             etcd: None,
+            env: Vec::new(),
             id,
             state_root,
             bpffs_root,
@@ -214,6 +217,7 @@ impl Cluster {
             .env("NETCTL_CLUSTER_ADVERTISE", &h.ip)
             .env_remove("NETCTL_UPLINKS")
             .env_remove("NETCTL_XDP")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -265,6 +269,26 @@ impl Cluster {
         c.arg(format!("--net=/run/netns/{}", self.underlay_ns))
             .args(["--", "sh", "-c", script]);
         c
+    }
+
+    /// Starts the [`crate::WHOAMI`] server in the underlay namespace (the hosts' "outside")
+    /// on its address and `port`, for `secs`; waits until it listens.
+    pub fn underlay_whoami(&self, port: u16, secs: u32) -> crate::Background {
+        let child = self
+            .underlay_cmd(&format!(
+                "timeout {secs} python3 -c '{}' {} {port}",
+                crate::WHOAMI,
+                self.underlay_ip
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = format!(
+            "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
+        );
+        assert!(self.underlay_sh(&wait).status.success(), "underlay server");
+        crate::Background(child)
     }
 
     /// A shell command in container `name` on host `i`.

@@ -391,3 +391,186 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
             .status
             .success()));
 }
+
+fn ping(c: &Cluster, host: usize, name: &str, addr: &str) -> bool {
+    c.container_sh(host, name, &format!("ping -c1 -W1 {addr}"))
+        .status
+        .success()
+}
+
+fn stats(c: &Cluster, host: usize) -> Value {
+    serde_json::from_str(&c.netctl_ok(host, &["stats", "--json"])).unwrap()
+}
+
+#[test]
+fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    let create = |args: &[&str]| {
+        let mut a = vec!["network", "create", "-d", "overlay"];
+        a.extend(args);
+        c.netctl_ok(0, &a);
+    };
+    create(&["--subnet", "10.53.0.0/24", "ov"]);
+    create(&["--subnet", "10.54.0.0/24", "other"]);
+    create(&["--internal", "--subnet", "10.55.0.0/24", "closed"]);
+    whoami(&c, 0, "web", "ov", &["8080:80"]);
+    let web = container_ip(&c, 0, "web");
+    let run = |host: usize, name: &str, net: &str| {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    };
+    run(1, "peer", "ov");
+    run(1, "stranger", "other");
+    run(1, "local", "bridge");
+    run(1, "inside", "closed");
+    run(0, "inside0", "closed");
+    assert!(eventually(5, || ping(&c, 1, "peer", &web)), "same overlay");
+
+    // Another overlay and a bridge network on the same host never reach web.
+    assert!(!ping(&c, 1, "stranger", &web));
+    assert!(curl(&c, 1, "stranger", &format!("http://{web}/")).is_none());
+    assert!(!ping(&c, 1, "local", &web));
+    assert!(stats(&c, 1)["drops"]["isolation"].as_u64().unwrap() >= 2);
+    // A forged VXLAN packet from the underlay (right VNI, wrong sender) is refused.
+    let before = stats(&c, 0)["drops"]["tunnel-rejected"].as_u64().unwrap();
+    let vni = c.netctl_ok(0, &["network", "inspect", "ov"]);
+    let vni: Value = serde_json::from_str(&vni).unwrap();
+    let vni = vni[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no vxlanid in {vni}"));
+    let forge = format!(
+        "python3 -c '
+import socket, struct
+inner = bytes.fromhex(\"0242{mac}\") + bytes.fromhex(\"02420a35006e\") + b\"\\x08\\x00\"
+ip = bytes([0x45,0,0,28,0,0,0,0,64,1,0,0]) + socket.inet_aton(\"10.53.0.110\") + socket.inet_aton(\"{web}\")
+icmp = bytes([8,0,0xf7,0xff,0,0,0,0])
+hdr = struct.pack(\"!II\", 0x08000000, int(\"{vni}\") << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
+'",
+        mac = web
+            .split('.')
+            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+            .collect::<String>(),
+        h0 = c.hosts[0].ip,
+    );
+    assert!(c.underlay_sh(&forge).status.success());
+    assert!(eventually(3, || stats(&c, 0)["drops"]["tunnel-rejected"]
+        .as_u64()
+        .unwrap()
+        > before));
+
+    // Out through its own host's uplink, masqueraded as that host.
+    let _srv = c.underlay_whoami(9000, 60);
+    let out = format!("http://{}:9000/", c.underlay_ip);
+    assert_eq!(
+        curl(&c, 1, "peer", &out).as_deref(),
+        Some(c.hosts[1].ip.as_str())
+    );
+    // In through a port published on the host that runs it; the client's address is kept.
+    let got = c.underlay_sh(&format!(
+        "curl -sf --max-time 3 http://{}:8080/",
+        c.hosts[0].ip
+    ));
+    assert_eq!(String::from_utf8_lossy(&got.stdout), c.underlay_ip);
+    // An internal overlay: across hosts yes, out no.
+    let inside0 = container_ip(&c, 0, "inside0");
+    assert!(eventually(5, || ping(&c, 1, "inside", &inside0)));
+    assert!(curl(&c, 1, "inside", &out).is_none());
+    assert!(!ping(&c, 1, "inside", &c.underlay_ip));
+}
+
+#[test]
+fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
+    require_sandbox!();
+    let mut c = Cluster::new(2);
+    c.env.push(("NETCTL_CLUSTER_TTL".into(), "3".into()));
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.56.0.0/24",
+            "ov",
+        ],
+    );
+    let run = |c: &Cluster, host: usize, name: &str| {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "ov",
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    };
+    run(&c, 0, "a");
+    run(&c, 1, "b");
+    let a = container_ip(&c, 0, "a");
+    assert!(eventually(5, || ping(&c, 1, "b", &a)));
+
+    // etcd goes away: what runs keeps running; a command that needs the store fails fast
+    // naming it; when etcd is back the daemons resync by themselves.
+    c.stop_etcd();
+    assert!(ping(&c, 1, "b", &a), "the datapath does not need the store");
+    let t = Instant::now();
+    let err = c.netctl_err(
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "late",
+            "--network",
+            "ov",
+            "--",
+            "true",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        err.contains(&c.etcd_ip) && err.lines().count() == 1,
+        "{err}"
+    );
+    c.start_etcd();
+    run(&c, 0, "after");
+    let after = container_ip(&c, 0, "after");
+    assert!(
+        eventually(10, || ping(&c, 1, "b", &after)),
+        "the other host learnt the new container after the store came back"
+    );
+
+    // Host 0 dies (its daemon and containers with it): its lease runs out and its endpoints
+    // leave the store and the other host's map.
+    c.kill_host_processes(0);
+    assert!(eventually(15, || {
+        let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/v1/endpoints/ov/"]);
+        !String::from_utf8_lossy(&out.stdout).contains(&a)
+    }));
+    assert!(eventually(5, || !ping(&c, 1, "b", &a)));
+    let names = c.container_sh(1, "b", "getent hosts a || echo gone");
+    assert!(String::from_utf8_lossy(&names.stdout).contains("gone"));
+}
