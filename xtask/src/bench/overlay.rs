@@ -49,8 +49,8 @@ fn peer_container(
     Ok(ns)
 }
 
-/// The kernel's VXLAN: a bridge per host with a VXLAN port (VNI 42) whose FDB sends
-/// everything to the other host.
+/// The kernel's VXLAN: a bridge per host with a VXLAN port (VNI 42, UDP 4790: netctl's
+/// device holds 4789) whose FDB sends everything to the other host.
 fn kernel_vxlan(c: &Cluster) -> Result<(String, String)> {
     let mut nss = Vec::new();
     for i in 0..2 {
@@ -62,7 +62,7 @@ fn kernel_vxlan(c: &Cluster) -> Result<(String, String)> {
                 &hns,
                 &format!(
                     "ip link add kbr type bridge && ip link set kbr up && \
-             ip link add kvx type vxlan id 42 dstport 4789 local {me} nolearning && \
+             ip link add kvx type vxlan id 42 dstport 4790 local {me} nolearning && \
              ip link set kvx master kbr mtu 1450 up && \
              bridge fdb append 00:00:00:00:00:00 dev kvx dst {other}"
                 ),
@@ -141,6 +141,11 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
     let c = Cluster::with_netctl(2, netctl.to_path_buf());
     let lg = b.loadgen.display().to_string();
     let mut servers = Vec::new();
+    // The hosts route for the plain-routing peer: routers before netctl came, so netctl's
+    // forwarding guard leaves their routing alone.
+    for h in &c.hosts {
+        ok(ns_sh(&h.ns, "sysctl -qw net.ipv4.ip_forward=1"), "forwarding")?;
+    }
     // netctl: an overlay with a server on host 0 and a client on host 1.
     c.netctl_ok(
         0,
