@@ -36,7 +36,9 @@ pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(Strin
     let own = topology::own_links(state);
     Ok(links
         .iter()
-        .filter(|l| l.name != "lo" && l.group & 0x8000_0000 == 0 && !own.contains(l.name.as_str()))
+        .filter(|l| {
+            l.name != "lo" && l.group & topology::GROUP_FLAG == 0 && !own.contains(l.name.as_str())
+        })
         .map(|l| (l.name.clone(), l.index))
         .collect())
 }

@@ -21,8 +21,12 @@ pub fn instance_group(state_dir: &Path) -> u32 {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x01000193);
     }
-    h | 0x8000_0000
+    h | GROUP_FLAG
 }
+
+/// The bit every netctl instance's interface group has: links of any instance are never
+/// uplinks.
+pub const GROUP_FLAG: u32 = 0x8000_0000;
 
 /// The VXLAN device of overlay networks (one per instance, collect-metadata mode).
 pub const VXLAN_DEV: &str = "nctl-vxlan";

@@ -297,15 +297,40 @@ fn published_ports_answer_on_every_interface_even_without_a_default_route() {
         "masqueraded to the second NIC's address"
     );
 
-    // An interface that appears later is caught up by sync (the daemon follows it live).
+    // An interface that appears later is followed by the daemon at once, with no command…
     let (h3, p3) = (format!("100.66.{r}.2"), format!("100.66.{r}.1"));
     let third = sb.add_peer_namespace("third", "up2", &h3, &p3);
+    let url = format!("http://{h3}:8080/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = sb.ns_sh(&third, &format!("curl -sf --max-time 1 {url}"));
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), p3, "third NIC");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not follow the third NIC"
+        );
+    }
+    // …and caught up by sync when the daemon is not running.
+    let pid = sb
+        .daemon_pid()
+        .expect("the daemon runs while a network exists");
+    sb.host_sh(&format!("kill -9 {pid}"));
+    let (h4, p4) = (format!("100.67.{r}.2"), format!("100.67.{r}.1"));
+    let fourth = sb.add_peer_namespace("fourth", "up3", &h4, &p4);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!sb
+        .ns_sh(&fourth, &format!("curl -sf --max-time 1 http://{h4}:8080/"))
+        .status
+        .success());
     sb.netctl_ok(&["sync"]);
-    let out = sb.ns_sh(&third, &format!("curl -sf --max-time 3 http://{h3}:8080/"));
+    let out = sb.ns_sh(&fourth, &format!("curl -sf --max-time 3 http://{h4}:8080/"));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        p3,
-        "third NIC after sync"
+        p4,
+        "fourth NIC after sync"
     );
     // NETCTL_UPLINKS still restricts.
     let mut only = Sandbox::new();

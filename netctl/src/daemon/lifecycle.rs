@@ -19,7 +19,7 @@ use nix::{
 };
 
 use super::{pidfile, reload};
-use crate::{config::Config, daemon::dns::table::has_embedded_dns, state::State};
+use crate::{config::Config, state::State};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.
@@ -29,10 +29,10 @@ const LOG_MAX: u64 = 1 << 20;
 const RELOAD_WAIT: Duration = Duration::from_secs(1);
 const START_WAIT: Duration = Duration::from_secs(3);
 
-/// Some network needs the daemon: one with embedded DNS (every user-defined network, overlay
-/// ones too — their cluster agent lives there as well).
+/// Some network needs the daemon: every network follows the host's interfaces (published
+/// ports answer on new NICs), user-defined ones have embedded DNS, overlays the cluster agent.
 pub fn needed(state: &State) -> bool {
-    state.networks.keys().any(|n| has_embedded_dns(n))
+    !state.networks.is_empty()
 }
 
 /// Makes the daemon serve `state`, just saved. Problems are warnings: the bridge basics

@@ -1,11 +1,12 @@
 //! `netctl daemon`: the one long-running process of an instance, for what must run
-//! continuously — the embedded DNS resolver, and the watchers (the cluster agent). Started
+//! continuously — the embedded DNS resolver, the host's interfaces, the cluster agent. Started
 //! on demand by the commands ([`lifecycle`]), never by hand; one per state directory
 //! ([`pidfile`]); follows the saved state ([`reload`]) and exits when no network needs it.
 //! It runs in the network namespace of the command that started it, as netctl does.
 
 pub mod dns;
 pub mod lifecycle;
+mod links;
 pub mod pidfile;
 pub mod reload;
 mod watchers;

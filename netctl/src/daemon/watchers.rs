@@ -1,5 +1,5 @@
-//! Continuous work beside the resolver, each a task told when the state changed. The
-//! cluster agent (overlay networks) today; a netlink link watch belongs here too.
+//! Continuous work beside the resolver: the host's interfaces (a thread of its own) and the
+//! cluster agent (overlay networks, a task told when the state changed).
 
 use tokio::sync::watch;
 
@@ -7,6 +7,7 @@ use crate::{cluster, config::Config};
 
 /// Starts every watcher this instance needs.
 pub fn start(cfg: &Config, changed: &watch::Sender<()>) {
+    super::links::start();
     match cluster::ClusterConfig::from_env() {
         Ok(Some(cluster)) => {
             tokio::spawn(cluster::agent::run(

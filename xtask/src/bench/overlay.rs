@@ -144,7 +144,10 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
     // The hosts route for the plain-routing peer: routers before netctl came, so netctl's
     // forwarding guard leaves their routing alone.
     for h in &c.hosts {
-        ok(ns_sh(&h.ns, "sysctl -qw net.ipv4.ip_forward=1"), "forwarding")?;
+        ok(
+            ns_sh(&h.ns, "sysctl -qw net.ipv4.ip_forward=1"),
+            "forwarding",
+        )?;
     }
     // netctl: an overlay with a server on host 0 and a client on host 1.
     c.netctl_ok(
