@@ -46,11 +46,10 @@ pub fn socket_owns<P: Packet>(p: &P, h: &Hdr) -> bool {
     true
 }
 
-/// The host would forward the packet (arriving on `ifindex`) to another interface: its
-/// routing table has a unicast route that is not local. Local, broadcast and multicast
-/// destinations, and packets the kernel would drop anyway, are not forwarded.
+/// Where the host's routing table sends the packet arriving on `ifindex`: the
+/// `bpf_fib_lookup` return code and the answer (egress ifindex, MACs).
 #[inline(always)]
-pub fn forwards<P: Packet>(p: &P, h: &Hdr, ifindex: u32) -> bool {
+pub fn route<P: Packet>(p: &P, h: &Hdr, ifindex: u32, flags: u32) -> (i64, bpf_fib_lookup) {
     // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -66,9 +65,18 @@ pub fn forwards<P: Packet>(p: &P, h: &Hdr, ifindex: u32) -> bool {
             p.ctx(),
             &mut fib,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_SKIP_NEIGH,
+            flags,
         )
     };
+    (ret, fib)
+}
+
+/// The host would forward the packet (arriving on `ifindex`) to another interface: its
+/// routing table has a unicast route that is not local. Local, broadcast and multicast
+/// destinations, and packets the kernel would drop anyway, are not forwarded.
+#[inline(always)]
+pub fn forwards<P: Packet>(p: &P, h: &Hdr, ifindex: u32) -> bool {
+    let (ret, _) = route(p, h, ifindex, BPF_FIB_LOOKUP_SKIP_NEIGH);
     ret == BPF_FIB_LKUP_RET_SUCCESS as i64
         || ret == BPF_FIB_LKUP_RET_NO_NEIGH as i64
         || ret == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64

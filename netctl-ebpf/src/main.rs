@@ -255,7 +255,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
                     if nat::is_published_reply(h)
                         && maps::config().flags & CONFIG_FAST_PATH != 0 =>
                 {
-                    return Ok(redirect::to_uplink(&ctx, p, h, ifindex));
+                    return Ok(redirect::to_uplink(p, h, ifindex));
                 }
                 _ => {}
             }

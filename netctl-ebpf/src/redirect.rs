@@ -2,16 +2,14 @@
 //! stack: the fast path for published ports and the only path for hairpin.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_peer},
-    programs::TcContext,
+    bindings::BPF_FIB_LKUP_RET_SUCCESS,
+    helpers::{bpf_redirect, bpf_redirect_peer},
 };
 
 use netctl_common::drop::DropReason;
 
 use crate::{
-    host::AF_INET,
-    maps,
+    host, maps,
     packet::{Packet, Tc},
     parse::{Hdr, IP_CSUM, IP_TTL},
 };
@@ -81,25 +79,8 @@ pub fn to_container<P: Packet>(p: &mut P, h: &Hdr) -> Result<i32, DropReason> {
 /// None when the route does not leave through an uplink or the kernel should handle it (TTL
 /// about to expire, no neighbour entry yet): the packet then takes the ordinary path.
 #[inline(always)]
-pub fn to_uplink(ctx: &TcContext, p: &mut Tc, h: &Hdr, ifindex: u32) -> Option<i32> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.l4_protocol = h.proto;
-    fib.sport = h.sport;
-    fib.dport = h.dport;
-    fib.ifindex = ifindex;
-    fib.__bindgen_anon_3.ipv4_src = h.saddr;
-    fib.__bindgen_anon_4.ipv4_dst = h.daddr;
-    // SAFETY: helper call with a properly sized request.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.skb.skb.cast(),
-            &mut fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+pub fn to_uplink(p: &mut Tc, h: &Hdr, ifindex: u32) -> Option<i32> {
+    let (ret, fib) = host::route(p, h, ifindex, 0);
     if ret != BPF_FIB_LKUP_RET_SUCCESS as i64 || maps::uplink(fib.ifindex).is_none() {
         return None;
     }

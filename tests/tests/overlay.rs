@@ -5,6 +5,13 @@ use std::time::{Duration, Instant};
 use netctl_tests::{cluster::Cluster, require_sandbox};
 use serde_json::Value;
 
+/// `network create -d overlay ARGS` on host `i`.
+fn overlay(c: &Cluster, i: usize, args: &[&str]) -> String {
+    let mut a = vec!["network", "create", "-d", "overlay"];
+    a.extend(args);
+    c.netctl_ok(i, &a)
+}
+
 fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
     c.netctl_ok(i, &["network", "ls", "--format", "json"])
         .lines()
@@ -16,18 +23,7 @@ fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
 fn overlay_networks_are_shared_by_every_host() {
     require_sandbox!();
     let c = Cluster::new(3);
-    let id = c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.50.0.0/24",
-            "ov1",
-        ],
-    );
+    let id = overlay(&c, 0, &["--subnet", "10.50.0.0/24", "ov1"]);
     let id = id.trim();
     for i in 0..3 {
         let rows = ls_json(&c, i);
@@ -161,18 +157,7 @@ fn an_unreachable_store_fails_fast_naming_it_and_changes_nothing() {
 fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
     require_sandbox!();
     let c = Cluster::new(3);
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.51.0.0/24",
-            "ov",
-        ],
-    );
+    overlay(&c, 0, &["--subnet", "10.51.0.0/24", "ov"]);
     let children: Vec<_> = (0..12)
         .map(|k| {
             c.netctl_cmd(
@@ -212,23 +197,14 @@ fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
     assert_eq!(keys.len(), 12, "{keys:?}");
     // Every container has the address the cluster gave it.
     for k in 0..12 {
-        let host = k % 3;
-        let out = c.container_sh(host, &format!("c{k}"), "ip -o -4 addr show eth0");
-        let addr = String::from_utf8_lossy(&out.stdout);
-        let ip = addr
-            .split_whitespace()
-            .nth(3)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let ip = container_ip(&c, k % 3, &format!("c{k}"));
         assert!(
             keys.contains(&format!("/netctl/v1/endpoints/ov/{ip}")),
-            "c{k}: {addr}"
+            "c{k}: {ip}"
         );
-        assert!(addr.contains("/24"));
     }
+    let out = c.container_sh(0, "c0", "ip -o -4 addr show eth0");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/24"));
     // The MTU leaves room for the VXLAN header.
     let out = c.container_sh(0, "c0", "ip -o link show eth0");
     assert!(
@@ -310,18 +286,7 @@ fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
 fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     require_sandbox!();
     let c = Cluster::new(2);
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.52.0.0/24",
-            "ov",
-        ],
-    );
+    overlay(&c, 0, &["--subnet", "10.52.0.0/24", "ov"]);
     whoami(&c, 0, "web", "ov", &[]);
     c.netctl_ok(
         1,
@@ -406,14 +371,9 @@ fn stats(c: &Cluster, host: usize) -> Value {
 fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
     require_sandbox!();
     let c = Cluster::new(2);
-    let create = |args: &[&str]| {
-        let mut a = vec!["network", "create", "-d", "overlay"];
-        a.extend(args);
-        c.netctl_ok(0, &a);
-    };
-    create(&["--subnet", "10.53.0.0/24", "ov"]);
-    create(&["--subnet", "10.54.0.0/24", "other"]);
-    create(&["--internal", "--subnet", "10.55.0.0/24", "closed"]);
+    overlay(&c, 0, &["--subnet", "10.53.0.0/24", "ov"]);
+    overlay(&c, 0, &["--subnet", "10.54.0.0/24", "other"]);
+    overlay(&c, 0, &["--internal", "--subnet", "10.55.0.0/24", "closed"]);
     whoami(&c, 0, "web", "ov", &["8080:80"]);
     let web = container_ip(&c, 0, "web");
     let run = |host: usize, name: &str, net: &str| {
@@ -499,18 +459,7 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     require_sandbox!();
     let mut c = Cluster::new(2);
     c.env.push(("NETCTL_CLUSTER_TTL".into(), "3".into()));
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.56.0.0/24",
-            "ov",
-        ],
-    );
+    overlay(&c, 0, &["--subnet", "10.56.0.0/24", "ov"]);
     let run = |c: &Cluster, host: usize, name: &str| {
         c.netctl_ok(
             host,
