@@ -461,10 +461,10 @@ impl Beyond {
         let server = Background(
             std::process::Command::new("nsenter")
                 .arg(format!("--net={ns}"))
-                .args([
-                    "timeout", "100", "python3", "-c", TINY_HTTP, &addr, "8000", "beyond",
-                ])
+                // Directly, not under timeout: killing a timeout would orphan the server.
+                .args(["python3", "-c", TINY_HTTP, &addr, "8000", "beyond"])
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
