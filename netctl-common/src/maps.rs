@@ -116,6 +116,10 @@ pub struct EndpointInfo {
     pub ifindex: u32,
     /// The network's bridge ifindex.
     pub network: u32,
+    /// The container interface's MAC (`02:42:<address>` unless an engine chose another):
+    /// the destination of frames the datapath hands to it directly.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 pub const NET_ICC: u32 = 1;
@@ -169,6 +173,6 @@ const _: () = assert!(core::mem::size_of::<LinkKey>() == 12);
 const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
-const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<NetInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 8);

@@ -148,7 +148,7 @@ pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
     if net.flags & NET_ICC == 0 {
         return Err(DropReason::IccOff);
     }
-    p.set_macs(&container_mac(h.daddr), &container_mac(h.saddr))
+    p.set_macs(&ep.mac, &container_mac(h.saddr))
         .ok_or(DropReason::RewriteFailed)?;
     // SAFETY: helper call with plain values.
     Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)

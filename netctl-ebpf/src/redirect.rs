@@ -26,7 +26,7 @@ pub fn container_mac(addr: u32) -> [u8; 6] {
 fn prepare<P: Packet>(p: &mut P, addr: u32) -> Option<u32> {
     let ep = maps::endpoint(addr)?;
     let net = maps::network(ep.network)?;
-    p.set_macs(&container_mac(addr), &net.mac)?;
+    p.set_macs(&ep.mac, &net.mac)?;
     Some(ep.ifindex)
 }
 

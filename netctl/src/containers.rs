@@ -225,10 +225,91 @@ fn new_container(
         pid_start: None,
         boot_id: None,
         host_network: false,
+        engine_netns: None,
         endpoints,
         ports,
         options: Default::default(),
     }
+}
+
+/// An engine's container joining a network (CNI ADD): the namespace is the engine's, the
+/// interface name (and MAC, if it chose one) too.
+#[derive(Clone, Debug)]
+pub struct EngineAttach {
+    pub id: String,
+    /// The name the container gets on its first attachment (names resolve by it).
+    pub name: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub network: String,
+    pub mac: Option<String>,
+    pub aliases: Vec<String>,
+    /// Published on the container's first attachment (the address ports lead to).
+    pub publish: Vec<PortSpec>,
+}
+
+/// Records the engine's container on its first attachment and creates the interface in its
+/// namespace; the caller saves the state. On error nothing is left behind.
+pub fn attach_engine(
+    nl: &Netlink,
+    state: &mut State,
+    a: &EngineAttach,
+    addr: Addr,
+    group: u32,
+) -> Result<(Container, Endpoint)> {
+    let net = state.find_network(&a.network)?.clone();
+    let mut c = match state.containers.values().find(|c| c.id == a.id) {
+        Some(c) if c.engine_netns.as_deref() != Some(a.netns.as_path()) => bail!(
+            "container {} is attached in another namespace ({})",
+            a.id,
+            c.netns_path(Path::new("")).unwrap_or_default().display()
+        ),
+        Some(c) => c.clone(),
+        None => {
+            check_name(&a.name, "container")?;
+            if state.containers.contains_key(&a.name) {
+                bail!("container name {} is already in use", a.name);
+            }
+            let mut c = new_container(
+                &CreateRequest::default(),
+                a.id.clone(),
+                Vec::new(),
+                Vec::new(),
+            );
+            c.name = a.name.clone();
+            c.detached = true;
+            c.engine_netns = Some(a.netns.clone());
+            c
+        }
+    };
+    if c.endpoints.iter().any(|e| e.network == net.name) {
+        bail!(
+            "container {} is already attached to network {}",
+            a.id,
+            net.name
+        );
+    }
+    let mut ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
+    ep.ifname = a.ifname.clone();
+    if let Some(mac) = &a.mac {
+        ep.mac = mac.clone();
+    }
+    ep.aliases = a.aliases.clone();
+    if c.endpoints.is_empty() {
+        check_host_ips(nl, &a.publish)?;
+        let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
+        c.ports = ports::allocate(
+            &a.publish,
+            &taken,
+            ports::ephemeral_range(),
+            &crate::hostports::HostSockets::read(),
+        )?;
+    }
+    c.endpoints.push(ep.clone());
+    let default_route = topology::is_gateway_endpoint(&state.networks, &c, &ep);
+    topology::create_endpoint(nl, &a.netns, &net, &ep, default_route, group)?;
+    state.containers.insert(c.name.clone(), c.clone());
+    Ok((c, ep))
 }
 
 /// `-p ADDR:…` needs ADDR to be one of the host's addresses (or loopback).
@@ -302,7 +383,9 @@ fn create_isolated(
 pub fn remove(nl: &Netlink, state: &mut State, state_dir: &Path, name: &str) -> Result<()> {
     let c = state.containers.remove(name).expect("checked");
     let _ = std::fs::remove_dir_all(dir(state_dir, &c.id));
-    topology::remove_container(nl, c.netns_path(state_dir).as_deref(), &c)
+    // An engine's namespace stays: the engine removes it.
+    let own_ns = c.netns_path(state_dir).filter(|_| c.engine_netns.is_none());
+    topology::remove_container(nl, own_ns.as_deref(), &c)
 }
 
 /// Removes container `name` if it is still the one with `id` (another command may have
@@ -346,6 +429,13 @@ pub enum Status {
 
 impl Status {
     pub fn of(state_dir: &Path, c: &Container) -> Status {
+        // An engine's container runs as long as its namespace does.
+        if let Some(ns) = &c.engine_netns {
+            return match netns::is_live(ns) {
+                true => Status::Running,
+                false => Status::Exited(255, None),
+            };
+        }
         if process::is_running(c.pid, c.pid_start, c.boot_id.as_deref()) {
             return Status::Running;
         }
@@ -388,7 +478,9 @@ pub fn connect(
     let ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
-    let ns = netns::handle_path(state_dir, &c.id);
+    let ns = c
+        .netns_path(state_dir)
+        .context("a container on the host network has no interfaces of its own")?;
     let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep);
     topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
     state.containers.insert(c.name.clone(), after);
@@ -432,8 +524,9 @@ pub fn disconnect(
         .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
     {
         let gw = state.networks[&ep.network].gateway;
-        topology::ensure_default_route(&netns::handle_path(state_dir, &c.id), gw)
-            .context("restoring the default route")?;
+        if let Some(ns) = c.netns_path(state_dir) {
+            topology::ensure_default_route(&ns, gw).context("restoring the default route")?;
+        }
     }
     Ok(())
 }

@@ -204,6 +204,7 @@ pub(crate) mod tests {
             pid_start: None,
             boot_id: None,
             host_network: false,
+            engine_netns: None,
             endpoints: eps
                 .iter()
                 .enumerate()

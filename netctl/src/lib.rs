@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod config;
 pub mod containers;
 pub mod ctx;

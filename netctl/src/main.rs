@@ -4,5 +4,9 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Invoked by a container runtime as its CNI plugin.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(netctl::cni::main());
+    }
     std::process::exit(netctl::cli::main());
 }

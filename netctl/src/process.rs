@@ -446,6 +446,9 @@ fn stop(pids: impl Fn() -> Vec<i32>, grace: Duration) {
 
 /// Stops a container's processes, however it is networked.
 pub fn stop_container(state_dir: &Path, c: &crate::state::Container, grace: Duration) {
+    if c.engine_netns.is_some() {
+        return; // the engine's processes are the engine's business
+    }
     match c.netns_path(state_dir) {
         Some(ns) => stop_all(&ns, grace),
         None => stop_group(c.pid, c.pid_start, c.boot_id.as_deref(), grace),

@@ -225,6 +225,10 @@ fn restore_container(
         return Ok(()); // --network host: nothing of its own
     };
     let fresh = !netns::is_live(&ns);
+    if fresh && c.engine_netns.is_some() {
+        // The engine's container is gone (a reboot): its DEL, or a GC, removes it here.
+        return Ok(());
+    }
     if fresh {
         netns::remove(&ns)?;
         netns::create(&ns)?;

@@ -83,6 +83,11 @@ pub struct Container {
     /// namespace, no endpoints, no published ports of its own).
     #[serde(default)]
     pub host_network: bool,
+    /// A network namespace an engine made and owns (a CNI runtime's, dockerd's): netctl puts
+    /// interfaces into it and never creates, removes or re-creates it, nor stops what runs in
+    /// it. None for netctl's own containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_netns: Option<PathBuf>,
     /// In attach order; the first is `eth0`.
     pub endpoints: Vec<Endpoint>,
     /// One entry per published port (ranges are expanded).
@@ -161,8 +166,11 @@ impl Container {
     }
 
     /// The network namespace the container's processes run in: its own (pinned under the
-    /// state directory), or None for `--network host` (the host's).
+    /// state directory), the engine's, or None for `--network host` (the host's).
     pub fn netns_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        if let Some(ns) = &self.engine_netns {
+            return Some(ns.clone());
+        }
         (!self.host_network).then(|| crate::netns::handle_path(state_dir, &self.id))
     }
 }

@@ -569,6 +569,15 @@ impl Sandbox {
         ns
     }
 
+    /// An empty namespace of this sandbox, `nctl-<id>-<suffix>` with `lo` up (torn down
+    /// with it): what a container runtime would make for a container.
+    pub fn empty_namespace(&self, suffix: &str) -> String {
+        let ns = format!("{NS_PREFIX}{}-{suffix}", self.id);
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
     /// A shell command in a namespace made by [`Sandbox::add_peer_namespace`].
     pub fn ns_sh(&self, ns: &str, script: &str) -> Output {
         ns_sh(ns, script)

@@ -104,8 +104,14 @@ fn start(cfg: &Config, want: &str) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        // A test's crash point is for the command, never for the daemon it starts.
+        // A test's crash point is for the command, never for the daemon it starts; a CNI
+        // runtime's request is for the plugin that starts it, not for the daemon.
         .env_remove("NETCTL_FAILPOINT");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CNI_") {
+            cmd.env_remove(key);
+        }
+    }
     // SAFETY: fork, _exit and setsid are async-signal-safe. The middle process exits at once
     // (reaped below), so the daemon is nobody's child and never a zombie of a long `run`.
     unsafe {

@@ -215,6 +215,8 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
                 EndpointInfo {
                     ifindex: veth.index,
                     network: bridge.index,
+                    mac: crate::topology::parse_mac(&ep.mac),
+                    _pad: [0; 2],
                 },
             );
         }
@@ -304,6 +306,7 @@ mod tests {
             pid_start: None,
             boot_id: None,
             host_network: false,
+            engine_netns: None,
             endpoints: vec![Endpoint {
                 network: network.into(),
                 endpoint_id: name.into(),
@@ -388,7 +391,9 @@ mod tests {
             d.endpoints[&raw("10.1.0.2".parse().unwrap())],
             EndpointInfo {
                 ifindex: 5,
-                network: 3
+                network: 3,
+                mac: [0x02, 0x42, 10, 1, 0, 2],
+                _pad: [0; 2],
             }
         );
         // One published port: the internal network's container publishes nothing.

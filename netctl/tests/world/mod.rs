@@ -154,6 +154,8 @@ impl World {
                 EndpointInfo {
                     ifindex: LO,
                     network: br,
+                    mac: netctl::topology::parse_mac(&netctl::state::mac_for(ip(addr))),
+                    _pad: [0; 2],
                 },
                 0,
             )

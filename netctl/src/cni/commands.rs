@@ -1,0 +1,322 @@
+//! ADD, DEL, CHECK, GC and STATUS on netctl's state, in the same transactions as the CLI's.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::spec::{Attached, Code, Env, Error, NetConf, Result};
+use crate::{
+    cluster,
+    containers::{self, Addr, EngineAttach},
+    ctx::{Ctx, Tx},
+    daemon::dns::table::has_embedded_dns,
+    netlink::Netlink,
+    netns, networks,
+    ports::PortSpec,
+    state::{Container, Endpoint, State},
+    topology,
+};
+
+fn invalid(e: impl std::fmt::Display) -> Error {
+    Error::new(Code::InvalidConfig, e.to_string())
+}
+
+/// Everything ADD takes from the configuration, checked before anything is touched.
+struct Request {
+    publish: Vec<PortSpec>,
+    ip: Option<String>,
+    mac: Option<String>,
+    aliases: Vec<String>,
+}
+
+impl Request {
+    fn of(conf: &NetConf) -> Result<Request> {
+        let publish = conf
+            .runtime_config
+            .port_mappings
+            .iter()
+            .map(|p| p.as_spec().parse::<PortSpec>())
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| invalid(format!("runtimeConfig.portMappings: {e:#}")))?;
+        let mac = match &conf.runtime_config.mac {
+            Some(m) => Some(check_mac(m)?),
+            None => None,
+        };
+        let aliases = conf
+            .runtime_config
+            .aliases
+            .get(conf.network())
+            .or_else(|| conf.runtime_config.aliases.get(&conf.name))
+            .cloned()
+            .unwrap_or_default();
+        for a in &aliases {
+            crate::runopts::check_alias(a, "alias").map_err(invalid)?;
+        }
+        Ok(Request {
+            publish,
+            ip: conf.requested_ip()?.map(|ip| ip.to_string()),
+            mac,
+            aliases,
+        })
+    }
+}
+
+/// A unicast MAC in the usual notation, lower case.
+fn check_mac(m: &str) -> Result<String> {
+    let parts: Vec<_> = m.split(':').collect();
+    let bytes: Option<Vec<u8>> = parts
+        .iter()
+        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok())?)
+        .collect();
+    match bytes {
+        Some(b) if b.len() == 6 && b[0] & 1 == 0 => Ok(m.to_ascii_lowercase()),
+        _ => Err(invalid(format!(
+            "runtimeConfig.mac: {m:?} is not a unicast MAC address (like 02:42:0a:00:00:02)"
+        ))),
+    }
+}
+
+pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
+    let req = Request::of(conf)?;
+    let netns = env.netns.clone().expect("ADD has CNI_NETNS");
+    if !netns::is_live(&netns) {
+        return Err(Error::new(
+            Code::InvalidEnvironment,
+            format!("CNI_NETNS {} is not a network namespace", netns.display()),
+        ));
+    }
+    let ctx = Ctx::open()?;
+    let mut tx = ctx.begin()?;
+    // The runtime asking again for an attachment that exists: the same result.
+    if let Some((c, ep)) = attachment(tx.state(), &env.container_id, &env.ifname) {
+        if ep.network == conf.network() {
+            return Ok(result(tx.state(), &c, &ep, conf));
+        }
+    }
+    let network = conf.network().to_string();
+    let name = pick_name(tx.state(), env);
+    let claimed = cluster::endpoints::prepare(
+        &ctx,
+        &mut tx,
+        &network,
+        req.ip.as_deref(),
+        &env.container_id,
+        &name,
+    )?
+    .map(|c| (c.ip, c.endpoint_id));
+    if claimed.is_none() && tx.state().find_network(&network).is_err() {
+        create_network(&ctx, &mut tx, conf)?;
+    }
+    let attach = EngineAttach {
+        id: env.container_id.clone(),
+        name,
+        netns,
+        ifname: env.ifname.clone(),
+        network: tx.state().find_network(&network)?.name.clone(),
+        mac: req.mac,
+        aliases: req.aliases,
+        publish: req.publish,
+    };
+    let addr = Addr::new(req.ip.as_deref(), claimed.as_ref());
+    let (c, ep) = containers::attach_engine(&ctx.nl, tx.state(), &attach, addr, ctx.group)?;
+    tx.commit()?;
+    Ok(result(tx.state(), &c, &ep, conf))
+}
+
+/// The network the configuration names, made as `netctl network create` would.
+fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
+    let name = conf.network();
+    if name == networks::DEFAULT_NETWORK {
+        networks::ensure_default(&ctx.nl, tx.state(), ctx.group)?;
+        return Ok(());
+    }
+    if networks::is_predefined(name) {
+        return Err(invalid(format!(
+            "network {name} has no interfaces to give: name a bridge or overlay network"
+        )));
+    }
+    networks::check_name(name, "network").map_err(invalid)?;
+    let req = networks::CreateRequest {
+        name: name.to_string(),
+        driver: "bridge".into(),
+        subnet: conf.subnet.clone(),
+        gateway: conf.gateway.clone(),
+        ip_range: None,
+        internal: conf.internal,
+        options: conf.options(),
+    };
+    if ctx.cluster.is_some() {
+        networks::check_against_overlays(ctx, &req)?;
+    }
+    networks::create(&ctx.nl, tx.state(), &req, ctx.group).map_err(invalid)?;
+    Ok(())
+}
+
+/// The container's name: the one the runtime gives (Podman's `K8S_POD_NAME`) when it is
+/// free, else its ID.
+fn pick_name(state: &State, env: &Env) -> String {
+    if let Some(c) = state.containers.values().find(|c| c.id == env.container_id) {
+        return c.name.clone();
+    }
+    env.args
+        .get("K8S_POD_NAME")
+        .filter(|n| networks::check_name(n, "container").is_ok())
+        .filter(|n| !state.containers.contains_key(n.as_str()))
+        .cloned()
+        .unwrap_or_else(|| env.container_id.clone())
+}
+
+fn attachment(state: &State, id: &str, ifname: &str) -> Option<(Container, Endpoint)> {
+    let c = state.containers.values().find(|c| c.id == id)?;
+    let ep = c.endpoints.iter().find(|e| e.ifname == ifname)?;
+    Some((c.clone(), ep.clone()))
+}
+
+fn result(state: &State, c: &Container, ep: &Endpoint, conf: &NetConf) -> Value {
+    let net = &state.networks[&ep.network];
+    let netns = c.engine_netns.clone().unwrap_or_default();
+    Attached {
+        host_veth: &ep.host_veth,
+        ifname: &ep.ifname,
+        mac: &ep.mac,
+        netns: &netns.to_string_lossy(),
+        ip: ep.ip,
+        prefix: net.subnet.prefix(),
+        gateway: net.gateway,
+        default_route: topology::is_gateway_endpoint(&state.networks, c, ep),
+        dns: has_embedded_dns(&net.name).then_some(net.gateway),
+    }
+    .to_json(&conf.cni_version)
+}
+
+/// DEL: idempotent — an attachment that is not there (a second DEL, a DEL after a reboot)
+/// is success.
+pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let mut tx = ctx.begin()?;
+    let Some((c, ep)) = attachment(tx.state(), &env.container_id, &env.ifname) else {
+        return Ok(());
+    };
+    if ep.network != conf.network() {
+        return Ok(()); // another configuration's attachment
+    }
+    detach(&ctx, tx.state(), &c, &ep)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Removes one attachment; the container goes with its last one. The namespace, and what
+/// runs in it, stay the runtime's.
+fn detach(ctx: &Ctx, state: &mut State, c: &Container, ep: &Endpoint) -> anyhow::Result<()> {
+    if c.endpoints.len() == 1 {
+        return containers::remove(&ctx.nl, state, &ctx.cfg.state_dir, &c.name);
+    }
+    let live = c.engine_netns.as_deref().is_some_and(netns::is_live);
+    if live {
+        return containers::disconnect(&ctx.nl, state, &ctx.cfg.state_dir, &ep.network, &c.name);
+    }
+    ctx.nl.del_link_by_name(&ep.host_veth)?;
+    let after = state.containers.get_mut(&c.name).expect("found above");
+    after.endpoints.retain(|e| e.endpoint_id != ep.endpoint_id);
+    Ok(())
+}
+
+/// CHECK: the attachment is in the state, its namespace alive, the interface there with its
+/// address, and the host side on the network's bridge.
+pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
+    let ctx = Ctx::open()?;
+    let state = ctx.store.snapshot()?;
+    let gone = |what: String| Error::new(Code::UnknownContainer, what);
+    let (c, ep) = attachment(&state, &env.container_id, &env.ifname)
+        .filter(|(_, ep)| ep.network == conf.network())
+        .ok_or_else(|| {
+            gone(format!(
+                "container {} has no interface {} on network {}",
+                env.container_id,
+                env.ifname,
+                conf.network()
+            ))
+        })?;
+    let ns = env.netns.clone().expect("CHECK has CNI_NETNS");
+    if c.engine_netns.as_ref() != Some(&ns) || !netns::is_live(&ns) {
+        return Err(gone(format!(
+            "container {} is not attached in {}",
+            env.container_id,
+            ns.display()
+        )));
+    }
+    let (ifname, ip) = (ep.ifname.clone(), ep.ip);
+    let inside = netns::run_in(&ns, move || {
+        let nl = Netlink::new()?;
+        let link = nl
+            .link(&ifname)?
+            .with_context(|| format!("{ifname} is missing in the container"))?;
+        let has = nl
+            .addresses()?
+            .iter()
+            .any(|(i, n)| *i == link.index && n.ip() == ip);
+        anyhow::ensure!(has, "{ifname} lost its address {ip}");
+        Ok(())
+    });
+    inside.map_err(|e| Error::new(Code::Failed, format!("{e:#}")))?;
+    let bridge = &state.networks[&ep.network].bridge;
+    let bridge = ctx.nl.link(bridge)?.map(|l| l.index);
+    let host = ctx.nl.link(&ep.host_veth)?;
+    if host.is_none() || host.and_then(|l| l.controller) != bridge {
+        return Err(Error::new(
+            Code::Failed,
+            format!(
+                "{} is not on network {}'s bridge: run `netctl sync`",
+                ep.host_veth, ep.network
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// GC: every attachment of this network that the runtime does not list as valid goes.
+pub fn gc(conf: &NetConf) -> Result<()> {
+    let Some(valid) = &conf.valid_attachments else {
+        return Ok(());
+    };
+    let valid: BTreeSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let ctx = Ctx::open()?;
+    let mut tx = ctx.begin()?;
+    let stale: Vec<(Container, Endpoint)> = tx
+        .state()
+        .containers
+        .values()
+        .filter(|c| c.engine_netns.is_some())
+        .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+        .filter(|(c, e)| {
+            e.network == conf.network() && !valid.contains(&(c.id.as_str(), e.ifname.as_str()))
+        })
+        .map(|(c, e)| (c.clone(), e.clone()))
+        .collect();
+    for (c, ep) in &stale {
+        // The container as it is now (an earlier detach may have changed it).
+        let now = tx.state().containers.get(&c.name).cloned();
+        if let Some(now) = now {
+            detach(&ctx, tx.state(), &now, ep)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// STATUS: ready when the datapath is loaded (it is loaded here if it was not yet).
+pub fn status() -> Result<()> {
+    let not_available = |e: anyhow::Error| {
+        Error::new(
+            Code::NotAvailable,
+            format!("netctl's datapath cannot be loaded: {e:#}"),
+        )
+    };
+    let ctx = Ctx::open().map_err(not_available)?;
+    crate::dataplane::Dataplane::open(&ctx.cfg).map_err(not_available)?;
+    Ok(())
+}

@@ -1,0 +1,504 @@
+//! The CNI protocol's data (spec 1.1; 1.0 and 0.4 accepted): the network configuration on
+//! stdin, the environment, the result and error objects on stdout, the error codes.
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The versions this plugin speaks, oldest first; results are written in the caller's.
+pub const SUPPORTED: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
+
+/// The spec's well-known error codes (and netctl's own, 100+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    IncompatibleVersion = 1,
+    UnsupportedField = 2,
+    UnknownContainer = 3,
+    InvalidEnvironment = 4,
+    Io = 5,
+    Decode = 6,
+    InvalidConfig = 7,
+    TryAgainLater = 11,
+    NotAvailable = 50,
+    /// The request was understood but netctl could not carry it out (no free address, a
+    /// port taken, …).
+    Failed = 100,
+}
+
+/// An error as the spec prints it: `{"cniVersion", "code", "msg", "details"}`.
+#[derive(Debug)]
+pub struct Error {
+    pub code: Code,
+    pub msg: String,
+    pub details: String,
+}
+
+impl Error {
+    pub fn new(code: Code, msg: impl Into<String>) -> Self {
+        Error {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+
+    pub fn to_json(&self, version: &str) -> Value {
+        let mut v = json!({
+            "cniVersion": version,
+            "code": self.code as u32,
+            "msg": self.msg,
+        });
+        if !self.details.is_empty() {
+            v["details"] = json!(self.details);
+        }
+        v
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.msg)
+    }
+}
+
+/// netctl's own failures: the first line is the message, the cause chain the details.
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        let text = format!("{e:#}");
+        let code = if text.contains("lock") && text.contains("held by") {
+            Code::TryAgainLater
+        } else {
+            Code::Failed
+        };
+        Error {
+            code,
+            msg: e.to_string(),
+            details: text,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The operation, from `CNI_COMMAND`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+    Version,
+}
+
+/// The `CNI_*` variables a command needs.
+#[derive(Debug)]
+pub struct Env {
+    pub command: Command,
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    /// `CNI_ARGS`: `K=V;K=V` (Podman sends the container's name as `K8S_POD_NAME`).
+    pub args: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn read(get: impl Fn(&str) -> Option<String>) -> Result<Env> {
+        let cmd = get("CNI_COMMAND").unwrap_or_default();
+        let command = match cmd.as_str() {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            "VERSION" => Command::Version,
+            _ => {
+                return Err(Error::new(
+                    Code::InvalidEnvironment,
+                    format!("unknown CNI_COMMAND {cmd:?}: ADD, DEL, CHECK, STATUS, GC or VERSION"),
+                ))
+            }
+        };
+        let per_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
+        let need = |name: &str| -> Result<String> {
+            match get(name).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(v),
+                None if !per_attachment => Ok(String::new()),
+                None => Err(Error::new(
+                    Code::InvalidEnvironment,
+                    format!("{name} is not set: the runtime must pass it for {cmd}"),
+                )),
+            }
+        };
+        let container_id = need("CNI_CONTAINERID")?;
+        let ifname = need("CNI_IFNAME")?;
+        need("CNI_PATH")?;
+        let netns = match command {
+            Command::Add | Command::Check => Some(PathBuf::from(need("CNI_NETNS")?)),
+            // DEL may come after the namespace is gone.
+            _ => get("CNI_NETNS")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        };
+        if per_attachment {
+            if !crate::state::is_safe_id(&container_id) {
+                return Err(Error::new(
+                    Code::InvalidEnvironment,
+                    format!("CNI_CONTAINERID {container_id:?} is not a valid container ID (12 to 128 letters, digits, _ . -)"),
+                ));
+            }
+            crate::options::check_ifname(&ifname, "CNI_IFNAME")
+                .map_err(|e| Error::new(Code::InvalidEnvironment, e.to_string()))?;
+        }
+        let args = get("CNI_ARGS")
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(Env {
+            command,
+            container_id,
+            netns,
+            ifname,
+            args,
+        })
+    }
+}
+
+/// The network configuration (one plugin's entry of a conflist, with `name` and
+/// `cniVersion` filled in by the runtime). Keys of other plugins are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The netctl network to join (default: `name`); created on first ADD when missing.
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub icc: Option<bool>,
+    #[serde(default)]
+    pub masquerade: Option<bool>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments` for GC.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    /// Requested addresses (`ips` capability), CIDR or plain.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Podman's `aliases` capability: network name → names.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u32,
+    pub container_port: u32,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+impl PortMapping {
+    /// The same mapping in `-p` syntax, so it gets `run -p`'s checks.
+    pub fn as_spec(&self) -> String {
+        let proto = self.protocol.to_ascii_lowercase();
+        match self.host_ip.as_str() {
+            "" => format!("{}:{}/{proto}", self.host_port, self.container_port),
+            ip => format!("{ip}:{}:{}/{proto}", self.host_port, self.container_port),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl NetConf {
+    pub fn parse(bytes: &[u8]) -> Result<NetConf> {
+        let conf: NetConf = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                Code::Decode,
+                format!("the network configuration is not valid JSON for netctl: {e}"),
+            )
+        })?;
+        check_version(&conf.cni_version)?;
+        if conf.name.is_empty() {
+            return Err(Error::new(
+                Code::InvalidConfig,
+                "the network configuration has no \"name\"",
+            ));
+        }
+        Ok(conf)
+    }
+
+    /// The netctl network this configuration joins.
+    pub fn network(&self) -> &str {
+        self.network.as_deref().unwrap_or(&self.name)
+    }
+
+    /// `netctl network create`'s options for a missing network.
+    pub fn options(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(icc) = self.icc {
+            o.push(format!("icc={icc}"));
+        }
+        if let Some(m) = self.masquerade {
+            o.push(format!("masquerade={m}"));
+        }
+        if let Some(mtu) = self.mtu {
+            o.push(format!("mtu={mtu}"));
+        }
+        o
+    }
+
+    /// The address asked for with the `ips` capability, if any.
+    pub fn requested_ip(&self) -> Result<Option<Ipv4Addr>> {
+        match self.runtime_config.ips.as_slice() {
+            [] => Ok(None),
+            [one] => one
+                .split('/')
+                .next()
+                .and_then(|ip| ip.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::new(
+                        Code::InvalidConfig,
+                        format!("runtimeConfig.ips: {one:?} is not an IPv4 address"),
+                    )
+                }),
+            _ => Err(Error::new(
+                Code::UnsupportedField,
+                "runtimeConfig.ips: one IPv4 address per attachment",
+            )),
+        }
+    }
+}
+
+pub fn check_version(v: &str) -> Result<()> {
+    if SUPPORTED.contains(&v) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::IncompatibleVersion,
+        format!(
+            "CNI version {v:?} is not supported: netctl speaks {}",
+            SUPPORTED.join(", ")
+        ),
+    ))
+}
+
+/// What VERSION prints.
+pub fn version_info(asked: &str) -> Value {
+    json!({ "cniVersion": asked, "supportedVersions": SUPPORTED })
+}
+
+/// One attachment's result: the host veth, the container interface, its address, the
+/// default route and the resolver.
+pub struct Attached<'a> {
+    pub host_veth: &'a str,
+    pub ifname: &'a str,
+    pub mac: &'a str,
+    pub netns: &'a str,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub default_route: bool,
+    pub dns: Option<Ipv4Addr>,
+}
+
+impl Attached<'_> {
+    pub fn to_json(&self, version: &str) -> Value {
+        let mut ip = json!({
+            "address": format!("{}/{}", self.ip, self.prefix),
+            "gateway": self.gateway.to_string(),
+            "interface": 1,
+        });
+        if version.starts_with("0.") {
+            ip["version"] = json!("4");
+        }
+        let routes = match self.default_route {
+            true => json!([{ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }]),
+            false => json!([]),
+        };
+        let dns = match self.dns {
+            Some(d) => json!({ "nameservers": [d.to_string()] }),
+            None => json!({}),
+        };
+        json!({
+            "cniVersion": version,
+            "interfaces": [
+                { "name": self.host_veth },
+                { "name": self.ifname, "mac": self.mac, "sandbox": self.netns },
+            ],
+            "ips": [ip],
+            "routes": routes,
+            "dns": dns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Env> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::read(|k| map.get(k).cloned())
+    }
+
+    const ADD: [(&str, &str); 5] = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc123def4567890"),
+        ("CNI_NETNS", "/run/netns/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+
+    #[test]
+    fn environment_is_checked_per_command() {
+        let e = env(&ADD).unwrap();
+        assert_eq!(e.command, Command::Add);
+        assert_eq!(e.netns, Some(PathBuf::from("/run/netns/x")));
+        for missing in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+            let vars: Vec<_> = ADD.iter().filter(|(k, _)| *k != missing).copied().collect();
+            let err = env(&vars).unwrap_err();
+            assert_eq!(err.code, Code::InvalidEnvironment);
+            assert!(err.msg.contains(missing), "{}", err.msg);
+        }
+        // DEL without a namespace (it is gone), VERSION with nothing else.
+        let vars: Vec<_> = ADD
+            .iter()
+            .filter(|(k, _)| *k != "CNI_NETNS")
+            .map(|&(k, v)| {
+                if k == "CNI_COMMAND" {
+                    (k, "DEL")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        assert_eq!(env(&vars).unwrap().netns, None);
+        assert_eq!(
+            env(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
+            Command::Version
+        );
+        assert_eq!(
+            env(&[("CNI_COMMAND", "FROB")]).unwrap_err().code,
+            Code::InvalidEnvironment
+        );
+        let mut bad = ADD.to_vec();
+        bad[1] = ("CNI_CONTAINERID", "../../etc");
+        assert_eq!(env(&bad).unwrap_err().code, Code::InvalidEnvironment);
+        let mut args = ADD.to_vec();
+        args.push(("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web"));
+        assert_eq!(env(&args).unwrap().args["K8S_POD_NAME"], "web");
+    }
+
+    #[test]
+    fn configuration_parsing_and_versions() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"front","type":"netctl","subnet":"10.9.0.0/24",
+                 "icc":false,"mtu":1400,"foo":{"other":"plugin"},
+                 "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+                                                  {"hostPort":53,"containerPort":53,"protocol":"udp","hostIP":"127.0.0.1"}],
+                                  "ips":["10.9.0.7/24"],"aliases":{"front":["www"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.network(), "front");
+        assert_eq!(c.options(), vec!["icc=false", "mtu=1400"]);
+        let specs: Vec<_> = c
+            .runtime_config
+            .port_mappings
+            .iter()
+            .map(|p| p.as_spec())
+            .collect();
+        assert_eq!(specs, vec!["8080:80/tcp", "127.0.0.1:53:53/udp"]);
+        for s in &specs {
+            s.parse::<crate::ports::PortSpec>().unwrap();
+        }
+        assert_eq!(c.requested_ip().unwrap(), Some("10.9.0.7".parse().unwrap()));
+        assert_eq!(c.runtime_config.aliases["front"], vec!["www"]);
+
+        let err = |t: &[u8]| NetConf::parse(t).unwrap_err().code;
+        assert_eq!(err(b"{not json"), Code::Decode);
+        assert_eq!(
+            err(br#"{"cniVersion":"0.3.1","name":"n"}"#),
+            Code::IncompatibleVersion
+        );
+        assert_eq!(
+            err(br#"{"cniVersion":"1.1.0","name":""}"#),
+            Code::InvalidConfig
+        );
+        assert_eq!(err(br#"{"name":"n"}"#), Code::Decode);
+        let two = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(two.requested_ip().unwrap_err().code, Code::UnsupportedField);
+    }
+
+    #[test]
+    fn results_and_errors_in_the_callers_version() {
+        let a = Attached {
+            host_veth: "vethab",
+            ifname: "eth0",
+            mac: "02:42:0a:09:00:02",
+            netns: "/run/netns/x",
+            ip: "10.9.0.2".parse().unwrap(),
+            prefix: 24,
+            gateway: "10.9.0.1".parse().unwrap(),
+            default_route: true,
+            dns: Some("10.9.0.1".parse().unwrap()),
+        };
+        let v = a.to_json("1.1.0");
+        assert_eq!(v["ips"][0]["address"], "10.9.0.2/24");
+        assert_eq!(v["ips"][0]["interface"], 1);
+        assert!(v["ips"][0].get("version").is_none());
+        assert_eq!(v["interfaces"][1]["sandbox"], "/run/netns/x");
+        assert_eq!(v["routes"][0]["gw"], "10.9.0.1");
+        assert_eq!(a.to_json("0.4.0")["ips"][0]["version"], "4");
+        let e = Error::new(Code::UnknownContainer, "no such container").to_json("1.0.0");
+        assert_eq!(e["code"], 3);
+        assert_eq!(e["msg"], "no such container");
+        assert_eq!(version_info("1.1.0")["supportedVersions"][2], "1.1.0");
+    }
+}

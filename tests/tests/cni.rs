@@ -1,0 +1,511 @@
+//! netctl as a CNI plugin: the protocol spoken directly (as a runtime would), then Podman 4.3
+//! with its CNI backend running real containers on netctl's datapath, all in sandboxes.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use netctl_tests::{require_sandbox, Background, Sandbox, WHOAMI};
+use serde_json::{json, Value};
+
+/// One CNI invocation of the netctl binary in the sandbox's host namespace: the exit status
+/// and stdout as JSON.
+fn cni(sb: &Sandbox, vars: &[(&str, &str)], conf: &str) -> (bool, Value) {
+    let mut cmd = sb.netctl_cmd(&[]);
+    cmd.env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.stdout.is_empty() {
+        return (out.status.success(), Value::Null);
+    }
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
+}
+
+fn attach_vars<'a>(cmd: &'a str, id: &'a str, ns: &'a str) -> Vec<(&'a str, String)> {
+    vec![
+        ("CNI_COMMAND", cmd.to_string()),
+        ("CNI_CONTAINERID", id.to_string()),
+        ("CNI_NETNS", format!("/run/netns/{ns}")),
+        ("CNI_IFNAME", "eth0".to_string()),
+    ]
+}
+
+fn call(
+    sb: &Sandbox,
+    cmd: &str,
+    id: &str,
+    ns: &str,
+    conf: &Value,
+    extra: &[(&str, &str)],
+) -> (bool, Value) {
+    let vars = attach_vars(cmd, id, ns);
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    cni(sb, &all, &conf.to_string())
+}
+
+fn conf(ports: Value) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "cninet",
+        "type": "netctl",
+        "subnet": "10.77.0.0/24",
+        "runtimeConfig": { "portMappings": ports }
+    })
+}
+
+const ID1: &str = "c1c1c1c1c1c1c1c1c1c1";
+const ID2: &str = "c2c2c2c2c2c2c2c2c2c2";
+const ID3: &str = "c3c3c3c3c3c3c3c3c3c3";
+
+fn ps(sb: &Sandbox) -> Vec<Value> {
+    sb.netctl_ok(&["ps", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_cni_protocol_spoken_directly() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    // VERSION needs nothing but the command.
+    let (ok, v) = cni(
+        &sb,
+        &[("CNI_COMMAND", "VERSION")],
+        r#"{"cniVersion":"1.0.0"}"#,
+    );
+    assert!(ok);
+    assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+
+    // ADD: a network made on first use, an address, the published port.
+    let ns1 = sb.empty_namespace("c1");
+    let c = conf(json!([{ "hostPort": 8080, "containerPort": 80, "protocol": "tcp" }]));
+    let (ok, r) = call(
+        &sb,
+        "ADD",
+        ID1,
+        &ns1,
+        &c,
+        &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web")],
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["ips"][0]["address"], "10.77.0.2/24");
+    assert_eq!(r["ips"][0]["gateway"], "10.77.0.1");
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+    assert_eq!(r["interfaces"][1]["sandbox"], format!("/run/netns/{ns1}"));
+    assert_eq!(r["dns"]["nameservers"][0], "10.77.0.1");
+    let addr = sb.ns_sh(&ns1, "ip -o -4 addr show eth0");
+    assert!(String::from_utf8_lossy(&addr.stdout).contains("10.77.0.2/24"));
+    // A netctl container like any other, with the engine's ID.
+    let listed = ps(&sb);
+    assert!(
+        listed
+            .iter()
+            .any(|p| p["ID"].as_str().is_some_and(|i| ID1.starts_with(i)) && p["Names"] == "web"),
+        "{listed:?}"
+    );
+    let inspect: Value =
+        serde_json::from_str(&sb.netctl_ok(&["network", "inspect", "cninet"])).unwrap();
+    assert!(
+        inspect[0]["Containers"].to_string().contains("10.77.0.2"),
+        "{inspect}"
+    );
+    // The same ADD again answers the same.
+    let (ok, again) = call(&sb, "ADD", ID1, &ns1, &c, &[]);
+    assert!(ok);
+    assert_eq!(again["ips"], r["ips"]);
+    assert_eq!(call(&sb, "CHECK", ID1, &ns1, &c, &[]), (true, Value::Null));
+
+    // Traffic: the published port with the client's address kept, masquerade out.
+    let _srv = Background(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns1}"))
+            .args(["python3", "-c", WHOAMI, "0.0.0.0", "80"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.ns_sh(&ns1, wait).status.success());
+    assert_eq!(
+        sb.curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+            .as_deref(),
+        Some(sb.outside_ip.as_str())
+    );
+    let _out = sb.outside_whoami_server(9000, 30);
+    let got = sb.ns_sh(
+        &ns1,
+        &format!("curl -sf --max-time 3 http://{}:9000/", sb.outside_ip),
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), sb.host_ip);
+
+    // A second container: names resolve between them through the network's resolver.
+    let ns2 = sb.empty_namespace("c2");
+    let (ok, r2) = call(
+        &sb,
+        "ADD",
+        ID2,
+        &ns2,
+        &conf(json!([])),
+        &[("CNI_ARGS", "K8S_POD_NAME=peer")],
+    );
+    assert!(ok, "{r2}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = sb.ns_sh(&ns2, "dig +short +time=1 +tries=1 @10.77.0.1 web");
+        if String::from_utf8_lossy(&out.stdout).trim() == "10.77.0.2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web does not resolve: {out:?}");
+    }
+
+    // Bad input: the spec's error object, a non-zero exit, nothing made.
+    let links = sb.host_links().len();
+    let ns3 = sb.empty_namespace("c3");
+    let taken = conf(json!([{ "hostPort": 8080, "containerPort": 80 }]));
+    let (ok, e) = call(&sb, "ADD", ID3, &ns3, &taken, &[]);
+    assert!(!ok);
+    assert_eq!(e["code"], 100, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("8080"), "{e}");
+    let (ok, e) = cni(&sb, &[("CNI_COMMAND", "ADD")], &c.to_string());
+    assert!(!ok);
+    assert_eq!(e["code"], 4, "{e}");
+    let (ok, e) = call(&sb, "ADD", ID3, &ns3, &json!("{not json"), &[]);
+    assert!(!ok);
+    assert_eq!(e["code"], 6, "{e}");
+    let mut old = c.clone();
+    old["cniVersion"] = json!("0.3.1");
+    let (ok, e) = call(&sb, "ADD", ID3, &ns3, &old, &[]);
+    assert!(!ok);
+    assert_eq!(e["code"], 1, "{e}");
+    let (ok, e) = call(&sb, "FROB", ID3, &ns3, &c, &[]);
+    assert!(!ok);
+    assert_eq!(e["code"], 4, "{e}");
+    let mut bad_ip = conf(json!([]));
+    bad_ip["runtimeConfig"]["ips"] = json!(["10.99.0.5/24"]);
+    let (ok, e) = call(&sb, "ADD", ID3, &ns3, &bad_ip, &[]);
+    assert!(!ok);
+    assert!(e["code"].as_u64().unwrap() >= 7, "{e}");
+    assert_eq!(sb.host_links().len(), links, "nothing left behind");
+    assert_eq!(ps(&sb).len(), 2);
+    let inside = sb.ns_sh(&ns3, "ip -o link");
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).lines().count(),
+        1,
+        "only lo"
+    );
+
+    // A static address and a MAC of the runtime's choosing.
+    let mut fixed = conf(json!([]));
+    fixed["runtimeConfig"]["ips"] = json!(["10.77.0.50/24"]);
+    fixed["runtimeConfig"]["mac"] = json!("0a:58:0a:4d:00:32");
+    let (ok, r3) = call(&sb, "ADD", ID3, &ns3, &fixed, &[]);
+    assert!(ok, "{r3}");
+    assert_eq!(r3["ips"][0]["address"], "10.77.0.50/24");
+    let link = sb.ns_sh(&ns3, "ip -o link show eth0");
+    assert!(String::from_utf8_lossy(&link.stdout).contains("0a:58:0a:4d:00:32"));
+    assert!(sb.ns_sh(&ns3, "ping -c1 -W1 10.77.0.2").status.success());
+
+    // GC keeps what the runtime lists, removes the rest of this network's attachments.
+    let gc = json!({
+        "cniVersion": "1.1.0", "name": "cninet", "type": "netctl",
+        "cni.dev/valid-attachments": [
+            { "containerID": ID1, "ifname": "eth0" },
+            { "containerID": ID2, "ifname": "eth0" }
+        ]
+    });
+    let (ok, _) = cni(
+        &sb,
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        &gc.to_string(),
+    );
+    assert!(ok);
+    assert_eq!(ps(&sb).len(), 2);
+    let inside = sb.ns_sh(&ns3, "ip -o link");
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).lines().count(),
+        1,
+        "GC removed eth0"
+    );
+
+    // DEL: gone from netctl and from the namespace; twice is fine, so is a DEL after the
+    // namespace is gone.
+    assert!(call(&sb, "DEL", ID1, &ns1, &c, &[]).0);
+    assert!(!ps(&sb).iter().any(|p| p["Names"] == "web"));
+    assert!(sb.ns_sh(&ns1, "ip link show eth0").stdout.is_empty());
+    assert!(call(&sb, "DEL", ID1, &ns1, &c, &[]).0);
+    assert!(sb
+        .curl_from_outside(&format!("http://{}:8080/", sb.host_ip))
+        .is_none());
+    let (ok, e) = call(&sb, "CHECK", ID1, &ns1, &c, &[]);
+    assert!(!ok);
+    assert_eq!(e["code"], 3, "{e}");
+    assert!(Command::new("ip")
+        .args(["netns", "del", &ns2])
+        .status()
+        .unwrap()
+        .success());
+    let vars = [
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", ID2),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+    assert!(cni(&sb, &vars, &conf(json!([])).to_string()).0);
+    assert!(ps(&sb).is_empty());
+
+    // STATUS: the datapath is there.
+    let (ok, _) = cni(
+        &sb,
+        &[("CNI_COMMAND", "STATUS")],
+        &conf(json!([])).to_string(),
+    );
+    assert!(ok);
+}
+
+/// A busybox image for Podman, from Debian's busybox-static (no registry), with an HTTP CGI
+/// that answers the client's address.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let script = format!(
+        "set -e; mkdir -p {r}/bin {r}/www/cgi-bin {r}/tmp {r}/etc; cp /bin/busybox {r}/bin/busybox; \
+         for a in $(/bin/busybox --list); do ln -sf busybox {r}/bin/$a; done; \
+         printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s\" \"$REMOTE_ADDR\"\\n' > {r}/www/cgi-bin/ip; \
+         chmod +x {r}/www/cgi-bin/ip; tar -C {r} -cf {d}/busybox.tar .",
+        r = root.display(),
+        d = dir.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    dir.join("busybox.tar")
+}
+
+struct Podman<'a> {
+    sb: &'a Sandbox,
+    dir: PathBuf,
+}
+
+impl Podman<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let d = &self.dir;
+        // Podman passes its environment to the plugin: this sandbox's netctl instance.
+        let mut c = self.sb.in_host("/usr/bin/podman");
+        c.env("NETCTL_STATE_DIR", &self.sb.state_dir)
+            .env("NETCTL_BPFFS", &self.sb.bpffs)
+            .env_remove("NETCTL_UPLINKS")
+            .env_remove("NETCTL_XDP");
+        c.env("CONTAINERS_CONF", d.join("containers.conf"))
+            .args(["--root", &d.join("root").to_string_lossy()])
+            .args(["--runroot", &d.join("runroot").to_string_lossy()])
+            .args(["--tmpdir", &d.join("tmp").to_string_lossy()])
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "-f", "-a", "-t", "0"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn podman_runs_containers_on_netctl_through_cni() {
+    require_sandbox!();
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("skipped: podman is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let dir = std::env::temp_dir().join(format!("netctl-podman-{}", sb.id));
+    let plugins = dir.join("plugins");
+    let netconf = dir.join("net.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&netconf).unwrap();
+    for d in ["root", "runroot", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    // Installing the plugin: a link named netctl in the runtime's plugin directory.
+    std::os::unix::fs::symlink(netctl_tests::netctl_bin(), plugins.join("netctl")).unwrap();
+    std::fs::write(
+        dir.join("containers.conf"),
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+             [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            netconf.display(),
+            plugins.display()
+        ),
+    )
+    .unwrap();
+    for (name, subnet) in [("pnet", "10.78.0.0/24"), ("pother", "10.79.0.0/24")] {
+        let conflist = json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "plugins": [{
+                "type": "netctl",
+                "subnet": subnet,
+                "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true }
+            }]
+        });
+        std::fs::write(
+            netconf.join(format!("{name}.conflist")),
+            conflist.to_string(),
+        )
+        .unwrap();
+    }
+    let podman = Podman {
+        sb: &sb,
+        dir: dir.clone(),
+    };
+    let tar = busybox_rootfs(&dir);
+    podman.ok(&["import", &tar.to_string_lossy(), "localhost/busybox:latest"]);
+    let iptables_before = sb.host_sh(
+        "iptables-save 2>/dev/null | grep -c '^-A' ; nft list ruleset 2>/dev/null | wc -l",
+    );
+
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "pnet",
+        "-p",
+        "8080:80",
+        "localhost/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    // Published with eBPF DNAT, the client's address kept.
+    let url = format!("http://{}:8080/cgi-bin/ip", sb.host_ip);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        if let Some(body) = sb.curl_from_outside(&url) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "web does not answer on 8080");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(got.trim(), sb.outside_ip);
+    // netctl sees the container under the engine's ID and name.
+    let id = podman
+        .ok(&["inspect", "-f", "{{.Id}}", "web"])
+        .trim()
+        .to_string();
+    let listed = ps(&sb);
+    assert!(
+        listed
+            .iter()
+            .any(|p| p["Names"] == "web" && id.starts_with(p["ID"].as_str().unwrap())),
+        "{listed:?}"
+    );
+    // No iptables or nftables rule was added for it.
+    let iptables_after = sb.host_sh(
+        "iptables-save 2>/dev/null | grep -c '^-A' ; nft list ruleset 2>/dev/null | wc -l",
+    );
+    assert_eq!(iptables_before.stdout, iptables_after.stdout);
+
+    // Names between Podman containers (the network's resolver at its gateway), masquerade out.
+    let _srv = sb.outside_whoami_server(9000, 60);
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "pnet",
+        "--dns",
+        "10.78.0.1",
+        "localhost/busybox",
+        "sh",
+        "-c",
+        &format!(
+            "nslookup web; wget -q -O - http://web/cgi-bin/ip; echo; wget -q -O - http://{}:9000/",
+            sb.outside_ip
+        ),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("10.78.0.2"), "{text}");
+    assert!(
+        text.trim_end().ends_with(&sb.host_ip),
+        "masqueraded: {text}"
+    );
+    // Isolation: a container of another netctl network cannot reach web.
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "pother",
+        "localhost/busybox",
+        "wget",
+        "-q",
+        "-T",
+        "2",
+        "-O",
+        "-",
+        "http://10.78.0.2/cgi-bin/ip",
+    ]);
+    assert!(
+        !out.status.success(),
+        "isolation: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // podman rm: the DEL removes it from netctl and the port stops answering.
+    podman.ok(&["rm", "-f", "-t", "0", "web"]);
+    assert!(!ps(&sb).iter().any(|p| p["Names"] == "web"));
+    assert!(sb.curl_from_outside(&url).is_none());
+}
