@@ -32,6 +32,13 @@ const PACKAGES: &[&str] = &[
     "dnsutils",     // dig: the embedded DNS tests and benchmark
     "dnsmasq-base", // upstream DNS server in the sandbox, benchmark peer
     "aardvark-dns", // benchmark peer (Podman's resolver)
+    // Real engines on netctl: Podman through the CNI plugin, dockerd through the network
+    // driver (and its docker-proxy, a benchmark peer); a local busybox image for both.
+    "podman",
+    "containernetworking-plugins",
+    "runc",
+    "docker.io",
+    "busybox-static",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -102,10 +109,27 @@ fn apt_packages() -> Result<()> {
         );
     }
     sh(Command::new("apt-get").args(["update", "-q"]))?;
-    sh(Command::new("apt-get")
+    // Installed, never started: dockerd, containerd, etcd and dnsmasq run only inside the
+    // tests' sandboxes (dockerd would rewrite the machine's iptables). A policy-rc.d that
+    // refuses every start, for the time of the install, keeps their packages from starting
+    // them.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while installing\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let res = sh(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    res
 }
 
 fn rust_src() -> Result<()> {
