@@ -226,6 +226,7 @@ fn new_container(
         boot_id: None,
         host_network: false,
         engine_netns: None,
+        engine: None,
         endpoints,
         ports,
         options: Default::default(),
@@ -246,6 +247,21 @@ pub struct EngineAttach {
     pub aliases: Vec<String>,
     /// Published on the container's first attachment (the address ports lead to).
     pub publish: Vec<PortSpec>,
+}
+
+/// A container an engine made (its namespace, its processes), before its first endpoint.
+pub fn engine_container(id: &str, name: &str, netns: PathBuf, engine: &str) -> Container {
+    let mut c = new_container(
+        &CreateRequest::default(),
+        id.to_string(),
+        Vec::new(),
+        Vec::new(),
+    );
+    c.name = name.to_string();
+    c.detached = true;
+    c.engine_netns = Some(netns);
+    c.engine = Some(engine.to_string());
+    c
 }
 
 /// Records the engine's container on its first attachment and creates the interface in its
@@ -270,16 +286,7 @@ pub fn attach_engine(
             if state.containers.contains_key(&a.name) {
                 bail!("container name {} is already in use", a.name);
             }
-            let mut c = new_container(
-                &CreateRequest::default(),
-                a.id.clone(),
-                Vec::new(),
-                Vec::new(),
-            );
-            c.name = a.name.clone();
-            c.detached = true;
-            c.engine_netns = Some(a.netns.clone());
-            c
+            engine_container(&a.id, &a.name, a.netns.clone(), "cni")
         }
     };
     if c.endpoints.iter().any(|e| e.network == net.name) {

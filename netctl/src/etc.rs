@@ -205,6 +205,7 @@ pub(crate) mod tests {
             boot_id: None,
             host_network: false,
             engine_netns: None,
+            engine: None,
             endpoints: eps
                 .iter()
                 .enumerate()

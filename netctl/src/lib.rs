@@ -10,6 +10,7 @@ pub mod containers;
 pub mod ctx;
 pub mod daemon;
 pub mod dataplane;
+pub mod docker;
 pub mod etc;
 pub mod failpoint;
 pub mod hostports;

@@ -155,6 +155,38 @@ impl Netlink {
         self.index_of(host)
     }
 
+    /// A veth pair with both ends here, both in `group`, the peer with `peer_mac`: for an
+    /// engine that moves the peer into its container itself (dockerd's Join).
+    pub fn add_veth_pair(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        mtu: u32,
+        group: u32,
+    ) -> Result<u32> {
+        use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+        let mut msg = LinkVeth::new(host, peer)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu)
+            .build();
+        for attr in msg.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos.iter_mut() {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
+                        p.attributes.push(LinkAttribute::Group(group));
+                        p.attributes.push(LinkAttribute::Mtu(mtu));
+                        p.attributes.push(LinkAttribute::Address(peer_mac.to_vec()));
+                    }
+                }
+            }
+        }
+        self.rt
+            .block_on(self.handle.link().add(msg).execute())
+            .map_err(|e| anyhow!("creating veth {host}: {e}"))?;
+        self.index_of(host)
+    }
+
     pub fn set_up(&self, index: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.rt

@@ -32,6 +32,42 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     /// By name.
     pub containers: BTreeMap<String, Container>,
+    /// What dockerd asked of netctl's network and IPAM drivers that is not a container yet.
+    #[serde(default, skip_serializing_if = "DockerState::is_empty")]
+    pub docker: DockerState,
+}
+
+/// dockerd's side of things: endpoints created but not joined (their addresses are taken),
+/// and the IPAM driver's pools and addresses.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DockerState {
+    /// Docker's endpoint ID → the endpoint.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
+    /// Pool ID → the pool.
+    #[serde(default)]
+    pub pools: BTreeMap<String, DockerPool>,
+}
+
+impl DockerState {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.pools.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DockerEndpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DockerPool {
+    pub subnet: ipnetwork::Ipv4Network,
+    /// Addresses handed out (the gateway's included).
+    #[serde(default)]
+    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -88,6 +124,10 @@ pub struct Container {
     /// it. None for netctl's own containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_netns: Option<PathBuf>,
+    /// Which engine made it ("cni", "docker"); None for netctl's own. Docker containers keep
+    /// Docker's own resolver at 127.0.0.11.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// In attach order; the first is `eth0`.
     pub endpoints: Vec<Endpoint>,
     /// One entry per published port (ranges are expanded).
@@ -209,11 +249,13 @@ impl State {
 
     /// Addresses in use on a network (gateway not included).
     pub fn used_ips(&self, network: &str) -> Vec<Ipv4Addr> {
+        let pending = self.docker.endpoints.values().map(|e| (&e.network, e.ip));
         self.containers
             .values()
-            .flat_map(|c| c.endpoints.iter())
-            .filter(|e| e.network == network)
-            .map(|e| e.ip)
+            .flat_map(|c| c.endpoints.iter().map(|e| (&e.network, e.ip)))
+            .chain(pending)
+            .filter(|(n, _)| *n == network)
+            .map(|(_, ip)| ip)
             .collect()
     }
 

@@ -39,7 +39,14 @@ pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
 }
 
 /// The links the state says are this instance's: bridges, container veths, the VXLAN device.
-pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<&str> {
+pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<String> {
+    // The container ends of engine veths that dockerd has not moved yet.
+    let peers: Vec<String> = state
+        .containers
+        .values()
+        .filter(|c| c.engine.as_deref() == Some("docker"))
+        .flat_map(|c| c.endpoints.iter().map(|e| engine_peer_name(&e.endpoint_id)))
+        .collect();
     state
         .networks
         .values()
@@ -50,8 +57,16 @@ pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<&str
                 .values()
                 .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
         )
+        .chain(peers.iter().map(String::as_str))
         .chain(needs_vxlan(&state.networks).then_some(VXLAN_DEV))
+        .map(str::to_string)
         .collect()
+}
+
+/// The container end of an engine's veth while it is still in the host namespace (dockerd
+/// moves it into the sandbox and renames it).
+pub fn engine_peer_name(endpoint_id: &str) -> String {
+    format!("vpeer{}", &endpoint_id[..8])
 }
 
 /// Host-side veth name of an endpoint: "veth" + 8 hex digits of its id (Docker uses "veth").

@@ -521,6 +521,13 @@ fn podman_runs_containers_on_netctl_through_cni() {
 
     // podman rm: the DEL removes it from netctl and the port stops answering.
     podman.ok(&["rm", "-f", "-t", "0", "web"]);
-    assert!(!ps(&sb).iter().any(|p| p["Names"] == "web"));
+    assert!(ps(&sb).is_empty(), "nothing left in netctl");
+    assert!(
+        !sb.host_links()
+            .iter()
+            .any(|l| l.starts_with("veth") || l.starts_with("nv")),
+        "no veth left: {:?}",
+        sb.host_links()
+    );
     assert!(sb.curl_from_outside(&url).is_none());
 }

@@ -68,6 +68,19 @@ enum Command {
     Stats(stats::Args),
     /// Stream flows, drops and packets from the datapath, live (or to a pcapng file)
     Trace(trace::Args),
+    /// Serve dockerd as its network and IPAM driver `netctl` (foreground)
+    #[command(after_help = "Start it before dockerd needs it, then:\n  \
+        docker network create -d netctl --ipam-driver netctl --subnet 10.20.0.0/24 web\n  \
+        docker run -d --network web -p 8080:80 IMAGE\n\n\
+        With --socket elsewhere, tell dockerd with a spec file holding unix://PATH, named\n\
+        after the driver: /etc/docker/plugins/NAME.spec (then `-d NAME`).\n\
+        dockerd should run with --iptables=false --ip-masq=false --userland-proxy=false:\n\
+        netctl's eBPF does the NAT.")]
+    DockerPlugin {
+        /// The unix socket dockerd connects to; its file name is the driver's name
+        #[arg(long, default_value = crate::docker::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
     /// (internal) The embedded DNS resolver and watchers; started and stopped by netctl itself
     #[command(hide = true)]
     Daemon,
@@ -125,6 +138,7 @@ pub fn main() -> i32 {
             Ok(crate::process::shim(&iso, &exit_file, &command))
         }
         Command::Daemon => crate::daemon::main(),
+        Command::DockerPlugin { socket } => crate::docker::serve(&socket),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Inspect(a) => inspect::run(a),
@@ -199,7 +213,7 @@ fn usage_error(e: clap::Error) -> i32 {
 }
 
 /// The error and its causes on one line, most specific last.
-fn one_line(e: &anyhow::Error) -> String {
+pub fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for (i, cause) in e.chain().enumerate() {
         let text = cause.to_string();

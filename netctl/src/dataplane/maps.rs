@@ -81,6 +81,9 @@ fn mac6(mac: &[u8]) -> [u8; 6] {
 /// The embedded DNS a container asks at 127.0.0.11: the resolver on the gateway of its first
 /// user-defined network. Containers only on the default network have none (Docker's rule).
 pub fn dns_server(state: &State, c: &crate::state::Container) -> Option<Ipv4Addr> {
+    if c.engine.as_deref() == Some("docker") {
+        return None; // dockerd answers 127.0.0.11 in its containers itself
+    }
     c.endpoints
         .iter()
         .filter(|e| e.network != crate::networks::DEFAULT_NETWORK)
@@ -307,6 +310,7 @@ mod tests {
             boot_id: None,
             host_network: false,
             engine_netns: None,
+            engine: None,
             endpoints: vec![Endpoint {
                 network: network.into(),
                 endpoint_id: name.into(),

@@ -1,0 +1,601 @@
+//! Docker's remote network driver and IPAM driver (plugin API v1.2) on netctl's state: a
+//! Docker network is a netctl bridge network (named by Docker's short network ID), a joined
+//! Docker endpoint a netctl container in dockerd's sandbox namespace (`dk-` and the short
+//! endpoint ID), published ports eBPF DNAT. Every request is one netctl transaction.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipnetwork::Ipv4Network;
+use serde_json::{json, Value};
+
+use crate::{
+    ctx::{Ctx, Tx},
+    ipam, netns, networks,
+    ports::{self, PortMapping, PortSpec, Proto},
+    state::{self, short, Container, DockerEndpoint, DockerPool, Endpoint, Exposed, State},
+    topology,
+};
+
+/// Docker's keys in the requests.
+const GENERIC: &str = "com.docker.network.generic";
+const INTERNAL: &str = "com.docker.network.internal";
+const PORTMAP: &str = "com.docker.network.portmap";
+const EXPOSED: &str = "com.docker.network.endpoint.exposedports";
+const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
+
+/// Answers one API call.
+pub fn handle(path: &str, body: &Value) -> Result<Value> {
+    let s = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    match path.trim_start_matches('/') {
+        "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+        "NetworkDriver.GetCapabilities" => {
+            Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+        }
+        "NetworkDriver.CreateNetwork" => create_network(&s("NetworkID"), body).map(|_| json!({})),
+        "NetworkDriver.DeleteNetwork" => delete_network(&s("NetworkID")).map(|_| json!({})),
+        "NetworkDriver.CreateEndpoint" => create_endpoint(&s("NetworkID"), &s("EndpointID"), body),
+        "NetworkDriver.DeleteEndpoint" => delete_endpoint(&s("EndpointID")).map(|_| json!({})),
+        "NetworkDriver.EndpointOperInfo" => oper_info(&s("EndpointID")),
+        "NetworkDriver.Join" => join(&s("EndpointID"), &s("SandboxKey")),
+        "NetworkDriver.Leave" => leave(&s("EndpointID")).map(|_| json!({})),
+        "NetworkDriver.ProgramExternalConnectivity" => {
+            program(&s("EndpointID"), &body["Options"]).map(|_| json!({}))
+        }
+        "NetworkDriver.RevokeExternalConnectivity" => revoke(&s("EndpointID")).map(|_| json!({})),
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => Ok(json!({})),
+        "IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+            "LocalDefaultAddressSpace": "netctl",
+            "GlobalDefaultAddressSpace": "netctl-global",
+        })),
+        "IpamDriver.RequestPool" => request_pool(body),
+        "IpamDriver.ReleasePool" => release_pool(&s("PoolID")).map(|_| json!({})),
+        "IpamDriver.RequestAddress" => request_address(&s("PoolID"), &s("Address"), body),
+        "IpamDriver.ReleaseAddress" => {
+            release_address(&s("PoolID"), &s("Address")).map(|_| json!({}))
+        }
+        other => bail!("netctl's plugin does not implement {other}"),
+    }
+}
+
+/// A transaction on netctl's state, committed when `f` succeeds.
+fn with_tx<T>(f: impl FnOnce(&Ctx, &mut Tx) -> Result<T>) -> Result<T> {
+    let ctx = Ctx::open()?;
+    let mut tx = ctx.begin()?;
+    let out = f(&ctx, &mut tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn network_name(state: &State, nid: &str) -> Result<String> {
+    state
+        .networks
+        .values()
+        .find(|n| n.id == nid)
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            anyhow!("network {nid} not found: it was not created through netctl's driver")
+        })
+}
+
+fn check_id(id: &str, what: &str) -> Result<()> {
+    if !state::is_safe_id(id) {
+        bail!("{what} {id:?} is not a valid ID");
+    }
+    Ok(())
+}
+
+/// A bridge network for Docker's: subnet and gateway from Docker's IPAM data, `-o` options
+/// and `--internal` as `netctl network create` takes them.
+fn create_network(nid: &str, body: &Value) -> Result<()> {
+    check_id(nid, "network ID")?;
+    let v4 = body["IPv4Data"]
+        .as_array()
+        .and_then(|a| a.first())
+        .context("netctl needs an IPv4 subnet for the network")?;
+    if body["IPv4Data"].as_array().is_some_and(|a| a.len() > 1) {
+        bail!("netctl takes one IPv4 subnet per network");
+    }
+    if body["IPv6Data"].as_array().is_some_and(|a| !a.is_empty()) {
+        bail!("netctl does not handle IPv6 yet: create the network without --ipv6");
+    }
+    let pool = v4["Pool"].as_str().context("IPv4Data has no Pool")?;
+    let gateway = v4["Gateway"]
+        .as_str()
+        .map(|g| g.split('/').next().unwrap_or(g).to_string());
+    let opts = &body["Options"];
+    let mut options = Vec::new();
+    if let Some(generic) = opts[GENERIC].as_object() {
+        for (k, v) in generic {
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            options.push(format!("{k}={v}"));
+        }
+    }
+    let internal =
+        opts[INTERNAL].as_bool().unwrap_or(false) || opts[INTERNAL].as_str() == Some("true");
+    with_tx(|ctx, tx| {
+        if tx.state().networks.values().any(|n| n.id == nid) {
+            return Ok(()); // asked again: it is there
+        }
+        let req = networks::CreateRequest {
+            name: short(nid).to_string(),
+            driver: "bridge".into(),
+            subnet: Some(pool.to_string()),
+            gateway: gateway.clone(),
+            ip_range: None,
+            internal,
+            options: options.clone(),
+        };
+        let mut net = networks::plan(&ctx.nl, tx.state(), &req)?;
+        net.id = nid.to_string();
+        if !options
+            .iter()
+            .any(|o| o.contains("bridge_name=") || o.contains("bridge.name="))
+        {
+            net.bridge = format!("br-{}", short(nid));
+        }
+        topology::create_bridge(&ctx.nl, &net, ctx.group)?;
+        tx.state().networks.insert(net.name.clone(), net);
+        Ok(())
+    })
+}
+
+fn delete_network(nid: &str) -> Result<()> {
+    with_tx(|ctx, tx| {
+        let name = network_name(tx.state(), nid)?;
+        if let Some(why) = networks::why_not_removable(tx.state(), &name) {
+            bail!("{why}");
+        }
+        networks::remove(&ctx.nl, tx.state(), &name)
+    })
+}
+
+/// Docker's IPAM chose the address (ours or its own); the endpoint waits for its Join.
+fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
+    check_id(eid, "endpoint ID")?;
+    let iface = &body["Interface"];
+    let addr = iface["Address"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .context("the endpoint has no IPv4 address: netctl needs one from IPAM")?;
+    let ip: Ipv4Addr = addr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("endpoint address {addr:?} is not IPv4"))?;
+    let given_mac = iface["MacAddress"].as_str().filter(|m| !m.is_empty());
+    let mac = given_mac.map_or_else(|| state::mac_for(ip), str::to_lowercase);
+    with_tx(|_, tx| {
+        let network = network_name(tx.state(), nid)?;
+        if let Some(e) = tx.state().docker.endpoints.get(eid) {
+            if e.network == network && e.ip == ip {
+                return Ok(()); // asked again
+            }
+            bail!("endpoint {eid} exists with another address");
+        }
+        let net = tx.state().networks[&network].clone();
+        ipam::check_static(&net, ip, &tx.state().used_ips(&network))?;
+        tx.state().docker.endpoints.insert(
+            eid.to_string(),
+            DockerEndpoint {
+                network,
+                ip,
+                mac: mac.clone(),
+            },
+        );
+        Ok(())
+    })?;
+    // The MAC is ours to give only when Docker did not choose one.
+    Ok(match given_mac {
+        Some(_) => json!({}),
+        None => json!({ "Interface": { "MacAddress": mac } }),
+    })
+}
+
+fn delete_endpoint(eid: &str) -> Result<()> {
+    with_tx(|ctx, tx| {
+        if tx.state().docker.endpoints.remove(eid).is_none() {
+            bail!("endpoint {eid} not found");
+        }
+        // Left without a Leave (a crashed dockerd): its container goes too.
+        if let Some(c) = joined(tx.state(), eid) {
+            crate::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+        }
+        Ok(())
+    })
+}
+
+/// The netctl container of a joined endpoint.
+fn joined(state: &State, eid: &str) -> Option<Container> {
+    state
+        .containers
+        .values()
+        .find(|c| c.id == eid && c.engine.as_deref() == Some("docker"))
+        .cloned()
+}
+
+fn oper_info(eid: &str) -> Result<Value> {
+    let ctx = Ctx::open()?;
+    let state = ctx.store.snapshot()?;
+    let e = state
+        .docker
+        .endpoints
+        .get(eid)
+        .with_context(|| format!("endpoint {eid} not found"))?;
+    let ports = joined(&state, eid).map(|c| c.ports).unwrap_or_default();
+    Ok(json!({ "Value": {
+        "ip": e.ip.to_string(),
+        "mac": e.mac,
+        PORTMAP: ports.iter().map(port_binding).collect::<Vec<_>>(),
+    }}))
+}
+
+/// Docker's `types.PortBinding` of a published port.
+fn port_binding(p: &PortMapping) -> Value {
+    json!({
+        "Proto": match p.proto { Proto::Tcp => 6, Proto::Udp => 17 },
+        "IP": "",
+        "Port": p.container_port,
+        "HostIP": if p.host_ip.is_unspecified() { String::new() } else { p.host_ip.to_string() },
+        "HostPort": p.host_port,
+        "HostPortEnd": p.host_port,
+    })
+}
+
+/// The veth for the sandbox: both ends here, the peer for dockerd to move into the
+/// container and name `ethN`; the endpoint becomes a netctl container.
+fn join(eid: &str, sandbox: &str) -> Result<Value> {
+    if sandbox.is_empty() {
+        bail!("Join without a SandboxKey");
+    }
+    let peer = topology::engine_peer_name(eid);
+    let (gateway, internal) = with_tx(|ctx, tx| {
+        let e = tx
+            .state()
+            .docker
+            .endpoints
+            .get(eid)
+            .cloned()
+            .with_context(|| format!("endpoint {eid} not found"))?;
+        if joined(tx.state(), eid).is_some() {
+            bail!("endpoint {eid} is joined already");
+        }
+        let net = tx.state().networks[&e.network].clone();
+        let ep = Endpoint {
+            network: e.network.clone(),
+            endpoint_id: eid.to_string(),
+            ifname: "eth0".into(),
+            host_veth: topology::host_veth_name(eid),
+            ip: e.ip,
+            mac: e.mac.clone(),
+            aliases: Vec::new(),
+        };
+        let index = ctx.nl.add_veth_pair(
+            &ep.host_veth,
+            &peer,
+            topology::parse_mac(&e.mac),
+            net.mtu,
+            ctx.group,
+        )?;
+        let bridge = ctx
+            .nl
+            .link(&net.bridge)?
+            .with_context(|| format!("bridge {} is missing: run `netctl sync`", net.bridge))?;
+        let attached = ctx
+            .nl
+            .set_controller(index, bridge.index)
+            .and_then(|_| ctx.nl.set_up(index));
+        if let Err(err) = attached {
+            let _ = ctx.nl.del_link(index);
+            return Err(err);
+        }
+        let name = format!("dk-{}", short(eid));
+        let mut c =
+            crate::containers::engine_container(eid, &name, PathBuf::from(sandbox), "docker");
+        c.endpoints.push(ep);
+        tx.state().containers.insert(name, c);
+        Ok((net.gateway, net.internal))
+    })?;
+    let mut out = json!({
+        "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
+        "DisableGatewayService": false,
+    });
+    if !internal {
+        out["Gateway"] = json!(gateway.to_string());
+    }
+    Ok(out)
+}
+
+fn leave(eid: &str) -> Result<()> {
+    with_tx(|ctx, tx| {
+        let c = joined(tx.state(), eid).with_context(|| format!("endpoint {eid} is not joined"))?;
+        crate::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)
+    })
+}
+
+/// Published ports (`-p`) and exposed ports of the container's gateway endpoint.
+fn program(eid: &str, options: &Value) -> Result<()> {
+    let mut specs = Vec::new();
+    for b in options[PORTMAP].as_array().into_iter().flatten() {
+        specs.push(binding_spec(b)?.parse::<PortSpec>()?);
+    }
+    let exposed: Vec<Exposed> = options[EXPOSED]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let proto = match e["Proto"].as_u64() {
+                Some(17) => Proto::Udp,
+                _ => Proto::Tcp,
+            };
+            Some(Exposed {
+                port: u16::try_from(e["Port"].as_u64()?).ok()?,
+                proto,
+            })
+        })
+        .collect();
+    with_tx(|_, tx| {
+        let c = joined(tx.state(), eid).with_context(|| format!("endpoint {eid} is not joined"))?;
+        let taken: Vec<_> = tx
+            .state()
+            .all_ports()
+            .filter(|(o, _)| o.id != c.id)
+            .map(|(_, p)| *p)
+            .collect();
+        let mapped = ports::allocate(
+            &specs,
+            &taken,
+            ports::ephemeral_range(),
+            &crate::hostports::HostSockets::read(),
+        )?;
+        let ifname = interface_in_sandbox(&c);
+        let c = tx.state().containers.get_mut(&c.name).expect("found");
+        c.ports = mapped;
+        c.options.exposed = exposed.clone();
+        if let Some(name) = ifname {
+            c.endpoints[0].ifname = name;
+        }
+        Ok(())
+    })
+}
+
+/// Docker's `PortBinding` in `-p` syntax (HostPort 0: an ephemeral port).
+fn binding_spec(b: &Value) -> Result<String> {
+    let proto = match b["Proto"].as_u64() {
+        Some(6) | None => "tcp",
+        Some(17) => "udp",
+        Some(p) => bail!("published port with protocol {p}: netctl publishes TCP and UDP"),
+    };
+    let port = b["Port"].as_u64().context("port binding without Port")?;
+    let ip = b["HostIP"].as_str().unwrap_or_default();
+    let host = b["HostPort"].as_u64().unwrap_or(0);
+    let end = b["HostPortEnd"].as_u64().unwrap_or(host).max(host);
+    let hosts = match (host, end) {
+        (0, _) => String::new(),
+        (h, e) if e > h => format!("{h}-{e}:"),
+        (h, _) => format!("{h}:"),
+    };
+    let ip = if ip.is_empty() || ip == "0.0.0.0" {
+        String::new()
+    } else {
+        format!("{ip}:")
+    };
+    Ok(format!("{ip}{hosts}{port}/{proto}"))
+}
+
+/// The name dockerd gave the interface in the sandbox (found by its MAC).
+fn interface_in_sandbox(c: &Container) -> Option<String> {
+    let ns = c.engine_netns.clone()?;
+    let mac = topology::parse_mac(&c.endpoints.first()?.mac).to_vec();
+    netns::run_in(&ns, move || {
+        let nl = crate::netlink::Netlink::new()?;
+        Ok(nl
+            .links()?
+            .into_iter()
+            .find(|l| l.mac == mac)
+            .map(|l| l.name))
+    })
+    .ok()
+    .flatten()
+}
+
+fn revoke(eid: &str) -> Result<()> {
+    with_tx(|_, tx| {
+        if let Some(c) = joined(tx.state(), eid) {
+            let c = tx.state().containers.get_mut(&c.name).expect("found");
+            c.ports.clear();
+        }
+        Ok(())
+    })
+}
+
+// ---- IPAM ----
+
+fn request_pool(body: &Value) -> Result<Value> {
+    if body["V6"].as_bool() == Some(true) {
+        bail!("netctl's IPAM does not hand out IPv6 pools: create the network without --ipv6");
+    }
+    let asked = body["Pool"].as_str().filter(|p| !p.is_empty());
+    if body["SubPool"].as_str().is_some_and(|p| !p.is_empty()) {
+        bail!("netctl's IPAM does not take --ip-range: leave it out");
+    }
+    with_tx(|ctx, tx| {
+        let mut taken = networks::taken_subnets(&ctx.nl, tx.state())?;
+        taken.extend(tx.state().docker.pools.values().map(|p| p.subnet));
+        let subnet = match asked {
+            Some(p) => {
+                let s = ipam::parse_subnet(p, "subnet")?;
+                if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
+                    bail!("subnet {s} overlaps {t}, a network or route of this host: pick another");
+                }
+                s
+            }
+            None => ipam::pick_pool(None, &taken)?,
+        };
+        let id = format!("netctl-{subnet}");
+        tx.state().docker.pools.insert(
+            id.clone(),
+            DockerPool {
+                subnet,
+                addresses: BTreeSet::new(),
+            },
+        );
+        Ok(json!({ "PoolID": id, "Pool": subnet.to_string(), "Data": {} }))
+    })
+}
+
+fn release_pool(id: &str) -> Result<()> {
+    with_tx(|_, tx| {
+        tx.state()
+            .docker
+            .pools
+            .remove(id)
+            .map(|_| ())
+            .with_context(|| format!("pool {id} not found"))
+    })
+}
+
+fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
+    let gateway = body["Options"]["RequestAddressType"].as_str() == Some(GATEWAY_REQUEST);
+    with_tx(|_, tx| {
+        let p = tx
+            .state()
+            .docker
+            .pools
+            .get(pool)
+            .cloned()
+            .with_context(|| format!("pool {pool} not found"))?;
+        let ip = match addr {
+            "" if gateway => first_host(&p.subnet),
+            "" => {
+                free_address(&p).with_context(|| format!("no free address left in {}", p.subnet))?
+            }
+            a => {
+                let ip: Ipv4Addr = a
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .with_context(|| format!("{a:?} is not an IPv4 address"))?;
+                if !p.subnet.contains(ip) || ip == p.subnet.network() || ip == p.subnet.broadcast()
+                {
+                    bail!(
+                        "Invalid address {ip}: It does not belong to any of this network's subnets"
+                    );
+                }
+                if p.addresses.contains(&ip) {
+                    bail!("Address already in use: {ip}");
+                }
+                ip
+            }
+        };
+        let entry = tx.state().docker.pools.get_mut(pool).expect("found");
+        entry.addresses.insert(ip);
+        Ok(json!({ "Address": format!("{ip}/{}", p.subnet.prefix()), "Data": {} }))
+    })
+}
+
+fn first_host(net: &Ipv4Network) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1)
+}
+
+fn free_address(p: &DockerPool) -> Option<Ipv4Addr> {
+    let (lo, hi) = (
+        u32::from(p.subnet.network()) + 1,
+        u32::from(p.subnet.broadcast()),
+    );
+    (lo..hi)
+        .map(Ipv4Addr::from)
+        .find(|ip| !p.addresses.contains(ip))
+}
+
+fn release_address(pool: &str, addr: &str) -> Result<()> {
+    let ip: Ipv4Addr = addr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{addr:?} is not an IPv4 address"))?;
+    with_tx(|_, tx| {
+        let p = tx
+            .state()
+            .docker
+            .pools
+            .get_mut(pool)
+            .with_context(|| format!("pool {pool} not found"))?;
+        p.addresses.remove(&ip);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_bindings_become_port_specs() {
+        let b = |v: Value| binding_spec(&v).unwrap();
+        assert_eq!(
+            b(json!({"Proto":6,"Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080})),
+            "8080:80/tcp"
+        );
+        assert_eq!(
+            b(json!({"Proto":17,"Port":53,"HostIP":"127.0.0.1","HostPort":5353})),
+            "127.0.0.1:5353:53/udp"
+        );
+        assert_eq!(b(json!({"Proto":6,"Port":80,"HostPort":0})), "80/tcp");
+        assert_eq!(
+            b(json!({"Proto":6,"Port":80,"HostIP":"0.0.0.0","HostPort":9000,"HostPortEnd":9005})),
+            "9000-9005:80/tcp"
+        );
+        assert!(binding_spec(&json!({"Proto":132,"Port":80})).is_err());
+        for s in [
+            "8080:80/tcp",
+            "127.0.0.1:5353:53/udp",
+            "80/tcp",
+            "9000-9005:80/tcp",
+        ] {
+            s.parse::<PortSpec>().unwrap();
+        }
+        let p = PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 8080,
+            container_port: 80,
+            proto: Proto::Tcp,
+        };
+        assert_eq!(port_binding(&p)["HostPort"], 8080);
+        assert_eq!(port_binding(&p)["Proto"], 6);
+    }
+
+    #[test]
+    fn pool_addresses() {
+        let mut p = DockerPool {
+            subnet: "10.5.0.0/29".parse().unwrap(),
+            addresses: BTreeSet::new(),
+        };
+        assert_eq!(
+            first_host(&p.subnet),
+            "10.5.0.1".parse::<Ipv4Addr>().unwrap()
+        );
+        for _ in 0..6 {
+            let ip = free_address(&p).unwrap();
+            p.addresses.insert(ip);
+        }
+        assert_eq!(
+            free_address(&p),
+            None,
+            "network and broadcast never handed out"
+        );
+    }
+
+    #[test]
+    fn unknown_calls_are_errors() {
+        assert!(handle("/NetworkDriver.Frobnicate", &Value::Null).is_err());
+        assert_eq!(
+            handle("/Plugin.Activate", &Value::Null).unwrap()["Implements"][0],
+            "NetworkDriver"
+        );
+    }
+}
