@@ -774,3 +774,21 @@ pub fn sweep_leftovers() {
         );
     }
 }
+
+/// A busybox image (a tar of its root file system) for Podman or dockerd to import, from
+/// Debian's busybox-static (no registry), with an HTTP CGI `/www/cgi-bin/ip` that answers the
+/// client's address (`httpd -f -p 80 -h /www`).
+pub fn busybox_image_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let script = format!(
+        "set -e; mkdir -p {r}/bin {r}/www/cgi-bin {r}/tmp {r}/etc; cp /bin/busybox {r}/bin/busybox; \
+         for a in $(/bin/busybox --list); do [ $a = busybox ] || ln -sf busybox {r}/bin/$a; done; \
+         printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s\" \"$REMOTE_ADDR\"\\n' > {r}/www/cgi-bin/ip; \
+         chmod +x {r}/www/cgi-bin/ip; tar -C {r} -cf {d}/busybox.tar .",
+        r = root.display(),
+        d = dir.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    dir.join("busybox.tar")
+}

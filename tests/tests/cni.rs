@@ -289,23 +289,6 @@ fn the_cni_protocol_spoken_directly() {
     assert!(ok);
 }
 
-/// A busybox image for Podman, from Debian's busybox-static (no registry), with an HTTP CGI
-/// that answers the client's address.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    let script = format!(
-        "set -e; mkdir -p {r}/bin {r}/www/cgi-bin {r}/tmp {r}/etc; cp /bin/busybox {r}/bin/busybox; \
-         for a in $(/bin/busybox --list); do [ $a = busybox ] || ln -sf busybox {r}/bin/$a; done; \
-         printf '#!/bin/sh\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s\" \"$REMOTE_ADDR\"\\n' > {r}/www/cgi-bin/ip; \
-         chmod +x {r}/www/cgi-bin/ip; tar -C {r} -cf {d}/busybox.tar .",
-        r = root.display(),
-        d = dir.display()
-    );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    dir.join("busybox.tar")
-}
-
 struct Podman<'a> {
     sb: &'a Sandbox,
     dir: PathBuf,
@@ -405,7 +388,7 @@ fn podman_runs_containers_on_netctl_through_cni() {
         sb: &sb,
         dir: dir.clone(),
     };
-    let tar = busybox_rootfs(&dir);
+    let tar = netctl_tests::busybox_image_tar(&dir);
     podman.ok(&[
         "import",
         "--change",
