@@ -396,6 +396,13 @@ fn dockerd_runs_containers_on_netctl_through_the_network_driver() {
     assert!(sb.curl_from_outside(&url).is_none());
     d.ok(&["rm", "-f", "fixed", "later"]);
     d.ok(&["network", "rm", "n1", "n2"]);
+    assert!(ps_names(&sb).is_empty(), "{:?}", ps_names(&sb));
+    let left: Vec<_> = sb
+        .host_links()
+        .into_iter()
+        .filter(|l| l.starts_with("br-") || l.starts_with("veth") || l.starts_with("vpeer"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let ls_after = sb.netctl_ok(&["network", "ls"]);
     assert!(
         !ls_after.contains(&n1[..12]) && !ls_after.contains(&n2[..12]),
