@@ -22,6 +22,7 @@ use std::{
 };
 
 pub mod cluster;
+pub mod docker;
 
 const NS_PREFIX: &str = "nctl-";
 const STATE_ROOT: &str = "/tmp/netctl-sandboxes";

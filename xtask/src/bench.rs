@@ -15,7 +15,9 @@ use anyhow::{bail, Context, Result};
 use netctl_tests::{Background, Sandbox};
 use serde_json::{json, Value};
 
+mod cni;
 mod dns;
+mod docker;
 mod host_local;
 mod overlay;
 
@@ -551,7 +553,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 4] = ["dataplane", "host-local", "overlay", "dns"];
+pub const SECTIONS: [&str; 6] = ["dataplane", "host-local", "overlay", "dns", "cni", "docker"];
 
 pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Result<()> {
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
@@ -626,6 +628,12 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
     }
     if wants("dns") {
         dns::run(&mut b)?;
+    }
+    if wants("cni") {
+        cni::run(&mut b, netctl)?;
+    }
+    if wants("docker") {
+        docker::run(&mut b, netctl)?;
     }
     b.deactivate_all()?;
     let _ = b.netctl(&["sync", "-q"]);
