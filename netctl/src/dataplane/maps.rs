@@ -317,7 +317,7 @@ mod tests {
                 ifname: "eth0".into(),
                 host_veth: format!("veth-{name}"),
                 ip: ip.parse().unwrap(),
-                mac: String::new(),
+                mac: crate::state::mac_for(ip.parse().unwrap()),
                 aliases: vec![],
             }],
             ports,
