@@ -39,11 +39,37 @@ pub const EP_STATS: &str = "EP_STATS";
 /// controller.
 pub const PORT_STATS: &str = "PORT_STATS";
 
+/// IPv4 fragments (LRU hash): [`FragKey`] → [`FragPorts`], the ports a datagram's first
+/// fragment carried, so its later fragments (which have none) are translated the same way.
+pub const FRAGS: &str = "FRAGS";
+pub const FRAGS_MAX: u32 = 16384;
+
+/// One datagram as a hook sees it: addresses, IP ID and protocol (RFC 791's reassembly key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The first fragment's source and destination port (echo: the identifier twice).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    pub sport: u16,
+    pub dport: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -61,6 +87,7 @@ pub const ALL: [&str; 17] = [
     EP_STATS,
     PORT_STATS,
     LINKS,
+    FRAGS,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

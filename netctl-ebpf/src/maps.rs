@@ -46,6 +46,9 @@ pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(LINKS_MAX, 0
 #[map(name = "CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
+#[map(name = "FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
+
 #[map(name = "CT_NEW")]
 pub static CT_NEW: LruHashMap<CtKey, CtEntry> =
     LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT_NEW_RATIO, 0);

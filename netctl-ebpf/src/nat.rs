@@ -27,8 +27,11 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
             h.daddr = e.dst_addr;
         }
         if h.dport != e.dst_port {
-            p.set_port(h.dport_off(), h.dport, e.dst_port, l4)
-                .ok_or(fail)?;
+            // A later fragment has no ports to write: its first fragment carried them.
+            if !h.l4_absent {
+                p.set_port(h.dport_off(), h.dport, e.dst_port, l4)
+                    .ok_or(fail)?;
+            }
             h.dport = e.dst_port;
             if h.proto == proto::ICMP {
                 h.sport = e.dst_port;
@@ -42,8 +45,10 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
             h.saddr = e.src_addr;
         }
         if h.sport != e.src_port {
-            p.set_port(h.sport_off(), h.sport, e.src_port, l4)
-                .ok_or(fail)?;
+            if !h.l4_absent {
+                p.set_port(h.sport_off(), h.sport, e.src_port, l4)
+                    .ok_or(fail)?;
+            }
             h.sport = e.src_port;
             if h.proto == proto::ICMP {
                 h.dport = e.src_port;
@@ -77,6 +82,10 @@ pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
     }
     if tracked(p, h)?.is_some() {
         return Ok(true);
+    }
+    // A later fragment of a datagram that started no flow: the host's, as before.
+    if h.l4_absent {
+        return Ok(false);
     }
     let Some((port, backend)) = maps::published(h.daddr, h.dport, h.proto) else {
         return Ok(false);
@@ -151,6 +160,15 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, D
         } else {
             DropReason::UnsupportedProtocol
         });
+    }
+    // A later fragment whose first fragment made no flow (lost, or the flow was refused):
+    // nothing to translate it with.
+    if h.l4_absent {
+        return if masquerade {
+            Err(DropReason::Fragment)
+        } else {
+            Ok(true)
+        };
     }
     let orig_key = h.key();
     if !masquerade {

@@ -3,7 +3,11 @@
 
 use core::mem::offset_of;
 
-use netctl_common::{ct::CtKey, proto};
+use netctl_common::{
+    ct::CtKey,
+    maps::{FragKey, FragPorts},
+    proto,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     icmp::Icmpv4Hdr,
@@ -12,7 +16,10 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::packet::{L4Csum, Packet};
+use crate::{
+    maps::FRAGS,
+    packet::{L4Csum, Packet},
+};
 
 pub const ETH_LEN: usize = EthHdr::LEN;
 /// Offsets inside the IPv4 header.
@@ -74,8 +81,14 @@ pub struct Hdr {
     /// TCP: the first sequence number (host order), and the acknowledgment number.
     pub seq: u32,
     pub ack: u32,
-    /// Any fragment (first or later): never translated.
+    /// Any fragment (first or later).
     pub frag: bool,
+    /// A fragment NAT can handle: a first one (it has the L4 header), or a later one whose
+    /// first fragment this hook saw (its ports come from `FRAGS`).
+    pub frag_known: bool,
+    /// A later fragment: no L4 header here, so addresses change (IP checksum only) and ports
+    /// and the L4 checksum are left to the first fragment.
+    pub l4_absent: bool,
     pub icmp: Icmp,
 }
 
@@ -101,12 +114,12 @@ impl Hdr {
     /// What XDP can handle (direct packet access needs the fixed offsets of a header without
     /// options); TC takes the rest.
     pub fn xdp_handles(&self) -> bool {
-        self.natable() && self.l4 == self.l3 + Ipv4Hdr::LEN
+        self.natable() && !self.frag && self.l4 == self.l3 + Ipv4Hdr::LEN
     }
 
     /// Has ports (or an echo identifier) that NAT can use.
     pub fn natable(&self) -> bool {
-        !self.frag
+        (!self.frag || self.frag_known)
             && (self.proto == proto::TCP || self.proto == proto::UDP || self.icmp == Icmp::Echo)
     }
 
@@ -125,6 +138,9 @@ impl Hdr {
     }
 
     pub fn l4_csum(&self) -> Option<L4Csum> {
+        if self.l4_absent {
+            return None;
+        }
         l4_csum(self.proto, self.l4)
     }
 }
@@ -185,10 +201,31 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         seq: 0,
         ack: 0,
         frag: frags & (IP_MF | IP_OFFSET) != 0,
+        frag_known: false,
+        l4_absent: false,
         icmp: Icmp::No,
     };
-    // Later fragments carry no L4 header; the first does but is not translated either.
-    if h.frag {
+    let frag_key = FragKey {
+        saddr: h.saddr,
+        daddr: h.daddr,
+        id: u16::from_ne_bytes(ip.id),
+        proto: h.proto,
+        _pad: 0,
+    };
+    // A later fragment has no L4 header: the ports are those its first fragment carried
+    // through this hook. Without them (it came first, or the first went elsewhere) it is left
+    // as it is, as before reassembly.
+    if frags & IP_OFFSET != 0 {
+        // SAFETY: read-only copy of a value the programs write whole.
+        if let Some(f) = unsafe { FRAGS.get(frag_key) } {
+            h.sport = f.sport;
+            h.dport = f.dport;
+            h.frag_known = true;
+            h.l4_absent = true;
+            if h.proto == proto::ICMP {
+                h.icmp = Icmp::Echo;
+            }
+        }
         return Ok(h);
     }
     match ip.proto {
@@ -228,6 +265,15 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
             };
         }
         _ => {}
+    }
+    // A first fragment: remember its ports for the rest of the datagram.
+    if h.frag && (h.proto != proto::ICMP || h.icmp == Icmp::Echo) {
+        h.frag_known = true;
+        let ports = FragPorts {
+            sport: h.sport,
+            dport: h.dport,
+        };
+        let _ = FRAGS.insert(frag_key, ports, 0);
     }
     Ok(h)
 }

@@ -298,28 +298,100 @@ fn hairpin_translates_both_ends_and_redirects() {
 
 // ---- what is never translated ----
 
+/// The datagram split as the kernel splits it: the first fragment (MF, with the UDP header
+/// and the checksum of the whole datagram) and the rest (offset 3 × 8 bytes), IP ID `id`.
+fn udp_fragments(src: &str, sport: u16, dst: &str, dport: u16, id: u16) -> (Vec<u8>, Vec<u8>) {
+    let payload: Vec<u8> = (0..40u8).collect();
+    let seg = udp_seg(src, sport, dst, dport, &payload);
+    let (first, rest) = seg.split_at(24);
+    let with_id = |mut p: Vec<u8>| {
+        p[18..20].copy_from_slice(&id.to_be_bytes());
+        p[24..26].copy_from_slice(&[0, 0]);
+        let c = csum(&p[14..34]);
+        p[24..26].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    (
+        with_id(eth(ipv4(UDP, src, dst, first.to_vec(), 0x2000))),
+        with_id(eth(ipv4(UDP, src, dst, rest.to_vec(), 0x0003))),
+    )
+}
+
+/// The later fragment's L4 bytes, and its addresses (its IP checksum verified).
+fn later(p: &[u8]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
+    assert_eq!(csum(&p[14..34]), 0, "IPv4 header checksum");
+    let src: [u8; 4] = p[26..30].try_into().unwrap();
+    let dst: [u8; 4] = p[30..34].try_into().unwrap();
+    (src.into(), dst.into(), p[34..].to_vec())
+}
+
 #[test]
-fn fragments_are_never_translated() {
+fn fragments_follow_their_first_fragment_through_nat() {
     if !root() {
         return;
     }
     let mut w = World::new(true, false);
-    // A first fragment (MF set) to a published port passes as it is.
-    let mut u = vec![0u8; 16];
-    u[0..2].copy_from_slice(&5000u16.to_be_bytes());
-    u[2..4].copy_from_slice(&5353u16.to_be_bytes());
-    let pkt = eth(ipv4(UDP, CLIENT, H, u.clone(), 0x2000));
-    for prog in ["uplink_xdp", "uplink_ingress"] {
-        let (v, out) = w.run(prog, &pkt);
-        assert!(v == XDP_PASS || v == TC_ACT_OK, "{prog}");
-        assert_eq!(out, pkt, "{prog} must not rewrite a fragment");
-    }
-    // A container's fragment cannot be masqueraded: dropped, counted.
-    let pkt = eth(ipv4(UDP, WEB, OUT, u, 0x2000));
-    let (v, _) = w.run("uplink_egress", &pkt);
+    // In through a published UDP port: the first fragment makes the flow, the later one is
+    // sent to the same container, its payload untouched.
+    let (first, rest) = udp_fragments(CLIENT, 5000, H, 5353, 7);
+    let (v, _) = w.run("uplink_xdp", &first);
+    assert_eq!(v, XDP_PASS, "XDP leaves fragments to TC");
+    let (v, out) = w.run("uplink_ingress", &first);
+    assert!(v == TC_ACT_OK || v == TC_ACT_REDIRECT);
+    assert_eq!(&out[18..20], &7u16.to_be_bytes());
+    assert_eq!(csum(&out[14..34]), 0);
+    assert_eq!(&out[30..34], &ip(WEB).octets());
+    assert_eq!(
+        &out[36..38],
+        &53u16.to_be_bytes(),
+        "the port, in the first fragment"
+    );
+    let (v, out) = w.run("uplink_ingress", &rest);
+    assert!(v == TC_ACT_OK || v == TC_ACT_REDIRECT);
+    let (src, dst, data) = later(&out);
+    assert_eq!((src, dst), (ip(CLIENT), ip(WEB)));
+    assert_eq!(
+        data,
+        rest[34..],
+        "a later fragment's bytes are payload: untouched"
+    );
+    // The UDP checksum in the first fragment still covers the whole datagram.
+    let mut whole = out_l4(&w.run("uplink_ingress", &first).1);
+    whole.extend(&data);
+    assert_eq!(
+        pseudo_sum(ip(CLIENT).octets(), ip(WEB).octets(), UDP, &whole),
+        0
+    );
+
+    // A later fragment whose first was never seen (or came second) stays as it is: for the
+    // host, as before reassembly.
+    let (_, stray) = udp_fragments(CLIENT, 5000, H, 5353, 8);
+    let (v, out) = w.run("uplink_ingress", &stray);
+    assert_eq!((v, &out[..]), (TC_ACT_OK, &stray[..]));
+
+    // Out through masquerade: the first fragment gets the NAT source port, the later one the
+    // same address.
+    let (first, rest) = udp_fragments(WEB, 6000, OUT, 53, 9);
+    let (v, out) = w.run("uplink_egress", &first);
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(&out[26..30], &ip(H).octets());
+    let nat_port = u16::from_be_bytes([out[34], out[35]]);
+    assert_ne!(nat_port, 6000);
+    let (v, out) = w.run("uplink_egress", &rest);
+    assert_eq!(v, TC_ACT_OK);
+    let (src, dst, data) = later(&out);
+    assert_eq!((src, dst), (ip(H), ip(OUT)));
+    assert_eq!(data, rest[34..]);
+    // A container's later fragment with no first fragment: nothing to translate it with.
+    let (_, stray) = udp_fragments(WEB, 6000, OUT, 53, 10);
+    let (v, _) = w.run("uplink_egress", &stray);
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(w.drops(DropReason::Fragment), 1);
-    assert_eq!(w.ct_len(), 0);
+}
+
+/// The L4 bytes of a packet without IP options.
+fn out_l4(p: &[u8]) -> Vec<u8> {
+    p[34..].to_vec()
 }
 
 #[test]
