@@ -18,7 +18,8 @@ pub enum DropReason {
     CtFull = 5,
     /// No free source port for SNAT after probing.
     NatPortsExhausted = 6,
-    /// A fragment that would need translation (fragments are never translated).
+    /// A later fragment out of a masquerading network whose first fragment was not seen:
+    /// nothing to translate it with.
     Fragment = 7,
     /// A reply for a translated flow whose entry is gone (expired or evicted).
     CtMiss = 8,

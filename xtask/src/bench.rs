@@ -521,6 +521,25 @@ impl Bench {
             v["rate"].as_f64().unwrap_or(0.0),
             None,
         );
+        // 4,000-byte datagrams: every one crosses NAT as three fragments each way.
+        let v = self.client(false, &format!("timeout 60 {lg} udp4k {addr}:{http} {s} 1"))?;
+        self.record(
+            dp,
+            ports,
+            "UDP 4,000-byte request/response",
+            "trans/s",
+            v["rate"].as_f64().unwrap_or(0.0),
+            None,
+        );
+        let v = self.client(false, &format!("timeout 60 {lg} udp4k {addr}:{http} {s} 8"))?;
+        self.record(
+            dp,
+            ports,
+            "UDP 4,000-byte echo throughput, 8 clients",
+            "Mbit/s",
+            v["rate"].as_f64().unwrap_or(0.0) * 4000.0 * 8.0 / 1e6,
+            None,
+        );
         if with_masquerade {
             let out = self.sb.outside_ip.clone();
             let script = format!("timeout 60 iperf3 -c {out} -p 5202 -t {s} -J");

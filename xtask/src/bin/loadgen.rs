@@ -6,6 +6,7 @@
 //!   loadgen crr ADDR:PORT SECS WORKERS      new connection, one request, close
 //!   loadgen rr ADDR:PORT SECS WORKERS       requests on kept-open connections
 //!   loadgen udp ADDR:PORT SECS WORKERS      UDP request/response
+//!   loadgen udp4k ADDR:PORT SECS WORKERS    the same with 4,000-byte datagrams (fragmented)
 //!   loadgen dns ADDR:PORT SECS WORKERS NAME DNS queries (type A) for NAME; an answer counts
 //!                                           when it has our ID, NOERROR and an address
 //!
@@ -26,10 +27,10 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: loadgen serve PORT | crr|rr|udp ADDR:PORT SECS WORKERS | dns ADDR:PORT SECS WORKERS NAME";
+    let usage = "usage: loadgen serve PORT | crr|rr|udp|udp4k ADDR:PORT SECS WORKERS | dns ADDR:PORT SECS WORKERS NAME";
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(args[2].parse().expect(usage)),
-        Some(mode @ ("crr" | "rr" | "udp" | "dns")) => {
+        Some(mode @ ("crr" | "rr" | "udp" | "udp4k" | "dns")) => {
             let addr: SocketAddr = args[2].parse().expect(usage);
             let secs: f64 = args[3].parse().expect(usage);
             let workers: usize = args[4].parse().expect(usage);
@@ -64,7 +65,7 @@ fn handle(mut s: TcpStream) {
 fn serve(port: u16) {
     let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
     std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
+        let mut buf = vec![0u8; 65536];
         while let Ok((n, peer)) = udp.recv_from(&mut buf) {
             let _ = udp.send_to(&buf[..n], peer);
         }
@@ -116,10 +117,11 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Re
         errors: 0,
         lat_us: Vec::new(),
     };
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; 65536];
+    let big = vec![0x5au8; 4000];
     let mut conn: Option<TcpStream> = None;
     let mut id: u16 = std::process::id() as u16;
-    let udp = (mode == "udp" || mode == "dns").then(|| {
+    let udp = matches!(mode, "udp" | "udp4k" | "dns").then(|| {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -155,6 +157,10 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Re
                 let s = udp.as_ref().unwrap();
                 s.send(&dns_query(id, name)).is_ok()
                     && matches!(s.recv(&mut buf), Ok(n) if dns_answered(id, &buf[..n]))
+            }
+            "udp4k" => {
+                let s = udp.as_ref().unwrap();
+                s.send(&big).is_ok() && matches!(s.recv(&mut buf), Ok(4000))
             }
             _ => {
                 let s = udp.as_ref().unwrap();
