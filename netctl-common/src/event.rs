@@ -22,6 +22,27 @@ pub const EV_FLOW_NEW: u8 = 1;
 pub const EV_FLOW_END: u8 = 2;
 pub const EV_DROP: u8 = 3;
 pub const EV_PACKET: u8 = 4;
+/// The kernel dropped a container's packet outside netctl's programs (`skb:kfree_skb`);
+/// `code` is the kernel's `enum skb_drop_reason` (255: a larger value).
+pub const EV_KERNEL_DROP: u8 = 5;
+
+/// `Event::hook` of kernel drops: no netctl hook saw them.
+pub const HOOK_KERNEL: u8 = 0xff;
+
+/// Where the `kfree_skb` program finds what it needs in a `struct sk_buff` (byte offsets,
+/// read from the running kernel's BTF by `netctl trace`), at index 0 of `KDROP_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDropConfig {
+    pub head: u32,
+    pub network_header: u32,
+    pub len: u32,
+    pub dev: u32,
+    /// `struct net_device`'s ifindex.
+    pub dev_ifindex: u32,
+    /// 0 until the offsets are filled in: the program does nothing.
+    pub ready: u32,
+}
 
 /// `Event::flags` of a flow end.
 pub const END_CLOSED: u8 = 1;

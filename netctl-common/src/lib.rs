@@ -15,7 +15,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -29,6 +29,9 @@ pub mod programs {
     pub const FROM_CONTAINER: &str = "from_container";
     /// TC ingress on the overlay's VXLAN device: what comes out of the tunnel.
     pub const TUNNEL_INGRESS: &str = "tunnel_ingress";
+    /// BTF tracepoint on `kfree_skb`: the kernel's own drops of container packets, attached
+    /// only while `netctl trace --drops` runs.
+    pub const KERNEL_DROP: &str = "kernel_drop";
     /// Socket programs at the cgroup v2 root (see [`crate::sock`]).
     pub const SOCK_CONNECT4: &str = "sock_connect4";
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
@@ -64,6 +67,9 @@ mod pod {
     unsafe impl aya::Pod for stats::EndpointCounters {}
     unsafe impl aya::Pod for event::TraceConfig {}
     unsafe impl aya::Pod for event::Event {}
+    unsafe impl aya::Pod for event::KernelDropConfig {}
+    unsafe impl aya::Pod for maps::FragKey {}
+    unsafe impl aya::Pod for maps::FragPorts {}
     unsafe impl aya::Pod for sock::SockNetns {}
     unsafe impl aya::Pod for overlay::Remote {}
     unsafe impl aya::Pod for overlay::OverlayConfig {}

@@ -42,6 +42,9 @@ pub const PORT_STATS: &str = "PORT_STATS";
 /// IPv4 fragments (LRU hash): [`FragKey`] → [`FragPorts`], the ports a datagram's first
 /// fragment carried, so its later fragments (which have none) are translated the same way.
 pub const FRAGS: &str = "FRAGS";
+/// One [`crate::event::KernelDropConfig`] at index 0: `sk_buff` offsets for the kernel-drop
+/// tracer.
+pub const KDROP_CONFIG: &str = "KDROP_CONFIG";
 pub const FRAGS_MAX: u32 = 16384;
 
 /// One datagram as a hook sees it: addresses, IP ID and protocol (RFC 791's reassembly key).
@@ -69,7 +72,7 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -88,6 +91,7 @@ pub const ALL: [&str; 18] = [
     PORT_STATS,
     LINKS,
     FRAGS,
+    KDROP_CONFIG,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

@@ -23,7 +23,7 @@ fn lost() {
 
 /// Reserves an event, stamps it, lets `fill` write the rest, submits.
 #[inline(always)]
-fn emit(kind: u8, hook: Hook, fill: impl FnOnce(&mut Event)) {
+fn emit(kind: u8, hook: u8, fill: impl FnOnce(&mut Event)) {
     let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
         lost();
         return;
@@ -33,7 +33,7 @@ fn emit(kind: u8, hook: Hook, fill: impl FnOnce(&mut Event)) {
     let ev = unsafe { &mut *slot.as_mut_ptr() };
     ev.ts = now();
     ev.kind = kind;
-    ev.hook = hook as u8;
+    ev.hook = hook;
     ev.len = 0;
     ev.cap = 0;
     fill(ev);
@@ -44,7 +44,7 @@ fn emit(kind: u8, hook: Hook, fill: impl FnOnce(&mut Event)) {
 #[inline(always)]
 pub fn flow(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey, reply: &CtKey) {
     if enabled(TRACE_FLOWS) {
-        emit(kind, hook, |ev| {
+        emit(kind, hook as u8, |ev| {
             ev.code = ct_kind;
             ev.flags = how;
             ev.ifindex = 0;
@@ -58,7 +58,7 @@ pub fn flow(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey, reply: &Ct
 pub fn drop(hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>, len: u32) {
     if enabled(TRACE_DROPS) {
         let t = tuple.copied().unwrap_or_default();
-        emit(EV_DROP, hook, |ev| {
+        emit(EV_DROP, hook as u8, |ev| {
             ev.code = reason;
             ev.flags = tuple.is_some() as u8;
             ev.ifindex = ifindex;
@@ -83,7 +83,7 @@ pub fn packet<P: Packet>(
         return;
     }
     let snap = TRACE.get(0).map(|t| t.snaplen).unwrap_or(0);
-    emit(EV_PACKET, hook, |ev| {
+    emit(EV_PACKET, hook as u8, |ev| {
         ev.code = verdict;
         ev.flags = before.is_some() as u8;
         ev.ifindex = ifindex;
@@ -92,5 +92,20 @@ pub fn packet<P: Packet>(
         ev.len = p.len();
         let copied = p.snapshot(&mut ev.data);
         ev.cap = if snap < copied { snap } else { copied };
+    });
+}
+
+/// A packet of this instance's containers that the kernel itself dropped (`kfree_skb`), with
+/// the kernel's reason. Sent whenever the program runs: it is attached only while a tracer
+/// asks for drops.
+#[inline(always)]
+pub fn kernel_drop(reason: u8, ifindex: u32, tuple: &CtKey, len: u32) {
+    emit(EV_KERNEL_DROP, HOOK_KERNEL, |ev| {
+        ev.code = reason;
+        ev.flags = 1;
+        ev.ifindex = ifindex;
+        ev.before = *tuple;
+        ev.after = *tuple;
+        ev.len = len;
     });
 }

@@ -12,6 +12,8 @@
 //!   internal networks, hairpin, IPv4 only.
 //! - `tunnel_ingress`: TC ingress on the overlay's VXLAN device. What comes out of the
 //!   tunnel, checked and handed to the container (`overlay.rs`).
+//! - `kernel_drop` (in `kernel_drops.rs`): the kernel's own drops of container packets, for
+//!   `netctl trace --drops` while it runs.
 //! - `sock_*` (in `sock.rs`, their own entry file): cgroup socket programs for host-local
 //!   clients of published ports and the containers' 127.0.0.11.
 
@@ -29,6 +31,7 @@
 mod ct;
 mod events;
 mod host;
+mod kernel_drops;
 mod maps;
 mod nat;
 mod overlay;

@@ -301,3 +301,55 @@ fn published_port_replies_take_the_fast_path_out() {
         assert_eq!(out["out_src"], format!("{}:8080", sb.host_ip));
     }
 }
+
+#[test]
+fn the_kernels_own_drops_of_container_packets_show_with_its_reason() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.75.0.0/24", "front"]);
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "front",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let trace = Trace::start(
+        &sb,
+        &[
+            "--drops",
+            "--json",
+            "--container",
+            "a",
+            "--count",
+            "1",
+            "--duration",
+            "10s",
+        ],
+    );
+    // A datagram to a port nobody listens on at the gateway: netctl passes it, the kernel
+    // drops it (no socket).
+    sb.container_sh(
+        "a",
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"10.75.0.1\", 9))'",
+    );
+    let events = trace.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["type"], "drop");
+    assert_eq!(e["hook"], "kernel");
+    assert_eq!(e["reason"], "NO_SOCKET", "{e}");
+    assert_eq!(e["src_name"], "a");
+    assert_eq!(e["dst"], "10.75.0.1:9");
+    // Not tracing: the tracer is gone with the command (nothing attached to kfree_skb).
+    let attached = std::process::Command::new("bpftool")
+        .args(["link", "show"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&attached.stdout);
+    assert!(!text.contains("kernel_drop"), "{text}");
+}

@@ -112,7 +112,21 @@ fn kind_name(k: u8) -> &'static str {
     }
 }
 
+/// The running kernel's names of its drop reasons (set while the kernel-drop tracer runs).
+static KERNEL_REASONS: std::sync::OnceLock<BTreeMap<u64, String>> = std::sync::OnceLock::new();
+
+fn kernel_reason(r: u8) -> String {
+    KERNEL_REASONS
+        .get()
+        .and_then(|m| m.get(&u64::from(r)))
+        .cloned()
+        .unwrap_or_else(|| format!("REASON_{r}"))
+}
+
 fn hook_name(h: u8) -> &'static str {
+    if h == HOOK_KERNEL {
+        return "kernel";
+    }
     Hook::ALL
         .get(h as usize)
         .map(|h| h.name())
@@ -154,7 +168,7 @@ impl Filter {
     fn accepts(&self, ev: &Event, names: &Names) -> bool {
         let wanted_kind = match ev.kind {
             EV_FLOW_NEW | EV_FLOW_END => TRACE_FLOWS,
-            EV_DROP => TRACE_DROPS,
+            EV_DROP | EV_KERNEL_DROP => TRACE_DROPS,
             _ => TRACE_PACKETS,
         };
         if self.kinds & wanted_kind == 0 {
@@ -238,6 +252,13 @@ fn describe(ev: &Event, names: &Names) -> Value {
                     "expired"
                 });
             }
+        }
+        EV_KERNEL_DROP => {
+            // The kernel's own reason, in its words (SKB_DROP_REASON_…).
+            v["type"] = json!("drop");
+            v["reason"] = json!(kernel_reason(ev.code));
+            v["interface"] = json!(names.ifname(ev.ifindex));
+            v["len"] = json!(ev.len);
         }
         EV_DROP => {
             v["type"] = json!("drop");
@@ -422,6 +443,7 @@ pub fn run(mut args: Args) -> Result<i32> {
     let lost_at_start = dp.events_lost()?;
     let ring = dp.events()?;
     dp.set_trace(reg.union())?;
+
     let what: Vec<&str> = [
         (TRACE_DROPS, "drops"),
         (TRACE_FLOWS, "flows"),
@@ -431,7 +453,22 @@ pub fn run(mut args: Args) -> Result<i32> {
     .filter(|(f, _)| kinds & f != 0)
     .map(|(_, n)| *n)
     .collect();
+    // The kernel's own drops of container packets, for as long as this tracer runs
+    // (attached before saying so: what comes after is seen).
+    let (_kernel, kernel_error) =
+        match (kinds & TRACE_DROPS != 0).then(|| dp.trace_kernel_drops(&ctx.cfg)) {
+            Some(Ok(k)) => {
+                let _ = KERNEL_REASONS.set(k.reasons.clone());
+                (Some(k), None)
+            }
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
     eprintln!("netctl: tracing {}; Ctrl-C stops", what.join(", "));
+    if let Some(e) = kernel_error {
+        eprintln!("netctl: warning: the kernel's own drops are not traced: {e:#}");
+    }
+
     let result = stream(
         &dp,
         ring,

@@ -143,3 +143,57 @@ pub fn load_unpinned(ct_new_entries: Option<u32>) -> Result<aya::Ebpf> {
     }
     loader.load(OBJECT).context("loading netctl's eBPF object")
 }
+
+/// The kernel-drop tracer while it is attached (dropping it detaches and unloads it), and the
+/// kernel's names of its drop reasons (`SKB_DROP_REASON_` left off).
+pub struct KernelDrops {
+    _ebpf: aya::Ebpf,
+    pub reasons: std::collections::BTreeMap<u64, String>,
+}
+
+/// Loads `kernel_drop` beside the pinned maps, tells it where `sk_buff` keeps what it reads
+/// (from the running kernel's BTF) and attaches it to the `kfree_skb` tracepoint.
+pub fn kernel_drops(pins: &Pins, ct_entries: u32) -> Result<KernelDrops> {
+    use aya::{maps::Array, programs::BtfTracePoint};
+    use netctl_common::event::KernelDropConfig;
+    let own = super::btf::Btf::from_sys_fs()?;
+    let config = KernelDropConfig {
+        head: own.member_offset("sk_buff", "head")?,
+        network_header: own.member_offset("sk_buff", "network_header")?,
+        len: own.member_offset("sk_buff", "len")?,
+        dev: own.member_offset("sk_buff", "dev")?,
+        dev_ifindex: own.member_offset("net_device", "ifindex")?,
+        ready: 1,
+    };
+    let reasons = own
+        .enum_values("skb_drop_reason")?
+        .into_iter()
+        .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
+        .collect();
+    let mut loader = EbpfLoader::new();
+    for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    loader.map_max_entries(maps::CT, ct_entries);
+    loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
+    let mut ebpf = loader
+        .load(OBJECT)
+        .context("loading netctl's eBPF object")?;
+    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(programs::KERNEL_DROP)
+        .context("kernel_drop missing from the eBPF object")?
+        .try_into()?;
+    prog.load("kfree_skb", &btf)
+        .context("loading the kfree_skb tracer")?;
+    prog.attach().context("attaching to kfree_skb")?;
+    let mut cfg: Array<_, KernelDropConfig> = Array::try_from(
+        ebpf.map_mut(maps::KDROP_CONFIG)
+            .context("KDROP_CONFIG missing")?,
+    )?;
+    cfg.set(0, config, 0)?;
+    Ok(KernelDrops {
+        _ebpf: ebpf,
+        reasons,
+    })
+}

@@ -3,6 +3,7 @@
 
 pub mod applied;
 pub mod attach;
+pub mod btf;
 pub mod load;
 pub mod maps;
 pub mod pins;
@@ -73,6 +74,12 @@ impl Dataplane {
             hash: load::object_hash(),
             xdp: cfg.xdp,
         })
+    }
+
+    /// Attaches the kernel-drop tracer (`kfree_skb`) for as long as the returned value lives,
+    /// with the names of the kernel's drop reasons.
+    pub fn trace_kernel_drops(&self, cfg: &Config) -> Result<load::KernelDrops> {
+        load::kernel_drops(&self.pins, cfg.ct_entries)
     }
 
     /// Whether XDP goes on an uplink. `auto` puts it on physical NICs only: on veth and other
