@@ -126,24 +126,54 @@ pub fn own_cookie() -> Result<u64> {
 
 /// The cookies of the namespaces pinned at `paths` (None where a namespace is gone), read
 /// from one thread that visits each in turn.
-pub fn cookies(paths: &[PathBuf]) -> Vec<Option<u64>> {
+pub fn cookies(paths: &[PathBuf], cache: &Path) -> Vec<Option<u64>> {
     if paths.is_empty() {
         return Vec::new();
     }
-    std::thread::scope(|s| {
+    // A namespace's cookie never changes: remembered by path and namespace inode (inodes of
+    // dead namespaces are reused), so only new namespaces cost a setns — thousands of
+    // containers make that add up.
+    let inode = |p: &PathBuf| {
+        fs::metadata(p)
+            .ok()
+            .map(|m| format!("{}:{}", m.ino(), p.display()))
+    };
+    let known: std::collections::BTreeMap<String, u64> = fs::read(cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let found: Vec<(Option<String>, Option<u64>)> = std::thread::scope(|s| {
         s.spawn(|| {
             paths
                 .iter()
                 .map(|p| {
-                    let ns = open(p).ok()?;
-                    setns(&ns, CloneFlags::CLONE_NEWNET).ok()?;
-                    own_cookie().ok()
+                    let ino = inode(p);
+                    if let Some(c) = ino.as_ref().and_then(|i| known.get(i)) {
+                        return (ino, Some(*c));
+                    }
+                    let ns = open(p).ok();
+                    let cookie = ns.and_then(|ns| {
+                        setns(&ns, CloneFlags::CLONE_NEWNET).ok()?;
+                        own_cookie().ok()
+                    });
+                    (ino, cookie)
                 })
                 .collect()
         })
         .join()
         .unwrap_or_default()
-    })
+    });
+    let now: std::collections::BTreeMap<String, u64> = found
+        .iter()
+        .filter_map(|(i, c)| Some((i.clone()?, (*c)?)))
+        .collect();
+    if now != known {
+        let tmp = cache.with_extension("tmp");
+        if fs::write(&tmp, serde_json::to_vec(&now).unwrap_or_default()).is_ok() {
+            let _ = fs::rename(&tmp, cache);
+        }
+    }
+    found.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Processes whose network namespace is the one pinned at `path`.

@@ -140,11 +140,13 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
             (name, index, xdp)
         })
         .collect();
+    let by_name: std::collections::HashMap<&str, &crate::netlink::Link> =
+        links.iter().map(|l| (l.name.as_str(), l)).collect();
     let veths: Vec<(String, u32)> = state
         .containers
         .values()
         .flat_map(|c| c.endpoints.iter())
-        .filter_map(|e| links.iter().find(|l| l.name == e.host_veth))
+        .filter_map(|e| by_name.get(e.host_veth.as_str()).copied())
         .map(|l| (l.name.clone(), l.index))
         .collect();
     let tunnel = links
@@ -179,7 +181,7 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         .unzip();
     let container_cookies: std::collections::BTreeMap<String, u64> = ids
         .into_iter()
-        .zip(netns::cookies(&paths))
+        .zip(netns::cookies(&paths, &cfg.state_dir.join("netns-cookies")))
         .filter_map(|(id, c)| Some((id, c?)))
         .collect();
     let host = maps::HostView {

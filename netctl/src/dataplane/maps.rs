@@ -92,7 +92,10 @@ pub fn dns_server(state: &State, c: &crate::state::Container) -> Option<Ipv4Addr
 }
 
 pub fn desired(state: &State, host: &HostView) -> Desired {
-    let by_name = |name: &str| host.links.iter().find(|l| l.name == name);
+    // Thousands of veths on a busy host: look them up by name in an index.
+    let index: std::collections::HashMap<&str, &crate::netlink::Link> =
+        host.links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let by_name = |name: &str| index.get(name).copied();
     let mut flags = 0;
     if host.fast_path {
         flags |= CONFIG_FAST_PATH;
