@@ -129,6 +129,8 @@ impl Netlink {
     /// Creates a veth pair; `peer` is moved into the namespace behind `peer_netns_fd` at once so
     /// no container-side name ever shows up in this namespace.
     /// The host side is created in interface group `group` (see [`Netlink::add_bridge`]).
+    /// A veth pair, the host end in `group`, the peer moved into the namespace of
+    /// `peer_netns_fd`.
     pub fn add_veth(
         &self,
         host: &str,
@@ -137,22 +139,11 @@ impl Netlink {
         mtu: u32,
         group: u32,
     ) -> Result<u32> {
-        let mut msg = LinkVeth::new(host, peer)
-            .append_extra_attribute(LinkAttribute::Group(group))
-            .mtu(mtu)
-            .build();
-        // The peer's attributes sit inside the veth info data; set its namespace there.
-        set_veth_peer_netns(&mut msg, peer_netns_fd, mtu);
-        self.rt
-            .block_on(self.handle.link().add(msg).execute())
-            .map_err(|e| {
-                if is_exists(&e) {
-                    anyhow!("interface {host} already exists")
-                } else {
-                    anyhow!("creating veth {host}: {e}")
-                }
-            })?;
-        self.index_of(host)
+        let peer_attrs = vec![
+            LinkAttribute::NetNsFd(peer_netns_fd),
+            LinkAttribute::Mtu(mtu),
+        ];
+        self.veth(host, peer, mtu, group, peer_attrs)
     }
 
     /// A veth pair with both ends here, both in `group`, the peer with `peer_mac`: for an
@@ -165,25 +156,46 @@ impl Netlink {
         mtu: u32,
         group: u32,
     ) -> Result<u32> {
+        let peer_attrs = vec![
+            LinkAttribute::Group(group),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::Address(peer_mac.to_vec()),
+        ];
+        self.veth(host, peer, mtu, group, peer_attrs)
+    }
+
+    fn veth(
+        &self,
+        host: &str,
+        peer: &str,
+        mtu: u32,
+        group: u32,
+        peer_attrs: Vec<LinkAttribute>,
+    ) -> Result<u32> {
         use rtnetlink::packet_route::link::{InfoData, InfoVeth};
         let mut msg = LinkVeth::new(host, peer)
             .append_extra_attribute(LinkAttribute::Group(group))
             .mtu(mtu)
             .build();
+        // The peer's attributes sit inside the veth info data.
         for attr in msg.attributes.iter_mut() {
             if let LinkAttribute::LinkInfo(infos) = attr {
                 for info in infos.iter_mut() {
                     if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
-                        p.attributes.push(LinkAttribute::Group(group));
-                        p.attributes.push(LinkAttribute::Mtu(mtu));
-                        p.attributes.push(LinkAttribute::Address(peer_mac.to_vec()));
+                        p.attributes.extend(peer_attrs.iter().cloned());
                     }
                 }
             }
         }
         self.rt
             .block_on(self.handle.link().add(msg).execute())
-            .map_err(|e| anyhow!("creating veth {host}: {e}"))?;
+            .map_err(|e| {
+                if is_exists(&e) {
+                    anyhow!("interface {host} already exists")
+                } else {
+                    anyhow!("creating veth {host}: {e}")
+                }
+            })?;
         self.index_of(host)
     }
 
@@ -294,20 +306,6 @@ impl Netlink {
         match self.rt.block_on(self.handle.route().add(msg).execute()) {
             Err(e) if !is_exists(&e) => Err(anyhow!("adding default route via {gateway}: {e}")),
             _ => Ok(()),
-        }
-    }
-}
-
-fn set_veth_peer_netns(msg: &mut LinkMessage, fd: i32, mtu: u32) {
-    use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-    for attr in msg.attributes.iter_mut() {
-        if let LinkAttribute::LinkInfo(infos) = attr {
-            for info in infos.iter_mut() {
-                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
-                    peer.attributes.push(LinkAttribute::NetNsFd(fd));
-                    peer.attributes.push(LinkAttribute::Mtu(mtu));
-                }
-            }
         }
     }
 }

@@ -473,6 +473,22 @@ impl Sandbox {
     }
 
     /// `curl` from the outside namespace; returns the body, or None when it fails.
+    /// [`Sandbox::curl_from_outside`] until it answers (a server still starting), for at
+    /// most `secs`; panics when it never does.
+    pub fn curl_from_outside_within(&self, url: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(body) = self.curl_from_outside(url) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url} does not answer from outside"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn curl_from_outside(&self, url: &str) -> Option<String> {
         let out = self.outside_sh(&format!("curl -sf --max-time 5 {url}"));
         out.status

@@ -419,14 +419,7 @@ fn podman_runs_containers_on_netctl_through_cni() {
     ]);
     // Published with eBPF DNAT, the client's address kept.
     let url = format!("http://{}:8080/cgi-bin/ip", sb.host_ip);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        if let Some(body) = sb.curl_from_outside(&url) {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "web does not answer on 8080");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let got = sb.curl_from_outside_within(&url, 10);
     // busybox httpd listens on IPv6 and writes v4-mapped addresses.
     let client = |s: &str| {
         s.trim()

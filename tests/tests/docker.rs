@@ -2,10 +2,7 @@
 //! in a sandbox host namespace with its own data, exec root and socket, and no iptables,
 //! masquerade or userland proxy of its own — every rule is netctl's.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use netctl_tests::{
     docker::{Docker, DOCKER, DOCKERD},
@@ -96,14 +93,7 @@ fn dockerd_runs_containers_on_netctl_through_the_network_driver() {
     let web = d.ip_of("web", "n1");
     assert!(web.starts_with("10.81.0."), "{web}");
     let url = format!("http://{}:8080/cgi-bin/ip", sb.host_ip);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        if let Some(body) = sb.curl_from_outside(&url) {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "web does not answer on 8080");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let got = sb.curl_from_outside_within(&url, 10);
     let client = |s: &str| {
         s.trim()
             .trim_start_matches("[::ffff:")

@@ -62,6 +62,17 @@ pub fn object_hash() -> String {
     format!("{h:016x}")
 }
 
+/// The object's loader with every map at its pin (created there on first use).
+fn loader(pins: &Pins, ct_entries: u32) -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    loader.map_max_entries(maps::CT, ct_entries);
+    loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
+    loader
+}
+
 /// Loads and pins the programs unless this object's pins are already there. Maps are created
 /// and pinned on first load and reused by every later load of the same layout.
 /// Returns true when it loaded (so attached links must move to the new programs).
@@ -70,13 +81,7 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool>
     if PROGRAMS.iter().all(|(name, _)| dir.join(name).exists()) {
         return Ok(false);
     }
-    let mut loader = EbpfLoader::new();
-    for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
-        loader.map_pin_path(name, pins.map(name));
-    }
-    loader.map_max_entries(maps::CT, ct_entries);
-    loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
-    let mut ebpf = loader
+    let mut ebpf = loader(pins, ct_entries)
         .load(OBJECT)
         .context("loading netctl's eBPF object (kernel ≥ 6.6 with BTF is required)")?;
 
@@ -170,13 +175,7 @@ pub fn kernel_drops(pins: &Pins, ct_entries: u32) -> Result<KernelDrops> {
         .into_iter()
         .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
         .collect();
-    let mut loader = EbpfLoader::new();
-    for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
-        loader.map_pin_path(name, pins.map(name));
-    }
-    loader.map_max_entries(maps::CT, ct_entries);
-    loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
-    let mut ebpf = loader
+    let mut ebpf = loader(pins, ct_entries)
         .load(OBJECT)
         .context("loading netctl's eBPF object")?;
     let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;

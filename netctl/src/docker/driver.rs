@@ -162,11 +162,7 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
         .as_str()
         .filter(|a| !a.is_empty())
         .context("the endpoint has no IPv4 address: netctl needs one from IPAM")?;
-    let ip: Ipv4Addr = addr
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("endpoint address {addr:?} is not IPv4"))?;
+    let ip = parse_addr(addr)?;
     let given_mac = iface["MacAddress"].as_str().filter(|m| !m.is_empty());
     let mac = given_mac.map_or_else(|| state::mac_for(ip), str::to_lowercase);
     with_tx(|_, tx| {
@@ -475,11 +471,7 @@ fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
                 free_address(&p).with_context(|| format!("no free address left in {}", p.subnet))?
             }
             a => {
-                let ip: Ipv4Addr = a
-                    .split('/')
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                    .with_context(|| format!("{a:?} is not an IPv4 address"))?;
+                let ip = parse_addr(a)?;
                 if !p.subnet.contains(ip) || ip == p.subnet.network() || ip == p.subnet.broadcast()
                 {
                     bail!(
@@ -498,6 +490,14 @@ fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
     })
 }
 
+/// An IPv4 address, with or without its prefix length (Docker sends both).
+fn parse_addr(a: &str) -> Result<Ipv4Addr> {
+    a.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{a:?} is not an IPv4 address"))
+}
+
 fn first_host(net: &Ipv4Network) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + 1)
 }
@@ -513,11 +513,7 @@ fn free_address(p: &DockerPool) -> Option<Ipv4Addr> {
 }
 
 fn release_address(pool: &str, addr: &str) -> Result<()> {
-    let ip: Ipv4Addr = addr
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("{addr:?} is not an IPv4 address"))?;
+    let ip = parse_addr(addr)?;
     with_tx(|_, tx| {
         let p = tx
             .state()
