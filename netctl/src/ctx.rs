@@ -62,6 +62,7 @@ impl Ctx {
             locked,
             before,
             undo: Vec::new(),
+            wait_daemon: true,
         })
     }
 }
@@ -104,9 +105,18 @@ pub struct Tx<'a> {
     /// What to undo outside the kernel and the state file if the change fails (an address
     /// claimed in the cluster store).
     undo: Vec<Box<dyn FnOnce() + 'a>>,
+    /// Whether the commit waits until the daemon serves the new state (names resolve when
+    /// the command returns).
+    wait_daemon: bool,
 }
 
 impl<'a> Tx<'a> {
+    /// The commit only tells the daemon (it serves the new state a moment later): for an
+    /// addition whose caller does not need its names at once (a CNI runtime's ADD).
+    pub fn dont_wait_for_daemon(&mut self) {
+        self.wait_daemon = false;
+    }
+
     pub fn state(&mut self) -> &mut State {
         &mut self.locked.state
     }
@@ -162,7 +172,7 @@ impl<'a> Tx<'a> {
                 self.release_overlay_addresses();
                 let cfg = &self.ctx.cfg;
                 crate::etc::follow(cfg, &self.before, &self.locked.state, full);
-                crate::daemon::lifecycle::after_commit(cfg, &self.locked.state);
+                crate::daemon::lifecycle::after_commit(cfg, &self.locked.state, self.wait_daemon);
                 self.before = self.locked.state.clone();
                 self.undo.clear();
                 Ok(r)

@@ -37,8 +37,8 @@ pub fn needed(state: &State) -> bool {
 
 /// Makes the daemon serve `state`, just saved. Problems are warnings: the bridge basics
 /// work without the daemon.
-pub fn after_commit(cfg: &Config, state: &State) {
-    if let Err(e) = follow(cfg, state) {
+pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
+    if let Err(e) = follow(cfg, state, wait) {
         eprintln!(
             "netctl: warning: {e:#} (container names may not resolve; see {})",
             cfg.state_dir.join(LOG).display()
@@ -46,13 +46,13 @@ pub fn after_commit(cfg: &Config, state: &State) {
     }
 }
 
-fn follow(cfg: &Config, state: &State) -> Result<()> {
+fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
     let want = reload::state_identity(&cfg.state_dir);
     let need = needed(state);
     match pidfile::running(&cfg.state_dir) {
         Some(pid) => {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
-            if need && !wait_loaded(&cfg.state_dir, &want, RELOAD_WAIT) {
+            if need && wait && !wait_loaded(&cfg.state_dir, &want, RELOAD_WAIT) {
                 // It may have been on its way out (nothing needed it a moment ago).
                 if pidfile::running(&cfg.state_dir).is_some() {
                     bail!(
