@@ -444,6 +444,38 @@ fn stop(pids: impl Fn() -> Vec<i32>, grace: Duration) {
     }
 }
 
+/// Kills the shim of a container this instance no longer knows (a `run` killed after it
+/// started the shim): otherwise the shim could still start the command into the namespace
+/// after its processes were stopped. Its command line names the container's directory.
+pub fn stop_orphan_shim(state_dir: &Path, id_prefix: &str) {
+    let marker = dir_of(state_dir, id_prefix);
+    let me = std::process::id() as i32;
+    let pids = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd);
+                (pid != me && cmd.contains("container-shim") && cmd.contains(&marker))
+                    .then_some(pid)
+            })
+            .collect()
+    };
+    stop(pids, Duration::ZERO);
+}
+
+/// The start of a container's directory path (`…/containers/<id…>`), for a prefix of its ID.
+fn dir_of(state_dir: &Path, id_prefix: &str) -> String {
+    state_dir
+        .join("containers")
+        .join(id_prefix)
+        .display()
+        .to_string()
+}
+
 /// Stops a container's processes, however it is networked.
 pub fn stop_container(state_dir: &Path, c: &crate::state::Container, grace: Duration) {
     if c.engine_netns.is_some() {
