@@ -444,10 +444,11 @@ fn stop(pids: impl Fn() -> Vec<i32>, grace: Duration) {
     }
 }
 
-/// Kills the shim of a container this instance no longer knows (a `run` killed after it
-/// started the shim): otherwise the shim could still start the command into the namespace
-/// after its processes were stopped. Its command line names the container's directory.
-pub fn stop_orphan_shim(state_dir: &Path, id_prefix: &str) {
+/// Kills the shim of a container being removed (or that this instance no longer knows: a
+/// `run` killed after it started the shim) before its namespace's processes are stopped:
+/// otherwise a shim still starting the command could put it there afterwards. Its command
+/// line names the container's directory.
+pub fn stop_shim(state_dir: &Path, id_prefix: &str) {
     let marker = dir_of(state_dir, id_prefix);
     let me = std::process::id() as i32;
     let pids = || -> Vec<i32> {
@@ -481,6 +482,7 @@ pub fn stop_container(state_dir: &Path, c: &crate::state::Container, grace: Dura
     if c.engine_netns.is_some() {
         return; // the engine's processes are the engine's business
     }
+    stop_shim(state_dir, &c.id);
     match c.netns_path(state_dir) {
         Some(ns) => stop_all(&ns, grace),
         None => stop_group(c.pid, c.pid_start, c.boot_id.as_deref(), grace),

@@ -284,7 +284,7 @@ pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<S
         let path = entry.path();
         if !handles.contains(&path) {
             if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
-                process::stop_orphan_shim(&cfg.state_dir, id);
+                process::stop_shim(&cfg.state_dir, id);
             }
             process::stop_all(&path, std::time::Duration::ZERO);
             netns::remove(&path)?;

@@ -675,12 +675,12 @@ impl Drop for Sandbox {
 }
 
 /// Network-namespace inode of a namespace file (bind mount or /proc/PID/ns/net).
-fn ns_inode(path: &Path) -> Option<u64> {
+pub fn ns_inode(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// Kills every process whose network namespace is one of `inodes`.
-fn kill_in_namespaces(inodes: &[u64]) {
+pub fn kill_in_namespaces(inodes: &[u64]) {
     if inodes.is_empty() {
         return;
     }

@@ -500,6 +500,9 @@ fn sync_recreates_lost_bridges_veths_and_namespaces() {
         .join("netns")
         .join(&st["containers"]["b"]["id"].as_str().unwrap()[..12]);
     sb.netctl_ok(&["exec", "b", "--", "true"]);
+    // What a reboot does to b's processes (they would otherwise outlive the test).
+    let inode = netctl_tests::ns_inode(&b_handle).unwrap();
+    netctl_tests::kill_in_namespaces(&[inode]);
     nix::mount::umount2(&b_handle, nix::mount::MntFlags::MNT_DETACH).unwrap();
 
     let out = sb.netctl_ok(&["sync"]);
