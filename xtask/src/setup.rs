@@ -12,8 +12,10 @@ const PACKAGES: &[&str] = &[
     // bpf-linker links against LLVM 22 (rustc 1.95/1.97 emit LLVM 22 bitcode).
     "llvm-22-dev",
     "libpolly-22-dev",
-    // etcd-client compiles etcd's protobuf definitions.
+    // etcd-client compiles etcd's protobuf definitions (which import protobuf's own, from
+    // libprotobuf-dev: a recommendation of protobuf-compiler, not a dependency).
     "protobuf-compiler",
+    "libprotobuf-dev",
     // The cluster store of overlay networks (tests run it in their sandboxes).
     "etcd-server",
     "etcd-client",
