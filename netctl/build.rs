@@ -8,5 +8,14 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         aya_build::Toolchain::Nightly,
-    )
+    )?;
+    // The object's identity (`dataplane::load::object_hash`): FNV-1a, 16 hex digits.
+    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("netctl");
+    let h = std::fs::read(&object)?
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
+    println!("cargo:rustc-env=NETCTL_OBJECT_HASH={h:016x}");
+    Ok(())
 }

@@ -179,7 +179,7 @@ pub fn create(
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read(),
+            &crate::hostports::HostSockets::read_for(&specs),
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
         let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
@@ -309,7 +309,7 @@ pub fn attach_engine(
             &a.publish,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read(),
+            &crate::hostports::HostSockets::read_for(&a.publish),
         )?;
     }
     c.endpoints.push(ep.clone());

@@ -50,12 +50,14 @@ impl Ctx {
         crate::cluster::store::Store::connect(cfg)
     }
 
-    /// Takes the state lock for a change. What killed commands left behind (links of this
+    /// Takes the state lock for a change. What a killed command left behind (links of this
     /// instance, namespace handles the state does not know) is removed first, so it never
     /// blocks this command.
     pub fn begin(&self) -> Result<Tx<'_>> {
         let locked = self.store.lock()?;
-        reconcile::remove_orphans(&self.cfg, &self.nl, &locked.state)?;
+        if locked.interrupted {
+            reconcile::remove_orphans(&self.cfg, &self.nl, &locked.state)?;
+        }
         let before = locked.state.clone();
         Ok(Tx {
             ctx: self,
@@ -157,13 +159,22 @@ impl<'a> Tx<'a> {
         for name in crate::cluster::endpoints::idle_overlays(&self.locked.state) {
             self.locked.state.networks.remove(&name);
         }
-        let res =
-            reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.locked.state, full).and_then(|r| {
-                crate::failpoint::step("commit: applied, not saved");
-                self.locked.save()?;
-                crate::failpoint::step("commit: saved");
-                Ok(r)
-            });
+        // The new state is written (and synced) while the kernel is changed; it replaces the
+        // state file only once the kernel has it.
+        let (applied, written) = std::thread::scope(|s| {
+            let writing = s.spawn(|| self.locked.write());
+            let applied = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.locked.state, full);
+            let written = writing
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the state failed (panic)")));
+            (applied, written)
+        });
+        let res = applied.and_then(|r| {
+            crate::failpoint::step("commit: applied, not saved");
+            written?.publish()?;
+            crate::failpoint::step("commit: saved");
+            Ok(r)
+        });
         match res {
             Ok(r) => {
                 for p in &r.problems {

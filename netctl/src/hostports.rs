@@ -65,6 +65,93 @@ pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Socket> {
     out
 }
 
+/// TCP listeners, IPv4 and IPv6, from a NETLINK_SOCK_DIAG dump asking for state LISTEN only.
+fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
+    use std::{
+        io::{Read, Write},
+        os::fd::FromRawFd,
+    };
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN: u32 = 10;
+    // SAFETY: socket(2); the descriptor is owned by the File from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut sock = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        // nlmsghdr (16 bytes), then inet_diag_req_v2: family, protocol, extensions, pad,
+        // states, and a zeroed inet_diag_sockid (48 bytes).
+        let mut req = Vec::with_capacity(72);
+        req.extend(72u32.to_ne_bytes());
+        req.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend(NLM_F_REQUEST_DUMP.to_ne_bytes());
+        req.extend([0u8; 8]); // sequence, port id
+        req.extend([family, libc::IPPROTO_TCP as u8, 0, 0]);
+        req.extend((1u32 << TCP_LISTEN).to_ne_bytes());
+        req.extend([0u8; 48]);
+        sock.write_all(&req)?;
+        let mut buf = vec![0u8; 32 * 1024];
+        'dump: loop {
+            let n = sock.read(&mut buf)?;
+            let mut msgs = &buf[..n];
+            while msgs.len() >= 16 {
+                let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                if len < 16 || len > msgs.len() {
+                    break;
+                }
+                match kind {
+                    NLMSG_DONE => break 'dump,
+                    NLMSG_ERROR => return Err(std::io::Error::other("sock_diag dump refused")),
+                    _ => {}
+                }
+                // inet_diag_msg: family, state, timer, retrans, then the socket ID: source
+                // port (big endian), destination port, source address (16 bytes).
+                if let Some(m) = msgs.get(16..16 + 24) {
+                    let port = u16::from_be_bytes([m[4], m[5]]);
+                    let src: [u8; 16] = m[8..24].try_into().expect("16 bytes");
+                    let addr = if m[0] == libc::AF_INET as u8 {
+                        Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
+                    } else {
+                        v6_bytes_as_v4(src)
+                    };
+                    out.push(Socket {
+                        proto: Proto::Tcp,
+                        addr,
+                        port,
+                        server: true,
+                    });
+                }
+                msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An IPv6 socket address as an IPv4 port clash: the wildcard takes IPv4 too, a v4-mapped
+/// address is that IPv4 address, any other IPv6 address clashes with nothing.
+fn v6_bytes_as_v4(a: [u8; 16]) -> Option<Ipv4Addr> {
+    let v6 = std::net::Ipv6Addr::from(a);
+    if v6.is_unspecified() {
+        Some(Ipv4Addr::UNSPECIFIED)
+    } else {
+        v6.to_ipv4_mapped()
+    }
+}
+
 /// /proc prints each 32-bit word in host byte order.
 fn word(hex: &str) -> Option<[u8; 4]> {
     Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
@@ -78,32 +165,38 @@ fn v6_as_v4(hex: &str) -> Option<Option<Ipv4Addr>> {
     if hex.len() != 32 {
         return None;
     }
-    let w: Vec<[u8; 4]> = (0..4)
-        .map(|i| word(&hex[i * 8..i * 8 + 8]))
-        .collect::<Option<_>>()?;
-    Some(match (w[0], w[1], w[2]) {
-        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]) if w[3] == [0, 0, 0, 0] => {
-            Some(Ipv4Addr::UNSPECIFIED)
-        }
-        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0xff, 0xff]) => Some(Ipv4Addr::from(w[3])),
-        _ => None,
-    })
+    let mut a = [0u8; 16];
+    for i in 0..4 {
+        a[i * 4..i * 4 + 4].copy_from_slice(&word(&hex[i * 8..i * 8 + 8])?);
+    }
+    Some(v6_bytes_as_v4(a))
 }
 
 /// The sockets of the namespace netctl runs in.
 pub struct HostSockets(pub Vec<Socket>);
 
 impl HostSockets {
-    pub fn read() -> Self {
+    /// What allocating `specs` needs: every socket when a host port is to be picked (none
+    /// in use may be), else the servers only — TCP listeners then come from the kernel's
+    /// socket diagnostics, which skip the established-connection table that
+    /// /proc/net/tcp walks bucket by bucket (milliseconds on a big host).
+    pub fn read_for(specs: &[crate::ports::PortSpec]) -> Self {
+        let pick = specs.iter().any(|s| s.host.is_none());
         let mut all = Vec::new();
-        for (file, proto, v6) in [
-            ("tcp", Proto::Tcp, false),
-            ("tcp6", Proto::Tcp, true),
-            ("udp", Proto::Udp, false),
-            ("udp6", Proto::Udp, true),
-        ] {
+        let listeners = if pick { None } else { tcp_listeners().ok() };
+        let tcp_files: &[_] = match listeners {
+            Some(l) => {
+                all = l;
+                &[]
+            }
+            None => &[("tcp", Proto::Tcp, false), ("tcp6", Proto::Tcp, true)],
+        };
+        for (file, proto, v6) in tcp_files
+            .iter()
+            .chain(&[("udp", Proto::Udp, false), ("udp6", Proto::Udp, true)])
+        {
             if let Ok(text) = std::fs::read_to_string(Path::new("/proc/net").join(file)) {
-                all.extend(parse(&text, proto, v6));
+                all.extend(parse(&text, *proto, *v6));
             }
         }
         Self(all)

@@ -67,12 +67,10 @@ pub fn check_name(name: &str, what: &str) -> Result<()> {
 /// Subnets a new network must not overlap: the host's addresses and routes (except those of
 /// netctl's own bridges, which are networks already) and every network.
 pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
-    let links = nl.links()?;
-    let own: Vec<u32> = links
-        .iter()
-        .filter(|l| state.networks.values().any(|n| n.bridge == l.name))
-        .map(|l| l.index)
-        .collect();
+    let mut own = Vec::new();
+    for n in state.networks.values() {
+        own.extend(nl.link(&n.bridge)?.map(|l| l.index));
+    }
     let mut taken: Vec<Ipv4Network> = state.networks.values().map(|n| n.subnet).collect();
     for (index, net) in nl.addresses()? {
         if !own.contains(&index) && !net.ip().is_loopback() {

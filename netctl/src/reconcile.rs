@@ -96,7 +96,8 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
     let mut r = Report::default();
     let forward_open = enable_forwarding(&cfg.state_dir, !state.networks.is_empty())?;
 
-    let names: BTreeSet<String> = nl.links()?.into_iter().map(|l| l.name).collect();
+    let mut links = topology::scan_links(nl, state, group)?;
+    let names: BTreeSet<String> = links.iter().map(|l| l.name.clone()).collect();
     for net in state.networks.values() {
         if !names.contains(&net.bridge) {
             match topology::create_bridge(nl, net, group) {
@@ -125,12 +126,15 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         }
     }
 
-    r.changes.extend(remove_orphans(cfg, nl, state)?);
+    r.changes
+        .extend(remove_orphans_among(cfg, nl, state, &links)?);
     crate::failpoint::step("reconcile: links and namespaces done");
+    if !r.changes.is_empty() {
+        links = topology::scan_links(nl, state, group)?; // indexes of what was re-created
+    }
 
     let dp = Dataplane::open(cfg)?;
-    let links = nl.links()?;
-    let uplinks: Vec<(String, u32, bool)> = uplinks(cfg, &links, state)?
+    let uplinks: Uplinks = uplinks(cfg, &links, state)?
         .into_iter()
         .map(|(name, index)| {
             let xdp = links
@@ -154,48 +158,32 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
         .find(|l| l.name == topology::VXLAN_DEV)
         .map(|l| (l.name.clone(), l.index));
     let tunnel = tunnel.as_ref();
-    // With NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC only.
-    let mut uplinks = uplinks;
-    match dp.reconcile_attachments(&uplinks, &veths, tunnel) {
-        Ok(c) => r.changes.extend(c),
-        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
-            uplinks.iter_mut().for_each(|u| u.2 = false);
-            r.changes
-                .extend(dp.reconcile_attachments(&uplinks, &veths, tunnel)?);
-            r.changes
-                .push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
-        }
-        Err(e) => return Err(e),
-    }
+    // Attaching to a new interface waits for an RCU grace period (TCX, ~10 ms): the maps
+    // are computed and written meanwhile, on this thread, for the uplinks as planned.
+    let planned = uplinks.clone();
+    let (attached, mapped) = std::thread::scope(|s| {
+        let attaching = s.spawn(|| attach_programs(cfg, &dp, uplinks, &veths, tunnel));
+        let mapped = MapInputs::read(cfg, nl, state).and_then(|inputs| {
+            let host = inputs.view(cfg, &links, &planned, forward_open);
+            let changes = dp.apply(&maps::desired(state, &host), full)?;
+            Ok((inputs, changes))
+        });
+        let attached = attaching
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("attaching the programs failed (panic)")));
+        (attached, mapped)
+    });
+    let (changes, uplinks) = attached?;
+    r.changes.extend(changes);
     crate::failpoint::step("reconcile: programs attached");
-
-    let addrs: Vec<_> = nl
-        .addresses()?
-        .into_iter()
-        .map(|(i, n)| (i, n.ip()))
-        .collect();
-    let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
-        .containers
-        .values()
-        .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
-        .unzip();
-    let container_cookies: std::collections::BTreeMap<String, u64> = ids
-        .into_iter()
-        .zip(netns::cookies(&paths, &cfg.state_dir.join("netns-cookies")))
-        .filter_map(|(id, c)| Some((id, c?)))
-        .collect();
-    let host = maps::HostView {
-        links: &links,
-        addrs: &addrs,
-        uplinks: &uplinks,
-        fast_path: cfg.fast_path,
-        host_cookie: netns::own_cookie()?,
-        container_cookies: &container_cookies,
-        xdp_generic: cfg.xdp == crate::config::XdpMode::Generic,
-        forward_open,
-    };
-    r.changes
-        .extend(dp.apply(&maps::desired(state, &host), full)?);
+    let (inputs, changes) = mapped?;
+    r.changes.extend(changes);
+    if uplinks != planned {
+        // XDP fell back to TC: the uplinks' map entries say so.
+        let host = inputs.view(cfg, &links, &uplinks, forward_open);
+        r.changes
+            .extend(dp.apply(&maps::desired(state, &host), false)?);
+    }
 
     // The host never picks a published port or a NAT source port for its own connections.
     let mut ours: std::collections::BTreeSet<u16> =
@@ -213,6 +201,81 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
     Ok(r)
 }
 
+/// Uplinks as the attachments take them: name, ifindex, with XDP.
+type Uplinks = Vec<(String, u32, bool)>;
+
+/// Attaches the programs; with NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC
+/// only. Returns the uplinks as attached.
+fn attach_programs(
+    cfg: &Config,
+    dp: &Dataplane,
+    mut uplinks: Uplinks,
+    veths: &[(String, u32)],
+    tunnel: Option<&(String, u32)>,
+) -> Result<(Vec<String>, Uplinks)> {
+    match dp.reconcile_attachments(&uplinks, veths, tunnel) {
+        Ok(c) => Ok((c, uplinks)),
+        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
+            uplinks.iter_mut().for_each(|u| u.2 = false);
+            let mut c = dp.reconcile_attachments(&uplinks, veths, tunnel)?;
+            c.push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
+            Ok((c, uplinks))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the maps take from the host besides its links.
+struct MapInputs {
+    addrs: Vec<(u32, std::net::Ipv4Addr)>,
+    container_cookies: std::collections::BTreeMap<String, u64>,
+    host_cookie: u64,
+}
+
+impl MapInputs {
+    fn read(cfg: &Config, nl: &Netlink, state: &State) -> Result<Self> {
+        let addrs = nl
+            .addresses()?
+            .into_iter()
+            .map(|(i, n)| (i, n.ip()))
+            .collect();
+        let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
+            .containers
+            .values()
+            .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
+            .unzip();
+        let container_cookies = ids
+            .into_iter()
+            .zip(netns::cookies(&paths, &cfg.state_dir.join("netns-cookies")))
+            .filter_map(|(id, c)| Some((id, c?)))
+            .collect();
+        Ok(Self {
+            addrs,
+            container_cookies,
+            host_cookie: netns::own_cookie()?,
+        })
+    }
+
+    fn view<'a>(
+        &'a self,
+        cfg: &Config,
+        links: &'a [Link],
+        uplinks: &'a [(String, u32, bool)],
+        forward_open: bool,
+    ) -> maps::HostView<'a> {
+        maps::HostView {
+            links,
+            addrs: &self.addrs,
+            uplinks,
+            fast_path: cfg.fast_path,
+            host_cookie: self.host_cookie,
+            container_cookies: &self.container_cookies,
+            xdp_generic: cfg.xdp == crate::config::XdpMode::Generic,
+            forward_open,
+        }
+    }
+}
+
 /// Re-creates a container's namespace (after a reboot or a killed run) and its missing veths.
 fn restore_container(
     cfg: &Config,
@@ -226,6 +289,10 @@ fn restore_container(
     let Some(ns) = c.netns_path(&cfg.state_dir) else {
         return Ok(()); // --network host: nothing of its own
     };
+    let complete = c.endpoints.iter().all(|e| names.contains(&e.host_veth));
+    if complete && c.engine_netns.is_some() {
+        return Ok(()); // nothing to re-create, and an engine's namespace is never netctl's
+    }
     let fresh = !netns::is_live(&ns);
     if fresh && c.engine_netns.is_some() {
         // The engine's container is gone (a reboot): its DEL, or a GC, removes it here.
@@ -254,9 +321,18 @@ fn restore_container(
 /// command runs it right after taking the lock, so leftovers never block it.
 pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     let group = topology::instance_group(&cfg.state_dir);
+    remove_orphans_among(cfg, nl, state, &topology::scan_links(nl, state, group)?)
+}
+
+fn remove_orphans_among(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    links: &[Link],
+) -> Result<Vec<String>> {
+    let group = topology::instance_group(&cfg.state_dir);
     let mut changes = Vec::new();
     let wanted = topology::own_links(state);
-    let links = nl.links()?;
     // Veths first: a bridge goes last, after its ports.
     let mut orphans: Vec<_> = links
         .iter()

@@ -322,8 +322,19 @@ pub struct Store {
 /// The state, read under the exclusive lock; the lock is released on drop.
 pub struct Locked {
     pub state: State,
+    /// The previous holder of the lock died holding it (its name is still in the lock
+    /// file): it may have left kernel objects the state does not know.
+    pub interrupted: bool,
     path: PathBuf,
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
+}
+
+/// The holder's name leaves the lock file with the lock: a name found there on locking is
+/// a holder that was killed.
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.lock.set_len(0);
+    }
 }
 
 impl Store {
@@ -345,7 +356,7 @@ impl Store {
         let timeout = lock_timeout()?;
         let deadline = Instant::now() + timeout;
         let mut announced = false;
-        let lock = loop {
+        let (lock, interrupted) = loop {
             let file = open_lock_file(&lock_path)?;
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(mut lock) => {
@@ -355,11 +366,13 @@ impl Store {
                     if fs::metadata(&lock_path).map(|m| m.ino()).ok() != Some(ours) {
                         continue;
                     }
+                    let mut previous = String::new();
+                    let _ = lock.read_to_string(&mut previous);
                     let me = format!("{} {}\n", std::process::id(), own_command());
                     let _ = lock.set_len(0);
                     let _ = lock.rewind();
                     let _ = lock.write_all(me.as_bytes());
-                    break lock;
+                    break (lock, !previous.trim().is_empty());
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                     let holder = lock_holder(&lock_path);
@@ -386,8 +399,9 @@ impl Store {
         let state = read(&path)?;
         Ok(Locked {
             state,
+            interrupted,
             path,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -584,7 +598,13 @@ impl State {
 impl Locked {
     /// Writes the state atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self) -> Result<()> {
-        let dir = self.path.parent().expect("state file has a directory");
+        self.write()?.publish()
+    }
+
+    /// The slow half of [`Locked::save`]: the state written beside the state file and
+    /// synced, for [`Written::publish`] to put in place (a commit does this while the kernel
+    /// is being changed).
+    pub fn write(&self) -> Result<Written> {
         let tmp = self.path.with_extension("json.tmp");
         // Compact: with thousands of published ports every byte is parsed and fsynced per command.
         let text = serde_json::to_string(&self.state)?;
@@ -599,11 +619,35 @@ impl Locked {
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &self.path)
+        Ok(Written {
+            tmp,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// A state written and synced, not yet in place (removed if never published).
+pub struct Written {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Written {
+    /// Replaces the state file (atomically) and makes the rename durable.
+    pub fn publish(self) -> Result<()> {
+        let dir = self.path.parent().expect("state file has a directory");
+        fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("replacing {}", self.path.display()))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        // After publish the temporary name is gone already.
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 use anyhow::{Context, Result};
 
 use crate::{
-    netlink::Netlink,
+    netlink::{Link, Netlink},
     netns,
     state::{Container, Endpoint, Network},
 };
@@ -61,6 +61,17 @@ pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<Stri
         .chain(needs_vxlan(&state.networks).then_some(VXLAN_DEV))
         .map(str::to_string)
         .collect()
+}
+
+/// Every link of the namespace, the state's container veths with their index only (see
+/// [`Netlink::links_sparing`]: a full dump is slow with thousands of containers).
+pub fn scan_links(nl: &Netlink, state: &crate::state::State, group: u32) -> Result<Vec<Link>> {
+    let veths: std::collections::HashSet<&str> = state
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str()))
+        .collect();
+    nl.links_sparing(&veths, group)
 }
 
 /// The container end of an engine's veth while it is still in the host namespace (dockerd

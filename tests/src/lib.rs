@@ -50,7 +50,7 @@ sys.exit(1)
 /// which would send queries out of the sandbox.)
 pub const TINY_HTTP: &str = r#"
 import socket, sys, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
 body = sys.argv[3].encode()
 def serve(c):

@@ -55,6 +55,25 @@ fn published_ports_never_take_a_host_service_and_stay_reserved() {
         Some("host"),
         "the host service must keep its port"
     );
+    // Listeners on the IPv6 wildcard (sshd's usual [::]:22) and on loopback hold their
+    // ports too.
+    let _v6 = sb.host_http("::", 7002, "host6");
+    let _lo = sb.host_http("127.0.0.1", 7003, "lo");
+    for port in ["7002", "7003"] {
+        let err = sb.netctl_err(&[
+            "run",
+            "-d",
+            "--name",
+            "w",
+            "-p",
+            &format!("{port}:80"),
+            "--",
+            "sleep",
+            "60",
+        ]);
+        assert!(err.contains("address already in use"), "{port}: {err}");
+    }
+    assert_eq!(snapshot(&sb), before);
     // A range for one port skips the served port.
     sb.netctl_ok(&[
         "run",

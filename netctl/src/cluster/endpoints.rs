@@ -13,7 +13,7 @@ use super::{
 use crate::{
     ipam,
     netlink::Netlink,
-    state::{self, State},
+    state::{self, Endpoint, State},
     topology,
 };
 
@@ -167,24 +167,26 @@ pub fn claim(
 /// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
 /// cluster.
 pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
-    let mut out = Vec::new();
-    for c in before.containers.values() {
-        for ep in &c.endpoints {
-            let overlay = before
-                .networks
-                .get(&ep.network)
-                .is_some_and(|n| n.vni.is_some());
-            let kept = after
-                .containers
-                .values()
-                .flat_map(|c| c.endpoints.iter())
-                .any(|e| e.endpoint_id == ep.endpoint_id);
-            if overlay && !kept {
-                out.push((ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()));
-            }
-        }
-    }
-    out
+    let overlay = |ep: &Endpoint| {
+        before
+            .networks
+            .get(&ep.network)
+            .is_some_and(|n| n.vni.is_some())
+    };
+    let kept: std::collections::HashSet<&str> = after
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|e| overlay(e))
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
+    before
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
+        .map(|ep| (ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()))
+        .collect()
 }
 
 /// Local copies of overlay networks no local container uses any more: the host leaves them

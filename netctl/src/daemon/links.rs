@@ -44,8 +44,12 @@ fn watch() -> Result<()> {
     let mut seen = interfaces(&nl)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // Any message (or ENOBUFS: some were lost) means "look again".
-        let _ = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty());
+        // A message about a link that is no netctl instance's (or ENOBUFS: some were lost)
+        // means "look again"; each container's veth comes with its own burst of messages.
+        match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) if !concerns_uplinks(&buf[..n]) => continue,
+            _ => {}
+        }
         std::thread::sleep(SETTLE);
         while recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok() {}
         let now = interfaces(&nl)?;
@@ -59,6 +63,49 @@ fn watch() -> Result<()> {
         }
         seen = now;
     }
+}
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const IFLA_GROUP: u16 = 27;
+
+/// Whether a datagram of link and address messages may change the uplinks: anything but
+/// link messages about links in some netctl instance's interface group.
+fn concerns_uplinks(buf: &[u8]) -> bool {
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|v| u16::from_ne_bytes([v[0], v[1]]));
+    let u32_at = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+    };
+    let mut msgs = buf;
+    // nlmsghdr (16 bytes: length, type, …), then ifinfomsg (16), then attributes.
+    while let (Some(len), Some(kind)) = (u32_at(msgs, 0), u16_at(msgs, 4)) {
+        let len = len as usize;
+        if len < 16 || len > msgs.len() {
+            return true;
+        }
+        let msg = &msgs[..len];
+        if kind != RTM_NEWLINK && kind != RTM_DELLINK {
+            return true;
+        }
+        let mut attrs = msg.get(32..).unwrap_or_default();
+        let mut group = None;
+        while let (Some(alen), Some(atype)) = (u16_at(attrs, 0), u16_at(attrs, 2)) {
+            let alen = alen as usize;
+            if alen < 4 || alen > attrs.len() {
+                break;
+            }
+            if atype == IFLA_GROUP {
+                group = u32_at(attrs, 4);
+            }
+            attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
+        }
+        if group.is_none_or(|g| g & crate::topology::GROUP_FLAG == 0) {
+            return true;
+        }
+        msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+    }
+    false
 }
 
 /// Index, name, up, IPv4 addresses.
@@ -94,4 +141,47 @@ fn catch_up() -> Result<Vec<String>> {
     let state = tx.state().clone();
     let report = reconcile::apply(&ctx.cfg, &ctx.nl, &state, false)?;
     Ok(report.changes.into_iter().chain(report.problems).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link message (nlmsghdr, ifinfomsg, an IFLA_IFNAME and optionally an IFLA_GROUP).
+    fn link_msg(kind: u16, group: Option<u32>) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        attrs.extend(8u16.to_ne_bytes());
+        attrs.extend(3u16.to_ne_bytes()); // IFLA_IFNAME "ab\0" padded
+        attrs.extend(b"ab\0\0");
+        if let Some(g) = group {
+            attrs.extend(8u16.to_ne_bytes());
+            attrs.extend(IFLA_GROUP.to_ne_bytes());
+            attrs.extend(g.to_ne_bytes());
+        }
+        let len = 32 + attrs.len() as u32;
+        let mut m = Vec::new();
+        m.extend(len.to_ne_bytes());
+        m.extend(kind.to_ne_bytes());
+        m.extend([0u8; 10]); // flags, sequence, port id
+        m.extend([0u8; 16]); // ifinfomsg
+        m.extend(attrs);
+        m
+    }
+
+    #[test]
+    fn only_foreign_links_concern_uplinks() {
+        let ours = Some(crate::topology::GROUP_FLAG | 5);
+        assert!(!concerns_uplinks(&link_msg(RTM_NEWLINK, ours)));
+        assert!(!concerns_uplinks(
+            &[link_msg(RTM_NEWLINK, ours), link_msg(RTM_DELLINK, ours)].concat()
+        ));
+        assert!(concerns_uplinks(&link_msg(RTM_NEWLINK, Some(0))));
+        assert!(concerns_uplinks(&link_msg(RTM_DELLINK, None)));
+        assert!(concerns_uplinks(
+            &[link_msg(RTM_NEWLINK, ours), link_msg(RTM_NEWLINK, Some(1))].concat()
+        ));
+        // An address message, or a truncated one: look again.
+        assert!(concerns_uplinks(&link_msg(20, ours)));
+        assert!(concerns_uplinks(&link_msg(RTM_NEWLINK, ours)[..20]));
+    }
 }

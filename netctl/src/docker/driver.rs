@@ -346,7 +346,7 @@ fn program(eid: &str, options: &Value) -> Result<()> {
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read(),
+            &crate::hostports::HostSockets::read_for(&specs),
         )?;
         let ifname = interface_in_sandbox(&c);
         let c = tx.state().containers.get_mut(&c.name).expect("found");
