@@ -65,6 +65,8 @@ impl Ctx {
             before,
             undo: Vec::new(),
             wait_daemon: true,
+            early: Vec::new(),
+            notify_daemon: false,
         })
     }
 }
@@ -75,6 +77,9 @@ impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if !self.undo.is_empty() || self.locked.state != self.before {
             self.abort();
+        }
+        if self.notify_daemon {
+            crate::daemon::lifecycle::after_commit(&self.ctx.cfg, &self.before, false);
         }
     }
 }
@@ -110,6 +115,10 @@ pub struct Tx<'a> {
     /// Whether the commit waits until the daemon serves the new state (names resolve when
     /// the command returns).
     wait_daemon: bool,
+    /// Attachments under way to veths this change created ([`Tx::attach_early`]).
+    early: Vec<std::thread::JoinHandle<()>>,
+    /// The daemon is to be told of the committed state when the change ends.
+    notify_daemon: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -117,6 +126,29 @@ impl<'a> Tx<'a> {
     /// addition whose caller does not need its names at once (a CNI runtime's ADD).
     pub fn dont_wait_for_daemon(&mut self) {
         self.wait_daemon = false;
+    }
+
+    /// Starts attaching the datapath to a container veth this change created, so that the
+    /// kernel's wait for the attachment overlaps the rest of the change. Best effort: the
+    /// commit's reconcile attaches whatever this did not.
+    pub fn attach_early(&mut self, host_veth: &str) {
+        // Loading the programs (the first container) is left to the reconcile.
+        let Some(dp) = crate::dataplane::Dataplane::open_existing(&self.ctx.cfg) else {
+            return;
+        };
+        let name = host_veth.to_string();
+        self.early.push(std::thread::spawn(move || {
+            if let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) {
+                let _ = dp.attach_container_veth(&name, index);
+            }
+        }));
+    }
+
+    /// Waits for the attachments [`Tx::attach_early`] started.
+    fn join_early(&mut self) {
+        for h in self.early.drain(..) {
+            let _ = h.join();
+        }
     }
 
     pub fn state(&mut self) -> &mut State {
@@ -147,6 +179,7 @@ impl<'a> Tx<'a> {
 
     /// Undoes the kernel side of the changes made so far (the state was not saved).
     pub fn abort(&mut self) {
+        self.join_early();
         self.locked.state = self.before.clone();
         let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
         for f in self.undo.drain(..).rev() {
@@ -161,9 +194,11 @@ impl<'a> Tx<'a> {
         }
         // The new state is written (and synced) while the kernel is changed; it replaces the
         // state file only once the kernel has it.
+        let early = std::mem::take(&mut self.early);
         let (applied, written) = std::thread::scope(|s| {
             let writing = s.spawn(|| self.locked.write());
-            let applied = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.locked.state, full);
+            let (cfg, nl, state) = (&self.ctx.cfg, &self.ctx.nl, &self.locked.state);
+            let applied = reconcile::apply_after(cfg, nl, state, full, early);
             let written = writing
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the state failed (panic)")));
@@ -183,7 +218,13 @@ impl<'a> Tx<'a> {
                 self.release_overlay_addresses();
                 let cfg = &self.ctx.cfg;
                 crate::etc::follow(cfg, &self.before, &self.locked.state, full);
-                crate::daemon::lifecycle::after_commit(cfg, &self.locked.state, self.wait_daemon);
+                if self.wait_daemon {
+                    crate::daemon::lifecycle::after_commit(cfg, &self.locked.state, true);
+                } else {
+                    // Told as the command ends, so that its reload does not compete with
+                    // the rest of the command for the CPU.
+                    self.notify_daemon = true;
+                }
                 self.before = self.locked.state.clone();
                 self.undo.clear();
                 Ok(r)

@@ -92,6 +92,17 @@ pub struct Report {
 /// trusting the record of the last apply (`netctl sync`). Errors are the datapath's (programs,
 /// maps): then the kernel may be half-way and the caller restores the previous state.
 pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Report> {
+    apply_after(cfg, nl, state, full, Vec::new())
+}
+
+/// [`apply`], attaching programs only once the attachments `early` started are done.
+pub fn apply_after(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    full: bool,
+    early: Vec<std::thread::JoinHandle<()>>,
+) -> Result<Report> {
     let group = topology::instance_group(&cfg.state_dir);
     let mut r = Report::default();
     let forward_open = enable_forwarding(&cfg.state_dir, !state.networks.is_empty())?;
@@ -162,11 +173,16 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
     // are computed and written meanwhile, on this thread, for the uplinks as planned.
     let planned = uplinks.clone();
     let (attached, mapped) = std::thread::scope(|s| {
-        let attaching = s.spawn(|| attach_programs(cfg, &dp, uplinks, &veths, tunnel));
+        let attaching = s.spawn(|| {
+            for h in early {
+                let _ = h.join();
+            }
+            attach_programs(cfg, &dp, uplinks, &veths, tunnel)
+        });
         let mapped = MapInputs::read(cfg, nl, state).and_then(|inputs| {
             let host = inputs.view(cfg, &links, &planned, forward_open);
             let changes = dp.apply(&maps::desired(state, &host), full)?;
-            Ok((inputs, changes))
+            Ok((inputs, changes, reserve_ports(cfg, state)))
         });
         let attached = attaching
             .join()
@@ -176,8 +192,12 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
     let (changes, uplinks) = attached?;
     r.changes.extend(changes);
     crate::failpoint::step("reconcile: programs attached");
-    let (inputs, changes) = mapped?;
+    let (inputs, changes, reserved) = mapped?;
     r.changes.extend(changes);
+    match reserved {
+        Ok(change) => r.changes.extend(change),
+        Err(e) => r.problems.push(format!("reserving ports: {e:#}")),
+    }
     if uplinks != planned {
         // XDP fell back to TC: the uplinks' map entries say so.
         let host = inputs.view(cfg, &links, &uplinks, forward_open);
@@ -185,20 +205,18 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
             .extend(dp.apply(&maps::desired(state, &host), false)?);
     }
 
-    // The host never picks a published port or a NAT source port for its own connections.
+    Ok(r)
+}
+
+/// The host never picks a published port or a NAT source port for its own connections.
+fn reserve_ports(cfg: &Config, state: &State) -> Result<Option<String>> {
     let mut ours: std::collections::BTreeSet<u16> =
         state.all_ports().map(|(_, p)| p.host_port).collect();
     if !state.networks.is_empty() {
         ours.extend(maps::NAT_PORTS.0..=maps::NAT_PORTS.1);
     }
-    match crate::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours) {
-        Ok(true) => r
-            .changes
-            .push("updated net.ipv4.ip_local_reserved_ports".into()),
-        Ok(false) => {}
-        Err(e) => r.problems.push(format!("reserving ports: {e:#}")),
-    }
-    Ok(r)
+    let reserved = crate::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours)?;
+    Ok(reserved.then(|| "updated net.ipv4.ip_local_reserved_ports".to_string()))
 }
 
 /// Uplinks as the attachments take them: name, ifindex, with XDP.

@@ -96,6 +96,9 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
     let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &req, ctx.group)?;
+    for ep in &c.endpoints {
+        tx.attach_early(&ep.host_veth);
+    }
     tx.commit()?;
     let ns = c.netns_path(&ctx.cfg.state_dir);
     let dir = containers::dir(&ctx.cfg.state_dir, &c.id);

@@ -120,6 +120,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
     };
     let addr = Addr::new(req.ip.as_deref(), claimed.as_ref());
     let (c, ep) = containers::attach_engine(&ctx.nl, tx.state(), &attach, addr, ctx.group)?;
+    tx.attach_early(&ep.host_veth);
     // The runtime waits for this ADD; the resolver takes the new name a moment later.
     tx.dont_wait_for_daemon();
     tx.commit()?;

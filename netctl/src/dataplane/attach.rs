@@ -103,6 +103,14 @@ pub fn reconcile(pins: &Pins, hash: &str, desired: &[Attachment], xdp: XdpMode) 
     Ok(changes)
 }
 
+/// Attaches `att` unless its pin is there already (see [`reconcile`], which keeps it).
+pub fn attach_missing(pins: &Pins, hash: &str, att: &Attachment, xdp: XdpMode) -> Result<()> {
+    if !pin_path(pins, hash, att).exists() {
+        attach(pins, hash, att, xdp)?;
+    }
+    Ok(())
+}
+
 fn pin_path(pins: &Pins, hash: &str, att: &Attachment) -> std::path::PathBuf {
     pins.links()
         .join(format!("{}@{}@{}", att.program, att.ifindex, hash))

@@ -159,6 +159,14 @@ impl Dataplane {
         Ok(changes)
     }
 
+    /// Attaches the container program to one veth ahead of the reconcile (which then finds
+    /// it attached): a TCX attachment waits for an RCU grace period, which a command spends
+    /// on the rest of its work this way.
+    pub fn attach_container_veth(&self, name: &str, index: u32) -> Result<()> {
+        let a = att(programs::FROM_CONTAINER, ProgKind::Tc, name, index, false);
+        attach::attach_missing(&self.pins, &self.hash, &a, self.xdp)
+    }
+
     /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
     /// entries of removed containers and ports go too, so a reused address or port never
     /// inherits an old flow.
@@ -621,6 +629,14 @@ fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bo
 /// Where the cgroup v2 hierarchy is mounted (its root covers every process): /sys/fs/cgroup
 /// on a unified host, /sys/fs/cgroup/unified on a hybrid one.
 pub fn cgroup_root() -> Option<String> {
+    // The usual places first: /proc/mounts lists every namespace handle too (thousands).
+    for dir in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if nix::sys::statfs::statfs(dir)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return Some(dir.to_string());
+        }
+    }
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
     mounts
         .lines()

@@ -289,6 +289,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
             let _ = ctx.nl.del_link(index);
             return Err(err);
         }
+        tx.attach_early(&ep.host_veth);
         let name = format!("dk-{}", short(eid));
         let mut c =
             crate::containers::engine_container(eid, &name, PathBuf::from(sandbox), "docker");
