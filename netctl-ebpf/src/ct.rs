@@ -201,7 +201,8 @@ pub fn track(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntry> {
     if reply {
         shared |= CT_SEEN_REPLY;
     }
-    if h.proto == proto::TCP {
+    // A later fragment has no TCP header: nothing to learn about the sequence numbers.
+    if h.proto == proto::TCP && !h.l4_absent {
         if h.tcp_flags & TCP_RST != 0 {
             if rst_in_window(e, fl, peer, flags(p), h) {
                 shared |= CT_RST;
@@ -446,7 +447,7 @@ pub fn entry(kind: u8, flags: u64, peer: CtKey) -> CtEntry {
 #[inline(always)]
 pub fn opening(kind: u8, peer: CtKey, h: &Hdr) -> CtEntry {
     let mut e = entry(kind, 0, peer);
-    if h.proto == proto::TCP {
+    if h.proto == proto::TCP && !h.l4_absent {
         e.seq_end = h.seq_end;
         e.flags |= CT_SEQ;
         if h.tcp_flags & TCP_ACK != 0 {

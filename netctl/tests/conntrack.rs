@@ -528,3 +528,41 @@ fn a_nat_port_without_flow_is_not_answered_unless_a_host_socket_owns_it() {
     let (v, out) = w.run("uplink_ingress", &pkt);
     assert_eq!((v, out), (TC_ACT_OK, pkt));
 }
+
+#[test]
+fn a_later_tcp_fragment_leaves_the_sequence_window_alone() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // Sequence numbers past 2^31, where a later fragment's absent header (read as 0) would
+    // look like a segment ahead of the window.
+    let isn = 3_000_000_000u32;
+    let c = |flags, seq, ack, data: &[u8]| tcp_full(CLIENT, 40000, H, 8080, flags, seq, ack, data);
+    w.run("uplink_ingress", &c(SYN, isn, 0, b""));
+    w.run(
+        "uplink_egress",
+        &tcp_full(WEB, 80, CLIENT, 40000, SYN_ACK, 500, isn + 1, b""),
+    );
+    w.run("uplink_ingress", &c(ACK, isn + 1, 501, b""));
+    let orig = key(CLIENT, 40000, H, 8080, TCP);
+    // A 40-byte segment in two fragments: the TCP header and 4 bytes, then the rest.
+    let payload = [7u8; 40];
+    let seg = tcp_seg(CLIENT, 40000, H, 8080, ACK, isn + 1, 501, &payload);
+    let (first, rest) = seg.split_at(24);
+    w.run(
+        "uplink_ingress",
+        &eth(ipv4(TCP, CLIENT, H, first.to_vec(), 0x2000)),
+    );
+    let after_first = w.ct_get(&orig).unwrap().0.seq_end;
+    assert_eq!(after_first, isn + 1 + 4, "what the first fragment shows");
+    let (v, _) = w.run(
+        "uplink_ingress",
+        &eth(ipv4(TCP, CLIENT, H, rest.to_vec(), 0x0003)),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    assert_eq!(w.ct_get(&orig).unwrap().0.seq_end, after_first);
+    // So a blind RST with sequence number 0 still does not close the flow.
+    w.run("uplink_ingress", &c(RST, 0, 0, b""));
+    assert_eq!(w.ct_get(&orig).unwrap().0.flags & CT_RST, 0);
+}
