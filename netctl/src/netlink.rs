@@ -255,9 +255,12 @@ impl Netlink {
 
     pub fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
-        self.rt
-            .block_on(self.handle.link().set(msg).execute())
-            .with_context(|| format!("attaching link {index} to bridge {bridge}"))
+        match self.rt.block_on(self.handle.link().set(msg).execute()) {
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EXFULL => Err(anyhow!(
+                "the network's bridge is full: a Linux bridge takes at most 1,023 interfaces; put more containers on another network"
+            )),
+            r => r.with_context(|| format!("attaching link {index} to bridge {bridge}")),
+        }
     }
 
     pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {

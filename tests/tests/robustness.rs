@@ -313,6 +313,56 @@ fn a_failed_first_run_does_not_leave_the_default_network() {
 }
 
 #[test]
+fn a_full_bridge_is_a_clear_error_and_changes_nothing() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    // The interfaces filling the bridge are no uplinks.
+    sb.env("NETCTL_UPLINKS", netctl_tests::UPLINK);
+    sb.netctl_ok(&["network", "create", "--subnet", "10.77.0.0/16", "big"]);
+    let bridge = sb.state()["networks"]["big"]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A Linux bridge takes 1,023 ports: fill it with someone else's.
+    let batch: String = (0..1023)
+        .map(|i| {
+            format!("link add fx{i} type veth peer name fy{i}\nlink set fx{i} master {bridge}\n")
+        })
+        .collect();
+    let path = sb.state_dir.with_extension("batch");
+    std::fs::write(&path, batch).unwrap();
+    let out = sb.host_sh(&format!("ip -batch {}", path.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(path);
+    // (The daemon may hold the lock for a moment: 2,046 new interfaces to look at.)
+    let before = snapshot(&sb);
+    let run = [
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "big",
+        "--",
+        "sleep",
+        "1",
+    ];
+    let err = sb.netctl_err(&run);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("netctl: ")
+            && last.contains("bridge is full")
+            && last.contains("another network"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&sb), before, "a refused run changed something");
+}
+
+#[test]
 fn not_root_is_refused() {
     require_sandbox!();
     let sb = Sandbox::new();
