@@ -67,6 +67,7 @@ impl Ctx {
             wait_daemon: true,
             early: Vec::new(),
             notify_daemon: false,
+            committed: false,
         })
     }
 }
@@ -75,11 +76,11 @@ impl Ctx {
 /// nothing behind.
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if !self.undo.is_empty() || self.locked.state != self.before {
+        if !self.committed && (!self.undo.is_empty() || self.locked.state != self.before) {
             self.abort();
         }
         if self.notify_daemon {
-            crate::daemon::lifecycle::after_commit(&self.ctx.cfg, &self.before, false);
+            crate::daemon::lifecycle::after_commit(&self.ctx.cfg, &self.locked.state, false);
         }
     }
 }
@@ -119,6 +120,9 @@ pub struct Tx<'a> {
     early: Vec<std::thread::JoinHandle<()>>,
     /// The daemon is to be told of the committed state when the change ends.
     notify_daemon: bool,
+    /// The state is as committed (or saved) and `before` is stale: it is copied from the
+    /// state only when the command goes on changing it (a copy of a big state costs).
+    committed: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -152,6 +156,10 @@ impl<'a> Tx<'a> {
     }
 
     pub fn state(&mut self) -> &mut State {
+        if self.committed {
+            self.before = self.locked.state.clone();
+            self.committed = false;
+        }
         &mut self.locked.state
     }
 
@@ -168,7 +176,7 @@ impl<'a> Tx<'a> {
     /// Saves a change that needs no kernel change (a process's pid).
     pub fn save(&mut self) -> Result<()> {
         self.locked.save()?;
-        self.before = self.locked.state.clone();
+        self.committed = true;
         Ok(())
     }
 
@@ -178,7 +186,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Undoes the kernel side of the changes made so far (the state was not saved).
-    pub fn abort(&mut self) {
+    fn abort(&mut self) {
         self.join_early();
         self.locked.state = self.before.clone();
         let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
@@ -189,8 +197,9 @@ impl<'a> Tx<'a> {
 
     fn finish(&mut self, full: bool) -> Result<Report> {
         // A host leaves an overlay network with its last container there.
-        for name in crate::cluster::endpoints::idle_overlays(&self.locked.state) {
-            self.locked.state.networks.remove(&name);
+        let state = self.state();
+        for name in crate::cluster::endpoints::idle_overlays(state) {
+            state.networks.remove(&name);
         }
         // The new state is written (and synced) while the kernel is changed; it replaces the
         // state file only once the kernel has it.
@@ -225,7 +234,7 @@ impl<'a> Tx<'a> {
                     // the rest of the command for the CPU.
                     self.notify_daemon = true;
                 }
-                self.before = self.locked.state.clone();
+                self.committed = true;
                 self.undo.clear();
                 Ok(r)
             }

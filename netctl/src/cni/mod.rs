@@ -33,7 +33,13 @@ pub fn main() -> i32 {
         Ok(None) => 0,
         Err(e) => {
             println!("{}", e.to_json(&version));
-            eprintln!("netctl (CNI): {}", e.msg);
+            // The whole chain for a person reading the runtime's log.
+            let text = if e.details.is_empty() {
+                &e.msg
+            } else {
+                &e.details
+            };
+            eprintln!("netctl (CNI): {text}");
             1
         }
     }

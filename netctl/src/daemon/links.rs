@@ -88,6 +88,12 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
         if kind != RTM_NEWLINK && kind != RTM_DELLINK {
             return true;
         }
+        // A bridge's notice about one of its ports (family AF_BRIDGE) carries no group; what
+        // matters of a link (existence, name, state) comes in its own link message anyway.
+        if msg.get(16) == Some(&(libc::AF_BRIDGE as u8)) {
+            msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+            continue;
+        }
         let mut attrs = msg.get(32..).unwrap_or_default();
         let mut group = None;
         while let (Some(alen), Some(atype)) = (u16_at(attrs, 0), u16_at(attrs, 2)) {
@@ -149,6 +155,10 @@ mod tests {
 
     /// A link message (nlmsghdr, ifinfomsg, an IFLA_IFNAME and optionally an IFLA_GROUP).
     fn link_msg(kind: u16, group: Option<u32>) -> Vec<u8> {
+        family_msg(kind, libc::AF_UNSPEC as u8, group)
+    }
+
+    fn family_msg(kind: u16, family: u8, group: Option<u32>) -> Vec<u8> {
         let mut attrs = Vec::new();
         attrs.extend(8u16.to_ne_bytes());
         attrs.extend(3u16.to_ne_bytes()); // IFLA_IFNAME "ab\0" padded
@@ -163,7 +173,8 @@ mod tests {
         m.extend(len.to_ne_bytes());
         m.extend(kind.to_ne_bytes());
         m.extend([0u8; 10]); // flags, sequence, port id
-        m.extend([0u8; 16]); // ifinfomsg
+        m.push(family);
+        m.extend([0u8; 15]); // the rest of ifinfomsg
         m.extend(attrs);
         m
     }
@@ -179,6 +190,14 @@ mod tests {
         assert!(concerns_uplinks(&link_msg(RTM_DELLINK, None)));
         assert!(concerns_uplinks(
             &[link_msg(RTM_NEWLINK, ours), link_msg(RTM_NEWLINK, Some(1))].concat()
+        ));
+        // A bridge's notice about a port: the port's own messages say what matters.
+        assert!(!concerns_uplinks(
+            &[
+                link_msg(RTM_NEWLINK, ours),
+                family_msg(RTM_NEWLINK, libc::AF_BRIDGE as u8, None)
+            ]
+            .concat()
         ));
         // An address message, or a truncated one: look again.
         assert!(concerns_uplinks(&link_msg(20, ours)));
