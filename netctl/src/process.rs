@@ -433,14 +433,19 @@ fn stop(pids: impl Fn() -> Vec<i32>, grace: Duration) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    for _ in 0..50 {
+    // A killed process is usually gone (reaped) within a millisecond or two: look soon, then
+    // less often, for a second at most.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < deadline {
         if !signal_all(Signal::SIGKILL) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
         if all_gone() {
             return;
         }
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
