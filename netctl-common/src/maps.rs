@@ -58,15 +58,24 @@ pub struct FragKey {
     pub _pad: u8,
 }
 
-/// The first fragment's source and destination port (echo: the identifier twice).
+/// The first fragment's source and destination port (echo: the identifier twice), and when
+/// it passed (`bpf_ktime_get_ns`): a record older than [`FRAG_TTL_NS`] is another datagram's
+/// that reused the IP ID, never used.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragPorts {
     pub sport: u16,
     pub dport: u16,
+    pub _pad: u32,
+    pub seen: u64,
 }
 
+/// How long a datagram's fragments may take: the kernel's reassembly timeout
+/// (`net.ipv4.ipfrag_time`, 30 s).
+pub const FRAG_TTL_NS: u64 = 30_000_000_000;
+
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragPorts>() == 16);
 
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";

@@ -5,7 +5,7 @@ use core::mem::offset_of;
 
 use netctl_common::{
     ct::CtKey,
-    maps::{FragKey, FragPorts},
+    maps::{FragKey, FragPorts, FRAG_TTL_NS},
     proto,
 };
 use network_types::{
@@ -213,11 +213,14 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         _pad: 0,
     };
     // A later fragment has no L4 header: the ports are those its first fragment carried
-    // through this hook. Without them (it came first, or the first went elsewhere) it is left
-    // as it is, as before reassembly.
+    // through this hook. Without them (it came first, or the first went elsewhere, or a record
+    // is older than a reassembly may take: the IP ID came round again) it is left as it is,
+    // as before reassembly.
     if frags & IP_OFFSET != 0 {
         // SAFETY: read-only copy of a value the programs write whole.
-        if let Some(f) = unsafe { FRAGS.get(frag_key) } {
+        let known = unsafe { FRAGS.get(frag_key) }
+            .filter(|f| crate::ct::now().wrapping_sub(f.seen) <= FRAG_TTL_NS);
+        if let Some(f) = known {
             h.sport = f.sport;
             h.dport = f.dport;
             h.frag_known = true;
@@ -272,6 +275,8 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         let ports = FragPorts {
             sport: h.sport,
             dport: h.dport,
+            _pad: 0,
+            seen: crate::ct::now(),
         };
         let _ = FRAGS.insert(frag_key, ports, 0);
     }

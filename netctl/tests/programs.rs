@@ -13,7 +13,10 @@ use aya::maps::{Array, HashMap};
 use netctl::dataplane::maps::raw;
 use netctl_common::{
     drop::DropReason,
-    maps::{LinkKey, CONFIG_FORWARD_OPEN, EVENTS, LINKS, LINK_FROM_PORT, LINK_TO_PORT, TRACE},
+    maps::{
+        FragKey, FragPorts, LinkKey, CONFIG_FORWARD_OPEN, EVENTS, FRAGS, FRAG_TTL_NS, LINKS,
+        LINK_FROM_PORT, LINK_TO_PORT, TRACE,
+    },
     stats::Hook,
 };
 use world::*;
@@ -368,6 +371,47 @@ fn fragments_follow_their_first_fragment_through_nat() {
     let (_, stray) = udp_fragments(CLIENT, 5000, H, 5353, 8);
     let (v, out) = w.run("uplink_ingress", &stray);
     assert_eq!((v, &out[..]), (TC_ACT_OK, &stray[..]));
+
+    // A record older than a reassembly may take belongs to an earlier datagram with the same
+    // IP ID: not used. The same record made fresh is.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    let record = |seen| {
+        let key = FragKey {
+            saddr: raw(ip(CLIENT)),
+            daddr: raw(ip(H)),
+            id: u16::from_ne_bytes(11u16.to_be_bytes()),
+            proto: UDP,
+            _pad: 0,
+        };
+        let ports = FragPorts {
+            sport: u16::from_ne_bytes(5000u16.to_be_bytes()),
+            dport: u16::from_ne_bytes(5353u16.to_be_bytes()),
+            _pad: 0,
+            seen,
+        };
+        (key, ports)
+    };
+    let (_, late) = udp_fragments(CLIENT, 5000, H, 5353, 11);
+    for (seen, translated) in [
+        (now_ns.saturating_sub(2 * FRAG_TTL_NS), false),
+        (now_ns, true),
+    ] {
+        if now_ns < 3 * FRAG_TTL_NS {
+            break; // a machine up for less than 90 s cannot date a record that far back
+        }
+        let (k, p) = record(seen);
+        let mut frags: HashMap<_, FragKey, FragPorts> =
+            w.ebpf.map_mut(FRAGS).unwrap().try_into().unwrap();
+        frags.insert(k, p, 0).unwrap();
+        let (v, out) = w.run("uplink_ingress", &late);
+        assert!(v == TC_ACT_OK || v == TC_ACT_REDIRECT);
+        assert_eq!(
+            later(&out).1 == ip(WEB),
+            translated,
+            "record seen at {seen}"
+        );
+    }
 
     // Out through masquerade: the first fragment gets the NAT source port, the later one the
     // same address.
