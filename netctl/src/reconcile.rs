@@ -37,10 +37,24 @@ pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(Strin
     Ok(links
         .iter()
         .filter(|l| {
-            l.name != "lo" && l.group & topology::GROUP_FLAG == 0 && !own.contains(l.name.as_str())
+            l.name != "lo"
+                && l.group & topology::GROUP_FLAG == 0
+                && !own.contains(l.name.as_str())
+                && !aggregated(l, links)
         })
         .map(|l| (l.name.clone(), l.index))
         .collect())
+}
+
+/// A port of a bridge or bond (another engine's container veth on its bridge, a NIC in br0 or
+/// bond0): what it receives for the host arrives on the bridge or bond, which is the uplink.
+/// netctl leaves such ports alone.
+fn aggregated(l: &Link, links: &[Link]) -> bool {
+    l.controller.is_some_and(|c| {
+        links
+            .iter()
+            .any(|m| m.index == c && matches!(m.kind.as_str(), "bridge" | "bond" | "team"))
+    })
 }
 
 /// Containers route through the host, as Docker sets up (`enable`). The first time netctl

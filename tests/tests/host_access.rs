@@ -338,3 +338,39 @@ fn published_ports_answer_on_every_interface_even_without_a_default_route() {
     let out = only.netctl_ok(&["sync"]);
     assert!(out.contains("attached uplink_ingress to up0"), "{out}");
 }
+
+#[test]
+fn another_engines_bridge_is_an_uplink_its_ports_are_left_alone() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let r: u8 = sb.host_ip.split('.').nth(2).unwrap().parse().unwrap();
+    let (gw, client) = (format!("100.68.{r}.1"), format!("100.68.{r}.2"));
+    // Another engine's bridge (docker0, cni0) with a container on it.
+    let ns = sb.add_peer_namespace("other", "fv0", &gw, &client);
+    let bridge = format!(
+        "ip addr flush dev fv0 && ip link add fbr0 type bridge && ip link set fv0 master fbr0 \
+         && ip addr add {gw}/24 dev fbr0 && ip link set fbr0 up"
+    );
+    assert!(sb.host_sh(&bridge).status.success());
+    sb.whoami("web", None, &["8080:80"], 80);
+    // Its containers reach a published port through the host's address on their bridge.
+    let out = sb.ns_sh(&ns, &format!("curl -sf --max-time 3 http://{gw}:8080/"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), client);
+    // The bridge carries netctl's uplink programs; its port does not.
+    let index = |dev: &str| {
+        let out = sb.host_sh(&format!("ip -o link show dev {dev} | cut -d: -f1"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Link pins: $NETCTL_BPFFS/v<layout>/links/<program>@<ifindex>@<hash>.
+    let out = sb.host_sh(&format!("ls {}/v*/links", sb.bpffs.display()));
+    let pins: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let on = |dev: &str| {
+        let i = index(dev);
+        pins.iter().any(|p| p.split('@').nth(1) == Some(i.as_str()))
+    };
+    assert!(on("fbr0"), "{pins:?}");
+    assert!(!on("fv0"), "{pins:?}");
+}

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
     long_about = "Docker-style container networks with an eBPF dataplane (no iptables).\n\n\
         netctl acts on the network namespace it runs in. State lives in NETCTL_STATE_DIR \
         (default /var/lib/netctl), pinned eBPF objects in NETCTL_BPFFS (default \
-        /sys/fs/bpf/netctl). Uplinks are every interface that is not netctl's own, or NETCTL_UPLINKS \
+        /sys/fs/bpf/netctl). Uplinks are every interface that is not netctl's own nor a bridge or bond port, or NETCTL_UPLINKS \
         (comma list) to restrict them. NETCTL_XDP=auto|native|generic|off picks how XDP attaches (auto: \
         native on physical NICs, TC only on veth and other virtual uplinks). \
         NETCTL_FASTPATH=off routes published-port traffic through the bridge and host stack. \

@@ -114,8 +114,8 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
     false
 }
 
-/// Index, name, up, IPv4 addresses.
-type Interface = (u32, String, bool, Vec<String>);
+/// Index, name, up, the bridge or bond it is a port of, IPv4 addresses.
+type Interface = (u32, String, bool, Option<u32>, Vec<String>);
 
 /// What the uplinks depend on: every interface that is not some netctl instance's own (index,
 /// name, up) and its IPv4 addresses. Netctl's own bridges and veths come and go with every
@@ -133,7 +133,7 @@ fn interfaces(nl: &Netlink) -> Result<Vec<Interface>> {
                 .map(|(_, n)| n.to_string())
                 .collect();
             a.sort();
-            (l.index, l.name, l.up, a)
+            (l.index, l.name, l.up, l.controller, a)
         })
         .collect();
     out.sort();
