@@ -76,7 +76,10 @@ impl Ctx {
 /// nothing behind.
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if !self.committed && (!self.undo.is_empty() || self.locked.state != self.before) {
+        if !self.undo.is_empty() || (!self.committed && self.locked.state != self.before) {
+            if self.committed {
+                self.before = self.locked.state.clone(); // what to go back to: the saved state
+            }
             self.abort();
         }
         if self.notify_daemon {
