@@ -105,13 +105,8 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
         let mut buf = vec![0u8; 32 * 1024];
         'dump: loop {
             let n = sock.read(&mut buf)?;
-            let mut msgs = &buf[..n];
-            while msgs.len() >= 16 {
-                let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-                if len < 16 || len > msgs.len() {
-                    break;
-                }
+            for m in crate::netlink::messages(&buf[..n]) {
+                let Ok((kind, msg)) = m else { break };
                 match kind {
                     NLMSG_DONE => break 'dump,
                     NLMSG_ERROR => return Err(std::io::Error::other("sock_diag dump refused")),
@@ -119,7 +114,7 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
                 }
                 // inet_diag_msg: family, state, timer, retrans, then the socket ID: source
                 // port (big endian), destination port, source address (16 bytes).
-                if let Some(m) = msgs.get(16..16 + 24) {
+                if let Some(m) = msg.get(16..16 + 24) {
                     let port = u16::from_be_bytes([m[4], m[5]]);
                     let src: [u8; 16] = m[8..24].try_into().expect("16 bytes");
                     let addr = if m[0] == libc::AF_INET as u8 {
@@ -134,7 +129,6 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
                         server: true,
                     });
                 }
-                msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
             }
         }
     }
@@ -182,21 +176,20 @@ impl HostSockets {
     /// /proc/net/tcp walks bucket by bucket (milliseconds on a big host).
     pub fn read_for(specs: &[crate::ports::PortSpec]) -> Self {
         let pick = specs.iter().any(|s| s.host.is_none());
-        let mut all = Vec::new();
         let listeners = if pick { None } else { tcp_listeners().ok() };
-        let tcp_files: &[_] = match listeners {
-            Some(l) => {
-                all = l;
-                &[]
+        let tcp_from_proc = listeners.is_none();
+        let mut all = listeners.unwrap_or_default();
+        for (file, proto, v6) in [
+            ("tcp", Proto::Tcp, false),
+            ("tcp6", Proto::Tcp, true),
+            ("udp", Proto::Udp, false),
+            ("udp6", Proto::Udp, true),
+        ] {
+            if proto == Proto::Tcp && !tcp_from_proc {
+                continue;
             }
-            None => &[("tcp", Proto::Tcp, false), ("tcp6", Proto::Tcp, true)],
-        };
-        for (file, proto, v6) in tcp_files
-            .iter()
-            .chain(&[("udp", Proto::Udp, false), ("udp6", Proto::Udp, true)])
-        {
             if let Ok(text) = std::fs::read_to_string(Path::new("/proc/net").join(file)) {
-                all.extend(parse(&text, *proto, *v6));
+                all.extend(parse(&text, proto, v6));
             }
         }
         Self(all)

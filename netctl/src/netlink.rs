@@ -360,6 +360,26 @@ impl Netlink {
     }
 }
 
+/// The messages of a netlink datagram, each whole (header included) with its type; a
+/// truncated or malformed one ends it as an `Err`.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ()>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let header = rest.get(..16);
+        let len = header.map_or(0, |h| u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize);
+        if len < 16 || len > rest.len() {
+            rest = &[];
+            return Some(Err(()));
+        }
+        let (msg, tail) = (&rest[..len], &rest[((len + 3) & !3).min(rest.len())..]);
+        rest = tail;
+        Some(Ok((u16::from_ne_bytes([msg[4], msg[5]]), msg)))
+    })
+}
+
 /// Interface names in /proc/net/dev (two header lines, then `name: counters`).
 fn dev_names(text: &str) -> impl Iterator<Item = &str> {
     text.lines()

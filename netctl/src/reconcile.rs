@@ -152,7 +152,7 @@ pub fn apply_after(
     }
 
     r.changes
-        .extend(remove_orphans_among(cfg, nl, state, &links)?);
+        .extend(remove_orphans_among(cfg, nl, state, &links, group)?);
     crate::failpoint::step("reconcile: links and namespaces done");
     if !r.changes.is_empty() {
         links = topology::scan_links(nl, state, group)?; // indexes of what was re-created
@@ -353,7 +353,8 @@ fn restore_container(
 /// command runs it right after taking the lock, so leftovers never block it.
 pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
     let group = topology::instance_group(&cfg.state_dir);
-    remove_orphans_among(cfg, nl, state, &topology::scan_links(nl, state, group)?)
+    let links = topology::scan_links(nl, state, group)?;
+    remove_orphans_among(cfg, nl, state, &links, group)
 }
 
 fn remove_orphans_among(
@@ -361,8 +362,8 @@ fn remove_orphans_among(
     nl: &Netlink,
     state: &State,
     links: &[Link],
+    group: u32,
 ) -> Result<Vec<String>> {
-    let group = topology::instance_group(&cfg.state_dir);
     let mut changes = Vec::new();
     let wanted = topology::own_links(state);
     // Veths first: a bridge goes last, after its ports.

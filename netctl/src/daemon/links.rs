@@ -77,21 +77,17 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
         b.get(i..i + 4)
             .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
     };
-    let mut msgs = buf;
-    // nlmsghdr (16 bytes: length, type, …), then ifinfomsg (16), then attributes.
-    while let (Some(len), Some(kind)) = (u32_at(msgs, 0), u16_at(msgs, 4)) {
-        let len = len as usize;
-        if len < 16 || len > msgs.len() {
+    // Each message: nlmsghdr (16 bytes), ifinfomsg (16), then attributes.
+    for m in crate::netlink::messages(buf) {
+        let Ok((kind, msg)) = m else {
             return true;
-        }
-        let msg = &msgs[..len];
+        };
         if kind != RTM_NEWLINK && kind != RTM_DELLINK {
             return true;
         }
         // A bridge's notice about one of its ports (family AF_BRIDGE) carries no group; what
         // matters of a link (existence, name, state) comes in its own link message anyway.
         if msg.get(16) == Some(&(libc::AF_BRIDGE as u8)) {
-            msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
             continue;
         }
         let mut attrs = msg.get(32..).unwrap_or_default();
@@ -109,7 +105,6 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
         if group.is_none_or(|g| g & crate::topology::GROUP_FLAG == 0) {
             return true;
         }
-        msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
     }
     false
 }
