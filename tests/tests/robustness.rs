@@ -329,7 +329,7 @@ fn a_full_bridge_is_a_clear_error_and_changes_nothing() {
             format!("link add fx{i} type veth peer name fy{i}\nlink set fx{i} master {bridge}\n")
         })
         .collect();
-    let path = sb.state_dir.with_extension("batch");
+    let path = sb.state_dir.join("fill-bridge.batch"); // gone with the sandbox
     std::fs::write(&path, batch).unwrap();
     let out = sb.host_sh(&format!("ip -batch {}", path.display()));
     assert!(
@@ -337,7 +337,6 @@ fn a_full_bridge_is_a_clear_error_and_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_file(path);
     // (The daemon may hold the lock for a moment: 2,046 new interfaces to look at.)
     let before = snapshot(&sb);
     let run = [
