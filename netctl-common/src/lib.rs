@@ -9,6 +9,7 @@
 pub mod ct;
 pub mod drop;
 pub mod event;
+pub mod features;
 pub mod maps;
 pub mod overlay;
 pub mod sock;
@@ -37,6 +38,12 @@ pub mod programs {
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
     pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    /// The twins of the programs that allocate NAT ports, for kernels without `bpf_loop`
+    /// (< 5.17): bounded probing instead. A kernel older than 5.13 refuses a program that
+    /// merely names a `bpf_loop` callback, so pruning cannot help there: the controller loads
+    /// these under the names above.
+    pub const UPLINK_EGRESS_BOUNDED: &str = "uplink_egress_bounded";
+    pub const FROM_CONTAINER_BOUNDED: &str = "from_container_bounded";
 }
 
 /// The 4 bytes `uplink_xdp` leaves in the XDP metadata area of a packet whose ingress work

@@ -97,6 +97,13 @@ fn set_flags(e: *mut CtEntry, bits: u64) -> u64 {
     #[cfg(target_arch = "bpf")]
     // SAFETY: map value pointer, valid for this program run; an aligned u64.
     unsafe {
+        if !crate::features::has(netctl_common::features::ATOMICS) {
+            // Before 5.12: a bit set by another CPU between the read and the write may be
+            // lost; the next packet of that direction sets it again.
+            let old = flags(e);
+            core::ptr::write_volatile(&raw mut (*e).flags, old | bits);
+            return old;
+        }
         core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             &raw mut (*e).flags,
             bits,
@@ -390,13 +397,18 @@ extern "C" fn probe(i: u32, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Ports tried from the random start where `bpf_loop` is missing (`LOOP` false): the verifier
+/// of those kernels walks every iteration, so the search is short; a range this full for one
+/// destination is exhaustion in practice.
+const BOUNDED_PROBES: u32 = 32;
+
 /// Picks a source port for a new SNAT flow: the reply tuple `reply_key` with its destination
 /// port (the port to allocate) free. Starts at a random port (source-port entropy, as DNS
-/// clients rely on) and tries every port of `min..=max` before giving up, so exhaustion means
-/// the range is full for this destination. Inserts the reply entry (so two CPUs cannot take
+/// clients rely on) and, with `bpf_loop` (`LOOP`), tries every port of `min..=max` before
+/// giving up, so exhaustion means the range is full for this destination. Inserts the reply entry (so two CPUs cannot take
 /// the same port) and returns the port in network byte order.
 #[inline(always)]
-pub fn alloc_port(
+pub fn alloc_port<const LOOP: bool>(
     reply_key: &mut CtKey,
     reply: &CtEntry,
     min: u16,
@@ -414,15 +426,22 @@ pub fn alloc_port(
         min: u32::from(min),
         port: 0,
     };
-    // SAFETY: helper call; `probe` only uses `s` for the duration of the call.
-    unsafe {
-        bpf_loop(
-            span,
-            probe as *mut c_void,
-            &mut s as *mut Probe as *mut c_void,
-            0,
-        )
-    };
+    if LOOP {
+        // SAFETY: helper call; `probe` only uses `s` for the duration of the call.
+        unsafe {
+            bpf_loop(
+                span,
+                probe as *mut c_void,
+                &mut s as *mut Probe as *mut c_void,
+                0,
+            )
+        };
+    } else {
+        let mut i = 0;
+        while i < BOUNDED_PROBES && probe(i, &mut s as *mut Probe as *mut c_void) == 0 {
+            i += 1;
+        }
+    }
     if s.port == 0 {
         return Err(DropReason::NatPortsExhausted);
     }

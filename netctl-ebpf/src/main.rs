@@ -30,6 +30,7 @@
 
 mod ct;
 mod events;
+mod features;
 mod host;
 mod kernel_drops;
 mod maps;
@@ -211,14 +212,35 @@ pub fn uplink_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn uplink_egress(ctx: TcContext) -> i32 {
+    egress::<true>(ctx)
+}
+
+#[classifier]
+pub fn uplink_egress_bounded(ctx: TcContext) -> i32 {
+    egress::<false>(ctx)
+}
+
+/// `LOOP`: whether NAT ports are searched with `bpf_loop` (see `ct::alloc_port`).
+#[inline(always)]
+fn egress<const LOOP: bool>(ctx: TcContext) -> i32 {
     tc_run(&ctx, Hook::UplinkEgress, pass_other, |p, h, ifindex| {
-        uplink::egress(&ctx, p, h, ifindex)?;
+        uplink::egress::<LOOP, Tc>(&ctx, p, h, ifindex)?;
         Ok(None)
     })
 }
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
+    container::<true>(ctx)
+}
+
+#[classifier]
+pub fn from_container_bounded(ctx: TcContext) -> i32 {
+    container::<false>(ctx)
+}
+
+#[inline(always)]
+fn container<const LOOP: bool>(ctx: TcContext) -> i32 {
     let other = |p: &mut Tc, ethertype, ifindex| {
         policy::non_ipv4(p, ethertype, ifindex)?;
         Ok(overlay::answer_arp(p, ifindex))
@@ -249,7 +271,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
                     };
                 }
                 Dest::Host if h.natable() => {
-                    return match nat::hairpin(p, h)? {
+                    return match nat::hairpin::<LOOP, Tc>(p, h)? {
                         Some(_) => redirect::to_container(p, h).map(Some),
                         None => Ok(None),
                     };

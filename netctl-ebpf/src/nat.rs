@@ -137,7 +137,11 @@ pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
 /// flows are masqueraded (or tracked as routed when the network does not masquerade).
 /// Returns whether the packet is a container's or belongs to a flow.
 #[inline(always)]
-pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, DropReason> {
+pub fn egress<const LOOP: bool, P: Packet>(
+    p: &mut P,
+    h: &mut Hdr,
+    ifindex: u32,
+) -> Result<bool, DropReason> {
     if h.natable() && tracked(p, h)?.is_some() {
         return Ok(true);
     }
@@ -202,7 +206,7 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, D
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let port = ct::alloc_port::<LOOP>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::opening(KIND_SNAT, reply_key, h);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
@@ -216,7 +220,10 @@ pub fn egress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<bool, D
 /// rewritten (to the target container, from its network's gateway) so the replies come back
 /// through here; returns the new destination to hand the packet to.
 #[inline(always)]
-pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropReason> {
+pub fn hairpin<const LOOP: bool, P: Packet>(
+    p: &mut P,
+    h: &mut Hdr,
+) -> Result<Option<u32>, DropReason> {
     match tracked(p, h)? {
         Some(e) if e.kind == KIND_HAIRPIN => return Ok(Some(h.daddr)),
         Some(_) => return Ok(None),
@@ -249,7 +256,7 @@ pub fn hairpin<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<u32>, DropRea
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let np = ct::alloc_port(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let np = ct::alloc_port::<LOOP>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::opening(KIND_HAIRPIN, reply_key, h);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_adjust_meta, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use netctl_common::{event::SNAP_MAX, XDP_DONE_MARK};
+use netctl_common::{event::SNAP_MAX, features, XDP_DONE_MARK};
 
 /// The L4 checksum a rewrite has to keep right.
 #[derive(Clone, Copy)]
@@ -198,6 +198,9 @@ impl Xdp<'_> {
     /// keeps no metadata: then XDP must leave the packet to TC.
     #[inline(always)]
     pub fn reserve_mark(&mut self) -> bool {
+        if !crate::features::has(features::XDP_ADJUST_META) {
+            return false;
+        }
         // SAFETY: helper call on this program's context.
         if unsafe { bpf_xdp_adjust_meta(self.0.ctx, -(MARK_LEN as i32)) } != 0 {
             return false;
@@ -349,6 +352,9 @@ impl Packet for Xdp<'_> {
         let Some(n) = snap_len(self.len()) else {
             return 0;
         };
+        if !crate::features::has(features::XDP_LOAD_BYTES) {
+            return 0;
+        }
         // SAFETY: helper call; n is within 1..=SNAP_MAX, the buffer's size.
         let ret = unsafe { bpf_xdp_load_bytes(self.0.ctx, 0, buf.as_mut_ptr().cast(), n) };
         if ret == 0 {

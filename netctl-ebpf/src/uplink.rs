@@ -57,7 +57,7 @@ fn lost_nat_reply<P: Packet>(p: &P, h: &Hdr) -> bool {
 
 /// Egress: everything leaving through the uplink.
 #[inline(always)]
-pub fn egress<P: Packet>(
+pub fn egress<const LOOP: bool, P: Packet>(
     ctx: &TcContext,
     p: &mut P,
     h: &mut Hdr,
@@ -66,7 +66,7 @@ pub fn egress<P: Packet>(
     let ours = if h.icmp == Icmp::Error {
         nat::icmp_error(p, h, false)? || maps::endpoint(h.saddr).is_some()
     } else {
-        nat::egress(p, h, ifindex)?
+        nat::egress::<LOOP, P>(p, h, ifindex)?
     };
     // Forwarded (it came in on some interface) but no container's and no flow's. A host
     // source address is the host's own (the overlay's tunnel packets keep the interface their

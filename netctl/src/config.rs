@@ -34,6 +34,9 @@ pub struct Config {
     /// The host's resolver configuration (`NETCTL_RESOLV_CONF`, default /etc/resolv.conf):
     /// where containers' upstream DNS servers come from when `run --dns` names none.
     pub resolv_conf: PathBuf,
+    /// Kernel features to treat as absent (`NETCTL_FEATURES_DENY`, a test aid: every
+    /// fallback runs on any kernel).
+    pub features_deny: Vec<String>,
 }
 
 /// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
@@ -95,7 +98,11 @@ impl Config {
                     )
                 })?,
         };
+        let features_deny = crate::dataplane::features::parse_deny(
+            &var("NETCTL_FEATURES_DENY").unwrap_or_default(),
+        )?;
         Ok(Self {
+            features_deny,
             fast_path,
             ct_entries,
             state_dir: absolute(

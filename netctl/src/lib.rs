@@ -2,6 +2,7 @@
 //!
 //! `cli` parses and dispatches; the modules below it do the work and know nothing of clap.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
 pub mod cni;

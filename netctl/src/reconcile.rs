@@ -57,40 +57,37 @@ fn aggregated(l: &Link, links: &[Link]) -> bool {
     })
 }
 
-/// Containers route through the host, as Docker sets up (`enable`). The first time netctl
-/// runs in a namespace it records whether IPv4 forwarding was on already
-/// (`$NETCTL_STATE_DIR/forwarding-before`, written once): a host that was a router before
-/// keeps forwarding everything, as with Docker; on a host netctl made a router, the datapath
-/// drops forwarded traffic that is no container's (Docker's FORWARD policy DROP). Returns
-/// whether forwarding was on before.
-fn enable_forwarding(state_dir: &std::path::Path, enable: bool) -> Result<bool> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    let on = std::fs::read_to_string(PATH)
-        .map(|v| v.trim() == "1")
-        .map_err(|e| anyhow!("reading {PATH}: {e}"))?;
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Whether IPv4 forwarding was on before netctl first ran in this namespace, recorded the
+/// first time (`$NETCTL_STATE_DIR/forwarding-before`): a host that was a router before keeps
+/// forwarding everything, as with Docker; on a host netctl made a router, the datapath drops
+/// forwarded traffic that is no container's (Docker's FORWARD policy DROP).
+fn forwarding_before(state_dir: &std::path::Path) -> Result<bool> {
     let record = state_dir.join("forwarding-before");
-    let before = match std::fs::read_to_string(&record) {
-        Ok(v) => v.trim() == "1",
+    match std::fs::read_to_string(&record) {
+        Ok(v) => Ok(v.trim() == "1"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&record)
-                .map_err(|e| anyhow!("recording {}: {e}", record.display()))?;
-            f.write_all(if on { b"1\n" } else { b"0\n" })
-                .and_then(|()| f.sync_all())
-                .map_err(|e| anyhow!("recording {}: {e}", record.display()))?;
-            on
+            let on = forwarding()?;
+            crate::atomic_file::write(&record, if on { b"1\n" } else { b"0\n" }, 0o600)?;
+            Ok(on)
         }
-        Err(e) => return Err(anyhow!("reading {}: {e}", record.display())),
-    };
-    if enable && !on {
-        std::fs::write(PATH, "1").map_err(|e| anyhow!("enabling {PATH}: {e}"))?;
+        Err(e) => Err(anyhow!("reading {}: {e}", record.display())),
     }
-    Ok(before)
+}
+
+fn forwarding() -> Result<bool> {
+    std::fs::read_to_string(IP_FORWARD)
+        .map(|v| v.trim() == "1")
+        .map_err(|e| anyhow!("reading {IP_FORWARD}: {e}"))
+}
+
+fn set_forwarding(on: bool) -> Result<()> {
+    if forwarding()? != on {
+        std::fs::write(IP_FORWARD, if on { "1" } else { "0" })
+            .map_err(|e| anyhow!("setting {IP_FORWARD}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// What a reconcile did and what it could not do. A broken object (a bridge name someone
@@ -110,6 +107,11 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
 }
 
 /// [`apply`], attaching programs only once the attachments `early` started are done.
+///
+/// Containers route through the host (IPv4 forwarding on), and fail closed: forwarding is
+/// switched on only once the programs that guard it are attached and their maps filled; when
+/// the apply fails, a namespace that netctl made a router stops routing until an apply
+/// succeeds (the caller's restore of the previous state, or `netctl sync`).
 pub fn apply_after(
     cfg: &Config,
     nl: &Netlink,
@@ -117,9 +119,27 @@ pub fn apply_after(
     full: bool,
     early: Vec<std::thread::JoinHandle<()>>,
 ) -> Result<Report> {
+    let forward_open = forwarding_before(&cfg.state_dir)?;
+    let r = apply_guarded(cfg, nl, state, full, early, forward_open);
+    match &r {
+        Ok(_) if !state.networks.is_empty() => set_forwarding(true)?,
+        Ok(_) => {}
+        Err(_) if !forward_open => set_forwarding(false)?,
+        Err(_) => {}
+    }
+    r
+}
+
+fn apply_guarded(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    full: bool,
+    early: Vec<std::thread::JoinHandle<()>>,
+    forward_open: bool,
+) -> Result<Report> {
     let group = topology::instance_group(&cfg.state_dir);
     let mut r = Report::default();
-    let forward_open = enable_forwarding(&cfg.state_dir, !state.networks.is_empty())?;
 
     let mut links = topology::scan_links(nl, state, group)?;
     let names: BTreeSet<String> = links.iter().map(|l| l.name.clone()).collect();

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod setup;
+mod vm;
 
 use std::process::{Command, ExitCode};
 

@@ -10,7 +10,10 @@ use aya::{
 use aya_obj::programs::CgroupSockAddrAttachType as SockHook;
 use netctl_common::{maps, overlay, programs, sock};
 
-use super::pins::{self, Pins};
+use super::{
+    features::{self, Features},
+    pins::{self, Pins},
+};
 
 /// The eBPF object built from netctl-ebpf by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
@@ -58,9 +61,36 @@ pub fn object_hash() -> String {
     env!("NETCTL_OBJECT_HASH").to_string()
 }
 
-/// The object's loader with every map at its pin (created there on first use).
-fn loader(pins: &Pins, ct_entries: u32) -> EbpfLoader<'static> {
+/// The object's program that runs as `name` on this kernel: the bounded twin of a program
+/// that searches NAT ports with `bpf_loop` where the kernel has none.
+pub fn object_program(name: &'static str, f: &Features) -> &'static str {
+    match name {
+        _ if f.has(features::LOOP) => name,
+        programs::UPLINK_EGRESS => programs::UPLINK_EGRESS_BOUNDED,
+        programs::FROM_CONTAINER => programs::FROM_CONTAINER_BOUNDED,
+        _ => name,
+    }
+}
+
+/// The programs this kernel runs: the socket programs only where every hook they need is
+/// there.
+pub fn wanted_programs(f: &Features) -> impl Iterator<Item = (&'static str, ProgKind)> + '_ {
+    let sock = f.socket_programs().is_ok();
+    PROGRAMS
+        .into_iter()
+        .filter(move |(_, kind)| sock || !matches!(kind, ProgKind::Sock(_)))
+}
+
+/// A loader for this kernel: `bits` ([`Features::globals`]) in the features global.
+fn base_loader(bits: &u32) -> EbpfLoader<'_> {
     let mut loader = EbpfLoader::new();
+    loader.override_global(netctl_common::features::GLOBAL, bits, true);
+    loader
+}
+
+/// The object's loader with every map at its pin (created there on first use).
+fn loader<'a>(pins: &Pins, ct_entries: u32, bits: &'a u32) -> EbpfLoader<'a> {
+    let mut loader = base_loader(bits);
     for name in maps::ALL.into_iter().chain(sock::MAPS).chain(overlay::MAPS) {
         loader.map_pin_path(name, pins.map(name));
     }
@@ -72,24 +102,26 @@ fn loader(pins: &Pins, ct_entries: u32) -> EbpfLoader<'static> {
 /// Loads and pins the programs unless this object's pins are already there. Maps are created
 /// and pinned on first load and reused by every later load of the same layout.
 /// Returns true when it loaded (so attached links must move to the new programs).
-pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32) -> Result<bool> {
+pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32, f: &Features) -> Result<bool> {
     let dir = pins.progs(hash);
-    if PROGRAMS.iter().all(|(name, _)| dir.join(name).exists()) {
+    if wanted_programs(f).all(|(name, _)| dir.join(name).exists()) {
         return Ok(false);
     }
-    let mut ebpf = loader(pins, ct_entries)
+    let bits = f.globals();
+    let mut ebpf = loader(pins, ct_entries, &bits)
         .load(OBJECT)
-        .context("loading netctl's eBPF object (kernel ≥ 6.6 with BTF is required)")?;
+        .context("loading netctl's eBPF object")?;
 
     // Pin into a temporary directory and rename, so a killed run never leaves a half set.
     // bpffs rejects dots in names, hence no ".tmp".
     let tmp = dir.with_file_name(format!("{}-tmp", pins::file_name(&dir)));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    for (name, kind) in PROGRAMS {
+    for (name, kind) in wanted_programs(f) {
+        let source = object_program(name, f);
         let prog = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+            .program_mut(source)
+            .with_context(|| format!("program {source} missing from the eBPF object"))?;
         match kind {
             ProgKind::Xdp => load_as::<Xdp>(prog, name)?,
             ProgKind::Tc => load_as::<SchedClassifier>(prog, name)?,
@@ -137,8 +169,9 @@ where
 /// Loads the object with private, unpinned maps: for program tests (BPF_PROG_TEST_RUN), which
 /// must not share state with a running netctl. `ct_new_entries` sizes the unconfirmed-flow
 /// table (a small one lets a test flood it quickly).
-pub fn load_unpinned(ct_new_entries: Option<u32>) -> Result<aya::Ebpf> {
-    let mut loader = EbpfLoader::new();
+pub fn load_unpinned(ct_new_entries: Option<u32>, f: &Features) -> Result<aya::Ebpf> {
+    let bits = f.globals();
+    let mut loader = base_loader(&bits);
     if let Some(n) = ct_new_entries {
         loader.map_max_entries(maps::CT_NEW, n);
     }
@@ -154,7 +187,8 @@ pub struct KernelDrops {
 
 /// Loads `kernel_drop` beside the pinned maps, tells it where `sk_buff` keeps what it reads
 /// (from the running kernel's BTF) and attaches it to the `kfree_skb` tracepoint.
-pub fn kernel_drops(pins: &Pins, ct_entries: u32) -> Result<KernelDrops> {
+pub fn kernel_drops(pins: &Pins, ct_entries: u32, f: &Features) -> Result<KernelDrops> {
+    f.require(features::KFREE_SKB_REASON)?;
     use aya::{maps::Array, programs::BtfTracePoint};
     use netctl_common::event::KernelDropConfig;
     let own = super::btf::Btf::from_sys_fs()?;
@@ -171,7 +205,8 @@ pub fn kernel_drops(pins: &Pins, ct_entries: u32) -> Result<KernelDrops> {
         .into_iter()
         .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
         .collect();
-    let mut ebpf = loader(pins, ct_entries)
+    let bits = f.globals();
+    let mut ebpf = loader(pins, ct_entries, &bits)
         .load(OBJECT)
         .context("loading netctl's eBPF object")?;
     let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;

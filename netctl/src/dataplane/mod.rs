@@ -4,6 +4,7 @@
 pub mod applied;
 pub mod attach;
 pub mod btf;
+pub mod features;
 pub mod load;
 pub mod maps;
 pub mod pins;
@@ -29,7 +30,8 @@ use netctl_common::{
 };
 
 use applied::Applied;
-pub use attach::{Attachment, Changes};
+pub use attach::{Attachment, Changes, Modes};
+use features::Features;
 use load::ProgKind;
 use pins::Pins;
 
@@ -38,14 +40,36 @@ use crate::config::{Config, XdpMode};
 pub struct Dataplane {
     pins: Pins,
     applied_path: std::path::PathBuf,
+    /// The object's hash and the features it was loaded for: names the pinned programs.
     hash: String,
-    xdp: XdpMode,
+    modes: Modes,
+    pub features: Features,
+}
+
+/// The identity of the programs this binary loads on this kernel.
+fn programs_hash(f: &Features) -> String {
+    format!("{}-{}", load::object_hash(), f.variant())
+}
+
+fn modes(cfg: &Config, f: &Features) -> Modes {
+    let xdp = match cfg.xdp {
+        // Without the mark, XDP cannot tell TC what it did: TC does all the work.
+        _ if !f.has(features::XDP_ADJUST_META) => XdpMode::Off,
+        mode => mode,
+    };
+    Modes {
+        xdp,
+        tcx: f.has(features::TCX),
+    }
 }
 
 impl Dataplane {
     /// Opens the pinned dataplane, loading and pinning the programs first if this binary's
-    /// programs are not there yet (first run, after a reboot, or after an upgrade).
+    /// programs are not there yet (first run, after a reboot, or after an upgrade). Fails,
+    /// before anything is loaded, on a kernel that lacks a feature netctl cannot do without.
     pub fn open(cfg: &Config) -> Result<Self> {
+        let features = Features::detect(&cfg.features_deny)?;
+        features.check_required()?;
         let pins = Pins::new(&cfg.bpffs);
         pins.prepare()?;
         for old in pins.other_layouts() {
@@ -54,13 +78,14 @@ impl Dataplane {
             std::fs::remove_dir_all(&old)
                 .with_context(|| format!("removing old pins {}", old.display()))?;
         }
-        let hash = load::object_hash();
-        load::ensure_programs(&pins, &hash, cfg.ct_entries)?;
+        let hash = programs_hash(&features);
+        load::ensure_programs(&pins, &hash, cfg.ct_entries, &features)?;
         Ok(Self {
             pins,
             applied_path: cfg.state_dir.join("applied"),
             hash,
-            xdp: cfg.xdp,
+            modes: modes(cfg, &features),
+            features,
         })
     }
 
@@ -68,25 +93,30 @@ impl Dataplane {
     /// leaves loading and attaching to the commands' reconcile).
     pub fn open_existing(cfg: &Config) -> Option<Self> {
         let pins = Pins::new(&cfg.bpffs);
-        pins.map(netctl_common::maps::CT).exists().then(|| Self {
+        if !pins.map(netctl_common::maps::CT).exists() {
+            return None;
+        }
+        let features = Features::detect(&cfg.features_deny).ok()?;
+        Some(Self {
             pins,
             applied_path: cfg.state_dir.join("applied"),
-            hash: load::object_hash(),
-            xdp: cfg.xdp,
+            hash: programs_hash(&features),
+            modes: modes(cfg, &features),
+            features,
         })
     }
 
     /// Attaches the kernel-drop tracer (`kfree_skb`) for as long as the returned value lives,
     /// with the names of the kernel's drop reasons.
     pub fn trace_kernel_drops(&self, cfg: &Config) -> Result<load::KernelDrops> {
-        load::kernel_drops(&self.pins, cfg.ct_entries)
+        load::kernel_drops(&self.pins, cfg.ct_entries, &self.features)
     }
 
     /// Whether XDP goes on an uplink. `auto` puts it on physical NICs only: on veth and other
     /// virtual devices XDP forces every large (GSO) packet to be split, which costs far more
     /// than it saves (see docs/BENCHMARKS.md).
     pub fn wants_xdp(&self, link: &crate::netlink::Link) -> bool {
-        match self.xdp {
+        match self.modes.xdp {
             XdpMode::Off => false,
             XdpMode::Auto => link.kind.is_empty(),
             XdpMode::Native | XdpMode::Generic => true,
@@ -146,13 +176,13 @@ impl Dataplane {
             ));
         }
         if let Some(root) = cgroup_root() {
-            for (program, kind) in load::PROGRAMS {
+            for (program, kind) in load::wanted_programs(&self.features) {
                 if let ProgKind::Sock(_) = kind {
                     desired.push(att(program, kind, &root, 0, false));
                 }
             }
         }
-        let changes = attach::reconcile(&self.pins, &self.hash, &desired, self.xdp)?;
+        let changes = attach::reconcile(&self.pins, &self.hash, &desired, self.modes)?;
         for stale in self.pins.stale_progs(&self.hash) {
             let _ = std::fs::remove_dir_all(stale);
         }
@@ -164,7 +194,7 @@ impl Dataplane {
     /// on the rest of its work this way.
     pub fn attach_container_veth(&self, name: &str, index: u32) -> Result<()> {
         let a = att(programs::FROM_CONTAINER, ProgKind::Tc, name, index, false);
-        attach::attach_missing(&self.pins, &self.hash, &a, self.xdp)
+        attach::attach_missing(&self.pins, &self.hash, &a, self.modes)
     }
 
     /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
@@ -651,6 +681,8 @@ pub fn cgroup_root() -> Option<String> {
 /// Removes every pin of this instance: links (detaching the programs), programs and maps.
 pub fn remove_all(cfg: &Config) -> Result<()> {
     if cfg.bpffs.exists() {
+        // Netlink filters (kernels without TCX) outlive their pins: delete them first.
+        attach::detach_all(&Pins::new(&cfg.bpffs).links());
         std::fs::remove_dir_all(&cfg.bpffs)
             .with_context(|| format!("removing {}", cfg.bpffs.display()))?;
     }

@@ -1,0 +1,15 @@
+//! Optional kernel features the programs adapt to. The controller probes the kernel and sets
+//! the read-only global [`GLOBAL`] at load; code behind an absent feature's bit is then dead
+//! and the verifier prunes it, so one object loads on every supported kernel.
+
+/// The global's symbol in the object (a `u32` of the bits below).
+pub const GLOBAL: &str = "FEATURES";
+
+/// `bpf_xdp_adjust_meta` in XDP programs: `uplink_xdp` marks what it did for TC. Without it
+/// XDP does nothing and TC does all the uplink's work.
+pub const XDP_ADJUST_META: u32 = 1 << 0;
+/// `bpf_xdp_load_bytes` (5.18): traced XDP packets carry their bytes.
+pub const XDP_LOAD_BYTES: u32 = 1 << 1;
+/// BPF atomic fetch-and-or (5.12): conntrack flags set by packets of both directions at
+/// once. Without it the flags are written with a plain read-modify-write.
+pub const ATOMICS: u32 = 1 << 2;
