@@ -452,13 +452,17 @@ fn qemu(
     timeout: Duration,
 ) -> Result<(i32, String)> {
     let release = kernel_version(tree);
-    let kernel = [
-        tree.join(format!("boot/vmlinuz-{release}")),
-        modules_dir(tree).unwrap_or_default().join("vmlinuz"),
-    ]
-    .into_iter()
-    .find(|k| k.is_file())
-    .with_context(|| format!("no vmlinuz in {}", tree.display()))?;
+    // boot/vmlinuz-RELEASE, or (sid) usr/lib/modules/RELEASE/vmlinuz.unsigned.
+    let mut candidates = vec![tree.join(format!("boot/vmlinuz-{release}"))];
+    walk(&modules_dir(tree).unwrap_or_default(), &mut candidates);
+    let kernel = candidates
+        .into_iter()
+        .find(|k| {
+            k.is_file()
+                && k.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .with_context(|| format!("no vmlinuz in {}", tree.display()))?;
     let (accel, cpu, smp) = if kvm {
         ("kvm", "host", "2")
     } else {
@@ -630,7 +634,7 @@ mod scratch {
         let script = dir.join("scratch-test.sh");
         std::fs::write(
             &script,
-            "#!/bin/sh\necho \"uname: $(uname -r)\"\nls -la /sys/fs/bpf\nexit 7\n",
+            "#!/bin/sh\necho \"uname: $(uname -r)\"\nls -la /sys/fs/bpf\ncut -d' ' -f1 /proc/modules | tr '\\n' ' '; echo; cat /mods/order | tr '\\n' ' '; echo\n/opt/bin/ip -V; /opt/bin/bpftool version | head -1; /opt/bin/nsenter --version\nif [ -n \"$SLEEP\" ]; then sleep 1000; fi\nexit 7\n",
         )
         .unwrap();
         let t = std::time::Instant::now();
@@ -657,6 +661,27 @@ mod scratch {
                 super::kernel_version(&tree),
                 t.elapsed()
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod scratch2 {
+    #[test]
+    #[ignore]
+    fn scratch_failures() {
+        let dir = super::work_dir();
+        let tree = super::kernel_tree("6.1").unwrap();
+        for (name, body) in [("sleep", "sleep 1000"), ("off", "poweroff -f")] {
+            let script = dir.join(format!("scratch-{name}.sh"));
+            std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+            let img = dir.join(format!("scratch-{name}.cpio.gz"));
+            super::initramfs(&tree, &img, &script, &[], &[]).unwrap();
+            let t = std::time::Instant::now();
+            let r = super::boot(&tree, &img, std::time::Duration::from_secs(12));
+            eprintln!("SCRATCH {name}: {:?} after {:?}", r.map(|x| x.0), t.elapsed());
+            let ps = std::process::Command::new("pgrep").arg("-a").arg("qemu").output().unwrap();
+            eprintln!("SCRATCH qemu left: {:?}", String::from_utf8_lossy(&ps.stdout));
         }
     }
 }

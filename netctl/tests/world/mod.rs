@@ -13,7 +13,12 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use netctl::dataplane::{load::load_unpinned, maps::raw, monotonic_ns};
+use netctl::dataplane::{
+    features::{self, parse_deny, Features},
+    load::{load_unpinned, object_program},
+    maps::raw,
+    monotonic_ns,
+};
 use netctl_common::{
     ct::{CtEntry, CtKey},
     drop::DropReason,
@@ -84,6 +89,14 @@ pub struct World {
     pub ebpf: Ebpf,
     /// The XDP metadata mark of the last uplink_xdp run (None: no metadata).
     pub mark: Option<u32>,
+    /// This kernel's features (less NETCTL_FEATURES_DENY), as netctl loads for them.
+    pub features: Features,
+}
+
+/// The running kernel's features, less those `NETCTL_FEATURES_DENY` takes away.
+pub fn kernel_features() -> Features {
+    let deny = parse_deny(&std::env::var("NETCTL_FEATURES_DENY").unwrap_or_default()).unwrap();
+    Features::detect(&deny).unwrap()
 }
 
 impl World {
@@ -96,14 +109,20 @@ impl World {
         // BPF_PROG_TEST_RUN runs in the caller's network namespace (its loopback device, its
         // sockets, its routes): each test thread gets a fresh one.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let mut ebpf = load_unpinned(ct_new).unwrap();
+        let features = kernel_features();
+        let mut ebpf = load_unpinned(ct_new, &features).unwrap();
         for name in ["uplink_ingress", "uplink_egress", "from_container"] {
+            let name = object_program(name, &features);
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap();
+            p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
         let p: &mut Xdp = ebpf.program_mut("uplink_xdp").unwrap().try_into().unwrap();
-        p.load().unwrap();
-        let mut w = World { ebpf, mark: None };
+        p.load().unwrap_or_else(|e| panic!("uplink_xdp: {e:#}"));
+        let mut w = World {
+            ebpf,
+            mark: None,
+            features,
+        };
         w.set_config(if fast_path { CONFIG_FAST_PATH } else { 0 }, 61000, 65535);
         let mut host: HashMap<_, u32, u32> =
             w.ebpf.map_mut(HOST_ADDRS).unwrap().try_into().unwrap();
@@ -237,12 +256,45 @@ impl World {
             .unwrap_or_else(|e| panic!("{prog}: {e}"))
     }
 
+    /// Whether XDP does the uplink's ingress work on this kernel (else TC does it all).
+    pub fn xdp_nat(&self) -> bool {
+        self.features.has(features::XDP_ADJUST_META)
+    }
+
+    /// A run of `prog`; on a kernel where XDP leaves everything to TC, a run of `uplink_xdp`
+    /// is the uplink's whole ingress path (XDP, which must leave the packet untouched and
+    /// unmarked, then TC), with TC's verdict given as XDP's.
     fn run_ctx(
         &mut self,
         prog: &str,
         pkt: &[u8],
         ctx: Option<&[u8]>,
     ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        if prog != "uplink_xdp" || self.xdp_nat() {
+            return self.run_one(prog, pkt, ctx);
+        }
+        let (v, out) = self.run_one(prog, pkt, ctx)?;
+        assert_eq!((v, &out[..], self.mark), (XDP_PASS, pkt, None), "XDP without the mark");
+        let (v, out) = self.run_one("uplink_ingress", pkt, ctx)?;
+        let v = match v {
+            TC_ACT_OK | TC_ACT_REDIRECT => XDP_PASS,
+            TC_ACT_SHOT => XDP_DROP,
+            other => panic!("uplink_ingress returned {other}"),
+        };
+        Ok((v, out))
+    }
+
+    pub fn run_one(
+        &mut self,
+        prog: &str,
+        pkt: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        let prog = match prog {
+            "uplink_egress" => object_program("uplink_egress", &self.features),
+            "from_container" => object_program("from_container", &self.features),
+            other => other,
+        };
         let mut out = vec![0u8; pkt.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(pkt),
@@ -327,7 +379,9 @@ impl World {
     /// Makes a flow look idle for `secs` seconds (both entries).
     pub fn ct_age(&mut self, k: &CtKey, secs: u64) {
         let (e, new) = self.ct_get(k).expect("no entry to age");
-        let then = monotonic_ns() - secs * 1_000_000_000;
+        // A machine up for less than `secs` gets its whole uptime (still past a handshake's
+        // timeout unless it booted a minute ago).
+        let then = monotonic_ns().saturating_sub(secs * 1_000_000_000);
         for key in [*k, e.peer] {
             if let Ok(mut x) = self.table(new).get(&key, 0) {
                 x.last_seen = then;
