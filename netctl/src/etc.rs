@@ -64,14 +64,18 @@ pub fn upstream(c: &Container, host: &ResolvConf) -> Vec<IpAddr> {
 /// On a user-defined network the embedded DNS (127.0.0.11, with Docker's `ndots:0`); on the
 /// default network (no embedded DNS, as in Docker) the upstream servers themselves: `--dns`,
 /// else the host's that a container can reach, else Docker's fallback.
-pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf) -> String {
+///
+/// `via_socket`: the socket programs run (they send 127.0.0.11 to the resolver); without them
+/// (no cgroup v2, or a kernel without the hooks) the container asks the resolver on its
+/// gateway directly.
+pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf, via_socket: bool) -> String {
     let mut out = String::new();
     let search = |out: &mut String| {
         if !host.search.is_empty() {
             let _ = writeln!(out, "search {}", host.search.join(" "));
         }
     };
-    if dns_server(state, c).is_some() {
+    if let Some(gateway) = dns_server(state, c) {
         let servers: Vec<String> = upstream(c, host).iter().map(|s| s.to_string()).collect();
         let _ = writeln!(
             out,
@@ -79,7 +83,11 @@ pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf) -> String {
             servers.join(" ")
         );
         search(&mut out);
-        let _ = writeln!(out, "nameserver {EMBEDDED_DNS}");
+        if via_socket {
+            let _ = writeln!(out, "nameserver {EMBEDDED_DNS}");
+        } else {
+            let _ = writeln!(out, "nameserver {gateway}");
+        }
         let mut options = vec!["ndots:0".to_string()];
         options.extend(
             host.options
@@ -120,9 +128,10 @@ pub fn write(cfg: &Config, state: &State, c: &Container) -> Result<()> {
     let dir = crate::containers::dir(&cfg.state_dir, &c.id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let host = ResolvConf::read(&cfg.resolv_conf);
+    let via_socket = crate::dataplane::socket_programs(cfg).is_ok();
     let texts = [
         hosts(state, c),
-        resolv_conf(state, c, &host),
+        resolv_conf(state, c, &host, via_socket),
         format!("{}\n", c.hostname()),
     ];
     for ((name, _), text) in FILES.iter().zip(texts) {
@@ -256,25 +265,31 @@ pub(crate) mod tests {
             "nameserver 127.0.0.53\nnameserver 10.9.9.9\nsearch corp.example\noptions ndots:3 edns0\n",
         );
         let user = container("u", "0123456789abcdef", &[("front", "10.5.0.2")]);
-        let rc = resolv_conf(&s, &user, &host);
+        let rc = resolv_conf(&s, &user, &host, true);
         assert!(rc.contains("nameserver 127.0.0.11\n"), "{rc}");
         assert!(rc.contains("search corp.example\n"));
         assert!(rc.contains("options ndots:0 edns0\n"), "{rc}");
         assert_eq!(rc.matches("nameserver").count(), 1);
+        // Without the socket programs: the resolver on the network's gateway itself.
+        let rc = resolv_conf(&s, &user, &host, false);
+        assert!(
+            rc.contains("nameserver 10.5.0.1\n") && !rc.contains("127.0.0.11"),
+            "{rc}"
+        );
 
         // The default network: the host's reachable servers, loopback left out.
         let mut b = container("b", "1123456789abcdef", &[("bridge", "172.17.0.2")]);
-        let rc = resolv_conf(&s, &b, &host);
+        let rc = resolv_conf(&s, &b, &host, true);
         assert!(
             rc.contains("nameserver 10.9.9.9\n") && !rc.contains("127.0.0"),
             "{rc}"
         );
         // --dns wins; no servers at all → Docker's fallback.
         b.options.dns = vec!["192.0.2.53".parse().unwrap()];
-        let rc = resolv_conf(&s, &b, &host);
+        let rc = resolv_conf(&s, &b, &host, true);
         assert!(rc.contains("nameserver 192.0.2.53\n") && !rc.contains("10.9.9.9"));
         b.options.dns.clear();
-        let rc = resolv_conf(&s, &b, &ResolvConf::parse("nameserver 127.0.0.1\n"));
+        let rc = resolv_conf(&s, &b, &ResolvConf::parse("nameserver 127.0.0.1\n"), true);
         assert!(
             rc.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n"),
             "{rc}"

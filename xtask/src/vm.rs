@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
+    io::Read,
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -19,38 +19,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::sh;
 
-/// spec, Debian suite, package name prefix and suffix: the part between is the version.
-const KERNELS: &[(&str, &str, &str, &str)] = &[
-    (
-        "5.10",
-        "bullseye",
-        "linux-image-5.10.0-",
-        "-cloud-amd64-unsigned",
-    ),
-    (
-        "6.1",
-        "bookworm",
-        "linux-image-6.1.0-",
-        "-cloud-amd64-unsigned",
-    ),
-    (
-        "6.12",
-        "trixie",
-        "linux-image-6.12.",
-        "-cloud-amd64-unsigned",
-    ),
-    // sid splits the image: vmlinuz here, the modules in linux-modules-VERSION-cloud-amd64.
-    ("newest", "sid", "linux-binary-unsigned-", "-cloud-amd64"),
-];
-/// The modules the guest loads (with what they depend on); those a kernel lacks are skipped.
-const MODULES: &[&str] = &[
-    "bridge",
-    "veth",
-    "sch_ingress",
-    "cls_bpf",
-    "vxlan",
-    "wireguard",
-];
+/// spec, Debian suite, package name prefix and suffix (the part between is the version).
+/// sid splits the image: vmlinuz in linux-binary-…, the modules in linux-modules-VERSION-….
+const KERNELS: &str = "
+    5.10    bullseye  linux-image-5.10.0-     -cloud-amd64-unsigned
+    6.1     bookworm  linux-image-6.1.0-      -cloud-amd64-unsigned
+    6.12    trixie    linux-image-6.12.       -cloud-amd64-unsigned
+    newest  sid       linux-binary-unsigned-  -cloud-amd64";
+/// The modules the guest loads (after what they depend on); those a kernel lacks are skipped.
+const MODULES: &str = "bridge veth sch_ingress cls_bpf vxlan wireguard";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn work_dir() -> PathBuf {
@@ -60,10 +37,16 @@ fn work_dir() -> PathBuf {
 /// Fetches (or finds cached) the newest cloud kernel of `spec` ("5.10", "6.1", "6.12",
 /// "newest") and returns the dir its packages are unpacked into.
 pub fn kernel_tree(spec: &str) -> Result<PathBuf> {
-    let &(_, suite, prefix, suffix) = KERNELS
-        .iter()
-        .find(|k| k.0 == spec)
-        .with_context(|| format!("unknown kernel {spec:?}: 5.10, 6.1, 6.12 or newest"))?;
+    let row = KERNELS
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let Some([_, suite, prefix, suffix]) = row
+        .into_iter()
+        .find(|k| k.first() == Some(&spec))
+        .map(|k| [k[0], k[1], k[2], k[3]])
+    else {
+        bail!("unknown kernel {spec:?}: 5.10, 6.1, 6.12 or newest");
+    };
     let dir = work_dir().join(suite);
     for d in ["lists/partial", "cache/archives/partial"] {
         fs::create_dir_all(dir.join(d))?;
@@ -77,7 +60,7 @@ pub fn kernel_tree(spec: &str) -> Result<PathBuf> {
     let stamp = dir.join("updated");
     let age = fs::metadata(&stamp).and_then(|m| m.modified()).ok();
     if age.and_then(|t| t.elapsed().ok()).map_or(true, |a| a > DAY) {
-        match sh(apt(&dir, "apt-get").args(["-q", "update"])) {
+        match sh(apt(&dir, "apt-get").args(["-q", "update", "--error-on=any"])) {
             Ok(()) => fs::write(&stamp, "")?,
             Err(e) if age.is_some() => eprintln!("vm: {e:#}; using the older {suite} lists"),
             Err(e) => return Err(e),
@@ -193,30 +176,14 @@ fn newest(listing: &str, prefix: &str, suffix: &str) -> Option<String> {
             let version = n.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix));
             version.is_some_and(|v| !v.is_empty() && !v.contains('-'))
         })
-        .max_by_key(|n| version_key(n))
+        // Versions compare by their numbers: 6.12.9+deb13 < 6.12.117+deb13.
+        .max_by_key(|n| {
+            let numbers = n.split(|c: char| !c.is_ascii_digit());
+            numbers
+                .filter_map(|d| d.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
         .map(String::from)
-}
-
-/// Runs of digits compare as numbers: 6.12.9 < 6.12.117.
-fn version_key(s: &str) -> Vec<(u64, String)> {
-    let mut key = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (run, tail) = if digits > 0 {
-            (rest[..digits].parse().unwrap_or(u64::MAX), &rest[digits..])
-        } else {
-            (0, rest)
-        };
-        let text = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        key.push((run, tail[..text].to_string()));
-        rest = &tail[text..];
-    }
-    key
 }
 
 /// The dir of the tree's modules: lib/modules/VERSION (usr/lib/modules in newer packages).
@@ -273,7 +240,7 @@ pub fn initramfs(
         &mut found,
     );
     let mut order = Vec::new();
-    for m in MODULES {
+    for m in MODULES.split_whitespace() {
         add_module(m, &found, r, &mut order)?;
     }
     fs::write(r.join("mods/order"), order.join("\n") + "\n")?;
@@ -301,38 +268,16 @@ pub fn initramfs(
         fs::set_permissions(r.join(f), fs::Permissions::from_mode(0o755))?;
     }
 
-    let mut paths = Vec::new();
-    walk(r, &mut paths);
-    let mut cpio = Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
+    sh(Command::new("bash")
+        .args([
+            "-o",
+            "pipefail",
+            "-c",
+            "find . | cpio -o -H newc --quiet | gzip -1",
+        ])
         .current_dir(r)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting cpio (apt-get install cpio)")?;
-    let gzip = Command::new("gzip")
-        .arg("-1")
-        .stdin(cpio.stdout.take().expect("piped"))
-        .stdout(fs::File::create(out)?)
-        .spawn()?;
-    let mut names = String::new();
-    for p in &paths {
-        names += &format!(
-            ".{}\n",
-            p.to_string_lossy()
-                .strip_prefix(&*r.to_string_lossy())
-                .unwrap_or_default()
-        );
-    }
-    cpio.stdin
-        .take()
-        .expect("piped")
-        .write_all(names.as_bytes())?;
-    let (c, g) = (cpio.wait()?, gzip.wait_with_output()?.status);
-    if !c.success() || !g.success() {
-        bail!("packing {} failed (cpio {c}, gzip {g})", out.display());
-    }
-    Ok(())
+        .stdout(fs::File::create(out)?))
+    .context("packing the initramfs (apt-get install cpio)")
 }
 
 /// The guest's /init. `vmprobe` on the kernel command line skips the test (the KVM probe).
@@ -483,13 +428,11 @@ fn qemu(
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             // No core files: QEMU aborts where KVM cannot set up the host's CPU.
-            libc::setrlimit(
-                libc::RLIMIT_CORE,
-                &libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                },
-            );
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
             Ok(())
         });
     }
@@ -620,68 +563,5 @@ linux-image-cloud-amd64 - Linux for x86-64 cloud (meta-package)";
         assert_eq!(exit_code(console), Some(3));
         assert_eq!(exit_code("=== test exit \n"), None);
         assert_eq!(exit_code("[    2.0] Kernel panic"), None);
-    }
-}
-
-#[cfg(test)]
-mod scratch {
-    #[test]
-    #[ignore]
-    fn scratch_all_kernels() {
-        let spec = std::env::var("SPEC").unwrap();
-        let dir = super::work_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("scratch-test.sh");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho \"uname: $(uname -r)\"\nls -la /sys/fs/bpf\ncut -d' ' -f1 /proc/modules | tr '\\n' ' '; echo; cat /mods/order | tr '\\n' ' '; echo\n/opt/bin/ip -V; /opt/bin/bpftool version | head -1; /opt/bin/nsenter --version\nif [ -n \"$SLEEP\" ]; then sleep 1000; fi\nexit 7\n",
-        )
-        .unwrap();
-        let t = std::time::Instant::now();
-        let tree = super::kernel_tree(&spec).unwrap();
-        eprintln!(
-            "SCRATCH {spec}: tree {} in {:?}",
-            tree.display(),
-            t.elapsed()
-        );
-        let img = dir.join(format!("scratch-{spec}.cpio.gz"));
-        let t = std::time::Instant::now();
-        super::initramfs(&tree, &img, &script, &[], &[]).unwrap();
-        eprintln!(
-            "SCRATCH {spec}: initramfs {} bytes in {:?}",
-            std::fs::metadata(&img).unwrap().len(),
-            t.elapsed()
-        );
-        for i in 0..2 {
-            let t = std::time::Instant::now();
-            let (code, out) =
-                super::boot(&tree, &img, std::time::Duration::from_secs(120)).unwrap();
-            eprintln!(
-                "SCRATCH {spec}: boot {i} version {} exit {code} in {:?}\n{out}",
-                super::kernel_version(&tree),
-                t.elapsed()
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod scratch2 {
-    #[test]
-    #[ignore]
-    fn scratch_failures() {
-        let dir = super::work_dir();
-        let tree = super::kernel_tree("6.1").unwrap();
-        for (name, body) in [("sleep", "sleep 1000"), ("off", "poweroff -f")] {
-            let script = dir.join(format!("scratch-{name}.sh"));
-            std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
-            let img = dir.join(format!("scratch-{name}.cpio.gz"));
-            super::initramfs(&tree, &img, &script, &[], &[]).unwrap();
-            let t = std::time::Instant::now();
-            let r = super::boot(&tree, &img, std::time::Duration::from_secs(12));
-            eprintln!("SCRATCH {name}: {:?} after {:?}", r.map(|x| x.0), t.elapsed());
-            let ps = std::process::Command::new("pgrep").arg("-a").arg("qemu").output().unwrap();
-            eprintln!("SCRATCH qemu left: {:?}", String::from_utf8_lossy(&ps.stdout));
-        }
     }
 }

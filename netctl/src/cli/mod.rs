@@ -1,6 +1,7 @@
 //! Command line: clap definitions and dispatch. Each verb lives in its own module.
 
 mod exec;
+mod info;
 mod inspect;
 mod network;
 mod port;
@@ -68,6 +69,8 @@ enum Command {
     Stats(stats::Args),
     /// Stream flows, drops and packets from the datapath, live (or to a pcapng file)
     Trace(trace::Args),
+    /// Show the kernel's features, the datapath's choices and where programs are attached
+    Info(info::Args),
     /// Serve dockerd as its network and IPAM driver `netctl` (foreground)
     #[command(after_help = "Start it before dockerd needs it, then:\n  \
         docker network create -d netctl --ipam-driver netctl --subnet 10.20.0.0/24 web\n  \
@@ -147,6 +150,7 @@ pub fn main() -> i32 {
         Command::Sync(a) => sync::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Info(a) => info::run(a),
     };
     match result {
         Ok(code) => code,

@@ -63,6 +63,11 @@ pub const FAILED: i32 = 125;
 
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
+    if !args.publish.is_empty() || args.publish_all {
+        if let Err(e) = crate::dataplane::socket_programs(&ctx.cfg) {
+            eprintln!("netctl: warning: published ports answer other hosts only, not this host's own clients: {e}");
+        }
+    }
     let mut req = CreateRequest {
         name: args.name,
         network: args.network,

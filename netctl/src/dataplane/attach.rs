@@ -117,6 +117,24 @@ fn detach_filter(program: &str, ifindex: u32) {
     }
 }
 
+/// What is attached where, from the pins: (program, ifindex, how: tcx, tc netlink, xdp or
+/// cgroup).
+pub fn attached(links_dir: &Path) -> Vec<(String, u32, &'static str)> {
+    list(links_dir)
+        .iter()
+        .filter_map(|p| parse_pin(p))
+        .map(|pin| {
+            let how = match pin.program.as_str() {
+                _ if pin.netlink => "tc netlink",
+                netctl_common::programs::UPLINK_XDP => "xdp",
+                p if p.starts_with("sock_") => "cgroup",
+                _ => "tcx",
+            };
+            (pin.program, pin.ifindex, how)
+        })
+        .collect()
+}
+
 /// Removes every pin and netlink filter of this instance's links directory (teardown).
 pub fn detach_all(links_dir: &Path) {
     for path in list(links_dir) {

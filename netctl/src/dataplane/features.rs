@@ -72,7 +72,7 @@ pub const FEATURES: [Feature; 15] = [
     f(GET_NETNS_COOKIE, "5.7", "socket programs act only on this instance's namespaces",
         Some("no socket programs (as for connect4)")),
     f(CONNECT4, "4.17", "host-local clients of published ports (TCP)",
-        Some("no socket programs: published ports answer from other hosts only; `run -p` and 127.0.0.11 fail with this error")),
+        Some("no socket programs: published ports answer other hosts only (`run -p` warns), containers ask the resolver on their gateway instead of 127.0.0.11")),
     f(SENDMSG4, "4.18", "host-local clients of published UDP ports, 127.0.0.11 in containers",
         Some("as for connect4")),
     f(RECVMSG4, "5.2", "replies to host-local UDP clients",

@@ -189,6 +189,16 @@ impl Dataplane {
         Ok(changes)
     }
 
+    /// The modes this kernel and the configuration give the attachments.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
+    /// Every attachment of this instance: (program, ifindex, how).
+    pub fn attachments(&self) -> Vec<(String, u32, &'static str)> {
+        attach::attached(&self.pins.links())
+    }
+
     /// Attaches the container program to one veth ahead of the reconcile (which then finds
     /// it attached): a TCX attachment waits for an RCU grace period, which a command spends
     /// on the rest of its work this way.
@@ -654,6 +664,18 @@ fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bo
         ifindex: index,
         egress,
     }
+}
+
+/// Whether the socket programs run here: every hook they need, and a cgroup v2 hierarchy to
+/// attach them to. The error says what is missing.
+pub fn socket_programs(cfg: &Config) -> Result<()> {
+    Features::detect(&cfg.features_deny)?.socket_programs()?;
+    if cgroup_root().is_none() {
+        anyhow::bail!(
+            "this needs a cgroup v2 hierarchy (mount cgroup2, e.g. at /sys/fs/cgroup/unified)"
+        );
+    }
+    Ok(())
 }
 
 /// Where the cgroup v2 hierarchy is mounted (its root covers every process): /sys/fs/cgroup

@@ -274,7 +274,11 @@ impl World {
             return self.run_one(prog, pkt, ctx);
         }
         let (v, out) = self.run_one(prog, pkt, ctx)?;
-        assert_eq!((v, &out[..], self.mark), (XDP_PASS, pkt, None), "XDP without the mark");
+        assert_eq!(
+            (v, &out[..], self.mark),
+            (XDP_PASS, pkt, None),
+            "XDP without the mark"
+        );
         let (v, out) = self.run_one("uplink_ingress", pkt, ctx)?;
         let v = match v {
             TC_ACT_OK | TC_ACT_REDIRECT => XDP_PASS,

@@ -1,0 +1,160 @@
+//! `netctl info`: what this kernel can do, which path netctl takes for each feature and why,
+//! and where the programs are attached (as `docker info` and `cilium status --verbose`).
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::{
+    config::{Config, XdpMode},
+    dataplane::{
+        features::{self, Features, FEATURES},
+        Dataplane,
+    },
+};
+
+/// Show the kernel's features, the datapath's choices and the attached programs
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output format: text or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    crate::ctx::require_root()?;
+    let cfg = Config::from_env()?;
+    let f = Features::detect(&cfg.features_deny)?;
+    let dp = Dataplane::open_existing(&cfg);
+    let info = json!({
+        "Kernel": features::kernel_release(),
+        "Features": FEATURES.iter().map(|x| json!({
+            "Name": x.name,
+            "Present": f.has(x.name),
+            "Probed": f.probed(x.name),
+            "Denied": f.is_denied(x.name),
+            "Since": x.since,
+            "UsedFor": x.used_for,
+            "Fallback": x.fallback,
+        })).collect::<Vec<_>>(),
+        "Required": f.check_required().err().map(|e| e.to_string()),
+        "Paths": paths(&cfg, &f),
+        "Attached": dp.as_ref().map(attached).unwrap_or_default(),
+    });
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(0);
+    }
+    println!("Kernel: {}", info["Kernel"].as_str().unwrap_or_default());
+    if let Some(e) = info["Required"].as_str() {
+        println!("Unusable: {e}");
+    }
+    println!("\nFEATURE              PRESENT  SINCE  USED FOR");
+    for x in &FEATURES {
+        let state = match (f.probed(x.name), f.is_denied(x.name)) {
+            (_, true) => "denied",
+            (true, false) => "yes",
+            (false, false) => "no",
+        };
+        println!("{:<20} {:<8} {:<6} {}", x.name, state, x.since, x.used_for);
+    }
+    println!("\nPATH                 CHOSEN");
+    for p in info["Paths"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {}",
+            p["What"].as_str().unwrap_or_default(),
+            p["Chosen"].as_str().unwrap_or_default()
+        );
+    }
+    println!("\nINTERFACE            PROGRAM              HOW");
+    for a in info["Attached"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<20} {}",
+            a["Interface"].as_str().unwrap_or_default(),
+            a["Program"].as_str().unwrap_or_default(),
+            a["How"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// One line per choice: what was chosen and, where it is a fallback, why.
+fn paths(cfg: &Config, f: &Features) -> Vec<serde_json::Value> {
+    let why = |name: &str| {
+        if f.is_denied(name) {
+            format!("{name} denied by NETCTL_FEATURES_DENY")
+        } else {
+            format!("the kernel has no {name}")
+        }
+    };
+    let choose = |name: &str, yes: &str, no: &str| {
+        if f.has(name) {
+            yes.to_string()
+        } else {
+            format!("{no} ({})", why(name))
+        }
+    };
+    let xdp = match cfg.xdp {
+        _ if !f.has(features::XDP_ADJUST_META) => format!(
+            "off: TC does all the uplink's work ({})",
+            why(features::XDP_ADJUST_META)
+        ),
+        XdpMode::Off => "off (NETCTL_XDP=off)".to_string(),
+        XdpMode::Auto => "NAT in XDP on physical NICs, TC on virtual devices".to_string(),
+        XdpMode::Native => "native XDP on every uplink (NETCTL_XDP=native)".to_string(),
+        XdpMode::Generic => "generic XDP on every uplink (NETCTL_XDP=generic)".to_string(),
+    };
+    let sock = match f.socket_programs() {
+        Ok(()) => "attached at the cgroup v2 root, scoped to this instance's namespaces".into(),
+        Err(e) => format!("not loaded: published ports answer other hosts only ({e})"),
+    };
+    let rows = [
+        (
+            "tc attach",
+            choose(features::TCX, "tcx links", "netlink cls_bpf filters"),
+        ),
+        ("uplink xdp", xdp),
+        (
+            "nat port search",
+            choose(
+                features::LOOP,
+                "bpf_loop over the whole range",
+                "bounded: 32 ports from a random start",
+            ),
+        ),
+        (
+            "conntrack flags",
+            choose(
+                features::ATOMICS,
+                "atomic fetch-or",
+                "plain read-modify-write",
+            ),
+        ),
+        ("host-local ports", sock),
+        (
+            "kernel drops",
+            choose(
+                features::KFREE_SKB_REASON,
+                "traced by `trace --drops`",
+                "not traced: netctl's own drops only",
+            ),
+        ),
+    ];
+    rows.into_iter()
+        .map(|(what, chosen)| json!({ "What": what, "Chosen": chosen }))
+        .collect()
+}
+
+fn attached(dp: &Dataplane) -> Vec<serde_json::Value> {
+    dp.attachments()
+        .into_iter()
+        .map(|(program, ifindex, how)| {
+            let name = match ifindex {
+                0 => "cgroup root".to_string(),
+                i => nix::net::if_::if_indextoname(i)
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| format!("ifindex {i}")),
+            };
+            json!({ "Interface": name, "Ifindex": ifindex, "Program": program, "How": how })
+        })
+        .collect()
+}
