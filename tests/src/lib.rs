@@ -531,6 +531,19 @@ impl Sandbox {
         self.wait_listening(name, port);
     }
 
+    /// Whether this sandbox's netctl has a kernel feature (the probes less
+    /// NETCTL_FEATURES_DENY, as `netctl info` reports them).
+    pub fn has_feature(&self, name: &str) -> bool {
+        let info: serde_json::Value =
+            serde_json::from_str(&self.netctl_ok(&["info", "--format", "json"]))
+                .expect("info json");
+        info["Features"]
+            .as_array()
+            .expect("features")
+            .iter()
+            .any(|f| f["Name"] == name && f["Present"] == true)
+    }
+
     /// Runs a shell command in a container; returns its output.
     pub fn container_sh(&self, name: &str, script: &str) -> Output {
         self.netctl(&["exec", name, "--", "sh", "-c", script])

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod kernels;
 mod setup;
 mod vm;
 
@@ -44,6 +45,10 @@ enum Cmd {
     },
     /// Run the whole suite: format and lint checks, unit tests, eBPF program tests, end-to-end
     Test {
+        /// Instead of the suite: boot Debian's cloud kernels in QEMU and run the program
+        /// tests and the demo inside (5.10, 6.1, 6.12, newest, comma-separated, or all)
+        #[arg(long, value_name = "LIST")]
+        kernel: Option<String>,
         /// Extra arguments for `cargo test` (e.g. a test name filter)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -92,9 +97,12 @@ fn run(cli: Cli) -> Result<()> {
             let loadgen = workspace_root().join("target/release/loadgen");
             bench::run(&netctl_bin(true), &loadgen, quick, &only)
         }
-        Cmd::Test { args } => {
+        Cmd::Test { kernel, args } => {
             setup::run()?;
-            test(&args)
+            match kernel {
+                Some(list) => kernels::run(&list),
+                None => test(&args),
+            }
         }
     }
 }
@@ -133,7 +141,7 @@ fn show(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c

@@ -41,6 +41,11 @@ const PACKAGES: &[&str] = &[
     "runc",
     "docker.io",
     "busybox-static",
+    // The kernel matrix (`cargo xtask test --kernel`): Debian's kernels booted in QEMU from
+    // an initramfs made here.
+    "qemu-system-x86",
+    "cpio",
+    "binutils",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";

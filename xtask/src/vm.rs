@@ -1,9 +1,6 @@
 //! Debian's cloud kernels in QEMU: fetch a kernel (with a private apt state, so the machine's
 //! own is untouched), pack a test script into an initramfs, boot it and read the script's exit
-//! code from the console. The recipe it follows is /work/shared/vm.
-
-// Until `cargo xtask test --kernel …` calls it.
-#![cfg_attr(not(test), allow(dead_code))]
+//! code from the console. It follows the recipe in /work/shared/vm.
 
 use std::{
     fs,
@@ -26,7 +23,7 @@ const KERNELS: &str = "
     6.1     bookworm  linux-image-6.1.0-      -cloud-amd64-unsigned
     6.12    trixie    linux-image-6.12.       -cloud-amd64-unsigned
     newest  sid       linux-binary-unsigned-  -cloud-amd64";
-/// The modules the guest loads (after what they depend on); those a kernel lacks are skipped.
+/// The modules the guest loads (after those they depend on); those a kernel lacks are skipped.
 const MODULES: &str = "bridge veth sch_ingress cls_bpf vxlan wireguard";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -39,14 +36,12 @@ fn work_dir() -> PathBuf {
 pub fn kernel_tree(spec: &str) -> Result<PathBuf> {
     let row = KERNELS
         .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>());
-    let Some([_, suite, prefix, suffix]) = row
-        .into_iter()
-        .find(|k| k.first() == Some(&spec))
-        .map(|k| [k[0], k[1], k[2], k[3]])
-    else {
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|k| k.first() == Some(&spec));
+    let Some(&[_, suite, prefix, suffix]) = row.as_deref() else {
         bail!("unknown kernel {spec:?}: 5.10, 6.1, 6.12 or newest");
     };
+    // One apt state per suite: a suite that fails to update spoils no other.
     let dir = work_dir().join(suite);
     for d in ["lists/partial", "cache/archives/partial"] {
         fs::create_dir_all(dir.join(d))?;
@@ -56,45 +51,41 @@ pub fn kernel_tree(spec: &str) -> Result<PathBuf> {
         mirror()
     );
     fs::write(dir.join("sources.list"), sources)?;
-    // One apt state per suite: a suite that fails to update spoils no other.
     let stamp = dir.join("updated");
-    let age = fs::metadata(&stamp).and_then(|m| m.modified()).ok();
-    if age.and_then(|t| t.elapsed().ok()).map_or(true, |a| a > DAY) {
+    let updated = fs::metadata(&stamp).and_then(|m| m.modified()).ok();
+    if updated
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > DAY)
+    {
         match sh(apt(&dir, "apt-get").args(["-q", "update", "--error-on=any"])) {
             Ok(()) => fs::write(&stamp, "")?,
-            Err(e) if age.is_some() => eprintln!("vm: {e:#}; using the older {suite} lists"),
+            Err(e) if updated.is_some() => eprintln!("vm: {e:#}; using the older {suite} lists"),
             Err(e) => return Err(e),
         }
     }
-    let out = apt(&dir, "apt-cache")
-        .args([
-            "search",
-            "--names-only",
-            &format!("^{}", prefix.replace('.', "\\.")),
-        ])
+    let regex = format!("^{}", prefix.replace('.', "\\."));
+    let listing = apt(&dir, "apt-cache")
+        .args(["search", "--names-only", &regex])
         .output()?;
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let name = newest(&listing, prefix, suffix)
+    let name = newest(&String::from_utf8_lossy(&listing.stdout), prefix, suffix)
         .with_context(|| format!("no {prefix}*{suffix} in {suite}"))?;
     let tree = dir.join(&name);
     if tree.is_dir() {
         return Ok(tree);
     }
-    let version = &name[prefix.len()..name.len() - suffix.len()];
     let mut packages = vec![name.clone()];
     if spec == "newest" {
+        let version = &name[prefix.len()..name.len() - suffix.len()];
         packages.push(format!("linux-modules-{version}{suffix}"));
     }
-    let debs = dir.join("debs");
-    let _ = fs::remove_dir_all(&debs);
+    let (debs, partial) = (dir.join("debs"), dir.join("tree.partial"));
+    let _ = (fs::remove_dir_all(&debs), fs::remove_dir_all(&partial));
     fs::create_dir_all(&debs)?;
-    // Our own dir: apt's _apt user need not (and cannot) write into it.
+    // Into our own dir, which apt's _apt user cannot write to.
     sh(apt(&dir, "apt-get")
         .args(["-o", "APT::Sandbox::User=root", "download"])
         .args(&packages)
         .current_dir(&debs))?;
-    let partial = dir.join("tree.partial");
-    let _ = fs::remove_dir_all(&partial);
     for deb in fs::read_dir(&debs)? {
         sh(Command::new("dpkg-deb")
             .arg("-x")
@@ -102,14 +93,10 @@ pub fn kernel_tree(spec: &str) -> Result<PathBuf> {
             .arg(&partial))?;
     }
     fs::remove_dir_all(&debs)?;
-    // Older trees of this suite go; the new one appears whole or not at all.
-    for old in fs::read_dir(&dir)? {
-        let old = old?.path();
-        if old
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("linux-"))
-        {
-            fs::remove_dir_all(old)?;
+    // Older trees of the suite go; the new one appears whole or not at all.
+    for old in fs::read_dir(&dir)?.flatten() {
+        if old.file_name().to_string_lossy().starts_with("linux-") {
+            fs::remove_dir_all(old.path())?;
         }
     }
     fs::rename(&partial, &tree)?;
@@ -132,39 +119,35 @@ fn apt(dir: &Path, tool: &str) -> Command {
 
 /// The machine's own Debian mirror (its main archive, not -security).
 fn mirror() -> String {
-    let mut texts: Vec<String> = fs::read_dir("/etc/apt/sources.list.d")
+    let sources = fs::read_dir("/etc/apt/sources.list.d")
         .into_iter()
         .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "sources"))
-        .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .collect();
-    texts.extend(fs::read_to_string("/etc/apt/sources.list").ok());
-    texts
-        .iter()
-        .find_map(|t| mirror_in(t))
+        .flatten();
+    sources
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+        .chain([PathBuf::from("/etc/apt/sources.list")])
+        .find_map(|p| mirror_in(&fs::read_to_string(p).unwrap_or_default()))
         .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
 
 /// The first non-security URI of a deb822 `.sources` file or a one-line sources.list.
 fn mirror_in(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if let Some(uris) = l.strip_prefix("URIs:") {
-                return Some(uris.split_whitespace().collect::<Vec<_>>());
-            }
-            let rest = l.strip_prefix("deb ")?.trim_start();
-            // Options in brackets come before the URI.
-            let rest = match rest.strip_prefix('[') {
-                Some(r) => r.split_once(']')?.1,
-                None => rest,
-            };
-            Some(rest.split_whitespace().take(1).collect())
-        })
-        .flatten()
-        .find(|uri| !uri.trim_end_matches('/').ends_with("-security"))
-        .map(|uri| uri.trim_end_matches('/').to_string())
+    let uris = text.lines().flat_map(|l| {
+        let l = l.trim();
+        let uris = match (l.strip_prefix("URIs:"), l.strip_prefix("deb ")) {
+            (Some(uris), _) => uris,
+            // One line: options in brackets come before the URI.
+            (_, Some(rest)) => rest.rsplit_once(']').map_or(rest, |(_, r)| r),
+            _ => "",
+        };
+        let one_line = !l.starts_with("URIs:");
+        uris.split_whitespace()
+            .take(if one_line { 1 } else { usize::MAX })
+    });
+    uris.map(|u| u.trim_end_matches('/'))
+        .find(|u| !u.ends_with("-security"))
+        .map(String::from)
 }
 
 /// The highest-versioned package named PREFIX VERSION SUFFIX in an `apt-cache search` listing.
@@ -186,7 +169,7 @@ fn newest(listing: &str, prefix: &str, suffix: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// The dir of the tree's modules: lib/modules/VERSION (usr/lib/modules in newer packages).
+/// lib/modules/RELEASE in the tree (usr/lib/modules/RELEASE in newer packages).
 fn modules_dir(tree: &Path) -> Option<PathBuf> {
     ["lib/modules", "usr/lib/modules"]
         .iter()
@@ -197,19 +180,20 @@ fn modules_dir(tree: &Path) -> Option<PathBuf> {
         .find(|p| p.is_dir())
 }
 
-/// The kernel's release (its modules dir's name), e.g. 6.1.0-28-cloud-amd64.
+/// The kernel's release (its modules dir's name), e.g. 6.1.0-28-cloud-amd64; empty if none.
 pub fn kernel_version(tree: &Path) -> String {
-    modules_dir(tree)
-        .and_then(|d| Some(d.file_name()?.to_string_lossy().into_owned()))
+    let dir = modules_dir(tree).unwrap_or_default();
+    dir.file_name()
         .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        out.push(p.clone());
+        out.push(e.path());
         if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(&p, out);
+            walk(&e.path(), out);
         }
     }
 }
@@ -226,31 +210,33 @@ pub fn initramfs(
 ) -> Result<()> {
     let root = TempDir::new("initramfs")?;
     let r = &root.0;
-    for d in [
-        "bin", "sbin", "proc", "sys", "dev", "tmp", "run", "etc", "root", "mods", "opt/bin",
-    ] {
+    for d in "bin sbin proc sys dev tmp run etc root mods opt/bin".split(' ') {
         fs::create_dir_all(r.join(d))?;
     }
     fs::copy("/bin/busybox", r.join("bin/busybox")).context("/bin/busybox (busybox-static)")?;
 
-    // Modules, decompressed, each after those its modinfo says it depends on.
     let mut found = Vec::new();
     walk(
         &modules_dir(tree).context("no modules in the kernel tree")?,
         &mut found,
     );
     let mut order = Vec::new();
-    for m in MODULES.split_whitespace() {
+    for m in MODULES.split(' ') {
         add_module(m, &found, r, &mut order)?;
     }
     fs::write(r.join("mods/order"), order.join("\n") + "\n")?;
 
-    let mut bins: Vec<PathBuf> = binaries.to_vec();
+    let mut bins = binaries.to_vec();
     for tool in ["ip", "bpftool", "nsenter"] {
-        bins.push(which(tool).with_context(|| format!("{tool} not found on this machine"))?);
+        let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
+        let hit = path
+            .split(':')
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file());
+        bins.push(hit.with_context(|| format!("no {tool} on this machine"))?);
     }
     for b in &bins {
-        let name = b.file_name().context("binary without a name")?;
+        let name = b.file_name().context("a binary without a name")?;
         fs::copy(b, r.join("opt/bin").join(name)).with_context(|| b.display().to_string())?;
         let ldd = Command::new("ldd").arg(b).output()?;
         for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
@@ -262,12 +248,11 @@ pub fn initramfs(
     for (host, guest) in files {
         copy_to(host, r, guest)?;
     }
-    fs::copy(script, r.join("test.sh")).with_context(|| script.display().to_string())?;
+    copy_to(script, r, "test.sh")?;
     fs::write(r.join("init"), INIT)?;
     for f in ["init", "test.sh"] {
         fs::set_permissions(r.join(f), fs::Permissions::from_mode(0o755))?;
     }
-
     sh(Command::new("bash")
         .args([
             "-o",
@@ -295,23 +280,21 @@ echo "=== test exit $?"
 poweroff -f
 "#;
 
-/// Puts module `name` (and first what it depends on) into the initramfs' /mods.
+/// Puts module `name`, decompressed, into the initramfs' /mods after those it depends on
+/// (which differ between kernels: wireguard's crypto libraries were regrouped in 7.x).
 fn add_module(name: &str, found: &[PathBuf], root: &Path, order: &mut Vec<String>) -> Result<()> {
     let norm = |s: &str| s.replace('-', "_");
-    if order.iter().any(|m| norm(m) == norm(name)) {
-        return Ok(());
-    }
-    let Some(file) = found.iter().find(|p| {
+    let file = found.iter().find(|p| {
         let f = p.file_name().unwrap_or_default().to_string_lossy();
         f.split_once(".ko")
             .is_some_and(|(stem, _)| norm(stem) == norm(name))
-    }) else {
-        return Ok(()); // built in, or not in this kernel
+    });
+    let Some(file) = file.filter(|_| !order.iter().any(|m| norm(m) == norm(name))) else {
+        return Ok(()); // loaded before, built in, or not in this kernel
     };
-    let ext = file.extension().unwrap_or_default().to_string_lossy();
-    let bytes = match &*ext {
-        "xz" | "zst" => {
-            let tool = if ext == "xz" { "xz" } else { "zstd" };
+    let bytes = match file.extension().and_then(|x| x.to_str()) {
+        Some(x @ ("xz" | "zst")) => {
+            let tool = if x == "xz" { "xz" } else { "zstd" };
             let o = Command::new(tool).arg("-dcq").arg(file).output()?;
             if !o.status.success() {
                 bail!("{tool} -d {} failed", file.display());
@@ -320,28 +303,21 @@ fn add_module(name: &str, found: &[PathBuf], root: &Path, order: &mut Vec<String
         }
         _ => fs::read(file)?,
     };
-    // modinfo's NUL-separated key=value strings name the modules this one needs.
+    // The module's modinfo strings (key=value, NUL-separated) name the modules it needs.
     let depends = bytes
         .split(|&b| b == 0)
-        .find_map(|s| s.strip_prefix(b"depends="))
-        .map(|d| String::from_utf8_lossy(d).into_owned())
-        .unwrap_or_default();
-    for dep in depends.split(',').filter(|d| !d.is_empty()) {
-        add_module(dep, found, root, order)?;
+        .find_map(|s| s.strip_prefix(b"depends="));
+    for dep in String::from_utf8_lossy(depends.unwrap_or_default()).split(',') {
+        if !dep.is_empty() {
+            add_module(dep, found, root, order)?;
+        }
     }
     fs::write(root.join(format!("mods/{name}.ko")), bytes)?;
     order.push(name.to_string());
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-    path.split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-/// Copies a host file to `guest` (an absolute path) under the initramfs root.
+/// Copies a host file to `guest` (a path in the guest) under the initramfs root.
 fn copy_to(host: &Path, root: &Path, guest: &str) -> Result<()> {
     let to = root.join(guest.trim_start_matches('/'));
     fs::create_dir_all(to.parent().expect("under the root"))?;
@@ -370,20 +346,19 @@ impl Drop for TempDir {
 }
 
 /// Boots the tree's kernel with `initramfs`; returns the test script's exit code and the
-/// console output. KVM if a short probe boot works (a KVM guest hung at boot on these
-/// machines), else TCG.
+/// console output. KVM if a short probe boot works (on these machines QEMU's KVM guest either
+/// aborts setting an MSR or hangs at boot), else TCG.
 pub fn boot(tree: &Path, initramfs: &Path, timeout: Duration) -> Result<(i32, String)> {
     static KVM: OnceLock<bool> = OnceLock::new();
     let kvm = *KVM.get_or_init(|| {
-        let usable = fs::OpenOptions::new()
+        let kvm = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open("/dev/kvm")
-            .is_ok();
-        let ok = usable
+            .open("/dev/kvm");
+        let ok = kvm.is_ok()
             && qemu(tree, initramfs, true, " vmprobe", Duration::from_secs(20))
                 .is_ok_and(|(code, _)| code == 0);
-        eprintln!("vm: {}", if ok { "KVM" } else { "no working KVM: TCG" });
+        eprintln!("vm: {}", if ok { "KVM" } else { "no working KVM, so TCG" });
         ok
     });
     qemu(tree, initramfs, kvm, "", timeout)
@@ -423,63 +398,49 @@ fn qemu(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: prctl and setrlimit are async-signal-safe. QEMU dies with us, even if we are killed.
+    // SAFETY: prctl and setrlimit are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
+            // QEMU dies with us, even if we are killed; and leaves no core when it aborts.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // No core files: QEMU aborts where KVM cannot set up the host's CPU.
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::setrlimit(
+                libc::RLIMIT_CORE,
+                &libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                },
+            );
             Ok(())
         });
     }
     let started = Instant::now();
     let mut child = Reaped(
         cmd.spawn()
-            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?,
+            .context("starting QEMU (apt-get install qemu-system-x86)")?,
     );
-    let readers = [
-        drain(child.0.stdout.take().expect("piped")),
-        drain(child.0.stderr.take().expect("piped")),
-    ];
-    let timed_out = loop {
-        if child.0.try_wait()?.is_some() {
-            break false;
-        }
-        if started.elapsed() > timeout {
-            break true;
-        }
+    let stdout = drain(child.0.stdout.take().expect("piped"));
+    let stderr = drain(child.0.stderr.take().expect("piped"));
+    while child.0.try_wait()?.is_none() && started.elapsed() < timeout {
         std::thread::sleep(Duration::from_millis(100));
-    };
-    drop(child); // kills QEMU if it still runs, which ends the readers
-    let output: String = readers
-        .into_iter()
-        .map(|r| r.join().unwrap_or_default())
-        .collect::<String>()
-        .replace('\r', "");
-    let tail = || {
-        let lines: Vec<&str> = output.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    };
-    if timed_out {
-        bail!(
-            "{release}: no power-off within {timeout:?} ({accel}); the console's end:\n{}",
-            tail()
-        );
     }
+    let timed_out = child.0.try_wait()?.is_none();
+    drop(child); // kills QEMU if it still runs, which ends the readers
+    let output = [stdout, stderr]
+        .map(|r| r.join().unwrap_or_default())
+        .concat()
+        .replace('\r', "");
+    let lines: Vec<&str> = output.lines().collect();
+    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
     match exit_code(&output) {
+        _ if timed_out => {
+            bail!("{release} ({accel}): no power-off within {timeout:?}; console:\n{tail}")
+        }
         Some(code) => Ok((code, output)),
-        None => bail!(
-            "{release}: the guest gave no test exit code ({accel}); the console's end:\n{}",
-            tail()
-        ),
+        None => bail!("{release} ({accel}): the guest gave no test exit code; console:\n{tail}"),
     }
 }
 
-/// Kills and reaps the child when dropped: QEMU never outlives a boot.
+/// Kills and reaps QEMU when dropped: it never outlives a boot.
 struct Reaped(Child);
 
 impl Drop for Reaped {
@@ -500,11 +461,11 @@ fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String
 /// N of the last "=== test exit N" line.
 fn exit_code(console: &str) -> Option<i32> {
     console.lines().rev().find_map(|l| {
-        let rest = &l[l.find("=== test exit ")? + 14..];
-        let digits = rest
+        let rest = &l[l.find("=== test exit ")? + "=== test exit ".len()..];
+        let end = rest
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        rest[..digits].parse().ok()
+        rest[..end].parse().ok()
     })
 }
 
@@ -514,33 +475,30 @@ mod tests {
 
     #[test]
     fn newest_version() {
-        let listing = "\
-linux-image-6.12.9+deb13-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
-linux-image-6.12.117+deb13-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud
-linux-image-6.12.117+deb13-cloud-amd64-unsigned-dbg - debug symbols
-linux-image-6.12.38+deb13-rt-amd64-unsigned - Linux 6.12 for x86-64, PREEMPT_RT
-linux-image-cloud-amd64 - Linux for x86-64 cloud (meta-package)";
-        let name = newest(listing, "linux-image-6.12.", "-cloud-amd64-unsigned");
+        let trixie = "linux-image-6.12.9+deb13-cloud-amd64-unsigned - Linux 6.12 for cloud
+linux-image-6.12.117+deb13-cloud-amd64-unsigned - Linux 6.12 for cloud
+linux-image-6.12.118+deb13-cloud-amd64-unsigned-dbg - debug symbols
+linux-image-6.12.119+deb13-rt-amd64-unsigned - Linux 6.12 PREEMPT_RT
+linux-image-cloud-amd64 - Linux for cloud (meta-package)";
+        let suffix = "-cloud-amd64-unsigned";
+        let want = "linux-image-6.12.117+deb13-cloud-amd64-unsigned";
         assert_eq!(
-            name.as_deref(),
-            Some("linux-image-6.12.117+deb13-cloud-amd64-unsigned")
+            newest(trixie, "linux-image-6.12.", suffix).as_deref(),
+            Some(want)
         );
         let sid = "linux-binary-unsigned-7.2.9+deb14-cloud-amd64 - x\n\
                    linux-binary-unsigned-7.2.13+deb14-cloud-amd64 - x";
-        let name = newest(sid, "linux-binary-unsigned-", "-cloud-amd64");
+        let want = "linux-binary-unsigned-7.2.13+deb14-cloud-amd64";
         assert_eq!(
-            name.as_deref(),
-            Some("linux-binary-unsigned-7.2.13+deb14-cloud-amd64")
+            newest(sid, "linux-binary-unsigned-", "-cloud-amd64").as_deref(),
+            Some(want)
         );
-        assert_eq!(
-            newest("", "linux-image-6.1.0-", "-cloud-amd64-unsigned"),
-            None
-        );
+        assert_eq!(newest("", "linux-image-6.1.0-", suffix), None);
     }
 
     #[test]
     fn mirror_of_the_machine() {
-        let sources = "Types: deb\n# http://snapshot.debian.org/archive/debian-security/x\n\
+        let sources = "Types: deb\n# http://snapshot.debian.org/archive/debian/x\n\
                        URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n\
                        Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n";
         assert_eq!(
@@ -559,7 +517,7 @@ linux-image-cloud-amd64 - Linux for x86-64 cloud (meta-package)";
 
     #[test]
     fn test_exit_line() {
-        let console = "=== guest kernel 6.1.0-28-cloud-amd64\r\nhello\n=== test exit 3\n[ 1.2] reboot: Power down\n";
+        let console = "=== guest kernel 6.1.0-28\r\nhi\n=== test exit 3\n[ 1.2] reboot: Power down";
         assert_eq!(exit_code(console), Some(3));
         assert_eq!(exit_code("=== test exit \n"), None);
         assert_eq!(exit_code("[    2.0] Kernel panic"), None);

@@ -1,0 +1,217 @@
+//! `cargo xtask test --kernel LIST`: netctl on Debian's cloud kernels in QEMU. Each guest
+//! prints what the probes found, runs the eBPF program suites (BPF_PROG_TEST_RUN) on its own
+//! verifier, then the end-to-end demo twice — with what the kernel has, and with the
+//! fallbacks forced — and checks that a refused kernel feature leaves forwarding off.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, sh, vm, workspace_root};
+
+/// Debian 11, 12, 13 and sid's newest: `--kernel all`.
+pub const ALL: [&str; 4] = ["5.10", "6.1", "6.12", "newest"];
+
+/// A guest's whole run, under TCG (one emulated CPU).
+const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
+
+pub fn run(list: &str) -> Result<()> {
+    let specs: Vec<&str> = match list {
+        "all" => ALL.to_vec(),
+        l => l
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    if specs.is_empty() {
+        bail!("--kernel: name kernels (5.10, 6.1, 6.12, newest) or all");
+    }
+    let bins = binaries()?;
+    let dir = workspace_root().join("target/vm");
+    let script = dir.join("guest-test.sh");
+    std::fs::write(&script, GUEST_TEST)?;
+    let mut results = Vec::new();
+    for spec in specs {
+        let started = Instant::now();
+        let outcome = one(spec, &dir, &script, &bins);
+        let secs = started.elapsed().as_secs_f64();
+        match &outcome {
+            Ok((version, _)) => eprintln!("kernel {spec} ({version}): passed in {secs:.0} s"),
+            Err(e) => eprintln!("kernel {spec}: FAILED in {secs:.0} s: {e:#}"),
+        }
+        results.push((spec, outcome, secs));
+    }
+    println!("\nkernel matrix:");
+    let mut failed = 0;
+    for (spec, outcome, secs) in &results {
+        let (version, verdict) = match outcome {
+            Ok((v, _)) => (v.clone(), "passed".to_string()),
+            Err(e) => {
+                failed += 1;
+                (String::new(), format!("FAILED ({})", one_line(e)))
+            }
+        };
+        println!("  {spec:<7} {version:<28} {secs:>5.0} s  {verdict}");
+    }
+    if failed > 0 {
+        bail!("{failed} kernel(s) failed: their consoles are in target/vm/*.log");
+    }
+    Ok(())
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Boots one kernel with the guest test; the console goes to target/vm/SPEC.log.
+fn one(spec: &str, dir: &Path, script: &Path, bins: &[PathBuf]) -> Result<(String, i32)> {
+    let tree = vm::kernel_tree(spec)?;
+    let version = vm::kernel_version(&tree);
+    let initrd = dir.join(format!("{spec}.cpio.gz"));
+    vm::initramfs(&tree, &initrd, script, bins, &[])?;
+    let (code, console) = vm::boot(&tree, &initrd, GUEST_TIMEOUT)?;
+    let log = dir.join(format!("{spec}.log"));
+    std::fs::write(&log, &console)?;
+    // The guest's own summary lines: what it found and each step's verdict.
+    for line in console
+        .lines()
+        .filter(|l| l.starts_with("=== ") || l.starts_with("test result:") || l.contains("FAILED"))
+    {
+        println!("  [{spec}] {line}");
+    }
+    if code != 0 {
+        bail!("the guest test exited {code} (console: {})", log.display());
+    }
+    Ok((version, code))
+}
+
+/// netctl and the program-test binaries, stripped of debug info (the initramfs lives in the
+/// guest's memory).
+fn binaries() -> Result<Vec<PathBuf>> {
+    sh(cargo().args(["build", "--package", "netctl"]))?;
+    let out = cargo()
+        .args([
+            "test",
+            "--package",
+            "netctl",
+            "--test",
+            "programs",
+            "--test",
+            "conntrack",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .output()
+        .context("building the program tests")?;
+    if !out.status.success() {
+        bail!(
+            "building the program tests failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        if let (Some(exe), true) = (
+            msg["executable"].as_str(),
+            matches!(name, "programs" | "conntrack"),
+        ) {
+            tests.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    if tests.len() != 2 {
+        bail!("expected the programs and conntrack test binaries, found {tests:?}");
+    }
+    let dir = workspace_root().join("target/vm/bin");
+    std::fs::create_dir_all(&dir)?;
+    let mut bins = Vec::new();
+    let netctl = workspace_root().join("target/debug/netctl");
+    for (name, src) in std::iter::once(("netctl".to_string(), netctl)).chain(tests) {
+        let dst = dir.join(&name);
+        sh(Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&src)
+            .arg(&dst))?;
+        bins.push(dst);
+    }
+    // The guest's own tools besides busybox (ip, bpftool and nsenter come with the image).
+    for tool in ["/usr/bin/curl", "/usr/sbin/tc"] {
+        bins.push(PathBuf::from(tool));
+    }
+    Ok(bins)
+}
+
+/// The guest's test (busybox sh; the host's tools are in /opt/bin). Exits non-zero when any
+/// step fails.
+const GUEST_TEST: &str = r#"#!/bin/sh
+export PATH=/opt/bin:/bin:/sbin
+fail=0
+bad() { echo "=== FAILED: $*"; fail=1; }
+IP=/opt/bin/ip
+H="nsenter --net=/run/netns/h"
+X="nsenter --net=/run/netns/x"
+$IP link set lo up
+
+echo "=== features"
+/opt/bin/netctl info || bad "netctl info"
+
+echo "=== program tests (BPF_PROG_TEST_RUN)"
+for t in programs conntrack; do
+  /opt/bin/$t --test-threads=1 >/tmp/$t.log 2>&1 || bad "$t"
+  grep -E 'test result|FAILED|panicked' /tmp/$t.log
+done
+
+# The demo: a host namespace h with an uplink to x, two networks, a published port.
+demo() {
+  label=$1
+  export NETCTL_STATE_DIR=/tmp/st-$label NETCTL_BPFFS=/sys/fs/bpf/nt-$label
+  $IP netns add h; $IP netns add x
+  $IP link add u0 type veth peer name x0; $IP link set u0 netns h; $IP link set x0 netns x
+  $IP -n h addr add 10.210.0.1/24 dev u0; $IP -n h link set u0 up; $IP -n h link set lo up
+  $IP -n x addr add 10.210.0.2/24 dev x0; $IP -n x link set x0 up; $IP -n x link set lo up
+  mkdir -p /tmp/www; echo hello-$label > /tmp/www/index.html
+  $H netctl network create --subnet 10.10.0.0/24 front >/dev/null || bad "$label: network create"
+  $H netctl network create --subnet 10.20.0.0/24 back >/dev/null || bad "$label: network create back"
+  [ "$($H cat /proc/sys/net/ipv4/ip_forward)" = 1 ] || bad "$label: forwarding not on"
+  $H netctl run -d --name web --network front -p 8080:80 -- /bin/busybox httpd -f -p 80 -h /tmp/www 2>/dev/null || bad "$label: run"
+  $H netctl run -d --name other --network back -- /bin/busybox sleep 600 2>/dev/null || bad "$label: run other"
+  got=""
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    got=$($X /opt/bin/curl -s --max-time 3 http://10.210.0.1:8080/index.html) && [ -n "$got" ] && break
+    sleep 1
+  done
+  [ "$got" = hello-$label ] && echo "=== $label: published port answers from outside" || bad "$label: published port ($got)"
+  if $H netctl exec other -- /bin/busybox ping -c 1 -W 2 10.10.0.2 >/dev/null 2>&1; then
+    bad "$label: isolation"
+  fi
+  $H netctl stats | grep -q '^isolation' && echo "=== $label: isolation drop counted" || bad "$label: no isolation drop counted"
+  $H netctl info | sed -n '/^PATH/,$p'
+  $H netctl rm -f web other >/dev/null; $H netctl network rm front back >/dev/null || bad "$label: cleanup"
+  if $H tc filter show dev u0 ingress 2>/dev/null | grep -q uplink_; then bad "$label: filter left"; fi
+  $IP netns del h; $IP netns del x
+}
+demo native
+NETCTL_FEATURES_DENY=tcx,loop,atomics,xdp_load_bytes demo fallback
+unset NETCTL_FEATURES_DENY
+
+# A kernel feature refused: one line, nothing changed, forwarding stays off.
+$IP netns add h
+export NETCTL_STATE_DIR=/tmp/st-refused NETCTL_BPFFS=/sys/fs/bpf/nt-refused
+err=$(NETCTL_FEATURES_DENY=redirect_peer $H netctl network create --subnet 10.30.0.0/24 n 2>&1)
+echo "$err" | grep -q redirect_peer || bad "refused: $err"
+[ "$($H cat /proc/sys/net/ipv4/ip_forward)" = 0 ] && echo "=== refused kernel: forwarding stays off" || bad "refused: forwarding on"
+$IP netns del h
+exit $fail
+"#;
