@@ -10,6 +10,3 @@ pub const GLOBAL: &str = "FEATURES";
 pub const XDP_ADJUST_META: u32 = 1 << 0;
 /// `bpf_xdp_load_bytes` (5.18): traced XDP packets carry their bytes.
 pub const XDP_LOAD_BYTES: u32 = 1 << 1;
-/// BPF atomic fetch-and-or (5.12): conntrack flags set by packets of both directions at
-/// once. Without it the flags are written with a plain read-modify-write.
-pub const ATOMICS: u32 = 1 << 2;

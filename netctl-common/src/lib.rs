@@ -38,12 +38,14 @@ pub mod programs {
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
     pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
-    /// The twins of the programs that allocate NAT ports, for kernels without `bpf_loop`
-    /// (< 5.17): bounded probing instead. A kernel older than 5.13 refuses a program that
-    /// merely names a `bpf_loop` callback, so pruning cannot help there: the controller loads
-    /// these under the names above.
-    pub const UPLINK_EGRESS_BOUNDED: &str = "uplink_egress_bounded";
-    pub const FROM_CONTAINER_BOUNDED: &str = "from_container_bounded";
+    /// The twins of the programs that track flows, for kernels without `bpf_loop` (< 5.17)
+    /// or atomic OR (< 5.12): bounded NAT port search and plain flag updates. A kernel before
+    /// 5.13 refuses a program that merely contains those instructions, so pruning by the
+    /// features global cannot help there; the controller loads these under the names above.
+    pub const UPLINK_XDP_COMPAT: &str = "uplink_xdp_compat";
+    pub const UPLINK_INGRESS_COMPAT: &str = "uplink_ingress_compat";
+    pub const UPLINK_EGRESS_COMPAT: &str = "uplink_egress_compat";
+    pub const FROM_CONTAINER_COMPAT: &str = "from_container_compat";
 }
 
 /// The 4 bytes `uplink_xdp` leaves in the XDP metadata area of a packet whose ingress work

@@ -89,17 +89,18 @@ fn flags(e: *mut CtEntry) -> u64 {
 }
 
 /// ORs `bits` into an entry's flags (BPF's atomic OR: both halves of a flow are written by
-/// packets of either direction, on any CPU); returns the flags before.
+/// packets of either direction, on any CPU); returns the flags before. Without `MODERN` (a
+/// kernel before 5.12, whose verifier refuses an atomic OR even in dead code) a plain
+/// read-modify-write: a bit set by another CPU at the same instant may be lost, and that
+/// direction's next packet sets it again.
 #[inline(always)]
-fn set_flags(e: *mut CtEntry, bits: u64) -> u64 {
+fn set_flags<const MODERN: bool>(e: *mut CtEntry, bits: u64) -> u64 {
     // The bpf target exposes no atomic read-modify-write types; the intrinsic compiles to
     // BPF_ATOMIC | BPF_OR | BPF_FETCH.
     #[cfg(target_arch = "bpf")]
     // SAFETY: map value pointer, valid for this program run; an aligned u64.
     unsafe {
-        if !crate::features::has(netctl_common::features::ATOMICS) {
-            // Before 5.12: a bit set by another CPU between the read and the write may be
-            // lost; the next packet of that direction sets it again.
+        if !MODERN {
             let old = flags(e);
             core::ptr::write_volatile(&raw mut (*e).flags, old | bits);
             return old;
@@ -177,7 +178,7 @@ fn flow_event(kind: u8, key: &CtKey, e: &CtEntry, how: u8) {
 /// entry to translate with, or None when this half is stale — its peer's tuple belongs to
 /// another flow now — and has been removed.
 #[inline(always)]
-pub fn track(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntry> {
+pub fn track<const MODERN: bool>(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntry> {
     let t = now();
     // SAFETY: map value pointers, valid for this program run.
     let e = unsafe { &mut *f.e };
@@ -229,9 +230,9 @@ pub fn track(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntry> {
         }
     }
     if (shared | own) & !fl != 0 {
-        let before = set_flags(f.e, shared | own);
+        let before = set_flags::<MODERN>(f.e, shared | own);
         if shared & !fl != 0 {
-            set_flags(p, shared);
+            set_flags::<MODERN>(p, shared);
             if !is_closed(before) && is_closed(before | shared) {
                 flow_event(EV_FLOW_END, key, e, END_CLOSED);
             }
@@ -397,18 +398,18 @@ extern "C" fn probe(i: u32, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Ports tried from the random start where `bpf_loop` is missing (`LOOP` false): the verifier
+/// Ports tried from the random start where `bpf_loop` is missing (`MODERN` false): the verifier
 /// of those kernels walks every iteration, so the search is short; a range this full for one
 /// destination is exhaustion in practice.
 const BOUNDED_PROBES: u32 = 32;
 
 /// Picks a source port for a new SNAT flow: the reply tuple `reply_key` with its destination
 /// port (the port to allocate) free. Starts at a random port (source-port entropy, as DNS
-/// clients rely on) and, with `bpf_loop` (`LOOP`), tries every port of `min..=max` before
+/// clients rely on) and, with `bpf_loop` (`MODERN`), tries every port of `min..=max` before
 /// giving up, so exhaustion means the range is full for this destination. Inserts the reply entry (so two CPUs cannot take
 /// the same port) and returns the port in network byte order.
 #[inline(always)]
-pub fn alloc_port<const LOOP: bool>(
+pub fn alloc_port<const MODERN: bool>(
     reply_key: &mut CtKey,
     reply: &CtEntry,
     min: u16,
@@ -426,7 +427,7 @@ pub fn alloc_port<const LOOP: bool>(
         min: u32::from(min),
         port: 0,
     };
-    if LOOP {
+    if MODERN {
         // SAFETY: helper call; `probe` only uses `s` for the duration of the call.
         unsafe {
             bpf_loop(

@@ -117,8 +117,22 @@ fn tc_code(v: Verdict) -> i32 {
     }
 }
 
+// Each program that tracks flows comes twice: `MODERN` (bpf_loop, atomic flag updates) and
+// its `_compat` twin for kernels before 5.17, whose verifiers refuse those instructions even
+// in dead code. The controller loads one of the two under the usual name.
+
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+    xdp_ingress::<true>(ctx)
+}
+
+#[xdp]
+pub fn uplink_xdp_compat(ctx: XdpContext) -> u32 {
+    xdp_ingress::<false>(ctx)
+}
+
+#[inline(always)]
+fn xdp_ingress<const MODERN: bool>(ctx: XdpContext) -> u32 {
     let hook = Hook::UplinkXdp;
     let mut p = Xdp(&ctx);
     verdict::count(hook, p.len());
@@ -147,7 +161,7 @@ pub fn uplink_xdp(ctx: XdpContext) -> u32 {
         }
     };
     let before = h.key();
-    let v = Verdict::of(uplink::ingress(&mut p, &mut h, ifindex).map(|_| None));
+    let v = Verdict::of(uplink::ingress::<MODERN, Xdp>(&mut p, &mut h, ifindex).map(|_| None));
     match finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v) {
         Verdict::Drop(_) => xdp_action::XDP_DROP,
         _ => {
@@ -198,9 +212,19 @@ fn pass_other(_: &mut Tc, _: u16, _: u32) -> Result<Option<i32>, DropReason> {
 
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
+    ingress::<true>(ctx)
+}
+
+#[classifier]
+pub fn uplink_ingress_compat(ctx: TcContext) -> i32 {
+    ingress::<false>(ctx)
+}
+
+#[inline(always)]
+fn ingress<const MODERN: bool>(ctx: TcContext) -> i32 {
     tc_run(&ctx, Hook::UplinkIngress, pass_other, |p, h, ifindex| {
         if !packet::xdp_done(&ctx) {
-            uplink::ingress(p, h, ifindex)?;
+            uplink::ingress::<MODERN, Tc>(p, h, ifindex)?;
         }
         stats::received(h.daddr, p.len());
         if maps::config().flags & CONFIG_FAST_PATH != 0 {
@@ -216,15 +240,14 @@ pub fn uplink_egress(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
-pub fn uplink_egress_bounded(ctx: TcContext) -> i32 {
+pub fn uplink_egress_compat(ctx: TcContext) -> i32 {
     egress::<false>(ctx)
 }
 
-/// `LOOP`: whether NAT ports are searched with `bpf_loop` (see `ct::alloc_port`).
 #[inline(always)]
-fn egress<const LOOP: bool>(ctx: TcContext) -> i32 {
+fn egress<const MODERN: bool>(ctx: TcContext) -> i32 {
     tc_run(&ctx, Hook::UplinkEgress, pass_other, |p, h, ifindex| {
-        uplink::egress::<LOOP, Tc>(&ctx, p, h, ifindex)?;
+        uplink::egress::<MODERN, Tc>(&ctx, p, h, ifindex)?;
         Ok(None)
     })
 }
@@ -235,12 +258,12 @@ pub fn from_container(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
-pub fn from_container_bounded(ctx: TcContext) -> i32 {
+pub fn from_container_compat(ctx: TcContext) -> i32 {
     container::<false>(ctx)
 }
 
 #[inline(always)]
-fn container<const LOOP: bool>(ctx: TcContext) -> i32 {
+fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
     let other = |p: &mut Tc, ethertype, ifindex| {
         policy::non_ipv4(p, ethertype, ifindex)?;
         Ok(overlay::answer_arp(p, ifindex))
@@ -271,7 +294,7 @@ fn container<const LOOP: bool>(ctx: TcContext) -> i32 {
                     };
                 }
                 Dest::Host if h.natable() => {
-                    return match nat::hairpin::<LOOP, Tc>(p, h)? {
+                    return match nat::hairpin::<MODERN, Tc>(p, h)? {
                         Some(_) => redirect::to_container(p, h).map(Some),
                         None => Ok(None),
                     };

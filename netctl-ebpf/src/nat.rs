@@ -61,12 +61,15 @@ pub fn apply<P: Packet>(p: &mut P, h: &mut Hdr, e: &CtEntry) -> Result<(), DropR
 /// A packet of a tracked flow: record it, translate it. Returns the flow's entry, or None
 /// when the flow is not tracked.
 #[inline(always)]
-pub fn tracked<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<CtEntry>, DropReason> {
+pub fn tracked<const MODERN: bool, P: Packet>(
+    p: &mut P,
+    h: &mut Hdr,
+) -> Result<Option<CtEntry>, DropReason> {
     let key = h.key();
     let Some(f) = ct::lookup(&key, h.is_syn()) else {
         return Ok(None);
     };
-    let Some(e) = ct::track(f, &key, h) else {
+    let Some(e) = ct::track::<MODERN>(f, &key, h) else {
         return Ok(None);
     };
     apply(p, h, &e)?;
@@ -76,11 +79,11 @@ pub fn tracked<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<Option<CtEntry>, Dro
 /// Uplink ingress: translate replies of masqueraded flows and packets of published-port
 /// flows, start new published-port flows. Returns whether the packet belongs to a flow.
 #[inline(always)]
-pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
+pub fn ingress<const MODERN: bool, P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
     if !h.natable() {
         return Ok(false);
     }
-    if tracked(p, h)?.is_some() {
+    if tracked::<MODERN, P>(p, h)?.is_some() {
         return Ok(true);
     }
     // A later fragment of a datagram that started no flow: the host's, as before.
@@ -137,12 +140,12 @@ pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr) -> Result<bool, DropReason> {
 /// flows are masqueraded (or tracked as routed when the network does not masquerade).
 /// Returns whether the packet is a container's or belongs to a flow.
 #[inline(always)]
-pub fn egress<const LOOP: bool, P: Packet>(
+pub fn egress<const MODERN: bool, P: Packet>(
     p: &mut P,
     h: &mut Hdr,
     ifindex: u32,
 ) -> Result<bool, DropReason> {
-    if h.natable() && tracked(p, h)?.is_some() {
+    if h.natable() && tracked::<MODERN, P>(p, h)?.is_some() {
         return Ok(true);
     }
     let Some(ep) = maps::endpoint(h.saddr) else {
@@ -206,7 +209,8 @@ pub fn egress<const LOOP: bool, P: Packet>(
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port = ct::alloc_port::<LOOP>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let port =
+        ct::alloc_port::<MODERN>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::opening(KIND_SNAT, reply_key, h);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
@@ -220,11 +224,11 @@ pub fn egress<const LOOP: bool, P: Packet>(
 /// rewritten (to the target container, from its network's gateway) so the replies come back
 /// through here; returns the new destination to hand the packet to.
 #[inline(always)]
-pub fn hairpin<const LOOP: bool, P: Packet>(
+pub fn hairpin<const MODERN: bool, P: Packet>(
     p: &mut P,
     h: &mut Hdr,
 ) -> Result<Option<u32>, DropReason> {
-    match tracked(p, h)? {
+    match tracked::<MODERN, P>(p, h)? {
         Some(e) if e.kind == KIND_HAIRPIN => return Ok(Some(h.daddr)),
         Some(_) => return Ok(None),
         None => {}
@@ -256,7 +260,7 @@ pub fn hairpin<const LOOP: bool, P: Packet>(
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let np = ct::alloc_port::<LOOP>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let np = ct::alloc_port::<MODERN>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
     let mut orig = ct::opening(KIND_HAIRPIN, reply_key, h);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;

@@ -16,11 +16,15 @@ use crate::{
 
 /// Ingress: everything arriving from outside.
 #[inline(always)]
-pub fn ingress<P: Packet>(p: &mut P, h: &mut Hdr, ifindex: u32) -> Result<(), DropReason> {
+pub fn ingress<const MODERN: bool, P: Packet>(
+    p: &mut P,
+    h: &mut Hdr,
+    ifindex: u32,
+) -> Result<(), DropReason> {
     let in_flow = if h.icmp == Icmp::Error {
         nat::icmp_error(p, h, false)?
     } else {
-        nat::ingress(p, h)?
+        nat::ingress::<MODERN, P>(p, h)?
     };
     if in_flow {
         return Ok(());
@@ -57,7 +61,7 @@ fn lost_nat_reply<P: Packet>(p: &P, h: &Hdr) -> bool {
 
 /// Egress: everything leaving through the uplink.
 #[inline(always)]
-pub fn egress<const LOOP: bool, P: Packet>(
+pub fn egress<const MODERN: bool, P: Packet>(
     ctx: &TcContext,
     p: &mut P,
     h: &mut Hdr,
@@ -66,7 +70,7 @@ pub fn egress<const LOOP: bool, P: Packet>(
     let ours = if h.icmp == Icmp::Error {
         nat::icmp_error(p, h, false)? || maps::endpoint(h.saddr).is_some()
     } else {
-        nat::egress::<LOOP, P>(p, h, ifindex)?
+        nat::egress::<MODERN, P>(p, h, ifindex)?
     };
     // Forwarded (it came in on some interface) but no container's and no flow's. A host
     // source address is the host's own (the overlay's tunnel packets keep the interface their

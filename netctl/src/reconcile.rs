@@ -213,7 +213,8 @@ fn apply_guarded(
             }
             attach_programs(cfg, &dp, uplinks, &veths, tunnel)
         });
-        let mapped = MapInputs::read(cfg, nl, state).and_then(|inputs| {
+        let sockets = dp.features.socket_programs().is_ok();
+        let mapped = MapInputs::read(cfg, nl, state, sockets).and_then(|inputs| {
             let host = inputs.view(cfg, &links, &planned, forward_open);
             let changes = dp.apply(&maps::desired(state, &host), full)?;
             Ok((inputs, changes, reserve_ports(cfg, state)))
@@ -285,7 +286,9 @@ struct MapInputs {
 }
 
 impl MapInputs {
-    fn read(cfg: &Config, nl: &Netlink, state: &State) -> Result<Self> {
+    /// `sockets`: whether the socket programs run (else no namespace cookie is needed, and a
+    /// kernel before 5.14 could not tell it).
+    fn read(cfg: &Config, nl: &Netlink, state: &State, sockets: bool) -> Result<Self> {
         let addrs = nl
             .addresses()?
             .into_iter()
@@ -296,6 +299,13 @@ impl MapInputs {
             .values()
             .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
             .unzip();
+        if !sockets {
+            return Ok(Self {
+                addrs,
+                container_cookies: Default::default(),
+                host_cookie: 0,
+            });
+        }
         let container_cookies = ids
             .into_iter()
             .zip(netns::cookies(&paths, &cfg.state_dir.join("netns-cookies")))

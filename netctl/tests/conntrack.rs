@@ -446,11 +446,7 @@ fn port_allocation_searches_the_whole_range_from_a_random_start() {
     let mut w = World::new(true, false);
     // Without bpf_loop the search is bounded (32 ports from the random start): a range of 32
     // is still searched whole.
-    let span = if w.features.has(netctl::dataplane::features::LOOP) {
-        100
-    } else {
-        32
-    };
+    let span = if w.features.modern() { 100 } else { 32 };
     let (last, free) = (61000 + span - 1, 61000 + span - 23);
     w.set_config(0, 61000, last);
     // Every port but one is taken for this destination.

@@ -6,7 +6,7 @@
 use netctl_tests::{require_sandbox, Sandbox, UPLINK};
 
 /// What a Debian 11 (5.10) kernel lacks of what netctl uses.
-const LIKE_5_10: &str = "tcx,loop,atomics,xdp_load_bytes,kfree_skb_reason";
+const LIKE_5_10: &str = "tcx,loop,atomics,xdp_load_bytes,so_netns_cookie,kfree_skb_reason";
 
 fn forwarding(sb: &Sandbox) -> String {
     let out = sb.host_sh("cat /proc/sys/net/ipv4/ip_forward");
@@ -74,7 +74,7 @@ fn the_5_10_feature_set_runs_everything_through_netlink_filters() {
     assert!(egress.contains("uplink_egress"), "{egress}");
     let paths = info["Paths"].to_string();
     assert!(
-        paths.contains("netlink cls_bpf filters") && paths.contains("bounded"),
+        paths.contains("netlink cls_bpf filters") && paths.contains("_compat"),
         "{paths}"
     );
 
@@ -248,7 +248,7 @@ fn info_reports_every_feature_and_the_denied_ones() {
     let info: serde_json::Value =
         serde_json::from_str(&sb.netctl_ok(&["info", "--format", "json"])).unwrap();
     let features = info["Features"].as_array().unwrap();
-    assert!(features.len() >= 15);
+    assert!(features.len() >= 16);
     let loop_ = features.iter().find(|f| f["Name"] == "loop").unwrap();
     assert_eq!(
         (loop_["Present"].as_bool(), loop_["Denied"].as_bool()),

@@ -107,28 +107,23 @@ fn paths(cfg: &Config, f: &Features) -> Vec<serde_json::Value> {
         Ok(()) => "attached at the cgroup v2 root, scoped to this instance's namespaces".into(),
         Err(e) => format!("not loaded: published ports answer other hosts only ({e})"),
     };
+    let flows = match [features::LOOP, features::ATOMICS]
+        .into_iter()
+        .find(|n| !f.has(n))
+    {
+        None => "bpf_loop over the whole NAT port range, atomic flag updates".to_string(),
+        Some(missing) => format!(
+            "the _compat twins: 32 NAT ports from a random start, plain flag updates ({})",
+            why(missing)
+        ),
+    };
     let rows = [
         (
             "tc attach",
             choose(features::TCX, "tcx links", "netlink cls_bpf filters"),
         ),
         ("uplink xdp", xdp),
-        (
-            "nat port search",
-            choose(
-                features::LOOP,
-                "bpf_loop over the whole range",
-                "bounded: 32 ports from a random start",
-            ),
-        ),
-        (
-            "conntrack flags",
-            choose(
-                features::ATOMICS,
-                "atomic fetch-or",
-                "plain read-modify-write",
-            ),
-        ),
+        ("flow programs", flows),
         ("host-local ports", sock),
         (
             "kernel drops",

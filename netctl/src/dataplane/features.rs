@@ -51,11 +51,12 @@ pub const CONNECT4: &str = "connect4";
 pub const SENDMSG4: &str = "sendmsg4";
 pub const RECVMSG4: &str = "recvmsg4";
 pub const GETPEERNAME4: &str = "getpeername4";
+pub const SO_NETNS_COOKIE: &str = "so_netns_cookie";
 pub const KFREE_SKB_REASON: &str = "kfree_skb_reason";
 pub const BTF: &str = "btf";
 
 /// Everything probed, in the order `netctl info` shows it.
-pub const FEATURES: [Feature; 15] = [
+pub const FEATURES: [Feature; 16] = [
     f(TCX, "6.6", "TC programs as bpf_links (tcx)",
         Some("TC programs attach through netlink (clsact + cls_bpf, direct-action)")),
     f(XDP_ADJUST_META, "4.15", "XDP marks the packets whose NAT it did",
@@ -63,9 +64,9 @@ pub const FEATURES: [Feature; 15] = [
     f(XDP_LOAD_BYTES, "5.18", "bytes of traced XDP packets",
         Some("traced XDP packets carry no bytes (TC's do)")),
     f(LOOP, "5.17", "bpf_loop: NAT source ports searched over the whole range",
-        Some("bounded search: 32 ports tried from a random start")),
+        Some("the _compat programs: 32 NAT ports tried from a random start, conntrack flags by plain read-modify-write")),
     f(ATOMICS, "5.12", "atomic fetch-or on conntrack flags",
-        Some("plain read-modify-write of the flags (a bit set at the same moment by another CPU is set again by the next packet)")),
+        Some("as for loop (a flag set at the same instant by another CPU is set again by that direction's next packet)")),
     f(REDIRECT_PEER, "5.10", "fast path into containers, overlay delivery", None),
     f(SKC_LOOKUP_TCP, "5.2", "host sockets are never taken over by NAT", None),
     f(RINGBUF, "5.8", "trace events", None),
@@ -79,6 +80,8 @@ pub const FEATURES: [Feature; 15] = [
         Some("as for connect4")),
     f(GETPEERNAME4, "5.8", "host-local clients see the address they asked for",
         Some("as for connect4")),
+    f(SO_NETNS_COOKIE, "5.14", "the socket programs' scope (netctl reads its namespaces' cookies)",
+        Some("as for connect4")),
     f(KFREE_SKB_REASON, "5.17", "kernel drops in `netctl trace --drops`",
         Some("`trace --drops` shows netctl's own drops only")),
     f(BTF, "5.2", "kernel type information for the kernel-drop tracer",
@@ -86,8 +89,14 @@ pub const FEATURES: [Feature; 15] = [
 ];
 
 /// The socket programs' hooks and helper: all or none of the socket programs run.
-pub const SOCKET_FEATURES: [&str; 5] =
-    [GET_NETNS_COOKIE, CONNECT4, SENDMSG4, RECVMSG4, GETPEERNAME4];
+pub const SOCKET_FEATURES: [&str; 6] = [
+    GET_NETNS_COOKIE,
+    CONNECT4,
+    SENDMSG4,
+    RECVMSG4,
+    GETPEERNAME4,
+    SO_NETNS_COOKIE,
+];
 
 pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)
@@ -177,7 +186,10 @@ impl Features {
         let why = if self.is_denied(name) {
             " (denied by NETCTL_FEATURES_DENY)".to_string()
         } else {
-            format!(" (kernel {} lacks it)", self.kernel)
+            format!(
+                " (kernel {} lacks it)",
+                self.kernel.split(' ').next().unwrap_or_default()
+            )
         };
         bail!(
             "this needs the kernel feature {} (Linux {} or newer, for {}){why}",
@@ -198,7 +210,6 @@ impl Features {
         [
             (XDP_ADJUST_META, g::XDP_ADJUST_META),
             (XDP_LOAD_BYTES, g::XDP_LOAD_BYTES),
-            (ATOMICS, g::ATOMICS),
         ]
         .into_iter()
         .filter(|(name, _)| self.has(name))
@@ -211,8 +222,14 @@ impl Features {
         format!(
             "f{:x}{}",
             self.globals(),
-            if self.has(LOOP) { "" } else { "b" }
+            if self.modern() { "" } else { "c" }
         )
+    }
+
+    /// Whether the programs that track flows can use `bpf_loop` and atomics; otherwise their
+    /// `_compat` twins run.
+    pub fn modern(&self) -> bool {
+        self.has(LOOP) && self.has(ATOMICS)
     }
 }
 
@@ -289,6 +306,7 @@ fn probe_all() -> BTreeMap<String, bool> {
         (SENDMSG4, sock_hook(BPF_CGROUP_UDP4_SENDMSG)),
         (RECVMSG4, sock_hook(BPF_CGROUP_UDP4_RECVMSG)),
         (GETPEERNAME4, sock_hook(BPF_CGROUP_INET4_GETPEERNAME)),
+        (SO_NETNS_COOKIE, crate::netns::own_cookie().is_ok()),
         (KFREE_SKB_REASON, btf && kfree_skb_reason()),
         (BTF, btf),
     ];
@@ -417,7 +435,7 @@ mod tests {
             .map(|f| (f.name.to_string(), true))
             .collect();
         let all = Features::from_found("6.18".into(), found, &[]);
-        assert_eq!(all.variant(), "f7");
+        assert_eq!(all.variant(), "f3");
         let deny = parse_deny("loop,xdp_adjust_meta,redirect_peer").unwrap();
         let found = FEATURES
             .iter()
@@ -425,11 +443,8 @@ mod tests {
             .collect();
         let some = Features::from_found("6.18".into(), found, &deny);
         assert!(!some.has(LOOP) && some.probed(LOOP) && some.has(TCX));
-        assert_eq!(
-            some.globals(),
-            netctl_common::features::XDP_LOAD_BYTES | netctl_common::features::ATOMICS
-        );
-        assert_eq!(some.variant(), "f6b");
+        assert_eq!(some.globals(), netctl_common::features::XDP_LOAD_BYTES);
+        assert_eq!(some.variant(), "f2c");
         let e = some.check_required().unwrap_err().to_string();
         assert!(
             e.contains("redirect_peer") && e.contains("5.10") && e.contains("NETCTL_FEATURES_DENY"),

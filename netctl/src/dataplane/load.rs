@@ -61,13 +61,15 @@ pub fn object_hash() -> String {
     env!("NETCTL_OBJECT_HASH").to_string()
 }
 
-/// The object's program that runs as `name` on this kernel: the bounded twin of a program
-/// that searches NAT ports with `bpf_loop` where the kernel has none.
-pub fn object_program(name: &'static str, f: &Features) -> &'static str {
+/// The object's program that runs as `name` on this kernel: the `_compat` twin of a program
+/// that tracks flows where the kernel lacks `bpf_loop` or atomics.
+pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
     match name {
-        _ if f.has(features::LOOP) => name,
-        programs::UPLINK_EGRESS => programs::UPLINK_EGRESS_BOUNDED,
-        programs::FROM_CONTAINER => programs::FROM_CONTAINER_BOUNDED,
+        _ if f.modern() => name,
+        programs::UPLINK_XDP => programs::UPLINK_XDP_COMPAT,
+        programs::UPLINK_INGRESS => programs::UPLINK_INGRESS_COMPAT,
+        programs::UPLINK_EGRESS => programs::UPLINK_EGRESS_COMPAT,
+        programs::FROM_CONTAINER => programs::FROM_CONTAINER_COMPAT,
         _ => name,
     }
 }

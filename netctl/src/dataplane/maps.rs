@@ -191,13 +191,16 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
         };
         d.links.insert(key, 1);
     }
-    d.sock_netns.insert(
-        host.host_cookie,
-        SockNetns {
-            flags: NETNS_HOST,
-            dns_addr: 0,
-        },
-    );
+    // 0: no socket programs on this host (nothing to scope).
+    if host.host_cookie != 0 {
+        d.sock_netns.insert(
+            host.host_cookie,
+            SockNetns {
+                flags: NETNS_HOST,
+                dns_addr: 0,
+            },
+        );
+    }
     for c in state.containers.values() {
         if let Some(cookie) = host.container_cookies.get(&c.id) {
             d.sock_netns.insert(

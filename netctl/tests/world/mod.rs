@@ -116,8 +116,9 @@ impl World {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
-        let p: &mut Xdp = ebpf.program_mut("uplink_xdp").unwrap().try_into().unwrap();
-        p.load().unwrap_or_else(|e| panic!("uplink_xdp: {e:#}"));
+        let name = object_program("uplink_xdp", &features);
+        let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let mut w = World {
             ebpf,
             mark: None,
@@ -294,11 +295,8 @@ impl World {
         pkt: &[u8],
         ctx: Option<&[u8]>,
     ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
-        let prog = match prog {
-            "uplink_egress" => object_program("uplink_egress", &self.features),
-            "from_container" => object_program("from_container", &self.features),
-            other => other,
-        };
+        let xdp = prog == "uplink_xdp";
+        let prog = object_program(prog, &self.features);
         let mut out = vec![0u8; pkt.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(pkt),
@@ -306,7 +304,7 @@ impl World {
             ctx_in: ctx,
             ..Default::default()
         };
-        let res = if prog == "uplink_xdp" {
+        let res = if xdp {
             let p: &mut Xdp = self.ebpf.program_mut(prog).unwrap().try_into().unwrap();
             p.test_run(opts)?
         } else {
@@ -316,7 +314,7 @@ impl World {
         out.truncate(res.data_size_out as usize);
         // XDP output starts at the metadata area: 4 bytes when the program reserved its mark.
         self.mark = None;
-        if prog == "uplink_xdp" && out.len() == pkt.len() + 4 {
+        if xdp && out.len() == pkt.len() + 4 {
             self.mark = Some(u32::from_ne_bytes(out[..4].try_into().unwrap()));
             out.drain(..4);
         }
