@@ -76,7 +76,11 @@ pub fn route<P: Packet>(p: &P, h: &Hdr, ifindex: u32, flags: u32) -> (i64, bpf_f
 /// destinations, and packets the kernel would drop anyway, are not forwarded.
 #[inline(always)]
 pub fn forwards<P: Packet>(p: &P, h: &Hdr, ifindex: u32) -> bool {
-    let (ret, _) = route(p, h, ifindex, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    let (mut ret, _) = route(p, h, ifindex, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    if ret < 0 {
+        // Before 6.3 the flag is unknown (EINVAL): the guard must not open on such a kernel.
+        ret = route(p, h, ifindex, 0).0;
+    }
     ret == BPF_FIB_LKUP_RET_SUCCESS as i64
         || ret == BPF_FIB_LKUP_RET_NO_NEIGH as i64
         || ret == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64

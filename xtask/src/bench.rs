@@ -27,11 +27,14 @@ const BRIDGE: &str = "ncbench0";
 const HTTP_PORT: u16 = 8080;
 const IPERF_PORT: u16 = 5201;
 const FILLER_BASE: u16 = 20000;
+/// The features a Debian 11 (5.10) kernel lacks, for the compat dataplane.
+const COMPAT_DENY: &str = "tcx,loop,atomics,xdp_adjust_meta,xdp_load_bytes";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Dp {
     NetctlXdp,
     NetctlTc,
+    NetctlCompat,
     NetctlTrace,
     IptablesNft,
     IptablesLegacy,
@@ -40,9 +43,10 @@ enum Dp {
 }
 
 impl Dp {
-    const ALL: [Dp; 7] = [
+    const ALL: [Dp; 8] = [
         Dp::NetctlXdp,
         Dp::NetctlTc,
+        Dp::NetctlCompat,
         Dp::NetctlTrace,
         Dp::IptablesNft,
         Dp::IptablesLegacy,
@@ -54,6 +58,7 @@ impl Dp {
         match self {
             Dp::NetctlXdp => "netctl (xdp native)",
             Dp::NetctlTc => "netctl (default: tc)",
+            Dp::NetctlCompat => "netctl (5.10 path: tc netlink, compat)",
             Dp::NetctlTrace => "netctl (tc, tracing on)",
             Dp::IptablesNft => "iptables (nf_tables)",
             Dp::IptablesLegacy => "iptables-legacy",
@@ -292,6 +297,11 @@ impl Bench {
     fn deactivate_all(&mut self) -> Result<()> {
         self.trace = None;
         let _ = std::fs::remove_dir_all(&self.sb.bpffs);
+        // cls_bpf filters (the compat dataplane) outlive their pins.
+        let _ = self.sb.host_sh(
+            "for d in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do \
+             tc filter del dev $d ingress pref 1 2>/dev/null; tc filter del dev $d egress pref 1 2>/dev/null; done",
+        );
         let _ = self.sb.host_sh("nft flush ruleset; iptables-legacy -t nat -F; iptables-legacy -t nat -X; iptables-legacy -F; iptables-legacy -X; iptables-legacy -P FORWARD ACCEPT");
         Ok(())
     }
@@ -365,6 +375,12 @@ impl Bench {
             }
             Dp::NetctlTc | Dp::NetctlTrace => {
                 self.netctl(&["sync", "-q"])?;
+            }
+            Dp::NetctlCompat => {
+                // What a Debian 11 kernel runs: cls_bpf filters, the _compat programs, TC only.
+                self.sb.env("NETCTL_FEATURES_DENY", COMPAT_DENY);
+                self.netctl(&["sync", "-q"])?;
+                self.sb.env("NETCTL_FEATURES_DENY", "");
             }
             Dp::IptablesNft => {
                 let ms = self.load_rules(

@@ -171,6 +171,7 @@ echo "=== program tests (BPF_PROG_TEST_RUN)"
 for t in programs conntrack; do
   /opt/bin/$t --test-threads=1 >/tmp/$t.log 2>&1 || bad "$t"
   grep -E 'test result|FAILED|panicked' /tmp/$t.log
+  grep -A3 'panicked at' /tmp/$t.log | grep -v '^note:' | head -40
 done
 
 # The demo: a host namespace h with an uplink to x, two networks, a published port.
