@@ -531,6 +531,17 @@ impl Sandbox {
         self.wait_listening(name, port);
     }
 
+    /// Detaches every netctl program of this sandbox behind netctl's back (as a reboot
+    /// would): the pins go, and with them the links; cls_bpf filters (kernels without TCX,
+    /// or NETCTL_FEATURES_DENY=tcx) outlive their pins and are deleted by hand.
+    pub fn detach_programs(&self) {
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        self.host_sh(
+            "for d in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do \
+             tc filter del dev $d ingress pref 1 2>/dev/null; tc filter del dev $d egress pref 1 2>/dev/null; done",
+        );
+    }
+
     /// Whether this sandbox's netctl has a kernel feature (the probes less
     /// NETCTL_FEATURES_DENY, as `netctl info` reports them).
     pub fn has_feature(&self, name: &str) -> bool {

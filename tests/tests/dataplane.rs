@@ -322,7 +322,7 @@ fn ports_survive_sync_and_container_recreation() {
         Some(sb.outside_ip.as_str())
     );
     // Even after the programs were detached and maps emptied: sync restores everything.
-    std::fs::remove_dir_all(&sb.bpffs).unwrap();
+    sb.detach_programs();
     // The kernel releases unpinned links from a work queue: give it a moment.
     let detached = (0..20).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -296,12 +296,7 @@ impl Bench {
 
     fn deactivate_all(&mut self) -> Result<()> {
         self.trace = None;
-        let _ = std::fs::remove_dir_all(&self.sb.bpffs);
-        // cls_bpf filters (the compat dataplane) outlive their pins.
-        let _ = self.sb.host_sh(
-            "for d in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do \
-             tc filter del dev $d ingress pref 1 2>/dev/null; tc filter del dev $d egress pref 1 2>/dev/null; done",
-        );
+        self.sb.detach_programs();
         let _ = self.sb.host_sh("nft flush ruleset; iptables-legacy -t nat -F; iptables-legacy -t nat -X; iptables-legacy -F; iptables-legacy -X; iptables-legacy -P FORWARD ACCEPT");
         Ok(())
     }

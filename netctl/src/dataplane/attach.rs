@@ -152,6 +152,11 @@ pub type Changes = Vec<String>;
 pub fn reconcile(pins: &Pins, hash: &str, desired: &[Attachment], modes: Modes) -> Result<Changes> {
     let mut changes = Changes::new();
     let wanted: BTreeSet<(String, u32)> = desired.iter().map(Attachment::key).collect();
+    let tc_keys: BTreeSet<(String, u32)> = desired
+        .iter()
+        .filter(|a| a.kind == ProgKind::Tc)
+        .map(Attachment::key)
+        .collect();
     let mut have = BTreeSet::new();
     for path in list(&pins.links()) {
         let Some(pin) = parse_pin(&path) else {
@@ -159,9 +164,7 @@ pub fn reconcile(pins: &Pins, hash: &str, desired: &[Attachment], modes: Modes) 
             continue;
         };
         let key = (pin.program.clone(), pin.ifindex);
-        let tc = desired
-            .iter()
-            .any(|a| a.key() == key && a.kind == ProgKind::Tc);
+        let tc = tc_keys.contains(&key);
         // A filter where links are wanted or the other way round (the kernel's features were
         // denied differently) is detached and made again.
         let other_mode = tc && pin.netlink == modes.tcx;
