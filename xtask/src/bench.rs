@@ -927,7 +927,7 @@ fn svg(groups: &BTreeMap<(&str, usize, Dp), Vec<f64>>, counts: &[usize]) -> Stri
     let x = |i: usize| left + (w - left - 200.0) * (i as f64) / ((counts.len().max(2) - 1) as f64);
     let y = |v: f64| (h - bottom) - (h - bottom - 20.0) * v / max;
     let colors = [
-        "#1f77b4", "#2ca02c", "#17becf", "#d62728", "#ff7f0e", "#9467bd", "#7f7f7f",
+        "#1f77b4", "#2ca02c", "#bcbd22", "#17becf", "#d62728", "#ff7f0e", "#9467bd", "#7f7f7f",
     ];
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
     let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
@@ -965,7 +965,7 @@ fn svg(groups: &BTreeMap<(&str, usize, Dp), Vec<f64>>, counts: &[usize]) -> Stri
         let _ = writeln!(
             s,
             "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
-            colors[n],
+            colors[n % colors.len()],
             pts.join(" ")
         );
         let _ = writeln!(
@@ -973,7 +973,7 @@ fn svg(groups: &BTreeMap<(&str, usize, Dp), Vec<f64>>, counts: &[usize]) -> Stri
             "<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>",
             w - 190.0,
             40.0 + 18.0 * n as f64,
-            colors[n],
+            colors[n % colors.len()],
             dp.name()
         );
     }
