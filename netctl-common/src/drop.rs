@@ -43,10 +43,13 @@ pub enum DropReason {
     /// container of that network on the host that sent it, or a destination that is no local
     /// container of it.
     Tunnel = 16,
+    /// A container sent to the VXLAN port of this host or of a cluster peer: masqueraded, it
+    /// would pass for the host's own tunnel traffic there.
+    TunnelInjection = 17,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -65,6 +68,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::ForwardDenied,
         DropReason::Tunnel,
+        DropReason::TunnelInjection,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl-exceeded",
             DropReason::ForwardDenied => "forward-denied",
             DropReason::Tunnel => "tunnel-rejected",
+            DropReason::TunnelInjection => "tunnel-injection",
         }
     }
 }

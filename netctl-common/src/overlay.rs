@@ -10,15 +10,23 @@ pub const OVERLAY_VNIS: &str = "OVERLAY_VNIS";
 pub const OVERLAY_BRIDGES: &str = "OVERLAY_BRIDGES";
 /// One [`OverlayConfig`] at index 0.
 pub const OVERLAY_CONFIG: &str = "OVERLAY_CONFIG";
+/// Underlay address (u32) of each other cluster host with containers → 1. Filled by the
+/// daemon with the remotes: containers may not send to their VXLAN port.
+pub const OVERLAY_PEERS: &str = "OVERLAY_PEERS";
 
-pub const MAPS: [&str; 4] = [
+pub const MAPS: [&str; 5] = [
     OVERLAY_REMOTES,
     OVERLAY_VNIS,
     OVERLAY_BRIDGES,
     OVERLAY_CONFIG,
+    OVERLAY_PEERS,
 ];
 
+/// The overlay's VXLAN UDP port (IANA's).
+pub const VXLAN_PORT: u16 = 4789;
+
 pub const OVERLAY_REMOTES_MAX: u32 = 65536;
+pub const OVERLAY_PEERS_MAX: u32 = 4096;
 pub const OVERLAY_NETS_MAX: u32 = 4096;
 
 /// Where a remote container is.

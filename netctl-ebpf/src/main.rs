@@ -269,10 +269,10 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
         Ok(overlay::answer_arp(p, ifindex))
     };
     tc_run(&ctx, Hook::FromContainer, other, |p, h, ifindex| {
-        let (ep, net) = policy::sender(h, ifindex)?;
+        let (ep, net, dst_mac) = policy::sender(p, h, ifindex)?;
         let sender = h.saddr;
         let r = (|| {
-            let dest = policy::check(h, &ep, &net)?;
+            let dest = policy::check(h, &ep, &net, &dst_mac)?;
             if let Dest::SameNetwork = dest {
                 if let Some(r) = overlay::peer(h.daddr, ep.network) {
                     return overlay::encap(&ctx, &r).map(Some);

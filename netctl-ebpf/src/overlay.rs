@@ -34,6 +34,9 @@ pub static OVERLAY_BRIDGES: HashMap<u32, u32> = HashMap::with_max_entries(OVERLA
 #[map(name = "OVERLAY_CONFIG")]
 pub static OVERLAY_CONFIG: Array<OverlayConfig> = Array::with_max_entries(1, 0);
 
+#[map(name = "OVERLAY_PEERS")]
+pub static OVERLAY_PEERS: HashMap<u32, u32> = HashMap::with_max_entries(OVERLAY_PEERS_MAX, 0);
+
 const TUNNEL_TTL: u8 = 64;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
@@ -43,6 +46,19 @@ const ARP_SHA: usize = ETH_LEN + 8;
 const ARP_SPA: usize = ETH_LEN + 14;
 const ARP_THA: usize = ETH_LEN + 18;
 const ARP_TPA: usize = ETH_LEN + 24;
+
+/// The underlay address of another cluster host that has containers.
+#[inline(always)]
+pub fn is_peer(addr: u32) -> bool {
+    // SAFETY: read-only lookup of a map the controller fills.
+    unsafe { OVERLAY_PEERS.get(addr).is_some() }
+}
+
+/// Whether this host runs the overlay's VXLAN device.
+#[inline(always)]
+pub fn active() -> bool {
+    OVERLAY_CONFIG.get(0).is_some_and(|c| c.vxlan_ifindex != 0)
+}
 
 /// A container on another host (any overlay network).
 #[inline(always)]

@@ -4,10 +4,15 @@
 use netctl_common::{
     drop::DropReason,
     maps::{EndpointInfo, LinkKey, NetInfo, LINK_FROM_PORT, LINK_TO_PORT, NET_ICC, NET_INTERNAL},
+    overlay::VXLAN_PORT,
+    proto,
 };
 
 use aya_ebpf::maps::lpm_trie::Key;
-use network_types::{arp::ArpHdr, eth::EtherType};
+use network_types::{
+    arp::ArpHdr,
+    eth::{EthHdr, EtherType},
+};
 
 use crate::{
     maps::{self, LINKS, SUBNETS},
@@ -25,24 +30,49 @@ pub enum Dest {
     Outside,
 }
 
-/// The sending endpoint: its source address must be its own, on the veth it came from.
+/// The sending endpoint: its source address and MAC must be its own, on the veth it came
+/// from. Returns the frame's destination MAC too.
 #[inline(always)]
-pub fn sender(h: &Hdr, ifindex: u32) -> Result<(EndpointInfo, NetInfo), DropReason> {
+pub fn sender<P: Packet>(
+    p: &P,
+    h: &Hdr,
+    ifindex: u32,
+) -> Result<(EndpointInfo, NetInfo, [u8; 6]), DropReason> {
     let ep = maps::endpoint(h.saddr).ok_or(DropReason::Spoofed)?;
     if ep.ifindex != ifindex {
         return Err(DropReason::Spoofed);
     }
+    let eth: EthHdr = p.load(0).ok_or(DropReason::Malformed)?;
+    if eth.src_addr != ep.mac {
+        return Err(DropReason::Spoofed);
+    }
     let net = maps::network(ep.network).ok_or(DropReason::Spoofed)?;
-    Ok((ep, net))
+    Ok((ep, net, eth.dst_addr))
 }
 
+/// Where a container's packet may go. `dst_mac`: the frame's destination, which with ICC off
+/// must be the gateway (the bridge) — or, on a legacy link, the linked container — so that
+/// nothing is bridged to another container around the IPv4 rules (broadcast, multicast, a
+/// neighbour's MAC under an outside address).
 #[inline(always)]
-pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReason> {
+pub fn check(
+    h: &Hdr,
+    ep: &EndpointInfo,
+    net: &NetInfo,
+    dst_mac: &[u8; 6],
+) -> Result<Dest, DropReason> {
     let internal = net.flags & NET_INTERNAL != 0;
+    if tunnel_injection(h) {
+        return Err(DropReason::TunnelInjection);
+    }
+    let icc = net.flags & NET_ICC != 0;
     if maps::is_host_addr(h.daddr) {
-        // An internal network reaches its own gateway, nothing else of the host.
-        if internal && h.daddr != net.gateway {
+        // An internal network reaches its own gateway's DNS, nothing else of the host.
+        if internal && (h.daddr != net.gateway || !is_dns(h)) {
             return Err(DropReason::Internal);
+        }
+        if !icc && *dst_mac != net.mac {
+            return Err(DropReason::IccOff);
         }
         return Ok(Dest::Host);
     }
@@ -51,10 +81,19 @@ pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReas
         if *dst_net != ep.network {
             return Err(DropReason::Isolation);
         }
-        if net.flags & NET_ICC == 0 && !linked(h) {
-            return Err(DropReason::IccOff);
+        if !icc {
+            // Only a legacy link lets a packet through, addressed to the linked container
+            // itself (or into the tunnel towards it).
+            let to_target = maps::endpoint(h.daddr).is_some_and(|t| t.mac == *dst_mac)
+                || crate::overlay::remote(h.daddr).is_some();
+            if !linked(h) || !to_target {
+                return Err(DropReason::IccOff);
+            }
         }
         return Ok(Dest::SameNetwork);
+    }
+    if !icc && *dst_mac != net.mac {
+        return Err(DropReason::IccOff);
     }
     // A container of an overlay network this host has no part of.
     if crate::overlay::remote(h.daddr).is_some() {
@@ -64,6 +103,22 @@ pub fn check(h: &Hdr, ep: &EndpointInfo, net: &NetInfo) -> Result<Dest, DropReas
         return Err(DropReason::Internal);
     }
     Ok(Dest::Outside)
+}
+
+/// A DNS query (UDP or TCP port 53).
+#[inline(always)]
+fn is_dns(h: &Hdr) -> bool {
+    (h.proto == proto::UDP || h.proto == proto::TCP) && h.dport == 53u16.to_be()
+}
+
+/// A container sending to the VXLAN port of this host or of a cluster peer: with the host's
+/// address (masquerade) it would pass for the host's own tunnel traffic there.
+#[inline(always)]
+fn tunnel_injection(h: &Hdr) -> bool {
+    h.proto == proto::UDP
+        && h.dport == VXLAN_PORT.to_be()
+        && (crate::overlay::is_peer(h.daddr)
+            || crate::overlay::active() && maps::is_host_addr(h.daddr))
 }
 
 /// A legacy link lets this packet through ICC=false: the linking container to one of the
@@ -95,13 +150,18 @@ pub fn non_ipv4<P: Packet>(p: &P, ethertype: u16, ifindex: u32) -> Result<(), Dr
     if ethertype != EtherType::Arp as u16 {
         return Err(DropReason::NotIpv4);
     }
+    let eth: EthHdr = p.load(0).ok_or(DropReason::Malformed)?;
     let arp: ArpHdr = p.load(ETH_LEN).ok_or(DropReason::Malformed)?;
+    // The sender's MAC is the frame's (a probe carries no address to know the endpoint by).
+    if arp.sha != eth.src_addr {
+        return Err(DropReason::Spoofed);
+    }
     let spa = u32::from_ne_bytes(arp.spa);
     if spa == 0 {
         return Ok(());
     }
     match maps::endpoint(spa) {
-        Some(ep) if ep.ifindex == ifindex => Ok(()),
+        Some(ep) if ep.ifindex == ifindex && ep.mac == eth.src_addr => Ok(()),
         _ => Err(DropReason::Spoofed),
     }
 }

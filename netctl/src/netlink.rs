@@ -263,6 +263,36 @@ impl Netlink {
         }
     }
 
+    /// Makes a bridge port unable to steer the bridge: no learning from what it sends, and
+    /// its container's MAC as a static entry (`bridge fdb add MAC dev PORT master static`),
+    /// so a container that takes another's MAC moves nothing.
+    pub fn pin_bridge_port(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        use rtnetlink::{
+            packet_route::{
+                link::InfoBridgePort,
+                neighbour::{NeighbourFlags, NeighbourState},
+            },
+            LinkBridgePort,
+        };
+        let msg = LinkBridgePort::new(index)
+            .append_info_data(InfoBridgePort::Learning(false))
+            .build();
+        self.rt
+            .block_on(self.handle.link().set_port(msg).execute())
+            .with_context(|| format!("turning learning off on bridge port {index}"))?;
+        self.rt
+            .block_on(
+                self.handle
+                    .neighbours()
+                    .add_bridge(index, &mac)
+                    .state(NeighbourState::Noarp)
+                    .flags(NeighbourFlags::Controller)
+                    .replace()
+                    .execute(),
+            )
+            .with_context(|| format!("adding the static bridge entry of port {index}"))
+    }
+
     pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index)
             .address(mac.to_vec())

@@ -31,7 +31,7 @@ pub const GROUP_FLAG: u32 = 0x8000_0000;
 /// The VXLAN device of overlay networks (one per instance, collect-metadata mode).
 pub const VXLAN_DEV: &str = "nctl-vxlan";
 /// IANA's VXLAN port, as Docker's overlay driver uses.
-pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_PORT: u16 = netctl_common::overlay::VXLAN_PORT;
 
 /// Whether this host has overlay networks (and so needs the VXLAN device).
 pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
@@ -153,6 +153,7 @@ pub fn create_endpoint(
     crate::failpoint::step("endpoint: veth created");
     let res = (|| {
         nl.set_controller(index, bridge.index)?;
+        nl.pin_bridge_port(index, parse_mac(&ep.mac))?;
         nl.set_up(index)?;
         configure_container_side(netns_path, ep, net, default_route)
     })();

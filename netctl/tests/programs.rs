@@ -224,12 +224,25 @@ fn isolation_icc_and_internal() {
     assert_eq!(v, TC_ACT_SHOT);
     let (v, _) = w.run("from_container", &udp("10.3.0.2", 1000, "10.3.0.1", 53));
     assert_eq!(v, TC_ACT_OK);
-    assert_eq!(w.drops(DropReason::Internal), 2);
+    // Of its gateway, the embedded DNS only (UDP and TCP 53): no other service of the host.
+    let (v, _) = w.run(
+        "from_container",
+        &tcp("10.3.0.2", 1000, "10.3.0.1", 53, SYN),
+    );
+    assert_eq!(v, TC_ACT_OK);
+    for pkt in [
+        tcp("10.3.0.2", 1000, "10.3.0.1", 2222, SYN),
+        udp("10.3.0.2", 1000, "10.3.0.1", 123),
+        icmp_echo("10.3.0.2", "10.3.0.1", 8, 1),
+    ] {
+        assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::Internal), 5);
     // A source address that is not the sender's.
     let (v, _) = w.run("from_container", &udp("10.1.0.77", 1000, OUT, 53));
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(w.drops(DropReason::Spoofed), 1);
-    assert_eq!(w.hook_packets(Hook::FromContainer), 8);
+    assert_eq!(w.hook_packets(Hook::FromContainer), 12);
 }
 
 #[test]
@@ -260,19 +273,88 @@ fn a_legacy_link_opens_only_the_targets_port_with_icc_off() {
     };
     links.insert(key(WEB, A2, LINK_TO_PORT), 1, 0).unwrap();
     links.insert(key(A2, WEB, LINK_FROM_PORT), 1, 0).unwrap();
-    let syn = tcp(WEB, 40000, A2, 5432, 0x02);
+    // Linked containers talk over the bridge: frames to each other's MAC.
+    let syn = to_mac(tcp(WEB, 40000, A2, 5432, 0x02), A2);
     let (v, out) = w.run("from_container", &syn);
     assert_eq!((v, &out[..]), (TC_ACT_OK, &syn[..]), "untouched, allowed");
-    let (v, _) = w.run("from_container", &tcp(A2, 5432, WEB, 40000, 0x12));
+    let (v, _) = w.run(
+        "from_container",
+        &to_mac(tcp(A2, 5432, WEB, 40000, 0x12), WEB),
+    );
     assert_eq!(v, TC_ACT_OK, "the reply");
     // Nothing else: another port, the other direction, UDP on the same port.
-    let (v, _) = w.run("from_container", &tcp(WEB, 40000, A2, 80, 0x02));
+    let (v, _) = w.run("from_container", &to_mac(tcp(WEB, 40000, A2, 80, 0x02), A2));
     assert_eq!(v, TC_ACT_SHOT);
-    let (v, _) = w.run("from_container", &tcp(A2, 40000, WEB, 5432, 0x02));
+    let (v, _) = w.run(
+        "from_container",
+        &to_mac(tcp(A2, 40000, WEB, 5432, 0x02), WEB),
+    );
     assert_eq!(v, TC_ACT_SHOT);
-    let (v, _) = w.run("from_container", &udp(WEB, 40000, A2, 5432));
+    let (v, _) = w.run("from_container", &to_mac(udp(WEB, 40000, A2, 5432), A2));
     assert_eq!(v, TC_ACT_SHOT);
     assert_eq!(w.drops(DropReason::IccOff), 3);
+}
+
+/// `pkt` with its Ethernet destination set to the MAC of the container at `addr`.
+fn to_mac(mut pkt: Vec<u8>, addr: &str) -> Vec<u8> {
+    pkt[..6].copy_from_slice(&mac_of(ip(addr).octets()));
+    pkt
+}
+
+#[test]
+fn with_icc_off_nothing_is_bridged_to_another_container() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(false, false);
+    // Broadcast, multicast and a neighbour's MAC under an outside address would all be
+    // bridged to the neighbour; only frames to the gateway leave.
+    let bcast = udp(WEB, 68, "255.255.255.255", 67);
+    let mut bcast_frame = bcast.clone();
+    bcast_frame[..6].copy_from_slice(&[0xff; 6]);
+    let mut mcast = udp(WEB, 5353, "224.0.0.251", 5353);
+    mcast[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0, 0, 0xfb]);
+    for pkt in [bcast_frame, mcast, to_mac(udp(WEB, 1000, OUT, 53), A2)] {
+        assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::IccOff), 3);
+    // With ICC on the same frames pass (the bridge floods broadcast as Docker's does).
+    let mut w = World::new(true, false);
+    assert_eq!(
+        w.run("from_container", &to_mac(udp(WEB, 1000, A2, 53), A2))
+            .0,
+        TC_ACT_OK
+    );
+}
+
+#[test]
+fn containers_cannot_send_into_a_cluster_tunnel() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    const PEER: &str = "192.0.2.99";
+    let mut peers: HashMap<_, u32, u32> = w
+        .ebpf
+        .map_mut(netctl_common::overlay::OVERLAY_PEERS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    peers.insert(raw(ip(PEER)), 1, 0).unwrap();
+    // A hand-built VXLAN packet to a member host's port 4789: masqueraded, it would carry
+    // this host's address, which the peer trusts for tunnel traffic.
+    let (v, _) = w.run("from_container", &udp(WEB, 40000, PEER, 4789));
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::TunnelInjection), 1);
+    // Other ports of that host, and port 4789 elsewhere: ordinary traffic.
+    assert_eq!(
+        w.run("from_container", &udp(WEB, 40000, PEER, 53)).0,
+        TC_ACT_OK
+    );
+    assert_eq!(
+        w.run("from_container", &udp(WEB, 40000, OUT, 4789)).0,
+        TC_ACT_OK
+    );
 }
 
 // ---- hairpin ----
@@ -705,13 +787,18 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
     let pkt = eth_type(0x86dd, v6);
     assert_eq!(w.run("uplink_ingress", &pkt), (TC_ACT_OK, pkt));
 
-    let arp = |spa: &str, tpa: &str| {
-        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0x42, 10, 1, 0, 2];
+    // An ARP request from the MAC `from` (frame and sender field alike, unless `sha` says).
+    let arp_as = |from: [u8; 6], sha: [u8; 6], spa: &str, tpa: &str| {
+        let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        a.extend(sha);
         a.extend(ip(spa).octets());
         a.extend([0; 6]);
         a.extend(ip(tpa).octets());
-        eth_type(0x0806, a)
+        eth_frame([0xff; 6], from, 0x0806, a)
     };
+    let web_mac = mac_of(ip(WEB).octets());
+    let a2_mac = mac_of(ip(A2).octets());
+    let arp = |spa: &str, tpa: &str| arp_as(web_mac, web_mac, spa, tpa);
     for pkt in [arp(WEB, GW_A), arp(WEB, A2), arp("0.0.0.0", WEB)] {
         assert_eq!(w.run("from_container", &pkt), (TC_ACT_OK, pkt));
     }
@@ -720,6 +807,20 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
         assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
     }
     assert_eq!(w.drops(DropReason::Spoofed), 2);
+    // Its own address under a neighbour's MAC (ARP, IPv4), or a sender field that is not the
+    // frame's source: spoofing too, whatever the bridge would have learned from it.
+    let mut ipv4_as_a2 = udp(WEB, 1000, OUT, 53);
+    ipv4_as_a2[6..12].copy_from_slice(&a2_mac);
+    for pkt in [
+        arp_as(a2_mac, a2_mac, WEB, GW_A),
+        arp_as(web_mac, a2_mac, WEB, GW_A),
+        ipv4_as_a2,
+    ] {
+        assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::Spoofed), 5);
+    // A probe (no sender address) names no endpoint to check the MAC against: the bridge,
+    // which learns nothing from container ports, is what keeps it harmless.
 }
 
 // ---- what XDP hands to TC, and how they agree ----

@@ -435,8 +435,21 @@ impl Dataplane {
     /// Makes the remote-container map hold exactly `want` (the daemon's view of the cluster
     /// store); returns how many entries changed.
     pub fn set_remotes(&self, want: &BTreeMap<u32, Remote>) -> Result<usize> {
-        let mut map: HashMap<MapData, u32, Remote> = self.map(overlay::OVERLAY_REMOTES)?;
-        let keys: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+        // Their hosts too: containers may not send to those hosts' VXLAN port.
+        let peers: BTreeMap<u32, u32> = want.values().map(|r| (r.host, 1)).collect();
+        Ok(self.replace_entries(overlay::OVERLAY_REMOTES, want)?
+            + self.replace_entries(overlay::OVERLAY_PEERS, &peers)?)
+    }
+
+    /// Makes a hash map hold exactly `want` by reading it back (for maps written outside the
+    /// reconcile's record); returns how many entries changed.
+    fn replace_entries<K: Pod + Ord, V: Pod + PartialEq>(
+        &self,
+        name: &str,
+        want: &BTreeMap<K, V>,
+    ) -> Result<usize> {
+        let mut map: HashMap<MapData, K, V> = self.map(name)?;
+        let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
         let mut n = 0;
         for k in keys.iter().filter(|k| !want.contains_key(k)) {
             remove_entry(map.remove(k))?;
@@ -444,7 +457,8 @@ impl Dataplane {
         }
         for (k, v) in want {
             if map.get(k, 0).ok() != Some(*v) {
-                map.insert(k, v, 0).context("filling OVERLAY_REMOTES")?;
+                map.insert(k, v, 0)
+                    .with_context(|| format!("filling {name}"))?;
                 n += 1;
             }
         }

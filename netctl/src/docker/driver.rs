@@ -284,6 +284,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         let attached = ctx
             .nl
             .set_controller(index, bridge.index)
+            .and_then(|_| ctx.nl.pin_bridge_port(index, topology::parse_mac(&e.mac)))
             .and_then(|_| ctx.nl.set_up(index));
         if let Err(err) = attached {
             let _ = ctx.nl.del_link(index);

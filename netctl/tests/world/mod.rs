@@ -429,8 +429,23 @@ pub fn csum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// An IPv4 frame as its sender would send it to the gateway: from the MAC netctl gives the
+/// source address (`02:42:<address>`), to the bridge.
 pub fn eth(payload: Vec<u8>) -> Vec<u8> {
-    eth_type(0x0800, payload)
+    let src: [u8; 4] = payload[12..16].try_into().unwrap();
+    eth_frame(BRIDGE_MAC, mac_of(src), 0x0800, payload)
+}
+
+pub fn mac_of(addr: [u8; 4]) -> [u8; 6] {
+    [0x02, 0x42, addr[0], addr[1], addr[2], addr[3]]
+}
+
+pub fn eth_frame(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: Vec<u8>) -> Vec<u8> {
+    let mut p = dst.to_vec();
+    p.extend(src);
+    p.extend(ethertype.to_be_bytes());
+    p.extend(payload);
+    p
 }
 
 pub fn eth_type(ethertype: u16, payload: Vec<u8>) -> Vec<u8> {

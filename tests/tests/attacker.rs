@@ -1,0 +1,308 @@
+//! A root process inside a container against the isolation rules: its own MAC, broadcast and
+//! multicast under ICC off, the host's services from an internal network, hand-built VXLAN to
+//! another cluster host. Each attack is blocked and counted with its drop reason.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use netctl_tests::{cluster::Cluster, require_sandbox, Sandbox};
+use serde_json::Value;
+
+fn drops(out: &str, reason: &str) -> u64 {
+    let v: Value = serde_json::from_str(out).expect("stats json");
+    v["drops"][reason].as_u64().unwrap_or(0)
+}
+
+fn sleeper(sb: &Sandbox, name: &str, net: &str) {
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        "--",
+        "sleep",
+        "300",
+    ]);
+}
+
+fn mac_of(sb: &Sandbox, name: &str) -> String {
+    let out = sb.container_sh(name, "ip -o link show eth0");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "link/ether");
+    words
+        .next()
+        .unwrap_or_else(|| panic!("no MAC in {text}"))
+        .to_string()
+}
+
+fn ip_of(sb: &Sandbox, name: &str) -> String {
+    let out = sb.container_sh(name, "ip -o -4 addr show eth0");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("{name} has no address: {out:?}"))
+        .to_string()
+}
+
+#[test]
+fn a_container_with_its_neighbours_mac_neither_poisons_the_bridge_nor_takes_its_traffic() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.81.0.0/24", "flat"]);
+    sleeper(&sb, "victim", "flat");
+    sleeper(&sb, "evil", "flat");
+    let victim_mac = mac_of(&sb, "victim");
+    let victim_ip = ip_of(&sb, "victim");
+    // The bridge learns nothing from container ports: the victim's MAC is a static entry.
+    let fdb = sb.host_sh(&format!("bridge fdb show | grep -i {victim_mac}"));
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    assert!(fdb.contains("static"), "{fdb}");
+    let learning = sb.host_sh("bridge -d link show | grep -c 'learning off'");
+    assert!(
+        String::from_utf8_lossy(&learning.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 2,
+        "learning off on the container ports"
+    );
+    // evil takes the victim's MAC and talks (the victim's traffic would follow the MAC).
+    let out = sb.container_sh(
+        "evil",
+        &format!(
+            "ip link set eth0 down; ip link set eth0 address {victim_mac}; ip link set eth0 up; \
+                  ping -c 5 -i 0.2 -W 1 10.81.0.1; arping -c 3 -I eth0 10.81.0.1 2>/dev/null; true"
+        ),
+    );
+    assert!(out.status.success());
+    // The victim keeps its traffic: the gateway reaches it, every time.
+    let ping = sb.host_sh(&format!("ping -c 10 -i 0.2 -W 1 {victim_ip}"));
+    let text = String::from_utf8_lossy(&ping.stdout).into_owned();
+    assert!(text.contains(" 0% packet loss"), "{text}");
+    let fdb = sb.host_sh(&format!("bridge fdb show | grep -i {victim_mac}"));
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    let st = sb.state();
+    let port = st["containers"]["victim"]["endpoints"][0]["host_veth"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no host veth in {st}"))
+        .to_string();
+    let on_bridge: Vec<&str> = fdb.lines().filter(|l| l.contains("master")).collect();
+    assert!(
+        !on_bridge.is_empty() && on_bridge.iter().all(|l| l.contains(&port)),
+        "the victim's MAC stays on its own port {port}: {fdb}"
+    );
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "spoofed-source") >= 5, "{stats}");
+}
+
+#[test]
+fn with_icc_off_broadcast_and_multicast_never_reach_a_neighbour() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.82.0.0/24",
+        "-o",
+        "icc=false",
+        "quiet",
+    ]);
+    sleeper(&sb, "a", "quiet");
+    sleeper(&sb, "b", "quiet");
+    // b listens for anything on UDP 5000 (broadcast and the mDNS group included).
+    let listen = "import socket, struct, sys\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('', 5000))\n\
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack('4s4s', socket.inet_aton('224.0.0.251'), socket.inet_aton('0.0.0.0')))\n\
+s.settimeout(4)\n\
+try:\n    print('GOT', s.recvfrom(100)[0]); sys.stdout.flush()\nexcept socket.timeout:\n    print('nothing')\n";
+    let listener = sb
+        .netctl_cmd(&["exec", "b", "--", "python3", "-c", listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let send = "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+for _ in range(3):\n    s.sendto(b'bcast', ('255.255.255.255', 5000))\n    s.sendto(b'mcast', ('224.0.0.251', 5000))\n    s.sendto(b'subnet', ('10.82.0.255', 5000))\n";
+    assert!(sb
+        .netctl(&["exec", "a", "--", "python3", "-c", send])
+        .status
+        .success());
+    let out = listener.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(got.trim(), "nothing", "b heard a neighbour with ICC off");
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "icc-off") >= 6, "{stats}");
+}
+
+#[test]
+fn an_internal_network_reaches_the_embedded_dns_on_the_host_and_nothing_else() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.83.0.0/24",
+        "priv",
+    ]);
+    sleeper(&sb, "inside", "priv");
+    sleeper(&sb, "peer", "priv");
+    // A service of the host on every address, the gateway's included.
+    let _srv = sb.host_http("0.0.0.0", 2222, "host-secret");
+    let out = sb.container_sh("inside", "curl -s --max-time 3 http://10.83.0.1:2222/");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("host-secret"),
+        "{out:?}"
+    );
+    let out = sb.container_sh(
+        "inside",
+        &format!("curl -s --max-time 3 http://{}:2222/", sb.host_ip),
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("host-secret"),
+        "{out:?}"
+    );
+    assert!(!sb
+        .container_sh("inside", "ping -c 1 -W 1 10.83.0.1")
+        .status
+        .success());
+    // Names still resolve through the embedded DNS (the gateway's port 53).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sb.container_sh("inside", "getent hosts peer");
+        if String::from_utf8_lossy(&out.stdout).contains("10.83.0.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "peer does not resolve: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "internal-network") >= 3, "{stats}");
+}
+
+#[test]
+fn a_container_cannot_inject_vxlan_into_another_hosts_overlay() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.84.0.0/24",
+            "ov",
+        ],
+    );
+    let run = |host: usize, name: &str, net: &str| {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    };
+    run(0, "target", "ov");
+    run(1, "insider", "ov");
+    run(1, "evil", "bridge");
+    let ip = |host: usize, name: &str| {
+        let out = c.container_sh(host, name, "ip -o -4 addr show eth0");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.split('/').next())
+            .unwrap()
+            .to_string()
+    };
+    let (target, insider) = (ip(0, "target"), ip(1, "insider"));
+    let inspect: Value =
+        serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "ov"])).unwrap();
+    let vni = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until host 1 knows host 0's container (its peer list comes with it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c
+        .container_sh(1, "insider", &format!("ping -c 1 -W 1 {target}"))
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the overlay does not work");
+    }
+    // The target listens; evil (another network on host 1) forges the insider's packet.
+    let listener = c
+        .netctl_cmd(
+            0,
+            &[
+                "exec",
+                "target",
+                "--",
+                "timeout",
+                "5",
+                "tcpdump",
+                "-n",
+                "-i",
+                "eth0",
+                "-c",
+                "1",
+                "udp port 9999",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let mac = |a: &str| {
+        a.split('.')
+            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+            .collect::<String>()
+    };
+    let forge = format!(
+        "python3 -c '
+import socket, struct
+inner = bytes.fromhex(\"0242{t}\") + bytes.fromhex(\"0242{i}\") + b\"\\x08\\x00\"
+udp = struct.pack(\"!HHHH\", 5555, 9999, 12, 0) + b\"evil\"
+ip = bytes([0x45,0,0,32,0,0,0,0,64,17,0,0]) + socket.inet_aton(\"{insider}\") + socket.inet_aton(\"{target}\")
+hdr = struct.pack(\"!II\", 0x08000000, int(\"{vni}\") << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3): s.sendto(hdr + inner + ip + udp, (\"{h0}\", 4789))
+'",
+        t = mac(&target),
+        i = mac(&insider),
+        h0 = c.hosts[0].ip,
+    );
+    let out = c.container_sh(1, "evil", &forge);
+    assert!(out.status.success(), "{out:?}");
+    let out = listener.wait_with_output().unwrap();
+    let captured = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !captured.contains("9999"),
+        "the forged packet arrived: {captured}"
+    );
+    let stats = c.netctl_ok(1, &["stats", "--json"]);
+    assert!(drops(&stats, "tunnel-injection") >= 3, "{stats}");
+}
