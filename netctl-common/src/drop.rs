@@ -27,7 +27,8 @@ pub enum DropReason {
     RewriteFailed = 9,
     /// A new flow's reply tuple is already taken by another flow.
     CtConflict = 10,
-    /// A container sent with a source address that is not its own.
+    /// A container sent with a source address or MAC that is not its own, or a packet from
+    /// outside carries the address of a container or of the host itself.
     Spoofed = 11,
     /// Masquerade of a protocol without ports (only TCP, UDP and ICMP are translated).
     UnsupportedProtocol = 12,

@@ -223,7 +223,7 @@ pub fn uplink_ingress_compat(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn ingress<const MODERN: bool>(ctx: TcContext) -> i32 {
     tc_run(&ctx, Hook::UplinkIngress, pass_other, |p, h, ifindex| {
-        if !packet::xdp_done(&ctx) {
+        if !packet::xdp_done(&ctx, ifindex) {
             uplink::ingress::<MODERN, Tc>(p, h, ifindex)?;
         }
         stats::received(h.daddr, p.len());

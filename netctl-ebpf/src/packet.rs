@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_adjust_meta, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use netctl_common::{event::SNAP_MAX, features, XDP_DONE_MARK};
+use netctl_common::{event::SNAP_MAX, features, maps::UPLINK_XDP_NAT, XDP_DONE_MARK};
 
 /// The L4 checksum a rewrite has to keep right.
 #[derive(Clone, Copy)]
@@ -225,7 +225,11 @@ const MARK_LEN: usize = core::mem::size_of::<u32>();
 
 /// Whether `uplink_xdp` did this packet's ingress work (its mark in the metadata area).
 #[inline(always)]
-pub fn xdp_done(ctx: &TcContext) -> bool {
+pub fn xdp_done(ctx: &TcContext, ifindex: u32) -> bool {
+    // Only where netctl's XDP runs and translates: another program's metadata proves nothing.
+    if !crate::maps::uplink(ifindex).is_some_and(|u| u.flags & UPLINK_XDP_NAT != 0) {
+        return false;
+    }
     // SAFETY: the context's skb pointer is valid for the whole run.
     let (meta, data) = unsafe {
         (

@@ -126,6 +126,11 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> Option<()> {
             _pad: 0,
         }
     } else if ns.flags & NETNS_HOST != 0 {
+        // A socket bound to loopback could never reach a container's address: hands off.
+        // SAFETY: a sock_addr program's `sk` is always a valid socket.
+        if unsafe { (*sa.__bindgen_anon_1.sk).src_ip4 }.to_ne_bytes()[0] == 127 {
+            return None;
+        }
         published_here(addr, port, proto, connect)?
     } else {
         return None;

@@ -21,6 +21,11 @@ pub fn ingress<const MODERN: bool, P: Packet>(
     h: &mut Hdr,
     ifindex: u32,
 ) -> Result<(), DropReason> {
+    // From outside with the address of one of our containers or of the host itself: forged
+    // (rp_filter would be all that stood there).
+    if maps::endpoint(h.saddr).is_some() || maps::is_host_addr(h.saddr) {
+        return Err(DropReason::Spoofed);
+    }
     let in_flow = if h.icmp == Icmp::Error {
         nat::icmp_error(p, h, false)?
     } else {

@@ -302,6 +302,23 @@ fn to_mac(mut pkt: Vec<u8>, addr: &str) -> Vec<u8> {
 }
 
 #[test]
+fn outside_packets_with_our_own_addresses_are_forged() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // A container's, the host's, a gateway's address as the source, from outside.
+    for src in [WEB, H, GW_A] {
+        let (v, _) = w.run("uplink_ingress", &tcp(src, 40000, H, 8080, SYN));
+        assert_eq!(v, TC_ACT_SHOT, "{src}");
+    }
+    assert_eq!(w.drops(DropReason::Spoofed), 3);
+    assert_eq!(w.ct_len(), 0, "no flow from a forged packet");
+    let (_, out) = w.run("uplink_ingress", &tcp(CLIENT, 40000, H, 8080, SYN));
+    assert_eq!(check(&out).dst, ip(WEB), "a real client still gets in");
+}
+
+#[test]
 fn with_icc_off_nothing_is_bridged_to_another_container() {
     if !root() {
         return;

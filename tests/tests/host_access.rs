@@ -80,6 +80,16 @@ fn host_processes_reach_published_ports_on_every_host_address() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "127.0.0.1:8080"
     );
+    // A socket bound to loopback is left alone: translated, it could never reach the
+    // container (a loopback source does not leave the host); untranslated, nothing listens.
+    let out = sb.host_sh(&format!(
+        "curl -s --max-time 3 --interface 127.0.0.1 http://{}:8080/; echo rc=$?",
+        sb.host_ip
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rc=7"),
+        "refused at once, not translated: {out:?}"
+    );
     // No listener on the host port, no proxy process: the socket programs did it.
     let ss = sb.host_sh("ss -ltnH");
     assert!(!String::from_utf8_lossy(&ss.stdout).contains(":8080 "));

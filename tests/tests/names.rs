@@ -44,7 +44,10 @@ fn ip_of(sb: &Sandbox, container: &str, network: &str) -> String {
 #[test]
 fn containers_resolve_names_of_their_networks_only() {
     require_sandbox!();
-    let sb = Sandbox::new();
+    let mut sb = Sandbox::new();
+    // The world's DNS knows a `db` and an `api.github.com` of its own.
+    let _upstream = sb.upstream_dns(&[("db", "192.0.2.66"), ("api.github.com", "192.0.2.67")]);
+    sb.host_dns(&[&sb.outside_ip.clone()]);
     sb.netctl_ok(&["network", "create", "front"]);
     sb.netctl_ok(&["network", "create", "back"]);
     let web_id = idle(
@@ -89,9 +92,27 @@ fn containers_resolve_names_of_their_networks_only() {
     // PTR: the address back to name.network.
     let rev = dig(&sb, "client", &format!("-x {web}"));
     assert_eq!(rev, "web.front.");
-    // db is on back only: NXDOMAIN from front, never forwarded.
-    assert_eq!(dig_status(&sb, "client", "db"), "NXDOMAIN");
+    // db is on back only: front's resolver does not answer for it, the world's DNS does (a
+    // name on another network never hides a real one), and so for back's alias
+    // api.github.com; NAME.NETWORK of a network one is not on is forwarded too.
+    assert_eq!(dig(&sb, "client", "db"), "192.0.2.66");
+    sb.netctl_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "api.github.com",
+        "back",
+        "web2",
+    ]);
+    assert_eq!(dig(&sb, "client", "api.github.com"), "192.0.2.67");
+    assert_eq!(
+        dig(&sb, "db", "api.github.com"),
+        ip_of(&sb, "web2", "back"),
+        "its own network wins"
+    );
     assert_eq!(dig_status(&sb, "client", "db.back"), "NXDOMAIN");
+    // NAME.NETWORK of its own network that has no such container: not forwarded.
+    assert_eq!(dig_status(&sb, "client", "nobody.front"), "NXDOMAIN");
     // The host itself (not a container) gets nothing from the resolver.
     let gw = sb.state()["networks"]["front"]["gateway"]
         .as_str()

@@ -9,7 +9,7 @@
 //! internal.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
 };
@@ -79,8 +79,6 @@ pub struct Table {
     names: Vec<HashMap<String, Vec<Ipv4Addr>>>,
     /// (network, address) → "name.network".
     reverse: HashMap<(usize, Ipv4Addr), String>,
-    /// Every name of any network, to refuse forwarding what is someone else's.
-    known: HashSet<String>,
     /// Every netctl subnet: reverse lookups inside them are never forwarded.
     subnets: Vec<Ipv4Network>,
 }
@@ -120,7 +118,6 @@ impl Table {
         }
         let add = |t: &mut Table, net: usize, name: &str, ip: Ipv4Addr| {
             let name = name.to_ascii_lowercase();
-            t.known.insert(name.clone());
             let ips = t.names[net].entry(name).or_default();
             if let Err(at) = ips.binary_search(&ip) {
                 ips.insert(at, ip);
@@ -200,12 +197,16 @@ impl Table {
                 _ => Answer::NoData,
             };
         }
-        let other_network = qname
+        // NAME.NETWORK of a network the asker is on: that network has no such container.
+        let own_network = qname
             .rsplit_once('.')
-            .is_some_and(|(_, last)| self.networks.iter().any(|n| n == last));
-        if self.known.contains(qname) || other_network {
+            .is_some_and(|(_, last)| a.networks.iter().any(|n| self.networks[*n] == last));
+        if own_network {
             return Answer::NxDomain;
         }
+        // Names of networks the asker is not on are none of its business: forwarded like any
+        // other name (as Docker does), so a network called `internal` or an alias
+        // `api.github.com` elsewhere never hides a real name from it.
         self.forward(a)
     }
 
@@ -387,14 +388,21 @@ mod tests {
     }
 
     #[test]
-    fn other_networks_are_nxdomain_never_forwarded() {
+    fn other_networks_names_are_not_answered_but_forwarded() {
         let t = table(&state());
         let web = ip("10.1.0.2");
-        assert_eq!(t.lookup(web, "db", QType::A), Answer::NxDomain);
-        assert_eq!(t.lookup(web, "db.back", QType::A), Answer::NxDomain);
-        assert_eq!(t.lookup(web, "anything.back", QType::A), Answer::NxDomain);
-        assert_eq!(t.lookup(web, "api.back", QType::A), Answer::NxDomain);
-        assert_eq!(t.lookup(ip("10.2.0.2"), "web", QType::A), Answer::NxDomain);
+        // Names and aliases of a network web is not on are not answered from the table: they
+        // go upstream like any name (whose answer is the upstream's).
+        for name in ["db", "db.back", "anything.back", "api.back"] {
+            assert!(
+                matches!(t.lookup(web, name, QType::A), Answer::Forward(_)),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            t.lookup(ip("10.2.0.2"), "web", QType::A),
+            Answer::Forward(_)
+        ));
     }
 
     #[test]
