@@ -227,7 +227,7 @@ const MARK_LEN: usize = core::mem::size_of::<u32>();
 #[inline(always)]
 pub fn xdp_done(ctx: &TcContext, ifindex: u32) -> bool {
     // Only where netctl's XDP runs and translates: another program's metadata proves nothing.
-    if !crate::maps::uplink(ifindex).is_some_and(|u| u.flags & UPLINK_XDP_NAT != 0) {
+    if crate::maps::uplink(ifindex).is_none_or(|u| u.flags & UPLINK_XDP_NAT == 0) {
         return false;
     }
     // SAFETY: the context's skb pointer is valid for the whole run.
