@@ -507,3 +507,70 @@ fn podman_runs_containers_on_netctl_through_cni() {
     );
     assert!(sb.curl_from_outside(&url).is_none());
 }
+
+#[test]
+fn short_ids_a_stale_namespace_and_only_its_own_attachments() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let c = conf(json!([]));
+    // A short ID, as cnitool and many harnesses use: accepted as the spec says.
+    let ns = sb.empty_namespace("short");
+    let (ok, r) = call(&sb, "ADD", "ctr1", &ns, &c, &[]);
+    assert!(ok, "{r}");
+    let first = r["ips"][0]["address"].as_str().unwrap().to_string();
+    let (ok, again) = call(&sb, "ADD", "ctr1", &ns, &c, &[]);
+    assert!(
+        ok && again["ips"][0]["address"] == first.as_str(),
+        "{again}"
+    );
+    // The runtime lost track (a crash, a reboot) and adds the same ID in a new namespace
+    // without a DEL: a fresh attachment there, not the old result.
+    let ns2 = sb.empty_namespace("short2");
+    let (ok, r2) = call(&sb, "ADD", "ctr1", &ns2, &c, &[]);
+    assert!(ok, "{r2}");
+    assert_eq!(r2["interfaces"][1]["sandbox"], format!("/run/netns/{ns2}"));
+    let addr = sb.ns_sh(&ns2, "ip -o -4 addr show eth0");
+    assert!(
+        String::from_utf8_lossy(&addr.stdout).contains("10.77.0."),
+        "{addr:?}"
+    );
+    assert_eq!(ps(&sb).len(), 1, "the stale attachment went");
+    let (ok, _) = call(&sb, "CHECK", "ctr1", &ns2, &c, &[]);
+    assert!(ok);
+    // A DEL for the ID of a container that netctl run made touches nothing of it.
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "own",
+        "--network",
+        "cninet",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let own_id = sb.state()["containers"]["own"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, _) = call(&sb, "DEL", &own_id, &ns2, &c, &[]);
+    assert!(ok, "nothing of ours: success");
+    assert!(
+        sb.netctl_ok(&["ps"]).contains("own"),
+        "netctl's container stays"
+    );
+    // GC with nothing valid removes the CNI attachment, never netctl's own container.
+    let gc = json!({
+        "cniVersion": "1.1.0", "name": "cninet", "type": "netctl", "subnet": "10.77.0.0/24",
+        "cni.dev/valid-attachments": []
+    });
+    let (ok, r) = cni(&sb, &[("CNI_COMMAND", "GC")], &gc.to_string());
+    assert!(ok, "{r}");
+    let names: Vec<String> = ps(&sb)
+        .iter()
+        .map(|p| p["Names"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["own"]);
+    let (ok, _) = call(&sb, "DEL", "ctr1", &ns2, &c, &[]);
+    assert!(ok, "a second DEL is success");
+}

@@ -88,28 +88,26 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
     }
     let ctx = Ctx::open()?;
     let mut tx = ctx.begin()?;
-    // The runtime asking again for an attachment that exists: the same result.
-    if let Some((c, ep)) = attachment(tx.state(), &env.container_id, &env.ifname) {
-        if ep.network == conf.network() {
+    // The runtime asking again for an attachment that exists: the same result. One in
+    // another namespace is stale (a runtime that lost track of it, after a crash or a
+    // reboot, re-adds the container without a DEL): it goes, and the ADD starts afresh.
+    if let Some((c, ep)) = attachment(tx.state(), &env.id, &env.ifname) {
+        if c.engine_netns.as_ref() != Some(&netns) {
+            detach(&ctx, tx.state(), &c, &ep)?;
+        } else if ep.network == conf.network() {
             return Ok(result(tx.state(), &c, &ep, conf));
         }
     }
     let network = conf.network().to_string();
     let name = pick_name(tx.state(), env);
-    let claimed = cluster::endpoints::prepare(
-        &ctx,
-        &mut tx,
-        &network,
-        req.ip.as_deref(),
-        &env.container_id,
-        &name,
-    )?
-    .map(|c| (c.ip, c.endpoint_id));
+    let claimed =
+        cluster::endpoints::prepare(&ctx, &mut tx, &network, req.ip.as_deref(), &env.id, &name)?
+            .map(|c| (c.ip, c.endpoint_id));
     if claimed.is_none() && tx.state().find_network(&network).is_err() {
         create_network(&ctx, &mut tx, conf)?;
     }
     let attach = EngineAttach {
-        id: env.container_id.clone(),
+        id: env.id.clone(),
         name,
         netns,
         ifname: env.ifname.clone(),
@@ -159,7 +157,7 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
 /// The container's name: the one the runtime gives (Podman's `K8S_POD_NAME`) when it is
 /// free, else its ID.
 fn pick_name(state: &State, env: &Env) -> String {
-    if let Some(c) = state.containers.values().find(|c| c.id == env.container_id) {
+    if let Some(c) = state.containers.values().find(|c| c.id == env.id) {
         return c.name.clone();
     }
     env.args
@@ -167,11 +165,20 @@ fn pick_name(state: &State, env: &Env) -> String {
         .filter(|n| networks::check_name(n, "container").is_ok())
         .filter(|n| !state.containers.contains_key(n.as_str()))
         .cloned()
-        .unwrap_or_else(|| env.container_id.clone())
+        .unwrap_or_else(|| env.id.clone())
 }
 
+fn is_cni(c: &Container) -> bool {
+    c.engine.as_deref() == Some("cni")
+}
+
+/// The CNI plugin's attachment `ifname` of container `id`: only containers a CNI runtime
+/// made (never a `netctl run` container or a Docker driver endpoint of the same ID).
 fn attachment(state: &State, id: &str, ifname: &str) -> Option<(Container, Endpoint)> {
-    let c = state.containers.values().find(|c| c.id == id)?;
+    let c = state
+        .containers
+        .values()
+        .find(|c| c.id == id && is_cni(c))?;
     let ep = c.endpoints.iter().find(|e| e.ifname == ifname)?;
     Some((c.clone(), ep.clone()))
 }
@@ -198,7 +205,7 @@ fn result(state: &State, c: &Container, ep: &Endpoint, conf: &NetConf) -> Value 
 pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
     let ctx = Ctx::open()?;
     let mut tx = ctx.begin()?;
-    let Some((c, ep)) = attachment(tx.state(), &env.container_id, &env.ifname) else {
+    let Some((c, ep)) = attachment(tx.state(), &env.id, &env.ifname) else {
         return Ok(());
     };
     if ep.network != conf.network() {
@@ -231,7 +238,7 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
     let ctx = Ctx::open()?;
     let state = ctx.store.snapshot()?;
     let gone = |what: String| Error::new(Code::UnknownContainer, what);
-    let (c, ep) = attachment(&state, &env.container_id, &env.ifname)
+    let (c, ep) = attachment(&state, &env.id, &env.ifname)
         .filter(|(_, ep)| ep.network == conf.network())
         .ok_or_else(|| {
             gone(format!(
@@ -283,9 +290,9 @@ pub fn gc(conf: &NetConf) -> Result<()> {
     let Some(valid) = &conf.valid_attachments else {
         return Ok(());
     };
-    let valid: BTreeSet<(&str, &str)> = valid
+    let valid: BTreeSet<(String, &str)> = valid
         .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .map(|a| (super::spec::state_id(&a.container_id), a.ifname.as_str()))
         .collect();
     let ctx = Ctx::open()?;
     let mut tx = ctx.begin()?;
@@ -293,10 +300,10 @@ pub fn gc(conf: &NetConf) -> Result<()> {
         .state()
         .containers
         .values()
-        .filter(|c| c.engine_netns.is_some())
+        .filter(|c| is_cni(c))
         .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
         .filter(|(c, e)| {
-            e.network == conf.network() && !valid.contains(&(c.id.as_str(), e.ifname.as_str()))
+            e.network == conf.network() && !valid.contains(&(c.id.clone(), e.ifname.as_str()))
         })
         .map(|(c, e)| (c.clone(), e.clone()))
         .collect();

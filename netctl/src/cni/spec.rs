@@ -96,11 +96,35 @@ pub enum Command {
 #[derive(Debug)]
 pub struct Env {
     pub command: Command,
+    /// `CNI_CONTAINERID` as the runtime gave it.
     pub container_id: String,
+    /// The container's ID in netctl's state ([`state_id`] of `container_id`).
+    pub id: String,
     pub netns: Option<PathBuf>,
     pub ifname: String,
     /// `CNI_ARGS`: `K=V;K=V` (Podman sends the container's name as `K8S_POD_NAME`).
     pub args: BTreeMap<String, String>,
+}
+
+/// A container ID as the CNI spec defines it: non-empty, a letter or digit, then letters,
+/// digits, `_`, `.` or `-`.
+pub fn is_container_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// The ID netctl keeps a CNI container under: the runtime's own where it makes a state ID
+/// (12 to 128 characters), else `cni-` and a hash of it (a short `ctr1`, a very long one).
+pub fn state_id(container_id: &str) -> String {
+    if crate::state::is_safe_id(container_id) {
+        return container_id.to_string();
+    }
+    let h = container_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("cni-{h:016x}")
 }
 
 impl Env {
@@ -142,10 +166,10 @@ impl Env {
                 .map(PathBuf::from),
         };
         if per_attachment {
-            if !crate::state::is_safe_id(&container_id) {
+            if !is_container_id(&container_id) {
                 return Err(Error::new(
                     Code::InvalidEnvironment,
-                    format!("CNI_CONTAINERID {container_id:?} is not a valid container ID (12 to 128 letters, digits, _ . -)"),
+                    format!("CNI_CONTAINERID {container_id:?} is not a valid container ID (a letter or digit, then letters, digits, _ . -)"),
                 ));
             }
             crate::options::check_ifname(&ifname, "CNI_IFNAME")
@@ -158,6 +182,7 @@ impl Env {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Ok(Env {
+            id: state_id(&container_id),
             command,
             container_id,
             netns,
@@ -426,8 +451,28 @@ mod tests {
             Code::InvalidEnvironment
         );
         let mut bad = ADD.to_vec();
-        bad[1] = ("CNI_CONTAINERID", "../../etc");
-        assert_eq!(env(&bad).unwrap_err().code, Code::InvalidEnvironment);
+        for id in ["../../etc", "", "-x", "a/b", "a b"] {
+            bad[1] = ("CNI_CONTAINERID", id);
+            assert_eq!(
+                env(&bad).unwrap_err().code,
+                Code::InvalidEnvironment,
+                "{id:?}"
+            );
+        }
+        // What the spec accepts, short IDs included (cnitool, test harnesses): kept under a
+        // state ID of their own, the same one every time.
+        for id in ["ctr1", "a", "x.y_z-1"] {
+            bad[1] = ("CNI_CONTAINERID", id);
+            let e = env(&bad).unwrap();
+            assert!(
+                crate::state::is_safe_id(&e.id) && e.id.starts_with("cni-"),
+                "{}",
+                e.id
+            );
+            assert_eq!(e.id, state_id(id));
+        }
+        assert_eq!(state_id("abc123def4567890"), "abc123def4567890");
+        assert_ne!(state_id("ctr1"), state_id("ctr2"));
         let mut args = ADD.to_vec();
         args.push(("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web"));
         assert_eq!(env(&args).unwrap().args["K8S_POD_NAME"], "web");
