@@ -193,6 +193,36 @@ fn dockerd_runs_containers_on_netctl_through_the_network_driver() {
     );
     assert_eq!(code, 500, "{body}");
     assert!(body["Err"].is_string());
+    // A Join after its network was deleted (the endpoint never joined): an error, and the
+    // plugin still answers.
+    let (code, body) = d.plugin_call(
+        "NetworkDriver.CreateNetwork",
+        r#"{"NetworkID":"feedfacefeedface0001","Options":{},"IPv4Data":[{"Pool":"10.89.0.0/24","Gateway":"10.89.0.1/24"}]}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = d.plugin_call(
+        "NetworkDriver.CreateEndpoint",
+        r#"{"NetworkID":"feedfacefeedface0001","EndpointID":"e0e0e0e0e0e0e0e0e0e0","Interface":{"Address":"10.89.0.5/24"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = d.plugin_call(
+        "NetworkDriver.DeleteNetwork",
+        r#"{"NetworkID":"feedfacefeedface0001"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = d.plugin_call(
+        "NetworkDriver.Join",
+        r#"{"NetworkID":"feedfacefeedface0001","EndpointID":"e0e0e0e0e0e0e0e0e0e0","SandboxKey":"/nonexistent"}"#,
+    );
+    assert_eq!(code, 500, "{body}");
+    assert!(body["Err"].as_str().unwrap().contains("gone"), "{body}");
+    let (code, _) = d.plugin_call("NetworkDriver.GetCapabilities", "{}");
+    assert_eq!(code, 200, "the plugin survived");
+    let (code, body) = d.plugin_call(
+        "NetworkDriver.DeleteEndpoint",
+        r#"{"NetworkID":"feedfacefeedface0001","EndpointID":"e0e0e0e0e0e0e0e0e0e0"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
 
     // rm -f: the endpoint leaves netctl, the port stops answering.
     let before = ps_names(&sb).len();

@@ -173,7 +173,12 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
             }
             bail!("endpoint {eid} exists with another address");
         }
-        let net = tx.state().networks[&network].clone();
+        let net = tx
+            .state()
+            .networks
+            .get(&network)
+            .cloned()
+            .with_context(|| format!("network {network} is gone"))?;
         ipam::check_static(&net, ip, &tx.state().used_ips(&network))?;
         tx.state().docker.endpoints.insert(
             eid.to_string(),
@@ -260,7 +265,13 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         if joined(tx.state(), eid).is_some() {
             bail!("endpoint {eid} is joined already");
         }
-        let net = tx.state().networks[&e.network].clone();
+        // The network may have gone (DeleteNetwork of a never-joined endpoint's network).
+        let net = tx
+            .state()
+            .networks
+            .get(&e.network)
+            .cloned()
+            .with_context(|| format!("network {} of endpoint {eid} is gone", e.network))?;
         let ep = Endpoint {
             network: e.network.clone(),
             endpoint_id: eid.to_string(),
