@@ -30,6 +30,9 @@ pub mod programs {
     pub const FROM_CONTAINER: &str = "from_container";
     /// TC ingress on the overlay's VXLAN device: what comes out of the tunnel.
     pub const TUNNEL_INGRESS: &str = "tunnel_ingress";
+    /// TC egress on a container's host-side veth: everything handed to the container that
+    /// did not come straight from a checked hook.
+    pub const TO_CONTAINER: &str = "to_container";
     /// BTF tracepoint on `kfree_skb`: the kernel's own drops of container packets, attached
     /// only while `netctl trace --drops` runs.
     pub const KERNEL_DROP: &str = "kernel_drop";

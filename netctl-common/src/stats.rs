@@ -10,16 +10,19 @@ pub enum Hook {
     FromContainer = 3,
     /// TC ingress of the overlay's VXLAN device: what comes out of the tunnel.
     Tunnel = 4,
+    /// TC egress of a container's host-side veth: what the host or the bridge hands to it.
+    ToContainer = 5,
 }
 
 impl Hook {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const ALL: [Hook; Self::COUNT as usize] = [
         Hook::UplinkXdp,
         Hook::UplinkIngress,
         Hook::UplinkEgress,
         Hook::FromContainer,
         Hook::Tunnel,
+        Hook::ToContainer,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -29,6 +32,7 @@ impl Hook {
             Hook::UplinkEgress => "uplink-egress",
             Hook::FromContainer => "from-container",
             Hook::Tunnel => "tunnel-ingress",
+            Hook::ToContainer => "to-container",
         }
     }
 }

@@ -315,6 +315,16 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
+pub fn to_container(ctx: TcContext) -> i32 {
+    // Containers speak IPv4 and ARP; what else the bridge hands them (its own IPv6
+    // neighbour discovery) goes by untouched.
+    tc_run(&ctx, Hook::ToContainer, pass_other, |p, h, _| {
+        policy::receiver(p, h)?;
+        Ok(None)
+    })
+}
+
+#[classifier]
 pub fn tunnel_ingress(ctx: TcContext) -> i32 {
     // Only IPv4 crosses: ARP for remote containers is answered on each side.
     let other = |_: &mut Tc, _, _| Err(DropReason::NotIpv4);

@@ -279,6 +279,12 @@ pub fn is_published(h: &Hdr) -> bool {
     h.natable() && maps::published(h.daddr, h.dport, h.proto).is_some()
 }
 
+/// An ICMP error about a flow that conntrack knows (the quoted packet is one of its halves).
+#[inline(always)]
+pub fn quoted_flow<P: Packet>(p: &P, h: &Hdr) -> bool {
+    !h.frag && parse_inner(p, h).is_some_and(|inner| ct::find(&inner.key()).is_some())
+}
+
 /// An ICMP error about a tracked flow: the outer header and the quoted packet are translated
 /// the way the flow's packets in this direction are, checksums included (the outer IP one,
 /// the quoted IP and L4 ones, the ICMP one). `hairpin` picks the flows this hook translates:

@@ -17,7 +17,7 @@ use network_types::{
 use crate::{
     maps::{self, LINKS, SUBNETS},
     packet::Packet,
-    parse::{Hdr, ETH_LEN},
+    parse::{Hdr, Icmp, ETH_LEN},
 };
 
 /// Where a packet from a container is going.
@@ -103,6 +103,42 @@ pub fn check(
         return Err(DropReason::Internal);
     }
     Ok(Dest::Outside)
+}
+
+/// What may reach a container through its veth (the bridge, or the host's routing): a
+/// container of its network that may talk to it, the host (an internal network: its
+/// gateway only), or a tracked flow — nothing that came in by an interface without netctl's
+/// programs, and nothing that got around a sender's checks.
+#[inline(always)]
+pub fn receiver<P: Packet>(p: &P, h: &Hdr) -> Result<(), DropReason> {
+    let Some(dst) = maps::endpoint(h.daddr) else {
+        return Ok(()); // not for a container address: broadcast, the bridge's own
+    };
+    let net = maps::network(dst.network).ok_or(DropReason::NoWayIn)?;
+    if let Some(src) = maps::endpoint(h.saddr) {
+        if src.network != dst.network {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_ICC == 0 && !linked(h) {
+            return Err(DropReason::IccOff);
+        }
+        return Ok(());
+    }
+    if maps::is_host_addr(h.saddr) {
+        if net.flags & NET_INTERNAL != 0 && h.saddr != net.gateway {
+            return Err(DropReason::Internal);
+        }
+        return Ok(());
+    }
+    let tracked = if h.icmp == Icmp::Error {
+        crate::nat::quoted_flow(p, h)
+    } else {
+        crate::ct::find(&h.key().reversed()).is_some()
+    };
+    if !tracked {
+        return Err(DropReason::NoWayIn);
+    }
+    Ok(())
 }
 
 /// A DNS query (UDP or TCP port 53).

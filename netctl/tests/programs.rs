@@ -302,6 +302,76 @@ fn to_mac(mut pkt: Vec<u8>, addr: &str) -> Vec<u8> {
 }
 
 #[test]
+fn nothing_reaches_a_container_around_the_checked_hooks() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(false, false);
+    // From outside without a flow (routed in by an interface without netctl's programs):
+    // no way in, whatever the port.
+    for pkt in [
+        tcp(CLIENT, 40000, WEB, 80, SYN),
+        udp(CLIENT, 5000, WEB, 53),
+        icmp_echo(CLIENT, WEB, 8, 1),
+    ] {
+        assert_eq!(w.run("to_container", &pkt).0, TC_ACT_SHOT);
+    }
+    assert_eq!(w.drops(DropReason::NoWayIn), 3);
+    // A published port's flow, as the uplink hands it on: in.
+    let (_, dnat) = w.run("uplink_ingress", &tcp(CLIENT, 40001, H, 8080, SYN));
+    assert_eq!(w.run("to_container", &dnat).0, TC_ACT_OK);
+    // An ICMP error about that flow (quoting the container's reply): in; about nothing: out.
+    let reply = ipv4(
+        TCP,
+        WEB,
+        CLIENT,
+        tcp_seg(WEB, 80, CLIENT, 40001, SYN_ACK, 1, 1, b""),
+        0,
+    );
+    assert_eq!(
+        w.run("to_container", &icmp_error(OUT, WEB, 3, 4, &reply)).0,
+        TC_ACT_OK
+    );
+    let other = ipv4(
+        TCP,
+        WEB,
+        CLIENT,
+        tcp_seg(WEB, 80, CLIENT, 49999, SYN_ACK, 1, 1, b""),
+        0,
+    );
+    assert_eq!(
+        w.run("to_container", &icmp_error(OUT, WEB, 3, 4, &other)).0,
+        TC_ACT_SHOT
+    );
+    // Containers: another network's is isolation, a neighbour with ICC off is icc-off, even
+    // if it got around its own veth's program.
+    assert_eq!(
+        w.run("to_container", &tcp(B3, 1000, WEB, 80, SYN)).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(w.drops(DropReason::Isolation), 1);
+    assert_eq!(
+        w.run("to_container", &tcp(A2, 1000, WEB, 80, SYN)).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(w.drops(DropReason::IccOff), 1);
+    // The host: in; to an internal network, its gateway only.
+    assert_eq!(
+        w.run("to_container", &tcp(GW_A, 1000, WEB, 80, SYN)).0,
+        TC_ACT_OK
+    );
+    assert_eq!(w.run("to_container", &udp(GW_I, 53, I2, 5000)).0, TC_ACT_OK);
+    assert_eq!(
+        w.run("to_container", &tcp(H, 1000, I2, 80, SYN)).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(w.drops(DropReason::Internal), 1);
+    // ARP and the bridge's own IPv6 go by.
+    let arp = eth_type(0x0806, vec![0; 28]);
+    assert_eq!(w.run("to_container", &arp).0, TC_ACT_OK);
+}
+
+#[test]
 fn outside_packets_with_our_own_addresses_are_forged() {
     if !root() {
         return;

@@ -306,3 +306,32 @@ for _ in range(3): s.sendto(hdr + inner + ip + udp, (\"{h0}\", 4789))
     let stats = c.netctl_ok(1, &["stats", "--json"]);
     assert!(drops(&stats, "tunnel-injection") >= 3, "{stats}");
 }
+
+#[test]
+fn a_path_without_netctls_programs_still_finds_no_way_in() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    // Only up0 carries uplink programs: a second interface is a side door (a link that came
+    // up while nothing followed the host's interfaces).
+    sb.env("NETCTL_UPLINKS", netctl_tests::UPLINK);
+    sb.netctl_ok(&["network", "create", "--subnet", "10.85.0.0/24", "n"]);
+    sb.whoami("web", Some("n"), &[], 80);
+    let web = ip_of(&sb, "web");
+    let side = sb.add_peer_namespace("side", "side0", "10.86.0.1", "10.86.0.2");
+    sb.ns_sh(&side, "ip route add 10.85.0.0/24 via 10.86.0.1");
+    let before = drops(&sb.netctl_ok(&["stats", "--json"]), "no-way-in");
+    let out = sb.ns_sh(&side, &format!("curl -s --max-time 3 http://{web}/"));
+    assert!(
+        !out.status.success(),
+        "reached the container around the uplink: {out:?}"
+    );
+    let after = drops(&sb.netctl_ok(&["stats", "--json"]), "no-way-in");
+    assert!(after > before, "dropped on the way into the container");
+    // The container itself still reaches out and its replies come in (a tracked flow).
+    let _srv = sb.outside_whoami_server(9000, 30);
+    let got = sb.container_sh(
+        "web",
+        &format!("curl -sf --max-time 5 http://{}:9000/", sb.outside_ip),
+    );
+    assert!(got.status.success(), "{got:?}");
+}

@@ -95,7 +95,8 @@ fn unpin(pin: &Pinned) -> Result<()> {
 }
 
 fn direction_of(program: &str) -> TcAttachType {
-    if program == netctl_common::programs::UPLINK_EGRESS {
+    use netctl_common::programs::{TO_CONTAINER, UPLINK_EGRESS};
+    if program == UPLINK_EGRESS || program == TO_CONTAINER {
         TcAttachType::Egress
     } else {
         TcAttachType::Ingress

@@ -19,11 +19,12 @@ use super::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 9] = [
+pub const PROGRAMS: [(&str, ProgKind); 10] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
     (programs::FROM_CONTAINER, ProgKind::Tc),
+    (programs::TO_CONTAINER, ProgKind::Tc),
     (programs::TUNNEL_INGRESS, ProgKind::Tc),
     (programs::SOCK_CONNECT4, ProgKind::Sock(SockHook::Connect4)),
     (

@@ -158,13 +158,7 @@ impl Dataplane {
             ));
         }
         for (name, index) in container_veths {
-            desired.push(att(
-                programs::FROM_CONTAINER,
-                ProgKind::Tc,
-                name,
-                *index,
-                false,
-            ));
+            desired.extend(container_attachments(name, *index));
         }
         if let Some((name, index)) = tunnel {
             desired.push(att(
@@ -203,8 +197,15 @@ impl Dataplane {
     /// it attached): a TCX attachment waits for an RCU grace period, which a command spends
     /// on the rest of its work this way.
     pub fn attach_container_veth(&self, name: &str, index: u32) -> Result<()> {
-        let a = att(programs::FROM_CONTAINER, ProgKind::Tc, name, index, false);
-        attach::attach_missing(&self.pins, &self.hash, &a, self.modes)
+        // Both directions at once: each attachment waits for its own grace period.
+        let [from, to] = container_attachments(name, index);
+        std::thread::scope(|s| {
+            let to = s.spawn(|| attach::attach_missing(&self.pins, &self.hash, &to, self.modes));
+            let from = attach::attach_missing(&self.pins, &self.hash, &from, self.modes);
+            to.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("attaching to_container failed")))
+                .and(from)
+        })
     }
 
     /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
@@ -668,6 +669,15 @@ pub fn monotonic_ns() -> u64 {
 
 fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
     (k.saddr, k.daddr, k.sport, k.dport, k.proto)
+}
+
+/// A container's host-side veth: what the container sends (ingress) and what it is handed
+/// (egress).
+fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
+    [
+        att(programs::FROM_CONTAINER, ProgKind::Tc, name, index, false),
+        att(programs::TO_CONTAINER, ProgKind::Tc, name, index, true),
+    ]
 }
 
 fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bool) -> Attachment {

@@ -121,7 +121,12 @@ impl World {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let features = kernel_features();
         let mut ebpf = load_unpinned(ct_new, &features).unwrap();
-        for name in ["uplink_ingress", "uplink_egress", "from_container"] {
+        for name in [
+            "uplink_ingress",
+            "uplink_egress",
+            "from_container",
+            "to_container",
+        ] {
             let name = object_program(name, &features);
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
