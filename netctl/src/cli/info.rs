@@ -94,6 +94,10 @@ fn paths(cfg: &Config, f: &Features) -> Vec<serde_json::Value> {
         }
     };
     let xdp = match cfg.xdp {
+        _ if !f.has(features::XDP) => format!(
+            "off: TC does all the uplink's work ({})",
+            why(features::XDP)
+        ),
         _ if !f.has(features::XDP_ADJUST_META) => format!(
             "off: TC does all the uplink's work ({})",
             why(features::XDP_ADJUST_META)

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use aya::{
     maps::MapType,
     programs::ProgramType,
-    sys::{is_helper_supported, is_map_supported, BpfHelper},
+    sys::{is_helper_supported, is_map_supported, is_program_supported, BpfHelper},
 };
 use aya_obj::generated::{bpf_attr, bpf_cmd};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,7 @@ const fn f(
 }
 
 pub const TCX: &str = "tcx";
+pub const XDP: &str = "xdp";
 pub const XDP_ADJUST_META: &str = "xdp_adjust_meta";
 pub const XDP_LOAD_BYTES: &str = "xdp_load_bytes";
 pub const LOOP: &str = "loop";
@@ -56,9 +57,11 @@ pub const KFREE_SKB_REASON: &str = "kfree_skb_reason";
 pub const BTF: &str = "btf";
 
 /// Everything probed, in the order `netctl info` shows it.
-pub const FEATURES: [Feature; 16] = [
+pub const FEATURES: [Feature; 17] = [
     f(TCX, "6.6", "TC programs as bpf_links (tcx)",
         Some("TC programs attach through netlink (clsact + cls_bpf, direct-action)")),
+    f(XDP, "4.8", "XDP programs on uplinks (native where the driver has it, generic otherwise)",
+        Some("no XDP on uplinks: TC does all the uplink's work")),
     f(XDP_ADJUST_META, "4.15", "XDP marks the packets whose NAT it did",
         Some("no XDP on uplinks: TC does all the uplink's work")),
     f(XDP_LOAD_BYTES, "5.18", "bytes of traced XDP packets",
@@ -282,6 +285,7 @@ fn probe_all() -> BTreeMap<String, bool> {
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     let found = [
         (TCX, tcx()),
+        (XDP, is_program_supported(ProgramType::Xdp).unwrap_or(false)),
         (
             XDP_ADJUST_META,
             helper(ProgramType::Xdp, BpfHelper::BPF_FUNC_xdp_adjust_meta),

@@ -76,12 +76,15 @@ pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
 }
 
 /// The programs this kernel runs: the socket programs only where every hook they need is
-/// there.
+/// there, XDP only where XDP programs load.
 pub fn wanted_programs(f: &Features) -> impl Iterator<Item = (&'static str, ProgKind)> + '_ {
     let sock = f.socket_programs().is_ok();
-    PROGRAMS
-        .into_iter()
-        .filter(move |(_, kind)| sock || !matches!(kind, ProgKind::Sock(_)))
+    let xdp = f.has(features::XDP);
+    PROGRAMS.into_iter().filter(move |(_, kind)| match kind {
+        ProgKind::Sock(_) => sock,
+        ProgKind::Xdp => xdp,
+        ProgKind::Tc => true,
+    })
 }
 
 /// A loader for this kernel: `bits` ([`Features::globals`]) in the features global.

@@ -54,7 +54,7 @@ fn programs_hash(f: &Features) -> String {
 fn modes(cfg: &Config, f: &Features) -> Modes {
     let xdp = match cfg.xdp {
         // Without the mark, XDP cannot tell TC what it did: TC does all the work.
-        _ if !f.has(features::XDP_ADJUST_META) => XdpMode::Off,
+        _ if !f.has(features::XDP) || !f.has(features::XDP_ADJUST_META) => XdpMode::Off,
         mode => mode,
     };
     Modes {
