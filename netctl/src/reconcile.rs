@@ -120,14 +120,19 @@ pub fn apply_after(
     early: Vec<std::thread::JoinHandle<()>>,
 ) -> Result<Report> {
     let forward_open = forwarding_before(&cfg.state_dir)?;
-    let r = apply_guarded(cfg, nl, state, full, early, forward_open);
-    match &r {
-        Ok(_) if !state.networks.is_empty() => set_forwarding(true)?,
-        Ok(_) => {}
-        Err(_) if !forward_open => set_forwarding(false)?,
-        Err(_) => {}
+    match apply_guarded(cfg, nl, state, full, early, forward_open) {
+        Ok(r) => {
+            if !state.networks.is_empty() {
+                set_forwarding(true)?;
+            }
+            Ok(r)
+        }
+        Err(e) if !forward_open => match set_forwarding(false) {
+            Ok(()) => Err(e),
+            Err(off) => Err(e.context(format!("forwarding could not be turned off: {off:#}"))),
+        },
+        Err(e) => Err(e),
     }
-    r
 }
 
 fn apply_guarded(
