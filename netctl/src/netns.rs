@@ -168,10 +168,9 @@ pub fn cookies(paths: &[PathBuf], cache: &Path) -> Vec<Option<u64>> {
         .filter_map(|(i, c)| Some((i.clone()?, (*c)?)))
         .collect();
     if now != known {
-        let tmp = cache.with_extension("tmp");
-        if fs::write(&tmp, serde_json::to_vec(&now).unwrap_or_default()).is_ok() {
-            let _ = fs::rename(&tmp, cache);
-        }
+        // Only a cache: a failed write costs the next command a few setns calls.
+        let _ =
+            crate::atomic_file::write(cache, &serde_json::to_vec(&now).unwrap_or_default(), 0o600);
     }
     found.into_iter().map(|(_, c)| c).collect()
 }

@@ -418,6 +418,15 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir)
         .with_context(|| format!("creating state directory {}", dir.display()))?;
     let meta = fs::metadata(dir)?;
+    // Someone else's directory (planted, or reached through their symlink) could hand them
+    // the lock, the state and containers' command lines.
+    if meta.uid() != 0 {
+        bail!(
+            "state directory {} is owned by uid {}, not root: chown it to root or set NETCTL_STATE_DIR elsewhere",
+            dir.display(),
+            meta.uid()
+        );
+    }
     if meta.permissions().mode() & 0o777 != 0o700 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {} private (0700)", dir.display()))?;

@@ -172,7 +172,13 @@ fn state_is_private_and_a_stuck_lock_gives_up_naming_its_holder() {
     ]);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sb.state_dir), 0o700);
-    for f in ["state.json", "state.lock", "applied"] {
+    for f in [
+        "state.json",
+        "state.lock",
+        "applied",
+        "reserved-ports",
+        "netns-cookies",
+    ] {
         assert_eq!(mode(&sb.state_dir.join(f)), 0o600, "{f}");
     }
     let id = sb.state()["containers"]["a"]["id"]
@@ -764,4 +770,30 @@ fn sync_after_a_reboot_restores_everything_and_marks_containers_exited() {
     assert!(sb
         .curl_from_outside(&format!("http://{}:8081/", sb.host_ip))
         .is_some());
+}
+
+#[test]
+fn a_state_directory_that_is_not_roots_is_refused_and_left_alone() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(&sb.state_dir).unwrap();
+    std::os::unix::fs::chown(&sb.state_dir, Some(65534), Some(65534)).unwrap();
+    let listing = || {
+        let mut v: Vec<_> = std::fs::read_dir(&sb.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = listing();
+    let before = sb.host_links();
+    let err = sb.netctl_err(&["network", "create", "n"]);
+    assert!(
+        err.contains("owned by uid 65534") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(sb.host_links(), before, "nothing made");
+    assert_eq!(listing(), files, "nothing written into it");
+    std::os::unix::fs::chown(&sb.state_dir, Some(0), Some(0)).unwrap();
 }
