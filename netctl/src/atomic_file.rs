@@ -1,11 +1,22 @@
-//! Files replaced whole: written beside, synced, renamed over (a reader sees the old file or
-//! the new one, never a part), created without following a link planted at the temp name.
+//! Files replaced whole: written beside, renamed over (a reader sees the old file or the new
+//! one, never a part), created without following a link planted at the temp name.
 
 use std::{fs::OpenOptions, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
 use anyhow::{Context, Result};
 
+/// Replaces `path` durably (synced before the rename): what must survive a power cut.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+/// Replaces `path` atomically but without the sync: caches and what only matters until the
+/// next boot (a sync costs a command milliseconds).
+pub fn write_cache(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, mode, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy(),
@@ -20,7 +31,7 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }

@@ -280,12 +280,12 @@ pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
     }
     // Recorded first: if we die after the sysctl write, the next run still knows these are ours.
     let all_ours: BTreeSet<u16> = added.union(&added_before).copied().collect();
-    crate::atomic_file::write(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
+    crate::atomic_file::write_cache(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
     if want != current {
         std::fs::write(RESERVED, format_port_list(&want))
             .with_context(|| format!("writing {RESERVED}"))?;
     }
-    crate::atomic_file::write(record, format_port_list(&added).as_bytes(), 0o600)?;
+    crate::atomic_file::write_cache(record, format_port_list(&added).as_bytes(), 0o600)?;
     Ok(true)
 }
 

@@ -294,17 +294,11 @@ pub fn shim(iso: &Isolation, exit_file: &Path, argv: &[String]) -> i32 {
 
 /// Writes "CODE FINISHED_AT" atomically.
 pub fn record_exit(path: &Path, code: i32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "{code} {}", crate::state::now())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::atomic_file::write(
+        path,
+        format!("{code} {}\n", crate::state::now()).as_bytes(),
+        0o600,
+    )
 }
 
 /// (exit code, finished at) as recorded by the shim.

@@ -234,9 +234,6 @@ async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
             );
         }
     }
-    let path = remote_names_path(cfg);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&names)?)?;
-    std::fs::rename(&tmp, &path)?;
+    crate::atomic_file::write_cache(&remote_names_path(cfg), &serde_json::to_vec(&names)?, 0o600)?;
     Ok(read_at)
 }

@@ -40,11 +40,7 @@ pub fn recorded_lease(state_dir: &Path) -> Option<i64> {
 }
 
 pub fn record_lease(state_dir: &Path, id: i64) -> Result<()> {
-    let path = lease_file(state_dir);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, id.to_string())?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
+    crate::atomic_file::write(&lease_file(state_dir), id.to_string().as_bytes(), 0o600)
 }
 
 /// This host's lease: the recorded one while it lives, else a new one (recorded; the daemon

@@ -4,13 +4,11 @@
 //! signal, the host's resolv.conf changing, the cluster agent's names).
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::dns::table::RemoteName;
 use crate::{
@@ -78,17 +76,11 @@ pub fn load(cfg: &Config) -> Result<Snapshot> {
 
 /// Says which state is being served (atomically: a command never reads half a line).
 pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
-    let path = state_dir.join(LOADED);
-    let tmp = state_dir.join(format!("{LOADED}.tmp"));
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    writeln!(f, "{identity}")?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+    crate::atomic_file::write_cache(
+        &state_dir.join(LOADED),
+        format!("{identity}\n").as_bytes(),
+        0o600,
+    )
 }
 
 /// The files a reload depends on, and whether any changed since the last look.

@@ -9,8 +9,6 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt};
-
 use aya::Pod;
 
 const MAGIC: &[u8] = b"NCAP1\n";
@@ -154,17 +152,7 @@ impl Applied {
             }
             out.extend(&e.raw);
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        Ok(())
+        crate::atomic_file::write(&self.path, &out, 0o600)
     }
 }
 

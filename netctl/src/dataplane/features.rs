@@ -142,7 +142,7 @@ impl Features {
                 // A cache that cannot be written only costs the next command the probes.
                 if let Ok(bytes) = serde_json::to_vec_pretty(&p) {
                     let _ = std::fs::create_dir_all(cache.parent().expect("a parent"));
-                    let _ = crate::atomic_file::write(cache, &bytes, 0o644);
+                    let _ = crate::atomic_file::write_cache(cache, &bytes, 0o644);
                 }
                 p
             }
