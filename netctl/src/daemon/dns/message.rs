@@ -28,9 +28,17 @@ pub enum Reply {
     Ignore,
 }
 
+/// How a query came: a UDP answer must fit 512 bytes or the client's EDNS size (what does
+/// not fit is cut, with TC set); a TCP answer is whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
 /// Answers a query from the container at `asker`.
-pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8]) -> Reply {
-    if let Some(r) = fast(table, asker, query) {
+pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8], via: Transport) -> Reply {
+    if let Some(r) = fast(table, asker, query, via) {
         return r;
     }
     let Ok(msg) = Message::from_bytes(query) else {
@@ -39,6 +47,13 @@ pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8]) -> Reply {
     if msg.message_type() != MessageType::Query {
         return Reply::Ignore;
     }
+    let limit = match via {
+        Transport::Tcp => usize::from(u16::MAX),
+        Transport::Udp => msg.extensions().as_ref().map_or(PLAIN_UDP, |e| {
+            usize::from(e.max_payload()).clamp(PLAIN_UDP, EDNS_UDP)
+        }),
+    };
+    let respond = |m: &Message, code, answers| respond(m, code, answers, limit);
     if msg.op_code() != OpCode::Query {
         return respond(&msg, ResponseCode::NotImp, Vec::new());
     }
@@ -101,7 +116,7 @@ const PLAIN_UDP: usize = 512;
 
 /// The common question, answered from the bytes: a standard query with one question of
 /// plain labels, class IN, nothing else but maybe an EDNS record. None: take the full path.
-fn fast(table: &Table, asker: Ipv4Addr, q: &[u8]) -> Option<Reply> {
+fn fast(table: &Table, asker: Ipv4Addr, q: &[u8], via: Transport) -> Option<Reply> {
     let word = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?])) };
     let flags = word(2)?;
     if flags & (QR | OPCODE | TC) != 0 || word(4)? != 1 || word(6)? != 0 || word(8)? != 0 {
@@ -149,6 +164,11 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8]) -> Option<Reply> {
         true => return None,
         false => PLAIN_UDP,
     };
+    // Over TCP the whole answer (a message's length is 16 bits).
+    let size = match via {
+        Transport::Udp => udp_size,
+        Transport::Tcp => usize::from(u16::MAX),
+    };
     let qname = std::str::from_utf8(&name[..len]).ok()?;
     let kind = match qtype {
         TYPE_A => QType::A,
@@ -194,7 +214,7 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8]) -> Option<Reply> {
     match table.lookup(asker, qname, kind) {
         Answer::Addrs(ips) => {
             // An answer fits the client's UDP size (512 without EDNS): as many as fit, and TC.
-            let room = udp_size - 12 - question.len() - if edns { OPT.len() } else { 0 };
+            let room = size - 12 - question.len() - if edns { OPT.len() } else { 0 };
             let n = ips.len().min(room / 16);
             header(
                 &mut out,
@@ -229,7 +249,22 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8]) -> Option<Reply> {
     Some(Reply::Answer(out))
 }
 
-fn respond(q: &Message, code: ResponseCode, answers: Vec<Record>) -> Reply {
+/// The answer to `q`, cut to `limit` bytes: records that do not fit are left off and TC set.
+fn respond(q: &Message, code: ResponseCode, mut answers: Vec<Record>, limit: usize) -> Reply {
+    let mut truncated = false;
+    loop {
+        let Ok(b) = build(q, code, &answers, truncated).to_bytes() else {
+            return Reply::Ignore;
+        };
+        if b.len() <= limit || answers.is_empty() {
+            return Reply::Answer(b);
+        }
+        answers.pop();
+        truncated = true;
+    }
+}
+
+fn build(q: &Message, code: ResponseCode, answers: &[Record], truncated: bool) -> Message {
     let mut m = Message::new();
     m.set_id(q.id())
         .set_message_type(MessageType::Response)
@@ -238,18 +273,28 @@ fn respond(q: &Message, code: ResponseCode, answers: Vec<Record>) -> Reply {
         .set_recursion_desired(q.recursion_desired())
         .set_recursion_available(true)
         .set_response_code(code)
+        .set_truncated(truncated)
         .add_queries(q.queries().iter().cloned())
-        .add_answers(answers);
-    match m.to_bytes() {
-        Ok(b) => Reply::Answer(b),
-        Err(_) => Reply::Ignore,
+        .add_answers(answers.iter().cloned());
+    if let Some(e) = q.extensions() {
+        // An EDNS question gets our OPT record back (RFC 6891).
+        let mut ours = hickory_proto::op::Edns::new();
+        ours.set_max_payload(EDNS_UDP as u16);
+        ours.set_version(e.version());
+        m.set_edns(ours);
     }
+    m
 }
 
 /// SERVFAIL for a query whose upstream servers did not answer.
 pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let msg = Message::from_bytes(query).ok()?;
-    match respond(&msg, ResponseCode::ServFail, Vec::new()) {
+    match respond(
+        &msg,
+        ResponseCode::ServFail,
+        Vec::new(),
+        usize::from(u16::MAX),
+    ) {
         Reply::Answer(b) => Some(b),
         _ => None,
     }
@@ -268,7 +313,12 @@ mod tests {
         let mut m = Message::new();
         m.set_id(4242).set_recursion_desired(true);
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
-        match handle(t, from.parse().unwrap(), &m.to_bytes().unwrap()) {
+        match handle(
+            t,
+            from.parse().unwrap(),
+            &m.to_bytes().unwrap(),
+            Transport::Udp,
+        ) {
             Reply::Answer(b) => Message::from_bytes(&b).unwrap(),
             _ => panic!("expected an answer"),
         }
@@ -317,11 +367,21 @@ mod tests {
         let mut m = Message::new();
         m.add_query(Query::query(Name::from_ascii("x.").unwrap(), RecordType::A));
         assert!(matches!(
-            handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap()),
+            handle(
+                &t,
+                "10.1.0.2".parse().unwrap(),
+                &m.to_bytes().unwrap(),
+                Transport::Udp
+            ),
             Reply::Forward(_)
         ));
         assert!(matches!(
-            handle(&t, "10.1.0.2".parse().unwrap(), b"\x01\x02garbage"),
+            handle(
+                &t,
+                "10.1.0.2".parse().unwrap(),
+                b"\x01\x02garbage",
+                Transport::Udp
+            ),
             Reply::Ignore
         ));
         let sf = Message::from_bytes(&servfail(&m.to_bytes().unwrap()).unwrap()).unwrap();
@@ -365,8 +425,12 @@ mod tests {
         let mut e = hickory_proto::op::Edns::new();
         e.set_max_payload(1232);
         m.set_edns(e);
-        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap())
-        else {
+        let Reply::Answer(b) = handle(
+            &t,
+            "10.1.0.2".parse().unwrap(),
+            &m.to_bytes().unwrap(),
+            Transport::Udp,
+        ) else {
             panic!("an answer");
         };
         let r = Message::from_bytes(&b).unwrap();
@@ -382,13 +446,91 @@ mod tests {
             Name::from_ascii("c4.").unwrap(),
             RecordType::A,
         ));
-        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap())
-        else {
+        let Reply::Answer(b) = handle(
+            &t,
+            "10.1.0.2".parse().unwrap(),
+            &m.to_bytes().unwrap(),
+            Transport::Udp,
+        ) else {
             panic!("an answer");
         };
         assert_eq!(
             Message::from_bytes(&b).unwrap().response_code(),
             ResponseCode::FormErr
         );
+    }
+
+    /// `many` on 48 containers, asked over `via` with `edns` (a UDP size) and, to force the
+    /// full path, an extra additional record the fast path does not read.
+    fn many(via: Transport, edns: Option<u16>, full_path: bool) -> (Message, usize) {
+        let mut s = State::default();
+        s.networks
+            .insert("front".into(), net("front", "10.1.0.0/24"));
+        for i in 2..50u8 {
+            let mut c = container(
+                &format!("c{i}"),
+                &format!("{i:0>13}"),
+                &[("front", &format!("10.1.0.{i}"))],
+            );
+            c.endpoints[0].aliases = vec!["many".into()];
+            s.containers.insert(c.name.clone(), c);
+        }
+        let t = Table::build(&s, &[], &[]);
+        let mut m = Message::new();
+        m.set_id(9);
+        m.add_query(Query::query(
+            Name::from_ascii("many.").unwrap(),
+            RecordType::A,
+        ));
+        if let Some(size) = edns {
+            let mut e = hickory_proto::op::Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        if full_path {
+            m.add_additional(Record::from_rdata(
+                Name::from_ascii("x.").unwrap(),
+                1,
+                RData::A(A("192.0.2.1".parse().unwrap())),
+            ));
+        }
+        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap(), via)
+        else {
+            panic!("an answer");
+        };
+        (Message::from_bytes(&b).unwrap(), b.len())
+    }
+
+    #[test]
+    fn udp_answers_fit_the_clients_size_and_tcp_answers_are_whole() {
+        for full_path in [false, true] {
+            // TCP: all 48, never truncated, whatever EDNS says.
+            for edns in [None, Some(512)] {
+                let (r, _) = many(Transport::Tcp, edns, full_path);
+                assert_eq!(
+                    (r.answers().len(), r.truncated()),
+                    (48, false),
+                    "{full_path}"
+                );
+            }
+            // UDP without EDNS: at most 512 bytes, TC set.
+            let (r, len) = many(Transport::Udp, None, full_path);
+            assert!(
+                len <= 512 && r.truncated() && !r.answers().is_empty(),
+                "{full_path} {len}"
+            );
+            // UDP with EDNS 1232: everything fits (48 × 16 bytes).
+            let (r, len) = many(Transport::Udp, Some(1232), full_path);
+            assert!(len <= 1232, "{len}");
+            assert_eq!(
+                (r.answers().len(), r.truncated()),
+                (48, false),
+                "{full_path}"
+            );
+            assert!(r.extensions().is_some(), "OPT answered");
+            // A client that says less than 512 still gets 512.
+            let (_, len) = many(Transport::Udp, Some(100), full_path);
+            assert!(len <= 512);
+        }
     }
 }

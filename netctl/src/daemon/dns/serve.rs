@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{
     forward,
-    message::{self, Reply},
+    message::{self, Reply, Transport},
     table::Table,
 };
 
@@ -130,7 +130,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore
         let SocketAddr::V4(from) = peer else {
             continue;
         };
-        match message::handle(&current(&table), *from.ip(), &buf[..n]) {
+        match message::handle(&current(&table), *from.ip(), &buf[..n], Transport::Udp) {
             Reply::Answer(bytes) => {
                 let _ = sock.send_to(&bytes, peer).await;
             }
@@ -184,7 +184,7 @@ async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared) {
         {
             return;
         }
-        let answer = match message::handle(&current(&table), from, &query) {
+        let answer = match message::handle(&current(&table), from, &query, Transport::Tcp) {
             Reply::Answer(a) => a,
             Reply::Forward(servers) => match forward::tcp(&query, &servers).await {
                 Some(a) => a,
