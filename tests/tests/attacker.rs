@@ -335,3 +335,45 @@ fn a_path_without_netctls_programs_still_finds_no_way_in() {
     );
     assert!(got.status.success(), "{got:?}");
 }
+
+#[test]
+fn a_container_holding_dns_connections_starves_no_one() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.87.0.0/24", "n"]);
+    sleeper(&sb, "hog", "n");
+    sleeper(&sb, "a", "n");
+    sleeper(&sb, "b", "n");
+    let b = ip_of(&sb, "b");
+    let resolves = |how: &str| {
+        let out = sb.container_sh("a", &format!("dig +short +time=2 +tries=1 {how} b"));
+        String::from_utf8_lossy(&out.stdout).trim() == b
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !resolves("") {
+        assert!(Instant::now() < deadline, "the daemon does not answer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The hog opens 300 connections to the resolver and holds them.
+    let hog = "import socket, time\n\
+held = []\n\
+for _ in range(300):\n    try:\n        held.append(socket.create_connection(('10.87.0.1', 53), timeout=2))\n    except OSError:\n        pass\n\
+print(len(held), flush=True)\n\
+time.sleep(10)\n";
+    let mut holder = sb
+        .netctl_cmd(&["exec", "hog", "--", "python3", "-c", hog])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // Others still resolve, over UDP and over TCP, and the daemon's descriptors stay bounded.
+    assert!(resolves(""), "UDP");
+    assert!(resolves("+tcp"), "TCP");
+    let pid = sb.daemon_pid().expect("the daemon runs");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds < 100, "the daemon holds {fds} descriptors");
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

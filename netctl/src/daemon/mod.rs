@@ -44,6 +44,7 @@ pub fn main() -> Result<i32> {
         );
         return Ok(0);
     };
+    raise_open_files();
     // One thread: a question is microseconds of work, and the host's cores are the
     // datapath's. (A thread per UDP listener blocked in recvfrom was tried: 4 % less CPU per
     // local answer, 35 % more per forwarded one — see docs/BENCHMARKS.md.)
@@ -51,6 +52,22 @@ pub fn main() -> Result<i32> {
         .enable_all()
         .build()?;
     rt.block_on(serve(cfg))
+}
+
+/// The daemon holds a socket per DNS client connection: its descriptor limit goes up to
+/// the hard limit (the soft one is often 1024).
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 async fn serve(cfg: Config) -> Result<i32> {

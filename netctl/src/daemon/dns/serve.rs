@@ -2,10 +2,10 @@
 //! DNS. The asking container is the source address; the table says what it may know.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -29,6 +29,12 @@ pub type Shared = Arc<RwLock<Arc<Table>>>;
 pub const PORT: u16 = 53;
 /// Forwarded questions waiting for upstream at once; more are dropped (the client retries).
 const MAX_IN_FLIGHT: usize = 1024;
+/// …of which one container may hold this many, so it cannot starve the others.
+const MAX_IN_FLIGHT_PER_SOURCE: usize = 64;
+/// TCP connections at once, and per container: beyond, a connection is closed at once
+/// (one container cannot take the daemon's descriptors).
+const MAX_TCP: usize = 512;
+const MAX_TCP_PER_SOURCE: usize = 16;
 /// A TCP client gets this long between questions, and this many questions per connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_MAX_QUERIES: usize = 1000;
@@ -37,10 +43,76 @@ fn current(table: &Shared) -> Arc<Table> {
     table.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// How many of something each container holds at once, capped.
+#[derive(Clone, Default)]
+pub struct PerSource(Arc<Mutex<HashMap<Ipv4Addr, usize>>>);
+
+/// One held by a container; given back when dropped.
+pub struct Held(PerSource, Ipv4Addr);
+
+impl PerSource {
+    pub fn take(&self, from: Ipv4Addr, max: usize) -> Option<Held> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(from).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Held(self.clone(), from))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Prints a line at most once per `every` (a flood of errors must not flood the log).
+struct Throttled {
+    last: Option<Instant>,
+    every: Duration,
+    skipped: u64,
+}
+
+impl Throttled {
+    const fn new(every: Duration) -> Self {
+        Self {
+            last: None,
+            every,
+            skipped: 0,
+        }
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            self.skipped += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.skipped);
+        let more = if more > 0 {
+            format!(" ({more} more like it)")
+        } else {
+            String::new()
+        };
+        eprintln!("{}{more}", line());
+        self.last = Some(Instant::now());
+    }
+}
+
 /// The listening tasks, per gateway.
 pub struct Listeners {
     running: BTreeMap<Ipv4Addr, [JoinHandle<()>; 2]>,
     in_flight: Arc<Semaphore>,
+    forwarding: PerSource,
+    tcp: Arc<Semaphore>,
+    tcp_per_source: PerSource,
 }
 
 impl Default for Listeners {
@@ -54,6 +126,9 @@ impl Listeners {
         Self {
             running: BTreeMap::new(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            forwarding: PerSource::default(),
+            tcp: Arc::new(Semaphore::new(MAX_TCP)),
+            tcp_per_source: PerSource::default(),
         }
     }
 
@@ -78,8 +153,14 @@ impl Listeners {
                         Arc::new(udp),
                         table.clone(),
                         self.in_flight.clone(),
+                        self.forwarding.clone(),
                     ));
-                    let tcp = tokio::spawn(serve_tcp(tcp, table.clone()));
+                    let tcp = tokio::spawn(serve_tcp(
+                        tcp,
+                        table.clone(),
+                        self.tcp.clone(),
+                        self.tcp_per_source.clone(),
+                    ));
                     self.running.insert(*gw, [udp, tcp]);
                 }
                 Err(e) => problems.push(format!("{gw}:{PORT}: {e:#}")),
@@ -116,13 +197,19 @@ fn bind(gw: Ipv4Addr) -> Result<(UdpSocket, TcpListener)> {
     ))
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore>) {
+async fn serve_udp(
+    sock: Arc<UdpSocket>,
+    table: Shared,
+    in_flight: Arc<Semaphore>,
+    forwarding: PerSource,
+) {
     let mut buf = vec![0u8; 4096];
+    let mut errors = Throttled::new(Duration::from_secs(10));
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("dns: receiving on {:?}: {e}", sock.local_addr());
+                errors.log(|| format!("dns: receiving on {:?}: {e}", sock.local_addr()));
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -135,6 +222,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore
                 let _ = sock.send_to(&bytes, peer).await;
             }
             Reply::Forward(servers) => {
+                let Some(mine) = forwarding.take(*from.ip(), MAX_IN_FLIGHT_PER_SOURCE) else {
+                    continue; // this container's share is in use: it retries
+                };
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                     continue;
                 };
@@ -148,7 +238,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore
                     if let Some(a) = answer {
                         let _ = sock.send_to(&a, peer).await;
                     }
-                    drop(permit);
+                    drop((permit, mine));
                 });
             }
             Reply::Ignore => {}
@@ -156,16 +246,35 @@ async fn serve_udp(sock: Arc<UdpSocket>, table: Shared, in_flight: Arc<Semaphore
     }
 }
 
-async fn serve_tcp(listener: TcpListener, table: Shared) {
+async fn serve_tcp(
+    listener: TcpListener,
+    table: Shared,
+    slots: Arc<Semaphore>,
+    per_source: PerSource,
+) {
+    let mut errors = Throttled::new(Duration::from_secs(10));
     loop {
         match listener.accept().await {
             Ok((stream, SocketAddr::V4(peer))) => {
-                tokio::spawn(serve_tcp_client(stream, *peer.ip(), table.clone()));
+                // Over its share, or the daemon's: closed at once (the client falls back or
+                // retries), so descriptors stay for the others.
+                let Some(mine) = per_source.take(*peer.ip(), MAX_TCP_PER_SOURCE) else {
+                    continue;
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let table = table.clone();
+                tokio::spawn(async move {
+                    serve_tcp_client(stream, *peer.ip(), table).await;
+                    drop((slot, mine));
+                });
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("dns: accepting on {:?}: {e}", listener.local_addr());
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                errors.log(|| format!("dns: accepting on {:?}: {e}", listener.local_addr()));
+                // Out of descriptors (EMFILE) or memory: wait for some to be given back.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
