@@ -248,3 +248,68 @@ fn dockerd_runs_containers_on_netctl_through_the_network_driver() {
         .host_sh("iptables-save 2>/dev/null | grep -c '^-A'; nft list ruleset 2>/dev/null | wc -l");
     assert_eq!(rules_before.stdout, rules_after.stdout);
 }
+
+#[test]
+fn the_plugin_socket_keeps_what_is_not_its_own_and_answers_root_only() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(&sb.state_dir).unwrap();
+    // A file that is not a socket at --socket: refused, left as it was.
+    let file = sb.state_dir.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let err = sb.netctl_err(&["docker-plugin", "--socket", &file.to_string_lossy()]);
+    assert!(
+        err.contains("is not a socket") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // A socket root-only from the start; a non-root process that gets through anyway (the
+    // mode opened by hand) is not served.
+    // Somewhere any user can reach, so that only the plugin itself can say no.
+    let dir = std::path::PathBuf::from(format!("/tmp/netctl-plugin-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("p.sock");
+    let mut plugin = sb
+        .netctl_cmd(&["docker-plugin", "--socket", &sock.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ask = |uid: u32| {
+        let script = format!(
+            "import os, socket\n\
+os.setuid({uid})\n\
+s = socket.socket(socket.AF_UNIX); s.settimeout(3)\n\
+try:\n    s.connect('{}')\nexcept Exception:\n    print('connect-failed'); raise SystemExit\n\
+try:\n    s.sendall(b'POST /Plugin.Activate HTTP/1.1\\r\\nContent-Length: 0\\r\\n\\r\\n')\n    print(s.recv(1000).decode().split(' ')[1])\nexcept Exception as e:\n    print('none')\n",
+            sock.display()
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if text.is_empty() {
+            panic!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        text
+    };
+    assert_eq!(ask(0), "200", "root is served");
+    assert_eq!(ask(65534), "none", "nobody is not");
+    let _ = plugin.kill();
+    let _ = plugin.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

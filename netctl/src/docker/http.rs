@@ -2,7 +2,7 @@
 //! socket (keep-alive) and reads JSON back. A thread per connection; requests are small.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::net::UnixStream,
 };
 
@@ -11,6 +11,18 @@ use serde_json::Value;
 
 /// The largest request body taken (dockerd's are a few KiB).
 const MAX_BODY: usize = 1 << 20;
+/// The longest request or header line, and the most header lines, taken.
+const MAX_LINE: u64 = 8 << 10;
+const MAX_HEADERS: usize = 100;
+
+/// One line, at most [`MAX_LINE`] bytes: a longer one is an error, not a growing buffer.
+fn read_line(r: &mut impl BufRead, line: &mut String) -> Result<usize> {
+    let n = r.by_ref().take(MAX_LINE).read_line(line)?;
+    if n as u64 == MAX_LINE && !line.ends_with('\n') {
+        bail!("a request line longer than {MAX_LINE} bytes");
+    }
+    Ok(n)
+}
 
 pub struct Request {
     pub path: String,
@@ -48,7 +60,7 @@ pub fn serve(stream: UnixStream, handle: &dyn Fn(&Request) -> std::result::Resul
 /// One request; None when the peer closed the connection between requests.
 fn read_request(r: &mut impl BufRead) -> Result<Option<Request>> {
     let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+    if read_line(r, &mut line)? == 0 {
         return Ok(None);
     }
     let mut parts = line.split_whitespace();
@@ -57,9 +69,12 @@ fn read_request(r: &mut impl BufRead) -> Result<Option<Request>> {
     };
     let path = path.to_string();
     let mut len = 0usize;
-    loop {
+    for n in 0.. {
+        if n == MAX_HEADERS {
+            bail!("more than {MAX_HEADERS} header lines");
+        }
         let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
+        if read_line(r, &mut h)? == 0 {
             bail!("connection closed in the headers");
         }
         let h = h.trim_end();
@@ -101,5 +116,13 @@ mod tests {
         assert_eq!(b.path, "/NetworkDriver.CreateNetwork");
         assert_eq!(b.body["NetworkID"], "n");
         assert!(read_request(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn endless_lines_and_headers_are_refused() {
+        let long = format!("POST /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000));
+        assert!(read_request(&mut BufReader::new(long.as_bytes())).is_err());
+        let many = format!("POST /x HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(200));
+        assert!(read_request(&mut BufReader::new(many.as_bytes())).is_err());
     }
 }

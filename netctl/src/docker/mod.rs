@@ -6,11 +6,18 @@ mod driver;
 mod http;
 
 use std::{
-    os::unix::{fs::PermissionsExt, net::UnixListener},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            fs::{FileTypeExt, PermissionsExt},
+            net::{UnixListener, UnixStream},
+        },
+    },
     path::Path,
+    time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// Where dockerd looks for a plugin named `netctl`.
 pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/netctl.sock";
@@ -21,11 +28,25 @@ pub fn serve(socket: &Path) -> Result<i32> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    // A socket left by an earlier run (nothing answers on it any more).
-    if std::os::unix::net::UnixStream::connect(socket).is_err() {
-        let _ = std::fs::remove_file(socket);
+    // A socket left by an earlier run (nothing answers on it any more) goes; anything else
+    // at that path is someone's and stays.
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket: remove it or choose another --socket",
+                socket.display()
+            );
+        }
+        if UnixStream::connect(socket).is_err() {
+            let _ = std::fs::remove_file(socket);
+        }
     }
-    let listener = UnixListener::bind(socket).with_context(|| {
+    // Root-only from the moment it exists: the umask covers the window before chmod.
+    // SAFETY: umask has no preconditions; the old mask is put back right after.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(socket);
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| {
         format!(
             "listening on {} (is another plugin running?)",
             socket.display()
@@ -38,6 +59,13 @@ pub fn serve(socket: &Path) -> Result<i32> {
     );
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        // dockerd runs as root; nobody else drives the network.
+        if peer_uid(&stream) != Some(0) {
+            eprintln!("netctl docker-plugin: refused a connection from a non-root process");
+            continue;
+        }
+        // A client that stops talking mid-request gives its thread back.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         std::thread::spawn(move || {
             http::serve(stream, &|req| {
                 driver::handle(&req.path, &req.body).map_err(|e| {
@@ -49,4 +77,25 @@ pub fn serve(socket: &Path) -> Result<i32> {
         });
     }
     Ok(0)
+}
+
+/// The uid of the process at the other end (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
 }
