@@ -85,6 +85,15 @@ pub fn host_veth_name(endpoint_id: &str) -> String {
     format!("veth{}", &endpoint_id[..8])
 }
 
+/// A unicast MAC in the usual notation (six pairs of hex digits, colons between).
+pub fn is_unicast_mac(m: &str) -> bool {
+    let bytes: Option<Vec<u8>> = m
+        .split(':')
+        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok())?)
+        .collect();
+    bytes.is_some_and(|b| b.len() == 6 && b[0] & 1 == 0)
+}
+
 pub fn parse_mac(mac: &str) -> [u8; 6] {
     let mut out = [0u8; 6];
     for (i, part) in mac.split(':').take(6).enumerate() {

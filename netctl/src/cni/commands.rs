@@ -64,17 +64,12 @@ impl Request {
 
 /// A unicast MAC in the usual notation, lower case.
 fn check_mac(m: &str) -> Result<String> {
-    let parts: Vec<_> = m.split(':').collect();
-    let bytes: Option<Vec<u8>> = parts
-        .iter()
-        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok())?)
-        .collect();
-    match bytes {
-        Some(b) if b.len() == 6 && b[0] & 1 == 0 => Ok(m.to_ascii_lowercase()),
-        _ => Err(invalid(format!(
-            "runtimeConfig.mac: {m:?} is not a unicast MAC address (like 02:42:0a:00:00:02)"
-        ))),
+    if crate::topology::is_unicast_mac(m) {
+        return Ok(m.to_ascii_lowercase());
     }
+    Err(invalid(format!(
+        "runtimeConfig.mac: {m:?} is not a unicast MAC address (like 02:42:0a:00:00:02)"
+    )))
 }
 
 pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {

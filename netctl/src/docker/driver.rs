@@ -164,6 +164,9 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
         .context("the endpoint has no IPv4 address: netctl needs one from IPAM")?;
     let ip = parse_addr(addr)?;
     let given_mac = iface["MacAddress"].as_str().filter(|m| !m.is_empty());
+    if let Some(m) = given_mac.filter(|m| !topology::is_unicast_mac(m)) {
+        bail!("MacAddress {m:?} is not a unicast MAC address (like 02:42:0a:00:00:02)");
+    }
     let mac = given_mac.map_or_else(|| state::mac_for(ip), str::to_lowercase);
     with_tx(|_, tx| {
         let network = network_name(tx.state(), nid)?;
@@ -597,6 +600,20 @@ mod tests {
             None,
             "network and broadcast never handed out"
         );
+    }
+
+    #[test]
+    fn endpoint_macs_are_checked_before_anything_is_written() {
+        for mac in [
+            "01:00:5e:00:00:01",
+            "02:42:0a",
+            "zz:42:0a:00:00:02",
+            "02:42:0a:00:00:02:03",
+        ] {
+            let body = json!({ "Interface": { "Address": "10.5.0.2/24", "MacAddress": mac } });
+            let e = create_endpoint("n", "0123456789abcdef0123", &body).unwrap_err();
+            assert!(e.to_string().contains("not a unicast MAC"), "{mac}: {e}");
+        }
     }
 
     #[test]
