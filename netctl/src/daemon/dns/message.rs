@@ -388,8 +388,8 @@ mod tests {
         assert_eq!(sf.response_code(), ResponseCode::ServFail);
     }
 
-    #[test]
-    fn fast_path_keeps_the_question_and_truncates_like_a_server_should() {
+    /// 48 containers c2…c49 on front, all with the alias `many`.
+    fn many_table() -> Table {
         let mut s = State::default();
         s.networks
             .insert("front".into(), net("front", "10.1.0.0/24"));
@@ -402,7 +402,12 @@ mod tests {
             c.endpoints[0].aliases = vec!["many".into()];
             s.containers.insert(c.name.clone(), c);
         }
-        let t = Table::build(&s, &[], &[]);
+        Table::build(&s, &[], &[])
+    }
+
+    #[test]
+    fn fast_path_keeps_the_question_and_truncates_like_a_server_should() {
+        let t = many_table();
         // The client's spelling of the name comes back as it was asked (0x20 randomisation).
         let r = ask(&t, "10.1.0.2", "C3.", RecordType::A);
         assert_eq!(r.queries()[0].name().to_ascii(), "C3.");
@@ -463,19 +468,7 @@ mod tests {
     /// `many` on 48 containers, asked over `via` with `edns` (a UDP size) and, to force the
     /// full path, an extra additional record the fast path does not read.
     fn many(via: Transport, edns: Option<u16>, full_path: bool) -> (Message, usize) {
-        let mut s = State::default();
-        s.networks
-            .insert("front".into(), net("front", "10.1.0.0/24"));
-        for i in 2..50u8 {
-            let mut c = container(
-                &format!("c{i}"),
-                &format!("{i:0>13}"),
-                &[("front", &format!("10.1.0.{i}"))],
-            );
-            c.endpoints[0].aliases = vec!["many".into()];
-            s.containers.insert(c.name.clone(), c);
-        }
-        let t = Table::build(&s, &[], &[]);
+        let t = many_table();
         let mut m = Message::new();
         m.set_id(9);
         m.add_query(Query::query(
