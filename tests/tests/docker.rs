@@ -266,8 +266,15 @@ fn the_plugin_socket_keeps_what_is_not_its_own_and_answers_root_only() {
     // A socket root-only from the start; a non-root process that gets through anyway (the
     // mode opened by hand) is not served.
     // Somewhere any user can reach, so that only the plugin itself can say no.
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let dir = std::path::PathBuf::from(format!("/tmp/netctl-plugin-peer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _gone = Gone(dir.clone());
     let sock = dir.join("p.sock");
     let mut plugin = sb
         .netctl_cmd(&["docker-plugin", "--socket", &sock.to_string_lossy()])
@@ -311,5 +318,4 @@ try:\n    s.sendall(b'POST /Plugin.Activate HTTP/1.1\\r\\nContent-Length: 0\\r\\
     assert_eq!(ask(65534), "none", "nobody is not");
     let _ = plugin.kill();
     let _ = plugin.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
