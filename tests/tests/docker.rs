@@ -276,12 +276,13 @@ fn the_plugin_socket_keeps_what_is_not_its_own_and_answers_root_only() {
     std::fs::create_dir_all(&dir).unwrap();
     let _gone = Gone(dir.clone());
     let sock = dir.join("p.sock");
-    let mut plugin = sb
-        .netctl_cmd(&["docker-plugin", "--socket", &sock.to_string_lossy()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _plugin = netctl_tests::Background(
+        sb.netctl_cmd(&["docker-plugin", "--socket", &sock.to_string_lossy()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !sock.exists() {
         assert!(
@@ -316,6 +317,4 @@ try:\n    s.sendall(b'POST /Plugin.Activate HTTP/1.1\\r\\nContent-Length: 0\\r\\
     };
     assert_eq!(ask(0), "200", "root is served");
     assert_eq!(ask(65534), "none", "nobody is not");
-    let _ = plugin.kill();
-    let _ = plugin.wait();
 }
