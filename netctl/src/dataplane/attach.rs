@@ -34,8 +34,6 @@ pub struct Attachment {
     pub kind: ProgKind,
     pub ifname: String,
     pub ifindex: u32,
-    /// TC direction; unused for XDP.
-    pub egress: bool,
 }
 
 impl Attachment {
@@ -94,6 +92,8 @@ fn unpin(pin: &Pinned) -> Result<()> {
     fs::remove_file(&pin.path).with_context(|| format!("unpinning {}", pin.path.display()))
 }
 
+/// A TC program's direction is its own: the ones on the way out of the host (uplink egress,
+/// into a container) are egress programs.
 fn direction_of(program: &str) -> TcAttachType {
     use netctl_common::programs::{TO_CONTAINER, UPLINK_EGRESS};
     if program == UPLINK_EGRESS || program == TO_CONTAINER {
@@ -216,11 +216,7 @@ fn pin_path(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> std::pat
 }
 
 fn tc_direction(att: &Attachment) -> TcAttachType {
-    if att.egress {
-        TcAttachType::Egress
-    } else {
-        TcAttachType::Ingress
-    }
+    direction_of(att.program)
 }
 
 /// Attaches and pins; returns a note on the mode used.

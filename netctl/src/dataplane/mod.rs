@@ -134,45 +134,21 @@ impl Dataplane {
         let mut desired = Vec::new();
         for (name, index, xdp) in uplinks {
             if *xdp {
-                desired.push(att(
-                    programs::UPLINK_XDP,
-                    ProgKind::Xdp,
-                    name,
-                    *index,
-                    false,
-                ));
+                desired.push(att(programs::UPLINK_XDP, ProgKind::Xdp, name, *index));
             }
-            desired.push(att(
-                programs::UPLINK_INGRESS,
-                ProgKind::Tc,
-                name,
-                *index,
-                false,
-            ));
-            desired.push(att(
-                programs::UPLINK_EGRESS,
-                ProgKind::Tc,
-                name,
-                *index,
-                true,
-            ));
+            desired.push(att(programs::UPLINK_INGRESS, ProgKind::Tc, name, *index));
+            desired.push(att(programs::UPLINK_EGRESS, ProgKind::Tc, name, *index));
         }
         for (name, index) in container_veths {
             desired.extend(container_attachments(name, *index));
         }
         if let Some((name, index)) = tunnel {
-            desired.push(att(
-                programs::TUNNEL_INGRESS,
-                ProgKind::Tc,
-                name,
-                *index,
-                false,
-            ));
+            desired.push(att(programs::TUNNEL_INGRESS, ProgKind::Tc, name, *index));
         }
         if let Some(root) = cgroup_root() {
             for (program, kind) in load::wanted_programs(&self.features) {
                 if let ProgKind::Sock(_) = kind {
-                    desired.push(att(program, kind, &root, 0, false));
+                    desired.push(att(program, kind, &root, 0));
                 }
             }
         }
@@ -675,18 +651,17 @@ fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
 /// (egress).
 fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
     [
-        att(programs::FROM_CONTAINER, ProgKind::Tc, name, index, false),
-        att(programs::TO_CONTAINER, ProgKind::Tc, name, index, true),
+        att(programs::FROM_CONTAINER, ProgKind::Tc, name, index),
+        att(programs::TO_CONTAINER, ProgKind::Tc, name, index),
     ]
 }
 
-fn att(program: &'static str, kind: ProgKind, name: &str, index: u32, egress: bool) -> Attachment {
+fn att(program: &'static str, kind: ProgKind, name: &str, index: u32) -> Attachment {
     Attachment {
         program,
         kind,
         ifname: name.to_string(),
         ifindex: index,
-        egress,
     }
 }
 
