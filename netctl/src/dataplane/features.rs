@@ -125,29 +125,15 @@ pub struct Features {
 impl Features {
     /// Probes (or reads the cache of this boot) and applies `deny`.
     pub fn detect(deny: &[String]) -> Result<Self> {
-        let (kernel, boot) = identity();
-        let cache = Path::new(CACHE);
-        let probed = std::fs::read(cache)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Probed>(&b).ok())
-            .filter(|p| p.kernel == kernel && p.boot == boot && p.found.len() == FEATURES.len());
-        let probed = match probed {
-            Some(p) => p,
-            None => {
-                let p = Probed {
-                    kernel,
-                    boot,
-                    found: probe_all(),
-                };
-                // A cache that cannot be written only costs the next command the probes.
-                if let Ok(bytes) = serde_json::to_vec_pretty(&p) {
-                    let _ = std::fs::create_dir_all(cache.parent().expect("a parent"));
-                    let _ = crate::atomic_file::write_cache(cache, &bytes, 0o644);
-                }
-                p
-            }
-        };
-        Ok(Self::from_found(probed.kernel, probed.found, deny))
+        // A command asks several times (its checks, the dataplane, containers' files): the
+        // kernel does not change under it, so it is read (or probed) once per process.
+        static PROBED: std::sync::OnceLock<Probed> = std::sync::OnceLock::new();
+        let probed = PROBED.get_or_init(probed);
+        Ok(Self::from_found(
+            probed.kernel.clone(),
+            probed.found.clone(),
+            deny,
+        ))
     }
 
     fn from_found(kernel: String, found: BTreeMap<String, bool>, deny: &[String]) -> Self {
@@ -234,6 +220,31 @@ impl Features {
     pub fn modern(&self) -> bool {
         self.has(LOOP) && self.has(ATOMICS)
     }
+}
+
+/// This boot's probe results: the cache if it is this kernel's and boot's, else new probes
+/// (and a new cache).
+fn probed() -> Probed {
+    let (kernel, boot) = identity();
+    let cache = Path::new(CACHE);
+    let cached = std::fs::read(cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Probed>(&b).ok())
+        .filter(|p| p.kernel == kernel && p.boot == boot && p.found.len() == FEATURES.len());
+    if let Some(p) = cached {
+        return p;
+    }
+    let p = Probed {
+        kernel,
+        boot,
+        found: probe_all(),
+    };
+    // A cache that cannot be written only costs the next command the probes.
+    if let Ok(bytes) = serde_json::to_vec_pretty(&p) {
+        let _ = std::fs::create_dir_all(cache.parent().expect("a parent"));
+        let _ = crate::atomic_file::write_cache(cache, &bytes, 0o644);
+    }
+    p
 }
 
 /// Parses `NETCTL_FEATURES_DENY`: a comma list of feature names.
