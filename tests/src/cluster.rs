@@ -291,6 +291,11 @@ impl Cluster {
         crate::Background(child)
     }
 
+    /// The eth0 address of container `name` on host `i`.
+    pub fn container_ip(&self, i: usize, name: &str) -> String {
+        crate::eth0_address(&self.container_sh(i, name, crate::SHOW_ETH0))
+    }
+
     /// A shell command in container `name` on host `i`.
     pub fn container_sh(&self, i: usize, name: &str, script: &str) -> Output {
         self.netctl(i, &["exec", name, "--", "sh", "-c", script])

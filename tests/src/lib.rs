@@ -555,6 +555,11 @@ impl Sandbox {
             .any(|f| f["Name"] == name && f["Present"] == true)
     }
 
+    /// A container's eth0 address, as the container sees it.
+    pub fn container_ip(&self, name: &str) -> String {
+        eth0_address(&self.container_sh(name, SHOW_ETH0))
+    }
+
     /// Runs a shell command in a container; returns its output.
     pub fn container_sh(&self, name: &str, script: &str) -> Output {
         self.netctl(&["exec", name, "--", "sh", "-c", script])
@@ -670,6 +675,18 @@ impl Sandbox {
 }
 
 /// A shell command in the named network namespace (one of a sandbox's or cluster's).
+/// The command that shows a container's eth0 address, and its address from that output.
+pub const SHOW_ETH0: &str = "ip -o -4 addr show eth0";
+
+pub fn eth0_address(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no eth0 address in {out:?}"))
+        .to_string()
+}
+
 pub fn ns_sh(ns: &str, script: &str) -> Output {
     run(Command::new("nsenter")
         .arg(format!("--net=/run/netns/{ns}"))

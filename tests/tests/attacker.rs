@@ -41,13 +41,7 @@ fn mac_of(sb: &Sandbox, name: &str) -> String {
 }
 
 fn ip_of(sb: &Sandbox, name: &str) -> String {
-    let out = sb.container_sh(name, "ip -o -4 addr show eth0");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("{name} has no address: {out:?}"))
-        .to_string()
+    sb.container_ip(name)
 }
 
 #[test]
@@ -227,16 +221,7 @@ fn a_container_cannot_inject_vxlan_into_another_hosts_overlay() {
     run(0, "target", "ov");
     run(1, "insider", "ov");
     run(1, "evil", "bridge");
-    let ip = |host: usize, name: &str| {
-        let out = c.container_sh(host, name, "ip -o -4 addr show eth0");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.split('/').next())
-            .unwrap()
-            .to_string()
-    };
-    let (target, insider) = (ip(0, "target"), ip(1, "insider"));
+    let (target, insider) = (c.container_ip(0, "target"), c.container_ip(1, "insider"));
     let inspect: Value =
         serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "ov"])).unwrap();
     let vni = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]

@@ -197,7 +197,7 @@ fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
     assert_eq!(keys.len(), 12, "{keys:?}");
     // Every container has the address the cluster gave it.
     for k in 0..12 {
-        let ip = container_ip(&c, k % 3, &format!("c{k}"));
+        let ip = c.container_ip(k % 3, &format!("c{k}"));
         assert!(
             keys.contains(&format!("/netctl/v1/endpoints/ov/{ip}")),
             "c{k}: {ip}"
@@ -247,18 +247,6 @@ fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn container_ip(c: &Cluster, host: usize, name: &str) -> String {
-    let out = c.container_sh(host, name, "ip -o -4 addr show eth0");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("{name} has no address: {out:?}"))
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// A container answering HTTP (and UDP) with the client's address.
 fn whoami(c: &Cluster, host: usize, name: &str, net: &str, publish: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name, "--network", net];
@@ -302,8 +290,8 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
             "300",
         ],
     );
-    let web = container_ip(&c, 0, "web");
-    let client = container_ip(&c, 1, "client");
+    let web = c.container_ip(0, "web");
+    let client = c.container_ip(1, "client");
     // VXLAN on the underlay while they talk.
     let cap = c
         .underlay_cmd("timeout 10 tcpdump -c 2 -nni ul0 udp port 4789")
@@ -375,7 +363,7 @@ fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
     overlay(&c, 0, &["--subnet", "10.54.0.0/24", "other"]);
     overlay(&c, 0, &["--internal", "--subnet", "10.55.0.0/24", "closed"]);
     whoami(&c, 0, "web", "ov", &["8080:80"]);
-    let web = container_ip(&c, 0, "web");
+    let web = c.container_ip(0, "web");
     let run = |host: usize, name: &str, net: &str| {
         c.netctl_ok(
             host,
@@ -448,7 +436,7 @@ for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
     ));
     assert_eq!(String::from_utf8_lossy(&got.stdout), c.underlay_ip);
     // An internal overlay: across hosts yes, out no.
-    let inside0 = container_ip(&c, 0, "inside0");
+    let inside0 = c.container_ip(0, "inside0");
     assert!(eventually(5, || ping(&c, 1, "inside", &inside0)));
     assert!(curl(&c, 1, "inside", &out).is_none());
     assert!(!ping(&c, 1, "inside", &c.underlay_ip));
@@ -478,7 +466,7 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     };
     run(&c, 0, "a");
     run(&c, 1, "b");
-    let a = container_ip(&c, 0, "a");
+    let a = c.container_ip(0, "a");
     assert!(eventually(5, || ping(&c, 1, "b", &a)));
 
     // etcd goes away: what runs keeps running; a command that needs the store fails fast
@@ -506,7 +494,7 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     );
     c.start_etcd();
     run(&c, 0, "after");
-    let after = container_ip(&c, 0, "after");
+    let after = c.container_ip(0, "after");
     assert!(
         eventually(10, || ping(&c, 1, "b", &after)),
         "the other host learnt the new container after the store came back"

@@ -313,13 +313,13 @@ mod tests {
         let mut m = Message::new();
         m.set_id(4242).set_recursion_desired(true);
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), ty));
-        match handle(
-            t,
-            from.parse().unwrap(),
-            &m.to_bytes().unwrap(),
-            Transport::Udp,
-        ) {
-            Reply::Answer(b) => Message::from_bytes(&b).unwrap(),
+        answer(t, from, &m, Transport::Udp).0
+    }
+
+    /// The answer to `m` from `from` over `via`, and its size on the wire.
+    fn answer(t: &Table, from: &str, m: &Message, via: Transport) -> (Message, usize) {
+        match handle(t, from.parse().unwrap(), &m.to_bytes().unwrap(), via) {
+            Reply::Answer(b) => (Message::from_bytes(&b).unwrap(), b.len()),
             _ => panic!("expected an answer"),
         }
     }
@@ -430,15 +430,7 @@ mod tests {
         let mut e = hickory_proto::op::Edns::new();
         e.set_max_payload(1232);
         m.set_edns(e);
-        let Reply::Answer(b) = handle(
-            &t,
-            "10.1.0.2".parse().unwrap(),
-            &m.to_bytes().unwrap(),
-            Transport::Udp,
-        ) else {
-            panic!("an answer");
-        };
-        let r = Message::from_bytes(&b).unwrap();
+        let (r, _) = answer(&t, "10.1.0.2", &m, Transport::Udp);
         assert_eq!((r.answers().len(), r.truncated()), (48, false));
         assert_eq!(r.extensions().as_ref().map(|e| e.max_payload()), Some(1232));
         // Two questions: the full path, which refuses the form.
@@ -451,18 +443,8 @@ mod tests {
             Name::from_ascii("c4.").unwrap(),
             RecordType::A,
         ));
-        let Reply::Answer(b) = handle(
-            &t,
-            "10.1.0.2".parse().unwrap(),
-            &m.to_bytes().unwrap(),
-            Transport::Udp,
-        ) else {
-            panic!("an answer");
-        };
-        assert_eq!(
-            Message::from_bytes(&b).unwrap().response_code(),
-            ResponseCode::FormErr
-        );
+        let (r, _) = answer(&t, "10.1.0.2", &m, Transport::Udp);
+        assert_eq!(r.response_code(), ResponseCode::FormErr);
     }
 
     /// `many` on 48 containers, asked over `via` with `edns` (a UDP size) and, to force the
@@ -487,11 +469,7 @@ mod tests {
                 RData::A(A("192.0.2.1".parse().unwrap())),
             ));
         }
-        let Reply::Answer(b) = handle(&t, "10.1.0.2".parse().unwrap(), &m.to_bytes().unwrap(), via)
-        else {
-            panic!("an answer");
-        };
-        (Message::from_bytes(&b).unwrap(), b.len())
+        answer(&t, "10.1.0.2", &m, via)
     }
 
     #[test]
