@@ -115,6 +115,19 @@ impl CtEntry {
     }
 }
 
+/// The container a flow is counted against (its quota in `CT_OWNED`): the one that opened
+/// it, or the backend of a published port. Either half of the flow gives the same answer.
+pub const fn owner(key: &CtKey, e: &CtEntry) -> u32 {
+    let reply = e.flags & CT_REPLY != 0;
+    match (e.kind, reply) {
+        (KIND_DNAT, false) => e.dst_addr,
+        (KIND_DNAT, true) => key.saddr,
+        (KIND_ROUTED, true) => key.daddr,
+        (_, true) => e.dst_addr,
+        (_, false) => key.saddr,
+    }
+}
+
 /// Flags both entries of a flow carry.
 pub const SHARED: u64 = CT_SEEN_REPLY | CT_FIN_ORIG | CT_FIN_REPLY | CT_RST | CT_CONFIRMED;
 
@@ -209,6 +222,53 @@ mod tests {
             dport,
             proto: TCP,
             _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn both_halves_of_a_flow_have_one_owner() {
+        let (c, h, b, x, u, g) = (1, 2, 3, 4, 5, 6);
+        // (original key, original entry) of each kind of flow; the owner is `b` every time.
+        let dnat = CtEntry {
+            peer: key(b, c, 80, 1),
+            dst_addr: b,
+            dst_port: 80,
+            rewrite: REWRITE_DST,
+            kind: KIND_DNAT,
+            ..Default::default()
+        };
+        let snat = CtEntry {
+            peer: key(x, u, 80, 40000),
+            src_addr: u,
+            src_port: 40000,
+            rewrite: REWRITE_SRC,
+            kind: KIND_SNAT,
+            ..Default::default()
+        };
+        let hairpin = CtEntry {
+            peer: key(c, g, 80, 40001),
+            src_addr: g,
+            src_port: 40001,
+            dst_addr: c,
+            dst_port: 80,
+            rewrite: REWRITE_SRC | REWRITE_DST,
+            kind: KIND_HAIRPIN,
+            ..Default::default()
+        };
+        let routed = CtEntry {
+            peer: key(x, b, 80, 5),
+            kind: KIND_ROUTED,
+            ..Default::default()
+        };
+        for (k, e) in [
+            (key(c, h, 1, 8080), dnat),
+            (key(b, x, 7, 80), snat),
+            (key(b, h, 9, 8080), hairpin),
+            (key(b, x, 5, 80), routed),
+        ] {
+            assert_eq!(owner(&k, &e), b, "{e:?}");
+            let reply = e.inverse(&k, 0);
+            assert_eq!(owner(&e.peer, &reply), b, "{reply:?}");
         }
     }
 

@@ -47,10 +47,13 @@ pub enum DropReason {
     /// A container sent to the VXLAN port of this host or of a cluster peer: masqueraded, it
     /// would pass for the host's own tunnel traffic there.
     TunnelInjection = 17,
+    /// A flow would take a container past its share of the conntrack table: refused at
+    /// confirmation, so one container cannot evict the others' flows.
+    CtQuota = 18,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -70,6 +73,7 @@ impl DropReason {
         DropReason::ForwardDenied,
         DropReason::Tunnel,
         DropReason::TunnelInjection,
+        DropReason::CtQuota,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -92,6 +96,7 @@ impl DropReason {
             DropReason::ForwardDenied => "forward-denied",
             DropReason::Tunnel => "tunnel-rejected",
             DropReason::TunnelInjection => "tunnel-injection",
+            DropReason::CtQuota => "conntrack-quota",
         }
     }
 }

@@ -25,6 +25,13 @@ pub const CT: &str = "CT";
 /// Connection tracking of flows not confirmed yet (LRU hash, same types): what a flood fills,
 /// so it never evicts a confirmed flow.
 pub const CT_NEW: &str = "CT_NEW";
+/// Entries in `CT` per owning container address (the container end of the flow,
+/// [`crate::ct::owner`]) → count: what the per-container quota is checked against. Kept by
+/// the programs as they store and delete, made exact again by the daemon's sweep (LRU
+/// evictions are not seen).
+pub const CT_OWNED: &str = "CT_OWNED";
+/// Entries in `CT` in all, one u64 at index 0: what the fill watermark is checked against.
+pub const CT_FILL: &str = "CT_FILL";
 
 /// Tracing switches ([`crate::event::TraceConfig`] at index 0), set by `netctl trace`.
 pub const TRACE: &str = "TRACE";
@@ -47,12 +54,14 @@ pub const FRAGS: &str = "FRAGS";
 pub const KDROP_CONFIG: &str = "KDROP_CONFIG";
 pub const FRAGS_MAX: u32 = 16384;
 
-/// One datagram as a hook sees it: addresses, IP ID and protocol (RFC 791's reassembly key).
+/// One datagram as a hook sees it: addresses, IP ID and protocol (RFC 791's reassembly key),
+/// and the interface it came through, so a sender elsewhere cannot seed or reuse a record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub saddr: u32,
     pub daddr: u32,
+    pub ifindex: u32,
     pub id: u16,
     pub proto: u8,
     pub _pad: u8,
@@ -74,14 +83,14 @@ pub struct FragPorts {
 /// (`net.ipv4.ipfrag_time`, 30 s).
 pub const FRAG_TTL_NS: u64 = 30_000_000_000;
 
-const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragPorts>() == 16);
 
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -93,6 +102,8 @@ pub const ALL: [&str; 19] = [
     SUBNETS,
     CT,
     CT_NEW,
+    CT_OWNED,
+    CT_FILL,
     TRACE,
     EVENTS,
     EVENTS_LOST,
@@ -189,6 +200,11 @@ pub struct Config {
     /// Source ports masquerade and hairpin SNAT allocate from (host byte order).
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    /// `CT` entries above which no flow is confirmed (`conntrack-full`): kept below the
+    /// table's size so the LRU never has to evict an established flow. 0: no limit.
+    pub ct_fill_max: u32,
+    /// `CT` entries one container may own (`conntrack-quota`). 0: no limit.
+    pub ct_owner_max: u32,
 }
 
 /// `port` is the destination port: the linking container to the target's exposed port.
@@ -215,4 +231,4 @@ const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
 const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<NetInfo>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);

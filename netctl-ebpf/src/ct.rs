@@ -10,10 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_get_prandom_u32, bpf_loop},
-    },
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
 };
 use netctl_common::{
     ct::*,
@@ -24,16 +21,11 @@ use netctl_common::{
 };
 
 use crate::{
+    clock::now,
     events,
-    maps::{CT, CT_NEW},
+    maps::{config, CT, CT_FILL, CT_NEW, CT_OWNED},
     parse::{Hdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
 
 /// An entry found in one of the two tables.
 #[derive(Clone, Copy)]
@@ -54,21 +46,83 @@ fn get(new: bool, key: &CtKey) -> Option<*mut CtEntry> {
 
 #[inline(always)]
 fn store(new: bool, key: &CtKey, e: &CtEntry) -> bool {
-    let r = if new {
-        CT_NEW.insert(key, e, BPF_NOEXIST as u64)
-    } else {
-        CT.insert(key, e, BPF_NOEXIST as u64)
-    };
-    r.is_ok()
+    if new {
+        return CT_NEW.insert(key, e, BPF_NOEXIST as u64).is_ok();
+    }
+    let ok = CT.insert(key, e, BPF_NOEXIST as u64).is_ok();
+    if ok {
+        count(owner(key, e), 1);
+    }
+    ok
 }
 
+/// Deletes the entry `e` stored for `key`.
 #[inline(always)]
-fn remove(new: bool, key: &CtKey) {
-    let _ = if new {
-        CT_NEW.remove(key)
-    } else {
-        CT.remove(key)
-    };
+fn remove(new: bool, key: &CtKey, e: &CtEntry) {
+    if new {
+        let _ = CT_NEW.remove(key);
+        return;
+    }
+    // Read before the delete: the element may be reused once it is gone.
+    let o = owner(key, e);
+    if CT.remove(key).is_ok() {
+        // Only the CPU whose delete succeeded counts it.
+        count(o, u64::MAX);
+    }
+}
+
+/// Adds `delta` (u64::MAX: -1) to the entries `CT` holds for `owner` and in all.
+#[inline(always)]
+fn count(owner: u32, delta: u64) {
+    if let Some(c) = CT_OWNED.get_ptr_mut(owner) {
+        add(c, delta);
+    }
+    if let Some(c) = CT_FILL.get_ptr_mut(0) {
+        add(c, delta);
+    }
+}
+
+/// An atomic add whose result is not used: BPF's oldest atomic (XADD), which every kernel
+/// netctl supports accepts.
+#[inline(always)]
+fn add(c: *mut u64, delta: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: map value pointer, valid for this program run; an aligned u64.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            c, delta,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above.
+    unsafe {
+        AtomicU64::from_ptr(c).fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// Whether a flow of `owner` may be confirmed: the table is under its fill watermark and the
+/// owner under its quota. The counts are read without a lock: two CPUs may both pass at the
+/// limit, by a flow each.
+#[inline(always)]
+fn admit(owner: u32) -> Result<(), DropReason> {
+    let cfg = config();
+    if cfg.ct_fill_max != 0 {
+        let fill = CT_FILL.get(0).copied().unwrap_or(0);
+        if fill >= u64::from(cfg.ct_fill_max) {
+            return Err(DropReason::CtFull);
+        }
+    }
+    if cfg.ct_owner_max != 0 {
+        if CT_OWNED.get_ptr(owner).is_none() {
+            let _ = CT_OWNED.insert(owner, 0, BPF_NOEXIST as u64);
+        }
+        // SAFETY: map value pointer, valid for this program run.
+        let owned = CT_OWNED.get_ptr(owner).map_or(0, |c| unsafe { *c });
+        if owned >= u64::from(cfg.ct_owner_max) {
+            return Err(DropReason::CtQuota);
+        }
+    }
+    Ok(())
 }
 
 /// The entry for `key`, confirmed flows first. No expiry check.
@@ -129,11 +183,12 @@ fn expired(key: &CtKey, e: &CtEntry, t: u64) -> bool {
 fn remove_pair(new: bool, key: &CtKey, e: &CtEntry) {
     if let Some(p) = get(new, &e.peer) {
         // SAFETY: map value pointer, valid for this program run.
-        if unsafe { (*p).peer } == *key {
-            remove(new, &e.peer);
+        let p = unsafe { &*p };
+        if p.peer == *key {
+            remove(new, &e.peer, p);
         }
     }
-    remove(new, key);
+    remove(new, key, e);
 }
 
 /// The live entry for a packet with tuple `key`. An expired flow is removed, and so is a
@@ -176,9 +231,14 @@ fn flow_event(kind: u8, key: &CtKey, e: &CtEntry, how: u8) {
 /// the other half is looked up with every packet (so both age alike in the LRU) and rebuilt
 /// when it was lost; a flow is confirmed (moved to `CT`) when due. Returns a copy of the
 /// entry to translate with, or None when this half is stale — its peer's tuple belongs to
-/// another flow now — and has been removed.
+/// another flow now — and has been removed. A flow the table has no room for stays
+/// unconfirmed and its confirming packet is dropped ([`admit`]).
 #[inline(always)]
-pub fn track<const MODERN: bool>(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntry> {
+pub fn track<const MODERN: bool>(
+    f: Flow,
+    key: &CtKey,
+    h: &Hdr,
+) -> Result<Option<CtEntry>, DropReason> {
     let t = now();
     // SAFETY: map value pointers, valid for this program run.
     let e = unsafe { &mut *f.e };
@@ -187,15 +247,15 @@ pub fn track<const MODERN: bool>(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntr
     let p = match get(f.new, &peer_key) {
         Some(p) if unsafe { (*p).peer } == *key => p,
         Some(_) => {
-            remove(f.new, key);
-            return None;
+            remove(f.new, key, e);
+            return Ok(None);
         }
         None => {
             let rebuilt = e.inverse(key, t);
             store(f.new, &peer_key, &rebuilt);
             match get(f.new, &peer_key) {
                 Some(p) if unsafe { (*p).peer } == *key => p,
-                _ => return Some(*e),
+                _ => return Ok(Some(*e)),
             }
         }
     };
@@ -243,9 +303,10 @@ pub fn track<const MODERN: bool>(f: Flow, key: &CtKey, h: &Hdr) -> Option<CtEntr
     let seen_reply = (fl | shared) & CT_SEEN_REPLY != 0;
     let tcp_ok = h.proto != proto::TCP || h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK;
     if f.new && !reply && seen_reply && tcp_ok {
+        admit(owner(key, e))?;
         promote(key, e, &peer_key, peer);
     }
-    Some(*e)
+    Ok(Some(*e))
 }
 
 /// Moves both entries of a flow from `CT_NEW` to `CT`.
@@ -258,8 +319,8 @@ fn promote(key: &CtKey, e: &CtEntry, peer_key: &CtKey, peer: &CtEntry) {
     // Reply first, so a lookup of the original in CT always finds its peer there.
     store(false, peer_key, &b);
     store(false, key, &a);
-    remove(true, key);
-    remove(true, peer_key);
+    remove(true, key, e);
+    remove(true, peer_key, peer);
 }
 
 /// A RST counts — closes the flow and frees its tuple — only inside the window: its
@@ -350,7 +411,7 @@ pub fn insert_orig(
     }
     let won = find(orig_key).map(|f| unsafe { *f.e });
     if won.is_none_or(|o| o.peer != *reply_key) {
-        remove(true, reply_key);
+        let _ = CT_NEW.remove(reply_key);
     }
     won.ok_or(DropReason::CtFull)
 }

@@ -4,7 +4,7 @@
 use netctl_common::{ct::CtKey, event::*, stats::Hook};
 
 use crate::{
-    ct::now,
+    clock::now,
     maps::{EVENTS, EVENTS_LOST, TRACE},
     packet::Packet,
 };

@@ -28,6 +28,7 @@
     allow(internal_features)
 )]
 
+mod clock;
 mod ct;
 mod events;
 mod features;
@@ -145,7 +146,7 @@ fn xdp_ingress<const MODERN: bool>(ctx: XdpContext) -> u32 {
     if !p.reserve_mark() {
         return xdp_action::XDP_PASS;
     }
-    let mut h = match parse(&p) {
+    let mut h = match parse(&p, ifindex) {
         Ok(h) if h.xdp_handles() => h,
         Ok(_) | Err(NotParsed::Other(_)) => return xdp_action::XDP_PASS,
         Err(NotParsed::Malformed) => {
@@ -183,7 +184,7 @@ fn tc_run(
     let mut p = Tc(ctx);
     verdict::count(hook, ctx.len());
     let ifindex = tc_ifindex(ctx);
-    let mut h = match parse(&p) {
+    let mut h = match parse(&p, ifindex) {
         Ok(h) => h,
         Err(NotParsed::Other(ethertype)) => {
             let v = Verdict::of(other(&mut p, ethertype, ifindex));
@@ -202,6 +203,9 @@ fn tc_run(
     };
     let before = h.key();
     let v = Verdict::of(body(&mut p, &mut h, ifindex));
+    if h.first_frag && !matches!(v, Verdict::Drop(_)) {
+        parse::remember_first_fragment(&before, h.ip_id, ifindex);
+    }
     tc_code(finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v))
 }
 

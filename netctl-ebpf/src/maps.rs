@@ -53,6 +53,12 @@ pub static FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::with_max_entries(
 pub static CT_NEW: LruHashMap<CtKey, CtEntry> =
     LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT_NEW_RATIO, 0);
 
+#[map(name = "CT_OWNED")]
+pub static CT_OWNED: HashMap<u32, u64> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "CT_FILL")]
+pub static CT_FILL: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map(name = "TRACE")]
 pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);
 

@@ -69,7 +69,7 @@ pub fn tracked<const MODERN: bool, P: Packet>(
     let Some(f) = ct::lookup(&key, h.is_syn()) else {
         return Ok(None);
     };
-    let Some(e) = ct::track::<MODERN>(f, &key, h) else {
+    let Some(e) = ct::track::<MODERN>(f, &key, h)? else {
         return Ok(None);
     };
     apply(p, h, &e)?;

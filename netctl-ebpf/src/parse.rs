@@ -3,6 +3,8 @@
 
 use core::mem::offset_of;
 
+use aya_ebpf::bindings::BPF_NOEXIST;
+
 use netctl_common::{
     ct::CtKey,
     maps::{FragKey, FragPorts, FRAG_TTL_NS},
@@ -89,6 +91,11 @@ pub struct Hdr {
     /// A later fragment: no L4 header here, so addresses change (IP checksum only) and ports
     /// and the L4 checksum are left to the first fragment.
     pub l4_absent: bool,
+    /// A first fragment whose ports the rest of its datagram will need
+    /// ([`remember_first_fragment`], once the packet has passed).
+    pub first_frag: bool,
+    /// The IP ID (network order).
+    pub ip_id: u16,
     pub icmp: Icmp,
 }
 
@@ -169,7 +176,7 @@ fn l4_csum(ip_proto: u8, l4: usize) -> Option<L4Csum> {
 }
 
 #[inline(always)]
-pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
+pub fn parse<P: Packet>(p: &P, ifindex: u32) -> Result<Hdr, NotParsed> {
     let eth: EthHdr = p.load(0).ok_or(NotParsed::Other(0))?;
     if eth.ether_type != EtherType::Ipv4 as u16 {
         return Err(NotParsed::Other(eth.ether_type));
@@ -203,14 +210,9 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         frag: frags & (IP_MF | IP_OFFSET) != 0,
         frag_known: false,
         l4_absent: false,
+        first_frag: false,
+        ip_id: u16::from_ne_bytes(ip.id),
         icmp: Icmp::No,
-    };
-    let frag_key = FragKey {
-        saddr: h.saddr,
-        daddr: h.daddr,
-        id: u16::from_ne_bytes(ip.id),
-        proto: h.proto,
-        _pad: 0,
     };
     // A later fragment has no L4 header: the ports are those its first fragment carried
     // through this hook. Without them (it came first, or the first went elsewhere, or a record
@@ -218,8 +220,8 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
     // as before reassembly.
     if frags & IP_OFFSET != 0 {
         // SAFETY: read-only copy of a value the programs write whole.
-        let known = unsafe { FRAGS.get(frag_key) }
-            .filter(|f| crate::ct::now().wrapping_sub(f.seen) <= FRAG_TTL_NS);
+        let known = unsafe { FRAGS.get(frag_key(&h.key(), h.ip_id, ifindex)) }
+            .filter(|f| crate::clock::now().wrapping_sub(f.seen) <= FRAG_TTL_NS);
         if let Some(f) = known {
             h.sport = f.sport;
             h.dport = f.dport;
@@ -269,18 +271,52 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr, NotParsed> {
         }
         _ => {}
     }
-    // A first fragment: remember its ports for the rest of the datagram.
+    // A first fragment: its ports are remembered for the rest of the datagram once it passed.
     if h.frag && (h.proto != proto::ICMP || h.icmp == Icmp::Echo) {
         h.frag_known = true;
-        let ports = FragPorts {
-            sport: h.sport,
-            dport: h.dport,
-            _pad: 0,
-            seen: crate::ct::now(),
-        };
-        let _ = FRAGS.insert(frag_key, ports, 0);
+        h.first_frag = true;
     }
     Ok(h)
+}
+
+#[inline(always)]
+fn frag_key(k: &CtKey, id: u16, ifindex: u32) -> FragKey {
+    FragKey {
+        saddr: k.saddr,
+        daddr: k.daddr,
+        ifindex,
+        id,
+        proto: k.proto,
+        _pad: 0,
+    }
+}
+
+/// Records the ports of a first fragment that passed (`before`: its tuple as it came in) for
+/// its later fragments. Written only after the decision, and never over a live record: a
+/// dropped or forged fragment cannot seed or replace the ports of someone else's datagram.
+#[inline(always)]
+pub fn remember_first_fragment(before: &CtKey, id: u16, ifindex: u32) {
+    let key = frag_key(before, id, ifindex);
+    let t = crate::clock::now();
+    let ports = FragPorts {
+        sport: before.sport,
+        dport: before.dport,
+        _pad: 0,
+        seen: t,
+    };
+    if FRAGS.insert(key, ports, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // A record older than a reassembly may take is an earlier datagram's (the IP ID came
+    // round again): replaced.
+    if let Some(old) = FRAGS.get_ptr_mut(key) {
+        // SAFETY: map value pointer, valid for this program run.
+        unsafe {
+            if t.wrapping_sub((*old).seen) > FRAG_TTL_NS {
+                *old = ports;
+            }
+        }
+    }
 }
 
 /// The packet quoted in an ICMP error: where its addresses and ports sit.

@@ -31,6 +31,9 @@ pub struct Config {
     /// Connection-tracking capacity in entries (`NETCTL_CT_ENTRIES`); applies when the maps
     /// are first created.
     pub ct_entries: u32,
+    /// Conntrack entries one container may own (`NETCTL_CT_ENDPOINT_ENTRIES`; 0: a quarter
+    /// of the table), so one container cannot evict the others' flows.
+    pub ct_endpoint_entries: u32,
     /// The host's resolver configuration (`NETCTL_RESOLV_CONF`, default /etc/resolv.conf):
     /// where containers' upstream DNS servers come from when `run --dns` names none.
     pub resolv_conf: PathBuf,
@@ -98,6 +101,14 @@ impl Config {
                     )
                 })?,
         };
+        let ct_endpoint_entries = match var("NETCTL_CT_ENDPOINT_ENTRIES") {
+            None => 0,
+            Some(v) => v.parse().ok().filter(|n| *n >= 64).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "NETCTL_CT_ENDPOINT_ENTRIES={v} is not valid: use a number of entries, 64 or more"
+                )
+            })?,
+        };
         let features_deny = crate::dataplane::features::parse_deny(
             &var("NETCTL_FEATURES_DENY").unwrap_or_default(),
         )?;
@@ -105,6 +116,7 @@ impl Config {
             features_deny,
             fast_path,
             ct_entries,
+            ct_endpoint_entries,
             state_dir: absolute(
                 var("NETCTL_STATE_DIR")
                     .unwrap_or_else(|| DEFAULT_STATE_DIR.into())

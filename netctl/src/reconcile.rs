@@ -339,6 +339,7 @@ impl MapInputs {
             container_cookies: &self.container_cookies,
             xdp_generic: cfg.xdp == crate::config::XdpMode::Generic,
             forward_open,
+            ct_endpoint_entries: cfg.ct_endpoint_entries,
         }
     }
 }

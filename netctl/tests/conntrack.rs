@@ -140,6 +140,66 @@ fn a_syn_flood_never_evicts_established_flows() {
 }
 
 #[test]
+fn confirmed_flows_count_against_their_container_and_the_table() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    // Two flows (four entries) per container; the table may hold six entries.
+    w.set_ct_limits(6, 4);
+    handshake(&mut w, 40000);
+    let (orig, _) = handshake(&mut w, 40001);
+    assert_eq!(w.ct_counts(WEB), (4, 4), "both halves count against web");
+    // A third connection to web gets its SYN-ACK, but the client's ACK does not confirm it.
+    w.run(
+        "uplink_ingress",
+        &tcp_full(CLIENT, 40002, H, 8080, SYN, 100, 0, b""),
+    );
+    w.run(
+        "uplink_egress",
+        &tcp_full(WEB, 80, CLIENT, 40002, SYN_ACK, 500, 101, b""),
+    );
+    let before = w.drops(DropReason::CtQuota);
+    let (v, _) = w.run(
+        "uplink_ingress",
+        &tcp_full(CLIENT, 40002, H, 8080, ACK, 101, 501, b""),
+    );
+    assert_eq!(v, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::CtQuota), before + 1);
+    assert!(w.ct_get(&key(CLIENT, 40002, H, 8080, TCP)).unwrap().1);
+    assert_eq!(w.ct_lens().0, 4, "the established flows only");
+    // A masqueraded UDP flow of a2: out, an answer, out again (the confirming datagram).
+    let masqueraded = |w: &mut World, sport| {
+        let (_, out) = w.run("uplink_egress", &udp(A2, sport, OUT, 53));
+        let nat_port = check(&out).sport;
+        w.run("uplink_ingress", &udp(OUT, 53, H, nat_port));
+        w.run("uplink_egress", &udp(A2, sport, OUT, 53)).0
+    };
+    // Another container's flow is confirmed up to the watermark (six entries)…
+    assert_eq!(masqueraded(&mut w, 7000), TC_ACT_OK);
+    assert_eq!(w.ct_counts(A2), (2, 6));
+    // …and no flow past it, whoever owns it.
+    let before = w.drops(DropReason::CtFull);
+    assert_eq!(masqueraded(&mut w, 7001), TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::CtFull), before + 1);
+    // A flow that ends gives its entries back: a RST closes it, its expiry removes it.
+    w.run(
+        "uplink_ingress",
+        &tcp_full(CLIENT, 40001, H, 8080, RST, 101, 0, b""),
+    );
+    w.ct_age(&orig, 3600);
+    w.run(
+        "uplink_ingress",
+        &tcp_full(CLIENT, 40001, H, 8080, ACK, 101, 501, b""),
+    );
+    assert_eq!(
+        w.ct_counts(WEB),
+        (2, 4),
+        "the expired flow's entries are uncounted"
+    );
+}
+
+#[test]
 fn fin_both_ways_and_an_in_window_rst_close_a_flow_a_blind_rst_does_not() {
     if !root() {
         return;

@@ -498,6 +498,37 @@ fn later(p: &[u8]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
 }
 
 #[test]
+fn a_fragment_record_is_made_only_by_a_first_fragment_that_passed_and_never_replaced() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    let records = |w: &mut World| -> Vec<(FragKey, FragPorts)> {
+        let frags: HashMap<_, FragKey, FragPorts> = w.ebpf.map(FRAGS).unwrap().try_into().unwrap();
+        frags.iter().map(|r| r.unwrap()).collect()
+    };
+    // A first fragment from outside with a container's source address is dropped: no record.
+    let (forged, _) = udp_fragments(A2, 5000, H, 5353, 21);
+    assert_eq!(w.run("uplink_ingress", &forged).0, TC_ACT_SHOT);
+    assert!(records(&mut w).is_empty(), "{:?}", records(&mut w));
+    // The client's first fragment makes one, keyed by the interface it came through.
+    let (first, rest) = udp_fragments(CLIENT, 5000, H, 5353, 22);
+    w.run("uplink_ingress", &first);
+    let made = records(&mut w);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].0.ifindex, LO);
+    // Another first fragment with the same addresses and IP ID cannot change its ports.
+    let (other, _) = udp_fragments(CLIENT, 6666, H, 5353, 22);
+    w.run("uplink_ingress", &other);
+    let now = records(&mut w);
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].1.sport, made[0].1.sport, "the live record stays");
+    // The later fragment still follows its own first fragment.
+    let (_, out) = w.run("uplink_ingress", &rest);
+    assert_eq!(later(&out).1, ip(WEB));
+}
+
+#[test]
 fn fragments_follow_their_first_fragment_through_nat() {
     if !root() {
         return;
@@ -549,6 +580,7 @@ fn fragments_follow_their_first_fragment_through_nat() {
         let key = FragKey {
             saddr: raw(ip(CLIENT)),
             daddr: raw(ip(H)),
+            ifindex: LO,
             id: u16::from_ne_bytes(11u16.to_be_bytes()),
             proto: UDP,
             _pad: 0,

@@ -362,3 +362,143 @@ time.sleep(10)\n";
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// A TCP echo server in the outside namespace that holds its connections (bounded: 90 s).
+const TCP_ECHO: &str = r#"
+import socket, threading, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(16)
+s.settimeout(90)
+def echo(c):
+    c.settimeout(90)
+    while True:
+        d = c.recv(100)
+        if not d:
+            break
+        c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
+
+/// Opens a connection, echoes "one", waits for a line on stdin, echoes "two" over the same
+/// connection (idle in between).
+const HELD_CONNECTION: &str = r#"
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(b"one")
+print(c.recv(100).decode(), flush=True)
+sys.stdin.readline()
+c.sendall(b"two")
+try:
+    print(c.recv(100).decode(), flush=True)
+except OSError as e:
+    print("lost:", e, flush=True)
+"#;
+
+/// Completes argv[2] ICMP echo flows to argv[1] (a request, its reply, a second request:
+/// each flow confirmed), in batches so the unconfirmed table holds each batch.
+const ECHO_FLOWS: &str = r#"
+import socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.setblocking(False)
+def ping(i, seq):
+    h = struct.pack("!BBHHH", 8, 0, 0, i, seq) + b"flood123"
+    s.sendto(struct.pack("!BBHHH", 8, 0, csum(h), i, seq) + b"flood123", (sys.argv[1], 0))
+def drain():
+    try:
+        while True:
+            s.recv(2048)
+    except BlockingIOError:
+        pass
+n = int(sys.argv[2])
+for b in range(1, n + 1, 200):
+    ids = range(b, min(b + 200, n + 1))
+    for i in ids:
+        ping(i, 1)
+    time.sleep(0.2)
+    drain()
+    for i in ids:
+        ping(i, 2)
+    time.sleep(0.05)
+    drain()
+"#;
+
+/// One container completes thousands of flows while another holds an idle masqueraded TCP
+/// connection: the flood is stopped by `reason`, the connection still carries data.
+fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str, reason: &str) {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    // A small table: without the limits, 3,000 flows (6,000 entries) would evict everything.
+    sb.env("NETCTL_CT_ENTRIES", "4096");
+    for (k, v) in env {
+        sb.env(k, v);
+    }
+    sb.netctl_ok(&["network", "create", "--subnet", subnet, "n"]);
+    sleeper(&sb, "victim", "n");
+    sleeper(&sb, "evil", "n");
+    let _server =
+        netctl_tests::Background(sb.spawn_outside(&format!("exec python3 -c '{TCP_ECHO}' 7000")));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut held = sb
+        .netctl_cmd(&[
+            "exec",
+            "victim",
+            "--",
+            "python3",
+            "-c",
+            HELD_CONNECTION,
+            &sb.outside_ip,
+            "7000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "one", "the connection works before the flood");
+    let before = drops(&sb.netctl_ok(&["stats", "--json"]), reason);
+    let flood = sb.netctl(&[
+        "exec",
+        "evil",
+        "--",
+        "python3",
+        "-c",
+        ECHO_FLOWS,
+        &sb.outside_ip,
+        "3000",
+    ]);
+    assert!(flood.status.success(), "{flood:?}");
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, reason) > before, "{reason} counted: {stats}");
+    // The victim's connection, idle through the flood, carries data again.
+    std::io::Write::write_all(held.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = held.wait();
+    assert_eq!(line.trim(), "two", "the established flow survived: {stats}");
+}
+
+#[test]
+fn a_container_completing_thousands_of_flows_is_held_at_its_conntrack_quota() {
+    conntrack_flood_spares_an_established_flow(&[], "10.91.0.0/24", "conntrack-quota");
+}
+
+#[test]
+fn a_flood_within_the_quota_stops_at_the_fill_watermark() {
+    // One container may own the whole table: the watermark is what stops it.
+    conntrack_flood_spares_an_established_flow(
+        &[("NETCTL_CT_ENDPOINT_ENTRIES", "4096")],
+        "10.92.0.0/24",
+        "conntrack-full",
+    );
+}

@@ -28,7 +28,9 @@ use clap::{Parser, Subcommand};
         (comma list) to restrict them. NETCTL_XDP=auto|native|generic|off picks how XDP attaches (auto: \
         native on physical NICs, TC only on veth and other virtual uplinks). \
         NETCTL_FASTPATH=off routes published-port traffic through the bridge and host stack. \
-        NETCTL_CT_ENTRIES sizes connection tracking (default 262144) when the maps are made. \
+        NETCTL_CT_ENTRIES sizes connection tracking (default 262144) when the maps are made; \
+        new flows are refused past 7/8 of it, and past NETCTL_CT_ENDPOINT_ENTRIES (default a \
+        quarter of it) for one container. \
         NETCTL_ICC=false makes the default network without inter-container communication \
         (dockerd's --icc=false). NETCTL_RESOLV_CONF names the host's resolver configuration \
         (default /etc/resolv.conf): containers' upstream DNS servers."

@@ -1,9 +1,11 @@
 //! `netctl daemon`: the one long-running process of an instance, for what must run
-//! continuously — the embedded DNS resolver, the host's interfaces, the cluster agent. Started
+//! continuously — the embedded DNS resolver, the host's interfaces, the conntrack sweep, the
+//! cluster agent. Started
 //! on demand by the commands ([`lifecycle`]), never by hand; one per state directory
 //! ([`pidfile`]); follows the saved state ([`reload`]) and exits when no network needs it.
 //! It runs in the network namespace of the command that started it, as netctl does.
 
+mod conntrack;
 pub mod dns;
 pub mod lifecycle;
 mod links;

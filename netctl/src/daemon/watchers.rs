@@ -1,5 +1,5 @@
-//! Continuous work beside the resolver: the host's interfaces (a thread of its own) and the
-//! cluster agent (overlay networks, a task told when the state changed).
+//! Continuous work beside the resolver: the host's interfaces and the conntrack sweep (threads
+//! of their own) and the cluster agent (overlay networks, a task told when the state changed).
 
 use tokio::sync::watch;
 
@@ -8,6 +8,7 @@ use crate::{cluster, config::Config};
 /// Starts every watcher this instance needs.
 pub fn start(cfg: &Config, changed: &watch::Sender<()>) {
     super::links::start();
+    super::conntrack::start(cfg);
     match cluster::ClusterConfig::from_env() {
         Ok(Some(cluster)) => {
             tokio::spawn(cluster::agent::run(

@@ -68,6 +68,8 @@ pub struct HostView<'a> {
     pub xdp_generic: bool,
     /// IPv4 forwarding was on before netctl first ran here ([`CONFIG_FORWARD_OPEN`]).
     pub forward_open: bool,
+    /// Conntrack entries one container may own (0: the default share).
+    pub ct_endpoint_entries: u32,
 }
 
 fn mac6(mac: &[u8]) -> [u8; 6] {
@@ -108,6 +110,8 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
             flags,
             nat_port_min: NAT_PORTS.0,
             nat_port_max: NAT_PORTS.1,
+            ct_fill_max: 0,
+            ct_owner_max: host.ct_endpoint_entries,
         },
         ..Default::default()
     };
@@ -379,6 +383,7 @@ mod tests {
                 container_cookies: &[("web".to_string(), 7), ("hid".to_string(), 8)].into(),
                 xdp_generic: false,
                 forward_open: true,
+                ct_endpoint_entries: 0,
             },
         );
 

@@ -191,8 +191,9 @@ impl Dataplane {
         self.check_capacity(want)?;
         let mut changes = Vec::new();
         let mut config: Array<MapData, netctl_common::maps::Config> = self.map(names::CONFIG)?;
-        if config.get(&0, 0)? != want.config {
-            config.set(0, want.config, 0)?;
+        let want_config = self.with_ct_limits(want.config)?;
+        if config.get(&0, 0)? != want_config {
+            config.set(0, want_config, 0)?;
             changes.push("updated datapath config".to_string());
         }
         let mut overlay: Array<MapData, OverlayConfig> = self.map(overlay::OVERLAY_CONFIG)?;
@@ -284,6 +285,24 @@ impl Dataplane {
             }
         }
         Ok(changes)
+    }
+
+    /// The conntrack limits for the table as it was made (its size is fixed when the maps
+    /// are first made): confirmations stop at 7/8 full, so the LRU never evicts an established
+    /// flow; one container may own `ct_owner_max` entries (0: a quarter of the table).
+    fn with_ct_limits(
+        &self,
+        mut c: netctl_common::maps::Config,
+    ) -> Result<netctl_common::maps::Config> {
+        let cap = MapData::from_pin(self.pins.map(names::CT))?
+            .info()?
+            .max_entries();
+        c.ct_fill_max = cap - cap / 8;
+        c.ct_owner_max = match c.ct_owner_max {
+            0 => cap / 4,
+            n => n.min(cap),
+        };
+        Ok(c)
     }
 
     /// Refuses, before changing anything, a state the maps cannot hold.
@@ -496,11 +515,14 @@ impl Dataplane {
         Ok(map.get(&0, 0)?.iter().sum())
     }
 
-    /// Removes conntrack entries idle past their timeout; returns them (the programs only
-    /// remove an entry when its flow's next packet comes, which may be never).
+    /// Removes conntrack entries idle past their timeout and returns them (the programs only
+    /// remove an entry when its flow's next packet comes, which may be never); then makes the
+    /// per-container and total counts of `CT` exact again (the programs keep them as they
+    /// store and delete, but do not see LRU evictions).
     pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
         let now = monotonic_ns();
         let mut expired = Vec::new();
+        let mut owned: BTreeMap<u32, u64> = BTreeMap::new();
         for table in [names::CT, names::CT_NEW] {
             let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
             let entries: BTreeMap<_, _> = ct
@@ -518,8 +540,22 @@ impl Dataplane {
                     if e.flags & netctl_common::ct::CT_REPLY == 0 {
                         expired.push((*k, *e));
                     }
+                } else if table == names::CT {
+                    *owned.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
                 }
             }
+        }
+        // Entries stored or deleted meanwhile are lost from these counts until the next
+        // sweep: a flow or two either way at the limits.
+        let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+        fill.set(0, owned.values().sum::<u64>(), 0)?;
+        let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
+        let old: Vec<u32> = counts.keys().filter_map(|k| k.ok()).collect();
+        for k in old.iter().filter(|k| !owned.contains_key(k)) {
+            remove_entry(counts.remove(k))?;
+        }
+        for (k, n) in &owned {
+            counts.insert(k, n, 0)?;
         }
         Ok(expired)
     }

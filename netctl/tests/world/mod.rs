@@ -226,10 +226,30 @@ impl World {
                 flags,
                 nat_port_min,
                 nat_port_max,
+                ..Default::default()
             },
             0,
         )
         .unwrap();
+    }
+
+    /// The conntrack fill watermark and per-owner quota (entries; 0: none).
+    pub fn set_ct_limits(&mut self, fill: u32, owner: u32) {
+        let mut cfg: Array<_, Config> = self.ebpf.map_mut(CONFIG).unwrap().try_into().unwrap();
+        let mut c = cfg.get(&0, 0).unwrap();
+        c.ct_fill_max = fill;
+        c.ct_owner_max = owner;
+        cfg.set(0, c, 0).unwrap();
+    }
+
+    /// The entries of CT counted against `owner`, and in all.
+    pub fn ct_counts(&mut self, owner: &str) -> (u64, u64) {
+        let owned: HashMap<_, u32, u64> = self.ebpf.map(CT_OWNED).unwrap().try_into().unwrap();
+        let fill: Array<_, u64> = self.ebpf.map(CT_FILL).unwrap().try_into().unwrap();
+        (
+            owned.get(&raw(ip(owner)), 0).unwrap_or(0),
+            fill.get(&0, 0).unwrap(),
+        )
     }
 
     pub fn set_uplink_flags(&mut self, flags: u32) {
