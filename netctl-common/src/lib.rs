@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -49,6 +49,12 @@ pub mod programs {
     pub const UPLINK_INGRESS_COMPAT: &str = "uplink_ingress_compat";
     pub const UPLINK_EGRESS_COMPAT: &str = "uplink_egress_compat";
     pub const FROM_CONTAINER_COMPAT: &str = "from_container_compat";
+    /// The socket programs' twins for kernels whose socket-address programs cannot use
+    /// socket storage: what a socket dialled is kept in a shared LRU table instead.
+    pub const SOCK_CONNECT4_COMPAT: &str = "sock_connect4_compat";
+    pub const SOCK_SENDMSG4_COMPAT: &str = "sock_sendmsg4_compat";
+    pub const SOCK_RECVMSG4_COMPAT: &str = "sock_recvmsg4_compat";
+    pub const SOCK_GETPEERNAME4_COMPAT: &str = "sock_getpeername4_compat";
 }
 
 /// The 4 bytes `uplink_xdp` leaves in the XDP metadata area of a packet whose ingress work

@@ -6,10 +6,15 @@
 
 /// Network namespace cookie (u64) → [`SockNetns`]. Filled by the controller.
 pub const SOCK_NETNS: &str = "SOCK_NETNS";
-/// [`RevKey`] → [`RevValue`]: what a translated socket dialled. Filled by the programs.
+/// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): a [`RevSlots`] on each translated socket,
+/// what it dialled. Lives and dies with the socket: no table that one container could fill
+/// for the others. Filled by the programs.
+pub const SOCK_REV: &str = "SOCK_REV";
+/// [`RevKey`] → [`RevValue`]: the same in a shared LRU table, for kernels whose socket-address
+/// programs cannot use socket storage (the `_compat` socket programs). Filled by the programs.
 pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
 
-pub const MAPS: [&str; 2] = [SOCK_NETNS, SOCK_REVNAT];
+pub const MAPS: [&str; 3] = [SOCK_NETNS, SOCK_REV, SOCK_REVNAT];
 
 pub const SOCK_NETNS_MAX: u32 = 65536;
 pub const SOCK_REVNAT_MAX: u32 = 65536;
@@ -46,9 +51,34 @@ pub struct RevValue {
     pub _pad: u16,
 }
 
+/// One destination a socket dialled: `addr:port` as it was translated to, `orig_addr:orig_port`
+/// as the application gave it (network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevSlot {
+    pub addr: u32,
+    pub orig_addr: u32,
+    pub port: u16,
+    pub orig_port: u16,
+}
+
+/// Destinations per socket: a connected socket has one; an unconnected UDP socket that
+/// sends to more published ports than this forgets the oldest.
+pub const REV_SLOTS: usize = 4;
+
+/// A translated socket's destinations, the slot to reuse next in `next`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevSlots {
+    pub slots: [RevSlot; REV_SLOTS],
+    pub next: u32,
+    pub _pad: u32,
+}
+
 /// 127.0.0.11, Docker's embedded DNS address, in network byte order.
 pub const DNS_ADDR: u32 = u32::from_ne_bytes([127, 0, 0, 11]);
 
 const _: () = assert!(core::mem::size_of::<SockNetns>() == 8);
 const _: () = assert!(core::mem::size_of::<RevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RevValue>() == 8);
+const _: () = assert!(core::mem::size_of::<RevSlots>() == 56);

@@ -6,11 +6,16 @@
 //! They run for every socket of the machine: the first thing each does is look its network
 //! namespace cookie up in `SOCK_NETNS`; any namespace that is not this instance's host
 //! namespace or one of its containers passes untouched. They never refuse a socket call.
+//!
+//! What a socket dialled is kept on the socket itself (`SOCK_REV`, socket storage); the
+//! `_compat` twins, for kernels whose socket-address programs lack socket storage, keep it
+//! in a shared LRU table keyed by socket cookie (`SOCK_REVNAT`).
 
 use aya_ebpf::{
     bindings::BPF_ANY,
+    btf_maps::SkStorage,
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::{cgroup_sock_addr, map},
+    macros::{btf_map, cgroup_sock_addr, map},
     maps::{HashMap, LruHashMap},
     programs::SockAddrContext,
     EbpfContext,
@@ -26,6 +31,9 @@ use crate::maps::{is_host_addr, PORTMAP, PORT_STATS};
 #[map(name = "SOCK_NETNS")]
 static SOCK_NETNS: HashMap<u64, SockNetns> = HashMap::with_max_entries(SOCK_NETNS_MAX, 0);
 
+#[btf_map(name = "SOCK_REV")]
+static SOCK_REV: SkStorage<RevSlots> = SkStorage::new();
+
 #[map(name = "SOCK_REVNAT")]
 static SOCK_REVNAT: LruHashMap<RevKey, RevValue> = LruHashMap::with_max_entries(SOCK_REVNAT_MAX, 0);
 
@@ -37,25 +45,49 @@ const SOCK_DGRAM: u32 = 2;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    translate(&ctx, true);
+    translate::<true>(&ctx, true);
     ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    translate(&ctx, false);
+    translate::<true>(&ctx, false);
     ALLOW
 }
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-    restore(&ctx);
+    restore::<true>(&ctx);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
-    restore(&ctx);
+    restore::<true>(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4_compat(ctx: SockAddrContext) -> i32 {
+    translate::<false>(&ctx, true);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4_compat(ctx: SockAddrContext) -> i32 {
+    translate::<false>(&ctx, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4_compat(ctx: SockAddrContext) -> i32 {
+    restore::<false>(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4_compat(ctx: SockAddrContext) -> i32 {
+    restore::<false>(&ctx);
     ALLOW
 }
 
@@ -110,7 +142,7 @@ fn published_here(addr: u32, port: u16, proto: u8, count: bool) -> Option<Backen
 
 /// connect4/sendmsg4: the new destination, remembered per socket for the way back.
 #[inline(always)]
-fn translate(ctx: &SockAddrContext, connect: bool) -> Option<()> {
+fn translate<const STORAGE: bool>(ctx: &SockAddrContext, connect: bool) -> Option<()> {
     let ns = our_netns(ctx)?;
     let proto = l4(ctx)?;
     // SAFETY: the context pointer is valid for the whole run.
@@ -135,42 +167,92 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> Option<()> {
     } else {
         return None;
     };
-    // SAFETY: helper valid for sock_addr programs.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = RevKey {
-        cookie,
+    let slot = RevSlot {
         addr: to.addr,
         port: to.port,
-        _pad: 0,
+        orig_addr: addr,
+        orig_port: port,
     };
-    let orig = RevValue {
-        addr,
-        port,
-        _pad: 0,
-    };
-    let _ = SOCK_REVNAT.insert(key, orig, BPF_ANY as u64);
+    if STORAGE {
+        remember(ctx, &slot);
+    } else {
+        // SAFETY: helper valid for sock_addr programs.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let key = RevKey {
+            cookie,
+            addr: to.addr,
+            port: to.port,
+            _pad: 0,
+        };
+        let orig = RevValue {
+            addr,
+            port,
+            _pad: 0,
+        };
+        let _ = SOCK_REVNAT.insert(key, orig, BPF_ANY as u64);
+    }
     sa.user_ip4 = to.addr;
     sa.user_port = u32::from(to.port);
     Some(())
 }
 
+/// Keeps `slot` on the socket: in the slot of the same translated destination (two published
+/// ports with one backend, dialled from one unconnected socket, cannot be told apart in the
+/// replies: the latest wins), else in the next one round.
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, slot: &RevSlot) {
+    // SAFETY: the context's socket is valid for the whole run; created zeroed when absent.
+    let Some(rev) = (unsafe { SOCK_REV.get_or_insert_ptr_mut(ctx, None).as_mut() }) else {
+        return;
+    };
+    let mut i = 0;
+    while i < REV_SLOTS {
+        let s = &mut rev.slots[i];
+        if s.addr == slot.addr && s.port == slot.port {
+            *s = *slot;
+            return;
+        }
+        i += 1;
+    }
+    let n = (rev.next as usize) % REV_SLOTS;
+    rev.slots[n] = *slot;
+    rev.next = rev.next.wrapping_add(1);
+}
+
 /// recvmsg4/getpeername4: a translated socket sees the address it dialled.
 #[inline(always)]
-fn restore(ctx: &SockAddrContext) -> Option<()> {
+fn restore<const STORAGE: bool>(ctx: &SockAddrContext) -> Option<()> {
     our_netns(ctx)?;
     // SAFETY: the context pointer is valid for the whole run.
     let sa = unsafe { &mut *ctx.sock_addr };
-    // SAFETY: helper valid for sock_addr programs.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = RevKey {
-        cookie,
-        addr: sa.user_ip4,
-        port: sa.user_port as u16,
-        _pad: 0,
+    let (addr, port) = (sa.user_ip4, sa.user_port as u16);
+    let (orig_addr, orig_port) = if STORAGE {
+        // SAFETY: the context's socket is valid for the whole run.
+        let rev = unsafe { SOCK_REV.get_ptr_mut(ctx).as_ref() }?;
+        let mut found = None;
+        let mut i = 0;
+        while i < REV_SLOTS {
+            let s = &rev.slots[i];
+            if s.addr == addr && s.port == port && s.addr != 0 {
+                found = Some((s.orig_addr, s.orig_port));
+            }
+            i += 1;
+        }
+        found?
+    } else {
+        // SAFETY: helper valid for sock_addr programs.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let key = RevKey {
+            cookie,
+            addr,
+            port,
+            _pad: 0,
+        };
+        // SAFETY: read-only copy of a map value.
+        let orig = unsafe { SOCK_REVNAT.get(key).copied() }?;
+        (orig.addr, orig.port)
     };
-    // SAFETY: read-only copy of a map value.
-    let orig = unsafe { SOCK_REVNAT.get(key).copied() }?;
-    sa.user_ip4 = orig.addr;
-    sa.user_port = u32::from(orig.port);
+    sa.user_ip4 = orig_addr;
+    sa.user_port = u32::from(orig_port);
     Some(())
 }

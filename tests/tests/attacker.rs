@@ -502,3 +502,69 @@ fn a_flood_within_the_quota_stops_at_the_fill_watermark() {
         "conntrack-full",
     );
 }
+
+/// Connects a UDP socket to 127.0.0.11:53; on a line from stdin, prints its peer and the
+/// first answer's source to a query on that socket.
+const DNS_PEER: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("127.0.0.11", 53))
+print("connected", flush=True)
+sys.stdin.readline()
+print("%s:%d" % s.getpeername(), flush=True)
+q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x01b\x00" + struct.pack("!HH", 1, 1)
+s.send(q)
+_, src = s.recvfrom(512)
+print("%s:%d" % src, flush=True)
+"#;
+
+/// Makes argv[1] UDP sockets, each connected to 127.0.0.11:53 (translated, so remembered),
+/// and closes them.
+const SOCKET_FLOOD: &str = r#"
+import socket, sys
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.11", 53))
+    s.close()
+"#;
+
+#[test]
+fn a_container_making_many_dns_sockets_takes_no_ones_reverse_translation() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    if !sb.has_feature("sk_storage") {
+        // The fallback's shared table is documented to lose the oldest sockets' entries.
+        eprintln!("skipped: no socket storage in socket-address programs here");
+        return;
+    }
+    sb.netctl_ok(&["network", "create", "--subnet", "10.93.0.0/24", "n"]);
+    sleeper(&sb, "victim", "n");
+    sleeper(&sb, "hog", "n");
+    sleeper(&sb, "b", "n");
+    let mut victim = sb
+        .netctl_cmd(&["exec", "victim", "--", "python3", "-c", DNS_PEER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(victim.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut next = |line: &mut String| {
+        line.clear();
+        std::io::BufRead::read_line(&mut out, line).unwrap();
+        line.trim().to_string()
+    };
+    assert_eq!(next(&mut line), "connected");
+    // More sockets than the fallback's shared table holds.
+    let flood = sb.netctl(&["exec", "hog", "--", "python3", "-c", SOCKET_FLOOD, "100000"]);
+    assert!(flood.status.success(), "{flood:?}");
+    std::io::Write::write_all(victim.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    assert_eq!(
+        next(&mut line),
+        "127.0.0.11:53",
+        "getpeername after the flood"
+    );
+    assert_eq!(next(&mut line), "127.0.0.11:53", "the answer's source");
+    let _ = victim.wait();
+}

@@ -55,9 +55,10 @@ pub const GETPEERNAME4: &str = "getpeername4";
 pub const SO_NETNS_COOKIE: &str = "so_netns_cookie";
 pub const KFREE_SKB_REASON: &str = "kfree_skb_reason";
 pub const BTF: &str = "btf";
+pub const SK_STORAGE: &str = "sk_storage";
 
 /// Everything probed, in the order `netctl info` shows it.
-pub const FEATURES: [Feature; 17] = [
+pub const FEATURES: [Feature; 18] = [
     f(TCX, "6.6", "TC programs as bpf_links (tcx)",
         Some("TC programs attach through netlink (clsact + cls_bpf, direct-action)")),
     f(XDP, "4.8", "XDP programs on uplinks (native where the driver has it, generic otherwise)",
@@ -89,6 +90,8 @@ pub const FEATURES: [Feature; 17] = [
         Some("`trace --drops` shows netctl's own drops only")),
     f(BTF, "5.2", "kernel type information for the kernel-drop tracer",
         Some("as for kfree_skb_reason")),
+    f(SK_STORAGE, "5.10", "socket programs keep what a socket dialled on the socket itself",
+        Some("the _compat socket programs: a shared LRU table of 65,536 sockets (a host with more translated sockets open at once loses the oldest's reverse translation)")),
 ];
 
 /// The socket programs' hooks and helper: all or none of the socket programs run.
@@ -209,9 +212,10 @@ impl Features {
     /// made under other features are not reused.
     pub fn variant(&self) -> String {
         format!(
-            "f{:x}{}",
+            "f{:x}{}{}",
             self.globals(),
-            if self.modern() { "" } else { "c" }
+            if self.modern() { "" } else { "c" },
+            if self.has(SK_STORAGE) { "" } else { "s" }
         )
     }
 
@@ -324,6 +328,7 @@ fn probe_all() -> BTreeMap<String, bool> {
         (SO_NETNS_COOKIE, crate::netns::own_cookie().is_ok()),
         (KFREE_SKB_REASON, btf && kfree_skb_reason()),
         (BTF, btf),
+        (SK_STORAGE, helper(sock, BpfHelper::BPF_FUNC_sk_storage_get)),
     ];
     found.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
 }

@@ -63,9 +63,15 @@ pub fn object_hash() -> String {
 }
 
 /// The object's program that runs as `name` on this kernel: the `_compat` twin of a program
-/// that tracks flows where the kernel lacks `bpf_loop` or atomics.
+/// that tracks flows where the kernel lacks `bpf_loop` or atomics, of a socket program where
+/// its socket-address programs lack socket storage.
 pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
+    let storage = f.has(features::SK_STORAGE);
     match name {
+        programs::SOCK_CONNECT4 if !storage => programs::SOCK_CONNECT4_COMPAT,
+        programs::SOCK_SENDMSG4 if !storage => programs::SOCK_SENDMSG4_COMPAT,
+        programs::SOCK_RECVMSG4 if !storage => programs::SOCK_RECVMSG4_COMPAT,
+        programs::SOCK_GETPEERNAME4 if !storage => programs::SOCK_GETPEERNAME4_COMPAT,
         _ if f.modern() => name,
         programs::UPLINK_XDP => programs::UPLINK_XDP_COMPAT,
         programs::UPLINK_INGRESS => programs::UPLINK_INGRESS_COMPAT,
