@@ -50,10 +50,13 @@ pub enum DropReason {
     /// A flow would take a container past its share of the conntrack table: refused at
     /// confirmation, so one container cannot evict the others' flows.
     CtQuota = 18,
+    /// A frame for a container on another host larger than the overlay tunnel carries (its
+    /// sender raised its own MTU above its network's).
+    TunnelMtu = 19,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -74,6 +77,7 @@ impl DropReason {
         DropReason::Tunnel,
         DropReason::TunnelInjection,
         DropReason::CtQuota,
+        DropReason::TunnelMtu,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -97,6 +101,7 @@ impl DropReason {
             DropReason::Tunnel => "tunnel-rejected",
             DropReason::TunnelInjection => "tunnel-injection",
             DropReason::CtQuota => "conntrack-quota",
+            DropReason::TunnelMtu => "tunnel-mtu",
         }
     }
 }

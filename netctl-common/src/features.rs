@@ -10,3 +10,6 @@ pub const GLOBAL: &str = "FEATURES";
 pub const XDP_ADJUST_META: u32 = 1 << 0;
 /// `bpf_xdp_load_bytes` (5.18): traced XDP packets carry their bytes.
 pub const XDP_LOAD_BYTES: u32 = 1 << 1;
+/// `bpf_check_mtu` (5.12): a container frame too large for the overlay tunnel is dropped
+/// (`tunnel-mtu`) before it is encapsulated. Without it the host fragments the VXLAN packet.
+pub const CHECK_MTU: u32 = 1 << 2;

@@ -6,12 +6,15 @@
 
 use aya_ebpf::{
     bindings::bpf_tunnel_key,
-    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
+    helpers::{
+        bpf_check_mtu, bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key,
+        bpf_skb_set_tunnel_key,
+    },
     macros::map,
     maps::{Array, HashMap},
     programs::TcContext,
 };
-use netctl_common::{drop::DropReason, maps::NET_ICC, overlay::*};
+use netctl_common::{drop::DropReason, features::CHECK_MTU, maps::NET_ICC, overlay::*};
 use network_types::arp::ArpHdr;
 
 use crate::{
@@ -82,6 +85,15 @@ pub fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
     let dev = OVERLAY_CONFIG.get(0).map_or(0, |c| c.vxlan_ifindex);
     if dev == 0 {
         return Err(DropReason::Tunnel);
+    }
+    // The VXLAN device's MTU is the overlay's: a larger frame (its sender raised its own MTU)
+    // is refused here rather than fragmented on the underlay.
+    if crate::features::has(CHECK_MTU) {
+        let mut len = 0u32;
+        // SAFETY: helper call on the program's skb with a length on the stack.
+        if unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, dev, &mut len, 0, 0) } != 0 {
+            return Err(DropReason::TunnelMtu);
+        }
     }
     // SAFETY: an all-zero key is valid; the helper reads the size given.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };

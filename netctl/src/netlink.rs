@@ -293,6 +293,25 @@ impl Netlink {
             .with_context(|| format!("adding the static bridge entry of port {index}"))
     }
 
+    pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("setting the MTU of link {index} to {mtu}"))
+    }
+
+    /// The MTU of the interface that holds `addr`, if one does.
+    pub fn mtu_of_address(&self, addr: std::net::Ipv4Addr) -> Result<Option<u32>> {
+        let Some((index, _)) = self.addresses()?.into_iter().find(|(_, n)| n.ip() == addr) else {
+            return Ok(None);
+        };
+        Ok(self
+            .links()?
+            .into_iter()
+            .find(|l| l.index == index)
+            .map(|l| l.mtu))
+    }
+
     pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index)
             .address(mac.to_vec())

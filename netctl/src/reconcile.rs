@@ -160,13 +160,24 @@ fn apply_guarded(
         }
     }
 
-    if topology::needs_vxlan(&state.networks) && !names.contains(topology::VXLAN_DEV) {
-        let mtu = 1500 - crate::cluster::overlay::VXLAN_OVERHEAD;
-        match nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group) {
-            Ok(_) => r
-                .changes
-                .push(format!("created VXLAN device {}", topology::VXLAN_DEV)),
-            Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+    if let Some(mtu) = topology::vxlan_mtu(&state.networks) {
+        match links.iter().find(|l| l.name == topology::VXLAN_DEV) {
+            None => {
+                match nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group) {
+                    Ok(_) => r
+                        .changes
+                        .push(format!("created VXLAN device {}", topology::VXLAN_DEV)),
+                    Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+                }
+            }
+            // The datapath checks tunnelled packets against this MTU: it follows the networks.
+            Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
+                Ok(()) => r
+                    .changes
+                    .push(format!("VXLAN device {}: MTU {mtu}", topology::VXLAN_DEV)),
+                Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+            },
+            Some(_) => {}
         }
     }
 

@@ -35,7 +35,17 @@ pub const VXLAN_PORT: u16 = netctl_common::overlay::VXLAN_PORT;
 
 /// Whether this host has overlay networks (and so needs the VXLAN device).
 pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
-    networks.values().any(|n| n.vni.is_some())
+    vxlan_mtu(networks).is_some()
+}
+
+/// The VXLAN device's MTU: the largest of the overlay networks' (each made from its creating
+/// host's underlay MTU less the encapsulation, or given), None without overlay networks.
+pub fn vxlan_mtu(networks: &BTreeMap<String, Network>) -> Option<u32> {
+    networks
+        .values()
+        .filter(|n| n.vni.is_some())
+        .map(|n| n.mtu)
+        .max()
 }
 
 /// The links the state says are this instance's: bridges, container veths, the VXLAN device.

@@ -444,6 +444,84 @@ fn containers_cannot_send_into_a_cluster_tunnel() {
     );
 }
 
+#[test]
+fn a_frame_larger_than_the_overlay_carries_is_refused_before_the_tunnel() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    if !w.features.has(netctl::dataplane::features::CHECK_MTU) {
+        eprintln!("skipped: no bpf_check_mtu here (the host fragments instead)");
+        return;
+    }
+    // The tunnel device of this test's namespace: MTU 1000.
+    let ok = std::process::Command::new("ip")
+        .args(["link", "add", "ovt0", "mtu", "1000", "type", "dummy"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let dev = nix::net::if_::if_nametoindex("ovt0").unwrap();
+    let mut cfg: aya::maps::Array<_, netctl_common::overlay::OverlayConfig> = w
+        .ebpf
+        .map_mut(netctl_common::overlay::OVERLAY_CONFIG)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    cfg.set(
+        0,
+        netctl_common::overlay::OverlayConfig {
+            vxlan_ifindex: dev,
+            _pad: 0,
+        },
+        0,
+    )
+    .unwrap();
+    let mut vnis: HashMap<_, u32, u32> = w
+        .ebpf
+        .map_mut(netctl_common::overlay::OVERLAY_VNIS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    vnis.insert(BRIDGE_A, 4096, 0).unwrap();
+    const REMOTE: &str = "10.1.0.77";
+    let mut remotes: HashMap<_, u32, netctl_common::overlay::Remote> = w
+        .ebpf
+        .map_mut(netctl_common::overlay::OVERLAY_REMOTES)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    remotes
+        .insert(
+            raw(ip(REMOTE)),
+            netctl_common::overlay::Remote {
+                host: raw(ip("192.0.2.99")),
+                vni: 4096,
+            },
+            0,
+        )
+        .unwrap();
+    let frame = |len: usize| {
+        let payload = vec![7u8; len - 14 - 20 - 8];
+        to_mac(
+            eth(ipv4(
+                UDP,
+                WEB,
+                REMOTE,
+                udp_seg(WEB, 4000, REMOTE, 53, &payload),
+                0,
+            )),
+            REMOTE,
+        )
+    };
+    assert_eq!(
+        w.run("from_container", &frame(1014)).0,
+        TC_ACT_REDIRECT,
+        "1000 bytes of IP: into the tunnel"
+    );
+    assert_eq!(w.run("from_container", &frame(1015)).0, TC_ACT_SHOT);
+    assert_eq!(w.drops(DropReason::TunnelMtu), 1);
+}
+
 // ---- hairpin ----
 
 #[test]

@@ -274,6 +274,8 @@ fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
 fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     require_sandbox!();
     let c = Cluster::new(2);
+    // The creating host's underlay carries 1400 bytes: the overlay's MTU follows it.
+    assert!(c.host_sh(0, "ip link set up0 mtu 1400").status.success());
     overlay(&c, 0, &["--subnet", "10.52.0.0/24", "ov"]);
     whoami(&c, 0, "web", "ov", &[]);
     c.netctl_ok(
@@ -292,6 +294,19 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     );
     let web = c.container_ip(0, "web");
     let client = c.container_ip(1, "client");
+    // (ip, not /sys: the sysfs mounted here is the machine's namespace's.)
+    for (host, name) in [(0, "web"), (1, "client")] {
+        let mtu = c.container_sh(host, name, "ip -o link show eth0");
+        assert!(
+            String::from_utf8_lossy(&mtu.stdout).contains(" mtu 1350 "),
+            "{name}: {mtu:?}"
+        );
+        let dev = c.host_sh(host, "ip -o link show nctl-vxlan");
+        assert!(
+            String::from_utf8_lossy(&dev.stdout).contains(" mtu 1350 "),
+            "{dev:?}"
+        );
+    }
     // VXLAN on the underlay while they talk.
     let cap = c
         .underlay_cmd("timeout 10 tcpdump -c 2 -nni ul0 udp port 4789")

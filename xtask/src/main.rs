@@ -158,7 +158,7 @@ fn build(release: bool) -> Result<()> {
 
 /// What `NETCTL_FEATURES_DENY` takes away in the suite's second pass: what kernels before
 /// 5.17 (and 6.6 for TCX) lack, less the kernel-drop tracer that the tracing tests need.
-const FALLBACKS: &str = "tcx,loop,atomics,xdp_adjust_meta,xdp_load_bytes,sk_storage";
+const FALLBACKS: &str = "tcx,loop,atomics,xdp_adjust_meta,xdp_load_bytes,sk_storage,check_mtu";
 
 /// One `cargo test --workspace` with `deny` in the environment: its output passed through,
 /// every test binary's result line added up (the last binary's line alone is often a

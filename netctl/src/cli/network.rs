@@ -232,7 +232,11 @@ pub fn run(cmd: Command) -> Result<i32> {
                     );
                 }
                 let local = networks::taken_subnets(&ctx.nl, &snapshot)?;
-                let net = crate::cluster::create_network(&store, &req, &local)?;
+                let underlay_mtu = ctx
+                    .nl
+                    .mtu_of_address(store.cfg.advertise)?
+                    .unwrap_or(crate::cluster::overlay::DEFAULT_UNDERLAY_MTU);
+                let net = crate::cluster::create_network(&store, &req, &local, underlay_mtu)?;
                 println!("{}", net.id);
                 return Ok(0);
             }

@@ -97,6 +97,7 @@ pub fn create_network(
     store: &store::Store,
     req: &crate::networks::CreateRequest,
     local: &[ipnetwork::Ipv4Network],
+    underlay_mtu: u32,
 ) -> Result<overlay::OverlayNetwork> {
     for _ in 0..20 {
         let (existing, rev) = store.networks()?;
@@ -115,7 +116,7 @@ pub fn create_network(
                 );
             }
         }
-        let net = overlay::plan(req, &existing, &taken)?;
+        let net = overlay::plan(req, &existing, &taken, underlay_mtu)?;
         if store.create_network(&net, rev)? {
             return Ok(net);
         }

@@ -12,6 +12,10 @@ use crate::{ipam, networks::CreateRequest, options, state};
 
 /// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// IPv4's minimum MTU (RFC 791): an underlay too small for VXLAN still gets a valid one.
+const MIN_MTU: u32 = 576;
+/// The underlay's MTU when the advertise address is on no local interface (a NAT'd host).
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 /// First VNI handed out (Docker's overlay driver starts at 4096 too).
 pub const FIRST_VNI: u32 = 4096;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
@@ -90,6 +94,7 @@ pub fn plan(
     req: &CreateRequest,
     existing: &[OverlayNetwork],
     taken: &[(Ipv4Network, String)],
+    underlay_mtu: u32,
 ) -> Result<OverlayNetwork> {
     crate::networks::check_name(&req.name, "network")?;
     if crate::networks::is_predefined(&req.name) {
@@ -135,10 +140,12 @@ pub fn plan(
     let vni = (FIRST_VNI..=MAX_VNI)
         .find(|v| !existing.iter().any(|n| n.vni == *v))
         .context("every VXLAN network identifier is in use")?;
+    // What the underlay carries less the encapsulation, so no container packet makes the
+    // host fragment its VXLAN packets.
     let mtu = if opts.raw.keys().any(|k| k == options::MTU || k == "mtu") {
         opts.mtu
     } else {
-        1500 - VXLAN_OVERHEAD
+        underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(MIN_MTU)
     };
     Ok(OverlayNetwork {
         id: state::random_id(),
@@ -171,16 +178,23 @@ mod tests {
 
     #[test]
     fn picks_free_subnets_and_vnis() {
-        let a = plan(&req("a", None), &[], &[]).unwrap();
+        let a = plan(&req("a", None), &[], &[], 1500).unwrap();
         assert_eq!(a.subnet.to_string(), "10.0.0.0/24");
         assert_eq!(a.gateway, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(a.vni, FIRST_VNI);
         assert_eq!(a.mtu, 1450, "container MTU lowered by the VXLAN overhead");
+        let jumbo = plan(&req("j", None), &[], &[], 9000).unwrap();
+        assert_eq!(jumbo.mtu, 8950, "from the underlay's MTU");
+        let tiny = plan(&req("t", None), &[], &[], 600).unwrap();
+        assert_eq!(tiny.mtu, 576, "never below IPv4's minimum");
+        let mut given = req("g", None);
+        given.options = vec!["mtu=1400".into()];
+        assert_eq!(plan(&given, &[], &[], 9000).unwrap().mtu, 1400);
         let taken = vec![(
             "10.0.1.0/24".parse().unwrap(),
             "a local network of host 192.0.2.9".to_string(),
         )];
-        let b = plan(&req("b", None), std::slice::from_ref(&a), &taken).unwrap();
+        let b = plan(&req("b", None), std::slice::from_ref(&a), &taken, 1500).unwrap();
         assert_eq!(
             b.subnet.to_string(),
             "10.0.2.0/24",
@@ -196,11 +210,12 @@ mod tests {
 
     #[test]
     fn refuses_overlaps_and_names_in_use() {
-        let a = plan(&req("a", Some("10.9.0.0/16")), &[], &[]).unwrap();
+        let a = plan(&req("a", Some("10.9.0.0/16")), &[], &[], 1500).unwrap();
         let e = plan(
             &req("b", Some("10.9.3.0/24")),
             std::slice::from_ref(&a),
             &[],
+            1500,
         )
         .unwrap_err();
         assert!(e.to_string().contains("overlaps overlay network a"), "{e}");
@@ -208,16 +223,16 @@ mod tests {
             "172.20.0.0/16".parse().unwrap(),
             "a local network of host 192.0.2.9".to_string(),
         )];
-        let e = plan(&req("b", Some("172.20.5.0/24")), &[], &taken).unwrap_err();
+        let e = plan(&req("b", Some("172.20.5.0/24")), &[], &taken, 1500).unwrap_err();
         assert!(
             e.to_string().contains("local network of host 192.0.2.9"),
             "{e}"
         );
-        let e = plan(&req("a", None), std::slice::from_ref(&a), &[]).unwrap_err();
+        let e = plan(&req("a", None), std::slice::from_ref(&a), &[], 1500).unwrap_err();
         assert!(
             e.to_string().contains("already exists in the cluster"),
             "{e}"
         );
-        assert!(plan(&req("host", None), &[], &[]).is_err());
+        assert!(plan(&req("host", None), &[], &[], 1500).is_err());
     }
 }

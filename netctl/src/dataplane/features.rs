@@ -56,9 +56,10 @@ pub const SO_NETNS_COOKIE: &str = "so_netns_cookie";
 pub const KFREE_SKB_REASON: &str = "kfree_skb_reason";
 pub const BTF: &str = "btf";
 pub const SK_STORAGE: &str = "sk_storage";
+pub const CHECK_MTU: &str = "check_mtu";
 
 /// Everything probed, in the order `netctl info` shows it.
-pub const FEATURES: [Feature; 18] = [
+pub const FEATURES: [Feature; 19] = [
     f(TCX, "6.6", "TC programs as bpf_links (tcx)",
         Some("TC programs attach through netlink (clsact + cls_bpf, direct-action)")),
     f(XDP, "4.8", "XDP programs on uplinks (native where the driver has it, generic otherwise)",
@@ -92,6 +93,8 @@ pub const FEATURES: [Feature; 18] = [
         Some("as for kfree_skb_reason")),
     f(SK_STORAGE, "5.10", "socket programs keep what a socket dialled on the socket itself",
         Some("the _compat socket programs: a shared LRU table of 65,536 sockets (a host with more translated sockets open at once loses the oldest's reverse translation)")),
+    f(CHECK_MTU, "5.12", "a frame too large for the overlay tunnel is dropped (tunnel-mtu)",
+        Some("such a frame is encapsulated and the host fragments the VXLAN packet")),
 ];
 
 /// The socket programs' hooks and helper: all or none of the socket programs run.
@@ -202,6 +205,7 @@ impl Features {
         [
             (XDP_ADJUST_META, g::XDP_ADJUST_META),
             (XDP_LOAD_BYTES, g::XDP_LOAD_BYTES),
+            (CHECK_MTU, g::CHECK_MTU),
         ]
         .into_iter()
         .filter(|(name, _)| self.has(name))
