@@ -95,6 +95,34 @@ fn a_container_with_its_neighbours_mac_neither_poisons_the_bridge_nor_takes_its_
     assert!(drops(&stats, "spoofed-source") >= 5, "{stats}");
 }
 
+/// Prints the first datagram to UDP 5000 (broadcast and the mDNS group included) within 4 s,
+/// or "nothing".
+const LISTEN_5000: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", 5000))
+mreq = struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("0.0.0.0"))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+s.settimeout(4)
+try:
+    print("GOT", s.recvfrom(100)[0], flush=True)
+except socket.timeout:
+    print("nothing", flush=True)
+"#;
+
+/// Sends to UDP 5000 three times each: the limited broadcast, the mDNS group and argv[1]
+/// (the subnet's broadcast).
+const BROADCASTS: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+for _ in range(3):
+    s.sendto(b"bcast", ("255.255.255.255", 5000))
+    s.sendto(b"mcast", ("224.0.0.251", 5000))
+    s.sendto(b"subnet", (sys.argv[1], 5000))
+"#;
+
 #[test]
 fn with_icc_off_broadcast_and_multicast_never_reach_a_neighbour() {
     require_sandbox!();
@@ -111,25 +139,22 @@ fn with_icc_off_broadcast_and_multicast_never_reach_a_neighbour() {
     sleeper(&sb, "a", "quiet");
     sleeper(&sb, "b", "quiet");
     // b listens for anything on UDP 5000 (broadcast and the mDNS group included).
-    let listen = "import socket, struct, sys\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind(('', 5000))\n\
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack('4s4s', socket.inet_aton('224.0.0.251'), socket.inet_aton('0.0.0.0')))\n\
-s.settimeout(4)\n\
-try:\n    print('GOT', s.recvfrom(100)[0]); sys.stdout.flush()\nexcept socket.timeout:\n    print('nothing')\n";
     let listener = sb
-        .netctl_cmd(&["exec", "b", "--", "python3", "-c", listen])
+        .netctl_cmd(&["exec", "b", "--", "python3", "-c", LISTEN_5000])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let send = "import socket\n\
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-for _ in range(3):\n    s.sendto(b'bcast', ('255.255.255.255', 5000))\n    s.sendto(b'mcast', ('224.0.0.251', 5000))\n    s.sendto(b'subnet', ('10.82.0.255', 5000))\n";
     assert!(sb
-        .netctl(&["exec", "a", "--", "python3", "-c", send])
+        .netctl(&[
+            "exec",
+            "a",
+            "--",
+            "python3",
+            "-c",
+            BROADCASTS,
+            "10.82.0.255"
+        ])
         .status
         .success());
     let out = listener.wait_with_output().unwrap();
@@ -567,4 +592,87 @@ fn a_container_making_many_dns_sockets_takes_no_ones_reverse_translation() {
     );
     assert_eq!(next(&mut line), "127.0.0.11:53", "the answer's source");
     let _ = victim.wait();
+}
+
+#[test]
+fn on_an_overlay_a_containers_own_mac_and_broadcasts_get_it_nowhere() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.94.0.0/24",
+            "-o",
+            "icc=false",
+            "ov",
+        ],
+    );
+    for (host, name) in [(0, "evil"), (0, "victim"), (1, "far")] {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "ov",
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    }
+    let stats = |host: usize| c.netctl_ok(host, &["stats", "--json"]);
+    // Broadcast, multicast and the subnet's broadcast reach neither the neighbour on this
+    // host nor the one across the tunnel.
+    let listeners: Vec<_> = [(0, "victim"), (1, "far")]
+        .into_iter()
+        .map(|(host, name)| {
+            c.netctl_cmd(host, &["exec", name, "--", "python3", "-c", LISTEN_5000])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = c.netctl(
+        0,
+        &[
+            "exec",
+            "evil",
+            "--",
+            "python3",
+            "-c",
+            BROADCASTS,
+            "10.94.0.255",
+        ],
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    for l in listeners {
+        let out = l.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nothing");
+    }
+    assert!(drops(&stats(0), "icc-off") >= 6, "{}", stats(0));
+    // The victim's MAC taken: every frame evil sends with it is dropped.
+    let out = c.container_sh(0, "victim", "ip -o link show eth0");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "link/ether");
+    let victim_mac = words.next().expect("a MAC").to_string();
+    let before = drops(&stats(0), "spoofed-source");
+    c.container_sh(
+        0,
+        "evil",
+        &format!(
+            "ip link set eth0 down; ip link set eth0 address {victim_mac}; ip link set eth0 up; \
+             ping -c 3 -i 0.2 -W 1 10.94.0.1; true"
+        ),
+    );
+    assert!(drops(&stats(0), "spoofed-source") > before, "{}", stats(0));
 }

@@ -36,6 +36,7 @@ enum Dp {
     NetctlTc,
     NetctlCompat,
     NetctlTrace,
+    NetctlNoToContainer,
     IptablesNft,
     IptablesLegacy,
     NftMap,
@@ -43,11 +44,12 @@ enum Dp {
 }
 
 impl Dp {
-    const ALL: [Dp; 8] = [
+    const ALL: [Dp; 9] = [
         Dp::NetctlXdp,
         Dp::NetctlTc,
         Dp::NetctlCompat,
         Dp::NetctlTrace,
+        Dp::NetctlNoToContainer,
         Dp::IptablesNft,
         Dp::IptablesLegacy,
         Dp::NftMap,
@@ -60,6 +62,7 @@ impl Dp {
             Dp::NetctlTc => "netctl (default: tc)",
             Dp::NetctlCompat => "netctl (5.10 path: tc netlink, compat)",
             Dp::NetctlTrace => "netctl (tc, tracing on)",
+            Dp::NetctlNoToContainer => "netctl (tc, no to_container: the path before it)",
             Dp::IptablesNft => "iptables (nf_tables)",
             Dp::IptablesLegacy => "iptables-legacy",
             Dp::NftMap => "nftables map",
@@ -370,6 +373,17 @@ impl Bench {
             }
             Dp::NetctlTc | Dp::NetctlTrace => {
                 self.netctl(&["sync", "-q"])?;
+            }
+            Dp::NetctlNoToContainer => {
+                // The datapath as it was before the hook on the way into containers: the
+                // same programs, its links unpinned (which detaches them).
+                self.netctl(&["sync", "-q"])?;
+                let links = format!("{}/v*/links/to_container@*", self.sb.bpffs.display());
+                self.host(&format!("rm -f {links}"))?;
+                let left = self.host(&format!("ls {links} 2>/dev/null | wc -l"))?;
+                if left.trim() != "0" {
+                    bail!("to_container still attached: {left}");
+                }
             }
             Dp::NetctlCompat => {
                 // What a Debian 11 kernel runs: cls_bpf filters, the _compat programs, TC only.
@@ -786,6 +800,37 @@ fn report(b: &Bench, took: Duration) -> Result<()> {
                     "kernel_cpu": c}),
                 );
             }
+        }
+    }
+    // What the hook on the way into containers costs: the same run, with and without it.
+    if let Some(ports) = b.plan.port_counts.iter().max() {
+        let med = |figure: &str, dp: Dp| {
+            groups
+                .get(&(figure, *ports, dp))
+                .map(|v| median(&mut v.clone()))
+        };
+        let mut first = true;
+        for figure in [
+            "new TCP connections",
+            "TCP throughput, 1 stream",
+            "TCP throughput, 4 streams",
+        ] {
+            let (Some(with), Some(without)) = (
+                med(figure, Dp::NetctlTc),
+                med(figure, Dp::NetctlNoToContainer),
+            ) else {
+                continue;
+            };
+            if first {
+                let _ = writeln!(md, "\n| to_container at {ports} ports | with | without | × |\n| --- | ---: | ---: | ---: |");
+                first = false;
+            }
+            let unit = units[figure];
+            let _ = writeln!(
+                md,
+                "| {figure} | {with:.2} {unit} | {without:.2} {unit} | {:.3} |",
+                if without > 0.0 { with / without } else { 0.0 }
+            );
         }
     }
     extras_table(&mut md, &b.extras);

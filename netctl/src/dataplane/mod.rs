@@ -563,9 +563,10 @@ impl Dataplane {
     /// Deletes the conntrack entries that mention an address `stale` picks.
     fn flush_flows(&self, stale: impl Fn(u32) -> bool) -> Result<usize> {
         let mut n = 0;
+        let mut uncounted: BTreeMap<u32, u64> = BTreeMap::new();
         for table in [names::CT, names::CT_NEW] {
             let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
-            let doomed: Vec<CtKey> = ct
+            let doomed: Vec<(CtKey, CtEntry)> = ct
                 .iter()
                 .filter_map(|r| r.ok())
                 .filter(|(k, e)| {
@@ -573,12 +574,26 @@ impl Dataplane {
                         .iter()
                         .any(|a| *a != 0 && stale(*a))
                 })
-                .map(|(k, _)| k)
                 .collect();
-            for k in &doomed {
-                let _ = ct.remove(k);
+            for (k, e) in &doomed {
+                if ct.remove(k).is_ok() && table == names::CT {
+                    *uncounted.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                }
             }
             n += doomed.len();
+        }
+        // The programs count what they delete, not what is deleted here: a reused address
+        // must not start with its predecessor's share of the table.
+        if !uncounted.is_empty() {
+            let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
+            for (owner, gone) in &uncounted {
+                if let Ok(c) = counts.get(owner, 0) {
+                    counts.insert(owner, c.saturating_sub(*gone), 0)?;
+                }
+            }
+            let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+            let total: u64 = uncounted.values().sum();
+            fill.set(0, fill.get(&0, 0)?.saturating_sub(total), 0)?;
         }
         Ok(n)
     }
