@@ -4,6 +4,7 @@ mod exec;
 mod info;
 mod inspect;
 mod network;
+pub mod pcap;
 mod port;
 mod ps;
 mod rm;
@@ -106,7 +107,7 @@ enum Command {
 
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
 pub fn main() -> i32 {
-    crate::failpoint::init();
+    crate::base::failpoint::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -134,13 +135,13 @@ pub fn main() -> i32 {
             exit_file,
             command,
         } => {
-            let iso = crate::process::Isolation {
+            let iso = crate::kernel::process::Isolation {
                 netns,
                 etc_dir: etc,
                 hostname,
                 env: Vec::new(), // in the shim's own environment
             };
-            Ok(crate::process::shim(&iso, &exit_file, &command))
+            Ok(crate::kernel::process::shim(&iso, &exit_file, &command))
         }
         Command::Daemon => crate::daemon::main(),
         Command::DockerPlugin { socket } => crate::docker::serve(&socket),

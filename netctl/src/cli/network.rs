@@ -3,12 +3,12 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::{
-    cluster::overlay::OverlayNetwork,
-    containers,
-    ctx::Ctx,
     daemon::dns::table::has_embedded_dns,
-    networks::{self, CreateRequest},
-    state::{short, Network, State},
+    engine::containers,
+    engine::ctx::Ctx,
+    engine::networks::{self, CreateRequest},
+    model::overlay::OverlayNetwork,
+    model::state::{short, Network, State},
 };
 
 #[derive(Subcommand)]
@@ -235,7 +235,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 let underlay_mtu = ctx
                     .nl
                     .mtu_of_address(store.cfg.advertise)?
-                    .unwrap_or(crate::cluster::overlay::DEFAULT_UNDERLAY_MTU);
+                    .unwrap_or(crate::model::overlay::DEFAULT_UNDERLAY_MTU);
                 let net = crate::cluster::create_network(&store, &req, &local, underlay_mtu)?;
                 println!("{}", net.id);
                 return Ok(0);
@@ -366,7 +366,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             container,
         } => {
             for a in &alias {
-                crate::runopts::check_alias(a, "--alias")?;
+                crate::model::runopts::check_alias(a, "--alias")?;
             }
             let ctx = Ctx::open()?;
             let mut tx = ctx.begin()?;

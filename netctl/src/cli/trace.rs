@@ -16,10 +16,10 @@ use netctl_common::{
 use serde_json::{json, Value};
 
 use crate::{
-    ctx::Ctx,
-    dataplane::{maps::from_raw, monotonic_ns, Dataplane},
-    names::Names,
-    pcap::Pcap,
+    cli::pcap::Pcap,
+    engine::ctx::Ctx,
+    kernel::dataplane::{maps::from_raw, monotonic_ns, Dataplane},
+    model::names::Names,
 };
 
 /// Stream what the datapath does, live: new and ended flows, drops with their reason, and

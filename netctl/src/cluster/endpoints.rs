@@ -6,15 +6,15 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
 
-use super::{
-    overlay::{EndpointRecord, OverlayNetwork},
-    store::{Store, Versioned},
+use crate::{
+    cluster::store::{Store, Versioned},
+    model::overlay::{EndpointRecord, OverlayNetwork},
 };
 use crate::{
-    ipam,
-    netlink::Netlink,
-    state::{self, Endpoint, State},
-    topology,
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::ipam,
+    model::state::{self, Endpoint, State},
 };
 
 /// Seconds a host's keys outlive it (its daemon renews the lease every third of it).
@@ -40,7 +40,7 @@ pub fn recorded_lease(state_dir: &Path) -> Option<i64> {
 }
 
 pub fn record_lease(state_dir: &Path, id: i64) -> Result<()> {
-    crate::atomic_file::write(&lease_file(state_dir), id.to_string().as_bytes(), 0o600)
+    crate::base::atomic_file::write(&lease_file(state_dir), id.to_string().as_bytes(), 0o600)
 }
 
 /// This host's lease: the recorded one while it lives, else a new one (recorded; the daemon
@@ -211,15 +211,15 @@ pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()
 /// the network is made part of this host and an address claimed for the container (given
 /// back if the command fails). None for local networks, which need nothing of the store.
 pub fn prepare(
-    ctx: &crate::ctx::Ctx,
-    tx: &mut crate::ctx::Tx<'_>,
+    ctx: &crate::engine::ctx::Ctx,
+    tx: &mut crate::engine::ctx::Tx<'_>,
     r: &str,
     requested: Option<&str>,
     container_id: &str,
     container: &str,
 ) -> Result<Option<Claimed>> {
     let local = tx.state().find_network(r).is_ok_and(|n| n.vni.is_none());
-    if ctx.cluster.is_none() || local || crate::networks::is_predefined(r) {
+    if ctx.cluster.is_none() || local || crate::engine::networks::is_predefined(r) {
         return Ok(None);
     }
     let store = ctx.cluster_store()?;

@@ -17,7 +17,6 @@
 
 pub mod agent;
 pub mod endpoints;
-pub mod overlay;
 pub mod store;
 
 use std::net::Ipv4Addr;
@@ -95,13 +94,13 @@ pub fn parse_advertise(s: &str) -> Result<Ipv4Addr> {
 /// one transaction (read again and retried when another host got in between).
 pub fn create_network(
     store: &store::Store,
-    req: &crate::networks::CreateRequest,
+    req: &crate::engine::networks::CreateRequest,
     local: &[ipnetwork::Ipv4Network],
     underlay_mtu: u32,
-) -> Result<overlay::OverlayNetwork> {
+) -> Result<crate::model::overlay::OverlayNetwork> {
     for _ in 0..20 {
         let (existing, rev) = store.networks()?;
-        let existing: Vec<overlay::OverlayNetwork> =
+        let existing: Vec<crate::model::overlay::OverlayNetwork> =
             existing.into_iter().map(|v| v.value).collect();
         let mut taken: Vec<(ipnetwork::Ipv4Network, String)> = local
             .iter()
@@ -116,7 +115,7 @@ pub fn create_network(
                 );
             }
         }
-        let net = overlay::plan(req, &existing, &taken, underlay_mtu)?;
+        let net = crate::model::overlay::plan(req, &existing, &taken, underlay_mtu)?;
         if store.create_network(&net, rev)? {
             return Ok(net);
         }

@@ -8,14 +8,15 @@ use serde_json::Value;
 use super::spec::{Attached, Code, Env, Error, NetConf, Result};
 use crate::{
     cluster,
-    containers::{self, Addr, EngineAttach},
-    ctx::{Ctx, Tx},
     daemon::dns::table::has_embedded_dns,
-    netlink::Netlink,
-    netns, networks,
-    ports::PortSpec,
-    state::{Container, Endpoint, State},
-    topology,
+    engine::containers::{self, Addr, EngineAttach},
+    engine::ctx::{Ctx, Tx},
+    engine::networks,
+    kernel::netlink::Netlink,
+    kernel::netns,
+    kernel::topology,
+    model::ports::PortSpec,
+    model::state::{Container, Endpoint, State},
 };
 
 fn invalid(e: impl std::fmt::Display) -> Error {
@@ -51,7 +52,7 @@ impl Request {
             .cloned()
             .unwrap_or_default();
         for a in &aliases {
-            crate::runopts::check_alias(a, "alias").map_err(invalid)?;
+            crate::model::runopts::check_alias(a, "alias").map_err(invalid)?;
         }
         Ok(Request {
             publish,
@@ -64,7 +65,7 @@ impl Request {
 
 /// A unicast MAC in the usual notation, lower case.
 fn check_mac(m: &str) -> Result<String> {
-    if crate::topology::is_unicast_mac(m) {
+    if crate::kernel::topology::is_unicast_mac(m) {
         return Ok(m.to_ascii_lowercase());
     }
     Err(invalid(format!(
@@ -322,6 +323,6 @@ pub fn status() -> Result<()> {
         )
     };
     let ctx = Ctx::open().map_err(not_available)?;
-    crate::dataplane::Dataplane::open(&ctx.cfg).map_err(not_available)?;
+    crate::kernel::dataplane::Dataplane::open(&ctx.cfg).map_err(not_available)?;
     Ok(())
 }

@@ -7,9 +7,7 @@
 
 mod conntrack;
 pub mod dns;
-pub mod lifecycle;
 mod links;
-pub mod pidfile;
 pub mod reload;
 mod watchers;
 
@@ -18,7 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::base::config::Config;
 
 /// The fallback poll of the files the daemon depends on.
 const POLL: Duration = Duration::from_millis(250);
@@ -38,8 +36,8 @@ pub fn say(msg: &str) {
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
     let cfg = Config::from_env()?;
-    crate::state::private_dir(&cfg.state_dir)?;
-    let Some(_claim) = pidfile::claim(&cfg.state_dir)? else {
+    crate::model::state::private_dir(&cfg.state_dir)?;
+    let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {
         eprintln!(
             "netctl daemon: already running for {}",
             cfg.state_dir.display()
@@ -90,7 +88,7 @@ async fn serve(cfg: Config) -> Result<i32> {
     loop {
         match reload::load(&cfg) {
             Ok(snap) => {
-                if !lifecycle::needed(&snap.state) {
+                if !crate::kernel::daemon::needed(&snap.state) {
                     say("no network needs the daemon any more: exiting");
                     return Ok(0);
                 }

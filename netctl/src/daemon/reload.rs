@@ -12,9 +12,9 @@ use anyhow::Result;
 
 use super::dns::table::RemoteName;
 use crate::{
-    config::Config,
-    resolvconf::ResolvConf,
-    state::{State, Store},
+    base::config::Config,
+    kernel::resolvconf::ResolvConf,
+    model::state::{State, Store},
 };
 
 pub const LOADED: &str = "daemon.loaded";
@@ -76,7 +76,7 @@ pub fn load(cfg: &Config) -> Result<Snapshot> {
 
 /// Says which state is being served (atomically: a command never reads half a line).
 pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
-    crate::atomic_file::write_cache(
+    crate::base::atomic_file::write_cache(
         &state_dir.join(LOADED),
         format!("{identity}\n").as_bytes(),
         0o600,

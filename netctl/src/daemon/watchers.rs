@@ -3,7 +3,7 @@
 
 use tokio::sync::watch;
 
-use crate::{cluster, config::Config};
+use crate::{base::config::Config, cluster};
 
 /// Starts every watcher this instance needs.
 pub fn start(cfg: &Config, changed: &watch::Sender<()>) {

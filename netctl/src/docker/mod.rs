@@ -24,7 +24,7 @@ pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/netctl.sock";
 
 /// Serves dockerd on `socket` until killed.
 pub fn serve(socket: &Path) -> Result<i32> {
-    crate::ctx::require_root()?;
+    crate::engine::ctx::require_root()?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

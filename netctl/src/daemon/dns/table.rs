@@ -17,8 +17,8 @@ use std::{
 use ipnetwork::Ipv4Network;
 
 use crate::{
-    networks::DEFAULT_NETWORK,
-    state::{short, Container, State},
+    engine::networks::DEFAULT_NETWORK,
+    model::state::{short, Container, State},
 };
 
 /// A container of another host (overlay networks), as the cluster agent records it.
@@ -290,8 +290,8 @@ fn reverse_name(q: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
     use crate::{
-        etc::tests::{container, net},
-        state::LinkRef,
+        kernel::etc::tests::{container, net},
+        model::state::LinkRef,
     };
 
     const WEB: &str = "aaaaaaaaaaaa0000";

@@ -43,7 +43,7 @@ pub fn claim(state_dir: &Path) -> Result<Option<Claim>> {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
                 let me = std::process::id();
-                let start = crate::process::start_time(me).unwrap_or(0);
+                let start = crate::kernel::process::start_time(me).unwrap_or(0);
                 lock.set_len(0)?;
                 lock.rewind()?;
                 writeln!(lock, "{me} {start}")?;
@@ -69,7 +69,7 @@ pub fn running(state_dir: &Path) -> Option<u32> {
             let pid: u32 = parts.next()?.parse().ok()?;
             let start: u64 = parts.next()?.parse().ok()?;
             // The pid is the daemon's only while it has the recorded start time.
-            (crate::process::start_time(pid) == Some(start)).then_some(pid)
+            (crate::kernel::process::start_time(pid) == Some(start)).then_some(pid)
         }
         Err(_) => None,
     }

@@ -20,11 +20,11 @@ use aya::programs::{
 };
 use aya_obj::programs::XdpAttachType;
 
-use super::{
-    load::ProgKind,
-    pins::{file_name, list, Pins},
+use crate::base::config::XdpMode;
+use crate::{
+    kernel::dataplane::load::ProgKind,
+    kernel::dataplane::pins::{file_name, list, Pins},
 };
-use crate::config::XdpMode;
 
 /// One program attached to one interface (or, for socket programs, to the cgroup v2 root:
 /// `ifname` is its path, `ifindex` 0).

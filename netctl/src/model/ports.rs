@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::Fr
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::hostports::HostSockets;
+use crate::kernel::hostports::HostSockets;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

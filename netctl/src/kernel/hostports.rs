@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::ports::{PortMapping, Proto};
+use crate::model::ports::{PortMapping, Proto};
 
 /// A socket of the host namespace, as /proc/net/{tcp,udp}{,6} list it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
         let mut buf = vec![0u8; 32 * 1024];
         'dump: loop {
             let n = sock.read(&mut buf)?;
-            for m in crate::netlink::messages(&buf[..n]) {
+            for m in crate::kernel::netlink::messages(&buf[..n]) {
                 let Ok((kind, msg)) = m else { break };
                 match kind {
                     NLMSG_DONE => break 'dump,
@@ -174,7 +174,7 @@ impl HostSockets {
     /// in use may be), else the servers only — TCP listeners then come from the kernel's
     /// socket diagnostics, which skip the established-connection table that
     /// /proc/net/tcp walks bucket by bucket (milliseconds on a big host).
-    pub fn read_for(specs: &[crate::ports::PortSpec]) -> Self {
+    pub fn read_for(specs: &[crate::model::ports::PortSpec]) -> Self {
         let pick = specs.iter().any(|s| s.host.is_none());
         let listeners = if pick { None } else { tcp_listeners().ok() };
         let tcp_from_proc = listeners.is_none();
@@ -280,12 +280,12 @@ pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
     }
     // Recorded first: if we die after the sysctl write, the next run still knows these are ours.
     let all_ours: BTreeSet<u16> = added.union(&added_before).copied().collect();
-    crate::atomic_file::write_cache(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
+    crate::base::atomic_file::write_cache(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
     if want != current {
         std::fs::write(RESERVED, format_port_list(&want))
             .with_context(|| format!("writing {RESERVED}"))?;
     }
-    crate::atomic_file::write_cache(record, format_port_list(&added).as_bytes(), 0o600)?;
+    crate::base::atomic_file::write_cache(record, format_port_list(&added).as_bytes(), 0o600)?;
     Ok(true)
 }
 

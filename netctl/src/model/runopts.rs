@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    containers::CreateRequest,
-    networks::{DEFAULT_NETWORK, HOST, NONE},
-    ports::{PortSpec, Proto},
-    state::{Container, Exposed, ExtraHost, LinkRef, RunOptions, State},
+    engine::containers::CreateRequest,
+    engine::networks::{DEFAULT_NETWORK, HOST, NONE},
+    model::ports::{PortSpec, Proto},
+    model::state::{Container, Exposed, ExtraHost, LinkRef, RunOptions, State},
 };
 
 /// The name options of one `run`, checked against the state and the network it joins; put

@@ -7,13 +7,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 use anyhow::{Context, Result};
 
 use crate::{
-    netlink::{Link, Netlink},
-    netns,
-    state::{Container, Endpoint, Network},
+    kernel::netlink::{Link, Netlink},
+    kernel::netns,
+    model::state::{Container, Endpoint, Network},
 };
 
 /// This instance's interface group: derived from the state directory (made absolute and
-/// canonical by [`crate::config::Config`]), high bit set so it never collides with the
+/// canonical by [`crate::base::config::Config`]), high bit set so it never collides with the
 /// default group 0 or small hand-picked groups.
 pub fn instance_group(state_dir: &Path) -> u32 {
     let mut h: u32 = 0x811c9dc5;
@@ -49,7 +49,7 @@ pub fn vxlan_mtu(networks: &BTreeMap<String, Network>) -> Option<u32> {
 }
 
 /// The links the state says are this instance's: bridges, container veths, the VXLAN device.
-pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<String> {
+pub fn own_links(state: &crate::model::state::State) -> std::collections::BTreeSet<String> {
     // The container ends of engine veths that dockerd has not moved yet.
     let peers: Vec<String> = state
         .containers
@@ -75,7 +75,11 @@ pub fn own_links(state: &crate::state::State) -> std::collections::BTreeSet<Stri
 
 /// Every link of the namespace, the state's container veths with their index only (see
 /// [`Netlink::links_sparing`]: a full dump is slow with thousands of containers).
-pub fn scan_links(nl: &Netlink, state: &crate::state::State, group: u32) -> Result<Vec<Link>> {
+pub fn scan_links(
+    nl: &Netlink,
+    state: &crate::model::state::State,
+    group: u32,
+) -> Result<Vec<Link>> {
     let veths: std::collections::HashSet<&str> = state
         .containers
         .values()
@@ -113,7 +117,7 @@ pub fn parse_mac(mac: &str) -> [u8; 6] {
 }
 
 fn random_mac() -> [u8; 6] {
-    let id = crate::state::random_id();
+    let id = crate::model::state::random_id();
     let mut mac = [0u8; 6];
     for (i, b) in mac.iter_mut().enumerate() {
         *b = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).expect("hex id");
@@ -169,7 +173,7 @@ pub fn create_endpoint(
     })?;
     let ns = netns::open(netns_path)?;
     let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
-    crate::failpoint::step("endpoint: veth created");
+    crate::base::failpoint::step("endpoint: veth created");
     let res = (|| {
         nl.set_controller(index, bridge.index)?;
         nl.pin_bridge_port(index, parse_mac(&ep.mac))?;

@@ -9,14 +9,14 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    ipam,
-    netlink::Netlink,
-    netns,
-    networks::{self, check_name},
-    ports::{self, PortSpec},
-    process,
-    state::{self, Container, Endpoint, Network, State},
-    topology,
+    engine::networks::{self, check_name},
+    kernel::netlink::Netlink,
+    kernel::netns,
+    kernel::process,
+    kernel::topology,
+    model::ipam,
+    model::ports::{self, PortSpec},
+    model::state::{self, Container, Endpoint, Network, State},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -34,7 +34,7 @@ pub struct CreateRequest {
     /// `-P`: every exposed port on an ephemeral host port.
     pub publish_all: bool,
     /// `--expose`, `--hostname`, `--network-alias`, `--add-host`, `--dns`, `--link` as given
-    /// (checked by [`crate::runopts::plan`]).
+    /// (checked by [`crate::model::runopts::plan`]).
     pub expose: Vec<String>,
     pub hostname: Option<String>,
     pub aliases: Vec<String>,
@@ -150,7 +150,7 @@ pub fn create(
         .iter()
         .map(|p| p.parse())
         .collect::<Result<_>>()?;
-    let names = crate::runopts::plan(state, req)?;
+    let names = crate::model::runopts::plan(state, req)?;
     if req.publish_all {
         specs.extend(names.publish_all(&specs));
     }
@@ -179,14 +179,14 @@ pub fn create(
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read_for(&specs),
+            &crate::kernel::hostports::HostSockets::read_for(&specs),
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
         let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
         names.apply(&mut c, Some(net.gateway));
         let ns = netns::handle_path(state_dir, &id);
         netns::create(&ns)?;
-        crate::failpoint::step("run: namespace created");
+        crate::base::failpoint::step("run: namespace created");
         let default_route = !net.internal;
         if let Err(e) = topology::create_endpoint(nl, &ns, &net, &ep, default_route, group) {
             let _ = netns::remove(&ns);
@@ -309,7 +309,7 @@ pub fn attach_engine(
             &a.publish,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read_for(&a.publish),
+            &crate::kernel::hostports::HostSockets::read_for(&a.publish),
         )?;
     }
     c.endpoints.push(ep.clone());
@@ -341,7 +341,7 @@ fn create_host_network(
     state: &mut State,
     req: &CreateRequest,
     specs: &[PortSpec],
-    names: crate::runopts::Planned,
+    names: crate::model::runopts::Planned,
 ) -> Result<Container> {
     if req.ip.is_some() {
         bail!("--ip needs a network with user configured subnets; the host network has the host's own addresses");
@@ -362,7 +362,7 @@ fn create_isolated(
     state_dir: &Path,
     req: &CreateRequest,
     specs: &[PortSpec],
-    names: crate::runopts::Planned,
+    names: crate::model::runopts::Planned,
 ) -> Result<Container> {
     if !specs.is_empty() || req.ip.is_some() {
         bail!("--network none has no interface to publish ports or set --ip on: drop -p/--ip or pick a network");

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
-use crate::{dataplane::maps::from_raw, ports::Proto, state::State};
+use crate::{kernel::dataplane::maps::from_raw, model::ports::Proto, model::state::State};
 
 pub struct Names {
     /// Address → (container, network).

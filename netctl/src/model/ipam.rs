@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 
-use crate::state::Network;
+use crate::model::state::Network;
 
 /// The default network's preferred subnet.
 pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";

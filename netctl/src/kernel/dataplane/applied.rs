@@ -152,7 +152,7 @@ impl Applied {
             }
             out.extend(&e.raw);
         }
-        crate::atomic_file::write(&self.path, &out, 0o600)
+        crate::base::atomic_file::write(&self.path, &out, 0o600)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The maps the programs read, derived from the state in one place ([`desired`]) and applied
-//! as a difference ([`super::Dataplane::apply`]): unchanged entries are not rewritten.
+//! as a difference ([`crate::kernel::dataplane::Dataplane::apply`]): unchanged entries are not rewritten.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +16,7 @@ use netctl_common::{
     sock::{SockNetns, NETNS_CONTAINER, NETNS_HOST},
 };
 
-use crate::{netlink::Link, ports::Proto, state::State};
+use crate::{kernel::netlink::Link, model::ports::Proto, model::state::State};
 
 /// Source ports masquerade and hairpin allocate from: above Linux's default ephemeral range
 /// (32768-60999), so they do not collide with the host's own connections.
@@ -82,20 +82,20 @@ fn mac6(mac: &[u8]) -> [u8; 6] {
 
 /// The embedded DNS a container asks at 127.0.0.11: the resolver on the gateway of its first
 /// user-defined network. Containers only on the default network have none (Docker's rule).
-pub fn dns_server(state: &State, c: &crate::state::Container) -> Option<Ipv4Addr> {
+pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<Ipv4Addr> {
     if c.engine.as_deref() == Some("docker") {
         return None; // dockerd answers 127.0.0.11 in its containers itself
     }
     c.endpoints
         .iter()
-        .filter(|e| e.network != crate::networks::DEFAULT_NETWORK)
+        .filter(|e| e.network != crate::engine::networks::DEFAULT_NETWORK)
         .find_map(|e| state.networks.get(&e.network))
         .map(|n| n.gateway)
 }
 
 pub fn desired(state: &State, host: &HostView) -> Desired {
     // Thousands of veths on a busy host: look them up by name in an index.
-    let index: std::collections::HashMap<&str, &crate::netlink::Link> =
+    let index: std::collections::HashMap<&str, &crate::kernel::netlink::Link> =
         host.links.iter().map(|l| (l.name.as_str(), l)).collect();
     let by_name = |name: &str| index.get(name).copied();
     let mut flags = 0;
@@ -175,10 +175,10 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
             d.overlay_bridges.insert(vni, bridge.index);
         }
     }
-    if let Some(vx) = by_name(crate::topology::VXLAN_DEV) {
+    if let Some(vx) = by_name(crate::kernel::topology::VXLAN_DEV) {
         d.overlay.vxlan_ifindex = vx.index;
     }
-    for a in crate::links::allowed(state) {
+    for a in crate::model::links::allowed(state) {
         let key = netctl_common::maps::LinkKey {
             src: raw(a.from),
             dst: raw(a.to),
@@ -228,7 +228,7 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
                 EndpointInfo {
                     ifindex: veth.index,
                     network: bridge.index,
-                    mac: crate::topology::parse_mac(&ep.mac),
+                    mac: crate::kernel::topology::parse_mac(&ep.mac),
                     _pad: [0; 2],
                 },
             );
@@ -274,8 +274,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        ports::PortMapping,
-        state::{Container, Endpoint, Network},
+        model::ports::PortMapping,
+        model::state::{Container, Endpoint, Network},
     };
 
     fn link(index: u32, name: &str) -> Link {
@@ -327,7 +327,7 @@ mod tests {
                 ifname: "eth0".into(),
                 host_veth: format!("veth-{name}"),
                 ip: ip.parse().unwrap(),
-                mac: crate::state::mac_for(ip.parse().unwrap()),
+                mac: crate::model::state::mac_for(ip.parse().unwrap()),
                 aliases: vec![],
             }],
             ports,

@@ -4,11 +4,11 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 
 use crate::{
-    ipam,
-    netlink::Netlink,
-    options,
-    state::{self, Network, State},
-    topology,
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::ipam,
+    model::options,
+    model::state::{self, Network, State},
 };
 
 /// The network `run` uses without `--network`, created on first use.
@@ -195,7 +195,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
 }
 
 /// On a cluster member, a local network's subnet must not overlap an overlay network.
-pub fn check_against_overlays(ctx: &crate::ctx::Ctx, req: &CreateRequest) -> Result<()> {
+pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest) -> Result<()> {
     let Some(subnet) = &req.subnet else {
         return Ok(());
     };

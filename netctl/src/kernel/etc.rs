@@ -15,11 +15,11 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    config::Config,
-    dataplane::maps::dns_server,
-    links,
-    resolvconf::{ResolvConf, FALLBACK},
-    state::{Container, State},
+    base::config::Config,
+    kernel::dataplane::maps::dns_server,
+    kernel::resolvconf::{ResolvConf, FALLBACK},
+    model::links,
+    model::state::{Container, State},
 };
 
 /// (file under the container's directory, the path it is bound over).
@@ -116,7 +116,7 @@ pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf, via_socket: 
 }
 
 pub fn path(state_dir: &Path, id: &str, file: &str) -> PathBuf {
-    crate::containers::dir(state_dir, id).join(file)
+    crate::engine::containers::dir(state_dir, id).join(file)
 }
 
 /// Writes the container's files. In place (never a rename): running processes have the
@@ -125,10 +125,10 @@ pub fn write(cfg: &Config, state: &State, c: &Container) -> Result<()> {
     if c.host_network {
         return Ok(()); // the host's own files, as Docker's host mode
     }
-    let dir = crate::containers::dir(&cfg.state_dir, &c.id);
+    let dir = crate::engine::containers::dir(&cfg.state_dir, &c.id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let host = ResolvConf::read(&cfg.resolv_conf);
-    let via_socket = crate::dataplane::socket_programs(cfg).is_ok();
+    let via_socket = crate::kernel::dataplane::socket_programs(cfg).is_ok();
     let texts = [
         hosts(state, c),
         resolv_conf(state, c, &host, via_socket),
@@ -179,7 +179,7 @@ pub fn follow(cfg: &Config, before: &State, after: &State, all: bool) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::state::{Endpoint, ExtraHost, Network};
+    use crate::model::state::{Endpoint, ExtraHost, Network};
 
     pub fn net(name: &str, subnet: &str) -> Network {
         let subnet: ipnetwork::Ipv4Network = subnet.parse().unwrap();

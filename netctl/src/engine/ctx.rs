@@ -4,11 +4,11 @@
 use anyhow::{bail, Result};
 
 use crate::{
-    config::Config,
-    netlink::Netlink,
-    reconcile::{self, Report},
-    state::{Locked, State, Store},
-    topology,
+    base::config::Config,
+    engine::reconcile::{self, Report},
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::state::{Locked, State, Store},
 };
 
 pub struct Ctx {
@@ -26,7 +26,8 @@ impl Ctx {
         require_root()?;
         let ctx = Self::open_unchecked()?;
         // Before anything changes: a kernel without what the datapath cannot do without.
-        crate::dataplane::features::Features::detect(&ctx.cfg.features_deny)?.check_required()?;
+        crate::kernel::dataplane::features::Features::detect(&ctx.cfg.features_deny)?
+            .check_required()?;
         Ok(ctx)
     }
 
@@ -85,7 +86,7 @@ impl Drop for Tx<'_> {
             self.abort();
         }
         if self.notify_daemon {
-            crate::daemon::lifecycle::after_commit(&self.ctx.cfg, &self.locked.state, false);
+            crate::kernel::daemon::after_commit(&self.ctx.cfg, &self.locked.state, false);
         }
     }
 }
@@ -142,7 +143,7 @@ impl<'a> Tx<'a> {
     /// commit's reconcile attaches whatever this did not.
     pub fn attach_early(&mut self, host_veth: &str) {
         // Loading the programs (the first container) is left to the reconcile.
-        let Some(dp) = crate::dataplane::Dataplane::open_existing(&self.ctx.cfg) else {
+        let Some(dp) = crate::kernel::dataplane::Dataplane::open_existing(&self.ctx.cfg) else {
             return;
         };
         let name = host_veth.to_string();
@@ -219,9 +220,9 @@ impl<'a> Tx<'a> {
             (applied, written)
         });
         let res = applied.and_then(|r| {
-            crate::failpoint::step("commit: applied, not saved");
+            crate::base::failpoint::step("commit: applied, not saved");
             written?.publish()?;
-            crate::failpoint::step("commit: saved");
+            crate::base::failpoint::step("commit: saved");
             Ok(r)
         });
         match res {
@@ -231,9 +232,9 @@ impl<'a> Tx<'a> {
                 }
                 self.release_overlay_addresses();
                 let cfg = &self.ctx.cfg;
-                crate::etc::follow(cfg, &self.before, &self.locked.state, full);
+                crate::kernel::etc::follow(cfg, &self.before, &self.locked.state, full);
                 if self.wait_daemon {
-                    crate::daemon::lifecycle::after_commit(cfg, &self.locked.state, true);
+                    crate::kernel::daemon::after_commit(cfg, &self.locked.state, true);
                 } else {
                     // Told as the command ends, so that its reload does not compete with
                     // the rest of the command for the CPU.

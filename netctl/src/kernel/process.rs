@@ -22,8 +22,8 @@ use nix::{
 };
 
 use crate::{
-    netns,
-    state::{Container, State},
+    kernel::netns,
+    model::state::{Container, State},
 };
 
 /// Where a container's process runs: its network namespace (None: the host's, for
@@ -47,9 +47,9 @@ impl Isolation {
         }
         Isolation {
             netns: c.netns_path(state_dir),
-            etc_dir: Some(crate::containers::dir(state_dir, &c.id)),
+            etc_dir: Some(crate::engine::containers::dir(state_dir, &c.id)),
             hostname: Some(c.hostname().to_string()),
-            env: crate::links::env(state, c),
+            env: crate::model::links::env(state, c),
         }
     }
 
@@ -76,7 +76,7 @@ impl Isolation {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for (file, target) in crate::etc::FILES {
+        for (file, target) in crate::kernel::etc::FILES {
             let src = dir.join(file);
             if src.is_file() && Path::new(target).exists() {
                 out.push((
@@ -294,9 +294,9 @@ pub fn shim(iso: &Isolation, exit_file: &Path, argv: &[String]) -> i32 {
 
 /// Writes "CODE FINISHED_AT" atomically.
 pub fn record_exit(path: &Path, code: i32) -> Result<()> {
-    crate::atomic_file::write(
+    crate::base::atomic_file::write(
         path,
-        format!("{code} {}\n", crate::state::now()).as_bytes(),
+        format!("{code} {}\n", crate::model::state::now()).as_bytes(),
         0o600,
     )
 }
@@ -477,7 +477,7 @@ fn dir_of(state_dir: &Path, id_prefix: &str) -> String {
 }
 
 /// Stops a container's processes, however it is networked.
-pub fn stop_container(state_dir: &Path, c: &crate::state::Container, grace: Duration) {
+pub fn stop_container(state_dir: &Path, c: &crate::model::state::Container, grace: Duration) {
     if c.engine_netns.is_some() {
         return; // the engine's processes are the engine's business
     }

@@ -7,9 +7,9 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use crate::{
-    networks::DEFAULT_NETWORK,
-    ports::Proto,
-    state::{Container, Exposed, LinkRef, State},
+    engine::networks::DEFAULT_NETWORK,
+    model::ports::Proto,
+    model::state::{Container, Exposed, LinkRef, State},
 };
 
 /// The address of `c` on the default network.
@@ -135,8 +135,8 @@ pub fn allowed(state: &State) -> BTreeSet<Allowed> {
 mod tests {
     use super::*;
     use crate::{
-        etc::tests::{container, net},
-        ports::PortMapping,
+        kernel::etc::tests::{container, net},
+        model::ports::PortMapping,
     };
 
     fn state() -> State {

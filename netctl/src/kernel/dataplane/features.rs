@@ -250,7 +250,7 @@ fn probed() -> Probed {
     // A cache that cannot be written only costs the next command the probes.
     if let Ok(bytes) = serde_json::to_vec_pretty(&p) {
         let _ = std::fs::create_dir_all(cache.parent().expect("a parent"));
-        let _ = crate::atomic_file::write_cache(cache, &bytes, 0o644);
+        let _ = crate::base::atomic_file::write_cache(cache, &bytes, 0o644);
     }
     p
 }
@@ -329,7 +329,7 @@ fn probe_all() -> BTreeMap<String, bool> {
         (SENDMSG4, sock_hook(BPF_CGROUP_UDP4_SENDMSG)),
         (RECVMSG4, sock_hook(BPF_CGROUP_UDP4_RECVMSG)),
         (GETPEERNAME4, sock_hook(BPF_CGROUP_INET4_GETPEERNAME)),
-        (SO_NETNS_COOKIE, crate::netns::own_cookie().is_ok()),
+        (SO_NETNS_COOKIE, crate::kernel::netns::own_cookie().is_ok()),
         (KFREE_SKB_REASON, btf && kfree_skb_reason()),
         (BTF, btf),
         (SK_STORAGE, helper(sock, BpfHelper::BPF_FUNC_sk_storage_get)),
@@ -433,7 +433,7 @@ fn tcx() -> bool {
 
 /// The `kfree_skb` tracepoint passes a drop reason from 5.17 on (its enum is in BTF).
 fn kfree_skb_reason() -> bool {
-    super::btf::Btf::from_sys_fs()
+    crate::kernel::dataplane::btf::Btf::from_sys_fs()
         .and_then(|b| b.enum_values("skb_drop_reason"))
         .is_ok_and(|v| !v.is_empty())
 }

@@ -7,12 +7,13 @@ use std::collections::BTreeSet;
 use anyhow::{anyhow, Result};
 
 use crate::{
-    config::Config,
-    dataplane::{maps, Dataplane},
-    netlink::{Link, Netlink},
-    netns, process,
-    state::{Container, State},
-    topology,
+    base::config::Config,
+    kernel::dataplane::{maps, Dataplane},
+    kernel::netlink::{Link, Netlink},
+    kernel::netns,
+    kernel::process,
+    kernel::topology,
+    model::state::{Container, State},
 };
 
 /// The uplinks: NETCTL_UPLINKS if set, else every interface that is not netctl's own —
@@ -69,7 +70,7 @@ fn forwarding_before(state_dir: &std::path::Path) -> Result<bool> {
         Ok(v) => Ok(v.trim() == "1"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let on = forwarding()?;
-            crate::atomic_file::write(&record, if on { b"1\n" } else { b"0\n" }, 0o600)?;
+            crate::base::atomic_file::write(&record, if on { b"1\n" } else { b"0\n" }, 0o600)?;
             Ok(on)
         }
         Err(e) => Err(anyhow!("reading {}: {e}", record.display())),
@@ -189,7 +190,7 @@ fn apply_guarded(
 
     r.changes
         .extend(remove_orphans_among(cfg, nl, state, &links, group)?);
-    crate::failpoint::step("reconcile: links and namespaces done");
+    crate::base::failpoint::step("reconcile: links and namespaces done");
     if !r.changes.is_empty() {
         links = topology::scan_links(nl, state, group)?; // indexes of what was re-created
     }
@@ -205,7 +206,7 @@ fn apply_guarded(
             (name, index, xdp)
         })
         .collect();
-    let by_name: std::collections::HashMap<&str, &crate::netlink::Link> =
+    let by_name: std::collections::HashMap<&str, &crate::kernel::netlink::Link> =
         links.iter().map(|l| (l.name.as_str(), l)).collect();
     let veths: Vec<(String, u32)> = state
         .containers
@@ -242,7 +243,7 @@ fn apply_guarded(
     });
     let (changes, uplinks) = attached?;
     r.changes.extend(changes);
-    crate::failpoint::step("reconcile: programs attached");
+    crate::base::failpoint::step("reconcile: programs attached");
     let (inputs, changes, reserved) = mapped?;
     r.changes.extend(changes);
     match reserved {
@@ -266,7 +267,7 @@ fn reserve_ports(cfg: &Config, state: &State) -> Result<Option<String>> {
     if !state.networks.is_empty() {
         ours.extend(maps::NAT_PORTS.0..=maps::NAT_PORTS.1);
     }
-    let reserved = crate::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours)?;
+    let reserved = crate::kernel::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours)?;
     Ok(reserved.then(|| "updated net.ipv4.ip_local_reserved_ports".to_string()))
 }
 
@@ -284,7 +285,7 @@ fn attach_programs(
 ) -> Result<(Vec<String>, Uplinks)> {
     match dp.reconcile_attachments(&uplinks, veths, tunnel) {
         Ok(c) => Ok((c, uplinks)),
-        Err(e) if cfg.xdp == crate::config::XdpMode::Auto => {
+        Err(e) if cfg.xdp == crate::base::config::XdpMode::Auto => {
             uplinks.iter_mut().for_each(|u| u.2 = false);
             let mut c = dp.reconcile_attachments(&uplinks, veths, tunnel)?;
             c.push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
@@ -348,7 +349,7 @@ impl MapInputs {
             fast_path: cfg.fast_path,
             host_cookie: self.host_cookie,
             container_cookies: &self.container_cookies,
-            xdp_generic: cfg.xdp == crate::config::XdpMode::Generic,
+            xdp_generic: cfg.xdp == crate::base::config::XdpMode::Generic,
             forward_open,
             ct_endpoint_entries: cfg.ct_endpoint_entries,
         }

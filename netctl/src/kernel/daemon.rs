@@ -18,8 +18,8 @@ use nix::{
     unistd::Pid,
 };
 
-use super::{pidfile, reload};
-use crate::{config::Config, state::State};
+use crate::{base::config::Config, model::state::State};
+use crate::{daemon::reload, kernel::pidfile};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.

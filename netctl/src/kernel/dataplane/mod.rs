@@ -35,7 +35,7 @@ use features::Features;
 use load::ProgKind;
 use pins::Pins;
 
-use crate::config::{Config, XdpMode};
+use crate::base::config::{Config, XdpMode};
 
 pub struct Dataplane {
     pins: Pins,
@@ -115,7 +115,7 @@ impl Dataplane {
     /// Whether XDP goes on an uplink. `auto` puts it on physical NICs only: on veth and other
     /// virtual devices XDP forces every large (GSO) packet to be split, which costs far more
     /// than it saves (see docs/BENCHMARKS.md).
-    pub fn wants_xdp(&self, link: &crate::netlink::Link) -> bool {
+    pub fn wants_xdp(&self, link: &crate::kernel::netlink::Link) -> bool {
         match self.modes.xdp {
             XdpMode::Off => false,
             XdpMode::Auto => link.kind.is_empty(),
@@ -258,7 +258,7 @@ impl Dataplane {
         self.sync_counter_keys::<_, EndpointCounters>(names::EP_STATS, &ep_keys, &mut applied)?;
         self.sync_counter_keys::<_, u64>(names::PORT_STATS, &port_keys, &mut applied)?;
         applied.save()?;
-        crate::failpoint::step("dataplane: maps applied");
+        crate::base::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
             if n > 0 {
                 changes.push(format!("{name}: {n} map entries changed"));
@@ -374,7 +374,7 @@ impl Dataplane {
             }
         }
         if n > 0 {
-            crate::failpoint::step("dataplane: one map changed");
+            crate::base::failpoint::step("dataplane: one map changed");
         }
         applied.set(name, id, want);
         Ok((n, removed))

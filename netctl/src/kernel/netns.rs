@@ -169,7 +169,7 @@ pub fn cookies(paths: &[PathBuf], cache: &Path) -> Vec<Option<u64>> {
         .collect();
     if now != known {
         // Only a cache: a failed write costs the next command a few setns calls.
-        let _ = crate::atomic_file::write_cache(
+        let _ = crate::base::atomic_file::write_cache(
             cache,
             &serde_json::to_vec(&now).unwrap_or_default(),
             0o600,

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{PortMapping, Proto};
+use crate::model::ports::{PortMapping, Proto};
 
 pub const STATE_VERSION: u32 = 1;
 const STATE_FILE: &str = "state.json";
@@ -211,7 +211,7 @@ impl Container {
         if let Some(ns) = &self.engine_netns {
             return Some(ns.clone());
         }
-        (!self.host_network).then(|| crate::netns::handle_path(state_dir, &self.id))
+        (!self.host_network).then(|| crate::kernel::netns::handle_path(state_dir, &self.id))
     }
 }
 

@@ -10,9 +10,9 @@ use aya::{
 use aya_obj::programs::CgroupSockAddrAttachType as SockHook;
 use netctl_common::{maps, overlay, programs, sock};
 
-use super::{
-    features::{self, Features},
-    pins::{self, Pins},
+use crate::{
+    kernel::dataplane::features::{self, Features},
+    kernel::dataplane::pins::{self, Pins},
 };
 
 /// The eBPF object built from netctl-ebpf by build.rs.
@@ -203,7 +203,7 @@ pub fn kernel_drops(pins: &Pins, ct_entries: u32, f: &Features) -> Result<Kernel
     f.require(features::KFREE_SKB_REASON)?;
     use aya::{maps::Array, programs::BtfTracePoint};
     use netctl_common::event::KernelDropConfig;
-    let own = super::btf::Btf::from_sys_fs()?;
+    let own = crate::kernel::dataplane::btf::Btf::from_sys_fs()?;
     let config = KernelDropConfig {
         head: own.member_offset("sk_buff", "head")?,
         network_header: own.member_offset("sk_buff", "network_header")?,
@@ -244,9 +244,14 @@ pub fn kernel_drops(pins: &Pins, ct_entries: u32, f: &Features) -> Result<Kernel
 mod tests {
     #[test]
     fn object_hash_is_the_embedded_objects() {
-        let h = super::OBJECT.iter().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-        });
-        assert_eq!(super::object_hash(), format!("{h:016x}"));
+        let h = crate::kernel::dataplane::load::OBJECT
+            .iter()
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+            });
+        assert_eq!(
+            crate::kernel::dataplane::load::object_hash(),
+            format!("{h:016x}")
+        );
     }
 }

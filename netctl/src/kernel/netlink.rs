@@ -2,7 +2,7 @@
 //!
 //! A [`Netlink`] talks to the network namespace of the thread that created it; to act inside a
 //! container, create one on a thread that has entered the container's namespace
-//! ([`crate::netns::run_in`]).
+//! ([`crate::kernel::netns::run_in`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -330,11 +330,11 @@ impl Netlink {
     }
 
     /// Deletes the link called `name` if it is netctl's (in an instance's interface group,
-    /// [`crate::topology::GROUP_FLAG`]): a link of the same name that someone else made
+    /// [`crate::kernel::topology::GROUP_FLAG`]): a link of the same name that someone else made
     /// (another CNI plugin's `veth…`) is left alone.
     pub fn del_link_by_name(&self, name: &str) -> Result<()> {
         match self.link(name)? {
-            Some(l) if l.group & crate::topology::GROUP_FLAG != 0 => self.del_link(l.index),
+            Some(l) if l.group & crate::kernel::topology::GROUP_FLAG != 0 => self.del_link(l.index),
             _ => Ok(()),
         }
     }
