@@ -459,8 +459,8 @@ mod tests {
             .map(|f| (f.name.to_string(), true))
             .collect();
         let all = Features::from_found("6.18".into(), found, &[]);
-        assert_eq!(all.variant(), "f3");
-        let deny = parse_deny("loop,xdp_adjust_meta,redirect_peer").unwrap();
+        assert_eq!(all.variant(), "f7");
+        let deny = parse_deny("loop,xdp_adjust_meta,redirect_peer,check_mtu,sk_storage").unwrap();
         let found = FEATURES
             .iter()
             .map(|f| (f.name.to_string(), true))
@@ -468,7 +468,7 @@ mod tests {
         let some = Features::from_found("6.18".into(), found, &deny);
         assert!(!some.has(LOOP) && some.probed(LOOP) && some.has(TCX));
         assert_eq!(some.globals(), netctl_common::features::XDP_LOAD_BYTES);
-        assert_eq!(some.variant(), "f2c");
+        assert_eq!(some.variant(), "f2cs");
         let e = some.check_required().unwrap_err().to_string();
         assert!(
             e.contains("redirect_peer") && e.contains("5.10") && e.contains("NETCTL_FEATURES_DENY"),
