@@ -109,7 +109,7 @@ impl Config {
                 )
             })?,
         };
-        let features_deny = crate::kernel::dataplane::features::parse_deny(
+        let features_deny = crate::model::features::parse_deny(
             &var("NETCTL_FEATURES_DENY").unwrap_or_default(),
         )?;
         Ok(Self {

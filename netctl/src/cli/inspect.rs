@@ -76,7 +76,7 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
     };
     json!({
         "Id": c.id,
-        "Created": super::rfc3339(c.created),
+        "Created": crate::model::text::rfc3339(c.created),
         "Name": format!("/{}", c.name),
         "State": {
             "Status": status.word(),

@@ -13,7 +13,6 @@ mod stats;
 mod sync;
 mod trace;
 
-pub use network::rfc3339;
 
 use clap::{Parser, Subcommand};
 
@@ -125,7 +124,7 @@ pub fn main() -> i32 {
         Command::Network(c) => network::run(c),
         // docker run's convention: 125 when the failure is the runner's, not the command's.
         Command::Run(a) => run::run(a).or_else(|e| {
-            eprintln!("netctl: {}", one_line(&e));
+            eprintln!("netctl: {}", crate::model::text::one_line(&e));
             Ok(run::FAILED)
         }),
         Command::ContainerShim {
@@ -158,7 +157,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netctl: {}", one_line(&e));
+            eprintln!("netctl: {}", crate::model::text::one_line(&e));
             1
         }
     }
@@ -219,18 +218,3 @@ fn usage_error(e: clap::Error) -> i32 {
     }
 }
 
-/// The error and its causes on one line, most specific last.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        let text = cause.to_string();
-        if i > 0 {
-            if out.contains(&text) {
-                continue;
-            }
-            out.push_str(": ");
-        }
-        out.push_str(text.trim().replace('\n', " ").as_str());
-    }
-    out
-}

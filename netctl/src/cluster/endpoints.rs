@@ -219,7 +219,7 @@ pub fn prepare(
     container: &str,
 ) -> Result<Option<Claimed>> {
     let local = tx.state().find_network(r).is_ok_and(|n| n.vni.is_none());
-    if ctx.cluster.is_none() || local || crate::engine::networks::is_predefined(r) {
+    if ctx.cluster.is_none() || local || crate::model::networks::is_predefined(r) {
         return Ok(None);
     }
     let store = ctx.cluster_store()?;

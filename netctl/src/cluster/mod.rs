@@ -94,7 +94,7 @@ pub fn parse_advertise(s: &str) -> Result<Ipv4Addr> {
 /// one transaction (read again and retried when another host got in between).
 pub fn create_network(
     store: &store::Store,
-    req: &crate::engine::networks::CreateRequest,
+    req: &crate::model::networks::CreateRequest,
     local: &[ipnetwork::Ipv4Network],
     underlay_mtu: u32,
 ) -> Result<crate::model::overlay::OverlayNetwork> {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::spec::{Attached, Code, Env, Error, NetConf, Result};
 use crate::{
     cluster,
-    daemon::dns::table::has_embedded_dns,
+    model::networks::has_embedded_dns,
     engine::containers::{self, Addr, EngineAttach},
     engine::ctx::{Ctx, Tx},
     engine::networks,

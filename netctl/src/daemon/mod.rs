@@ -28,7 +28,7 @@ pub fn say(msg: &str) {
         .unwrap_or_default();
     eprintln!(
         "{}.{:03} {msg}",
-        crate::cli::rfc3339(now.as_secs()).trim_end_matches('Z'),
+        crate::model::text::rfc3339(now.as_secs()).trim_end_matches('Z'),
         now.subsec_millis()
     );
 }

@@ -69,7 +69,7 @@ pub fn serve(socket: &Path) -> Result<i32> {
         std::thread::spawn(move || {
             http::serve(stream, &|req| {
                 driver::handle(&req.path, &req.body).map_err(|e| {
-                    let msg = crate::cli::one_line(&e);
+                    let msg = crate::model::text::one_line(&e);
                     eprintln!("netctl docker-plugin: {}: {msg}", req.path);
                     msg
                 })

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use crate::{
-    engine::networks::DEFAULT_NETWORK,
+    model::networks::DEFAULT_NETWORK,
     model::ports::Proto,
     model::state::{Container, Exposed, LinkRef, State},
 };

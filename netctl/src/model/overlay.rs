@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::{engine::networks::CreateRequest, model::ipam, model::options, model::state};
+use crate::{model::networks::CreateRequest, model::ipam, model::options, model::state};
 
 /// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -96,8 +96,8 @@ pub fn plan(
     taken: &[(Ipv4Network, String)],
     underlay_mtu: u32,
 ) -> Result<OverlayNetwork> {
-    crate::engine::networks::check_name(&req.name, "network")?;
-    if crate::engine::networks::is_predefined(&req.name) {
+    crate::model::networks::check_name(&req.name, "network")?;
+    if crate::model::networks::is_predefined(&req.name) {
         bail!(
             "network with name {} already exists (a pre-defined network): pick another name",
             req.name
@@ -136,7 +136,7 @@ pub fn plan(
                 .context("no free /24 left in 10.0.0.0/8 for an overlay network: give --subnet")?
         }
     };
-    let (gateway, ip_range) = crate::engine::networks::plan_gateway(subnet, req)?;
+    let (gateway, ip_range) = crate::model::networks::plan_gateway(subnet, req)?;
     let vni = (FIRST_VNI..=MAX_VNI)
         .find(|v| !existing.iter().any(|n| n.vni == *v))
         .context("every VXLAN network identifier is in use")?;

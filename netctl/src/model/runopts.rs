@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     engine::containers::CreateRequest,
-    engine::networks::{DEFAULT_NETWORK, HOST, NONE},
+    model::networks::{DEFAULT_NETWORK, HOST, NONE},
     model::ports::{PortSpec, Proto},
     model::state::{Container, Exposed, ExtraHost, LinkRef, RunOptions, State},
 };

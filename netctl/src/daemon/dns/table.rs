@@ -17,7 +17,7 @@ use std::{
 use ipnetwork::Ipv4Network;
 
 use crate::{
-    engine::networks::DEFAULT_NETWORK,
+    model::networks::has_embedded_dns,
     model::state::{short, Container, State},
 };
 
@@ -81,11 +81,6 @@ pub struct Table {
     reverse: HashMap<(usize, Ipv4Addr), String>,
     /// Every netctl subnet: reverse lookups inside them are never forwarded.
     subnets: Vec<Ipv4Network>,
-}
-
-/// Docker's embedded DNS serves user-defined networks; the default one has none.
-pub fn has_embedded_dns(network: &str) -> bool {
-    network != DEFAULT_NETWORK
 }
 
 /// The gateways the resolver listens on.

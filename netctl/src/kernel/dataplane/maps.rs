@@ -88,7 +88,7 @@ pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<I
     }
     c.endpoints
         .iter()
-        .filter(|e| e.network != crate::engine::networks::DEFAULT_NETWORK)
+        .filter(|e| e.network != crate::model::networks::DEFAULT_NETWORK)
         .find_map(|e| state.networks.get(&e.network))
         .map(|n| n.gateway)
 }
