@@ -109,9 +109,8 @@ impl Config {
                 )
             })?,
         };
-        let features_deny = crate::model::features::parse_deny(
-            &var("NETCTL_FEATURES_DENY").unwrap_or_default(),
-        )?;
+        let features_deny =
+            crate::model::features::parse_deny(&var("NETCTL_FEATURES_DENY").unwrap_or_default())?;
         Ok(Self {
             features_deny,
             fast_path,

@@ -13,7 +13,6 @@ mod stats;
 mod sync;
 mod trace;
 
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -217,4 +216,3 @@ fn usage_error(e: clap::Error) -> i32 {
         2
     }
 }
-

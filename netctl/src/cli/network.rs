@@ -3,10 +3,10 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::{
-    model::networks::has_embedded_dns,
     engine::containers,
     engine::ctx::Ctx,
     engine::networks::{self, CreateRequest},
+    model::networks::has_embedded_dns,
     model::overlay::OverlayNetwork,
     model::state::{short, Network, State},
 };

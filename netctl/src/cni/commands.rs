@@ -8,13 +8,13 @@ use serde_json::Value;
 use super::spec::{Attached, Code, Env, Error, NetConf, Result};
 use crate::{
     cluster,
-    model::networks::has_embedded_dns,
     engine::containers::{self, Addr, EngineAttach},
     engine::ctx::{Ctx, Tx},
     engine::networks,
     kernel::netlink::Netlink,
     kernel::netns,
     kernel::topology,
+    model::networks::has_embedded_dns,
     model::ports::PortSpec,
     model::state::{Container, Endpoint, State},
 };

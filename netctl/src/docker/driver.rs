@@ -368,7 +368,7 @@ fn program(eid: &str, options: &Value) -> Result<()> {
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::kernel::hostports::HostSockets::read_for(&specs),
+            &crate::model::ports::HostSockets::read_for(&specs),
         )?;
         let ifname = interface_in_sandbox(&c);
         let c = tx.state().containers.get_mut(&c.name).expect("found");

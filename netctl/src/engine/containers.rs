@@ -19,29 +19,7 @@ use crate::{
     model::state::{self, Container, Endpoint, Network, State},
 };
 
-#[derive(Clone, Debug, Default)]
-pub struct CreateRequest {
-    pub name: String,
-    pub network: Option<String>,
-    pub ip: Option<String>,
-    pub publish: Vec<String>,
-    pub command: Vec<String>,
-    pub detach: bool,
-    /// The container's ID, when chosen before (an overlay address was claimed for it).
-    pub id: Option<String>,
-    /// The address claimed in the cluster store for an overlay network.
-    pub claimed: Option<(Ipv4Addr, String)>,
-    /// `-P`: every exposed port on an ephemeral host port.
-    pub publish_all: bool,
-    /// `--expose`, `--hostname`, `--network-alias`, `--add-host`, `--dns`, `--link` as given
-    /// (checked by [`crate::model::runopts::plan`]).
-    pub expose: Vec<String>,
-    pub hostname: Option<String>,
-    pub aliases: Vec<String>,
-    pub add_hosts: Vec<String>,
-    pub dns: Vec<String>,
-    pub links: Vec<String>,
-}
+pub use crate::model::runopts::CreateRequest;
 
 /// Plans an endpoint on `net` for container `c`: next free `ethN`, a static or allocated address.
 /// How an endpoint gets its address.
@@ -179,7 +157,7 @@ pub fn create(
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::kernel::hostports::HostSockets::read_for(&specs),
+            &crate::model::ports::HostSockets::read_for(&specs),
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
         let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
@@ -309,7 +287,7 @@ pub fn attach_engine(
             &a.publish,
             &taken,
             ports::ephemeral_range(),
-            &crate::kernel::hostports::HostSockets::read_for(&a.publish),
+            &crate::model::ports::HostSockets::read_for(&a.publish),
         )?;
     }
     c.endpoints.push(ep.clone());
@@ -411,19 +389,7 @@ pub fn remove_if_same(
     Ok(true)
 }
 
-/// The container's own files: its log and its exit status (kept with mode 0600 in the
-/// 0700 state directory).
-pub fn dir(state_dir: &Path, id: &str) -> PathBuf {
-    state_dir.join("containers").join(id)
-}
-
-pub fn log_path(state_dir: &Path, id: &str) -> PathBuf {
-    dir(state_dir, id).join("log")
-}
-
-pub fn exit_path(state_dir: &Path, id: &str) -> PathBuf {
-    dir(state_dir, id).join("exit")
-}
+pub use crate::model::paths::{container_dir as dir, exit_path, log_path};
 
 /// What `ps` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

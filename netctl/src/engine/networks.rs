@@ -9,7 +9,6 @@ pub use crate::model::networks::{
 };
 use crate::{
     kernel::netlink::Netlink,
-
     kernel::topology,
     model::ipam,
     model::options,

@@ -116,7 +116,7 @@ pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf, via_socket: 
 }
 
 pub fn path(state_dir: &Path, id: &str, file: &str) -> PathBuf {
-    crate::engine::containers::dir(state_dir, id).join(file)
+    crate::model::paths::container_dir(state_dir, id).join(file)
 }
 
 /// Writes the container's files. In place (never a rename): running processes have the
@@ -125,7 +125,7 @@ pub fn write(cfg: &Config, state: &State, c: &Container) -> Result<()> {
     if c.host_network {
         return Ok(()); // the host's own files, as Docker's host mode
     }
-    let dir = crate::engine::containers::dir(&cfg.state_dir, &c.id);
+    let dir = crate::model::paths::container_dir(&cfg.state_dir, &c.id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let host = ResolvConf::read(&cfg.resolv_conf);
     let via_socket = crate::kernel::dataplane::socket_programs(cfg).is_ok();
@@ -177,61 +177,12 @@ pub fn follow(cfg: &Config, before: &State, after: &State, all: bool) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::model::state::{Endpoint, ExtraHost, Network};
-
-    pub fn net(name: &str, subnet: &str) -> Network {
-        let subnet: ipnetwork::Ipv4Network = subnet.parse().unwrap();
-        Network {
-            id: format!("{name}000000000000"),
-            name: name.into(),
-            driver: "bridge".into(),
-            subnet,
-            gateway: std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1),
-            ip_range: None,
-            internal: false,
-            icc: true,
-            masquerade: true,
-            mtu: 1500,
-            bridge: format!("br-{name}"),
-            options: Default::default(),
-            created: 0,
-            user_subnet: true,
-            vni: None,
-        }
-    }
-
-    pub fn container(name: &str, id: &str, eps: &[(&str, &str)]) -> Container {
-        Container {
-            id: id.into(),
-            name: name.into(),
-            command: vec![],
-            detached: true,
-            created: 0,
-            pid: None,
-            pid_start: None,
-            boot_id: None,
-            host_network: false,
-            engine_netns: None,
-            engine: None,
-            endpoints: eps
-                .iter()
-                .enumerate()
-                .map(|(i, (n, ip))| Endpoint {
-                    network: n.to_string(),
-                    endpoint_id: format!("{name}{i}00000000000"),
-                    ifname: format!("eth{i}"),
-                    host_veth: format!("v{name}{i}"),
-                    ip: ip.parse().unwrap(),
-                    mac: String::new(),
-                    aliases: vec![],
-                })
-                .collect(),
-            ports: vec![],
-            options: Default::default(),
-        }
-    }
+    use crate::model::{
+        fixtures::{container, net},
+        state::ExtraHost,
+    };
 
     fn state() -> State {
         let mut s = State::default();

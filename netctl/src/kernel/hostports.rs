@@ -2,35 +2,11 @@
 //! listens on, ephemeral host ports skip ports in use, and every port netctl uses is kept out
 //! of the host's own source-port choice (`net.ipv4.ip_local_reserved_ports`).
 
-use std::{
-    collections::{BTreeSet, HashSet},
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::model::ports::{PortMapping, Proto};
-
-/// A socket of the host namespace, as /proc/net/{tcp,udp}{,6} list it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Socket {
-    pub proto: Proto,
-    /// The IPv4 address it is bound to (0.0.0.0 for the v4 or v6 wildcard, the embedded
-    /// address for v4-mapped v6); None for a specific IPv6 address (no IPv4 port clash).
-    pub addr: Option<Ipv4Addr>,
-    pub port: u16,
-    /// A TCP listener, or a UDP socket without a peer: it receives new traffic on the port.
-    pub server: bool,
-}
-
-impl Socket {
-    fn describe(&self) -> String {
-        let v = if self.addr.is_some() { "4" } else { "6" };
-        let addr = self.addr.map_or("[::]".to_string(), |a| a.to_string());
-        format!("{}{v} {addr}:{}", self.proto, self.port)
-    }
-}
+use crate::model::ports::{HostSockets, Proto, Socket};
 
 /// Parses one /proc/net table. `v6`: the address column is 32 hex digits.
 pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Socket> {
@@ -166,9 +142,6 @@ fn v6_as_v4(hex: &str) -> Option<Option<Ipv4Addr>> {
     Some(v6_bytes_as_v4(a))
 }
 
-/// The sockets of the namespace netctl runs in.
-pub struct HostSockets(pub Vec<Socket>);
-
 impl HostSockets {
     /// What allocating `specs` needs: every socket when a host port is to be picked (none
     /// in use may be), else the servers only — TCP listeners then come from the kernel's
@@ -193,26 +166,6 @@ impl HostSockets {
             }
         }
         Self(all)
-    }
-
-    /// The host socket that already serves `m`'s port (Docker refuses such a port).
-    pub fn serving(&self, m: &PortMapping) -> Option<String> {
-        self.0
-            .iter()
-            .find(|s| {
-                s.server
-                    && s.proto == m.proto
-                    && s.port == m.host_port
-                    && s.addr.is_some_and(|a| {
-                        a.is_unspecified() || m.host_ip.is_unspecified() || a == m.host_ip
-                    })
-            })
-            .map(Socket::describe)
-    }
-
-    /// Ports any host socket uses, in any state: never handed out as ephemeral host ports.
-    pub fn busy(&self) -> HashSet<(Proto, u16)> {
-        self.0.iter().map(|s| (s.proto, s.port)).collect()
     }
 }
 
@@ -292,6 +245,7 @@ pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ports::PortMapping;
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0

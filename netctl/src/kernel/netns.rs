@@ -15,13 +15,7 @@ use nix::{
 
 const NSFS_MAGIC: i64 = 0x6e736673;
 
-pub fn handles_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("netns")
-}
-
-pub fn handle_path(state_dir: &Path, container_id: &str) -> PathBuf {
-    handles_dir(state_dir).join(&container_id[..12.min(container_id.len())])
-}
+pub use crate::model::paths::{handle_path, handles_dir};
 
 /// True when `path` is a live namespace handle (a mounted nsfs file), false for a plain file
 /// left by a reboot or a killed run.

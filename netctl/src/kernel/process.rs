@@ -47,7 +47,7 @@ impl Isolation {
         }
         Isolation {
             netns: c.netns_path(state_dir),
-            etc_dir: Some(crate::engine::containers::dir(state_dir, &c.id)),
+            etc_dir: Some(crate::model::paths::container_dir(state_dir, &c.id)),
             hostname: Some(c.hostname().to_string()),
             env: crate::model::links::env(state, c),
         }

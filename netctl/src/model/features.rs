@@ -114,4 +114,3 @@ pub fn parse_deny(v: &str) -> Result<Vec<String>> {
         })
         .collect()
 }
-

@@ -135,7 +135,7 @@ pub fn allowed(state: &State) -> BTreeSet<Allowed> {
 mod tests {
     use super::*;
     use crate::{
-        kernel::etc::tests::{container, net},
+        model::fixtures::{container, net},
         model::ports::PortMapping,
     };
 

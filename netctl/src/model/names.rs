@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
 
-use crate::{kernel::dataplane::maps::from_raw, model::ports::Proto, model::state::State};
+use crate::{model::addr::from_raw, model::ports::Proto, model::state::State};
 
 pub struct Names {
     /// Address → (container, network).

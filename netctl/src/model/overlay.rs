@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::{model::networks::CreateRequest, model::ipam, model::options, model::state};
+use crate::{model::ipam, model::networks::CreateRequest, model::options, model::state};
 
 /// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;

@@ -1,11 +1,12 @@
 //! Published ports: Docker's `-p [IP:][HOSTPORT[-END]:]CPORT[-END][/tcp|udp]`.
 
-use std::{collections::HashMap, fmt, net::Ipv4Addr, ops::RangeInclusive, str::FromStr};
+use std::{
+    collections::HashMap, collections::HashSet, fmt, net::Ipv4Addr, ops::RangeInclusive,
+    str::FromStr,
+};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-
-use crate::kernel::hostports::HostSockets;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +259,51 @@ pub fn describe(m: &PortMapping) -> String {
         "{}/{} -> {}:{}",
         m.container_port, m.proto, m.host_ip, m.host_port
     )
+}
+
+/// A socket of the host namespace, as /proc/net/{tcp,udp}{,6} list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub proto: Proto,
+    /// The IPv4 address it is bound to (0.0.0.0 for the v4 or v6 wildcard, the embedded
+    /// address for v4-mapped v6); None for a specific IPv6 address (no IPv4 port clash).
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+    /// A TCP listener, or a UDP socket without a peer: it receives new traffic on the port.
+    pub server: bool,
+}
+
+impl Socket {
+    pub fn describe(&self) -> String {
+        let v = if self.addr.is_some() { "4" } else { "6" };
+        let addr = self.addr.map_or("[::]".to_string(), |a| a.to_string());
+        format!("{}{v} {addr}:{}", self.proto, self.port)
+    }
+}
+
+/// The sockets of the namespace netctl runs in (read by `kernel::hostports`).
+pub struct HostSockets(pub Vec<Socket>);
+
+impl HostSockets {
+    /// The host socket that already serves `m`'s port (Docker refuses such a port).
+    pub fn serving(&self, m: &PortMapping) -> Option<String> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.server
+                    && s.proto == m.proto
+                    && s.port == m.host_port
+                    && s.addr.is_some_and(|a| {
+                        a.is_unspecified() || m.host_ip.is_unspecified() || a == m.host_ip
+                    })
+            })
+            .map(Socket::describe)
+    }
+
+    /// Ports any host socket uses, in any state: never handed out as ephemeral host ports.
+    pub fn busy(&self) -> HashSet<(Proto, u16)> {
+        self.0.iter().map(|s| (s.proto, s.port)).collect()
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,35 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    engine::containers::CreateRequest,
     model::networks::{DEFAULT_NETWORK, HOST, NONE},
     model::ports::{PortSpec, Proto},
     model::state::{Container, Exposed, ExtraHost, LinkRef, RunOptions, State},
 };
+
+/// `run` (and `create`) as asked: what the front-ends hand the engine.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub publish: Vec<String>,
+    pub command: Vec<String>,
+    pub detach: bool,
+    /// The container's ID, when chosen before (an overlay address was claimed for it).
+    pub id: Option<String>,
+    /// The address claimed in the cluster store for an overlay network.
+    pub claimed: Option<(Ipv4Addr, String)>,
+    /// `-P`: every exposed port on an ephemeral host port.
+    pub publish_all: bool,
+    /// `--expose`, `--hostname`, `--network-alias`, `--add-host`, `--dns`, `--link` as given
+    /// (checked by [`crate::model::runopts::plan`]).
+    pub expose: Vec<String>,
+    pub hostname: Option<String>,
+    pub aliases: Vec<String>,
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub links: Vec<String>,
+}
 
 /// The name options of one `run`, checked against the state and the network it joins; put
 /// on the container by [`Planned::apply`] once its first network's gateway is known.

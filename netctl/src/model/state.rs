@@ -211,7 +211,7 @@ impl Container {
         if let Some(ns) = &self.engine_netns {
             return Some(ns.clone());
         }
-        (!self.host_network).then(|| crate::kernel::netns::handle_path(state_dir, &self.id))
+        (!self.host_network).then(|| crate::model::paths::handle_path(state_dir, &self.id))
     }
 }
 

@@ -304,7 +304,7 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::{
-        kernel::etc::tests::{container, net},
+        model::fixtures::{container, net},
         model::state::State,
     };
     use hickory_proto::op::Query;

@@ -285,7 +285,7 @@ fn reverse_name(q: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
     use crate::{
-        kernel::etc::tests::{container, net},
+        model::fixtures::{container, net},
         model::state::LinkRef,
     };
 

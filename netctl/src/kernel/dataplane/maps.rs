@@ -23,13 +23,7 @@ use crate::{kernel::netlink::Link, model::ports::Proto, model::state::State};
 pub const NAT_PORTS: (u16, u16) = (61000, 65535);
 
 /// An IPv4 address as the datapath holds it: the packet's bytes.
-pub fn raw(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
-pub fn from_raw(v: u32) -> Ipv4Addr {
-    Ipv4Addr::from(v.to_ne_bytes())
-}
+pub use crate::model::addr::{from_raw, raw};
 
 /// Every entry of every map the controller owns.
 #[derive(Debug, Default, PartialEq)]
