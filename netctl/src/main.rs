@@ -8,5 +8,8 @@ fn main() {
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(netctl::cni::main());
     }
-    std::process::exit(netctl::cli::main());
+    std::process::exit(netctl::cli::main(netctl::cli::Servers {
+        daemon: netctl::daemon::main,
+        docker_plugin: netctl::docker::serve,
+    }));
 }

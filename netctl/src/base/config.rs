@@ -9,6 +9,10 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/netctl";
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// How the uplink XDP program is attached (`NETCTL_XDP`).
+/// Where the Docker plugin listens unless told (`--socket`): dockerd finds a plugin by its
+/// socket's name in this directory.
+pub const DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/netctl.sock";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
     /// Driver mode where the driver supports it, generic (skb) mode otherwise.

@@ -82,7 +82,7 @@ enum Command {
         netctl's eBPF does the NAT.")]
     DockerPlugin {
         /// The unix socket dockerd connects to; its file name is the driver's name
-        #[arg(long, default_value = crate::docker::DEFAULT_SOCKET)]
+        #[arg(long, default_value = crate::base::config::DOCKER_PLUGIN_SOCKET)]
         socket: std::path::PathBuf,
     },
     /// (internal) The embedded DNS resolver and watchers; started and stopped by netctl itself
@@ -103,8 +103,15 @@ enum Command {
     },
 }
 
+/// The long-running front-ends that `netctl` also starts, handed in by the binary so the CLI
+/// imports neither.
+pub struct Servers {
+    pub daemon: fn() -> anyhow::Result<i32>,
+    pub docker_plugin: fn(&std::path::Path) -> anyhow::Result<i32>,
+}
+
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
-pub fn main() -> i32 {
+pub fn main(servers: Servers) -> i32 {
     crate::base::failpoint::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -141,8 +148,8 @@ pub fn main() -> i32 {
             };
             Ok(crate::kernel::process::shim(&iso, &exit_file, &command))
         }
-        Command::Daemon => crate::daemon::main(),
-        Command::DockerPlugin { socket } => crate::docker::serve(&socket),
+        Command::Daemon => (servers.daemon)(),
+        Command::DockerPlugin { socket } => (servers.docker_plugin)(&socket),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Inspect(a) => inspect::run(a),

@@ -99,7 +99,7 @@ async fn serve(cfg: Config) -> Result<i32> {
                     listening = resolver.addresses();
                     say(&format!("dns: listening on {listening:?} port 53"));
                 }
-                reload::acknowledge(&cfg.state_dir, &snap.state_identity)?;
+                crate::kernel::daemon::acknowledge(&cfg.state_dir, &snap.state_identity)?;
                 changed.send_replace(());
             }
             // Keep serving what was loaded last; the next change is tried again.

@@ -19,9 +19,6 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-/// Where dockerd looks for a plugin named `netctl`.
-pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/netctl.sock";
-
 /// Serves dockerd on `socket` until killed.
 pub fn serve(socket: &Path) -> Result<i32> {
     crate::engine::ctx::require_root()?;

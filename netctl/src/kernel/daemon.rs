@@ -4,6 +4,7 @@
 //! the new state, so `rm` returns only once the container no longer resolves. A daemon no
 //! network needs exits by itself at that reload.
 
+use std::os::unix::fs::MetadataExt;
 use std::{
     fs::OpenOptions,
     os::unix::{fs::OpenOptionsExt, process::CommandExt},
@@ -18,8 +19,8 @@ use nix::{
     unistd::Pid,
 };
 
+use crate::kernel::pidfile;
 use crate::{base::config::Config, model::state::State};
-use crate::{daemon::reload, kernel::pidfile};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.
@@ -47,7 +48,7 @@ pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
 }
 
 fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
-    let want = reload::state_identity(&cfg.state_dir);
+    let want = state_identity(&cfg.state_dir);
     let need = needed(state);
     match pidfile::running(&cfg.state_dir) {
         Some(pid) => {
@@ -74,7 +75,7 @@ fn wait_loaded(state_dir: &Path, want: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut n = 0u32;
     while Instant::now() < deadline {
-        if reload::loaded(state_dir).as_deref() == Some(want) {
+        if loaded(state_dir).as_deref() == Some(want) {
             return true;
         }
         n += 1;
@@ -131,4 +132,36 @@ fn start(cfg: &Config, want: &str) -> Result<()> {
         bail!("the netctl daemon did not come up");
     }
     Ok(())
+}
+
+pub const LOADED: &str = "daemon.loaded";
+pub const STATE_FILE: &str = "state.json";
+
+/// A file as it is now: inode, modification time and size ("-" when missing). The state is
+/// replaced by a rename on every save, so a new save is always a new identity.
+pub fn identity(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{}:{}.{}:{}", m.ino(), m.mtime(), m.mtime_nsec(), m.len()),
+        Err(_) => "-".into(),
+    }
+}
+
+pub fn state_identity(state_dir: &Path) -> String {
+    identity(&state_dir.join(STATE_FILE))
+}
+
+/// The state identity the daemon last loaded.
+pub fn loaded(state_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(state_dir.join(LOADED))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Says which state is being served (atomically: a command never reads half a line).
+pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
+    crate::base::atomic_file::write_cache(
+        &state_dir.join(LOADED),
+        format!("{identity}\n").as_bytes(),
+        0o600,
+    )
 }
