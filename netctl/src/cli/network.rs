@@ -142,8 +142,8 @@ impl Listed<'_> {
 /// The cluster's overlay networks when this host is a member: None (with a warning) when the
 /// store cannot be reached, so local networks are still listed.
 fn overlays(ctx: &Ctx) -> Option<Vec<OverlayNetwork>> {
-    ctx.cluster.as_ref()?;
-    match ctx.cluster_store().and_then(|s| s.networks()) {
+    ctx.cfg.cluster.as_ref()?;
+    match crate::cluster::connect(ctx).and_then(|s| s.networks()) {
         Ok((nets, _)) => Some(nets.into_iter().map(|v| v.value).collect()),
         Err(e) => {
             eprintln!("netctl: warning: overlay networks not listed: {e:#}");
@@ -223,7 +223,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             };
             if req.driver == "overlay" {
                 // Nothing local yet: each host makes its part when a container joins.
-                let store = ctx.cluster_store()?;
+                let store = crate::cluster::connect(&ctx)?;
                 let snapshot = ctx.store.snapshot()?;
                 if snapshot.networks.contains_key(&req.name) {
                     bail!(
@@ -241,7 +241,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 return Ok(0);
             }
             let mut tx = ctx.begin()?;
-            if ctx.cluster.is_some() {
+            if ctx.is_member() {
                 // A member's local network must not overlap an overlay.
                 networks::check_against_overlays(&ctx, &req)?;
             }
@@ -296,7 +296,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                         out.push(inspect_predefined(&state, name, driver, id))
                     }
                     Ok(Listed::Overlay(n)) => {
-                        let peers = ctx.cluster_store()?.endpoints(&n.name)?;
+                        let peers = crate::cluster::connect(&ctx)?.endpoints(&n.name)?;
                         out.push(inspect_overlay(&state, n, &peers));
                     }
                     Err(e) => missing.push(e),
@@ -332,7 +332,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 }
                 if *overlay {
                     // Refused by the store while any host has endpoints on it.
-                    if let Err(e) = ctx.cluster_store()?.remove_network(name) {
+                    if let Err(e) = crate::cluster::connect(&ctx)?.remove_network(name) {
                         refused.push(format!("{e:#}"));
                         continue;
                     }

@@ -19,75 +19,9 @@ pub mod agent;
 pub mod endpoints;
 pub mod store;
 
-use std::net::Ipv4Addr;
-
 use anyhow::{bail, Result};
 
-/// Where the cluster store is and who this host is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// etcd client URLs (http://IP:PORT).
-    pub endpoints: Vec<String>,
-    /// As given, for messages.
-    pub display: String,
-    /// This host's underlay address: where other hosts send its containers' VXLAN packets.
-    pub advertise: Ipv4Addr,
-}
-
-impl ClusterConfig {
-    /// From `NETCTL_CLUSTER_STORE` / `NETCTL_CLUSTER_ADVERTISE`; None when no store is named.
-    pub fn from_env() -> Result<Option<Self>> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let Some(store) = var("NETCTL_CLUSTER_STORE") else {
-            if var("NETCTL_CLUSTER_ADVERTISE").is_some() {
-                bail!("NETCTL_CLUSTER_ADVERTISE is set but NETCTL_CLUSTER_STORE is not: name the store too (etcd://IP:PORT)");
-            }
-            return Ok(None);
-        };
-        let endpoints = parse_store(&store)?;
-        let Some(adv) = var("NETCTL_CLUSTER_ADVERTISE") else {
-            bail!("NETCTL_CLUSTER_STORE is set but NETCTL_CLUSTER_ADVERTISE is not: give this host's underlay address (--cluster-advertise IP)");
-        };
-        let advertise = parse_advertise(&adv)?;
-        Ok(Some(Self {
-            endpoints,
-            display: store.trim().to_string(),
-            advertise,
-        }))
-    }
-}
-
-/// `etcd://IP:PORT[,IP:PORT…]` → client URLs.
-pub fn parse_store(s: &str) -> Result<Vec<String>> {
-    let usage = "use etcd://IP:PORT[,IP:PORT...]";
-    let Some(rest) = s.trim().strip_prefix("etcd://") else {
-        bail!("cluster store {s:?} is not valid: {usage}");
-    };
-    let mut out = Vec::new();
-    for part in rest.split(',').map(str::trim) {
-        let ok = part
-            .parse::<std::net::SocketAddrV4>()
-            .is_ok_and(|a| a.port() != 0);
-        if !ok {
-            bail!("cluster store {s:?} is not valid ({part:?} is not IP:PORT): {usage}");
-        }
-        out.push(format!("http://{part}"));
-    }
-    Ok(out)
-}
-
-/// The advertised address: an IPv4 address (dockerd also takes an interface name; the
-/// address is what ends up on the wire, so netctl asks for it).
-pub fn parse_advertise(s: &str) -> Result<Ipv4Addr> {
-    let s = s.trim();
-    let s = s.split_once(':').map_or(s, |(ip, _)| ip);
-    match s.parse::<Ipv4Addr>() {
-        Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() => Ok(ip),
-        _ => bail!(
-            "cluster advertise address {s:?} is not valid: give this host's underlay IPv4 address"
-        ),
-    }
-}
+pub use crate::base::config::ClusterConfig;
 
 /// `network create -d overlay`: picks subnet and VNI against every overlay and the subnets
 /// member hosts use (`local`: this host's networks, addresses and routes), and stores it in
@@ -123,36 +57,29 @@ pub fn create_network(
     bail!("the cluster's networks keep changing under this command: try again")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The engine's view of the store ([`crate::engine::cluster::Cluster`]).
+struct Backend(store::Store);
 
-    #[test]
-    fn store_and_advertise_forms() {
-        assert_eq!(
-            parse_store("etcd://10.0.0.2:2379,10.0.0.3:2379").unwrap(),
-            ["http://10.0.0.2:2379", "http://10.0.0.3:2379"]
-        );
-        for bad in [
-            "10.0.0.2:2379",
-            "etcd://",
-            "etcd://host:2379",
-            "etcd://10.0.0.2",
-            "consul://1.2.3.4:8500",
-        ] {
-            let e = parse_store(bad).unwrap_err().to_string();
-            assert!(e.contains("etcd://IP:PORT"), "{bad}: {e}");
-        }
-        assert_eq!(
-            parse_advertise("192.0.2.7").unwrap(),
-            Ipv4Addr::new(192, 0, 2, 7)
-        );
-        assert_eq!(
-            parse_advertise("192.0.2.7:2376").unwrap(),
-            Ipv4Addr::new(192, 0, 2, 7)
-        );
-        for bad in ["eth0", "0.0.0.0", "127.0.0.1", ""] {
-            assert!(parse_advertise(bad).is_err(), "{bad}");
-        }
+impl crate::engine::cluster::Cluster for Backend {
+    fn release_gone(
+        &self,
+        before: &crate::model::state::State,
+        after: &crate::model::state::State,
+    ) -> Result<()> {
+        endpoints::release_gone(&self.0, &crate::model::overlay::gone(before, after))
     }
+
+    fn overlays(&self) -> Result<Vec<crate::model::overlay::OverlayNetwork>> {
+        Ok(self.0.networks()?.0.into_iter().map(|v| v.value).collect())
+    }
+}
+
+/// Lets the engine reach the cluster store (the binary calls this once, at start).
+pub fn install() {
+    crate::engine::cluster::install(|cfg| Ok(Box::new(Backend(store::Store::connect(cfg)?))));
+}
+
+/// A connection to this host's cluster store, or the error that says how to name one.
+pub fn connect(ctx: &crate::engine::ctx::Ctx) -> Result<store::Store> {
+    store::Store::connect(ctx.cluster_config()?)
 }

@@ -143,7 +143,7 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
         internal: conf.internal,
         options: conf.options(),
     };
-    if ctx.cluster.is_some() {
+    if ctx.is_member() {
         networks::check_against_overlays(ctx, &req)?;
     }
     networks::create(&ctx.nl, tx.state(), &req, ctx.group).map_err(invalid)?;

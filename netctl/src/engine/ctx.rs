@@ -16,8 +16,6 @@ pub struct Ctx {
     pub store: Store,
     pub nl: Netlink,
     pub group: u32,
-    /// The cluster store, when this host is a member (overlay networks).
-    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Ctx {
@@ -41,16 +39,25 @@ impl Ctx {
             cfg,
             store,
             group,
-            cluster: crate::cluster::ClusterConfig::from_env()?,
         })
     }
 
+    /// Whether this host is a cluster member (overlay networks).
+    pub fn is_member(&self) -> bool {
+        self.cfg.cluster.is_some()
+    }
+
     /// A connection to the cluster store, for what needs one (overlay networks).
-    pub fn cluster_store(&self) -> Result<crate::cluster::store::Store> {
-        let Some(cfg) = &self.cluster else {
-            bail!("overlay networks need a cluster store: set NETCTL_CLUSTER_STORE=etcd://IP:PORT and NETCTL_CLUSTER_ADVERTISE=IP (or --cluster-store/--cluster-advertise)");
-        };
-        crate::cluster::store::Store::connect(cfg)
+    pub fn cluster(&self) -> Result<Box<dyn crate::engine::cluster::Cluster>> {
+        crate::engine::cluster::connect(self.cluster_config()?)
+    }
+
+    /// The cluster store's configuration, or the error that says how to name one.
+    pub fn cluster_config(&self) -> Result<&crate::base::config::ClusterConfig> {
+        match &self.cfg.cluster {
+            Some(c) => Ok(c),
+            None => bail!("overlay networks need a cluster store: set NETCTL_CLUSTER_STORE=etcd://IP:PORT and NETCTL_CLUSTER_ADVERTISE=IP (or --cluster-store/--cluster-advertise)"),
+        }
     }
 
     /// Takes the state lock for a change. What a killed command left behind (links of this
@@ -95,14 +102,13 @@ impl Tx<'_> {
     /// Addresses of overlay endpoints this change removed go back to the cluster (best
     /// effort: the daemon catches up with what the store missed).
     fn release_overlay_addresses(&self) {
-        let gone = crate::cluster::endpoints::gone(&self.before, &self.locked.state);
-        if gone.is_empty() {
+        if !crate::model::overlay::releases_addresses(&self.before, &self.locked.state) {
             return;
         }
         let released = self
             .ctx
-            .cluster_store()
-            .and_then(|s| crate::cluster::endpoints::release_gone(&s, &gone));
+            .cluster()
+            .and_then(|c| c.release_gone(&self.before, &self.locked.state));
         if let Err(e) = released {
             eprintln!("netctl: warning: {e:#} (the daemon will retry)");
         }
@@ -204,7 +210,7 @@ impl<'a> Tx<'a> {
     fn finish(&mut self, full: bool) -> Result<Report> {
         // A host leaves an overlay network with its last container there.
         let state = self.state();
-        for name in crate::cluster::endpoints::idle_overlays(state) {
+        for name in crate::model::overlay::idle_overlays(state) {
             state.networks.remove(&name);
         }
         // The new state is written (and synced) while the kernel is changed; it replaces the

@@ -133,21 +133,18 @@ pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest
     };
     let subnet = ipam::parse_subnet(subnet, "subnet")?;
     // Local networks do not depend on the store: without it, say what was not checked.
-    let overlays = match ctx.cluster_store().and_then(|s| s.networks()) {
-        Ok((overlays, _)) => overlays,
+    let overlays = match ctx.cluster().and_then(|c| c.overlays()) {
+        Ok(overlays) => overlays,
         Err(e) => {
             eprintln!("netctl: warning: subnet not checked against overlay networks: {e:#}");
             return Ok(());
         }
     };
-    if let Some(o) = overlays
-        .iter()
-        .find(|o| ipam::overlaps(&o.value.subnet, &subnet))
-    {
+    if let Some(o) = overlays.iter().find(|o| ipam::overlaps(&o.subnet, &subnet)) {
         bail!(
             "subnet {subnet} overlaps overlay network {} ({}): pick a subnet that does not",
-            o.value.name,
-            o.value.subnet
+            o.name,
+            o.subnet
         );
     }
     Ok(())

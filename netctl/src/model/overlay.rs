@@ -8,7 +8,12 @@ use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::{model::ipam, model::networks::CreateRequest, model::options, model::state};
+use crate::{
+    model::ipam,
+    model::networks::CreateRequest,
+    model::options,
+    model::state::{self, Endpoint, State},
+};
 
 /// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -161,6 +166,47 @@ pub fn plan(
         created: state::now(),
         user_subnet: req.subnet.is_some(),
     })
+}
+
+/// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
+/// cluster.
+pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
+    let overlay = |ep: &Endpoint| {
+        before
+            .networks
+            .get(&ep.network)
+            .is_some_and(|n| n.vni.is_some())
+    };
+    let kept: std::collections::HashSet<&str> = after
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|e| overlay(e))
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
+    before
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
+        .map(|ep| (ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()))
+        .collect()
+}
+
+/// Local copies of overlay networks no local container uses any more: the host leaves them
+/// (the network stays in the cluster).
+pub fn idle_overlays(state: &State) -> Vec<String> {
+    state
+        .networks
+        .values()
+        .filter(|n| n.vni.is_some() && state.attached(&n.name).is_empty())
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Whether a change gave up overlay addresses (the cluster store has them to release).
+pub fn releases_addresses(before: &State, after: &State) -> bool {
+    !gone(before, after).is_empty()
 }
 
 #[cfg(test)]
