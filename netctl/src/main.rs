@@ -4,7 +4,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    netctl::cluster::install();
+    netctl::cluster::backend::install();
     // Invoked by a container runtime as its CNI plugin.
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(netctl::cni::main());

@@ -143,7 +143,7 @@ impl Listed<'_> {
 /// store cannot be reached, so local networks are still listed.
 fn overlays(ctx: &Ctx) -> Option<Vec<OverlayNetwork>> {
     ctx.cfg.cluster.as_ref()?;
-    match crate::cluster::connect(ctx).and_then(|s| s.networks()) {
+    match crate::cluster::backend::connect(ctx).and_then(|s| s.networks()) {
         Ok((nets, _)) => Some(nets.into_iter().map(|v| v.value).collect()),
         Err(e) => {
             eprintln!("netctl: warning: overlay networks not listed: {e:#}");
@@ -223,7 +223,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             };
             if req.driver == "overlay" {
                 // Nothing local yet: each host makes its part when a container joins.
-                let store = crate::cluster::connect(&ctx)?;
+                let store = crate::cluster::backend::connect(&ctx)?;
                 let snapshot = ctx.store.snapshot()?;
                 if snapshot.networks.contains_key(&req.name) {
                     bail!(
@@ -236,7 +236,8 @@ pub fn run(cmd: Command) -> Result<i32> {
                     .nl
                     .mtu_of_address(store.cfg.advertise)?
                     .unwrap_or(crate::model::overlay::DEFAULT_UNDERLAY_MTU);
-                let net = crate::cluster::create_network(&store, &req, &local, underlay_mtu)?;
+                let net =
+                    crate::cluster::network::create_network(&store, &req, &local, underlay_mtu)?;
                 println!("{}", net.id);
                 return Ok(0);
             }
@@ -296,7 +297,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                         out.push(inspect_predefined(&state, name, driver, id))
                     }
                     Ok(Listed::Overlay(n)) => {
-                        let peers = crate::cluster::connect(&ctx)?.endpoints(&n.name)?;
+                        let peers = crate::cluster::backend::connect(&ctx)?.endpoints(&n.name)?;
                         out.push(inspect_overlay(&state, n, &peers));
                     }
                     Err(e) => missing.push(e),
@@ -332,7 +333,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 }
                 if *overlay {
                     // Refused by the store while any host has endpoints on it.
-                    if let Err(e) = crate::cluster::connect(&ctx)?.remove_network(name) {
+                    if let Err(e) = crate::cluster::backend::connect(&ctx)?.remove_network(name) {
                         refused.push(format!("{e:#}"));
                         continue;
                     }

@@ -186,7 +186,7 @@ pub fn prepare(
     if !ctx.is_member() || local || crate::model::networks::is_predefined(r) {
         return Ok(None);
     }
-    let store = crate::cluster::connect(ctx)?;
+    let store = crate::cluster::backend::connect(ctx)?;
     let Some(ov) = lookup(&store, r)? else {
         return Ok(None);
     };

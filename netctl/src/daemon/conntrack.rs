@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::say;
+use super::log::say;
 use crate::{base::config::Config, kernel::dataplane::Dataplane};
 
 /// Often enough that expired flows never hold the table at its watermark for long.

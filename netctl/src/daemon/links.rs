@@ -10,7 +10,7 @@ use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use super::say;
+use super::log::say;
 use crate::{engine::ctx::Ctx, engine::reconcile, kernel::netlink::Netlink};
 
 // rtnetlink multicast groups (linux/rtnetlink.h).

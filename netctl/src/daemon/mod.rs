@@ -8,6 +8,7 @@
 mod conntrack;
 pub mod dns;
 mod links;
+pub mod log;
 pub mod reload;
 mod watchers;
 
@@ -20,18 +21,6 @@ use crate::base::config::Config;
 
 /// The fallback poll of the files the daemon depends on.
 const POLL: Duration = Duration::from_millis(250);
-
-/// A line of the daemon's log (its stderr: `daemon.log`).
-pub fn say(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "{}.{:03} {msg}",
-        crate::model::text::rfc3339(now.as_secs()).trim_end_matches('Z'),
-        now.subsec_millis()
-    );
-}
 
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
@@ -74,7 +63,7 @@ async fn serve(cfg: Config) -> Result<i32> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    say(&format!(
+    log::say(&format!(
         "started (pid {}) for {}",
         std::process::id(),
         cfg.state_dir.display()
@@ -89,21 +78,21 @@ async fn serve(cfg: Config) -> Result<i32> {
         match reload::load(&cfg) {
             Ok(snap) => {
                 if !crate::kernel::daemon::needed(&snap.state) {
-                    say("no network needs the daemon any more: exiting");
+                    log::say("no network needs the daemon any more: exiting");
                     return Ok(0);
                 }
                 for p in resolver.reload(&snap.state, &snap.remote, &snap.host.nameservers) {
-                    say(&format!("dns: cannot listen on {p}"));
+                    log::say(&format!("dns: cannot listen on {p}"));
                 }
                 if resolver.addresses() != listening {
                     listening = resolver.addresses();
-                    say(&format!("dns: listening on {listening:?} port 53"));
+                    log::say(&format!("dns: listening on {listening:?} port 53"));
                 }
                 crate::kernel::daemon::acknowledge(&cfg.state_dir, &snap.state_identity)?;
                 changed.send_replace(());
             }
             // Keep serving what was loaded last; the next change is tried again.
-            Err(e) => say(&format!("reload failed: {e:#}")),
+            Err(e) => log::say(&format!("reload failed: {e:#}")),
         }
         watch.changed();
         loop {

@@ -330,11 +330,11 @@ impl Netlink {
     }
 
     /// Deletes the link called `name` if it is netctl's (in an instance's interface group,
-    /// [`crate::kernel::topology::GROUP_FLAG`]): a link of the same name that someone else made
+    /// [`crate::model::instance::GROUP_FLAG`]): a link of the same name that someone else made
     /// (another CNI plugin's `veth…`) is left alone.
     pub fn del_link_by_name(&self, name: &str) -> Result<()> {
         match self.link(name)? {
-            Some(l) if l.group & crate::kernel::topology::GROUP_FLAG != 0 => self.del_link(l.index),
+            Some(l) if l.group & crate::model::instance::GROUP_FLAG != 0 => self.del_link(l.index),
             _ => Ok(()),
         }
     }

@@ -5,6 +5,8 @@ pub mod addr;
 pub mod features;
 #[cfg(test)]
 pub mod fixtures;
+pub mod ids;
+pub mod instance;
 pub mod ipam;
 pub mod links;
 pub mod names;

@@ -9,7 +9,7 @@ pub fn handles_dir(state_dir: &Path) -> PathBuf {
 
 /// A container's namespace handle (named by its short ID).
 pub fn handle_path(state_dir: &Path, container_id: &str) -> PathBuf {
-    handles_dir(state_dir).join(crate::model::state::short(container_id))
+    handles_dir(state_dir).join(crate::model::ids::short(container_id))
 }
 
 /// The container's own files: its log and its exit status (kept with mode 0600 in the

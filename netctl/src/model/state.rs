@@ -310,9 +310,7 @@ fn find<'a, T>(
 }
 
 /// The first 12 characters of an ID, as Docker shows it.
-pub fn short(id: &str) -> &str {
-    &id[..12.min(id.len())]
-}
+pub use crate::model::ids::short;
 
 /// The state directory and its lock.
 pub struct Store {
