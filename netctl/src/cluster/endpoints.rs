@@ -186,7 +186,7 @@ pub fn prepare(
     if !ctx.is_member() || local || crate::model::networks::is_predefined(r) {
         return Ok(None);
     }
-    let store = crate::cluster::backend::connect(ctx)?;
+    let store = Store::connect(ctx.cluster_config()?)?;
     let Some(ov) = lookup(&store, r)? else {
         return Ok(None);
     };
