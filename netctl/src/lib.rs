@@ -11,3 +11,4 @@ pub mod docker;
 pub mod engine;
 pub mod kernel;
 pub mod model;
+pub mod store;

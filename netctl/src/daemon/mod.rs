@@ -25,7 +25,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
     let cfg = Config::from_env()?;
-    crate::model::state::private_dir(&cfg.state_dir)?;
+    crate::store::state_file::private_dir(&cfg.state_dir)?;
     let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {
         eprintln!(
             "netctl daemon: already running for {}",

@@ -12,7 +12,8 @@ use crate::{
     base::config::Config,
     kernel::daemon::{identity, state_identity, STATE_FILE},
     kernel::resolvconf::ResolvConf,
-    model::state::{State, Store},
+    model::state::State,
+    store::state_file::Store,
 };
 
 /// Everything a reload reads.

@@ -8,7 +8,8 @@ use crate::{
     engine::reconcile::{self, Report},
     kernel::netlink::Netlink,
     kernel::topology,
-    model::state::{Locked, State, Store},
+    model::state::State,
+    store::state_file::{Locked, Store},
 };
 
 pub struct Ctx {
