@@ -4,9 +4,13 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    netctl::cluster::backend::install();
     // Invoked by a container runtime as its CNI plugin.
     if std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(netctl::cni::main());
     }
-    std::process::exit(netctl::cli::main());
+    std::process::exit(netctl::cli::main(netctl::cli::Servers {
+        daemon: netctl::daemon::main,
+        docker_plugin: netctl::docker::serve,
+    }));
 }

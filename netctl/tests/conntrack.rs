@@ -5,7 +5,7 @@
 #[path = "world/mod.rs"]
 mod world;
 
-use netctl::dataplane::maps::raw;
+use netctl::kernel::dataplane::maps::raw;
 use netctl_common::{
     ct::{
         CtEntry, CT_CONFIRMED, CT_FIN_ORIG, CT_FIN_REPLY, CT_REPLY, CT_RST, CT_SEEN_REPLY,
@@ -421,7 +421,7 @@ fn a_taken_reply_tuple_is_a_conflict_never_a_takeover() {
     let other = key(CLIENT, 1, H, 9, TCP);
     let taken = key(WEB, 80, CLIENT, 40000, TCP);
     let mut e = CtEntry {
-        last_seen: netctl::dataplane::monotonic_ns(),
+        last_seen: netctl::kernel::dataplane::monotonic_ns(),
         peer: other,
         flags: CT_REPLY,
         kind: KIND_SNAT,
@@ -510,7 +510,7 @@ fn port_allocation_searches_the_whole_range_from_a_random_start() {
     let (last, free) = (61000 + span - 1, 61000 + span - 23);
     w.set_config(0, 61000, last);
     // Every port but one is taken for this destination.
-    let now = netctl::dataplane::monotonic_ns();
+    let now = netctl::kernel::dataplane::monotonic_ns();
     for port in (61000..=last).filter(|p| *p != free) {
         let e = CtEntry {
             last_seen: now,

@@ -10,7 +10,7 @@ mod world;
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap};
-use netctl::dataplane::maps::raw;
+use netctl::kernel::dataplane::maps::raw;
 use netctl_common::{
     drop::DropReason,
     maps::{
@@ -450,7 +450,10 @@ fn a_frame_larger_than_the_overlay_carries_is_refused_before_the_tunnel() {
         return;
     }
     let mut w = World::new(true, false);
-    if !w.features.has(netctl::dataplane::features::CHECK_MTU) {
+    if !w
+        .features
+        .has(netctl::kernel::dataplane::features::CHECK_MTU)
+    {
         eprintln!("skipped: no bpf_check_mtu here (the host fragments instead)");
         return;
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod kernels;
+mod lint;
 mod setup;
 mod vm;
 
@@ -43,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         only: Vec<String>,
     },
+    /// Check that netctl's imports follow its layers (docs/ARCHITECTURE.md) and run in no circle
+    Lint,
     /// Run the whole suite: format and lint checks, unit tests, eBPF program tests, end-to-end
     Test {
         /// Instead of the suite: boot Debian's cloud kernels in QEMU and run the program
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(),
+        Cmd::Lint => lint::run(&workspace_root()),
         Cmd::Build { release } => {
             setup::run()?;
             build(release)
@@ -196,6 +200,7 @@ fn cargo_test(args: &[String], deny: &str) -> Result<([u64; 3], bool)> {
 
 fn test(args: &[String]) -> Result<()> {
     sh(cargo().args(["fmt", "--all", "--check"]))?;
+    lint::run(&workspace_root())?;
     sh(cargo().args([
         "clippy",
         "--workspace",

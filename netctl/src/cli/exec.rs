@@ -2,7 +2,7 @@ use std::os::unix::process::CommandExt;
 
 use anyhow::{bail, Result};
 
-use crate::{ctx::Ctx, process};
+use crate::{engine::ctx::Ctx, kernel::process};
 
 /// Run a command inside a container's network namespace.
 #[derive(clap::Args)]
@@ -16,11 +16,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    crate::ctx::require_root()?;
+    crate::engine::ctx::require_root()?;
     let ctx = Ctx::open_unchecked()?;
     let state = ctx.store.snapshot()?;
     let c = state.find_container(&args.name)?;
-    if crate::containers::Status::of(&ctx.cfg.state_dir, c) != crate::containers::Status::Running {
+    if crate::engine::containers::Status::of(&ctx.cfg.state_dir, c)
+        != crate::engine::containers::Status::Running
+    {
         bail!("container {} is not running: exec needs a running container (start a new one with `netctl run`)", c.name);
     }
     let iso = process::Isolation::of(&ctx.cfg.state_dir, &state, c);

@@ -5,8 +5,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::{
-    config::{Config, XdpMode},
-    dataplane::{
+    base::config::{Config, XdpMode},
+    kernel::dataplane::{
         features::{self, Features, FEATURES},
         Dataplane,
     },
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    crate::ctx::require_root()?;
+    crate::engine::ctx::require_root()?;
     let cfg = Config::from_env()?;
     let f = Features::detect(&cfg.features_deny)?;
     let dp = Dataplane::open_existing(&cfg);

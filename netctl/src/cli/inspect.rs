@@ -2,9 +2,9 @@ use anyhow::Result;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    containers::Status,
-    ctx::Ctx,
-    state::{Container, State},
+    engine::containers::Status,
+    engine::ctx::Ctx,
+    model::state::{Container, State},
 };
 
 /// Show containers in detail, as a JSON array in Docker's shape (the networking parts)
@@ -66,7 +66,7 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
             }),
         );
     }
-    let env: Vec<String> = crate::links::env(state, c)
+    let env: Vec<String> = crate::model::links::env(state, c)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -76,7 +76,7 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
     };
     json!({
         "Id": c.id,
-        "Created": super::rfc3339(c.created),
+        "Created": crate::model::text::rfc3339(c.created),
         "Name": format!("/{}", c.name),
         "State": {
             "Status": status.word(),

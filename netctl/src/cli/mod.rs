@@ -4,6 +4,7 @@ mod exec;
 mod info;
 mod inspect;
 mod network;
+pub mod pcap;
 mod port;
 mod ps;
 mod rm;
@@ -11,8 +12,6 @@ mod run;
 mod stats;
 mod sync;
 mod trace;
-
-pub use network::rfc3339;
 
 use clap::{Parser, Subcommand};
 
@@ -83,7 +82,7 @@ enum Command {
         netctl's eBPF does the NAT.")]
     DockerPlugin {
         /// The unix socket dockerd connects to; its file name is the driver's name
-        #[arg(long, default_value = crate::docker::DEFAULT_SOCKET)]
+        #[arg(long, default_value = crate::base::config::DOCKER_PLUGIN_SOCKET)]
         socket: std::path::PathBuf,
     },
     /// (internal) The embedded DNS resolver and watchers; started and stopped by netctl itself
@@ -104,9 +103,16 @@ enum Command {
     },
 }
 
+/// The long-running front-ends that `netctl` also starts, handed in by the binary so the CLI
+/// imports neither.
+pub struct Servers {
+    pub daemon: fn() -> anyhow::Result<i32>,
+    pub docker_plugin: fn(&std::path::Path) -> anyhow::Result<i32>,
+}
+
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
-pub fn main() -> i32 {
-    crate::failpoint::init();
+pub fn main(servers: Servers) -> i32 {
+    crate::base::failpoint::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -124,7 +130,7 @@ pub fn main() -> i32 {
         Command::Network(c) => network::run(c),
         // docker run's convention: 125 when the failure is the runner's, not the command's.
         Command::Run(a) => run::run(a).or_else(|e| {
-            eprintln!("netctl: {}", one_line(&e));
+            eprintln!("netctl: {}", crate::model::text::one_line(&e));
             Ok(run::FAILED)
         }),
         Command::ContainerShim {
@@ -134,16 +140,16 @@ pub fn main() -> i32 {
             exit_file,
             command,
         } => {
-            let iso = crate::process::Isolation {
+            let iso = crate::kernel::process::Isolation {
                 netns,
                 etc_dir: etc,
                 hostname,
                 env: Vec::new(), // in the shim's own environment
             };
-            Ok(crate::process::shim(&iso, &exit_file, &command))
+            Ok(crate::kernel::process::shim(&iso, &exit_file, &command))
         }
-        Command::Daemon => crate::daemon::main(),
-        Command::DockerPlugin { socket } => crate::docker::serve(&socket),
+        Command::Daemon => (servers.daemon)(),
+        Command::DockerPlugin { socket } => (servers.docker_plugin)(&socket),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
         Command::Inspect(a) => inspect::run(a),
@@ -157,7 +163,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netctl: {}", one_line(&e));
+            eprintln!("netctl: {}", crate::model::text::one_line(&e));
             1
         }
     }
@@ -216,20 +222,4 @@ fn usage_error(e: clap::Error) -> i32 {
     } else {
         2
     }
-}
-
-/// The error and its causes on one line, most specific last.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        let text = cause.to_string();
-        if i > 0 {
-            if out.contains(&text) {
-                continue;
-            }
-            out.push_str(": ");
-        }
-        out.push_str(text.trim().replace('\n', " ").as_str());
-    }
-    out
 }

@@ -3,12 +3,12 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::{
-    cluster::overlay::OverlayNetwork,
-    containers,
-    ctx::Ctx,
-    daemon::dns::table::has_embedded_dns,
-    networks::{self, CreateRequest},
-    state::{short, Network, State},
+    engine::containers,
+    engine::ctx::Ctx,
+    engine::networks::{self, CreateRequest},
+    model::networks::has_embedded_dns,
+    model::overlay::OverlayNetwork,
+    model::state::{short, Network, State},
 };
 
 #[derive(Subcommand)]
@@ -142,8 +142,8 @@ impl Listed<'_> {
 /// The cluster's overlay networks when this host is a member: None (with a warning) when the
 /// store cannot be reached, so local networks are still listed.
 fn overlays(ctx: &Ctx) -> Option<Vec<OverlayNetwork>> {
-    ctx.cluster.as_ref()?;
-    match ctx.cluster_store().and_then(|s| s.networks()) {
+    ctx.cfg.cluster.as_ref()?;
+    match crate::cluster::backend::connect(ctx).and_then(|s| s.networks()) {
         Ok((nets, _)) => Some(nets.into_iter().map(|v| v.value).collect()),
         Err(e) => {
             eprintln!("netctl: warning: overlay networks not listed: {e:#}");
@@ -223,7 +223,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             };
             if req.driver == "overlay" {
                 // Nothing local yet: each host makes its part when a container joins.
-                let store = ctx.cluster_store()?;
+                let store = crate::cluster::backend::connect(&ctx)?;
                 let snapshot = ctx.store.snapshot()?;
                 if snapshot.networks.contains_key(&req.name) {
                     bail!(
@@ -235,13 +235,14 @@ pub fn run(cmd: Command) -> Result<i32> {
                 let underlay_mtu = ctx
                     .nl
                     .mtu_of_address(store.cfg.advertise)?
-                    .unwrap_or(crate::cluster::overlay::DEFAULT_UNDERLAY_MTU);
-                let net = crate::cluster::create_network(&store, &req, &local, underlay_mtu)?;
+                    .unwrap_or(crate::model::overlay::DEFAULT_UNDERLAY_MTU);
+                let net =
+                    crate::cluster::network::create_network(&store, &req, &local, underlay_mtu)?;
                 println!("{}", net.id);
                 return Ok(0);
             }
             let mut tx = ctx.begin()?;
-            if ctx.cluster.is_some() {
+            if ctx.is_member() {
                 // A member's local network must not overlap an overlay.
                 networks::check_against_overlays(&ctx, &req)?;
             }
@@ -296,7 +297,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                         out.push(inspect_predefined(&state, name, driver, id))
                     }
                     Ok(Listed::Overlay(n)) => {
-                        let peers = ctx.cluster_store()?.endpoints(&n.name)?;
+                        let peers = crate::cluster::backend::connect(&ctx)?.endpoints(&n.name)?;
                         out.push(inspect_overlay(&state, n, &peers));
                     }
                     Err(e) => missing.push(e),
@@ -332,7 +333,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 }
                 if *overlay {
                     // Refused by the store while any host has endpoints on it.
-                    if let Err(e) = ctx.cluster_store()?.remove_network(name) {
+                    if let Err(e) = crate::cluster::backend::connect(&ctx)?.remove_network(name) {
                         refused.push(format!("{e:#}"));
                         continue;
                     }
@@ -366,7 +367,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             container,
         } => {
             for a in &alias {
-                crate::runopts::check_alias(a, "--alias")?;
+                crate::model::runopts::check_alias(a, "--alias")?;
             }
             let ctx = Ctx::open()?;
             let mut tx = ctx.begin()?;
@@ -469,7 +470,7 @@ fn inspect_predefined(state: &State, name: &str, driver: &str, id: &str) -> Valu
     json!({
         "Name": name,
         "Id": id,
-        "Created": rfc3339(0),
+        "Created": crate::model::text::rfc3339(0),
         "Scope": "local",
         "Driver": driver,
         "EnableIPv6": false,
@@ -507,7 +508,7 @@ fn inspect(state: &State, n: &Network) -> Value {
     json!({
         "Name": n.name,
         "Id": n.id,
-        "Created": rfc3339(n.created),
+        "Created": crate::model::text::rfc3339(n.created),
         "Scope": "local",
         "Driver": n.driver,
         "EnableIPv6": false,
@@ -519,35 +520,4 @@ fn inspect(state: &State, n: &Network) -> Value {
         "Options": n.options,
         "Labels": {},
     })
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (civil-from-days, no time zone database needed).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 }

@@ -1,6 +1,6 @@
 use anyhow::{bail, Result};
 
-use crate::{ctx::Ctx, ports};
+use crate::{engine::ctx::Ctx, model::ports};
 
 /// List a container's published ports, or the host address of one port (Docker's format)
 #[derive(clap::Args)]

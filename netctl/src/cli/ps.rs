@@ -2,10 +2,10 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::{
-    containers::Status,
-    ctx::Ctx,
-    ports,
-    state::{self, short, Container},
+    engine::containers::Status,
+    engine::ctx::Ctx,
+    model::ports,
+    model::state::{self, short, Container},
 };
 
 /// List containers

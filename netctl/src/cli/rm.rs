@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{containers, ctx::Ctx, process};
+use crate::{engine::containers, engine::ctx::Ctx, kernel::process};
 
 /// Remove containers: stop their processes (SIGTERM, then SIGKILL after the grace period),
 /// then remove their interfaces, namespace, addresses and published ports.
@@ -36,11 +36,11 @@ pub fn run(args: Args) -> Result<i32> {
     for c in &found {
         process::stop_container(&ctx.cfg.state_dir, c, grace);
     }
-    crate::failpoint::step("rm: processes stopped");
+    crate::base::failpoint::step("rm: processes stopped");
     let mut tx = ctx.begin()?;
     for c in &found {
         if containers::remove_if_same(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name, &c.id)? {
-            crate::failpoint::step("rm: container removed");
+            crate::base::failpoint::step("rm: container removed");
         }
     }
     tx.commit()?;

@@ -1,9 +1,9 @@
 use anyhow::Result;
 
 use crate::{
-    containers::{self, CreateRequest},
-    ctx::Ctx,
-    process,
+    engine::containers::{self, CreateRequest},
+    engine::ctx::Ctx,
+    kernel::process,
 };
 
 /// Run a command in a new container: a network namespace attached to a network, with
@@ -64,7 +64,7 @@ pub const FAILED: i32 = 125;
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
     if !args.publish.is_empty() || args.publish_all {
-        if let Err(e) = crate::dataplane::socket_programs(&ctx.cfg) {
+        if let Err(e) = crate::kernel::dataplane::socket_programs(&ctx.cfg) {
             eprintln!("netctl: warning: published ports answer other hosts only, not this host's own clients: {e}");
         }
     }
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<i32> {
     };
     let mut tx = ctx.begin()?;
     if let Some(net) = req.network.clone() {
-        let id = crate::state::random_id();
+        let id = crate::model::state::random_id();
         let claimed = crate::cluster::endpoints::prepare(
             &ctx,
             &mut tx,
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<i32> {
                 process::spawn_foreground(&iso, &req.command).map(|child| (child.id(), Some(child)))
             }
         });
-    crate::failpoint::step("run: process started");
+    crate::base::failpoint::step("run: process started");
     let (pid, child) = match started {
         Ok(s) => s,
         Err(e) => {

@@ -5,9 +5,9 @@ use netctl_common::stats::EndpointCounters;
 use serde_json::{json, Value};
 
 use crate::{
-    ctx::Ctx,
-    dataplane::{maps::raw, Dataplane},
-    state::State,
+    engine::ctx::Ctx,
+    kernel::dataplane::{maps::raw, Dataplane},
+    model::state::State,
 };
 
 /// Counters of the eBPF programs: per hook, per container, per network, per published port;
@@ -64,7 +64,7 @@ fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
             let key = netctl_common::maps::PortKey {
                 addr: raw(p.host_ip),
                 port: p.host_port.to_be(),
-                proto: if p.proto == crate::ports::Proto::Tcp {
+                proto: if p.proto == crate::model::ports::Proto::Tcp {
                     6
                 } else {
                     17
@@ -72,7 +72,7 @@ fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
                 _pad: 0,
             };
             ports.push(
-                json!({"container": c.name, "port": crate::ports::describe(p),
+                json!({"container": c.name, "port": crate::model::ports::describe(p),
                 "connections": hits.get(&key).copied().unwrap_or(0)}),
             );
         }

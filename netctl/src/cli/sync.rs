@@ -1,6 +1,6 @@
 use anyhow::{bail, Result};
 
-use crate::{containers, ctx::Ctx, process};
+use crate::{engine::containers, engine::ctx::Ctx, kernel::process};
 
 /// Make the kernel match the saved state: re-create missing bridges, namespaces and veths,
 /// remove this instance's orphans, attach the eBPF programs, refill the maps. Run it at boot

@@ -16,10 +16,10 @@ use netctl_common::{
 use serde_json::{json, Value};
 
 use crate::{
-    ctx::Ctx,
-    dataplane::{maps::from_raw, monotonic_ns, Dataplane},
-    names::Names,
-    pcap::Pcap,
+    cli::pcap::Pcap,
+    engine::ctx::Ctx,
+    kernel::dataplane::{maps::from_raw, monotonic_ns, Dataplane},
+    model::names::Names,
 };
 
 /// Stream what the datapath does, live: new and ended flows, drops with their reason, and
@@ -208,7 +208,7 @@ impl Filter {
 /// Wall-clock time of a monotonic timestamp, RFC 3339 with microseconds.
 fn wall(ts: u64, mono_now: u64, real_now: Duration) -> String {
     let at = real_now.saturating_sub(Duration::from_nanos(mono_now.saturating_sub(ts)));
-    let base = super::network::rfc3339(at.as_secs());
+    let base = crate::model::text::rfc3339(at.as_secs());
     format!("{}.{:06}Z", base.trim_end_matches('Z'), at.subsec_micros())
 }
 

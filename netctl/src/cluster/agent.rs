@@ -12,13 +12,13 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{
-    endpoints,
-    overlay::{EndpointRecord, HostRecord},
-    store::Conn,
-    ClusterConfig,
+use crate::{base::config::Config, kernel::dataplane::Dataplane, model::state::State};
+use crate::{
+    cluster::endpoints,
+    cluster::store::Conn,
+    cluster::ClusterConfig,
+    model::overlay::{EndpointRecord, HostRecord},
 };
-use crate::{config::Config, dataplane::Dataplane, state::State};
 
 /// Runs until the process ends. `changed` ticks when the local state changed.
 pub async fn run(
@@ -99,7 +99,7 @@ async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
 /// know (a command killed after claiming) released. Under the state lock, so no command is
 /// between its claim and its save.
 async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
-    let store = crate::state::Store::new(&cfg.state_dir);
+    let store = crate::store::state_file::Store::new(&cfg.state_dir);
     let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
     let state = &locked.state;
     let me = conn.cfg.advertise;
@@ -234,6 +234,10 @@ async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
             );
         }
     }
-    crate::atomic_file::write_cache(&remote_names_path(cfg), &serde_json::to_vec(&names)?, 0o600)?;
+    crate::base::atomic_file::write_cache(
+        &remote_names_path(cfg),
+        &serde_json::to_vec(&names)?,
+        0o600,
+    )?;
     Ok(read_at)
 }

@@ -6,15 +6,15 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
 
-use super::{
-    overlay::{EndpointRecord, OverlayNetwork},
-    store::{Store, Versioned},
+use crate::{
+    cluster::store::{Store, Versioned},
+    model::overlay::{EndpointRecord, OverlayNetwork},
 };
 use crate::{
-    ipam,
-    netlink::Netlink,
-    state::{self, Endpoint, State},
-    topology,
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::ipam,
+    model::state::{self, State},
 };
 
 /// Seconds a host's keys outlive it (its daemon renews the lease every third of it).
@@ -40,7 +40,7 @@ pub fn recorded_lease(state_dir: &Path) -> Option<i64> {
 }
 
 pub fn record_lease(state_dir: &Path, id: i64) -> Result<()> {
-    crate::atomic_file::write(&lease_file(state_dir), id.to_string().as_bytes(), 0o600)
+    crate::base::atomic_file::write(&lease_file(state_dir), id.to_string().as_bytes(), 0o600)
 }
 
 /// This host's lease: the recorded one while it lives, else a new one (recorded; the daemon
@@ -160,42 +160,6 @@ pub fn claim(
     )
 }
 
-/// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
-/// cluster.
-pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
-    let overlay = |ep: &Endpoint| {
-        before
-            .networks
-            .get(&ep.network)
-            .is_some_and(|n| n.vni.is_some())
-    };
-    let kept: std::collections::HashSet<&str> = after
-        .containers
-        .values()
-        .flat_map(|c| c.endpoints.iter())
-        .filter(|e| overlay(e))
-        .map(|e| e.endpoint_id.as_str())
-        .collect();
-    before
-        .containers
-        .values()
-        .flat_map(|c| c.endpoints.iter())
-        .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
-        .map(|ep| (ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()))
-        .collect()
-}
-
-/// Local copies of overlay networks no local container uses any more: the host leaves them
-/// (the network stays in the cluster).
-pub fn idle_overlays(state: &State) -> Vec<String> {
-    state
-        .networks
-        .values()
-        .filter(|n| n.vni.is_some() && state.attached(&n.name).is_empty())
-        .map(|n| n.name.clone())
-        .collect()
-}
-
 /// Releases what [`gone`] found; the store being away only delays it (the daemon removes
 /// this host's endpoints the state does not know when it reconnects).
 pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()> {
@@ -211,18 +175,18 @@ pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()
 /// the network is made part of this host and an address claimed for the container (given
 /// back if the command fails). None for local networks, which need nothing of the store.
 pub fn prepare(
-    ctx: &crate::ctx::Ctx,
-    tx: &mut crate::ctx::Tx<'_>,
+    ctx: &crate::engine::ctx::Ctx,
+    tx: &mut crate::engine::ctx::Tx<'_>,
     r: &str,
     requested: Option<&str>,
     container_id: &str,
     container: &str,
 ) -> Result<Option<Claimed>> {
     let local = tx.state().find_network(r).is_ok_and(|n| n.vni.is_none());
-    if ctx.cluster.is_none() || local || crate::networks::is_predefined(r) {
+    if !ctx.is_member() || local || crate::model::networks::is_predefined(r) {
         return Ok(None);
     }
-    let store = ctx.cluster_store()?;
+    let store = Store::connect(ctx.cluster_config()?)?;
     let Some(ov) = lookup(&store, r)? else {
         return Ok(None);
     };

@@ -10,9 +10,9 @@ use etcd_client::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{
-    overlay::{EndpointRecord, HostRecord, OverlayNetwork},
-    ClusterConfig,
+use crate::{
+    cluster::ClusterConfig,
+    model::overlay::{EndpointRecord, HostRecord, OverlayNetwork},
 };
 
 const ROOT: &str = "/netctl/v1/";

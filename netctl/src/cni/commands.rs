@@ -8,14 +8,15 @@ use serde_json::Value;
 use super::spec::{Attached, Code, Env, Error, NetConf, Result};
 use crate::{
     cluster,
-    containers::{self, Addr, EngineAttach},
-    ctx::{Ctx, Tx},
-    daemon::dns::table::has_embedded_dns,
-    netlink::Netlink,
-    netns, networks,
-    ports::PortSpec,
-    state::{Container, Endpoint, State},
-    topology,
+    engine::containers::{self, Addr, EngineAttach},
+    engine::ctx::{Ctx, Tx},
+    engine::networks,
+    kernel::netlink::Netlink,
+    kernel::netns,
+    kernel::topology,
+    model::networks::has_embedded_dns,
+    model::ports::PortSpec,
+    model::state::{Container, Endpoint, State},
 };
 
 fn invalid(e: impl std::fmt::Display) -> Error {
@@ -51,7 +52,7 @@ impl Request {
             .cloned()
             .unwrap_or_default();
         for a in &aliases {
-            crate::runopts::check_alias(a, "alias").map_err(invalid)?;
+            crate::model::runopts::check_alias(a, "alias").map_err(invalid)?;
         }
         Ok(Request {
             publish,
@@ -64,7 +65,7 @@ impl Request {
 
 /// A unicast MAC in the usual notation, lower case.
 fn check_mac(m: &str) -> Result<String> {
-    if crate::topology::is_unicast_mac(m) {
+    if crate::kernel::topology::is_unicast_mac(m) {
         return Ok(m.to_ascii_lowercase());
     }
     Err(invalid(format!(
@@ -142,7 +143,7 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
         internal: conf.internal,
         options: conf.options(),
     };
-    if ctx.cluster.is_some() {
+    if ctx.is_member() {
         networks::check_against_overlays(ctx, &req)?;
     }
     networks::create(&ctx.nl, tx.state(), &req, ctx.group).map_err(invalid)?;
@@ -322,6 +323,6 @@ pub fn status() -> Result<()> {
         )
     };
     let ctx = Ctx::open().map_err(not_available)?;
-    crate::dataplane::Dataplane::open(&ctx.cfg).map_err(not_available)?;
+    crate::kernel::dataplane::Dataplane::open(&ctx.cfg).map_err(not_available)?;
     Ok(())
 }

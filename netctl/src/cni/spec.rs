@@ -118,7 +118,7 @@ pub fn is_container_id(id: &str) -> bool {
 /// The ID netctl keeps a CNI container under: the runtime's own where it makes a state ID
 /// (12 to 128 characters), else `cni-` and a hash of it (a short `ctr1`, a very long one).
 pub fn state_id(container_id: &str) -> String {
-    if crate::state::is_safe_id(container_id) {
+    if crate::model::state::is_safe_id(container_id) {
         return container_id.to_string();
     }
     let h = container_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
@@ -172,7 +172,7 @@ impl Env {
                     format!("CNI_CONTAINERID {container_id:?} is not a valid container ID (a letter or digit, then letters, digits, _ . -)"),
                 ));
             }
-            crate::options::check_ifname(&ifname, "CNI_IFNAME")
+            crate::model::options::check_ifname(&ifname, "CNI_IFNAME")
                 .map_err(|e| Error::new(Code::InvalidEnvironment, e.to_string()))?;
         }
         let args = get("CNI_ARGS")
@@ -465,7 +465,7 @@ mod tests {
             bad[1] = ("CNI_CONTAINERID", id);
             let e = env(&bad).unwrap();
             assert!(
-                crate::state::is_safe_id(&e.id) && e.id.starts_with("cni-"),
+                crate::model::state::is_safe_id(&e.id) && e.id.starts_with("cni-"),
                 "{}",
                 e.id
             );
@@ -498,7 +498,7 @@ mod tests {
             .collect();
         assert_eq!(specs, vec!["8080:80/tcp", "127.0.0.1:53:53/udp"]);
         for s in &specs {
-            s.parse::<crate::ports::PortSpec>().unwrap();
+            s.parse::<crate::model::ports::PortSpec>().unwrap();
         }
         assert_eq!(c.requested_ip().unwrap(), Some("10.9.0.7".parse().unwrap()));
         assert_eq!(c.runtime_config.aliases["front"], vec!["www"]);

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::say;
-use crate::{config::Config, dataplane::Dataplane};
+use super::log::say;
+use crate::{base::config::Config, kernel::dataplane::Dataplane};
 
 /// Often enough that expired flows never hold the table at its watermark for long.
 const EVERY: Duration = Duration::from_secs(10);

@@ -10,8 +10,8 @@ use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use super::say;
-use crate::{ctx::Ctx, netlink::Netlink, reconcile};
+use super::log::say;
+use crate::{engine::ctx::Ctx, engine::reconcile, kernel::netlink::Netlink};
 
 // rtnetlink multicast groups (linux/rtnetlink.h).
 const RTMGRP_LINK: u32 = 0x1;
@@ -78,7 +78,7 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
             .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
     };
     // Each message: nlmsghdr (16 bytes), ifinfomsg (16), then attributes.
-    for m in crate::netlink::messages(buf) {
+    for m in crate::kernel::netlink::messages(buf) {
         let Ok((kind, msg)) = m else {
             return true;
         };
@@ -102,7 +102,7 @@ fn concerns_uplinks(buf: &[u8]) -> bool {
             }
             attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
         }
-        if group.is_none_or(|g| g & crate::topology::GROUP_FLAG == 0) {
+        if group.is_none_or(|g| g & crate::kernel::topology::GROUP_FLAG == 0) {
             return true;
         }
     }
@@ -120,7 +120,7 @@ fn interfaces(nl: &Netlink) -> Result<Vec<Interface>> {
     let mut out: Vec<_> = nl
         .links()?
         .into_iter()
-        .filter(|l| l.group & crate::topology::GROUP_FLAG == 0)
+        .filter(|l| l.group & crate::kernel::topology::GROUP_FLAG == 0)
         .map(|l| {
             let mut a: Vec<String> = addrs
                 .iter()
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn only_foreign_links_concern_uplinks() {
-        let ours = Some(crate::topology::GROUP_FLAG | 5);
+        let ours = Some(crate::kernel::topology::GROUP_FLAG | 5);
         assert!(!concerns_uplinks(&link_msg(RTM_NEWLINK, ours)));
         assert!(!concerns_uplinks(
             &[link_msg(RTM_NEWLINK, ours), link_msg(RTM_DELLINK, ours)].concat()

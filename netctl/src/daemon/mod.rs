@@ -7,9 +7,8 @@
 
 mod conntrack;
 pub mod dns;
-pub mod lifecycle;
 mod links;
-pub mod pidfile;
+pub mod log;
 pub mod reload;
 mod watchers;
 
@@ -18,28 +17,16 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::base::config::Config;
 
 /// The fallback poll of the files the daemon depends on.
 const POLL: Duration = Duration::from_millis(250);
 
-/// A line of the daemon's log (its stderr: `daemon.log`).
-pub fn say(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!(
-        "{}.{:03} {msg}",
-        crate::cli::rfc3339(now.as_secs()).trim_end_matches('Z'),
-        now.subsec_millis()
-    );
-}
-
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
     let cfg = Config::from_env()?;
-    crate::state::private_dir(&cfg.state_dir)?;
-    let Some(_claim) = pidfile::claim(&cfg.state_dir)? else {
+    crate::store::state_file::private_dir(&cfg.state_dir)?;
+    let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {
         eprintln!(
             "netctl daemon: already running for {}",
             cfg.state_dir.display()
@@ -76,7 +63,7 @@ async fn serve(cfg: Config) -> Result<i32> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    say(&format!(
+    log::say(&format!(
         "started (pid {}) for {}",
         std::process::id(),
         cfg.state_dir.display()
@@ -90,22 +77,22 @@ async fn serve(cfg: Config) -> Result<i32> {
     loop {
         match reload::load(&cfg) {
             Ok(snap) => {
-                if !lifecycle::needed(&snap.state) {
-                    say("no network needs the daemon any more: exiting");
+                if !crate::kernel::daemon::needed(&snap.state) {
+                    log::say("no network needs the daemon any more: exiting");
                     return Ok(0);
                 }
                 for p in resolver.reload(&snap.state, &snap.remote, &snap.host.nameservers) {
-                    say(&format!("dns: cannot listen on {p}"));
+                    log::say(&format!("dns: cannot listen on {p}"));
                 }
                 if resolver.addresses() != listening {
                     listening = resolver.addresses();
-                    say(&format!("dns: listening on {listening:?} port 53"));
+                    log::say(&format!("dns: listening on {listening:?} port 53"));
                 }
-                reload::acknowledge(&cfg.state_dir, &snap.state_identity)?;
+                crate::kernel::daemon::acknowledge(&cfg.state_dir, &snap.state_identity)?;
                 changed.send_replace(());
             }
             // Keep serving what was loaded last; the next change is tried again.
-            Err(e) => say(&format!("reload failed: {e:#}")),
+            Err(e) => log::say(&format!("reload failed: {e:#}")),
         }
         watch.changed();
         loop {

@@ -3,42 +3,18 @@
 //! the files it depends on catches anything else (a command of an older netctl, a missed
 //! signal, the host's resolv.conf changing, the cluster agent's names).
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::path::PathBuf;
 
 use anyhow::Result;
 
 use super::dns::table::RemoteName;
 use crate::{
-    config::Config,
-    resolvconf::ResolvConf,
-    state::{State, Store},
+    base::config::Config,
+    kernel::daemon::{identity, state_identity, STATE_FILE},
+    kernel::resolvconf::ResolvConf,
+    model::state::State,
+    store::state_file::Store,
 };
-
-pub const LOADED: &str = "daemon.loaded";
-const STATE_FILE: &str = "state.json";
-
-/// A file as it is now: inode, modification time and size ("-" when missing). The state is
-/// replaced by a rename on every save, so a new save is always a new identity.
-pub fn identity(path: &Path) -> String {
-    match std::fs::metadata(path) {
-        Ok(m) => format!("{}:{}.{}:{}", m.ino(), m.mtime(), m.mtime_nsec(), m.len()),
-        Err(_) => "-".into(),
-    }
-}
-
-pub fn state_identity(state_dir: &Path) -> String {
-    identity(&state_dir.join(STATE_FILE))
-}
-
-/// The state identity the daemon last loaded.
-pub fn loaded(state_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(state_dir.join(LOADED))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
 
 /// Everything a reload reads.
 pub struct Snapshot {
@@ -72,15 +48,6 @@ pub fn load(cfg: &Config) -> Result<Snapshot> {
         remote,
         host: ResolvConf::read(&cfg.resolv_conf),
     })
-}
-
-/// Says which state is being served (atomically: a command never reads half a line).
-pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
-    crate::atomic_file::write_cache(
-        &state_dir.join(LOADED),
-        format!("{identity}\n").as_bytes(),
-        0o600,
-    )
 }
 
 /// The files a reload depends on, and whether any changed since the last look.

@@ -3,21 +3,17 @@
 
 use tokio::sync::watch;
 
-use crate::{cluster, config::Config};
+use crate::{base::config::Config, cluster};
 
 /// Starts every watcher this instance needs.
 pub fn start(cfg: &Config, changed: &watch::Sender<()>) {
     super::links::start();
     super::conntrack::start(cfg);
-    match cluster::ClusterConfig::from_env() {
-        Ok(Some(cluster)) => {
-            tokio::spawn(cluster::agent::run(
-                cfg.clone(),
-                cluster,
-                changed.subscribe(),
-            ));
-        }
-        Ok(None) => {}
-        Err(e) => super::say(&format!("cluster agent not started: {e:#}")),
+    if let Some(cluster) = &cfg.cluster {
+        tokio::spawn(cluster::agent::run(
+            cfg.clone(),
+            cluster.clone(),
+            changed.subscribe(),
+        ));
     }
 }

@@ -10,11 +10,13 @@ use ipnetwork::Ipv4Network;
 use serde_json::{json, Value};
 
 use crate::{
-    ctx::{Ctx, Tx},
-    ipam, netns, networks,
-    ports::{self, PortMapping, PortSpec, Proto},
-    state::{self, short, Container, DockerEndpoint, DockerPool, Endpoint, Exposed, State},
-    topology,
+    engine::ctx::{Ctx, Tx},
+    engine::networks,
+    kernel::netns,
+    kernel::topology,
+    model::ipam,
+    model::ports::{self, PortMapping, PortSpec, Proto},
+    model::state::{self, short, Container, DockerEndpoint, DockerPool, Endpoint, Exposed, State},
 };
 
 /// Docker's keys in the requests.
@@ -207,7 +209,7 @@ fn delete_endpoint(eid: &str) -> Result<()> {
         }
         // Left without a Leave (a crashed dockerd): its container goes too.
         if let Some(c) = joined(tx.state(), eid) {
-            crate::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
+            crate::engine::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)?;
         }
         Ok(())
     })
@@ -306,8 +308,12 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         }
         tx.attach_early(&ep.host_veth);
         let name = format!("dk-{}", short(eid));
-        let mut c =
-            crate::containers::engine_container(eid, &name, PathBuf::from(sandbox), "docker");
+        let mut c = crate::engine::containers::engine_container(
+            eid,
+            &name,
+            PathBuf::from(sandbox),
+            "docker",
+        );
         c.endpoints.push(ep);
         tx.state().containers.insert(name, c);
         Ok((net.gateway, net.internal))
@@ -325,7 +331,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
 fn leave(eid: &str) -> Result<()> {
     with_tx(|ctx, tx| {
         let c = joined(tx.state(), eid).with_context(|| format!("endpoint {eid} is not joined"))?;
-        crate::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)
+        crate::engine::containers::remove(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &c.name)
     })
 }
 
@@ -362,7 +368,7 @@ fn program(eid: &str, options: &Value) -> Result<()> {
             &specs,
             &taken,
             ports::ephemeral_range(),
-            &crate::hostports::HostSockets::read_for(&specs),
+            &crate::model::ports::HostSockets::read_for(&specs),
         )?;
         let ifname = interface_in_sandbox(&c);
         let c = tx.state().containers.get_mut(&c.name).expect("found");
@@ -404,7 +410,7 @@ fn interface_in_sandbox(c: &Container) -> Option<String> {
     let ns = c.engine_netns.clone()?;
     let mac = topology::parse_mac(&c.endpoints.first()?.mac).to_vec();
     netns::run_in(&ns, move || {
-        let nl = crate::netlink::Netlink::new()?;
+        let nl = crate::kernel::netlink::Netlink::new()?;
         Ok(nl
             .links()?
             .into_iter()

@@ -19,12 +19,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-/// Where dockerd looks for a plugin named `netctl`.
-pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/netctl.sock";
-
 /// Serves dockerd on `socket` until killed.
 pub fn serve(socket: &Path) -> Result<i32> {
-    crate::ctx::require_root()?;
+    crate::engine::ctx::require_root()?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -69,7 +66,7 @@ pub fn serve(socket: &Path) -> Result<i32> {
         std::thread::spawn(move || {
             http::serve(stream, &|req| {
                 driver::handle(&req.path, &req.body).map_err(|e| {
-                    let msg = crate::cli::one_line(&e);
+                    let msg = crate::model::text::one_line(&e);
                     eprintln!("netctl docker-plugin: {}: {msg}", req.path);
                     msg
                 })

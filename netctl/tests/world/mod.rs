@@ -13,7 +13,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
-use netctl::dataplane::{
+use netctl::kernel::dataplane::{
     features::{self, parse_deny, Features},
     load::{load_unpinned, object_program},
     maps::raw,
@@ -96,7 +96,7 @@ pub struct World {
 /// Whether the running kernel is older than `major.minor` (for what BPF_PROG_TEST_RUN itself
 /// can do, not the datapath: that is what the feature probes are for).
 pub fn kernel_before(major: u32, minor: u32) -> bool {
-    let release = netctl::dataplane::features::kernel_release();
+    let release = netctl::kernel::dataplane::features::kernel_release();
     let mut nums = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse::<u32>().ok());
@@ -189,7 +189,9 @@ impl World {
                 EndpointInfo {
                     ifindex: LO,
                     network: br,
-                    mac: netctl::topology::parse_mac(&netctl::state::mac_for(ip(addr))),
+                    mac: netctl::kernel::topology::parse_mac(&netctl::model::state::mac_for(ip(
+                        addr,
+                    ))),
                     _pad: [0; 2],
                 },
                 0,

@@ -304,8 +304,8 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::{
-        etc::tests::{container, net},
-        state::State,
+        model::fixtures::{container, net},
+        model::state::State,
     };
     use hickory_proto::op::Query;
 

@@ -10,7 +10,7 @@ pub mod table;
 
 use std::{net::IpAddr, sync::Arc};
 
-use crate::state::State;
+use crate::model::state::State;
 
 /// The resolver as the daemon drives it: a reload swaps the table and re-aims the listeners.
 pub struct Resolver {

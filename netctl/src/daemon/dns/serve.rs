@@ -17,10 +17,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{
-    forward,
-    message::{self, Reply, Transport},
-    table::Table,
+use crate::{
+    daemon::dns::forward,
+    daemon::dns::message::{self, Reply, Transport},
+    daemon::dns::table::Table,
 };
 
 /// The current table; a reload swaps the inner `Arc` (queries in flight keep theirs).

@@ -17,8 +17,8 @@ use std::{
 use ipnetwork::Ipv4Network;
 
 use crate::{
-    networks::DEFAULT_NETWORK,
-    state::{short, Container, State},
+    model::networks::has_embedded_dns,
+    model::state::{short, Container, State},
 };
 
 /// A container of another host (overlay networks), as the cluster agent records it.
@@ -81,11 +81,6 @@ pub struct Table {
     reverse: HashMap<(usize, Ipv4Addr), String>,
     /// Every netctl subnet: reverse lookups inside them are never forwarded.
     subnets: Vec<Ipv4Network>,
-}
-
-/// Docker's embedded DNS serves user-defined networks; the default one has none.
-pub fn has_embedded_dns(network: &str) -> bool {
-    network != DEFAULT_NETWORK
 }
 
 /// The gateways the resolver listens on.
@@ -290,8 +285,8 @@ fn reverse_name(q: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
     use crate::{
-        etc::tests::{container, net},
-        state::LinkRef,
+        model::fixtures::{container, net},
+        model::state::LinkRef,
     };
 
     const WEB: &str = "aaaaaaaaaaaa0000";

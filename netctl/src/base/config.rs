@@ -1,0 +1,249 @@
+//! Where netctl keeps things, read once from the environment.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{bail, Result};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netctl";
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/netctl";
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// How the uplink XDP program is attached (`NETCTL_XDP`).
+/// Where the Docker plugin listens unless told (`--socket`): dockerd finds a plugin by its
+/// socket's name in this directory.
+pub const DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/netctl.sock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Driver mode where the driver supports it, generic (skb) mode otherwise.
+    Auto,
+    Native,
+    Generic,
+    /// No XDP: the uplink's ingress work runs in TC.
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    /// The cluster store and this host's address in it, when it is a member (overlay
+    /// networks: `NETCTL_CLUSTER_STORE`, `NETCTL_CLUSTER_ADVERTISE` or the flags).
+    pub cluster: Option<ClusterConfig>,
+    pub bpffs: PathBuf,
+    /// Explicit uplinks (`NETCTL_UPLINKS`); empty means "the default-route interfaces".
+    pub uplinks: Vec<String>,
+    pub xdp: XdpMode,
+    /// Hand published-port traffic straight to the container (`NETCTL_FASTPATH`, default on).
+    pub fast_path: bool,
+    /// Connection-tracking capacity in entries (`NETCTL_CT_ENTRIES`); applies when the maps
+    /// are first created.
+    pub ct_entries: u32,
+    /// Conntrack entries one container may own (`NETCTL_CT_ENDPOINT_ENTRIES`; 0: a quarter
+    /// of the table), so one container cannot evict the others' flows.
+    pub ct_endpoint_entries: u32,
+    /// The host's resolver configuration (`NETCTL_RESOLV_CONF`, default /etc/resolv.conf):
+    /// where containers' upstream DNS servers come from when `run --dns` names none.
+    pub resolv_conf: PathBuf,
+    /// Kernel features to treat as absent (`NETCTL_FEATURES_DENY`, a test aid: every
+    /// fallback runs on any kernel).
+    pub features_deny: Vec<String>,
+}
+
+/// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
+/// interface group is derived from it.
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path)
+        .map_err(|e| anyhow::anyhow!("NETCTL_STATE_DIR={}: {e}", path.display()))?;
+    // Resolve the part that exists; a directory yet to be created keeps its last components.
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    for name in rest.iter().rev() {
+        if name == ".." {
+            out.pop();
+        } else if name != "." {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let xdp = match var("NETCTL_XDP").as_deref() {
+            None | Some("auto") => XdpMode::Auto,
+            Some("native") => XdpMode::Native,
+            Some("generic") => XdpMode::Generic,
+            Some("off") => XdpMode::Off,
+            Some(other) => {
+                bail!("NETCTL_XDP={other} is not valid: use auto, native, generic or off")
+            }
+        };
+        let fast_path = match var("NETCTL_FASTPATH").as_deref() {
+            None | Some("on") | Some("1") | Some("true") => true,
+            Some("off") | Some("0") | Some("false") => false,
+            Some(other) => bail!("NETCTL_FASTPATH={other} is not valid: use on or off"),
+        };
+        let ct_entries = match var("NETCTL_CT_ENTRIES") {
+            None => netctl_common::maps::CT_MAX_DEFAULT,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1024..=16_777_216).contains(n))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "NETCTL_CT_ENTRIES={v} is not valid: use a number from 1024 to 16777216"
+                    )
+                })?,
+        };
+        let ct_endpoint_entries = match var("NETCTL_CT_ENDPOINT_ENTRIES") {
+            None => 0,
+            Some(v) => v.parse().ok().filter(|n| *n >= 64).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "NETCTL_CT_ENDPOINT_ENTRIES={v} is not valid: use a number of entries, 64 or more"
+                )
+            })?,
+        };
+        let features_deny =
+            crate::model::features::parse_deny(&var("NETCTL_FEATURES_DENY").unwrap_or_default())?;
+        Ok(Self {
+            cluster: ClusterConfig::from_env()?,
+            features_deny,
+            fast_path,
+            ct_entries,
+            ct_endpoint_entries,
+            state_dir: absolute(
+                var("NETCTL_STATE_DIR")
+                    .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
+                    .as_ref(),
+            )?,
+            bpffs: var("NETCTL_BPFFS")
+                .unwrap_or_else(|| DEFAULT_BPFFS.into())
+                .into(),
+            uplinks: var("NETCTL_UPLINKS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            xdp,
+            resolv_conf: var("NETCTL_RESOLV_CONF")
+                .unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())
+                .into(),
+        })
+    }
+}
+
+/// Where the cluster store is and who this host is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd client URLs (http://IP:PORT).
+    pub endpoints: Vec<String>,
+    /// As given, for messages.
+    pub display: String,
+    /// This host's underlay address: where other hosts send its containers' VXLAN packets.
+    pub advertise: Ipv4Addr,
+}
+
+impl ClusterConfig {
+    /// From `NETCTL_CLUSTER_STORE` / `NETCTL_CLUSTER_ADVERTISE`; None when no store is named.
+    fn from_env() -> Result<Option<Self>> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let Some(store) = var("NETCTL_CLUSTER_STORE") else {
+            if var("NETCTL_CLUSTER_ADVERTISE").is_some() {
+                bail!("NETCTL_CLUSTER_ADVERTISE is set but NETCTL_CLUSTER_STORE is not: name the store too (etcd://IP:PORT)");
+            }
+            return Ok(None);
+        };
+        let endpoints = parse_store(&store)?;
+        let Some(adv) = var("NETCTL_CLUSTER_ADVERTISE") else {
+            bail!("NETCTL_CLUSTER_STORE is set but NETCTL_CLUSTER_ADVERTISE is not: give this host's underlay address (--cluster-advertise IP)");
+        };
+        let advertise = parse_advertise(&adv)?;
+        Ok(Some(Self {
+            endpoints,
+            display: store.trim().to_string(),
+            advertise,
+        }))
+    }
+}
+
+/// `etcd://IP:PORT[,IP:PORT…]` → client URLs.
+pub fn parse_store(s: &str) -> Result<Vec<String>> {
+    let usage = "use etcd://IP:PORT[,IP:PORT...]";
+    let Some(rest) = s.trim().strip_prefix("etcd://") else {
+        bail!("cluster store {s:?} is not valid: {usage}");
+    };
+    let mut out = Vec::new();
+    for part in rest.split(',').map(str::trim) {
+        let ok = part
+            .parse::<std::net::SocketAddrV4>()
+            .is_ok_and(|a| a.port() != 0);
+        if !ok {
+            bail!("cluster store {s:?} is not valid ({part:?} is not IP:PORT): {usage}");
+        }
+        out.push(format!("http://{part}"));
+    }
+    Ok(out)
+}
+
+/// The advertised address: an IPv4 address (dockerd also takes an interface name; the
+/// address is what ends up on the wire, so netctl asks for it).
+pub fn parse_advertise(s: &str) -> Result<Ipv4Addr> {
+    let s = s.trim();
+    let s = s.split_once(':').map_or(s, |(ip, _)| ip);
+    match s.parse::<Ipv4Addr>() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() => Ok(ip),
+        _ => bail!(
+            "cluster advertise address {s:?} is not valid: give this host's underlay IPv4 address"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn store_and_advertise_forms() {
+        assert_eq!(
+            parse_store("etcd://10.0.0.2:2379,10.0.0.3:2379").unwrap(),
+            ["http://10.0.0.2:2379", "http://10.0.0.3:2379"]
+        );
+        for bad in [
+            "10.0.0.2:2379",
+            "etcd://",
+            "etcd://host:2379",
+            "etcd://10.0.0.2",
+            "consul://1.2.3.4:8500",
+        ] {
+            let e = parse_store(bad).unwrap_err().to_string();
+            assert!(e.contains("etcd://IP:PORT"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_advertise("192.0.2.7").unwrap(),
+            Ipv4Addr::new(192, 0, 2, 7)
+        );
+        assert_eq!(
+            parse_advertise("192.0.2.7:2376").unwrap(),
+            Ipv4Addr::new(192, 0, 2, 7)
+        );
+        for bad in ["eth0", "0.0.0.0", "127.0.0.1", ""] {
+            assert!(parse_advertise(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What every command needs: configuration, the state store, a netlink socket, the instance's
+//! interface group, and the checks that must pass before anything is changed.
+
+use anyhow::{bail, Result};
+
+use crate::{
+    base::config::Config,
+    engine::reconcile::{self, Report},
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::state::State,
+    store::state_file::{Locked, Store},
+};
+
+pub struct Ctx {
+    pub cfg: Config,
+    pub store: Store,
+    pub nl: Netlink,
+    pub group: u32,
+}
+
+impl Ctx {
+    /// For commands that change things: root and a capable kernel are required.
+    pub fn open() -> Result<Self> {
+        require_root()?;
+        let ctx = Self::open_unchecked()?;
+        // Before anything changes: a kernel without what the datapath cannot do without.
+        crate::kernel::dataplane::features::Features::detect(&ctx.cfg.features_deny)?
+            .check_required()?;
+        Ok(ctx)
+    }
+
+    /// For read-only commands.
+    pub fn open_unchecked() -> Result<Self> {
+        let cfg = Config::from_env()?;
+        let store = Store::new(&cfg.state_dir);
+        let group = topology::instance_group(&cfg.state_dir);
+        Ok(Self {
+            nl: Netlink::new()?,
+            cfg,
+            store,
+            group,
+        })
+    }
+
+    /// Whether this host is a cluster member (overlay networks).
+    pub fn is_member(&self) -> bool {
+        self.cfg.cluster.is_some()
+    }
+
+    /// A connection to the cluster store, for what needs one (overlay networks).
+    pub fn cluster(&self) -> Result<Box<dyn crate::engine::cluster::Cluster>> {
+        crate::engine::cluster::connect(self.cluster_config()?)
+    }
+
+    /// The cluster store's configuration, or the error that says how to name one.
+    pub fn cluster_config(&self) -> Result<&crate::base::config::ClusterConfig> {
+        match &self.cfg.cluster {
+            Some(c) => Ok(c),
+            None => bail!("overlay networks need a cluster store: set NETCTL_CLUSTER_STORE=etcd://IP:PORT and NETCTL_CLUSTER_ADVERTISE=IP (or --cluster-store/--cluster-advertise)"),
+        }
+    }
+
+    /// Takes the state lock for a change. What a killed command left behind (links of this
+    /// instance, namespace handles the state does not know) is removed first, so it never
+    /// blocks this command.
+    pub fn begin(&self) -> Result<Tx<'_>> {
+        let locked = self.store.lock()?;
+        if locked.interrupted {
+            reconcile::remove_orphans(&self.cfg, &self.nl, &locked.state)?;
+        }
+        let before = locked.state.clone();
+        Ok(Tx {
+            ctx: self,
+            locked,
+            before,
+            undo: Vec::new(),
+            wait_daemon: true,
+            early: Vec::new(),
+            notify_daemon: false,
+            committed: false,
+        })
+    }
+}
+
+/// A change that was neither committed nor saved is undone: an early return (`?`) leaves
+/// nothing behind.
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.undo.is_empty() || (!self.committed && self.locked.state != self.before) {
+            if self.committed {
+                self.before = self.locked.state.clone(); // what to go back to: the saved state
+            }
+            self.abort();
+        }
+        if self.notify_daemon {
+            crate::kernel::daemon::after_commit(&self.ctx.cfg, &self.locked.state, false);
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Addresses of overlay endpoints this change removed go back to the cluster (best
+    /// effort: the daemon catches up with what the store missed).
+    fn release_overlay_addresses(&self) {
+        if !crate::model::overlay::releases_addresses(&self.before, &self.locked.state) {
+            return;
+        }
+        let released = self
+            .ctx
+            .cluster()
+            .and_then(|c| c.release_gone(&self.before, &self.locked.state));
+        if let Err(e) = released {
+            eprintln!("netctl: warning: {e:#} (the daemon will retry)");
+        }
+    }
+}
+
+/// A change under the state lock: all or nothing. The command changes `state` (creating the
+/// kernel objects of what it adds), then [`Tx::commit`] applies the new state to the kernel
+/// and saves it; if either fails, the kernel is put back as the state was before.
+pub struct Tx<'a> {
+    ctx: &'a Ctx,
+    pub locked: Locked,
+    before: State,
+    /// What to undo outside the kernel and the state file if the change fails (an address
+    /// claimed in the cluster store).
+    undo: Vec<Box<dyn FnOnce() + 'a>>,
+    /// Whether the commit waits until the daemon serves the new state (names resolve when
+    /// the command returns).
+    wait_daemon: bool,
+    /// Attachments under way to veths this change created ([`Tx::attach_early`]).
+    early: Vec<std::thread::JoinHandle<()>>,
+    /// The daemon is to be told of the committed state when the change ends.
+    notify_daemon: bool,
+    /// The state is as committed (or saved) and `before` is stale: it is copied from the
+    /// state only when the command goes on changing it (a copy of a big state costs).
+    committed: bool,
+}
+
+impl<'a> Tx<'a> {
+    /// The commit only tells the daemon (it serves the new state a moment later): for an
+    /// addition whose caller does not need its names at once (a CNI runtime's ADD).
+    pub fn dont_wait_for_daemon(&mut self) {
+        self.wait_daemon = false;
+    }
+
+    /// Starts attaching the datapath to a container veth this change created, so that the
+    /// kernel's wait for the attachment overlaps the rest of the change. Best effort: the
+    /// commit's reconcile attaches whatever this did not.
+    pub fn attach_early(&mut self, host_veth: &str) {
+        // Loading the programs (the first container) is left to the reconcile.
+        let Some(dp) = crate::kernel::dataplane::Dataplane::open_existing(&self.ctx.cfg) else {
+            return;
+        };
+        let name = host_veth.to_string();
+        self.early.push(std::thread::spawn(move || {
+            if let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) {
+                let _ = dp.attach_container_veth(&name, index);
+            }
+        }));
+    }
+
+    /// Waits for the attachments [`Tx::attach_early`] started.
+    fn join_early(&mut self) {
+        for h in self.early.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    pub fn state(&mut self) -> &mut State {
+        if self.committed {
+            self.before = self.locked.state.clone();
+            self.committed = false;
+        }
+        &mut self.locked.state
+    }
+
+    /// Applies and saves the state; prints problems with other objects as warnings.
+    pub fn commit(&mut self) -> Result<Report> {
+        self.finish(false)
+    }
+
+    /// Like [`Tx::commit`], re-reading every map from the kernel (`netctl sync`).
+    pub fn commit_full(&mut self) -> Result<Report> {
+        self.finish(true)
+    }
+
+    /// Saves a change that needs no kernel change (a process's pid).
+    pub fn save(&mut self) -> Result<()> {
+        self.locked.save()?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Registers something to undo if the change fails.
+    pub fn on_abort(&mut self, f: Box<dyn FnOnce() + 'a>) {
+        self.undo.push(f);
+    }
+
+    /// Undoes the kernel side of the changes made so far (the state was not saved).
+    fn abort(&mut self) {
+        self.join_early();
+        self.locked.state = self.before.clone();
+        let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
+        for f in self.undo.drain(..).rev() {
+            f();
+        }
+    }
+
+    fn finish(&mut self, full: bool) -> Result<Report> {
+        // A host leaves an overlay network with its last container there.
+        let state = self.state();
+        for name in crate::model::overlay::idle_overlays(state) {
+            state.networks.remove(&name);
+        }
+        // The new state is written (and synced) while the kernel is changed; it replaces the
+        // state file only once the kernel has it.
+        let early = std::mem::take(&mut self.early);
+        let (applied, written) = std::thread::scope(|s| {
+            let writing = s.spawn(|| self.locked.write());
+            let (cfg, nl, state) = (&self.ctx.cfg, &self.ctx.nl, &self.locked.state);
+            let applied = reconcile::apply_after(cfg, nl, state, full, early);
+            let written = writing
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the state failed (panic)")));
+            (applied, written)
+        });
+        let res = applied.and_then(|r| {
+            crate::base::failpoint::step("commit: applied, not saved");
+            written?.publish()?;
+            crate::base::failpoint::step("commit: saved");
+            Ok(r)
+        });
+        match res {
+            Ok(r) => {
+                for p in &r.problems {
+                    eprintln!("netctl: warning: {p}");
+                }
+                self.release_overlay_addresses();
+                let cfg = &self.ctx.cfg;
+                crate::kernel::etc::follow(cfg, &self.before, &self.locked.state, full);
+                if self.wait_daemon {
+                    crate::kernel::daemon::after_commit(cfg, &self.locked.state, true);
+                } else {
+                    // Told as the command ends, so that its reload does not compete with
+                    // the rest of the command for the CPU.
+                    self.notify_daemon = true;
+                }
+                self.committed = true;
+                self.undo.clear();
+                Ok(r)
+            }
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// netctl changes links, namespaces and eBPF programs: all need root.
+pub fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("netctl must run as root (it creates interfaces, namespaces and eBPF programs): try sudo");
+    }
+    Ok(())
+}

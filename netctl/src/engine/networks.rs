@@ -1,0 +1,222 @@
+//! Networks: plan (validate everything, touch nothing), create, remove.
+
+use anyhow::{bail, Context, Result};
+use ipnetwork::Ipv4Network;
+
+pub use crate::model::networks::{
+    check_name, has_embedded_dns, is_predefined, plan_gateway, predefined_id, CreateRequest,
+    DEFAULT_BRIDGE, DEFAULT_NETWORK, HOST, NONE, PREDEFINED,
+};
+use crate::{
+    kernel::netlink::Netlink,
+    kernel::topology,
+    model::ipam,
+    model::options,
+    model::state::{self, Network, State},
+};
+
+/// Subnets a new network must not overlap: the host's addresses and routes (except those of
+/// netctl's own bridges, which are networks already) and every network.
+pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
+    let mut own = Vec::new();
+    for n in state.networks.values() {
+        own.extend(nl.link(&n.bridge)?.map(|l| l.index));
+    }
+    let mut taken: Vec<Ipv4Network> = state.networks.values().map(|n| n.subnet).collect();
+    for (index, net) in nl.addresses()? {
+        if !own.contains(&index) && !net.ip().is_loopback() {
+            taken.push(Ipv4Network::new(net.network(), net.prefix()).expect("valid prefix"));
+        }
+    }
+    for (dst, oif) in nl.routes()? {
+        if dst.prefix() > 0 && !oif.is_some_and(|i| own.contains(&i)) {
+            taken.push(dst);
+        }
+    }
+    Ok(taken)
+}
+
+/// Validates a request against the state and the host and returns the network to create.
+pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network> {
+    check_name(&req.name, "network")?;
+    match req.driver.as_str() {
+        "bridge" => {}
+        "overlay" => bail!("overlay networks are made in the cluster store: `netctl network create -d overlay` with NETCTL_CLUSTER_STORE set"),
+        other => bail!("unknown driver {other:?}: use --driver bridge or overlay"),
+    }
+    if req.name == NONE || req.name == HOST {
+        bail!(
+            "network with name {} already exists (a pre-defined network, for run --network {}): pick another name",
+            req.name,
+            req.name
+        );
+    }
+    if state.networks.contains_key(&req.name) {
+        bail!(
+            "network {} already exists: pick another name or `netctl network rm` it",
+            req.name
+        );
+    }
+    let opts = options::parse(&req.options)?;
+    let taken = taken_subnets(nl, state)?;
+    let subnet = match &req.subnet {
+        Some(s) => {
+            let s = ipam::parse_subnet(s, "subnet")?;
+            if let Some(n) = state
+                .networks
+                .values()
+                .find(|n| ipam::overlaps(&n.subnet, &s))
+            {
+                bail!(
+                    "subnet {s} overlaps network {} ({}): pick a subnet that does not",
+                    n.name,
+                    n.subnet
+                );
+            }
+            if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
+                bail!("subnet {s} overlaps {t}, an address or route of this host: pick a subnet that does not");
+            }
+            s
+        }
+        None => {
+            if req.gateway.is_some() || req.ip_range.is_some() {
+                bail!("--gateway and --ip-range need --subnet");
+            }
+            let preferred = (req.name == DEFAULT_NETWORK)
+                .then(|| ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid"));
+            ipam::pick_pool(preferred, &taken)?
+        }
+    };
+    let (gateway, ip_range) = plan_gateway(subnet, req)?;
+    let id = state::random_id();
+    let bridge = match (&opts.bridge_name, req.name == DEFAULT_NETWORK) {
+        (Some(b), _) => b.clone(),
+        (None, true) => DEFAULT_BRIDGE.to_string(),
+        (None, false) => format!("br-{}", &id[..12]),
+    };
+    if let Some(n) = state.networks.values().find(|n| n.bridge == bridge) {
+        bail!(
+            "bridge name {bridge} is used by network {}: pick another with -o {}",
+            n.name,
+            options::BRIDGE_NAME
+        );
+    }
+    if nl.link(&bridge)?.is_some() {
+        bail!(
+            "bridge name {bridge} is taken by an existing interface: pick another with -o {}",
+            options::BRIDGE_NAME
+        );
+    }
+    Ok(Network {
+        id,
+        name: req.name.clone(),
+        driver: req.driver.clone(),
+        subnet,
+        gateway,
+        ip_range,
+        internal: req.internal,
+        icc: opts.icc,
+        masquerade: opts.masquerade,
+        mtu: opts.mtu,
+        bridge,
+        options: opts.raw,
+        created: state::now(),
+        user_subnet: req.subnet.is_some(),
+        vni: None,
+    })
+}
+
+/// On a cluster member, a local network's subnet must not overlap an overlay network.
+pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest) -> Result<()> {
+    let Some(subnet) = &req.subnet else {
+        return Ok(());
+    };
+    let subnet = ipam::parse_subnet(subnet, "subnet")?;
+    // Local networks do not depend on the store: without it, say what was not checked.
+    let overlays = match ctx.cluster().and_then(|c| c.overlays()) {
+        Ok(overlays) => overlays,
+        Err(e) => {
+            eprintln!("netctl: warning: subnet not checked against overlay networks: {e:#}");
+            return Ok(());
+        }
+    };
+    if let Some(o) = overlays.iter().find(|o| ipam::overlaps(&o.subnet, &subnet)) {
+        bail!(
+            "subnet {subnet} overlaps overlay network {} ({}): pick a subnet that does not",
+            o.name,
+            o.subnet
+        );
+    }
+    Ok(())
+}
+
+/// Plans and creates a network; the caller saves the state.
+pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) -> Result<Network> {
+    let net = plan(nl, state, req)?;
+    topology::create_bridge(nl, &net, group)?;
+    state.networks.insert(net.name.clone(), net.clone());
+    Ok(net)
+}
+
+/// The default network as it would be created now (inspect shows it before first use).
+pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> {
+    let req = CreateRequest {
+        name: DEFAULT_NETWORK.into(),
+        driver: "bridge".into(),
+        ..Default::default()
+    };
+    let mut net = plan(nl, state, &req).context("planning the default network bridge")?;
+    net.id = predefined_id(group, DEFAULT_NETWORK);
+    if !default_icc()? {
+        net.icc = false;
+        net.options
+            .insert(options::ICC.to_string(), "false".to_string());
+    }
+    Ok(net)
+}
+
+/// `NETCTL_ICC=false`: dockerd's `--icc=false`, for the default network when it is made —
+/// its containers reach each other only through legacy links.
+pub fn default_icc() -> Result<bool> {
+    match std::env::var("NETCTL_ICC").unwrap_or_default().as_str() {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => bail!("NETCTL_ICC={other} is not valid: use true or false"),
+    }
+}
+
+/// Creates the default network if it does not exist yet.
+pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32) -> Result<()> {
+    if state.networks.contains_key(DEFAULT_NETWORK) {
+        return Ok(());
+    }
+    let net = plan_default(nl, state, group)?;
+    topology::create_bridge(nl, &net, group).context("creating the default network bridge")?;
+    state.networks.insert(net.name.clone(), net);
+    Ok(())
+}
+
+/// Why a network cannot be removed now (pre-defined, or containers attached).
+pub fn why_not_removable(state: &State, name: &str) -> Option<String> {
+    if is_predefined(name) {
+        return Some(format!(
+            "{name} is a pre-defined network and cannot be removed"
+        ));
+    }
+    let attached: Vec<&str> = state
+        .attached(name)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    (!attached.is_empty()).then(|| {
+        format!(
+            "network {name} has containers attached ({}): `netctl rm` them or `netctl network disconnect` them first",
+            attached.join(", ")
+        )
+    })
+}
+
+pub fn remove(nl: &Netlink, state: &mut State, name: &str) -> Result<()> {
+    let net = state.networks.remove(name).expect("checked");
+    nl.del_link_by_name(&net.bridge)
+}

@@ -1,0 +1,452 @@
+//! The one idempotent step every command ends with: make the kernel match the state.
+//! Missing bridges, namespaces and veths are re-created, this instance's orphans removed,
+//! and the eBPF programs attached where they belong. `netctl sync` runs it alone.
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, Result};
+
+use crate::{
+    base::config::Config,
+    kernel::dataplane::{maps, Dataplane},
+    kernel::netlink::{Link, Netlink},
+    kernel::netns,
+    kernel::process,
+    kernel::topology,
+    model::state::{Container, State},
+};
+
+/// The uplinks: NETCTL_UPLINKS if set, else every interface that is not netctl's own —
+/// published ports answer on all of them, as Docker's do. Netctl's own are loopback and the
+/// links in an instance's interface group (bridges, container veths; any group with the high
+/// bit set is some netctl instance's, see [`topology::instance_group`]).
+pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(String, u32)>> {
+    if !cfg.uplinks.is_empty() {
+        return cfg
+            .uplinks
+            .iter()
+            .map(|name| {
+                links
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .map(|l| (l.name.clone(), l.index))
+                    .ok_or_else(|| anyhow!("uplink {name} (from NETCTL_UPLINKS) does not exist"))
+            })
+            .collect();
+    }
+    let own = topology::own_links(state);
+    Ok(links
+        .iter()
+        .filter(|l| {
+            l.name != "lo"
+                && l.group & topology::GROUP_FLAG == 0
+                && !own.contains(l.name.as_str())
+                && !aggregated(l, links)
+        })
+        .map(|l| (l.name.clone(), l.index))
+        .collect())
+}
+
+/// A port of a bridge or bond (another engine's container veth on its bridge, a NIC in br0 or
+/// bond0): what it receives for the host arrives on the bridge or bond, which is the uplink.
+/// netctl leaves such ports alone.
+fn aggregated(l: &Link, links: &[Link]) -> bool {
+    l.controller.is_some_and(|c| {
+        links
+            .iter()
+            .any(|m| m.index == c && matches!(m.kind.as_str(), "bridge" | "bond" | "team"))
+    })
+}
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Whether IPv4 forwarding was on before netctl first ran in this namespace, recorded the
+/// first time (`$NETCTL_STATE_DIR/forwarding-before`): a host that was a router before keeps
+/// forwarding everything, as with Docker; on a host netctl made a router, the datapath drops
+/// forwarded traffic that is no container's (Docker's FORWARD policy DROP).
+fn forwarding_before(state_dir: &std::path::Path) -> Result<bool> {
+    let record = state_dir.join("forwarding-before");
+    match std::fs::read_to_string(&record) {
+        Ok(v) => Ok(v.trim() == "1"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let on = forwarding()?;
+            crate::base::atomic_file::write(&record, if on { b"1\n" } else { b"0\n" }, 0o600)?;
+            Ok(on)
+        }
+        Err(e) => Err(anyhow!("reading {}: {e}", record.display())),
+    }
+}
+
+fn forwarding() -> Result<bool> {
+    std::fs::read_to_string(IP_FORWARD)
+        .map(|v| v.trim() == "1")
+        .map_err(|e| anyhow!("reading {IP_FORWARD}: {e}"))
+}
+
+fn set_forwarding(on: bool) -> Result<()> {
+    if forwarding()? != on {
+        std::fs::write(IP_FORWARD, if on { "1" } else { "0" })
+            .map_err(|e| anyhow!("setting {IP_FORWARD}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// What a reconcile did and what it could not do. A broken object (a bridge name someone
+/// else took, a namespace that cannot be re-created) is a problem reported for that object;
+/// the rest of the state is still applied, so it never blocks commands about other objects.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub changes: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Applies `state` to the kernel. `full` re-reads every map from the kernel instead of
+/// trusting the record of the last apply (`netctl sync`). Errors are the datapath's (programs,
+/// maps): then the kernel may be half-way and the caller restores the previous state.
+pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Report> {
+    apply_after(cfg, nl, state, full, Vec::new())
+}
+
+/// [`apply`], attaching programs only once the attachments `early` started are done.
+///
+/// Containers route through the host (IPv4 forwarding on), and fail closed: forwarding is
+/// switched on only once the programs that guard it are attached and their maps filled; when
+/// the apply fails, a namespace that netctl made a router stops routing until an apply
+/// succeeds (the caller's restore of the previous state, or `netctl sync`).
+pub fn apply_after(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    full: bool,
+    early: Vec<std::thread::JoinHandle<()>>,
+) -> Result<Report> {
+    let forward_open = forwarding_before(&cfg.state_dir)?;
+    match apply_guarded(cfg, nl, state, full, early, forward_open) {
+        Ok(r) => {
+            if !state.networks.is_empty() {
+                set_forwarding(true)?;
+            }
+            Ok(r)
+        }
+        Err(e) if !forward_open => match set_forwarding(false) {
+            Ok(()) => Err(e),
+            Err(off) => Err(e.context(format!("forwarding could not be turned off: {off:#}"))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+fn apply_guarded(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    full: bool,
+    early: Vec<std::thread::JoinHandle<()>>,
+    forward_open: bool,
+) -> Result<Report> {
+    let group = topology::instance_group(&cfg.state_dir);
+    let mut r = Report::default();
+
+    let mut links = topology::scan_links(nl, state, group)?;
+    let names: BTreeSet<String> = links.iter().map(|l| l.name.clone()).collect();
+    for net in state.networks.values() {
+        if !names.contains(&net.bridge) {
+            match topology::create_bridge(nl, net, group) {
+                Ok(()) => r.changes.push(format!(
+                    "re-created bridge {} of network {}",
+                    net.bridge, net.name
+                )),
+                Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
+            }
+        }
+    }
+
+    if let Some(mtu) = topology::vxlan_mtu(&state.networks) {
+        match links.iter().find(|l| l.name == topology::VXLAN_DEV) {
+            None => {
+                match nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group) {
+                    Ok(_) => r
+                        .changes
+                        .push(format!("created VXLAN device {}", topology::VXLAN_DEV)),
+                    Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+                }
+            }
+            // The datapath checks tunnelled packets against this MTU: it follows the networks.
+            Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
+                Ok(()) => r
+                    .changes
+                    .push(format!("VXLAN device {}: MTU {mtu}", topology::VXLAN_DEV)),
+                Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
+            },
+            Some(_) => {}
+        }
+    }
+
+    for c in state.containers.values() {
+        if let Err(e) = restore_container(cfg, nl, state, c, &names, group, &mut r.changes) {
+            r.problems.push(format!("container {}: {e:#}", c.name));
+        }
+    }
+
+    r.changes
+        .extend(remove_orphans_among(cfg, nl, state, &links, group)?);
+    crate::base::failpoint::step("reconcile: links and namespaces done");
+    if !r.changes.is_empty() {
+        links = topology::scan_links(nl, state, group)?; // indexes of what was re-created
+    }
+
+    let dp = Dataplane::open(cfg)?;
+    let uplinks: Uplinks = uplinks(cfg, &links, state)?
+        .into_iter()
+        .map(|(name, index)| {
+            let xdp = links
+                .iter()
+                .find(|l| l.index == index)
+                .is_some_and(|l| dp.wants_xdp(l));
+            (name, index, xdp)
+        })
+        .collect();
+    let by_name: std::collections::HashMap<&str, &crate::kernel::netlink::Link> =
+        links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let veths: Vec<(String, u32)> = state
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter_map(|e| by_name.get(e.host_veth.as_str()).copied())
+        .map(|l| (l.name.clone(), l.index))
+        .collect();
+    let tunnel = links
+        .iter()
+        .find(|l| l.name == topology::VXLAN_DEV)
+        .map(|l| (l.name.clone(), l.index));
+    let tunnel = tunnel.as_ref();
+    // Attaching to a new interface waits for an RCU grace period (TCX, ~10 ms): the maps
+    // are computed and written meanwhile, on this thread, for the uplinks as planned.
+    let planned = uplinks.clone();
+    let (attached, mapped) = std::thread::scope(|s| {
+        let attaching = s.spawn(|| {
+            for h in early {
+                let _ = h.join();
+            }
+            attach_programs(cfg, &dp, uplinks, &veths, tunnel)
+        });
+        let sockets = dp.features.socket_programs().is_ok();
+        let mapped = MapInputs::read(cfg, nl, state, sockets).and_then(|inputs| {
+            let host = inputs.view(cfg, &links, &planned, forward_open);
+            let changes = dp.apply(&maps::desired(state, &host), full)?;
+            Ok((inputs, changes, reserve_ports(cfg, state)))
+        });
+        let attached = attaching
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("attaching the programs failed (panic)")));
+        (attached, mapped)
+    });
+    let (changes, uplinks) = attached?;
+    r.changes.extend(changes);
+    crate::base::failpoint::step("reconcile: programs attached");
+    let (inputs, changes, reserved) = mapped?;
+    r.changes.extend(changes);
+    match reserved {
+        Ok(change) => r.changes.extend(change),
+        Err(e) => r.problems.push(format!("reserving ports: {e:#}")),
+    }
+    if uplinks != planned {
+        // XDP fell back to TC: the uplinks' map entries say so.
+        let host = inputs.view(cfg, &links, &uplinks, forward_open);
+        r.changes
+            .extend(dp.apply(&maps::desired(state, &host), false)?);
+    }
+
+    Ok(r)
+}
+
+/// The host never picks a published port or a NAT source port for its own connections.
+fn reserve_ports(cfg: &Config, state: &State) -> Result<Option<String>> {
+    let mut ours: std::collections::BTreeSet<u16> =
+        state.all_ports().map(|(_, p)| p.host_port).collect();
+    if !state.networks.is_empty() {
+        ours.extend(maps::NAT_PORTS.0..=maps::NAT_PORTS.1);
+    }
+    let reserved = crate::kernel::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours)?;
+    Ok(reserved.then(|| "updated net.ipv4.ip_local_reserved_ports".to_string()))
+}
+
+/// Uplinks as the attachments take them: name, ifindex, with XDP.
+type Uplinks = Vec<(String, u32, bool)>;
+
+/// Attaches the programs; with NETCTL_XDP=auto a NIC whose driver refuses native XDP runs TC
+/// only. Returns the uplinks as attached.
+fn attach_programs(
+    cfg: &Config,
+    dp: &Dataplane,
+    mut uplinks: Uplinks,
+    veths: &[(String, u32)],
+    tunnel: Option<&(String, u32)>,
+) -> Result<(Vec<String>, Uplinks)> {
+    match dp.reconcile_attachments(&uplinks, veths, tunnel) {
+        Ok(c) => Ok((c, uplinks)),
+        Err(e) if cfg.xdp == crate::base::config::XdpMode::Auto => {
+            uplinks.iter_mut().for_each(|u| u.2 = false);
+            let mut c = dp.reconcile_attachments(&uplinks, veths, tunnel)?;
+            c.push(format!("XDP not attached ({e:#}); the uplinks run TC only"));
+            Ok((c, uplinks))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the maps take from the host besides its links.
+struct MapInputs {
+    addrs: Vec<(u32, std::net::Ipv4Addr)>,
+    container_cookies: std::collections::BTreeMap<String, u64>,
+    host_cookie: u64,
+}
+
+impl MapInputs {
+    /// `sockets`: whether the socket programs run (else no namespace cookie is needed, and a
+    /// kernel before 5.14 could not tell it).
+    fn read(cfg: &Config, nl: &Netlink, state: &State, sockets: bool) -> Result<Self> {
+        let addrs = nl
+            .addresses()?
+            .into_iter()
+            .map(|(i, n)| (i, n.ip()))
+            .collect();
+        let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
+            .containers
+            .values()
+            .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
+            .unzip();
+        if !sockets {
+            return Ok(Self {
+                addrs,
+                container_cookies: Default::default(),
+                host_cookie: 0,
+            });
+        }
+        let container_cookies = ids
+            .into_iter()
+            .zip(netns::cookies(&paths, &cfg.state_dir.join("netns-cookies")))
+            .filter_map(|(id, c)| Some((id, c?)))
+            .collect();
+        Ok(Self {
+            addrs,
+            container_cookies,
+            host_cookie: netns::own_cookie()?,
+        })
+    }
+
+    fn view<'a>(
+        &'a self,
+        cfg: &Config,
+        links: &'a [Link],
+        uplinks: &'a [(String, u32, bool)],
+        forward_open: bool,
+    ) -> maps::HostView<'a> {
+        maps::HostView {
+            links,
+            addrs: &self.addrs,
+            uplinks,
+            fast_path: cfg.fast_path,
+            host_cookie: self.host_cookie,
+            container_cookies: &self.container_cookies,
+            xdp_generic: cfg.xdp == crate::base::config::XdpMode::Generic,
+            forward_open,
+            ct_endpoint_entries: cfg.ct_endpoint_entries,
+        }
+    }
+}
+
+/// Re-creates a container's namespace (after a reboot or a killed run) and its missing veths.
+fn restore_container(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    c: &Container,
+    names: &BTreeSet<String>,
+    group: u32,
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let Some(ns) = c.netns_path(&cfg.state_dir) else {
+        return Ok(()); // --network host: nothing of its own
+    };
+    let complete = c.endpoints.iter().all(|e| names.contains(&e.host_veth));
+    if complete && c.engine_netns.is_some() {
+        return Ok(()); // nothing to re-create, and an engine's namespace is never netctl's
+    }
+    let fresh = !netns::is_live(&ns);
+    if fresh && c.engine_netns.is_some() {
+        // The engine's container is gone (a reboot): its DEL, or a GC, removes it here.
+        return Ok(());
+    }
+    if fresh {
+        netns::remove(&ns)?;
+        netns::create(&ns)?;
+        changes.push(format!("re-created the namespace of container {}", c.name));
+    }
+    for ep in &c.endpoints {
+        if fresh || !names.contains(&ep.host_veth) {
+            // A veth of the lost namespace may still be here (its processes kept it).
+            nl.del_link_by_name(&ep.host_veth)?;
+            let net = state.network(&ep.network)?;
+            let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
+            topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
+            changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
+        }
+    }
+    Ok(())
+}
+
+/// Removes what the state does not know: links in this instance's interface group (left by a
+/// killed command, or by a command whose change was undone) and namespace handles. Every
+/// command runs it right after taking the lock, so leftovers never block it.
+pub fn remove_orphans(cfg: &Config, nl: &Netlink, state: &State) -> Result<Vec<String>> {
+    let group = topology::instance_group(&cfg.state_dir);
+    let links = topology::scan_links(nl, state, group)?;
+    remove_orphans_among(cfg, nl, state, &links, group)
+}
+
+fn remove_orphans_among(
+    cfg: &Config,
+    nl: &Netlink,
+    state: &State,
+    links: &[Link],
+    group: u32,
+) -> Result<Vec<String>> {
+    let mut changes = Vec::new();
+    let wanted = topology::own_links(state);
+    // Veths first: a bridge goes last, after its ports.
+    let mut orphans: Vec<_> = links
+        .iter()
+        .filter(|l| l.group == group && !wanted.contains(l.name.as_str()))
+        .collect();
+    orphans.sort_by_key(|l| l.kind == "bridge");
+    for l in orphans {
+        nl.del_link(l.index)?;
+        changes.push(format!(
+            "removed orphaned {} {}",
+            if l.kind.is_empty() { "link" } else { &l.kind },
+            l.name
+        ));
+    }
+    let handles: BTreeSet<_> = state
+        .containers
+        .values()
+        .filter_map(|c| c.netns_path(&cfg.state_dir))
+        .collect();
+    for entry in std::fs::read_dir(netns::handles_dir(&cfg.state_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        if !handles.contains(&path) {
+            if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
+                process::stop_shim(&cfg.state_dir, id);
+            }
+            process::stop_all(&path, std::time::Duration::ZERO);
+            netns::remove(&path)?;
+            changes.push(format!("removed orphaned namespace {}", path.display()));
+        }
+    }
+    Ok(changes)
+}

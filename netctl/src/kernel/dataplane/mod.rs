@@ -1,0 +1,762 @@
+//! The eBPF side of the controller: load and pin the programs, attach them where the state
+//! says, fill the maps from the state, read the counters back.
+
+pub mod applied;
+pub mod attach;
+pub mod btf;
+pub mod features;
+pub mod load;
+pub mod maps;
+pub mod pins;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap,
+        PerCpuValues, RingBuf,
+    },
+    Pod,
+};
+use netctl_common::{
+    ct::{CtEntry, CtKey},
+    drop::DropReason,
+    event::TraceConfig,
+    maps as names,
+    overlay::{self, OverlayConfig, Remote},
+    programs,
+    stats::{Counters, EndpointCounters, Hook},
+};
+
+use applied::Applied;
+pub use attach::{Attachment, Changes, Modes};
+use features::Features;
+use load::ProgKind;
+use pins::Pins;
+
+use crate::base::config::{Config, XdpMode};
+
+pub struct Dataplane {
+    pins: Pins,
+    applied_path: std::path::PathBuf,
+    /// The object's hash and the features it was loaded for: names the pinned programs.
+    hash: String,
+    modes: Modes,
+    pub features: Features,
+}
+
+/// The identity of the programs this binary loads on this kernel.
+fn programs_hash(f: &Features) -> String {
+    format!("{}-{}", load::object_hash(), f.variant())
+}
+
+fn modes(cfg: &Config, f: &Features) -> Modes {
+    let xdp = match cfg.xdp {
+        // Without the mark, XDP cannot tell TC what it did: TC does all the work.
+        _ if !f.has(features::XDP) || !f.has(features::XDP_ADJUST_META) => XdpMode::Off,
+        mode => mode,
+    };
+    Modes {
+        xdp,
+        tcx: f.has(features::TCX),
+    }
+}
+
+impl Dataplane {
+    /// Opens the pinned dataplane, loading and pinning the programs first if this binary's
+    /// programs are not there yet (first run, after a reboot, or after an upgrade). Fails,
+    /// before anything is loaded, on a kernel that lacks a feature netctl cannot do without.
+    pub fn open(cfg: &Config) -> Result<Self> {
+        let features = Features::detect(&cfg.features_deny)?;
+        features.check_required()?;
+        let pins = Pins::new(&cfg.bpffs);
+        pins.prepare()?;
+        for old in pins.other_layouts() {
+            // Another layout version's maps cannot be read by this binary: drop them; the
+            // reconcile that follows re-attaches everything to this version's programs.
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("removing old pins {}", old.display()))?;
+        }
+        let hash = programs_hash(&features);
+        load::ensure_programs(&pins, &hash, cfg.ct_entries, &features)?;
+        Ok(Self {
+            pins,
+            applied_path: cfg.state_dir.join("applied"),
+            hash,
+            modes: modes(cfg, &features),
+            features,
+        })
+    }
+
+    /// The pinned dataplane if it is there, without loading anything (for the daemon, which
+    /// leaves loading and attaching to the commands' reconcile).
+    pub fn open_existing(cfg: &Config) -> Option<Self> {
+        let pins = Pins::new(&cfg.bpffs);
+        if !pins.map(netctl_common::maps::CT).exists() {
+            return None;
+        }
+        let features = Features::detect(&cfg.features_deny).ok()?;
+        Some(Self {
+            pins,
+            applied_path: cfg.state_dir.join("applied"),
+            hash: programs_hash(&features),
+            modes: modes(cfg, &features),
+            features,
+        })
+    }
+
+    /// Attaches the kernel-drop tracer (`kfree_skb`) for as long as the returned value lives,
+    /// with the names of the kernel's drop reasons.
+    pub fn trace_kernel_drops(&self, cfg: &Config) -> Result<load::KernelDrops> {
+        load::kernel_drops(&self.pins, cfg.ct_entries, &self.features)
+    }
+
+    /// Whether XDP goes on an uplink. `auto` puts it on physical NICs only: on veth and other
+    /// virtual devices XDP forces every large (GSO) packet to be split, which costs far more
+    /// than it saves (see docs/BENCHMARKS.md).
+    pub fn wants_xdp(&self, link: &crate::kernel::netlink::Link) -> bool {
+        match self.modes.xdp {
+            XdpMode::Off => false,
+            XdpMode::Auto => link.kind.is_empty(),
+            XdpMode::Native | XdpMode::Generic => true,
+        }
+    }
+
+    /// Attaches the programs to exactly these uplinks (name, ifindex, with XDP), container
+    /// veths (name, ifindex) and the overlay's VXLAN device (name, ifindex) if there is one.
+    pub fn reconcile_attachments(
+        &self,
+        uplinks: &[(String, u32, bool)],
+        container_veths: &[(String, u32)],
+        tunnel: Option<&(String, u32)>,
+    ) -> Result<Changes> {
+        let mut desired = Vec::new();
+        for (name, index, xdp) in uplinks {
+            if *xdp {
+                desired.push(att(programs::UPLINK_XDP, ProgKind::Xdp, name, *index));
+            }
+            desired.push(att(programs::UPLINK_INGRESS, ProgKind::Tc, name, *index));
+            desired.push(att(programs::UPLINK_EGRESS, ProgKind::Tc, name, *index));
+        }
+        for (name, index) in container_veths {
+            desired.extend(container_attachments(name, *index));
+        }
+        if let Some((name, index)) = tunnel {
+            desired.push(att(programs::TUNNEL_INGRESS, ProgKind::Tc, name, *index));
+        }
+        if let Some(root) = cgroup_root() {
+            for (program, kind) in load::wanted_programs(&self.features) {
+                if let ProgKind::Sock(_) = kind {
+                    desired.push(att(program, kind, &root, 0));
+                }
+            }
+        }
+        let changes = attach::reconcile(&self.pins, &self.hash, &desired, self.modes)?;
+        for stale in self.pins.stale_progs(&self.hash) {
+            let _ = std::fs::remove_dir_all(stale);
+        }
+        Ok(changes)
+    }
+
+    /// The modes this kernel and the configuration give the attachments.
+    pub fn modes(&self) -> Modes {
+        self.modes
+    }
+
+    /// Every attachment of this instance: (program, ifindex, how).
+    pub fn attachments(&self) -> Vec<(String, u32, &'static str)> {
+        attach::attached(&self.pins.links())
+    }
+
+    /// Attaches the container program to one veth ahead of the reconcile (which then finds
+    /// it attached): a TCX attachment waits for an RCU grace period, which a command spends
+    /// on the rest of its work this way.
+    pub fn attach_container_veth(&self, name: &str, index: u32) -> Result<()> {
+        // Both directions at once: each attachment waits for its own grace period.
+        let [from, to] = container_attachments(name, index);
+        std::thread::scope(|s| {
+            let to = s.spawn(|| attach::attach_missing(&self.pins, &self.hash, &to, self.modes));
+            let from = attach::attach_missing(&self.pins, &self.hash, &from, self.modes);
+            to.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("attaching to_container failed")))
+                .and(from)
+        })
+    }
+
+    /// Makes the maps hold exactly `want`; returns a line per kind of change. Conntrack
+    /// entries of removed containers and ports go too, so a reused address or port never
+    /// inherits an old flow.
+    pub fn apply(&self, want: &maps::Desired, full: bool) -> Result<Vec<String>> {
+        self.check_capacity(want)?;
+        let mut changes = Vec::new();
+        let mut config: Array<MapData, netctl_common::maps::Config> = self.map(names::CONFIG)?;
+        let want_config = self.with_ct_limits(want.config)?;
+        if config.get(&0, 0)? != want_config {
+            config.set(0, want_config, 0)?;
+            changes.push("updated datapath config".to_string());
+        }
+        let mut overlay: Array<MapData, OverlayConfig> = self.map(overlay::OVERLAY_CONFIG)?;
+        if overlay.get(&0, 0)? != want.overlay {
+            overlay.set(0, want.overlay, 0)?;
+            changes.push("updated overlay config".to_string());
+        }
+        let mut applied = Applied::load(self.applied_path.clone(), !full);
+        let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
+        let (ports, old_backends) = self.sync_hash(names::PORTMAP, &want.portmap, &mut applied)?;
+        let (endpoints, old_endpoints) =
+            self.sync_hash(names::ENDPOINTS, &want.endpoints, &mut applied)?;
+        // Flows of removed containers and re-pointed ports must go with them.
+        let mut gone: BTreeSet<u32> = old_backends.iter().map(|(_, b)| b.addr).collect();
+        gone.extend(old_endpoints.iter().map(|(addr, _)| *addr));
+        let counts = [
+            ("published ports", ports),
+            ("endpoints", endpoints),
+            (
+                "host addresses",
+                self.sync_hash(names::HOST_ADDRS, &host, &mut applied)?.0,
+            ),
+            (
+                "uplinks",
+                self.sync_hash(names::UPLINKS, &want.uplinks, &mut applied)?
+                    .0,
+            ),
+            (
+                "networks",
+                self.sync_hash(names::NETWORKS, &want.networks, &mut applied)?
+                    .0,
+            ),
+            ("subnets", self.sync_subnets(&want.subnets)?),
+            (
+                "overlay networks",
+                self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
+                    .0
+                    + self
+                        .sync_hash(
+                            overlay::OVERLAY_BRIDGES,
+                            &want.overlay_bridges,
+                            &mut applied,
+                        )?
+                        .0,
+            ),
+            (
+                "link pairs",
+                self.sync_hash(names::LINKS, &want.links, &mut applied)?.0,
+            ),
+            (
+                "socket namespaces",
+                self.sync_hash(
+                    netctl_common::sock::SOCK_NETNS,
+                    &want.sock_netns,
+                    &mut applied,
+                )?
+                .0,
+            ),
+        ];
+        let ep_keys: BTreeMap<u32, u8> = want.endpoints.keys().map(|k| (*k, 0)).collect();
+        let port_keys: BTreeMap<_, u8> = want.portmap.keys().map(|k| (*k, 0)).collect();
+        self.sync_counter_keys::<_, EndpointCounters>(names::EP_STATS, &ep_keys, &mut applied)?;
+        self.sync_counter_keys::<_, u64>(names::PORT_STATS, &port_keys, &mut applied)?;
+        applied.save()?;
+        crate::base::failpoint::step("dataplane: maps applied");
+        for (name, n) in counts {
+            if n > 0 {
+                changes.push(format!("{name}: {n} map entries changed"));
+            }
+        }
+        // A full apply also catches flows whose container went while no record was kept
+        // (a command killed between its map changes and its record).
+        let stale = |a: u32| {
+            gone.contains(&a)
+                || (full
+                    && want
+                        .subnets
+                        .keys()
+                        .any(|(prefix, net)| in_subnet(a, *net, *prefix))
+                    && !want.endpoints.contains_key(&a)
+                    && !want.networks.values().any(|n| n.gateway == a))
+        };
+        if !gone.is_empty() || full {
+            let n = self.flush_flows(stale)?;
+            if n > 0 {
+                changes.push(format!(
+                    "conntrack: {n} entries of removed containers flushed"
+                ));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The conntrack limits for the table as it was made (its size is fixed when the maps
+    /// are first made): confirmations stop at 7/8 full, so the LRU never evicts an established
+    /// flow; one container may own `ct_owner_max` entries (0: a quarter of the table).
+    fn with_ct_limits(
+        &self,
+        mut c: netctl_common::maps::Config,
+    ) -> Result<netctl_common::maps::Config> {
+        let cap = MapData::from_pin(self.pins.map(names::CT))?
+            .info()?
+            .max_entries();
+        c.ct_fill_max = cap - cap / 8;
+        c.ct_owner_max = match c.ct_owner_max {
+            0 => cap / 4,
+            n => n.min(cap),
+        };
+        Ok(c)
+    }
+
+    /// Refuses, before changing anything, a state the maps cannot hold.
+    fn check_capacity(&self, want: &maps::Desired) -> Result<()> {
+        let sizes = [
+            (names::PORTMAP, want.portmap.len(), "published ports"),
+            (
+                names::ENDPOINTS,
+                want.endpoints.len(),
+                "container endpoints",
+            ),
+            (names::HOST_ADDRS, want.host_addrs.len(), "host addresses"),
+            (names::UPLINKS, want.uplinks.len(), "uplinks"),
+            (names::NETWORKS, want.networks.len(), "networks"),
+            (names::SUBNETS, want.subnets.len(), "networks"),
+            (names::LINKS, want.links.len(), "link pairs"),
+        ];
+        for (map, n, what) in sizes {
+            let cap = MapData::from_pin(self.pins.map(map))
+                .with_context(|| format!("opening pinned map {map}"))?
+                .info()?
+                .max_entries() as usize;
+            if n > cap {
+                anyhow::bail!(
+                    "too many {what}: {n}, the datapath holds {cap} ({map}): remove some first"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Diff-applies a hash map against what was applied last time (or, without a record,
+    /// against the kernel's entries); returns the number of changes and the entries removed
+    /// or replaced (with their old values).
+    fn sync_hash<K: Pod + Ord, V: Pod + PartialEq>(
+        &self,
+        name: &str,
+        want: &BTreeMap<K, V>,
+        applied: &mut Applied,
+    ) -> Result<(usize, Vec<(K, V)>)> {
+        let (mut map, id): (HashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
+        let have: BTreeMap<K, V> = match applied.get(name, id) {
+            Some(have) => have,
+            None => {
+                let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+                keys.into_iter()
+                    .filter_map(|k| map.get(&k, 0).ok().map(|v| (k, v)))
+                    .collect()
+            }
+        };
+        let mut n = 0;
+        let mut removed = Vec::new();
+        for (k, v) in &have {
+            if !want.contains_key(k) {
+                applied.before_change()?;
+                remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
+                removed.push((*k, *v));
+                n += 1;
+            }
+        }
+        for (k, v) in want {
+            let old = have.get(k);
+            if old != Some(v) {
+                applied.before_change()?;
+                map.insert(k, v, 0)
+                    .with_context(|| format!("filling {name}"))?;
+                removed.extend(old.map(|o| (*k, *o)));
+                n += 1;
+            }
+        }
+        if n > 0 {
+            crate::base::failpoint::step("dataplane: one map changed");
+        }
+        applied.set(name, id, want);
+        Ok((n, removed))
+    }
+
+    fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<usize> {
+        let mut map: LpmTrie<MapData, u32, u32> = self.map(names::SUBNETS)?;
+        let have: Vec<Key<u32>> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for k in have {
+            if !want.contains_key(&(k.prefix_len(), k.data())) {
+                map.remove(&k)?;
+                n += 1;
+            }
+        }
+        for ((prefix, addr), bridge) in want {
+            let key = Key::new(*prefix, *addr);
+            if map.get(&key, 0).ok() != Some(*bridge) {
+                map.insert(&key, bridge, 0).context("filling SUBNETS")?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Per-CPU counter maps hold an entry per key the programs may count (made here, zeroed,
+    /// so the datapath never inserts); counts of live keys are kept.
+    fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(
+        &self,
+        name: &str,
+        want: &BTreeMap<K, u8>,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        let (mut map, id): (PerCpuHashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
+        let have: BTreeSet<K> = match applied.get::<K, u8>(name, id) {
+            Some(have) => have.into_keys().collect(),
+            None => map.keys().collect::<Result<_, _>>()?,
+        };
+        for k in have.iter().filter(|k| !want.contains_key(k)) {
+            applied.before_change()?;
+            remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        for k in want.keys().filter(|k| !have.contains(k)) {
+            applied.before_change()?;
+            let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
+            map.insert(k, zero, 0)
+                .with_context(|| format!("filling {name}"))?;
+        }
+        applied.set(name, id, want);
+        Ok(())
+    }
+
+    /// Makes the remote-container map hold exactly `want` (the daemon's view of the cluster
+    /// store); returns how many entries changed.
+    pub fn set_remotes(&self, want: &BTreeMap<u32, Remote>) -> Result<usize> {
+        // Their hosts too: containers may not send to those hosts' VXLAN port.
+        let peers: BTreeMap<u32, u32> = want.values().map(|r| (r.host, 1)).collect();
+        Ok(self.replace_entries(overlay::OVERLAY_REMOTES, want)?
+            + self.replace_entries(overlay::OVERLAY_PEERS, &peers)?)
+    }
+
+    /// Makes a hash map hold exactly `want` by reading it back (for maps written outside the
+    /// reconcile's record); returns how many entries changed.
+    fn replace_entries<K: Pod + Ord, V: Pod + PartialEq>(
+        &self,
+        name: &str,
+        want: &BTreeMap<K, V>,
+    ) -> Result<usize> {
+        let mut map: HashMap<MapData, K, V> = self.map(name)?;
+        let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for k in keys.iter().filter(|k| !want.contains_key(k)) {
+            remove_entry(map.remove(k))?;
+            n += 1;
+        }
+        for (k, v) in want {
+            if map.get(k, 0).ok() != Some(*v) {
+                map.insert(k, v, 0)
+                    .with_context(|| format!("filling {name}"))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Counters per container address, summed over CPUs.
+    pub fn endpoint_stats(&self) -> Result<BTreeMap<u32, EndpointCounters>> {
+        let map: PerCpuHashMap<MapData, u32, EndpointCounters> = self.map(names::EP_STATS)?;
+        let mut out = BTreeMap::new();
+        for item in map.iter() {
+            let (k, per_cpu) = item?;
+            let mut sum = EndpointCounters::default();
+            for c in per_cpu.iter() {
+                sum.tx_packets += c.tx_packets;
+                sum.tx_bytes += c.tx_bytes;
+                sum.rx_packets += c.rx_packets;
+                sum.rx_bytes += c.rx_bytes;
+                sum.drops += c.drops;
+            }
+            out.insert(k, sum);
+        }
+        Ok(out)
+    }
+
+    /// New connections per published port, summed over CPUs.
+    pub fn port_hits(&self) -> Result<BTreeMap<netctl_common::maps::PortKey, u64>> {
+        let map: PerCpuHashMap<MapData, netctl_common::maps::PortKey, u64> =
+            self.map(names::PORT_STATS)?;
+        map.iter()
+            .map(|item| {
+                let (k, per_cpu) = item?;
+                Ok((k, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Switches datapath events on or off (`TRACE_*` flags).
+    pub fn set_trace(&self, cfg: TraceConfig) -> Result<()> {
+        let mut map: Array<MapData, TraceConfig> = self.map(names::TRACE)?;
+        map.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    pub fn trace_config(&self) -> Result<TraceConfig> {
+        let map: Array<MapData, TraceConfig> = self.map(names::TRACE)?;
+        Ok(map.get(&0, 0)?)
+    }
+
+    /// The event ring buffer (one reader at a time consumes it).
+    pub fn events(&self) -> Result<RingBuf<MapData>> {
+        self.map(names::EVENTS)
+    }
+
+    /// Events the programs could not deliver because the ring buffer was full.
+    pub fn events_lost(&self) -> Result<u64> {
+        let map: PerCpuArray<MapData, u64> = self.map(names::EVENTS_LOST)?;
+        Ok(map.get(&0, 0)?.iter().sum())
+    }
+
+    /// Removes conntrack entries idle past their timeout and returns them (the programs only
+    /// remove an entry when its flow's next packet comes, which may be never); then makes the
+    /// per-container and total counts of `CT` exact again (the programs keep them as they
+    /// store and delete, but do not see LRU evictions).
+    pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        let now = monotonic_ns();
+        let mut expired = Vec::new();
+        let mut owned: BTreeMap<u32, u64> = BTreeMap::new();
+        for table in [names::CT, names::CT_NEW] {
+            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let entries: BTreeMap<_, _> = ct
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, e)| (key_bytes(&k), (k, e)))
+                .collect();
+            for (k, e) in entries.values() {
+                // Both halves carry the flow's last packet; take the later one.
+                let last = entries
+                    .get(&key_bytes(&e.peer))
+                    .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
+                if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
+                    let _ = ct.remove(k);
+                    if e.flags & netctl_common::ct::CT_REPLY == 0 {
+                        expired.push((*k, *e));
+                    }
+                } else if table == names::CT {
+                    *owned.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                }
+            }
+        }
+        // Entries stored or deleted meanwhile are lost from these counts until the next
+        // sweep: a flow or two either way at the limits.
+        let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+        fill.set(0, owned.values().sum::<u64>(), 0)?;
+        let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
+        let old: Vec<u32> = counts.keys().filter_map(|k| k.ok()).collect();
+        for k in old.iter().filter(|k| !owned.contains_key(k)) {
+            remove_entry(counts.remove(k))?;
+        }
+        for (k, n) in &owned {
+            counts.insert(k, n, 0)?;
+        }
+        Ok(expired)
+    }
+
+    /// Deletes the conntrack entries that mention an address `stale` picks.
+    fn flush_flows(&self, stale: impl Fn(u32) -> bool) -> Result<usize> {
+        let mut n = 0;
+        let mut uncounted: BTreeMap<u32, u64> = BTreeMap::new();
+        for table in [names::CT, names::CT_NEW] {
+            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let doomed: Vec<(CtKey, CtEntry)> = ct
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, e)| {
+                    [k.saddr, k.daddr, e.src_addr, e.dst_addr]
+                        .iter()
+                        .any(|a| *a != 0 && stale(*a))
+                })
+                .collect();
+            for (k, e) in &doomed {
+                if ct.remove(k).is_ok() && table == names::CT {
+                    *uncounted.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                }
+            }
+            n += doomed.len();
+        }
+        // The programs count what they delete, not what is deleted here: a reused address
+        // must not start with its predecessor's share of the table.
+        if !uncounted.is_empty() {
+            let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
+            for (owner, gone) in &uncounted {
+                if let Ok(c) = counts.get(owner, 0) {
+                    counts.insert(owner, c.saturating_sub(*gone), 0)?;
+                }
+            }
+            let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+            let total: u64 = uncounted.values().sum();
+            fill.set(0, fill.get(&0, 0)?.saturating_sub(total), 0)?;
+        }
+        Ok(n)
+    }
+
+    /// Entries in the conntrack tables (confirmed, unconfirmed) and their capacities.
+    pub fn ct_occupancy(&self) -> Result<[(usize, u32); 2]> {
+        let count = |table: &str| -> Result<(usize, u32)> {
+            let ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+            let n = ct.keys().filter(|k| k.is_ok()).count();
+            let cap = MapData::from_pin(self.pins.map(table))?
+                .info()?
+                .max_entries();
+            Ok((n, cap))
+        };
+        Ok([count(names::CT)?, count(names::CT_NEW)?])
+    }
+
+    /// Drops per reason, summed over CPUs.
+    pub fn drop_stats(&self) -> Result<Vec<(DropReason, u64)>> {
+        let map: PerCpuArray<MapData, u64> = self.map(names::DROP_STATS)?;
+        DropReason::ALL
+            .iter()
+            .map(|r| Ok((*r, map.get(&(*r as u32), 0)?.iter().sum())))
+            .collect()
+    }
+
+    /// Counters per hook, summed over CPUs.
+    pub fn hook_stats(&self) -> Result<Vec<(Hook, Counters)>> {
+        let map: PerCpuArray<MapData, Counters> = self.map(names::HOOK_STATS)?;
+        Hook::ALL
+            .iter()
+            .map(|hook| {
+                let per_cpu = map.get(&(*hook as u32), 0)?;
+                let mut sum = Counters::default();
+                for c in per_cpu.iter() {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                    sum.drops += c.drops;
+                }
+                Ok((*hook, sum))
+            })
+            .collect()
+    }
+
+    /// A pinned map and its kernel id (which changes when the map is re-created).
+    fn map_with_id<T>(&self, name: &str) -> Result<(T, u32)>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let path = self.pins.map(name);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        let id = data.info()?.id();
+        let map = T::try_from(Map::from_map_data(data)?)
+            .with_context(|| format!("map {name} has an unexpected type"))?;
+        Ok((map, id))
+    }
+
+    fn map<T>(&self, name: &str) -> Result<T>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let path = self.pins.map(name);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        T::try_from(Map::from_map_data(data)?)
+            .with_context(|| format!("map {name} has an unexpected type"))
+    }
+}
+
+/// A delete of an entry that is not there is done (a command killed after its map change
+/// but before its record leaves exactly that).
+fn remove_entry(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(aya::maps::MapError::KeyNotFound | aya::maps::MapError::ElementNotFound) => Ok(()),
+        r => r,
+    }
+}
+
+/// Whether a raw (network byte order) address is inside a raw subnet.
+fn in_subnet(addr: u32, net: u32, prefix: u32) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix.min(32))
+    };
+    u32::from_be(addr) & mask == u32::from_be(net) & mask
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("monotonic clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
+    (k.saddr, k.daddr, k.sport, k.dport, k.proto)
+}
+
+/// A container's host-side veth: what the container sends (ingress) and what it is handed
+/// (egress).
+fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
+    [
+        att(programs::FROM_CONTAINER, ProgKind::Tc, name, index),
+        att(programs::TO_CONTAINER, ProgKind::Tc, name, index),
+    ]
+}
+
+fn att(program: &'static str, kind: ProgKind, name: &str, index: u32) -> Attachment {
+    Attachment {
+        program,
+        kind,
+        ifname: name.to_string(),
+        ifindex: index,
+    }
+}
+
+/// Whether the socket programs run here: every hook they need, and a cgroup v2 hierarchy to
+/// attach them to. The error says what is missing.
+pub fn socket_programs(cfg: &Config) -> Result<()> {
+    Features::detect(&cfg.features_deny)?.socket_programs()?;
+    if cgroup_root().is_none() {
+        anyhow::bail!(
+            "this needs a cgroup v2 hierarchy (mount cgroup2, e.g. at /sys/fs/cgroup/unified)"
+        );
+    }
+    Ok(())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (its root covers every process): /sys/fs/cgroup
+/// on a unified host, /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup_root() -> Option<String> {
+    // The usual places first: /proc/mounts lists every namespace handle too (thousands).
+    for dir in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if nix::sys::statfs::statfs(dir)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return Some(dir.to_string());
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| dir.replace("\\040", " "))
+        })
+        .min_by_key(|d| d.len())
+}
+
+/// Removes every pin of this instance: links (detaching the programs), programs and maps.
+pub fn remove_all(cfg: &Config) -> Result<()> {
+    if cfg.bpffs.exists() {
+        // Netlink filters (kernels without TCX) outlive their pins: delete them first.
+        attach::detach_all(&Pins::new(&cfg.bpffs).links());
+        std::fs::remove_dir_all(&cfg.bpffs)
+            .with_context(|| format!("removing {}", cfg.bpffs.display()))?;
+    }
+    Ok(())
+}

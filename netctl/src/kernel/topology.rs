@@ -1,0 +1,226 @@
+//! The kernel objects behind the state: a bridge per network, a veth pair per endpoint, a
+//! namespace per container. Every link netctl creates carries this instance's interface group
+//! from birth, so `sync` can tell its own orphans from anyone else's links.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    kernel::netlink::{Link, Netlink},
+    kernel::netns,
+    model::state::{Container, Endpoint, Network},
+};
+
+pub use crate::model::instance::{instance_group, GROUP_FLAG};
+
+/// The VXLAN device of overlay networks (one per instance, collect-metadata mode).
+pub const VXLAN_DEV: &str = "nctl-vxlan";
+/// IANA's VXLAN port, as Docker's overlay driver uses.
+pub const VXLAN_PORT: u16 = netctl_common::overlay::VXLAN_PORT;
+
+/// Whether this host has overlay networks (and so needs the VXLAN device).
+pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
+    vxlan_mtu(networks).is_some()
+}
+
+/// The VXLAN device's MTU: the largest of the overlay networks' (each made from its creating
+/// host's underlay MTU less the encapsulation, or given), None without overlay networks.
+pub fn vxlan_mtu(networks: &BTreeMap<String, Network>) -> Option<u32> {
+    networks
+        .values()
+        .filter(|n| n.vni.is_some())
+        .map(|n| n.mtu)
+        .max()
+}
+
+/// The links the state says are this instance's: bridges, container veths, the VXLAN device.
+pub fn own_links(state: &crate::model::state::State) -> std::collections::BTreeSet<String> {
+    // The container ends of engine veths that dockerd has not moved yet.
+    let peers: Vec<String> = state
+        .containers
+        .values()
+        .filter(|c| c.engine.as_deref() == Some("docker"))
+        .flat_map(|c| c.endpoints.iter().map(|e| engine_peer_name(&e.endpoint_id)))
+        .collect();
+    state
+        .networks
+        .values()
+        .map(|n| n.bridge.as_str())
+        .chain(
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str())),
+        )
+        .chain(peers.iter().map(String::as_str))
+        .chain(needs_vxlan(&state.networks).then_some(VXLAN_DEV))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every link of the namespace, the state's container veths with their index only (see
+/// [`Netlink::links_sparing`]: a full dump is slow with thousands of containers).
+pub fn scan_links(
+    nl: &Netlink,
+    state: &crate::model::state::State,
+    group: u32,
+) -> Result<Vec<Link>> {
+    let veths: std::collections::HashSet<&str> = state
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter().map(|e| e.host_veth.as_str()))
+        .collect();
+    nl.links_sparing(&veths, group)
+}
+
+/// The container end of an engine's veth while it is still in the host namespace (dockerd
+/// moves it into the sandbox and renames it).
+pub fn engine_peer_name(endpoint_id: &str) -> String {
+    format!("vpeer{}", &endpoint_id[..8])
+}
+
+/// Host-side veth name of an endpoint: "veth" + 8 hex digits of its id (Docker uses "veth").
+pub fn host_veth_name(endpoint_id: &str) -> String {
+    format!("veth{}", &endpoint_id[..8])
+}
+
+/// A unicast MAC in the usual notation (six pairs of hex digits, colons between).
+pub fn is_unicast_mac(m: &str) -> bool {
+    let bytes: Option<Vec<u8>> = m
+        .split(':')
+        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok())?)
+        .collect();
+    bytes.is_some_and(|b| b.len() == 6 && b[0] & 1 == 0)
+}
+
+pub fn parse_mac(mac: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (i, part) in mac.split(':').take(6).enumerate() {
+        out[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    out
+}
+
+fn random_mac() -> [u8; 6] {
+    let id = crate::model::state::random_id();
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).expect("hex id");
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+    mac
+}
+
+/// Creates a network's bridge with its gateway address, and brings it up.
+pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
+    let index = nl.add_bridge(&net.bridge, net.mtu, group)?;
+    let res = (|| {
+        // A fixed MAC: a bridge otherwise takes its lowest port's, and containers' ARP entries
+        // for the gateway go stale as ports come and go.
+        nl.set_mac(index, random_mac())?;
+        nl.add_address(index, net.gateway, net.subnet.prefix())?;
+        nl.set_up(index)
+    })();
+    if res.is_err() {
+        let _ = nl.del_link(index);
+    }
+    res.with_context(|| format!("setting up bridge {}", net.bridge))
+}
+
+/// Whether this endpoint is the one that carries the container's default route: the first
+/// endpoint on a network that has a way out.
+pub fn is_gateway_endpoint(
+    networks: &BTreeMap<String, Network>,
+    c: &Container,
+    ep: &Endpoint,
+) -> bool {
+    c.endpoints
+        .iter()
+        .find(|e| networks.get(&e.network).is_some_and(|n| !n.internal))
+        .is_some_and(|e| e.endpoint_id == ep.endpoint_id)
+}
+
+/// Creates an endpoint: the veth pair (host side on the bridge, peer named `ep.ifname` in the
+/// container), the address, the MAC, and the default route when `default_route`.
+pub fn create_endpoint(
+    nl: &Netlink,
+    netns_path: &Path,
+    net: &Network,
+    ep: &Endpoint,
+    default_route: bool,
+    group: u32,
+) -> Result<()> {
+    let bridge = nl.link(&net.bridge)?.with_context(|| {
+        format!(
+            "bridge {} of network {} is missing: run `netctl sync`",
+            net.bridge, net.name
+        )
+    })?;
+    let ns = netns::open(netns_path)?;
+    let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
+    crate::base::failpoint::step("endpoint: veth created");
+    let res = (|| {
+        nl.set_controller(index, bridge.index)?;
+        nl.pin_bridge_port(index, parse_mac(&ep.mac))?;
+        nl.set_up(index)?;
+        configure_container_side(netns_path, ep, net, default_route)
+    })();
+    if res.is_err() {
+        // Deleting one end of a veth deletes both.
+        let _ = nl.del_link(index);
+    }
+    res.with_context(|| format!("setting up {} of network {}", ep.ifname, net.name))
+}
+
+fn configure_container_side(
+    netns_path: &Path,
+    ep: &Endpoint,
+    net: &Network,
+    default_route: bool,
+) -> Result<()> {
+    let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
+    let mac = parse_mac(&ep.mac);
+    netns::run_in(netns_path, move || {
+        let nl = Netlink::new()?;
+        let lo = nl.link("lo")?.context("no lo in the container namespace")?;
+        nl.set_up(lo.index)?;
+        let link = nl
+            .link(&ifname)?
+            .with_context(|| format!("{ifname} did not appear in the container namespace"))?;
+        nl.set_mac(link.index, mac)?;
+        nl.add_address(link.index, ip, prefix)?;
+        nl.set_up(link.index)?;
+        if default_route {
+            nl.add_default_route(gw)?;
+        }
+        Ok(())
+    })
+}
+
+/// Adds the default route via `gateway` in the container if it has none (after the endpoint
+/// that carried it was disconnected).
+pub fn ensure_default_route(netns_path: &Path, gateway: Ipv4Addr) -> Result<()> {
+    netns::run_in(netns_path, move || {
+        let nl = Netlink::new()?;
+        if nl.default_route_interfaces()?.is_empty() {
+            nl.add_default_route(gateway)?;
+        }
+        Ok(())
+    })
+}
+
+/// Removes a container's kernel objects: its processes must already be stopped. Best effort:
+/// every step runs, the first error is returned.
+pub fn remove_container(nl: &Netlink, netns_path: Option<&Path>, c: &Container) -> Result<()> {
+    let mut first_err = None;
+    for ep in &c.endpoints {
+        if let Err(e) = nl.del_link_by_name(&ep.host_veth) {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(Err(e)) = netns_path.map(netns::remove) {
+        first_err.get_or_insert(e);
+    }
+    first_err.map_or(Ok(()), Err)
+}

@@ -1,0 +1,284 @@
+//! Overlay networks as the cluster store holds them, and the pure choices made when one is
+//! created: its subnet (Docker swarm's default pool, 10.0.0.0/8 in /24s, when none is given),
+//! its gateway and its VXLAN network identifier.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{bail, Context, Result};
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    model::ipam,
+    model::networks::CreateRequest,
+    model::options,
+    model::state::{self, Endpoint, State},
+};
+
+/// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// IPv4's minimum MTU (RFC 791): an underlay too small for VXLAN still gets a valid one.
+const MIN_MTU: u32 = 576;
+/// The underlay's MTU when the advertise address is on no local interface (a NAT'd host).
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+/// First VNI handed out (Docker's overlay driver starts at 4096 too).
+pub const FIRST_VNI: u32 = 4096;
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OverlayNetwork {
+    pub id: String,
+    pub name: String,
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Network>,
+    pub internal: bool,
+    pub icc: bool,
+    pub vni: u32,
+    pub mtu: u32,
+    pub options: BTreeMap<String, String>,
+    pub created: u64,
+    pub user_subnet: bool,
+}
+
+/// An address in use on an overlay network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndpointRecord {
+    /// The underlay address of the host the container runs on.
+    pub host: Ipv4Addr,
+    pub container_id: String,
+    pub container: String,
+    pub endpoint_id: String,
+    pub mac: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// A member host: where its containers' packets go, and which subnets it uses locally (an
+/// overlay must not overlap them).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostRecord {
+    pub addr: Ipv4Addr,
+    pub subnets: Vec<Ipv4Network>,
+}
+
+impl OverlayNetwork {
+    /// The network as this host runs it: a local bridge (the same gateway address on every
+    /// host: each host routes its own containers' traffic out) joined to the others by VXLAN.
+    pub fn local(&self) -> state::Network {
+        state::Network {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            driver: "overlay".into(),
+            subnet: self.subnet,
+            gateway: self.gateway,
+            ip_range: self.ip_range,
+            internal: self.internal,
+            icc: self.icc,
+            masquerade: true,
+            mtu: self.mtu,
+            bridge: format!("ov-{}", &self.id[..12]),
+            options: self.options.clone(),
+            created: self.created,
+            user_subnet: self.user_subnet,
+            vni: Some(self.vni),
+        }
+    }
+}
+
+/// Docker swarm's default address pool: 10.0.0.0/8 carved into /24s.
+fn pools() -> impl Iterator<Item = Ipv4Network> {
+    (0u32..65536).map(|i| {
+        Ipv4Network::new(Ipv4Addr::from(0x0a00_0000u32 + (i << 8)), 24).expect("valid /24")
+    })
+}
+
+/// Validates a `network create -d overlay` request against the overlays that exist and the
+/// subnets member hosts use (`taken`), and picks subnet, gateway and VNI.
+pub fn plan(
+    req: &CreateRequest,
+    existing: &[OverlayNetwork],
+    taken: &[(Ipv4Network, String)],
+    underlay_mtu: u32,
+) -> Result<OverlayNetwork> {
+    crate::model::networks::check_name(&req.name, "network")?;
+    if crate::model::networks::is_predefined(&req.name) {
+        bail!(
+            "network with name {} already exists (a pre-defined network): pick another name",
+            req.name
+        );
+    }
+    if existing.iter().any(|n| n.name == req.name) {
+        bail!(
+            "network {} already exists in the cluster: pick another name or `netctl network rm` it",
+            req.name
+        );
+    }
+    let opts = options::parse(&req.options)?;
+    let clashes = |s: &Ipv4Network| -> Option<String> {
+        if let Some(n) = existing.iter().find(|n| ipam::overlaps(&n.subnet, s)) {
+            return Some(format!("overlay network {} ({})", n.name, n.subnet));
+        }
+        taken
+            .iter()
+            .find(|(t, _)| ipam::overlaps(t, s))
+            .map(|(t, what)| format!("{t}, {what}"))
+    };
+    let subnet = match &req.subnet {
+        Some(s) => {
+            let s = ipam::parse_subnet(s, "subnet")?;
+            if let Some(c) = clashes(&s) {
+                bail!("subnet {s} overlaps {c}: pick a subnet that does not");
+            }
+            s
+        }
+        None => {
+            if req.gateway.is_some() || req.ip_range.is_some() {
+                bail!("--gateway and --ip-range need --subnet");
+            }
+            pools()
+                .find(|p| clashes(p).is_none())
+                .context("no free /24 left in 10.0.0.0/8 for an overlay network: give --subnet")?
+        }
+    };
+    let (gateway, ip_range) = crate::model::networks::plan_gateway(subnet, req)?;
+    let vni = (FIRST_VNI..=MAX_VNI)
+        .find(|v| !existing.iter().any(|n| n.vni == *v))
+        .context("every VXLAN network identifier is in use")?;
+    // What the underlay carries less the encapsulation, so no container packet makes the
+    // host fragment its VXLAN packets.
+    let mtu = if opts.raw.keys().any(|k| k == options::MTU || k == "mtu") {
+        opts.mtu
+    } else {
+        underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(MIN_MTU)
+    };
+    Ok(OverlayNetwork {
+        id: state::random_id(),
+        name: req.name.clone(),
+        subnet,
+        gateway,
+        ip_range,
+        internal: req.internal,
+        icc: opts.icc,
+        vni,
+        mtu,
+        options: opts.raw,
+        created: state::now(),
+        user_subnet: req.subnet.is_some(),
+    })
+}
+
+/// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
+/// cluster.
+pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
+    let overlay = |ep: &Endpoint| {
+        before
+            .networks
+            .get(&ep.network)
+            .is_some_and(|n| n.vni.is_some())
+    };
+    let kept: std::collections::HashSet<&str> = after
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|e| overlay(e))
+        .map(|e| e.endpoint_id.as_str())
+        .collect();
+    before
+        .containers
+        .values()
+        .flat_map(|c| c.endpoints.iter())
+        .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
+        .map(|ep| (ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()))
+        .collect()
+}
+
+/// Local copies of overlay networks no local container uses any more: the host leaves them
+/// (the network stays in the cluster).
+pub fn idle_overlays(state: &State) -> Vec<String> {
+    state
+        .networks
+        .values()
+        .filter(|n| n.vni.is_some() && state.attached(&n.name).is_empty())
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Whether a change gave up overlay addresses (the cluster store has them to release).
+pub fn releases_addresses(before: &State, after: &State) -> bool {
+    !gone(before, after).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, subnet: Option<&str>) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            driver: "overlay".into(),
+            subnet: subnet.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn picks_free_subnets_and_vnis() {
+        let a = plan(&req("a", None), &[], &[], 1500).unwrap();
+        assert_eq!(a.subnet.to_string(), "10.0.0.0/24");
+        assert_eq!(a.gateway, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(a.vni, FIRST_VNI);
+        assert_eq!(a.mtu, 1450, "container MTU lowered by the VXLAN overhead");
+        let jumbo = plan(&req("j", None), &[], &[], 9000).unwrap();
+        assert_eq!(jumbo.mtu, 8950, "from the underlay's MTU");
+        let tiny = plan(&req("t", None), &[], &[], 600).unwrap();
+        assert_eq!(tiny.mtu, 576, "never below IPv4's minimum");
+        let mut given = req("g", None);
+        given.options = vec!["mtu=1400".into()];
+        assert_eq!(plan(&given, &[], &[], 9000).unwrap().mtu, 1400);
+        let taken = vec![(
+            "10.0.1.0/24".parse().unwrap(),
+            "a local network of host 192.0.2.9".to_string(),
+        )];
+        let b = plan(&req("b", None), std::slice::from_ref(&a), &taken, 1500).unwrap();
+        assert_eq!(
+            b.subnet.to_string(),
+            "10.0.2.0/24",
+            "skips a and the host's subnet"
+        );
+        assert_eq!(b.vni, FIRST_VNI + 1);
+        let local = b.local();
+        assert_eq!(
+            (local.driver.as_str(), local.vni),
+            ("overlay", Some(FIRST_VNI + 1))
+        );
+    }
+
+    #[test]
+    fn refuses_overlaps_and_names_in_use() {
+        let a = plan(&req("a", Some("10.9.0.0/16")), &[], &[], 1500).unwrap();
+        let e = plan(
+            &req("b", Some("10.9.3.0/24")),
+            std::slice::from_ref(&a),
+            &[],
+            1500,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("overlaps overlay network a"), "{e}");
+        let taken = vec![(
+            "172.20.0.0/16".parse().unwrap(),
+            "a local network of host 192.0.2.9".to_string(),
+        )];
+        let e = plan(&req("b", Some("172.20.5.0/24")), &[], &taken, 1500).unwrap_err();
+        assert!(
+            e.to_string().contains("local network of host 192.0.2.9"),
+            "{e}"
+        );
+        let e = plan(&req("a", None), std::slice::from_ref(&a), &[], 1500).unwrap_err();
+        assert!(
+            e.to_string().contains("already exists in the cluster"),
+            "{e}"
+        );
+        assert!(plan(&req("host", None), &[], &[], 1500).is_err());
+    }
+}

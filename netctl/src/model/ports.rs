@@ -1,0 +1,418 @@
+//! Published ports: Docker's `-p [IP:][HOSTPORT[-END]:]CPORT[-END][/tcp|udp]`.
+
+use std::{
+    collections::HashMap, collections::HashSet, fmt, net::Ipv4Addr, ops::RangeInclusive,
+    str::FromStr,
+};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Proto {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "sctp" => bail!("protocol sctp is not supported: use tcp or udp"),
+            other => bail!("unknown protocol {other:?}: use tcp or udp"),
+        }
+    }
+}
+
+/// One published port after allocation: host IP (0.0.0.0 = every host address) and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+impl PortMapping {
+    /// Two mappings claim the same host socket: same protocol and port, and the addresses
+    /// overlap (equal, or either is the wildcard).
+    pub fn conflicts(&self, other: &PortMapping) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.host_ip == other.host_ip
+                || self.host_ip.is_unspecified()
+                || other.host_ip.is_unspecified())
+    }
+}
+
+/// A parsed `-p` spec, before host ports are allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: Ipv4Addr,
+    /// None: ephemeral host ports.
+    pub host: Option<RangeInclusive<u16>>,
+    pub container: RangeInclusive<u16>,
+    pub proto: Proto,
+}
+
+fn port(s: &str, what: &str, spec: &str) -> Result<u16> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid {what} {s:?} in -p {spec}: ports are 1-65535"))?;
+    if n == 0 || n > 65535 {
+        bail!("invalid {what} {s:?} in -p {spec}: ports are 1-65535");
+    }
+    Ok(n as u16)
+}
+
+fn range(s: &str, what: &str, spec: &str) -> Result<RangeInclusive<u16>> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (port(a, what, spec)?, port(b, what, spec)?);
+            if a > b {
+                bail!("invalid {what} range {s} in -p {spec}: the start is above the end");
+            }
+            Ok(a..=b)
+        }
+        None => {
+            let p = port(s, what, spec)?;
+            Ok(p..=p)
+        }
+    }
+}
+
+impl FromStr for PortSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let usage = "expected [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]";
+        if spec.is_empty() {
+            bail!("empty -p value: {usage}");
+        }
+        let (rest, proto) = match spec.rsplit_once('/') {
+            Some((r, p)) => (r, p.parse().with_context(|| format!("in -p {spec}"))?),
+            None => (spec, Proto::Tcp),
+        };
+        if rest.starts_with('[') || rest.matches(':').count() > 2 {
+            bail!("invalid -p {spec}: IPv6 host addresses are not supported yet; {usage}");
+        }
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (ip, host, cport) = match parts.as_slice() {
+            [c] => (None, None, *c),
+            [h, c] => (None, Some(*h), *c),
+            [ip, h, c] => (Some(*ip), (!h.is_empty()).then_some(*h), *c),
+            _ => bail!("invalid -p {spec}: {usage}"),
+        };
+        let host_ip = match ip {
+            None | Some("") => Ipv4Addr::UNSPECIFIED,
+            Some(ip) => ip
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid host IP {ip:?} in -p {spec}: {usage}"))?,
+        };
+        let container = range(cport, "container port", spec)?;
+        let host = host.map(|h| range(h, "host port", spec)).transpose()?;
+        if let Some(h) = &host {
+            let (hl, cl) = (h.len(), container.len());
+            // Docker allows a host range for one container port: one free port of the range.
+            if hl != cl && cl != 1 {
+                bail!(
+                    "invalid -p {spec}: the host range has {hl} ports and the container range {cl}; \
+                     they must be the same length"
+                );
+            }
+        }
+        Ok(PortSpec {
+            host_ip,
+            host,
+            container,
+            proto,
+        })
+    }
+}
+
+/// Turns specs into mappings: explicit host ports checked against `taken` (other
+/// containers) and `host` (a host process serving the port: Docker's "address already in
+/// use"), ephemeral ones picked from `ephemeral` (the namespace's ip_local_port_range),
+/// lowest free first, skipping every port a host socket uses.
+pub fn allocate(
+    specs: &[PortSpec],
+    taken: &[PortMapping],
+    ephemeral: RangeInclusive<u16>,
+    host: &HostSockets,
+) -> Result<Vec<PortMapping>> {
+    let busy = host.busy();
+    let mut out: Vec<PortMapping> = Vec::new();
+    // Host addresses per (protocol, port): conflicts are checked in O(1) per port, so
+    // publishing thousands of ports on a host with thousands more stays fast.
+    let mut used: HashMap<(Proto, u16), Vec<Ipv4Addr>> = HashMap::new();
+    for t in taken {
+        used.entry((t.proto, t.host_port))
+            .or_default()
+            .push(t.host_ip);
+    }
+    let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<Ipv4Addr>>| {
+        used.get(&(m.proto, m.host_port)).is_none_or(|ips| {
+            !ips.iter()
+                .any(|ip| *ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
+        })
+    };
+    for spec in specs {
+        let mk = |host_port, container_port| PortMapping {
+            host_ip: spec.host_ip,
+            host_port,
+            container_port,
+            proto: spec.proto,
+        };
+        match &spec.host {
+            Some(h) if h.len() == spec.container.len() => {
+                for (hp, cp) in h.clone().zip(spec.container.clone()) {
+                    let m = mk(hp, cp);
+                    if !is_free(&m, &used) {
+                        bail!(
+                            "host port {hp}/{} on {} is already published: choose another host port",
+                            spec.proto,
+                            spec.host_ip
+                        );
+                    }
+                    if let Some(sock) = host.serving(&m) {
+                        bail!(
+                            "listen {}4 {}:{hp}: bind: address already in use (a host process has {sock}): choose another host port",
+                            spec.proto,
+                            spec.host_ip
+                        );
+                    }
+                    used.entry((m.proto, m.host_port))
+                        .or_default()
+                        .push(m.host_ip);
+                    out.push(m);
+                }
+            }
+            Some(h) => {
+                let cp = *spec.container.start();
+                let m = h
+                    .clone()
+                    .map(|hp| mk(hp, cp))
+                    .find(|m| is_free(m, &used) && host.serving(m).is_none())
+                    .with_context(|| {
+                        format!(
+                            "every host port of {}-{}/{} is already published or in use: choose another range",
+                            h.start(),
+                            h.end(),
+                            spec.proto
+                        )
+                    })?;
+                used.entry((m.proto, m.host_port))
+                    .or_default()
+                    .push(m.host_ip);
+                out.push(m);
+            }
+            None => {
+                for cp in spec.container.clone() {
+                    let m = ephemeral
+                        .clone()
+                        .map(|hp| mk(hp, cp))
+                        .find(|m| is_free(m, &used) && !busy.contains(&(m.proto, m.host_port)))
+                        .context("no free ephemeral host port left: publish fewer ports")?;
+                    used.entry((m.proto, m.host_port))
+                        .or_default()
+                        .push(m.host_ip);
+                    out.push(m);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The namespace's ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_range() -> RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some(it.next()??..=it.next()??)
+        })
+        .unwrap_or(32768..=60999)
+}
+
+/// Docker's `port` line: `80/tcp -> 0.0.0.0:8080`.
+pub fn describe(m: &PortMapping) -> String {
+    format!(
+        "{}/{} -> {}:{}",
+        m.container_port, m.proto, m.host_ip, m.host_port
+    )
+}
+
+/// A socket of the host namespace, as /proc/net/{tcp,udp}{,6} list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub proto: Proto,
+    /// The IPv4 address it is bound to (0.0.0.0 for the v4 or v6 wildcard, the embedded
+    /// address for v4-mapped v6); None for a specific IPv6 address (no IPv4 port clash).
+    pub addr: Option<Ipv4Addr>,
+    pub port: u16,
+    /// A TCP listener, or a UDP socket without a peer: it receives new traffic on the port.
+    pub server: bool,
+}
+
+impl Socket {
+    pub fn describe(&self) -> String {
+        let v = if self.addr.is_some() { "4" } else { "6" };
+        let addr = self.addr.map_or("[::]".to_string(), |a| a.to_string());
+        format!("{}{v} {addr}:{}", self.proto, self.port)
+    }
+}
+
+/// The sockets of the namespace netctl runs in (read by `kernel::hostports`).
+pub struct HostSockets(pub Vec<Socket>);
+
+impl HostSockets {
+    /// The host socket that already serves `m`'s port (Docker refuses such a port).
+    pub fn serving(&self, m: &PortMapping) -> Option<String> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.server
+                    && s.proto == m.proto
+                    && s.port == m.host_port
+                    && s.addr.is_some_and(|a| {
+                        a.is_unspecified() || m.host_ip.is_unspecified() || a == m.host_ip
+                    })
+            })
+            .map(Socket::describe)
+    }
+
+    /// Ports any host socket uses, in any state: never handed out as ephemeral host ports.
+    pub fn busy(&self) -> HashSet<(Proto, u16)> {
+        self.0.iter().map(|s| (s.proto, s.port)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PortSpec {
+        s.parse().unwrap()
+    }
+
+    fn none() -> HostSockets {
+        HostSockets(Vec::new())
+    }
+
+    fn err(s: &str) -> String {
+        format!("{:#}", s.parse::<PortSpec>().unwrap_err())
+    }
+
+    #[test]
+    fn parses_docker_forms() {
+        assert_eq!(
+            p("8080:80"),
+            PortSpec {
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host: Some(8080..=8080),
+                container: 80..=80,
+                proto: Proto::Tcp
+            }
+        );
+        assert_eq!(p("80").host, None);
+        assert_eq!(p("53/udp").proto, Proto::Udp);
+        assert_eq!(p("53:53/UDP").proto, Proto::Udp);
+        let s = p("127.0.0.1:8080:80");
+        assert_eq!(s.host_ip, Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(s.host, Some(8080..=8080));
+        let s = p("127.0.0.1::80");
+        assert_eq!(s.host, None);
+        assert_eq!(s.host_ip, Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(p("8000-8010:80-90").container, 80..=90);
+        assert_eq!(p("8000-8010:80").host, Some(8000..=8010));
+        assert_eq!(p("80-82").container, 80..=82);
+    }
+
+    #[test]
+    fn rejects_malformed_specs() {
+        assert!(err("").contains("empty"));
+        assert!(err("abc").contains("invalid container port"));
+        assert!(err("0:80").contains("1-65535"));
+        assert!(err("70000:80").contains("1-65535"));
+        assert!(err("8080:0").contains("1-65535"));
+        assert!(err("8000-8002:80-81").contains("same length"));
+        assert!(err("90-80").contains("start is above the end"));
+        assert!(err("80/icmp").contains("unknown protocol"));
+        assert!(err("80/sctp").contains("not supported"));
+        assert!(err("1.2.3:80:80").contains("invalid host IP"));
+        assert!(err("[::1]:80:80").contains("IPv6"));
+        assert!(err("1:2:3:4").contains("invalid"));
+    }
+
+    #[test]
+    fn allocates_explicit_ranges_and_ephemeral_ports() {
+        let got = allocate(
+            &[p("8000-8001:80-81"), p("90")],
+            &[],
+            40000..=40010,
+            &none(),
+        )
+        .unwrap();
+        let pairs: Vec<(u16, u16)> = got
+            .iter()
+            .map(|m| (m.host_port, m.container_port))
+            .collect();
+        assert_eq!(pairs, vec![(8000, 80), (8001, 81), (40000, 90)]);
+    }
+
+    #[test]
+    fn conflicts_follow_address_and_protocol() {
+        let taken = allocate(&[p("8080:80")], &[], 1..=2, &none()).unwrap();
+        let e = allocate(&[p("8080:81")], &taken, 1..=2, &none()).unwrap_err();
+        assert!(format!("{e}").contains("8080/tcp"), "{e}");
+        // Same port, other protocol: fine.
+        assert!(allocate(&[p("8080:81/udp")], &taken, 1..=2, &none()).is_ok());
+        // A specific address collides with the wildcard.
+        assert!(allocate(&[p("10.0.0.1:8080:81")], &taken, 1..=2, &none()).is_err());
+        // Two different specific addresses do not collide.
+        let one = allocate(&[p("10.0.0.1:9090:80")], &[], 1..=2, &none()).unwrap();
+        assert!(allocate(&[p("10.0.0.2:9090:80")], &one, 1..=2, &none()).is_ok());
+        // Duplicates inside one request collide too.
+        assert!(allocate(&[p("7070:80"), p("7070:81")], &[], 1..=2, &none()).is_err());
+    }
+
+    #[test]
+    fn host_range_for_one_port_takes_the_first_free() {
+        let taken = allocate(&[p("8000:80")], &[], 1..=2, &none()).unwrap();
+        let got = allocate(&[p("8000-8005:80")], &taken, 1..=2, &none()).unwrap();
+        assert_eq!(got[0].host_port, 8001);
+    }
+
+    #[test]
+    fn ephemeral_skips_taken_ports() {
+        let taken = allocate(&[p("40000:80")], &[], 1..=2, &none()).unwrap();
+        let got = allocate(&[p("81")], &taken, 40000..=40001, &none()).unwrap();
+        assert_eq!(got[0].host_port, 40001);
+        assert!(allocate(&[p("81"), p("82")], &taken, 40000..=40001, &none()).is_err());
+    }
+
+    #[test]
+    fn describes_like_docker() {
+        let m = allocate(&[p("8080:80")], &[], 1..=2, &none()).unwrap()[0];
+        assert_eq!(describe(&m), "80/tcp -> 0.0.0.0:8080");
+    }
+}

@@ -1,0 +1,411 @@
+//! The desired state: networks, containers, their endpoints and published ports, and the
+//! rules a state must keep ([`State::validate`]). Kept by `store::state_file`; everything
+//! else — IP allocations, map entries — is derived from it.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Read,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::model::ports::{PortMapping, Proto};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub version: u32,
+    /// By name.
+    pub networks: BTreeMap<String, Network>,
+    /// By name.
+    pub containers: BTreeMap<String, Container>,
+    /// What dockerd asked of netctl's network and IPAM drivers that is not a container yet.
+    #[serde(default, skip_serializing_if = "DockerState::is_empty")]
+    pub docker: DockerState,
+}
+
+/// dockerd's side of things: endpoints created but not joined (their addresses are taken),
+/// and the IPAM driver's pools and addresses.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DockerState {
+    /// Docker's endpoint ID → the endpoint.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
+    /// Pool ID → the pool.
+    #[serde(default)]
+    pub pools: BTreeMap<String, DockerPool>,
+}
+
+impl DockerState {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.pools.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DockerEndpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DockerPool {
+    pub subnet: ipnetwork::Ipv4Network,
+    /// Addresses handed out (the gateway's included).
+    #[serde(default)]
+    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Network>,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: u32,
+    pub bridge: String,
+    /// The options as the user gave them (shown by inspect, as Docker does).
+    pub options: BTreeMap<String, String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// The user chose the subnet (`--subnet`): only then may containers pick `--ip`, as in
+    /// Docker. Older state files did not record it; they keep `--ip` working.
+    #[serde(default = "yes")]
+    pub user_subnet: bool,
+    /// Overlay networks: the VXLAN network identifier (the network itself lives in the
+    /// cluster store; this is this host's copy while it has containers on it).
+    #[serde(default)]
+    pub vni: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub command: Vec<String>,
+    pub detached: bool,
+    pub created: u64,
+    /// The process started in the container, with its start time (to tell PID reuse).
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+    /// The boot the process was started in (`/proc/sys/kernel/random/boot_id`): after a
+    /// reboot the PID means nothing.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// `run --network host`: the process runs in the host's own network namespace (no
+    /// namespace, no endpoints, no published ports of its own).
+    #[serde(default)]
+    pub host_network: bool,
+    /// A network namespace an engine made and owns (a CNI runtime's, dockerd's): netctl puts
+    /// interfaces into it and never creates, removes or re-creates it, nor stops what runs in
+    /// it. None for netctl's own containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_netns: Option<PathBuf>,
+    /// Which engine made it ("cni", "docker"); None for netctl's own. Docker containers keep
+    /// Docker's own resolver at 127.0.0.11.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// In attach order; the first is `eth0`.
+    pub endpoints: Vec<Endpoint>,
+    /// One entry per published port (ranges are expanded).
+    pub ports: Vec<PortMapping>,
+    /// Names, resolver settings, links and exposed ports (older state files have none).
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+/// What `run` was given beyond networks and published ports (Docker's Config/HostConfig
+/// parts that concern names).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunOptions {
+    /// `--hostname`; empty means the short ID (Docker's default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `--dns`: this container's upstream servers (else the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
+    /// `--add-host`, with `host-gateway` already resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `--link`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkRef>,
+    /// `--expose` (ranges expanded); `-p` ports are exposed too but live in `ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<Exposed>,
+}
+
+/// One `--add-host NAME:IP` line of /etc/hosts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExtraHost {
+    pub name: String,
+    pub ip: IpAddr,
+}
+
+/// `--link NAME[:ALIAS]`: the target by ID (a name can be reused), its name then, the alias.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkRef {
+    pub id: String,
+    pub name: String,
+    pub alias: String,
+}
+
+/// An exposed container port.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Exposed {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub network: String,
+    pub endpoint_id: String,
+    /// Inside the container: eth0, eth1, …
+    pub ifname: String,
+    /// Host side of the veth, on the network's bridge.
+    pub host_veth: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// `--network-alias` (run) and `--alias` (network connect): more names on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl Container {
+    /// The container's hostname: `--hostname`, else its short ID, as Docker's.
+    pub fn hostname(&self) -> &str {
+        if self.options.hostname.is_empty() {
+            short(&self.id)
+        } else {
+            &self.options.hostname
+        }
+    }
+
+    /// The network namespace the container's processes run in: its own (pinned under the
+    /// state directory), the engine's, or None for `--network host` (the host's).
+    pub fn netns_path(&self, state_dir: &Path) -> Option<PathBuf> {
+        if let Some(ns) = &self.engine_netns {
+            return Some(ns.clone());
+        }
+        (!self.host_network).then(|| crate::model::paths::handle_path(state_dir, &self.id))
+    }
+}
+
+impl State {
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks.get(name).with_context(|| {
+            format!("network {name} not found: `netctl network ls` lists the networks")
+        })
+    }
+
+    pub fn container(&self, name: &str) -> Result<&Container> {
+        self.containers.get(name).with_context(|| {
+            format!("container {name} not found: `netctl ps -a` lists the containers")
+        })
+    }
+
+    /// A network as users name it (Docker's rule): its name, its full ID or a unique prefix
+    /// of its ID.
+    pub fn find_network(&self, r: &str) -> Result<&Network> {
+        find(&self.networks, r, |n| &n.id).map_err(|e| e.explain("network", "netctl network ls"))
+    }
+
+    /// A container as users name it: its name, its full ID or a unique prefix of its ID.
+    pub fn find_container(&self, r: &str) -> Result<&Container> {
+        find(&self.containers, r, |c| &c.id).map_err(|e| e.explain("container", "netctl ps -a"))
+    }
+
+    /// Containers attached to a network, by name.
+    pub fn attached(&self, network: &str) -> Vec<&Container> {
+        self.containers
+            .values()
+            .filter(|c| c.endpoints.iter().any(|e| e.network == network))
+            .collect()
+    }
+
+    /// Addresses in use on a network (gateway not included).
+    pub fn used_ips(&self, network: &str) -> Vec<Ipv4Addr> {
+        let pending = self.docker.endpoints.values().map(|e| (&e.network, e.ip));
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| (&e.network, e.ip)))
+            .chain(pending)
+            .filter(|(n, _)| *n == network)
+            .map(|(_, ip)| ip)
+            .collect()
+    }
+
+    pub fn all_ports(&self) -> impl Iterator<Item = (&Container, &PortMapping)> {
+        self.containers
+            .values()
+            .flat_map(|c| c.ports.iter().map(move |p| (c, p)))
+    }
+}
+
+enum NotFound {
+    Missing(String),
+    Ambiguous(String, usize),
+}
+
+impl NotFound {
+    fn explain(self, what: &str, list: &str) -> anyhow::Error {
+        match self {
+            NotFound::Missing(r) => {
+                anyhow::anyhow!("no such {what}: {r} (`{list}` lists them)")
+            }
+            NotFound::Ambiguous(r, n) => anyhow::anyhow!(
+                "{n} {what}s have an ID starting with {r}: give more of the ID, or the name"
+            ),
+        }
+    }
+}
+
+/// Name first, then full ID, then a unique ID prefix.
+fn find<'a, T>(
+    by_name: &'a BTreeMap<String, T>,
+    r: &str,
+    id: impl Fn(&T) -> &String,
+) -> std::result::Result<&'a T, NotFound> {
+    if let Some(v) = by_name.get(r) {
+        return Ok(v);
+    }
+    if r.is_empty() {
+        return Err(NotFound::Missing(r.into()));
+    }
+    let hits: Vec<&T> = by_name.values().filter(|v| id(v).starts_with(r)).collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(NotFound::Missing(r.into())),
+        many => {
+            if let Some(exact) = many.iter().find(|v| id(v) == r) {
+                return Ok(exact);
+            }
+            Err(NotFound::Ambiguous(r.into(), many.len()))
+        }
+    }
+}
+
+/// The first 12 characters of an ID, as Docker shows it.
+pub use crate::model::ids::short;
+
+pub fn is_safe_id(id: &str) -> bool {
+    (12..=128).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A Linux interface name: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+pub fn is_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
+impl State {
+    /// What a hand-edited or corrupted file could break: every reference resolves, every ID
+    /// and interface name is safe to use in paths and netlink requests.
+    pub fn validate(&self) -> Result<()> {
+        for (key, n) in &self.networks {
+            if key != &n.name {
+                bail!(
+                    "network {key:?} is stored under another name ({:?})",
+                    n.name
+                );
+            }
+            if !is_safe_id(&n.id) {
+                bail!("network {key}: ID {:?} is not a valid ID", n.id);
+            }
+            if !is_ifname(&n.bridge) {
+                bail!(
+                    "network {key}: bridge name {:?} is not an interface name",
+                    n.bridge
+                );
+            }
+        }
+        for (key, c) in &self.containers {
+            if key != &c.name {
+                bail!(
+                    "container {key:?} is stored under another name ({:?})",
+                    c.name
+                );
+            }
+            if !is_safe_id(&c.id) {
+                bail!("container {key}: ID {:?} is not a valid ID", c.id);
+            }
+            for ep in &c.endpoints {
+                if !self.networks.contains_key(&ep.network) {
+                    bail!(
+                        "container {key} is attached to network {:?}, which does not exist",
+                        ep.network
+                    );
+                }
+                if !is_ifname(&ep.ifname) || !is_ifname(&ep.host_veth) {
+                    bail!(
+                        "container {key}: interface names {:?}/{:?} are not valid",
+                        ep.ifname,
+                        ep.host_veth
+                    );
+                }
+                if !is_safe_id(&ep.endpoint_id) {
+                    bail!(
+                        "container {key}: endpoint ID {:?} is not a valid ID",
+                        ep.endpoint_id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random 64-hex-digit id, as Docker's.
+pub fn random_id() -> String {
+    let mut buf = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("reading /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Docker's MAC for an address: 02:42 followed by the four address bytes.
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_is_docker_style() {
+        assert_eq!(mac_for("172.17.0.2".parse().unwrap()), "02:42:ac:11:00:02");
+    }
+}

@@ -1,0 +1,3 @@
+//! Where the state is kept: today one locked, atomically written JSON file.
+
+pub mod state_file;
