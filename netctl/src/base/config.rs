@@ -26,6 +26,13 @@ pub enum XdpMode {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub state_dir: PathBuf,
+    /// The default network's inter-container communication, when it is made (`NETCTL_ICC`:
+    /// false is dockerd's `--icc=false`: its containers reach each other only through
+    /// legacy links).
+    pub default_icc: bool,
+    /// How long a command waits for another's state lock (`NETCTL_LOCK_TIMEOUT`, seconds,
+    /// default 30).
+    pub lock_timeout: std::time::Duration,
     /// The cluster store and this host's address in it, when it is a member (overlay
     /// networks: `NETCTL_CLUSTER_STORE`, `NETCTL_CLUSTER_ADVERTISE` or the flags).
     pub cluster: Option<ClusterConfig>,
@@ -118,7 +125,27 @@ impl Config {
         };
         let features_deny =
             crate::model::features::parse_deny(&var("NETCTL_FEATURES_DENY").unwrap_or_default())?;
+        let default_icc = match var("NETCTL_ICC").as_deref() {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => bail!("NETCTL_ICC={other} is not valid: use true or false"),
+        };
+        let lock_timeout = match var("NETCTL_LOCK_TIMEOUT") {
+            None => std::time::Duration::from_secs(30),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|s| *s <= 86_400)
+                .map(|s| std::time::Duration::from_secs(s.into()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "NETCTL_LOCK_TIMEOUT={v} is not valid: use whole seconds from 0 to 86400"
+                    )
+                })?,
+        };
         Ok(Self {
+            default_icc,
+            lock_timeout,
             cluster: ClusterConfig::from_env()?,
             features_deny,
             fast_path,

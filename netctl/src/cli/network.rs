@@ -290,7 +290,12 @@ pub fn run(cmd: Command) -> Result<i32> {
                     Ok(Listed::Stored(n)) => out.push(inspect(&state, n)),
                     Ok(Listed::Predefined { name, .. }) if *name == networks::DEFAULT_NETWORK => {
                         // Not used yet: shown as it will be made, without making it.
-                        let planned = networks::plan_default(&ctx.nl, &state, ctx.group)?;
+                        let planned = networks::plan_default(
+                            &ctx.nl,
+                            &state,
+                            ctx.group,
+                            ctx.cfg.default_icc,
+                        )?;
                         out.push(inspect(&state, &planned));
                     }
                     Ok(Listed::Predefined { name, driver, id }) => {
@@ -372,7 +377,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             let ctx = Ctx::open()?;
             let mut tx = ctx.begin()?;
             if network == networks::DEFAULT_NETWORK {
-                networks::ensure_default(&ctx.nl, tx.state(), ctx.group)?;
+                networks::ensure_default(&ctx.nl, tx.state(), ctx.group, ctx.cfg.default_icc)?;
             }
             let c = tx.state().find_container(&container)?.clone();
             let claimed = crate::cluster::endpoints::prepare(

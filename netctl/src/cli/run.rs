@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<i32> {
             req.claimed = Some((c.ip, c.endpoint_id));
         }
     }
-    let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg.state_dir, &req, ctx.group)?;
+    let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg, &req, ctx.group)?;
     for ep in &c.endpoints {
         tx.attach_early(&ep.host_veth);
     }

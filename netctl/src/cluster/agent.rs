@@ -99,7 +99,7 @@ async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
 /// know (a command killed after claiming) released. Under the state lock, so no command is
 /// between its claim and its save.
 async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
-    let store = crate::store::state_file::Store::new(&cfg.state_dir);
+    let store = crate::store::state_file::Store::new(&cfg.state_dir, cfg.lock_timeout);
     let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
     let state = &locked.state;
     let me = conn.cfg.advertise;

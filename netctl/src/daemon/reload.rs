@@ -27,7 +27,7 @@ pub struct Snapshot {
 /// Reads the state (checking that it did not change while being read, so the identity
 /// acknowledged is the one served), the cluster's names and the host's resolv.conf.
 pub fn load(cfg: &Config) -> Result<Snapshot> {
-    let store = Store::new(&cfg.state_dir);
+    let store = Store::new(&cfg.state_dir, cfg.lock_timeout);
     let mut tries = 0;
     let (state, state_identity) = loop {
         let before = state_identity(&cfg.state_dir);

@@ -9,6 +9,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    base::config::Config,
     engine::networks::{self, check_name},
     kernel::netlink::Netlink,
     kernel::netns,
@@ -108,10 +109,11 @@ fn next_ifname(c_endpoints: &[Endpoint]) -> String {
 pub fn create(
     nl: &Netlink,
     state: &mut State,
-    state_dir: &Path,
+    cfg: &Config,
     req: &CreateRequest,
     group: u32,
 ) -> Result<Container> {
+    let state_dir = cfg.state_dir.as_path();
     check_name(&req.name, "container")?;
     if req.command.is_empty() {
         bail!("no command given: netctl run --name NAME -- CMD [ARG...]");
@@ -145,7 +147,7 @@ pub fn create(
     let created_default =
         net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
     if created_default {
-        networks::ensure_default(nl, state, group)?;
+        networks::ensure_default(nl, state, group, cfg.default_icc)?;
     }
     let result = (|| {
         let net = state.find_network(net_name)?.clone();

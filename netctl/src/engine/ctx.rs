@@ -33,7 +33,7 @@ impl Ctx {
     /// For read-only commands.
     pub fn open_unchecked() -> Result<Self> {
         let cfg = Config::from_env()?;
-        let store = Store::new(&cfg.state_dir);
+        let store = Store::new(&cfg.state_dir, cfg.lock_timeout);
         let group = topology::instance_group(&cfg.state_dir);
         Ok(Self {
             nl: Netlink::new()?,

@@ -158,8 +158,9 @@ pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) 
     Ok(net)
 }
 
-/// The default network as it would be created now (inspect shows it before first use).
-pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> {
+/// The default network as it would be created now (inspect shows it before first use);
+/// `icc` false is dockerd's `--icc=false` (`Config::default_icc`).
+pub fn plan_default(nl: &Netlink, state: &State, group: u32, icc: bool) -> Result<Network> {
     let req = CreateRequest {
         name: DEFAULT_NETWORK.into(),
         driver: "bridge".into(),
@@ -167,7 +168,7 @@ pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> 
     };
     let mut net = plan(nl, state, &req).context("planning the default network bridge")?;
     net.id = predefined_id(group, DEFAULT_NETWORK);
-    if !default_icc()? {
+    if !icc {
         net.icc = false;
         net.options
             .insert(options::ICC.to_string(), "false".to_string());
@@ -175,22 +176,12 @@ pub fn plan_default(nl: &Netlink, state: &State, group: u32) -> Result<Network> 
     Ok(net)
 }
 
-/// `NETCTL_ICC=false`: dockerd's `--icc=false`, for the default network when it is made —
-/// its containers reach each other only through legacy links.
-pub fn default_icc() -> Result<bool> {
-    match std::env::var("NETCTL_ICC").unwrap_or_default().as_str() {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        other => bail!("NETCTL_ICC={other} is not valid: use true or false"),
-    }
-}
-
 /// Creates the default network if it does not exist yet.
-pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32) -> Result<()> {
+pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32, icc: bool) -> Result<()> {
     if state.networks.contains_key(DEFAULT_NETWORK) {
         return Ok(());
     }
-    let net = plan_default(nl, state, group)?;
+    let net = plan_default(nl, state, group, icc)?;
     topology::create_bridge(nl, &net, group).context("creating the default network bridge")?;
     state.networks.insert(net.name.clone(), net);
     Ok(())

@@ -21,6 +21,7 @@ const LOCK_FILE: &str = "state.lock";
 /// The state directory and its lock.
 pub struct Store {
     dir: PathBuf,
+    timeout: Duration,
 }
 
 /// The state, read under the exclusive lock; the lock is released on drop.
@@ -42,9 +43,12 @@ impl Drop for Locked {
 }
 
 impl Store {
-    pub fn new(dir: &Path) -> Self {
+    /// The store in `dir`, whose lock a command waits for at most `timeout`
+    /// (`Config::lock_timeout`).
+    pub fn new(dir: &Path, timeout: Duration) -> Self {
         Self {
             dir: dir.to_path_buf(),
+            timeout,
         }
     }
 
@@ -52,12 +56,12 @@ impl Store {
         &self.dir
     }
 
-    /// Takes the lock (waiting for other netctl commands, at most `NETCTL_LOCK_TIMEOUT`
-    /// seconds) and reads the state.
+    /// Takes the lock (waiting for other netctl commands, at most the timeout) and reads
+    /// the state.
     pub fn lock(&self) -> Result<Locked> {
         private_dir(&self.dir)?;
         let lock_path = self.dir.join(LOCK_FILE);
-        let timeout = lock_timeout()?;
+        let timeout = self.timeout;
         let deadline = Instant::now() + timeout;
         let mut announced = false;
         let (lock, interrupted) = loop {
@@ -180,22 +184,6 @@ fn own_command() -> String {
     line.chars().take(120).collect()
 }
 
-/// `NETCTL_LOCK_TIMEOUT` in seconds (default 30).
-fn lock_timeout() -> Result<Duration> {
-    match std::env::var("NETCTL_LOCK_TIMEOUT") {
-        Err(_) => Ok(Duration::from_secs(30)),
-        Ok(v) if v.is_empty() => Ok(Duration::from_secs(30)),
-        Ok(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|s| *s <= 86_400)
-            .map(|s| Duration::from_secs(s.into()))
-            .with_context(|| {
-                format!("NETCTL_LOCK_TIMEOUT={v} is not valid: use whole seconds from 0 to 86400")
-            }),
-    }
-}
-
 fn read(path: &Path) -> Result<State> {
     let mut text = String::new();
     match File::open(path) {
@@ -301,7 +289,7 @@ mod tests {
     #[test]
     fn save_then_lock_round_trips() {
         let dir = std::env::temp_dir().join(format!("netctl-state-{}", random_id()));
-        let store = Store::new(&dir);
+        let store = Store::new(&dir, Duration::from_secs(30));
         {
             let mut l = store.lock().unwrap();
             assert!(l.state.networks.is_empty());
@@ -339,7 +327,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netctl-state-{}", random_id()));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(STATE_FILE), "{not json").unwrap();
-        let err = Store::new(&dir).lock().err().expect("must fail");
+        let err = Store::new(&dir, Duration::from_secs(30))
+            .lock()
+            .err()
+            .expect("must fail");
         assert!(
             format!("{err:#}").contains("state.json is unreadable"),
             "{err:#}"
