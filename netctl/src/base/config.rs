@@ -184,6 +184,9 @@ pub struct ClusterConfig {
     pub display: String,
     /// This host's underlay address: where other hosts send its containers' VXLAN packets.
     pub advertise: Ipv4Addr,
+    /// Seconds a host's keys outlive it (`NETCTL_CLUSTER_TTL`, 2 to 3600, default 15); its
+    /// daemon renews the lease every third of it.
+    pub lease_ttl: i64,
 }
 
 impl ClusterConfig {
@@ -201,10 +204,24 @@ impl ClusterConfig {
             bail!("NETCTL_CLUSTER_STORE is set but NETCTL_CLUSTER_ADVERTISE is not: give this host's underlay address (--cluster-advertise IP)");
         };
         let advertise = parse_advertise(&adv)?;
+        let lease_ttl = match var("NETCTL_CLUSTER_TTL") {
+            None => 15,
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|t| (2..=3600).contains(t))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "NETCTL_CLUSTER_TTL={v} is not valid: use seconds from 2 to 3600"
+                    )
+                })?,
+        };
         Ok(Some(Self {
             endpoints,
             display: store.trim().to_string(),
             advertise,
+            lease_ttl,
         }))
     }
 }

@@ -50,7 +50,7 @@ async fn session(
     let mut read_at = sync_remotes(&conn, cfg).await?;
     let mut watch = conn.watch(read_at).await?;
     eprintln!("cluster: connected to {}, lease {lease:x}", cluster.display);
-    let ttl = endpoints::lease_ttl() as u64;
+    let ttl = cluster.lease_ttl as u64;
     let mut renew = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
     loop {
         tokio::select! {
@@ -89,7 +89,7 @@ async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
             return Ok(id);
         }
     }
-    let id = conn.grant_lease(endpoints::lease_ttl()).await?;
+    let id = conn.grant_lease(conn.cfg.lease_ttl).await?;
     endpoints::record_lease(&cfg.state_dir, id)?;
     Ok(id)
 }

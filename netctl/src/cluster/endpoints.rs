@@ -17,15 +17,6 @@ use crate::{
     model::state::{self, State},
 };
 
-/// Seconds a host's keys outlive it (its daemon renews the lease every third of it).
-pub fn lease_ttl() -> i64 {
-    std::env::var("NETCTL_CLUSTER_TTL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|t| (2..=3600).contains(t))
-        .unwrap_or(15)
-}
-
 fn lease_file(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("cluster-lease")
 }
@@ -51,7 +42,7 @@ pub fn host_lease(store: &Store, state_dir: &Path) -> Result<i64> {
             return Ok(id);
         }
     }
-    let id = store.grant_lease(lease_ttl())?;
+    let id = store.grant_lease(store.cfg.lease_ttl)?;
     record_lease(state_dir, id)?;
     Ok(id)
 }
