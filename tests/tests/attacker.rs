@@ -676,3 +676,96 @@ fn on_an_overlay_a_containers_own_mac_and_broadcasts_get_it_nowhere() {
     );
     assert!(drops(&stats(0), "spoofed-source") > before, "{}", stats(0));
 }
+
+#[test]
+fn records_someone_writes_into_the_cluster_store_are_checked_before_use() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.netctl_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.95.0.0/24",
+            "ov",
+        ],
+    );
+    for (host, name) in [(0, "web"), (1, "client")] {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "ov",
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    }
+    let web = c.container_ip(0, "web");
+    let resolves = |name: &str| {
+        let out = c.container_sh(1, "client", &format!("dig +short +time=1 +tries=1 {name}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resolves("web") != web {
+        assert!(
+            Instant::now() < deadline,
+            "web never resolved on the other host"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Written by anyone who reaches etcd: an address outside the network (it would make
+    // 8.8.8.8 a remote container everywhere), an ID that is cut inside a character (it
+    // panicked the resolver), something that is not JSON, and a well-formed record that no
+    // member host's lease holds.
+    let host0 = &c.hosts[0].ip;
+    let rec = |id: &str, name: &str| {
+        format!(
+            r#"{{"host":"{host0}","container_id":"{id}","container":"{name}","endpoint_id":"{e}","mac":"02:42:0a:5f:00:4d","aliases":[]}}"#,
+            e = "e".repeat(64)
+        )
+    };
+    let puts = [
+        ("8.8.8.8", rec(&"a".repeat(64), "evil")),
+        ("10.95.0.77", rec("aaaaaaaaaaa\u{e9}bbbb", "bad")),
+        ("10.95.0.78", "not json".to_string()),
+        ("10.95.0.79", rec(&"b".repeat(64), "unleased")),
+    ];
+    for (ip, value) in &puts {
+        let key = format!("/netctl/v1/endpoints/ov/{ip}");
+        let out = c.etcdctl(&["put", &key, value]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // None of them is used; the resolver and the real containers go on as before.
+    for name in ["evil", "bad", "unleased"] {
+        let got = resolves(name);
+        assert!(
+            !got.lines().any(|l| l.parse::<std::net::Ipv4Addr>().is_ok()),
+            "{name} resolves: {got}"
+        );
+    }
+    assert_eq!(resolves("web"), web, "the real container still resolves");
+    assert!(
+        c.container_sh(1, "client", &format!("ping -c1 -W2 {web}"))
+            .status
+            .success(),
+        "the real container is still reached"
+    );
+    let log = std::fs::read_to_string(c.hosts[1].state_dir.join("daemon.log")).unwrap();
+    for ip in ["8.8.8.8", "10.95.0.77", "10.95.0.78", "10.95.0.79"] {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(&format!("endpoints/ov/{ip} not used")))
+            .count();
+        assert_eq!(lines, 1, "said once for {ip}:\n{log}");
+    }
+}

@@ -17,7 +17,7 @@ use crate::{
     cluster::endpoints,
     cluster::store::Conn,
     cluster::ClusterConfig,
-    model::overlay::{EndpointRecord, HostRecord},
+    model::overlay::{self, EndpointRecord, HostRecord, OverlayNetwork},
 };
 
 /// Runs until the process ends. `changed` ticks when the local state changed.
@@ -196,22 +196,54 @@ pub fn remote_names_path(cfg: &Config) -> std::path::PathBuf {
 async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
     let (eps, read_at) = conn.all_endpoints().await?;
     let (nets, _) = conn.networks().await?;
-    let vni: BTreeMap<&str, u32> = nets
+    let host_leases = conn.host_leases().await?;
+    let nets: BTreeMap<&str, &OverlayNetwork> = nets
         .iter()
-        .map(|n| (n.value.name.as_str(), n.value.vni))
+        .map(|n| (n.value.name.as_str(), &n.value))
         .collect();
     let me = conn.cfg.advertise;
     let mut remotes = BTreeMap::new();
     let mut names = Vec::new();
+    let mut per_host: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     for (net, ip, e) in &eps {
-        let (Some(vni), false) = (vni.get(net.as_str()), e.value.host == me) else {
+        let Some(n) = nets.get(net.as_str()) else {
             continue;
         };
+        if e.value.host == me {
+            continue;
+        }
+        // Only what a member host wrote about its own containers, in bounds: anyone who
+        // reaches the store could write the rest.
+        let key = format!("endpoints/{net}/{ip}");
+        let count = per_host.entry(e.value.host).or_default();
+        let problem = overlay::record_problem(n, *ip, &e.value)
+            .or_else(|| {
+                (host_leases.get(&e.value.host) != Some(&e.lease) || e.lease == 0).then(|| {
+                    format!(
+                        "not written under the lease of host {}, which it names",
+                        e.value.host
+                    )
+                })
+            })
+            .or_else(|| {
+                (*count >= overlay::MAX_RECORDS_PER_HOST).then(|| {
+                    format!(
+                        "host {} has more than {} records",
+                        e.value.host,
+                        overlay::MAX_RECORDS_PER_HOST
+                    )
+                })
+            });
+        if let Some(why) = problem {
+            crate::cluster::store::skipped(key.as_bytes(), &why);
+            continue;
+        }
+        *count += 1;
         remotes.insert(
             u32::from_ne_bytes(ip.octets()),
             netctl_common::overlay::Remote {
                 host: u32::from_ne_bytes(e.value.host.octets()),
-                vni: *vni,
+                vni: n.vni,
             },
         );
         names.push(RemoteName {

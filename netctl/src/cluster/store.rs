@@ -1,7 +1,12 @@
 //! The etcd side: every read-modify-write a transaction on what was read. [`Conn`] is the
 //! async client (the daemon's); [`Store`] the same calls for synchronous callers (commands).
 
-use std::{future::Future, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    net::Ipv4Addr,
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
@@ -12,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     cluster::ClusterConfig,
-    model::overlay::{EndpointRecord, HostRecord, OverlayNetwork},
+    model::overlay::{network_problem, EndpointRecord, HostRecord, OverlayNetwork},
 };
 
 const ROOT: &str = "/netctl/v1/";
@@ -44,6 +49,8 @@ pub struct Versioned<T> {
     pub value: T,
     pub create_revision: i64,
     pub mod_revision: i64,
+    /// The lease the key lives under (0: none): whose record it is.
+    pub lease: i64,
 }
 
 /// An endpoint as listed: (network, address, record with revisions).
@@ -55,6 +62,42 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
             "cluster store key {} holds something this netctl cannot read",
             String::from_utf8_lossy(key)
         )
+    })
+}
+
+/// The value, or None (said once per key and process) when it cannot be read: one bad record
+/// never stops the others from being used.
+fn usable<T>(key: &[u8], v: Result<T>) -> Option<T> {
+    v.map_err(|e| skipped(key, &format!("{e:#}"))).ok()
+}
+
+/// Says, once per key and process, that a record of the store is not used and why.
+pub fn skipped(key: &[u8], why: &str) {
+    static SAID: std::sync::Mutex<BTreeSet<Vec<u8>>> = std::sync::Mutex::new(BTreeSet::new());
+    let new = SAID
+        .lock()
+        .map(|mut s| s.insert(key.to_vec()))
+        .unwrap_or(true);
+    if new {
+        eprintln!(
+            "netctl: cluster store record {} not used: {why}",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+/// An overlay network as read, when it decodes and passes [`network_problem`].
+fn network_of(kv: &etcd_client::KeyValue) -> Option<Versioned<OverlayNetwork>> {
+    let value: OverlayNetwork = usable(kv.key(), decode(kv.key(), kv.value()))?;
+    if let Some(why) = network_problem(&value) {
+        skipped(kv.key(), &why);
+        return None;
+    }
+    Some(Versioned {
+        value,
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
     })
 }
 
@@ -143,14 +186,7 @@ impl Conn {
             )
             .await?;
         let read_at = resp.header().map_or(0, |h| h.revision());
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            out.push(Versioned {
-                value: decode(kv.key(), kv.value())?,
-                create_revision: kv.create_revision(),
-                mod_revision: kv.mod_revision(),
-            });
-        }
+        let out = resp.kvs().iter().filter_map(network_of).collect();
         Ok((out, read_at))
     }
 
@@ -159,16 +195,7 @@ impl Conn {
         let resp = self
             .call("reading a network", c.get(network_key(name), None))
             .await?;
-        resp.kvs()
-            .first()
-            .map(|kv| {
-                Ok(Versioned {
-                    value: decode(kv.key(), kv.value())?,
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                })
-            })
-            .transpose()
+        Ok(resp.kvs().first().and_then(network_of))
     }
 
     /// Member hosts (alive: their lease holds the key).
@@ -183,10 +210,34 @@ impl Conn {
                 ),
             )
             .await?;
-        resp.kvs()
+        Ok(resp
+            .kvs()
             .iter()
-            .map(|kv| decode(kv.key(), kv.value()))
-            .collect()
+            .filter_map(|kv| usable(kv.key(), decode(kv.key(), kv.value())))
+            .collect())
+    }
+
+    /// Member hosts' addresses and the leases their keys live under: an endpoint record
+    /// counts only under the lease of the host it names.
+    pub async fn host_leases(&self) -> Result<BTreeMap<Ipv4Addr, i64>> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing hosts",
+                c.get(
+                    format!("{ROOT}hosts/"),
+                    Some(GetOptions::new().with_prefix()),
+                ),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let h: HostRecord = usable(kv.key(), decode(kv.key(), kv.value()))?;
+                Some((h.addr, kv.lease()))
+            })
+            .collect())
     }
 
     /// Stores a new network if no network was made or removed since revision `read_at`
@@ -273,13 +324,17 @@ impl Conn {
         let mut out = Vec::new();
         for kv in resp.kvs() {
             if let Some((net, ip)) = parse_endpoint_key(kv.key()) {
+                let Some(value) = usable(kv.key(), decode(kv.key(), kv.value())) else {
+                    continue;
+                };
                 out.push((
                     net,
                     ip,
                     Versioned {
-                        value: decode(kv.key(), kv.value())?,
+                        value,
                         create_revision: kv.create_revision(),
                         mod_revision: kv.mod_revision(),
+                        lease: kv.lease(),
                     },
                 ));
             }

@@ -38,10 +38,12 @@ pub fn load(cfg: &Config) -> Result<Snapshot> {
             break (state, after);
         }
     };
-    let remote = std::fs::read(crate::cluster::agent::remote_names_path(cfg))
+    let mut remote: Vec<RemoteName> = std::fs::read(crate::cluster::agent::remote_names_path(cfg))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    // The cache is checked like the store it comes from (an older netctl wrote it unchecked).
+    remote.retain(|r| usable(&state, r));
     Ok(Snapshot {
         state,
         state_identity,
@@ -73,4 +75,21 @@ impl Watch {
         self.seen = now;
         changed
     }
+}
+
+/// A remote name the resolver may serve: of an overlay network of this host, at a container
+/// address of it, with a valid ID, name and aliases.
+fn usable(state: &State, r: &RemoteName) -> bool {
+    let Some(net) = state.networks.get(&r.network).filter(|n| n.vni.is_some()) else {
+        return false;
+    };
+    let s = net.subnet;
+    s.contains(r.ip)
+        && r.ip != net.gateway
+        && crate::model::state::is_safe_id(&r.container_id)
+        && crate::model::networks::check_name(&r.container, "container").is_ok()
+        && r.aliases.len() <= crate::model::overlay::MAX_ALIASES
+        && r.aliases
+            .iter()
+            .all(|a| crate::model::runopts::is_dns_name(a))
 }

@@ -77,7 +77,7 @@ impl OverlayNetwork {
             icc: self.icc,
             masquerade: true,
             mtu: self.mtu,
-            bridge: format!("ov-{}", &self.id[..12]),
+            bridge: format!("ov-{}", crate::model::ids::short(&self.id)),
             options: self.options.clone(),
             created: self.created,
             user_subnet: self.user_subnet,
@@ -209,6 +209,75 @@ pub fn releases_addresses(before: &State, after: &State) -> bool {
     !gone(before, after).is_empty()
 }
 
+/// What one host may put in the store: more endpoint records than this are not used (the
+/// remote-container map and the names stay within bounds whatever a member writes).
+pub const MAX_RECORDS_PER_HOST: usize = 4096;
+/// Aliases one endpoint record may carry.
+pub const MAX_ALIASES: usize = 64;
+
+/// Why an overlay network read from the cluster store (or its cache) cannot be used; None
+/// when it can. Nothing of a record that fails here reaches the kernel, the names or the
+/// state.
+pub fn network_problem(n: &OverlayNetwork) -> Option<String> {
+    if !state::is_safe_id(&n.id) {
+        return Some(format!("ID {:?} is not a valid ID", n.id));
+    }
+    if crate::model::networks::check_name(&n.name, "network").is_err() || n.name.len() > 128 {
+        return Some(format!("name {:?} is not a valid network name", n.name));
+    }
+    if !(FIRST_VNI..=MAX_VNI).contains(&n.vni) {
+        return Some(format!("VNI {} is outside {FIRST_VNI}-{MAX_VNI}", n.vni));
+    }
+    if !n.subnet.contains(n.gateway) {
+        return Some(format!("gateway {} is outside {}", n.gateway, n.subnet));
+    }
+    if n.ip_range
+        .is_some_and(|r| !ipam::overlaps(&r, &n.subnet) || r.prefix() < n.subnet.prefix())
+    {
+        return Some(format!("ip-range is outside {}", n.subnet));
+    }
+    if !(68..=65535).contains(&n.mtu) {
+        return Some(format!("MTU {} is not valid", n.mtu));
+    }
+    None
+}
+
+/// Why an endpoint record at `ip` of overlay network `net` cannot be used; None when it can.
+pub fn record_problem(net: &OverlayNetwork, ip: Ipv4Addr, r: &EndpointRecord) -> Option<String> {
+    let s = net.subnet;
+    if !s.contains(ip) || ip == net.gateway || ip == s.network() || ip == s.broadcast() {
+        return Some(format!(
+            "{ip} is no container address of {} ({s})",
+            net.name
+        ));
+    }
+    if r.host.is_unspecified() || r.host.is_loopback() || r.host.is_multicast() {
+        return Some(format!("host {} is not a member host's address", r.host));
+    }
+    if !state::is_safe_id(&r.container_id) || !state::is_safe_id(&r.endpoint_id) {
+        return Some("container or endpoint ID is not a valid ID".into());
+    }
+    if crate::model::networks::check_name(&r.container, "container").is_err()
+        || r.container.len() > 128
+    {
+        return Some(format!("container name {:?} is not valid", r.container));
+    }
+    if r.aliases.len() > MAX_ALIASES {
+        return Some(format!(
+            "{} aliases (at most {MAX_ALIASES})",
+            r.aliases.len()
+        ));
+    }
+    if let Some(a) = r
+        .aliases
+        .iter()
+        .find(|a| !crate::model::runopts::is_dns_name(a))
+    {
+        return Some(format!("alias {a:?} is not a DNS name"));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +321,58 @@ mod tests {
             (local.driver.as_str(), local.vni),
             ("overlay", Some(FIRST_VNI + 1))
         );
+    }
+
+    fn record() -> EndpointRecord {
+        EndpointRecord {
+            host: Ipv4Addr::new(192, 0, 2, 9),
+            container_id: "c".repeat(64),
+            container: "web".into(),
+            endpoint_id: "e".repeat(64),
+            mac: "02:42:0a:00:00:05".into(),
+            aliases: vec!["api".into()],
+        }
+    }
+
+    #[test]
+    fn records_from_the_store_are_checked_before_use() {
+        let net = plan(&req("ov", Some("10.9.0.0/24")), &[], &[], 1500).unwrap();
+        assert_eq!(network_problem(&net), None);
+        let ip = Ipv4Addr::new(10, 9, 0, 5);
+        assert_eq!(record_problem(&net, ip, &record()), None);
+        // Addresses outside the subnet, or the gateway's: someone else's traffic.
+        for bad in ["8.8.8.8", "10.9.0.1", "10.9.0.0", "10.9.0.255"] {
+            assert!(
+                record_problem(&net, bad.parse().unwrap(), &record()).is_some(),
+                "{bad}"
+            );
+        }
+        // A name cut inside a character, a path in an ID, a bad alias, too many aliases.
+        let mut r = record();
+        r.container_id = "aaaaaaaaaaa\u{e9}bbbb".into();
+        assert!(record_problem(&net, ip, &r).is_some());
+        let mut r = record();
+        r.container = "../x".into();
+        assert!(record_problem(&net, ip, &r).is_some());
+        let mut r = record();
+        r.aliases = vec!["a b".into()];
+        assert!(record_problem(&net, ip, &r).is_some());
+        let mut r = record();
+        r.aliases = vec!["a".into(); MAX_ALIASES + 1];
+        assert!(record_problem(&net, ip, &r).is_some());
+        let mut r = record();
+        r.host = Ipv4Addr::LOCALHOST;
+        assert!(record_problem(&net, ip, &r).is_some());
+        // Networks: a short or strange ID, a VNI out of range, a gateway elsewhere.
+        let mut n = net.clone();
+        n.id = "abc".into();
+        assert!(network_problem(&n).is_some());
+        let mut n = net.clone();
+        n.vni = 1;
+        assert!(network_problem(&n).is_some());
+        let mut n = net.clone();
+        n.gateway = Ipv4Addr::new(10, 10, 0, 1);
+        assert!(network_problem(&n).is_some());
     }
 
     #[test]
