@@ -96,12 +96,10 @@ async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
 
 /// This host's record, and its endpoints exactly as the local state has them: missing ones
 /// claimed again, ones under an old lease moved to the current one, ones the state does not
-/// know (a command killed after claiming) released. Under the state lock, so no command is
-/// between its claim and its save.
+/// know (a command killed after claiming) released. The state is read under its lock, which is
+/// let go before the store is talked to: a slow store never holds up the host's commands.
 async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
-    let store = crate::store::state_file::Store::new(&cfg.state_dir, cfg.lock_timeout);
-    let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
-    let state = &locked.state;
+    let state = read_state(cfg).await?;
     let me = conn.cfg.advertise;
     let subnets = state
         .networks
@@ -112,7 +110,7 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
     conn.register_host(&HostRecord { addr: me, subnets }, lease)
         .await?;
 
-    let want = own_endpoints(state, me);
+    let want = own_endpoints(&state, me);
     let (have, _) = conn.all_endpoints().await?;
     let (nets, _) = conn.networks().await?;
     for (net, ip, rec) in &want {
@@ -134,17 +132,35 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
             }
         }
     }
-    for (net, ip, e) in &have {
-        let ours = e.value.host == me;
-        let known = want
-            .iter()
-            .any(|(n, a, r)| n == net && a == ip && r.endpoint_id == e.value.endpoint_id);
-        if ours && !known {
-            conn.release(net, *ip, &e.value.endpoint_id).await?;
-        }
+    let unknown = |want: &[(String, Ipv4Addr, EndpointRecord)]| -> Vec<(String, Ipv4Addr, String)> {
+        have.iter()
+            .filter(|(net, ip, e)| {
+                e.value.host == me
+                    && !want.iter().any(|(n, a, r)| {
+                        n == net && a == ip && r.endpoint_id == e.value.endpoint_id
+                    })
+            })
+            .map(|(net, ip, e)| (net.clone(), *ip, e.value.endpoint_id.clone()))
+            .collect()
+    };
+    if unknown(&want).is_empty() {
+        return Ok(());
     }
-    drop(locked);
+    // A command may have claimed one of them after the first read and not saved yet. With the
+    // lock held no command is between its claim and its save, so what the state still does
+    // not know then is truly nobody's (a new claim never takes an existing record).
+    let state = read_state(cfg).await?;
+    for (net, ip, endpoint_id) in unknown(&own_endpoints(&state, me)) {
+        conn.release(&net, ip, &endpoint_id).await?;
+    }
     Ok(())
+}
+
+/// The state, read under its lock (released before this returns).
+async fn read_state(cfg: &Config) -> Result<State> {
+    let store = crate::store::state_file::Store::new(&cfg.state_dir, cfg.lock_timeout);
+    let mut locked = tokio::task::spawn_blocking(move || store.lock()).await??;
+    Ok(std::mem::take(&mut locked.state))
 }
 
 /// The overlay endpoints of this host's containers, as the store should have them.
