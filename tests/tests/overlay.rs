@@ -294,6 +294,22 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     );
     let web = c.container_ip(0, "web");
     let client = c.container_ip(1, "client");
+    // `netctl info` shows the agent alive: connected, its lease renewed moments ago.
+    assert!(
+        eventually(5, || {
+            let info: Value =
+                serde_json::from_str(&c.netctl_ok(1, &["info", "--format", "json"])).unwrap();
+            info["Cluster"]["AgentRunning"] == true
+                && info["Cluster"]["Lease"]
+                    .as_str()
+                    .is_some_and(|l| !l.is_empty())
+                && info["Cluster"]["SecondsSinceRenewal"]
+                    .as_u64()
+                    .is_some_and(|a| a <= 15)
+        }),
+        "{}",
+        c.netctl_ok(1, &["info"])
+    );
     // (ip, not /sys: the sysfs mounted here is the machine's namespace's.)
     for (host, name) in [(0, "web"), (1, "client")] {
         let mtu = c.container_sh(host, name, "ip -o link show eth0");
@@ -488,6 +504,19 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     // naming it; when etcd is back the daemons resync by themselves.
     c.stop_etcd();
     assert!(ping(&c, 1, "b", &a), "the datapath does not need the store");
+    // `netctl info` says the agent lost the store (its lease is 3 s here).
+    assert!(
+        eventually(10, || {
+            let info: Value =
+                serde_json::from_str(&c.netctl_ok(1, &["info", "--format", "json"])).unwrap();
+            info["Cluster"]["AgentRunning"] == false
+                && info["Cluster"]["Agent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("not connected"))
+        }),
+        "{}",
+        c.netctl_ok(1, &["info"])
+    );
     let t = Instant::now();
     let err = c.netctl_err(
         0,

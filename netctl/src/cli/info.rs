@@ -39,6 +39,7 @@ pub fn run(args: Args) -> Result<i32> {
         "Required": f.check_required().err().map(|e| e.to_string()),
         "Paths": paths(&cfg, &f),
         "Attached": dp.as_ref().map(attached).unwrap_or_default(),
+        "Cluster": cluster(&cfg),
     });
     if args.format == "json" {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -56,6 +57,13 @@ pub fn run(args: Args) -> Result<i32> {
             (false, false) => "no",
         };
         println!("{:<20} {:<8} {:<6} {}", x.name, state, x.since, x.used_for);
+    }
+    if let Some(c) = info["Cluster"].as_object() {
+        println!(
+            "\nCluster store: {}",
+            c["Store"].as_str().unwrap_or_default()
+        );
+        println!("Agent: {}", c["Agent"].as_str().unwrap_or_default());
     }
     println!("\nPATH                 CHOSEN");
     for p in info["Paths"].as_array().into_iter().flatten() {
@@ -156,4 +164,46 @@ fn attached(dp: &Dataplane) -> Vec<serde_json::Value> {
             json!({ "Interface": name, "Ifindex": ifindex, "Program": program, "How": how })
         })
         .collect()
+}
+
+/// The cluster membership as the daemon's agent last reported it (null: not a member).
+fn cluster(cfg: &Config) -> serde_json::Value {
+    let Some(c) = &cfg.cluster else {
+        return serde_json::Value::Null;
+    };
+    let daemon = crate::kernel::pidfile::running(&cfg.state_dir).is_some();
+    let status = crate::cluster::agent::read_status(&cfg.state_dir);
+    let now = crate::model::state::now();
+    let age = status
+        .as_ref()
+        .filter(|s| s.renewed > 0)
+        .map(|s| now.saturating_sub(s.renewed));
+    // Renewed within the lease's time: the agent is alive and this host's keys are held.
+    let running = daemon
+        && status.as_ref().is_some_and(|s| s.connected)
+        && age.is_some_and(|a| a <= c.lease_ttl as u64);
+    let agent = match (&status, daemon) {
+        (_, false) => "not running (no daemon: it starts with the first network)".to_string(),
+        (Some(s), true) if running => format!(
+            "connected, lease {} renewed {} s ago",
+            s.lease,
+            age.unwrap_or_default()
+        ),
+        (Some(s), true) => format!(
+            "not connected: {}",
+            s.error
+                .as_deref()
+                .unwrap_or("no renewal within the lease time")
+        ),
+        (None, true) => "starting".to_string(),
+    };
+    json!({
+        "Store": c.display,
+        "Advertise": c.advertise.to_string(),
+        "AgentRunning": running,
+        "Agent": agent,
+        "Lease": status.as_ref().map(|s| s.lease.clone()),
+        "LeaseRenewed": status.as_ref().filter(|s| s.renewed > 0).map(|s| crate::model::text::rfc3339(s.renewed)),
+        "SecondsSinceRenewal": age,
+    })
 }

@@ -30,6 +30,14 @@ pub async fn run(
     loop {
         if let Err(e) = session(&cfg, &cluster, &mut changed).await {
             let e = format!("{e:#}");
+            let _ = write_status(
+                &cfg,
+                &AgentStatus {
+                    connected: false,
+                    error: Some(e.clone()),
+                    ..read_status(&cfg.state_dir).unwrap_or_default()
+                },
+            );
             if e != last_error {
                 eprintln!("cluster: {e}; retrying");
                 last_error = e;
@@ -58,6 +66,12 @@ async fn session(
                 if !conn.renew(lease).await? {
                     bail!("this host's lease ran out");
                 }
+                write_status(cfg, &AgentStatus {
+                    connected: true,
+                    lease: format!("{lease:x}"),
+                    renewed: crate::model::state::now(),
+                    error: None,
+                })?;
             }
             msg = watch.message() => {
                 let Some(resp) = msg.context("watching the store")? else {
@@ -92,6 +106,35 @@ async fn ensure_lease(conn: &Conn, cfg: &Config) -> Result<i64> {
     let id = conn.grant_lease(conn.cfg.lease_ttl).await?;
     endpoints::record_lease(&cfg.state_dir, id)?;
     Ok(id)
+}
+
+/// What `netctl info` shows of the agent: written by it at every renewal and failure.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    pub connected: bool,
+    /// The lease this host's keys live under (hex, as etcdctl prints it).
+    pub lease: String,
+    /// When the lease was last renewed (seconds since the epoch; 0: never).
+    pub renewed: u64,
+    /// Why the agent is not connected, when it is not.
+    pub error: Option<String>,
+}
+
+fn status_path(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("cluster-agent.json")
+}
+
+fn write_status(cfg: &Config, s: &AgentStatus) -> Result<()> {
+    crate::base::atomic_file::write_cache(
+        &status_path(&cfg.state_dir),
+        &serde_json::to_vec(s)?,
+        0o600,
+    )
+}
+
+/// The agent's last word, if it has written one.
+pub fn read_status(state_dir: &std::path::Path) -> Option<AgentStatus> {
+    serde_json::from_slice(&std::fs::read(status_path(state_dir)).ok()?).ok()
 }
 
 /// This host's record, and its endpoints exactly as the local state has them: missing ones
