@@ -29,6 +29,24 @@ fn sleeper(sb: &Sandbox, name: &str, net: &str) {
     ]);
 }
 
+/// A container that sleeps on network `net` of cluster host `host`.
+fn cluster_sleeper(c: &Cluster, host: usize, name: &str, net: &str) {
+    c.netctl_ok(
+        host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+}
+
 fn mac_of(sb: &Sandbox, name: &str) -> String {
     let out = sb.container_sh(name, "ip -o link show eth0");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -613,20 +631,7 @@ fn on_an_overlay_a_containers_own_mac_and_broadcasts_get_it_nowhere() {
         ],
     );
     for (host, name) in [(0, "evil"), (0, "victim"), (1, "far")] {
-        c.netctl_ok(
-            host,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "ov",
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
+        cluster_sleeper(&c, host, name, "ov");
     }
     let stats = |host: usize| c.netctl_ok(host, &["stats", "--json"]);
     // Broadcast, multicast and the subnet's broadcast reach neither the neighbour on this
@@ -694,20 +699,7 @@ fn records_someone_writes_into_the_cluster_store_are_checked_before_use() {
         ],
     );
     for (host, name) in [(0, "web"), (1, "client")] {
-        c.netctl_ok(
-            host,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "ov",
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
+        cluster_sleeper(&c, host, name, "ov");
     }
     let web = c.container_ip(0, "web");
     let resolves = |name: &str| {

@@ -394,43 +394,33 @@ fn is_ident(c: char) -> bool {
 /// Every path this text names from `crate`, `super` or a child module: (base, segments).
 fn references(text: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    let children = child_modules(text);
     for base in ["crate", "super"] {
-        let pat = format!("{base}::");
-        let mut from = 0;
-        while let Some(k) = text[from..].find(&pat) {
-            let at = from + k;
-            from = at + pat.len();
-            if at > 0 {
-                let prev = text.as_bytes()[at - 1] as char;
-                if is_ident(prev) || prev == ':' {
-                    continue;
-                }
-            }
-            for segs in expand(&text[from..]) {
-                out.push((base.to_string(), segs));
-            }
+        for segs in paths_after(text, base) {
+            out.push((base.to_string(), segs));
         }
     }
-    for child in children {
-        let pat = format!("{child}::");
-        let mut from = 0;
-        while let Some(k) = text[from..].find(&pat) {
-            let at = from + k;
-            from = at + pat.len();
-            if at > 0 {
-                let prev = text.as_bytes()[at - 1] as char;
-                if is_ident(prev) || prev == ':' {
-                    continue;
-                }
-            }
-            for segs in expand(&text[from..]) {
-                out.push((
-                    "self".to_string(),
-                    std::iter::once(child.clone()).chain(segs).collect(),
-                ));
-            }
+    for child in child_modules(text) {
+        for segs in paths_after(text, &child) {
+            let path = std::iter::once(child.clone()).chain(segs).collect();
+            out.push(("self".to_string(), path));
         }
+    }
+    out
+}
+
+/// The paths written after `head::` wherever `head` starts a path (not the tail of another).
+fn paths_after(text: &str, head: &str) -> Vec<Vec<String>> {
+    let pat = format!("{head}::");
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(k) = text[from..].find(&pat) {
+        let at = from + k;
+        from = at + pat.len();
+        let prev = text[..at].chars().next_back();
+        if prev.is_some_and(|c| is_ident(c) || c == ':') {
+            continue;
+        }
+        out.extend(expand(&text[from..]));
     }
     out
 }

@@ -200,26 +200,26 @@ impl Conn {
 
     /// Member hosts (alive: their lease holds the key).
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let mut c = self.c();
-        let resp = self
-            .call(
-                "listing hosts",
-                c.get(
-                    format!("{ROOT}hosts/"),
-                    Some(GetOptions::new().with_prefix()),
-                ),
-            )
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| usable(kv.key(), decode(kv.key(), kv.value())))
+        Ok(self
+            .hosts_leased()
+            .await?
+            .into_iter()
+            .map(|h| h.0)
             .collect())
     }
 
     /// Member hosts' addresses and the leases their keys live under: an endpoint record
     /// counts only under the lease of the host it names.
     pub async fn host_leases(&self) -> Result<BTreeMap<Ipv4Addr, i64>> {
+        Ok(self
+            .hosts_leased()
+            .await?
+            .into_iter()
+            .map(|(h, lease)| (h.addr, lease))
+            .collect())
+    }
+
+    async fn hosts_leased(&self) -> Result<Vec<(HostRecord, i64)>> {
         let mut c = self.c();
         let resp = self
             .call(
@@ -233,10 +233,7 @@ impl Conn {
         Ok(resp
             .kvs()
             .iter()
-            .filter_map(|kv| {
-                let h: HostRecord = usable(kv.key(), decode(kv.key(), kv.value()))?;
-                Some((h.addr, kv.lease()))
-            })
+            .filter_map(|kv| Some((usable(kv.key(), decode(kv.key(), kv.value()))?, kv.lease())))
             .collect())
     }
 
