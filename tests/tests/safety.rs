@@ -450,7 +450,10 @@ fn foreground_runs_pass_signals_and_clean_up_detached_ones_record_their_exit() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(124), "{out:?}");
-    assert!(sb.state()["containers"].as_object().unwrap().is_empty());
+    // (On a slow machine the signal may come before the first state was saved: no file.)
+    assert!(sb.state()["containers"]
+        .as_object()
+        .is_none_or(|c| c.is_empty()));
     assert!(sb.netns_handles().is_empty());
     assert!(!sb.host_links().iter().any(|l| l.starts_with("veth")));
 
