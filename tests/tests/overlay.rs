@@ -310,6 +310,19 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
         "{}",
         c.netctl_ok(1, &["info"])
     );
+    // The daemon's metrics say the same: a lease renewed within its time.
+    let scrape = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "--unix-socket"])
+        .arg(c.hosts[1].state_dir.join("metrics.sock"))
+        .arg("http://netctl/metrics")
+        .output()
+        .unwrap();
+    let scraped = String::from_utf8_lossy(&scrape.stdout);
+    let age = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix("netctl_cluster_lease_age_seconds "))
+        .and_then(|v| v.parse::<i64>().ok());
+    assert!(age.is_some_and(|a| (0..=15).contains(&a)), "{scraped}");
     // (ip, not /sys: the sysfs mounted here is the machine's namespace's.)
     for (host, name) in [(0, "web"), (1, "client")] {
         let mtu = c.container_sh(host, name, "ip -o link show eth0");

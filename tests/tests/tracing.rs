@@ -230,6 +230,33 @@ fn stats_count_what_was_sent() {
     assert!(after["conntrack"]["capacity"].as_u64().unwrap() > 0);
     let table = sb.netctl_ok(&["stats"]);
     assert!(table.contains("80/tcp -> 0.0.0.0:8080"), "{table}");
+
+    // The same for Prometheus: printed once, and scraped from the daemon's socket.
+    let port = r#"netctl_published_port_connections_total{container="web",port="80/tcp -> 0.0.0.0:8080"} 3"#;
+    let printed = sb.netctl_ok(&["stats", "--format", "prometheus"]);
+    assert!(printed.contains(port), "{printed}");
+    let sock = sb.state_dir.join("metrics.sock");
+    let scrape = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "--unix-socket"])
+        .arg(&sock)
+        .arg("http://netctl/metrics")
+        .output()
+        .unwrap();
+    let scraped = String::from_utf8_lossy(&scrape.stdout);
+    for want in [
+        port,
+        "# TYPE netctl_drops_total counter",
+        r#"netctl_hook_packets_total{hook="from-container"}"#,
+        r#"netctl_container_tx_packets_total{container="web"}"#,
+        "netctl_conntrack_capacity ",
+    ] {
+        assert!(scraped.contains(want), "{want} not in:\n{scraped}");
+    }
+    // Every sample line is `name{labels} value` or `name value`, a number last.
+    for line in scraped.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        assert!(value.parse::<i64>().is_ok(), "{line}");
+    }
 }
 
 #[test]

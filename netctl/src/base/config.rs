@@ -30,6 +30,9 @@ pub struct Config {
     /// false is dockerd's `--icc=false`: its containers reach each other only through
     /// legacy links).
     pub default_icc: bool,
+    /// Where the daemon also serves its Prometheus metrics (`NETCTL_METRICS_ADDR`, IP:PORT);
+    /// it always serves them on `STATE_DIR/metrics.sock`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How long a command waits for another's state lock (`NETCTL_LOCK_TIMEOUT`, seconds,
     /// default 30).
     pub lock_timeout: std::time::Duration,
@@ -143,7 +146,14 @@ impl Config {
                     )
                 })?,
         };
+        let metrics_addr = match var("NETCTL_METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                anyhow::anyhow!("NETCTL_METRICS_ADDR={v} is not valid: use IP:PORT")
+            })?),
+        };
         Ok(Self {
+            metrics_addr,
             default_icc,
             lock_timeout,
             cluster: ClusterConfig::from_env()?,

@@ -1,13 +1,11 @@
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use anyhow::Result;
-use netctl_common::stats::EndpointCounters;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
-    engine::ctx::Ctx,
-    kernel::dataplane::{maps::raw, Dataplane},
-    model::state::State,
+    engine::{ctx::Ctx, stats::collect},
+    kernel::dataplane::Dataplane,
 };
 
 /// Counters of the eBPF programs: per hook, per container, per network, per published port;
@@ -17,76 +15,13 @@ pub struct Args {
     /// Print JSON instead of tables
     #[arg(long)]
     json: bool,
+    /// Output format: table, json, or prometheus (the text the daemon serves on
+    /// STATE_DIR/metrics.sock)
+    #[arg(long, value_parser = ["table", "json", "prometheus"])]
+    format: Option<String>,
     /// Refresh every second, like top (Ctrl-C stops)
     #[arg(short, long)]
     watch: bool,
-}
-
-fn add(a: &mut EndpointCounters, b: &EndpointCounters) {
-    a.tx_packets += b.tx_packets;
-    a.tx_bytes += b.tx_bytes;
-    a.rx_packets += b.rx_packets;
-    a.rx_bytes += b.rx_bytes;
-    a.drops += b.drops;
-}
-
-fn counters_json(c: &EndpointCounters) -> Value {
-    json!({"tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes, "rx_packets": c.rx_packets,
-           "rx_bytes": c.rx_bytes, "drops": c.drops})
-}
-
-/// Everything `stats` shows, as JSON (the table is printed from it).
-fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
-    let hooks = dp.hook_stats()?;
-    let drops = dp.drop_stats()?;
-    let [(ct_used, ct_cap), (new_used, new_cap)] = dp.ct_occupancy()?;
-    let per_ep = dp.endpoint_stats()?;
-    let hits = dp.port_hits()?;
-    let mut containers = serde_json::Map::new();
-    let mut networks: BTreeMap<String, EndpointCounters> = state
-        .networks
-        .keys()
-        .map(|n| (n.clone(), EndpointCounters::default()))
-        .collect();
-    for c in state.containers.values() {
-        let mut sum = EndpointCounters::default();
-        for ep in &c.endpoints {
-            if let Some(v) = per_ep.get(&raw(ep.ip)) {
-                add(&mut sum, v);
-                add(networks.entry(ep.network.clone()).or_default(), v);
-            }
-        }
-        containers.insert(c.name.clone(), counters_json(&sum));
-    }
-    let mut ports = Vec::new();
-    for c in state.containers.values() {
-        for p in &c.ports {
-            let key = netctl_common::maps::PortKey {
-                addr: raw(p.host_ip),
-                port: p.host_port.to_be(),
-                proto: if p.proto == crate::model::ports::Proto::Tcp {
-                    6
-                } else {
-                    17
-                },
-                _pad: 0,
-            };
-            ports.push(
-                json!({"container": c.name, "port": crate::model::ports::describe(p),
-                "connections": hits.get(&key).copied().unwrap_or(0)}),
-            );
-        }
-    }
-    Ok(json!({
-        "hooks": hooks.iter().map(|(h, c)| (h.name().to_string(),
-            json!({"packets": c.packets, "bytes": c.bytes, "drops": c.drops}))).collect::<serde_json::Map<_, _>>(),
-        "containers": containers,
-        "networks": networks.iter().map(|(n, c)| (n.clone(), counters_json(c))).collect::<serde_json::Map<_, _>>(),
-        "ports": ports,
-        "drops": drops.iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "conntrack": {"entries": ct_used + new_used, "capacity": ct_cap,
-                      "unconfirmed": new_used, "unconfirmed_capacity": new_cap},
-    }))
 }
 
 fn n(v: &Value) -> u64 {
@@ -172,10 +107,11 @@ pub fn run(args: Args) -> Result<i32> {
         if args.watch {
             print!("\x1b[H\x1b[2J");
         }
-        if args.json {
-            println!("{v}");
-        } else {
-            print_tables(&v);
+        match args.format.as_deref() {
+            Some("prometheus") => print!("{}", crate::engine::stats::prometheus(&v)),
+            Some("json") => println!("{v}"),
+            _ if args.json => println!("{v}"),
+            _ => print_tables(&v),
         }
         if !args.watch {
             return Ok(0);

@@ -9,6 +9,7 @@ mod conntrack;
 pub mod dns;
 mod links;
 pub mod log;
+mod metrics;
 pub mod reload;
 mod watchers;
 
@@ -70,6 +71,7 @@ async fn serve(cfg: Config) -> Result<i32> {
     ));
     let (changed, _) = tokio::sync::watch::channel(());
     watchers::start(&cfg, &changed);
+    metrics::start(&cfg);
     let mut resolver = dns::Resolver::new();
     let mut watch = reload::Watch::new(&cfg);
     let mut poll = tokio::time::interval(POLL);

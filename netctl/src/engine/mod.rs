@@ -6,3 +6,4 @@ pub mod containers;
 pub mod ctx;
 pub mod networks;
 pub mod reconcile;
+pub mod stats;
