@@ -195,7 +195,9 @@ fn pcap_of_a_request_reads_in_tcpdump() {
 #[test]
 fn stats_count_what_was_sent() {
     require_sandbox!();
-    let sb = Sandbox::new();
+    let mut sb = Sandbox::new();
+    // The daemon's metrics also on an address (inside the sandbox's host namespace).
+    sb.env("NETCTL_METRICS_ADDR", "127.0.0.1:9417");
     sb.netctl_ok(&["network", "create", "--subnet", "10.75.0.0/24", "front"]);
     whoami(&sb, "web", "front", Some("8080:80"));
     let before: Value = serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
@@ -252,6 +254,11 @@ fn stats_count_what_was_sent() {
     ] {
         assert!(scraped.contains(want), "{want} not in:\n{scraped}");
     }
+    let over_tcp = sb.host_sh("curl -s --max-time 5 http://127.0.0.1:9417/metrics");
+    assert!(
+        String::from_utf8_lossy(&over_tcp.stdout).contains(port),
+        "{over_tcp:?}"
+    );
     // Every sample line is `name{labels} value` or `name value`, a number last.
     for line in scraped.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap_or_default();
