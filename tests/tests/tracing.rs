@@ -238,6 +238,9 @@ fn stats_count_what_was_sent() {
     let printed = sb.netctl_ok(&["stats", "--format", "prometheus"]);
     assert!(printed.contains(port), "{printed}");
     let sock = sb.state_dir.join("metrics.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the metrics socket is root's");
     let scrape = std::process::Command::new("curl")
         .args(["-s", "--max-time", "5", "--unix-socket"])
         .arg(&sock)

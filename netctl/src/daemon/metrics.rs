@@ -22,6 +22,9 @@ pub fn start(cfg: &Config) {
     let _ = std::fs::remove_file(&path);
     match UnixListener::bind(&path) {
         Ok(l) => {
+            // Root only, as the rest of the state directory.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
             let cfg = cfg.clone();
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
