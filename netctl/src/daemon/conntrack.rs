@@ -16,6 +16,7 @@ pub fn start(cfg: &Config) {
         let mut failing = false;
         loop {
             std::thread::sleep(EVERY);
+            super::log::bound();
             // The maps appear with the first command's reconcile.
             let Some(dp) = Dataplane::open_existing(&cfg) else {
                 continue;

@@ -24,7 +24,7 @@ use crate::{base::config::Config, model::state::State};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.
-const LOG_MAX: u64 = 1 << 20;
+pub const LOG_MAX: u64 = 1 << 20;
 /// How long a command waits for a running daemon to take a new state, and for a new one to
 /// come up.
 const RELOAD_WAIT: Duration = Duration::from_secs(1);
