@@ -187,6 +187,31 @@ impl Cluster {
         }
     }
 
+    /// `network create -d overlay ARGS` on host `i`; the network's ID.
+    pub fn overlay(&self, i: usize, args: &[&str]) -> String {
+        let mut a = vec!["network", "create", "-d", "overlay"];
+        a.extend(args);
+        self.netctl_ok(i, &a)
+    }
+
+    /// A container on host `i` that sleeps on network `net` (`run -d … sleep 300`).
+    pub fn sleeper(&self, i: usize, name: &str, net: &str) {
+        self.netctl_ok(
+            i,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--",
+                "sleep",
+                "300",
+            ],
+        );
+    }
+
     /// etcdctl (v3 API) against the cluster's etcd, from the etcd namespace.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
         run(Command::new("nsenter")

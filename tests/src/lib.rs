@@ -693,6 +693,15 @@ pub fn ns_sh(ns: &str, script: &str) -> Output {
         .args(["--", "sh", "-c", script]))
 }
 
+/// What the netctl daemon serves on its metrics socket (`STATE_DIR/metrics.sock`).
+pub fn scrape_metrics(sock: &Path) -> String {
+    let out = run(Command::new("curl")
+        .args(["-s", "--max-time", "5", "--unix-socket"])
+        .arg(sock)
+        .arg("http://netctl/metrics"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A process started for a test, killed and reaped when dropped.
 pub struct Background(pub Child);
 

@@ -29,24 +29,6 @@ fn sleeper(sb: &Sandbox, name: &str, net: &str) {
     ]);
 }
 
-/// A container that sleeps on network `net` of cluster host `host`.
-fn cluster_sleeper(c: &Cluster, host: usize, name: &str, net: &str) {
-    c.netctl_ok(
-        host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            net,
-            "--",
-            "sleep",
-            "300",
-        ],
-    );
-}
-
 fn mac_of(sb: &Sandbox, name: &str) -> String {
     let out = sb.container_sh(name, "ip -o link show eth0");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -233,37 +215,10 @@ fn an_internal_network_reaches_the_embedded_dns_on_the_host_and_nothing_else() {
 fn a_container_cannot_inject_vxlan_into_another_hosts_overlay() {
     require_sandbox!();
     let c = Cluster::new(2);
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.84.0.0/24",
-            "ov",
-        ],
-    );
-    let run = |host: usize, name: &str, net: &str| {
-        c.netctl_ok(
-            host,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                net,
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
-    };
-    run(0, "target", "ov");
-    run(1, "insider", "ov");
-    run(1, "evil", "bridge");
+    c.overlay(0, &["--subnet", "10.84.0.0/24", "ov"]);
+    c.sleeper(0, "target", "ov");
+    c.sleeper(1, "insider", "ov");
+    c.sleeper(1, "evil", "bridge");
     let (target, insider) = (c.container_ip(0, "target"), c.container_ip(1, "insider"));
     let inspect: Value =
         serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "ov"])).unwrap();
@@ -616,22 +571,9 @@ fn a_container_making_many_dns_sockets_takes_no_ones_reverse_translation() {
 fn on_an_overlay_a_containers_own_mac_and_broadcasts_get_it_nowhere() {
     require_sandbox!();
     let c = Cluster::new(2);
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.94.0.0/24",
-            "-o",
-            "icc=false",
-            "ov",
-        ],
-    );
+    c.overlay(0, &["--subnet", "10.94.0.0/24", "-o", "icc=false", "ov"]);
     for (host, name) in [(0, "evil"), (0, "victim"), (1, "far")] {
-        cluster_sleeper(&c, host, name, "ov");
+        c.sleeper(host, name, "ov");
     }
     let stats = |host: usize| c.netctl_ok(host, &["stats", "--json"]);
     // Broadcast, multicast and the subnet's broadcast reach neither the neighbour on this
@@ -686,20 +628,9 @@ fn on_an_overlay_a_containers_own_mac_and_broadcasts_get_it_nowhere() {
 fn records_someone_writes_into_the_cluster_store_are_checked_before_use() {
     require_sandbox!();
     let c = Cluster::new(2);
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.95.0.0/24",
-            "ov",
-        ],
-    );
+    c.overlay(0, &["--subnet", "10.95.0.0/24", "ov"]);
     for (host, name) in [(0, "web"), (1, "client")] {
-        cluster_sleeper(&c, host, name, "ov");
+        c.sleeper(host, name, "ov");
     }
     let web = c.container_ip(0, "web");
     let resolves = |name: &str| {

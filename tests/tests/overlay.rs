@@ -5,13 +5,6 @@ use std::time::{Duration, Instant};
 use netctl_tests::{cluster::Cluster, require_sandbox};
 use serde_json::Value;
 
-/// `network create -d overlay ARGS` on host `i`.
-fn overlay(c: &Cluster, i: usize, args: &[&str]) -> String {
-    let mut a = vec!["network", "create", "-d", "overlay"];
-    a.extend(args);
-    c.netctl_ok(i, &a)
-}
-
 fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
     c.netctl_ok(i, &["network", "ls", "--format", "json"])
         .lines()
@@ -23,7 +16,7 @@ fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
 fn overlay_networks_are_shared_by_every_host() {
     require_sandbox!();
     let c = Cluster::new(3);
-    let id = overlay(&c, 0, &["--subnet", "10.50.0.0/24", "ov1"]);
+    let id = c.overlay(0, &["--subnet", "10.50.0.0/24", "ov1"]);
     let id = id.trim();
     for i in 0..3 {
         let rows = ls_json(&c, i);
@@ -157,7 +150,7 @@ fn an_unreachable_store_fails_fast_naming_it_and_changes_nothing() {
 fn containers_on_three_hosts_get_unique_addresses_from_the_cluster() {
     require_sandbox!();
     let c = Cluster::new(3);
-    overlay(&c, 0, &["--subnet", "10.51.0.0/24", "ov"]);
+    c.overlay(0, &["--subnet", "10.51.0.0/24", "ov"]);
     let children: Vec<_> = (0..12)
         .map(|k| {
             c.netctl_cmd(
@@ -276,22 +269,9 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     let c = Cluster::new(2);
     // The creating host's underlay carries 1400 bytes: the overlay's MTU follows it.
     assert!(c.host_sh(0, "ip link set up0 mtu 1400").status.success());
-    overlay(&c, 0, &["--subnet", "10.52.0.0/24", "ov"]);
+    c.overlay(0, &["--subnet", "10.52.0.0/24", "ov"]);
     whoami(&c, 0, "web", "ov", &[]);
-    c.netctl_ok(
-        1,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "client",
-            "--network",
-            "ov",
-            "--",
-            "sleep",
-            "300",
-        ],
-    );
+    c.sleeper(1, "client", "ov");
     let web = c.container_ip(0, "web");
     let client = c.container_ip(1, "client");
     // `netctl info` shows the agent alive: connected, its lease renewed moments ago.
@@ -311,13 +291,7 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
         c.netctl_ok(1, &["info"])
     );
     // The daemon's metrics say the same: a lease renewed within its time.
-    let scrape = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", "--unix-socket"])
-        .arg(c.hosts[1].state_dir.join("metrics.sock"))
-        .arg("http://netctl/metrics")
-        .output()
-        .unwrap();
-    let scraped = String::from_utf8_lossy(&scrape.stdout);
+    let scraped = netctl_tests::scrape_metrics(&c.hosts[1].state_dir.join("metrics.sock"));
     let age = scraped
         .lines()
         .find_map(|l| l.strip_prefix("netctl_cluster_lease_age_seconds "))
@@ -403,32 +377,16 @@ fn stats(c: &Cluster, host: usize) -> Value {
 fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
     require_sandbox!();
     let c = Cluster::new(2);
-    overlay(&c, 0, &["--subnet", "10.53.0.0/24", "ov"]);
-    overlay(&c, 0, &["--subnet", "10.54.0.0/24", "other"]);
-    overlay(&c, 0, &["--internal", "--subnet", "10.55.0.0/24", "closed"]);
+    c.overlay(0, &["--subnet", "10.53.0.0/24", "ov"]);
+    c.overlay(0, &["--subnet", "10.54.0.0/24", "other"]);
+    c.overlay(0, &["--internal", "--subnet", "10.55.0.0/24", "closed"]);
     whoami(&c, 0, "web", "ov", &["8080:80"]);
     let web = c.container_ip(0, "web");
-    let run = |host: usize, name: &str, net: &str| {
-        c.netctl_ok(
-            host,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                net,
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
-    };
-    run(1, "peer", "ov");
-    run(1, "stranger", "other");
-    run(1, "local", "bridge");
-    run(1, "inside", "closed");
-    run(0, "inside0", "closed");
+    c.sleeper(1, "peer", "ov");
+    c.sleeper(1, "stranger", "other");
+    c.sleeper(1, "local", "bridge");
+    c.sleeper(1, "inside", "closed");
+    c.sleeper(0, "inside0", "closed");
     assert!(eventually(5, || ping(&c, 1, "peer", &web)), "same overlay");
 
     // Another overlay and a bridge network on the same host never reach web.
@@ -491,25 +449,9 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     require_sandbox!();
     let mut c = Cluster::new(2);
     c.env.push(("NETCTL_CLUSTER_TTL".into(), "3".into()));
-    overlay(&c, 0, &["--subnet", "10.56.0.0/24", "ov"]);
-    let run = |c: &Cluster, host: usize, name: &str| {
-        c.netctl_ok(
-            host,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "ov",
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
-    };
-    run(&c, 0, "a");
-    run(&c, 1, "b");
+    c.overlay(0, &["--subnet", "10.56.0.0/24", "ov"]);
+    c.sleeper(0, "a", "ov");
+    c.sleeper(1, "b", "ov");
     let a = c.container_ip(0, "a");
     assert!(eventually(5, || ping(&c, 1, "b", &a)));
 
@@ -550,7 +492,7 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
         "{err}"
     );
     c.start_etcd();
-    run(&c, 0, "after");
+    c.sleeper(0, "after", "ov");
     let after = c.container_ip(0, "after");
     assert!(
         eventually(10, || ping(&c, 1, "b", &after)),

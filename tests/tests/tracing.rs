@@ -241,13 +241,7 @@ fn stats_count_what_was_sent() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the metrics socket is root's");
-    let scrape = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", "--unix-socket"])
-        .arg(&sock)
-        .arg("http://netctl/metrics")
-        .output()
-        .unwrap();
-    let scraped = String::from_utf8_lossy(&scrape.stdout);
+    let scraped = netctl_tests::scrape_metrics(&sock);
     for want in [
         port,
         "# TYPE netctl_drops_total counter",

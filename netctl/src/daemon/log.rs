@@ -1,11 +1,7 @@
 //! The daemon's log: its stderr, `daemon.log` in the state directory, kept under
 //! [`LOG_MAX`] however long the daemon runs (emptied when it grows past it).
 
-use std::{
-    fs::File,
-    io::Write,
-    os::fd::{AsFd, BorrowedFd},
-};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::kernel::daemon::LOG_MAX;
 
@@ -29,16 +25,15 @@ pub fn bound() {
 }
 
 fn bound_fd(fd: BorrowedFd<'_>, max: u64) {
-    let Ok(f) = fd.try_clone_to_owned().map(File::from) else {
-        return;
-    };
+    use nix::sys::stat::{fstat, SFlag};
     // Only a regular file (the log), never a terminal or a pipe.
-    let Ok(m) = f.metadata() else {
+    let Ok(st) = fstat(fd) else {
         return;
     };
-    if m.is_file() && m.len() > max && f.set_len(0).is_ok() {
+    let file = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    if file && st.st_size as u64 > max && nix::unistd::ftruncate(fd, 0).is_ok() {
         // The file is opened for appending: the next line starts at the top.
-        let _ = (&f).write_all(b"(log emptied: it had grown past its limit)\n");
+        let _ = nix::unistd::write(fd, b"(log emptied: it had grown past its limit)\n");
     }
 }
 

@@ -83,13 +83,7 @@ fn usable(state: &State, r: &RemoteName) -> bool {
     let Some(net) = state.networks.get(&r.network).filter(|n| n.vni.is_some()) else {
         return false;
     };
-    let s = net.subnet;
-    s.contains(r.ip)
-        && r.ip != net.gateway
-        && crate::model::state::is_safe_id(&r.container_id)
-        && crate::model::networks::check_name(&r.container, "container").is_ok()
-        && r.aliases.len() <= crate::model::overlay::MAX_ALIASES
-        && r.aliases
-            .iter()
-            .all(|a| crate::model::runopts::is_dns_name(a))
+    use crate::model::overlay::{address_problem, naming_problem};
+    address_problem(&net.name, net.subnet, net.gateway, r.ip).is_none()
+        && naming_problem(&r.container_id, &r.container, &r.aliases).is_none()
 }

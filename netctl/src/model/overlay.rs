@@ -244,38 +244,45 @@ pub fn network_problem(n: &OverlayNetwork) -> Option<String> {
 
 /// Why an endpoint record at `ip` of overlay network `net` cannot be used; None when it can.
 pub fn record_problem(net: &OverlayNetwork, ip: Ipv4Addr, r: &EndpointRecord) -> Option<String> {
-    let s = net.subnet;
-    if !s.contains(ip) || ip == net.gateway || ip == s.network() || ip == s.broadcast() {
-        return Some(format!(
-            "{ip} is no container address of {} ({s})",
-            net.name
-        ));
+    address_problem(&net.name, net.subnet, net.gateway, ip)
+        .or_else(|| {
+            (r.host.is_unspecified() || r.host.is_loopback() || r.host.is_multicast())
+                .then(|| format!("host {} is not a member host's address", r.host))
+        })
+        .or_else(|| {
+            (!state::is_safe_id(&r.endpoint_id)).then(|| "endpoint ID is not a valid ID".into())
+        })
+        .or_else(|| naming_problem(&r.container_id, &r.container, &r.aliases))
+}
+
+/// Why `ip` is no container address of network `name` (`subnet`, `gateway`).
+pub fn address_problem(
+    name: &str,
+    subnet: Ipv4Network,
+    gateway: Ipv4Addr,
+    ip: Ipv4Addr,
+) -> Option<String> {
+    let s = subnet;
+    (!s.contains(ip) || ip == gateway || ip == s.network() || ip == s.broadcast())
+        .then(|| format!("{ip} is no container address of {name} ({s})"))
+}
+
+/// Why another host's container cannot be named as it says: its ID, its name or an alias.
+pub fn naming_problem(container_id: &str, container: &str, aliases: &[String]) -> Option<String> {
+    if !state::is_safe_id(container_id) {
+        return Some("container ID is not a valid ID".into());
     }
-    if r.host.is_unspecified() || r.host.is_loopback() || r.host.is_multicast() {
-        return Some(format!("host {} is not a member host's address", r.host));
-    }
-    if !state::is_safe_id(&r.container_id) || !state::is_safe_id(&r.endpoint_id) {
-        return Some("container or endpoint ID is not a valid ID".into());
-    }
-    if crate::model::networks::check_name(&r.container, "container").is_err()
-        || r.container.len() > 128
+    if crate::model::networks::check_name(container, "container").is_err() || container.len() > 128
     {
-        return Some(format!("container name {:?} is not valid", r.container));
+        return Some(format!("container name {container:?} is not valid"));
     }
-    if r.aliases.len() > MAX_ALIASES {
-        return Some(format!(
-            "{} aliases (at most {MAX_ALIASES})",
-            r.aliases.len()
-        ));
+    if aliases.len() > MAX_ALIASES {
+        return Some(format!("{} aliases (at most {MAX_ALIASES})", aliases.len()));
     }
-    if let Some(a) = r
-        .aliases
+    aliases
         .iter()
         .find(|a| !crate::model::runopts::is_dns_name(a))
-    {
-        return Some(format!("alias {a:?} is not a DNS name"));
-    }
-    None
+        .map(|a| format!("alias {a:?} is not a DNS name"))
 }
 
 #[cfg(test)]

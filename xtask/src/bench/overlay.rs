@@ -150,18 +150,7 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
         )?;
     }
     // netctl: an overlay with a server on host 0 and a client on host 1.
-    c.netctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.96.0.0/24",
-            "ov",
-        ],
-    );
+    c.overlay(0, &["--subnet", "10.96.0.0/24", "ov"]);
     let serve_cmd = format!("iperf3 -s -D; exec {lg} serve 80");
     c.netctl_ok(
         0,

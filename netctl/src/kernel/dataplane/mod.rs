@@ -294,9 +294,7 @@ impl Dataplane {
         &self,
         mut c: netctl_common::maps::Config,
     ) -> Result<netctl_common::maps::Config> {
-        let cap = MapData::from_pin(self.pins.map(names::CT))?
-            .info()?
-            .max_entries();
+        let cap = self.capacity(names::CT)?;
         c.ct_fill_max = cap - cap / 8;
         c.ct_owner_max = match c.ct_owner_max {
             0 => cap / 4,
@@ -321,10 +319,7 @@ impl Dataplane {
             (names::LINKS, want.links.len(), "link pairs"),
         ];
         for (map, n, what) in sizes {
-            let cap = MapData::from_pin(self.pins.map(map))
-                .with_context(|| format!("opening pinned map {map}"))?
-                .info()?
-                .max_entries() as usize;
+            let cap = self.capacity(map)? as usize;
             if n > cap {
                 anyhow::bail!(
                     "too many {what}: {n}, the datapath holds {cap} ({map}): remove some first"
@@ -603,12 +598,18 @@ impl Dataplane {
         let count = |table: &str| -> Result<(usize, u32)> {
             let ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
             let n = ct.keys().filter(|k| k.is_ok()).count();
-            let cap = MapData::from_pin(self.pins.map(table))?
-                .info()?
-                .max_entries();
+            let cap = self.capacity(table)?;
             Ok((n, cap))
         };
         Ok([count(names::CT)?, count(names::CT_NEW)?])
+    }
+
+    /// How many entries a pinned map was made for.
+    fn capacity(&self, map: &str) -> Result<u32> {
+        Ok(MapData::from_pin(self.pins.map(map))
+            .with_context(|| format!("opening pinned map {map}"))?
+            .info()?
+            .max_entries())
     }
 
     /// Drops per reason, summed over CPUs.
