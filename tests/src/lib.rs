@@ -418,16 +418,23 @@ impl Sandbox {
             .expect("spawn in outside namespace")
     }
 
-    /// The saved state (empty object when there is none yet).
+    /// The saved state, as `netctl state-dump` prints it.
     pub fn state(&self) -> serde_json::Value {
-        std::fs::read_to_string(self.state_dir.join("state.json"))
-            .map(|t| serde_json::from_str(&t).expect("state.json parses"))
-            .unwrap_or_else(|_| serde_json::json!({}))
+        serde_json::from_str(&self.state_text()).expect("the state dump parses")
     }
 
-    /// Raw state file, for "nothing changed" comparisons.
+    /// The saved state as JSON text, for "nothing changed" comparisons.
     pub fn state_text(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("state.json")).unwrap_or_default()
+        self.netctl_ok(&["state-dump"])
+    }
+
+    /// Replaces the saved state with `json` the way an older netctl kept it (`state.json`,
+    /// moved into the database by the next command that changes something).
+    pub fn replace_state(&self, json: &str) {
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(self.state_dir.join(f));
+        }
+        std::fs::write(self.state_dir.join("state.json"), json).unwrap();
     }
 
     /// Container namespace handles netctl keeps.

@@ -173,7 +173,7 @@ fn state_is_private_and_a_stuck_lock_gives_up_naming_its_holder() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sb.state_dir), 0o700);
     for f in [
-        "state.json",
+        "state.db",
         "state.lock",
         "applied",
         "reserved-ports",
@@ -524,7 +524,7 @@ fn inputs_that_used_to_panic_are_one_line_errors() {
         cases.push((s, "is not a valid ID"));
     }
     for (s, expect) in cases {
-        std::fs::write(sb.state_dir.join("state.json"), s.to_string()).unwrap();
+        sb.replace_state(&s.to_string());
         for args in [
             vec!["ps", "-a"],
             vec!["rm", "-f", "x"],
@@ -539,7 +539,7 @@ fn inputs_that_used_to_panic_are_one_line_errors() {
             assert!(!err.contains("panicked"), "{err}");
         }
     }
-    std::fs::write(sb.state_dir.join("state.json"), good).unwrap();
+    sb.replace_state(&good);
     assert!(std::path::Path::new("/etc/passwd").exists());
 }
 
@@ -761,7 +761,7 @@ fn sync_after_a_reboot_restores_everything_and_marks_containers_exited() {
         st["containers"]["web"]["boot_id"].as_str().unwrap(),
         "00000000-0000-0000-0000-000000000000",
     );
-    std::fs::write(sb.state_dir.join("state.json"), text).unwrap();
+    sb.replace_state(&text);
 
     let out = sb.netctl_ok(&["sync"]);
     assert!(out.contains("re-created bridge netctl0"), "{out}");

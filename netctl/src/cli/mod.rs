@@ -88,6 +88,9 @@ enum Command {
     /// (internal) The embedded DNS resolver and watchers; started and stopped by netctl itself
     #[command(hide = true)]
     Daemon,
+    /// (debugging) Print the saved state as one JSON document, as one moment of the database
+    #[command(hide = true)]
+    StateDump,
     /// (internal) Watches a detached container's process and records its exit status
     #[command(hide = true)]
     ContainerShim {
@@ -149,6 +152,7 @@ pub fn main(servers: Servers) -> i32 {
             Ok(crate::kernel::process::shim(&iso, &exit_file, &command))
         }
         Command::Daemon => (servers.daemon)(),
+        Command::StateDump => state_dump(),
         Command::DockerPlugin { socket } => (servers.docker_plugin)(&socket),
         Command::Exec(a) => exec::run(a),
         Command::Ps(a) => ps::run(a),
@@ -167,6 +171,14 @@ pub fn main(servers: Servers) -> i32 {
             1
         }
     }
+}
+
+fn state_dump() -> anyhow::Result<i32> {
+    let state = crate::engine::ctx::Ctx::open_unchecked()?
+        .store
+        .snapshot()?;
+    println!("{}", serde_json::to_string(&state)?);
+    Ok(0)
 }
 
 /// Help and version go to stdout with status 0; a usage error is one line naming what is

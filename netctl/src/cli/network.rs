@@ -320,7 +320,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             // (pre-defined, in use) are reported, and the others removed, as Docker does.
             let overlay_list = overlays(&ctx);
             let targets: Vec<(String, bool)> = {
-                let all = listed(&tx.locked.state, ctx.group, overlay_list);
+                let all = listed(tx.locked.state(), ctx.group, overlay_list);
                 names
                     .iter()
                     .map(|r| {
@@ -332,7 +332,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             let mut refused = Vec::new();
             let mut removed = Vec::new();
             for (name, overlay) in &targets {
-                if let Some(why) = networks::why_not_removable(&tx.locked.state, name) {
+                if let Some(why) = networks::why_not_removable(tx.locked.state(), name) {
                     refused.push(why);
                     continue;
                 }

@@ -201,9 +201,9 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
 
 /// The state, read under its lock (released before this returns).
 async fn read_state(cfg: &Config) -> Result<State> {
-    let store = crate::store::state_file::Store::new(&cfg.state_dir, cfg.lock_timeout);
-    let mut locked = tokio::task::spawn_blocking(move || store.lock()).await??;
-    Ok(std::mem::take(&mut locked.state))
+    let store = crate::store::Store::new(&cfg.state_dir, cfg.lock_timeout);
+    let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
+    Ok(locked.into_state())
 }
 
 /// The overlay endpoints of this host's containers, as the store should have them.

@@ -118,7 +118,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
     // The runtime waits for this ADD; the resolver takes the new name a moment later.
     tx.dont_wait_for_daemon();
     tx.commit()?;
-    Ok(result(&tx.locked.state, &c, &ep, conf))
+    Ok(result(tx.locked.state(), &c, &ep, conf))
 }
 
 /// The network the configuration names, made as `netctl network create` would.

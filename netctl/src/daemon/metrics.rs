@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::log::say;
-use crate::{base::config::Config, kernel::dataplane::Dataplane, store::state_file::Store};
+use crate::{base::config::Config, kernel::dataplane::Dataplane, store::Store};
 
 pub const SOCKET: &str = "metrics.sock";
 

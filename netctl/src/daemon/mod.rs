@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
     let cfg = Config::from_env()?;
-    crate::store::state_file::private_dir(&cfg.state_dir)?;
+    crate::store::private_dir(&cfg.state_dir)?;
     let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {
         eprintln!(
             "netctl daemon: already running for {}",
@@ -90,7 +90,7 @@ async fn serve(cfg: Config) -> Result<i32> {
                     listening = resolver.addresses();
                     log::say(&format!("dns: listening on {listening:?} port 53"));
                 }
-                crate::kernel::daemon::acknowledge(&cfg.state_dir, &snap.state_identity)?;
+                crate::kernel::daemon::acknowledge(&cfg.state_dir, snap.generation)?;
                 changed.send_replace(());
             }
             // Keep serving what was loaded last; the next change is tried again.

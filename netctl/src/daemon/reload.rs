@@ -1,6 +1,6 @@
 //! What the daemon serves follows the saved state. Commands tell it (SIGHUP) after every
-//! commit and wait for `daemon.loaded` to name the state file they saved; a cheap poll of
-//! the files it depends on catches anything else (a command of an older netctl, a missed
+//! commit and wait for `daemon.loaded` to name the generation they saved (or a later one); a
+//! cheap poll of the generation and the files it depends on catches anything else (a command of an older netctl, a missed
 //! signal, the host's resolv.conf changing, the cluster agent's names).
 
 use std::path::PathBuf;
@@ -9,35 +9,23 @@ use anyhow::Result;
 
 use super::dns::table::RemoteName;
 use crate::{
-    base::config::Config,
-    kernel::daemon::{identity, state_identity, STATE_FILE},
-    kernel::resolvconf::ResolvConf,
-    model::state::State,
-    store::state_file::Store,
+    base::config::Config, kernel::daemon::identity, kernel::resolvconf::ResolvConf,
+    model::state::State, store::Store,
 };
 
 /// Everything a reload reads.
 pub struct Snapshot {
     pub state: State,
-    pub state_identity: String,
+    /// The state's generation, as the daemon acknowledges it.
+    pub generation: u64,
     pub remote: Vec<RemoteName>,
     pub host: ResolvConf,
 }
 
-/// Reads the state (checking that it did not change while being read, so the identity
-/// acknowledged is the one served), the cluster's names and the host's resolv.conf.
+/// Reads the state (one moment of it, and that moment's generation), the cluster's names and
+/// the host's resolv.conf.
 pub fn load(cfg: &Config) -> Result<Snapshot> {
-    let store = Store::new(&cfg.state_dir, cfg.lock_timeout);
-    let mut tries = 0;
-    let (state, state_identity) = loop {
-        let before = state_identity(&cfg.state_dir);
-        let state = store.snapshot()?;
-        let after = state_identity(&cfg.state_dir);
-        tries += 1;
-        if before == after || tries == 10 {
-            break (state, after);
-        }
-    };
+    let (state, generation) = Store::new(&cfg.state_dir, cfg.lock_timeout).snapshot_at()?;
     let mut remote: Vec<RemoteName> = std::fs::read(crate::cluster::agent::remote_names_path(cfg))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -46,31 +34,44 @@ pub fn load(cfg: &Config) -> Result<Snapshot> {
     remote.retain(|r| usable(&state, r));
     Ok(Snapshot {
         state,
-        state_identity,
+        generation,
         remote,
         host: ResolvConf::read(&cfg.resolv_conf),
     })
 }
 
-/// The files a reload depends on, and whether any changed since the last look.
+/// What a reload depends on — the state's generation and the files beside it — and whether
+/// any changed since the last look.
 pub struct Watch {
+    store: Store,
     files: Vec<PathBuf>,
-    seen: Vec<String>,
+    seen: (u64, Vec<String>),
 }
 
 impl Watch {
     pub fn new(cfg: &Config) -> Self {
         let files = vec![
-            cfg.state_dir.join(STATE_FILE),
             crate::cluster::agent::remote_names_path(cfg),
             cfg.resolv_conf.clone(),
         ];
-        let seen = files.iter().map(|f| identity(f)).collect();
-        Self { files, seen }
+        let mut w = Self {
+            store: Store::new(&cfg.state_dir, cfg.lock_timeout),
+            files,
+            seen: (0, Vec::new()),
+        };
+        w.seen = w.now();
+        w
+    }
+
+    fn now(&self) -> (u64, Vec<String>) {
+        (
+            self.store.generation().unwrap_or(0),
+            self.files.iter().map(|f| identity(f)).collect(),
+        )
     }
 
     pub fn changed(&mut self) -> bool {
-        let now: Vec<String> = self.files.iter().map(|f| identity(f)).collect();
+        let now = self.now();
         let changed = now != self.seen;
         self.seen = now;
         changed

@@ -9,7 +9,7 @@ use crate::{
     kernel::netlink::Netlink,
     kernel::topology,
     model::state::State,
-    store::state_file::{Locked, Store},
+    store::{Locked, Store},
 };
 
 pub struct Ctx {
@@ -67,18 +67,15 @@ impl Ctx {
     pub fn begin(&self) -> Result<Tx<'_>> {
         let locked = self.store.lock()?;
         if locked.interrupted {
-            reconcile::remove_orphans(&self.cfg, &self.nl, &locked.state)?;
+            reconcile::remove_orphans(&self.cfg, &self.nl, locked.state())?;
         }
-        let before = locked.state.clone();
         Ok(Tx {
             ctx: self,
             locked,
-            before,
             undo: Vec::new(),
             wait_daemon: true,
             early: Vec::new(),
             notify_daemon: false,
-            committed: false,
         })
     }
 }
@@ -87,14 +84,11 @@ impl Ctx {
 /// nothing behind.
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if !self.undo.is_empty() || (!self.committed && self.locked.state != self.before) {
-            if self.committed {
-                self.before = self.locked.state.clone(); // what to go back to: the saved state
-            }
+        if !self.undo.is_empty() || self.locked.changed() {
             self.abort();
         }
         if self.notify_daemon {
-            crate::kernel::daemon::after_commit(&self.ctx.cfg, &self.locked.state, false);
+            crate::kernel::daemon::after_commit(&self.ctx.cfg, self.locked.state(), false);
         }
     }
 }
@@ -102,14 +96,14 @@ impl Drop for Tx<'_> {
 impl Tx<'_> {
     /// Addresses of overlay endpoints this change removed go back to the cluster (best
     /// effort: the daemon catches up with what the store missed).
-    fn release_overlay_addresses(&self) {
-        if !crate::model::overlay::releases_addresses(&self.before, &self.locked.state) {
+    fn release_overlay_addresses(&self, before: &State) {
+        if !crate::model::overlay::releases_addresses(before, self.locked.state()) {
             return;
         }
         let released = self
             .ctx
             .cluster()
-            .and_then(|c| c.release_gone(&self.before, &self.locked.state));
+            .and_then(|c| c.release_gone(before, self.locked.state()));
         if let Err(e) = released {
             eprintln!("netctl: warning: {e:#} (the daemon will retry)");
         }
@@ -122,7 +116,6 @@ impl Tx<'_> {
 pub struct Tx<'a> {
     ctx: &'a Ctx,
     pub locked: Locked,
-    before: State,
     /// What to undo outside the kernel and the state file if the change fails (an address
     /// claimed in the cluster store).
     undo: Vec<Box<dyn FnOnce() + 'a>>,
@@ -133,9 +126,6 @@ pub struct Tx<'a> {
     early: Vec<std::thread::JoinHandle<()>>,
     /// The daemon is to be told of the committed state when the change ends.
     notify_daemon: bool,
-    /// The state is as committed (or saved) and `before` is stale: it is copied from the
-    /// state only when the command goes on changing it (a copy of a big state costs).
-    committed: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -169,11 +159,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn state(&mut self) -> &mut State {
-        if self.committed {
-            self.before = self.locked.state.clone();
-            self.committed = false;
-        }
-        &mut self.locked.state
+        self.locked.state_mut()
     }
 
     /// Applies and saves the state; prints problems with other objects as warnings.
@@ -189,7 +175,6 @@ impl<'a> Tx<'a> {
     /// Saves a change that needs no kernel change (a process's pid).
     pub fn save(&mut self) -> Result<()> {
         self.locked.save()?;
-        self.committed = true;
         Ok(())
     }
 
@@ -201,8 +186,8 @@ impl<'a> Tx<'a> {
     /// Undoes the kernel side of the changes made so far (the state was not saved).
     fn abort(&mut self) {
         self.join_early();
-        self.locked.state = self.before.clone();
-        let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, &self.before, false);
+        self.locked.roll_back();
+        let _ = reconcile::apply(&self.ctx.cfg, &self.ctx.nl, self.locked.state(), false);
         for f in self.undo.drain(..).rev() {
             f();
         }
@@ -214,40 +199,31 @@ impl<'a> Tx<'a> {
         for name in crate::model::overlay::idle_overlays(state) {
             state.networks.remove(&name);
         }
-        // The new state is written (and synced) while the kernel is changed; it replaces the
-        // state file only once the kernel has it.
+        // The state is saved once the kernel has it: a command killed in between leaves the
+        // kernel ahead of the state, which the next command's orphan sweep or `netctl sync`
+        // puts back.
         let early = std::mem::take(&mut self.early);
-        let (applied, written) = std::thread::scope(|s| {
-            let writing = s.spawn(|| self.locked.write());
-            let (cfg, nl, state) = (&self.ctx.cfg, &self.ctx.nl, &self.locked.state);
-            let applied = reconcile::apply_after(cfg, nl, state, full, early);
-            let written = writing
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("writing the state failed (panic)")));
-            (applied, written)
-        });
-        let res = applied.and_then(|r| {
+        let (cfg, nl) = (&self.ctx.cfg, &self.ctx.nl);
+        let res = reconcile::apply_after(cfg, nl, self.locked.state(), full, early).and_then(|r| {
             crate::base::failpoint::step("commit: applied, not saved");
-            written?.publish()?;
+            let before = self.locked.save()?;
             crate::base::failpoint::step("commit: saved");
-            Ok(r)
+            Ok((r, before))
         });
         match res {
-            Ok(r) => {
+            Ok((r, before)) => {
                 for p in &r.problems {
                     eprintln!("netctl: warning: {p}");
                 }
-                self.release_overlay_addresses();
-                let cfg = &self.ctx.cfg;
-                crate::kernel::etc::follow(cfg, &self.before, &self.locked.state, full);
+                self.release_overlay_addresses(&before);
+                crate::kernel::etc::follow(cfg, &before, self.locked.state(), full);
                 if self.wait_daemon {
-                    crate::kernel::daemon::after_commit(cfg, &self.locked.state, true);
+                    crate::kernel::daemon::after_commit(cfg, self.locked.state(), true);
                 } else {
                     // Told as the command ends, so that its reload does not compete with
                     // the rest of the command for the CPU.
                     self.notify_daemon = true;
                 }
-                self.committed = true;
                 self.undo.clear();
                 Ok(r)
             }

@@ -20,7 +20,7 @@ use nix::{
 };
 
 use crate::kernel::pidfile;
-use crate::{base::config::Config, model::state::State};
+use crate::{base::config::Config, model::state::State, store::Store};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.
@@ -48,12 +48,12 @@ pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
 }
 
 fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
-    let want = state_identity(&cfg.state_dir);
+    let want = Store::new(&cfg.state_dir, cfg.lock_timeout).generation()?;
     let need = needed(state);
     match pidfile::running(&cfg.state_dir) {
         Some(pid) => {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
-            if need && wait && !wait_loaded(&cfg.state_dir, &want, RELOAD_WAIT) {
+            if need && wait && !wait_loaded(&cfg.state_dir, want, RELOAD_WAIT) {
                 // It may have been on its way out (nothing needed it a moment ago).
                 if pidfile::running(&cfg.state_dir).is_some() {
                     bail!(
@@ -61,21 +61,22 @@ fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
                         RELOAD_WAIT.as_secs()
                     );
                 }
-                start(cfg, &want)?;
+                start(cfg, want)?;
             }
         }
-        None if need => start(cfg, &want)?,
+        None if need => start(cfg, want)?,
         None => {}
     }
     Ok(())
 }
 
-/// True once the daemon says it serves `want`; false after `limit` or when it is gone.
-fn wait_loaded(state_dir: &Path, want: &str, limit: Duration) -> bool {
+/// True once the daemon says it serves `want` (or a later change); false after `limit` or
+/// when it is gone.
+fn wait_loaded(state_dir: &Path, want: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut n = 0u32;
     while Instant::now() < deadline {
-        if loaded(state_dir).as_deref() == Some(want) {
+        if loaded(state_dir).is_some_and(|g| g >= want) {
             return true;
         }
         n += 1;
@@ -89,7 +90,7 @@ fn wait_loaded(state_dir: &Path, want: &str, limit: Duration) -> bool {
 
 /// Starts `netctl daemon` in this namespace, detached (a session of its own, re-parented
 /// away from the command), logging to `daemon.log`, and waits until it serves `want`.
-fn start(cfg: &Config, want: &str) -> Result<()> {
+fn start(cfg: &Config, want: u64) -> Result<()> {
     let log_path = cfg.state_dir.join(LOG);
     let log = OpenOptions::new()
         .create(true)
@@ -135,10 +136,8 @@ fn start(cfg: &Config, want: &str) -> Result<()> {
 }
 
 pub const LOADED: &str = "daemon.loaded";
-pub const STATE_FILE: &str = "state.json";
 
-/// A file as it is now: inode, modification time and size ("-" when missing). The state is
-/// replaced by a rename on every save, so a new save is always a new identity.
+/// A file as it is now: inode, modification time and size ("-" when missing).
 pub fn identity(path: &Path) -> String {
     match std::fs::metadata(path) {
         Ok(m) => format!("{}:{}.{}:{}", m.ino(), m.mtime(), m.mtime_nsec(), m.len()),
@@ -146,22 +145,18 @@ pub fn identity(path: &Path) -> String {
     }
 }
 
-pub fn state_identity(state_dir: &Path) -> String {
-    identity(&state_dir.join(STATE_FILE))
-}
-
-/// The state identity the daemon last loaded.
-pub fn loaded(state_dir: &Path) -> Option<String> {
+/// The state generation the daemon last loaded.
+pub fn loaded(state_dir: &Path) -> Option<u64> {
     std::fs::read_to_string(state_dir.join(LOADED))
         .ok()
-        .map(|s| s.trim().to_string())
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// Says which state is being served (atomically: a command never reads half a line).
-pub fn acknowledge(state_dir: &Path, identity: &str) -> Result<()> {
+pub fn acknowledge(state_dir: &Path, generation: u64) -> Result<()> {
     crate::base::atomic_file::write_cache(
         &state_dir.join(LOADED),
-        format!("{identity}\n").as_bytes(),
+        format!("{generation}\n").as_bytes(),
         0o600,
     )
 }

@@ -1,5 +1,5 @@
 //! The desired state: networks, containers, their endpoints and published ports, and the
-//! rules a state must keep ([`State::validate`]). Kept by `store::state_file`; everything
+//! rules a state must keep ([`State::validate`]). Kept by `store`; everything
 //! else — IP allocations, map entries — is derived from it.
 
 use std::{
