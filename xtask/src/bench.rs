@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use netctl_tests::{Background, Sandbox};
 use serde_json::{json, Value};
 
+mod busy;
 mod cni;
 mod dns;
 mod docker;
@@ -597,7 +598,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 6] = ["dataplane", "host-local", "overlay", "dns", "cni", "docker"];
+pub const SECTIONS: [&str; 7] = [
+    "dataplane",
+    "host-local",
+    "overlay",
+    "dns",
+    "cni",
+    "docker",
+    "busy",
+];
 
 pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Result<()> {
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
@@ -678,6 +687,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
     }
     if wants("docker") {
         docker::run(&mut b, netctl)?;
+    }
+    if wants("busy") {
+        busy::run(&mut b, netctl)?;
     }
     b.deactivate_all()?;
     let _ = b.netctl(&["sync", "-q"]);

@@ -39,8 +39,8 @@ enum Cmd {
         /// A reduced set (about two minutes)
         #[arg(long)]
         quick: bool,
-        /// Only these sections (repeatable): dataplane, host-local, overlay, dns, cni, docker;
-        /// default all
+        /// Only these sections (repeatable): dataplane, host-local, overlay, dns, cni, docker,
+        /// busy; default all
         #[arg(long)]
         only: Vec<String>,
     },

@@ -116,6 +116,7 @@ pub struct Servers {
 /// Runs the CLI and returns the process exit code. Errors print as one line on stderr.
 pub fn main(servers: Servers) -> i32 {
     crate::base::failpoint::init();
+    crate::base::timing::mark("start");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -164,6 +165,7 @@ pub fn main(servers: Servers) -> i32 {
         Command::Trace(a) => trace::run(a),
         Command::Info(a) => info::run(a),
     };
+    crate::base::timing::report();
     match result {
         Ok(code) => code,
         Err(e) => {

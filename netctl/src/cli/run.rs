@@ -124,6 +124,7 @@ pub fn run(args: Args) -> Result<i32> {
                 process::spawn_foreground(&iso, &req.command).map(|child| (child.id(), Some(child)))
             }
         });
+    crate::base::timing::mark("process");
     crate::base::failpoint::step("run: process started");
     let (pid, child) = match started {
         Ok(s) => s,

@@ -165,6 +165,7 @@ pub fn create(
         let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
         names.apply(&mut c, Some(net.gateway));
         let ns = netns::handle_path(state_dir, &id);
+        crate::base::timing::mark("plan");
         netns::create(&ns)?;
         crate::base::failpoint::step("run: namespace created");
         let default_route = !net.internal;
@@ -172,6 +173,7 @@ pub fn create(
             let _ = netns::remove(&ns);
             return Err(e);
         }
+        crate::base::timing::mark("namespace+veth");
         Ok(c)
     })();
     match result {

@@ -27,6 +27,7 @@ impl Ctx {
         // Before anything changes: a kernel without what the datapath cannot do without.
         crate::kernel::dataplane::features::Features::detect(&ctx.cfg.features_deny)?
             .check_required()?;
+        crate::base::timing::mark("open");
         Ok(ctx)
     }
 
@@ -66,6 +67,7 @@ impl Ctx {
     /// blocks this command.
     pub fn begin(&self) -> Result<Tx<'_>> {
         let locked = self.store.lock()?;
+        crate::base::timing::mark("lock+read");
         if locked.interrupted {
             reconcile::remove_orphans(&self.cfg, &self.nl, locked.state())?;
         }
@@ -175,6 +177,7 @@ impl<'a> Tx<'a> {
     /// Saves a change that needs no kernel change (a process's pid).
     pub fn save(&mut self) -> Result<()> {
         self.locked.save()?;
+        crate::base::timing::mark("save");
         Ok(())
     }
 
@@ -204,9 +207,12 @@ impl<'a> Tx<'a> {
         // puts back.
         let early = std::mem::take(&mut self.early);
         let (cfg, nl) = (&self.ctx.cfg, &self.ctx.nl);
+        crate::base::timing::mark("plan");
         let res = reconcile::apply_after(cfg, nl, self.locked.state(), full, early).and_then(|r| {
+            crate::base::timing::mark("maps and attach");
             crate::base::failpoint::step("commit: applied, not saved");
             let before = self.locked.save()?;
+            crate::base::timing::mark("save");
             crate::base::failpoint::step("commit: saved");
             Ok((r, before))
         });
@@ -217,8 +223,10 @@ impl<'a> Tx<'a> {
                 }
                 self.release_overlay_addresses(&before);
                 crate::kernel::etc::follow(cfg, &before, self.locked.state(), full);
+                crate::base::timing::mark("after save");
                 if self.wait_daemon {
                     crate::kernel::daemon::after_commit(cfg, self.locked.state(), true);
+                    crate::base::timing::mark("daemon");
                 } else {
                     // Told as the command ends, so that its reload does not compete with
                     // the rest of the command for the CPU.

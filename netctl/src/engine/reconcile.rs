@@ -195,7 +195,9 @@ fn apply_guarded(
         links = topology::scan_links(nl, state, group)?; // indexes of what was re-created
     }
 
+    crate::base::timing::mark("links");
     let dp = Dataplane::open(cfg)?;
+    crate::base::timing::mark("open datapath");
     let uplinks: Uplinks = uplinks(cfg, &links, state)?
         .into_iter()
         .map(|(name, index)| {
@@ -225,16 +227,26 @@ fn apply_guarded(
     let planned = uplinks.clone();
     let (attached, mapped) = std::thread::scope(|s| {
         let attaching = s.spawn(|| {
+            let t = std::time::Instant::now();
             for h in early {
                 let _ = h.join();
             }
-            attach_programs(cfg, &dp, uplinks, &veths, tunnel)
+            let attached = attach_programs(cfg, &dp, uplinks, &veths, tunnel);
+            crate::base::timing::add("attach", t.elapsed());
+            attached
         });
+        let t = std::time::Instant::now();
         let sockets = dp.features.socket_programs().is_ok();
         let mapped = MapInputs::read(cfg, nl, state, sockets).and_then(|inputs| {
+            // The host's addresses come from a netlink dump, which waits while an attachment
+            // holds the kernel's rtnl lock: that wait is the attachment's.
+            crate::base::timing::add("host addresses", t.elapsed());
+            let t = std::time::Instant::now();
             let host = inputs.view(cfg, &links, &planned, forward_open);
             let changes = dp.apply(&maps::desired(state, &host), full)?;
-            Ok((inputs, changes, reserve_ports(cfg, state)))
+            let reserved = reserve_ports(cfg, state);
+            crate::base::timing::add("maps", t.elapsed());
+            Ok((inputs, changes, reserved))
         });
         let attached = attaching
             .join()

@@ -13,7 +13,8 @@ use crate::model::{
     state::{Container, DockerEndpoint, DockerPool, Endpoint, Network, State, STATE_VERSION},
 };
 
-/// The tables. `scope` says whose a network is (`local`, or `cluster`: this host's copy of
+/// The tables (endpoints and ports kept in their container's order: read in one sweep).
+/// `scope` says whose a network is (`local`, or `cluster`: this host's copy of
 /// an overlay network kept in the cluster store); `engine` which front-end made a container
 /// (`netctl`, `cni`, `docker`) and so which may remove it.
 const SCHEMA: &str = "
@@ -36,7 +37,7 @@ CREATE TABLE endpoints (
     ip TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (container, position),
-    UNIQUE (network, ip));
+    UNIQUE (network, ip)) WITHOUT ROWID;
 CREATE TABLE ports (
     container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -45,7 +46,7 @@ CREATE TABLE ports (
     container_port INTEGER NOT NULL,
     proto TEXT NOT NULL,
     PRIMARY KEY (container, position),
-    UNIQUE (proto, host_port, host_ip));
+    UNIQUE (proto, host_port, host_ip)) WITHOUT ROWID;
 CREATE TABLE docker_endpoints (
     id TEXT PRIMARY KEY,
     network TEXT NOT NULL,
