@@ -28,11 +28,68 @@ pub struct Cluster {
     pub etcd_ip: String,
     pub hosts: Vec<Host>,
     etcd: Option<Child>,
+    /// etcd serves TLS with certificates made for the test (None: plain http).
+    pub tls: Option<Tls>,
+    /// etcdctl's user once etcd's authentication is on (`NAME:PASSWORD`).
+    pub etcdctl_user: Option<String>,
     /// Extra environment for every netctl command (NETCTL_CLUSTER_TTL, say).
     pub env: Vec<(String, String)>,
     state_root: PathBuf,
     bpffs_root: PathBuf,
     netctl: PathBuf,
+}
+
+/// Certificates made by the test: a CA, etcd's server certificate (its IP as the name), a
+/// client certificate `client` (CN root) and one signed by another CA (`rogue`).
+pub struct Tls {
+    pub dir: PathBuf,
+    /// etcd asks for a client certificate (`--client-cert-auth`).
+    pub client_auth: bool,
+}
+
+impl Tls {
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The `--cluster-store-opt` values of a host with the CA and client certificate.
+    pub fn store_opts(&self) -> String {
+        format!(
+            "kv.cacertfile={},kv.certfile={},kv.keyfile={}",
+            self.file("ca.pem"),
+            self.file("client.pem"),
+            self.file("client-key.pem")
+        )
+    }
+
+    fn make(dir: PathBuf, etcd_ip: &str, client_auth: bool) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            r#"set -e
+cd {dir}
+key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }}
+ca() {{ key "$1-key.pem"; openssl req -x509 -new -key "$1-key.pem" -out "$1.pem" -days 2 -subj "/CN=$1" 2>/dev/null; }}
+sign() {{ # name CN ca ext
+  key "$1-key.pem"
+  openssl req -new -key "$1-key.pem" -out "$1.csr" -subj "/CN=$2" 2>/dev/null
+  printf '%s
+' "$4" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3-key.pem" -CAcreateserial -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null
+}}
+ca ca
+ca otherca
+sign etcd etcd ca "subjectAltName=IP:{etcd_ip}
+extendedKeyUsage=serverAuth,clientAuth"
+sign client root ca "extendedKeyUsage=clientAuth"
+sign rogue root otherca "extendedKeyUsage=clientAuth"
+chmod 600 *-key.pem
+"#,
+            dir = dir.display()
+        );
+        let out = run(Command::new("sh").args(["-c", &script]));
+        assert!(out.status.success(), "making certificates: {out:?}");
+        Tls { dir, client_auth }
+    }
 }
 
 pub struct Host {
@@ -49,6 +106,16 @@ impl Cluster {
     }
 
     pub fn with_netctl(n: usize, netctl: PathBuf) -> Self {
+        Self::build(n, netctl, None)
+    }
+
+    /// `n` hosts and an etcd that serves TLS only (and asks for client certificates when
+    /// `client_auth`); every netctl command has the CA and the client certificate.
+    pub fn with_tls(n: usize, client_auth: bool) -> Self {
+        Self::build(n, netctl_bin(), Some(client_auth))
+    }
+
+    fn build(n: usize, netctl: PathBuf, tls: Option<bool>) -> Self {
         sweep_leftovers();
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -65,6 +132,8 @@ impl Cluster {
             underlay_ns,
             hosts: Vec::new(),
             etcd: None,
+            tls: None,
+            etcdctl_user: None,
             env: Vec::new(),
             id,
             state_root,
@@ -100,8 +169,19 @@ impl Cluster {
                 bpffs: c.bpffs_root.join(format!("h{i}")),
             });
         }
+        if let Some(client_auth) = tls {
+            c.tls = Some(Tls::make(c.state_root.join("tls"), &c.etcd_ip, client_auth));
+        }
         c.start_etcd();
         c
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// A namespace joined to the underlay bridge with `addr`/24 on its `up0`.
@@ -147,16 +227,27 @@ impl Cluster {
         let data = self.state_root.join("etcd");
         std::fs::create_dir_all(&data).unwrap();
         let url = |port: u16| format!("http://{}:{port}", self.etcd_ip);
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.etcd_ns))
+        let client_url = format!("{}://{}:2379", self.scheme(), self.etcd_ip);
+        let mut etcd = Command::new("nsenter");
+        etcd.arg(format!("--net=/run/netns/{}", self.etcd_ns))
             .args(["--", "etcd", "--name", "e1", "--data-dir"])
             .arg(&data)
             .args([
                 "--listen-client-urls",
-                &url(2379),
+                &client_url,
                 "--advertise-client-urls",
-                &url(2379),
-            ])
+                &client_url,
+            ]);
+        if let Some(tls) = &self.tls {
+            etcd.args(["--cert-file", &tls.file("etcd.pem")])
+                .args(["--key-file", &tls.file("etcd-key.pem")]);
+            // etcd 3.4 asks every client for a certificate once it has a CA to check them.
+            if tls.client_auth {
+                etcd.args(["--trusted-ca-file", &tls.file("ca.pem")])
+                    .arg("--client-cert-auth");
+            }
+        }
+        let child = etcd
             .args([
                 "--listen-peer-urls",
                 &url(2380),
@@ -214,8 +305,8 @@ impl Cluster {
 
     /// etcdctl (v3 API) against the cluster's etcd, from the etcd namespace.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        run(Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.etcd_ns))
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.etcd_ns))
             .args([
                 "--",
                 "etcdctl",
@@ -223,9 +314,18 @@ impl Cluster {
                 "--command-timeout=2s",
                 "--endpoints",
             ])
-            .arg(format!("http://{}:2379", self.etcd_ip))
-            .args(args)
-            .env("ETCDCTL_API", "3"))
+            .arg(format!("{}://{}:2379", self.scheme(), self.etcd_ip));
+        if let Some(tls) = &self.tls {
+            c.args(["--cacert", &tls.file("ca.pem")]);
+            if tls.client_auth {
+                c.args(["--cert", &tls.file("client.pem")])
+                    .args(["--key", &tls.file("client-key.pem")]);
+            }
+        }
+        if let Some(user) = &self.etcdctl_user {
+            c.args(["--user", user]);
+        }
+        run(c.args(args).env("ETCDCTL_API", "3"))
     }
 
     /// `netctl ARGS` on host `i`, as a member of the cluster.
@@ -240,6 +340,16 @@ impl Cluster {
             .env("NETCTL_BPFFS", &h.bpffs)
             .env("NETCTL_CLUSTER_STORE", self.store_url())
             .env("NETCTL_CLUSTER_ADVERTISE", &h.ip)
+            .env(
+                "NETCTL_CLUSTER_STORE_OPT",
+                self.tls.as_ref().map_or("kv.insecure=true".into(), |t| {
+                    if t.client_auth {
+                        t.store_opts()
+                    } else {
+                        format!("kv.cacertfile={}", t.file("ca.pem"))
+                    }
+                }),
+            )
             .env_remove("NETCTL_UPLINKS")
             .env_remove("NETCTL_XDP")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -188,8 +188,10 @@ impl Config {
 /// Where the cluster store is and who this host is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// etcd client URLs (http://IP:PORT).
+    /// etcd client URLs (https://IP:PORT, or http:// with `kv.insecure`).
     pub endpoints: Vec<String>,
+    /// TLS, client certificate, user (`--cluster-store-opt`, `NETCTL_CLUSTER_STORE_OPT`).
+    pub security: crate::base::store_opts::StoreSecurity,
     /// As given, for messages.
     pub display: String,
     /// This host's underlay address: where other hosts send its containers' VXLAN packets.
@@ -209,7 +211,16 @@ impl ClusterConfig {
             }
             return Ok(None);
         };
-        let endpoints = parse_store(&store)?;
+        let security = crate::base::store_opts::StoreSecurity::parse(
+            &var("NETCTL_CLUSTER_STORE_OPT").unwrap_or_default(),
+            var,
+        )?;
+        let mut endpoints = parse_store(&store)?;
+        if security.tls() {
+            for e in &mut endpoints {
+                *e = e.replacen("http://", "https://", 1);
+            }
+        }
         let Some(adv) = var("NETCTL_CLUSTER_ADVERTISE") else {
             bail!("NETCTL_CLUSTER_STORE is set but NETCTL_CLUSTER_ADVERTISE is not: give this host's underlay address (--cluster-advertise IP)");
         };
@@ -229,6 +240,7 @@ impl ClusterConfig {
         };
         Ok(Some(Self {
             endpoints,
+            security,
             display: store.trim().to_string(),
             advertise,
             lease_ttl,

@@ -60,8 +60,9 @@ pub fn run(args: Args) -> Result<i32> {
     }
     if let Some(c) = info["Cluster"].as_object() {
         println!(
-            "\nCluster store: {}",
-            c["Store"].as_str().unwrap_or_default()
+            "\nCluster store: {} ({})",
+            c["Store"].as_str().unwrap_or_default(),
+            c["Security"].as_str().unwrap_or_default()
         );
         println!("Agent: {}", c["Agent"].as_str().unwrap_or_default());
     }
@@ -199,6 +200,7 @@ fn cluster(cfg: &Config) -> serde_json::Value {
     };
     json!({
         "Store": c.display,
+        "Security": c.security.describe(),
         "Advertise": c.advertise.to_string(),
         "AgentRunning": running,
         "Agent": agent,

@@ -43,6 +43,12 @@ pub struct Cli {
     /// NETCTL_CLUSTER_ADVERTISE)
     #[arg(long, global = true, value_name = "IP")]
     cluster_advertise: Option<String>,
+    /// How to reach the cluster store, repeatable (also NETCTL_CLUSTER_STORE_OPT, comma-
+    /// separated): kv.cacertfile=CA.pem (TLS), kv.certfile=CERT.pem and kv.keyfile=KEY.pem
+    /// (client certificate), kv.username=NAME and kv.passwordfile=FILE (etcd user), or
+    /// kv.insecure=true (plain http)
+    #[arg(long, global = true, value_name = "KEY=VALUE")]
+    cluster_store_opt: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,6 +135,9 @@ pub fn main(servers: Servers) -> i32 {
         if let Some(v) = flag {
             std::env::set_var(var, v);
         }
+    }
+    if !cli.cluster_store_opt.is_empty() {
+        std::env::set_var("NETCTL_CLUSTER_STORE_OPT", cli.cluster_store_opt.join(","));
     }
     let result = match cli.command {
         Command::Network(c) => network::run(c),

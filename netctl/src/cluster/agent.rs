@@ -27,6 +27,12 @@ pub async fn run(
     mut changed: tokio::sync::watch::Receiver<()>,
 ) {
     let mut last_error = String::new();
+    if !cluster.security.tls() {
+        eprintln!(
+            "cluster: warning: {} is reached over plain http (kv.insecure): whoever reaches it controls the overlay",
+            cluster.display
+        );
+    }
     loop {
         if let Err(e) = session(&cfg, &cluster, &mut changed).await {
             let e = format!("{e:#}");
@@ -57,7 +63,11 @@ async fn session(
     publish(&conn, cfg, lease).await?;
     let mut read_at = sync_remotes(&conn, cfg).await?;
     let mut watch = conn.watch(read_at).await?;
-    eprintln!("cluster: connected to {}, lease {lease:x}", cluster.display);
+    eprintln!(
+        "cluster: connected to {} ({}), lease {lease:x}",
+        cluster.display,
+        cluster.security.describe()
+    );
     let ttl = cluster.lease_ttl as u64;
     let mut renew = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
     loop {

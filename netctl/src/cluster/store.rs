@@ -119,7 +119,63 @@ fn reason(e: &etcd_client::Error) -> String {
             return known.to_lowercase();
         }
     }
+    // etcd's authentication and roles, said as what to change.
+    for (known, say) in [
+        (
+            "permission denied",
+            "permission denied: the etcd user's role must allow reading and writing keys under /netctl/",
+        ),
+        (
+            "authentication failed",
+            "authentication failed: check kv.username and kv.passwordfile",
+        ),
+        (
+            "user name is empty",
+            "the store requires a user: give kv.username and kv.passwordfile",
+        ),
+        (
+            "invalid auth token",
+            "the store refused the login token: check kv.username and kv.passwordfile",
+        ),
+    ] {
+        if text.contains(known) {
+            return say.into();
+        }
+    }
     e.to_string().chars().take(120).collect()
+}
+
+/// Timeouts, TLS (the store's CA, this host's certificate) and the etcd user, as configured.
+fn connect_options(cfg: &ClusterConfig) -> Result<ConnectOptions> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("reading the cluster store's {what} {}", path.display()))
+    };
+    let sec = &cfg.security;
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(TIMEOUT);
+    if let Some(ca) = &sec.ca {
+        let mut tls = etcd_client::TlsOptions::new().ca_certificate(
+            etcd_client::Certificate::from_pem(read(ca, "CA (kv.cacertfile)")?),
+        );
+        if let Some((cert, key)) = &sec.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read(cert, "certificate (kv.certfile)")?,
+                read(key, "key (kv.keyfile)")?,
+            ));
+        }
+        opts = opts.with_tls(tls);
+    }
+    if let Some((user, file)) = &sec.user {
+        let password = String::from_utf8(read(file, "password (kv.passwordfile)")?)
+            .context("the cluster store's password file is not UTF-8")?;
+        opts = opts.with_user(
+            user.clone(),
+            password.trim_end_matches(['\r', '\n']).to_string(),
+        );
+    }
+    Ok(opts)
 }
 
 /// A connection to the cluster store.
@@ -139,9 +195,7 @@ impl Conn {
                 cfg.display
             )
         };
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(TIMEOUT);
+        let opts = connect_options(cfg)?;
         let client = tokio::time::timeout(TIMEOUT, Client::connect(&cfg.endpoints, Some(opts)))
             .await
             .map_err(|_| unreachable("timed out".into()))?
@@ -156,6 +210,11 @@ impl Conn {
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(reason(&e)))?;
         Ok(conn)
+    }
+
+    /// How this host reaches the store.
+    pub fn security(&self) -> String {
+        self.cfg.security.describe()
     }
 
     fn c(&self) -> Client {
@@ -492,7 +551,10 @@ impl Store {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let conn = rt.block_on(Conn::connect(cfg))?;
+        let conn = {
+            let _quiet = crate::base::sigpipe::Blocked::new();
+            rt.block_on(Conn::connect(cfg))?
+        };
         Ok(Self {
             rt,
             conn,
@@ -501,6 +563,7 @@ impl Store {
     }
 
     fn block<T>(&self, f: impl Future<Output = T>) -> T {
+        let _quiet = crate::base::sigpipe::Blocked::new();
         self.rt.block_on(f)
     }
 

@@ -25,6 +25,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
+    crate::base::sigpipe::ignore();
     let cfg = Config::from_env()?;
     crate::store::private_dir(&cfg.state_dir)?;
     let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 /// Serves dockerd on `socket` until killed.
 pub fn serve(socket: &Path) -> Result<i32> {
+    crate::base::sigpipe::ignore();
     crate::engine::ctx::require_root()?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
