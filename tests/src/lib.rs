@@ -810,6 +810,27 @@ fn teardown(id: &str, state_dir: &Path, bpffs: &Path) {
             .stderr(Stdio::null())
             .status();
     }
+    remove_empty_daemon_cgroups();
+}
+
+/// The daemons' own cgroups that no process holds any more (a daemon killed by a teardown
+/// leaves its group; one that still runs keeps it, as rmdir refuses).
+fn remove_empty_daemon_cgroups() {
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/systemd",
+    ] {
+        for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("netctl-daemon-")
+            {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
 }
 
 /// A process exists and is not a zombie waiting for its parent to reap it.

@@ -1,12 +1,39 @@
 //! Where netctl keeps things, read once from the environment.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Result};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netctl";
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/netctl";
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// What the daemon takes from the state directory rather than from its own environment:
+/// what it serves with (cluster membership, uplinks, XDP, the host's resolver, metrics).
+pub const DAEMON_SETTINGS: [&str; 14] = [
+    "NETCTL_CLUSTER_STORE",
+    "NETCTL_CLUSTER_ADVERTISE",
+    "NETCTL_CLUSTER_STORE_OPT",
+    "NETCTL_CLUSTER_TTL",
+    "NETCTL_CLUSTER_CACERT",
+    "NETCTL_CLUSTER_CERT",
+    "NETCTL_CLUSTER_KEY",
+    "NETCTL_CLUSTER_USERNAME",
+    "NETCTL_CLUSTER_PASSWORD_FILE",
+    "NETCTL_CLUSTER_INSECURE",
+    "NETCTL_UPLINKS",
+    "NETCTL_XDP",
+    "NETCTL_RESOLV_CONF",
+    "NETCTL_METRICS_ADDR",
+];
+
+/// Where the commands leave the daemon's settings (JSON, root's).
+pub const DAEMON_SETTINGS_FILE: &str = "daemon-settings.json";
+
+fn saved_settings(state_dir: &std::path::Path) -> Option<BTreeMap<String, String>> {
+    let bytes = std::fs::read(state_dir.join(DAEMON_SETTINGS_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
 
 /// How the uplink XDP program is attached (`NETCTL_XDP`).
 /// Where the Docker plugin listens unless told (`--socket`): dockerd finds a plugin by its
@@ -91,7 +118,57 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf> {
 
 impl Config {
     pub fn from_env() -> Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_vars(&|k| std::env::var(k).ok())
+    }
+
+    /// The daemon's configuration: the state directory (and what only commands use) from
+    /// its environment, the [`DAEMON_SETTINGS`] as the last command that set them saved them
+    /// in the state directory — not the environment of whichever command started it (a CNI
+    /// runtime's ADD has no cluster settings, and the daemon would renew no lease).
+    pub fn for_daemon() -> Result<Self> {
+        let env = Self::from_env()?;
+        let Some(saved) = saved_settings(&env.state_dir) else {
+            return Ok(env);
+        };
+        Self::from_vars(&|k| {
+            if DAEMON_SETTINGS.contains(&k) {
+                saved.get(k).cloned()
+            } else {
+                std::env::var(k).ok()
+            }
+        })
+    }
+
+    /// Saves the [`DAEMON_SETTINGS`] this command's environment sets, over those saved
+    /// before (a setting present but empty removes it; one absent stays as saved). Returns
+    /// whether they changed: the running daemon is then replaced.
+    pub fn save_daemon_settings(&self) -> Result<bool> {
+        let before = saved_settings(&self.state_dir).unwrap_or_default();
+        let mut after = before.clone();
+        for key in DAEMON_SETTINGS {
+            match std::env::var(key) {
+                Ok(v) if v.is_empty() => {
+                    after.remove(key);
+                }
+                Ok(v) => {
+                    after.insert(key.to_string(), v);
+                }
+                Err(_) => {}
+            }
+        }
+        if after == before {
+            return Ok(false);
+        }
+        crate::base::atomic_file::write(
+            &self.state_dir.join(DAEMON_SETTINGS_FILE),
+            &serde_json::to_vec_pretty(&after)?,
+            0o600,
+        )?;
+        Ok(true)
+    }
+
+    fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let var = |k: &str| vars(k).filter(|v| !v.is_empty());
         let xdp = match var("NETCTL_XDP").as_deref() {
             None | Some("auto") => XdpMode::Auto,
             Some("native") => XdpMode::Native,
@@ -156,7 +233,7 @@ impl Config {
             metrics_addr,
             default_icc,
             lock_timeout,
-            cluster: ClusterConfig::from_env()?,
+            cluster: ClusterConfig::from_vars(vars)?,
             features_deny,
             fast_path,
             ct_entries,
@@ -203,8 +280,8 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// From `NETCTL_CLUSTER_STORE` / `NETCTL_CLUSTER_ADVERTISE`; None when no store is named.
-    fn from_env() -> Result<Option<Self>> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let var = |k: &str| vars(k).filter(|v| !v.trim().is_empty());
         let Some(store) = var("NETCTL_CLUSTER_STORE") else {
             if var("NETCTL_CLUSTER_ADVERTISE").is_some() {
                 bail!("NETCTL_CLUSTER_ADVERTISE is set but NETCTL_CLUSTER_STORE is not: name the store too (etcd://IP:PORT)");

@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// The daemon's body. Exit status 0 also when another daemon already runs.
 pub fn main() -> Result<i32> {
     crate::base::sigpipe::ignore();
-    let cfg = Config::from_env()?;
+    let cfg = Config::for_daemon()?;
     crate::store::private_dir(&cfg.state_dir)?;
     let Some(_claim) = crate::kernel::pidfile::claim(&cfg.state_dir)? else {
         eprintln!(
@@ -36,13 +36,25 @@ pub fn main() -> Result<i32> {
         return Ok(0);
     };
     raise_open_files();
+    // Out of the caller's group: stopping the unit of the runtime or command that started
+    // the daemon must not stop DNS and the cluster agent for every container.
+    let group = format!(
+        "netctl-daemon-{:08x}",
+        crate::kernel::topology::instance_group(&cfg.state_dir)
+    );
+    let groups = crate::kernel::cgroup::own_group(&group).unwrap_or_else(|e| {
+        log::say(&format!("warning: staying in the caller's cgroup: {e:#}"));
+        Vec::new()
+    });
     // One thread: a question is microseconds of work, and the host's cores are the
     // datapath's. (A thread per UDP listener blocked in recvfrom was tried: 4 % less CPU per
     // local answer, 35 % more per forwarded one — see docs/BENCHMARKS.md.)
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cfg))
+    let served = rt.block_on(serve(cfg));
+    crate::kernel::cgroup::leave(&groups);
+    served
 }
 
 /// The daemon holds a socket per DNS client connection: its descriptor limit goes up to

@@ -50,6 +50,10 @@ pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
 fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
     let want = Store::new(&cfg.state_dir, cfg.lock_timeout).generation()?;
     let need = needed(state);
+    if cfg.save_daemon_settings()? {
+        // New settings: a new daemon takes them (the running one read its own at start).
+        stop(&cfg.state_dir);
+    }
     match pidfile::running(&cfg.state_dir) {
         Some(pid) => {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
@@ -68,6 +72,18 @@ fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
         None => {}
     }
     Ok(())
+}
+
+/// Stops the running daemon (SIGTERM) and waits until it is gone, at most a few seconds.
+fn stop(state_dir: &Path) {
+    let Some(pid) = pidfile::running(state_dir) else {
+        return;
+    };
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + START_WAIT;
+    while pidfile::running(state_dir).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// True once the daemon says it serves `want` (or a later change); false after `limit` or

@@ -1,6 +1,7 @@
 //! The kernel side: netlink, namespaces, links, the eBPF dataplane, processes, host ports and
 //! the files containers see. Executes what the engine decided; knows nothing of requests.
 
+pub mod cgroup;
 pub mod daemon;
 pub mod dataplane;
 pub mod etc;

@@ -83,8 +83,10 @@ impl Applied {
         }
     }
 
-    /// Call before changing a map: the record on disk goes first (durably), so a command
-    /// killed half-way leaves no record, and the next apply compares with the kernel.
+    /// Call before changing a map: the record on disk goes first, so a command killed
+    /// half-way leaves no record, and the next apply compares with the kernel. Nothing here
+    /// is synced: a power cut takes the maps with it (new map IDs after the boot never match
+    /// a record), so only a killed process matters, and it cannot undo a removal.
     pub fn before_change(&mut self) -> anyhow::Result<()> {
         if self.invalidated {
             return Ok(());
@@ -92,9 +94,6 @@ impl Applied {
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
-        }
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
         }
         self.invalidated = true;
         Ok(())
@@ -135,7 +134,7 @@ impl Applied {
         );
     }
 
-    /// Writes the record (temp file and rename: a torn file would only cost a full diff).
+    /// Writes the record (temp file and rename, not synced: see [`Applied::before_change`]).
     pub fn save(&self) -> anyhow::Result<()> {
         let mut out = MAGIC.to_vec();
         for (name, e) in &self.maps {
@@ -152,7 +151,7 @@ impl Applied {
             }
             out.extend(&e.raw);
         }
-        crate::base::atomic_file::write(&self.path, &out, 0o600)
+        crate::base::atomic_file::write_cache(&self.path, &out, 0o600)
     }
 }
 

@@ -224,6 +224,7 @@ fn probe_all() -> BTreeMap<String, bool> {
         (KFREE_SKB_REASON, btf && kfree_skb_reason()),
         (BTF, btf),
         (SK_STORAGE, helper(sock, BpfHelper::BPF_FUNC_sk_storage_get)),
+        (CHECK_MTU, helper(tc, BpfHelper::BPF_FUNC_check_mtu)),
     ];
     found.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
 }
@@ -365,6 +366,18 @@ mod tests {
             e.contains("redirect_peer") && e.contains("5.10") && e.contains("NETCTL_FEATURES_DENY"),
             "{e}"
         );
+    }
+
+    /// Every feature of the table is probed: one missing would never be on, and the cache
+    /// (which must hold them all) would be redone by every command.
+    #[test]
+    fn every_feature_is_probed_and_the_cache_holds() {
+        let found = probe_all();
+        let names: Vec<&str> = found.keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(probed().found.len(), FEATURES.len());
     }
 
     #[test]

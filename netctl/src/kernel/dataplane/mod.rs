@@ -145,7 +145,7 @@ impl Dataplane {
         if let Some((name, index)) = tunnel {
             desired.push(att(programs::TUNNEL_INGRESS, ProgKind::Tc, name, *index));
         }
-        if let Some(root) = cgroup_root() {
+        if let Some(root) = crate::kernel::cgroup::root() {
             for (program, kind) in load::wanted_programs(&self.features) {
                 if let ProgKind::Sock(_) = kind {
                     desired.push(att(program, kind, &root, 0));
@@ -721,34 +721,12 @@ fn att(program: &'static str, kind: ProgKind, name: &str, index: u32) -> Attachm
 /// attach them to. The error says what is missing.
 pub fn socket_programs(cfg: &Config) -> Result<()> {
     Features::detect(&cfg.features_deny)?.socket_programs()?;
-    if cgroup_root().is_none() {
+    if crate::kernel::cgroup::root().is_none() {
         anyhow::bail!(
             "this needs a cgroup v2 hierarchy (mount cgroup2, e.g. at /sys/fs/cgroup/unified)"
         );
     }
     Ok(())
-}
-
-/// Where the cgroup v2 hierarchy is mounted (its root covers every process): /sys/fs/cgroup
-/// on a unified host, /sys/fs/cgroup/unified on a hybrid one.
-pub fn cgroup_root() -> Option<String> {
-    // The usual places first: /proc/mounts lists every namespace handle too (thousands).
-    for dir in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if nix::sys::statfs::statfs(dir)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return Some(dir.to_string());
-        }
-    }
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| dir.replace("\\040", " "))
-        })
-        .min_by_key(|d| d.len())
 }
 
 /// Removes every pin of this instance: links (detaching the programs), programs and maps.
