@@ -457,9 +457,12 @@ fn a_frame_larger_than_the_overlay_carries_is_refused_before_the_tunnel() {
         eprintln!("skipped: no bpf_check_mtu here (the host fragments instead)");
         return;
     }
-    // The tunnel device of this test's namespace: MTU 1000.
+    // The tunnel device of this test's namespace: MTU 1000 (a veth: kernels without the
+    // dummy driver have it).
     let ok = std::process::Command::new("ip")
-        .args(["link", "add", "ovt0", "mtu", "1000", "type", "dummy"])
+        .args([
+            "link", "add", "ovt0", "mtu", "1000", "type", "veth", "peer", "name", "ovt1",
+        ])
         .status()
         .unwrap();
     assert!(ok.success());

@@ -271,6 +271,15 @@ impl Cluster {
         }
     }
 
+    /// Freezes etcd (SIGSTOP: its connections stay open and nothing answers) or thaws it.
+    pub fn freeze_etcd(&self, frozen: bool) {
+        if let Some(child) = &self.etcd {
+            let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+
     pub fn stop_etcd(&mut self) {
         if let Some(mut child) = self.etcd.take() {
             let _ = child.kill();

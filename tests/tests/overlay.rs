@@ -510,3 +510,62 @@ fn a_dead_hosts_endpoints_expire_and_a_restarted_store_is_resynced() {
     let names = c.container_sh(1, "b", "getent hosts a || echo gone");
     assert!(String::from_utf8_lossy(&names.stdout).contains("gone"));
 }
+
+#[test]
+fn a_frozen_store_stalls_only_the_commands_that_need_it() {
+    require_sandbox!();
+    let c = Cluster::new(1);
+    c.overlay(0, &["--subnet", "10.68.0.0/24", "ov"]);
+    c.netctl_ok(0, &["network", "create", "--subnet", "10.69.0.0/24", "loc"]);
+    c.sleeper(0, "warm", "loc");
+    // etcd stops answering: its connections stay open, nothing comes back.
+    c.freeze_etcd(true);
+    let slow = c
+        .netctl_cmd(
+            0,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "o",
+                "--network",
+                "ov",
+                "--",
+                "sleep",
+                "300",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // A command on a local network meanwhile neither waits for the store nor for the lock.
+    let out = c.netctl(
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "l",
+            "--network",
+            "loc",
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("waiting for the state lock"), "{err}");
+    let slow = slow.wait_with_output().unwrap();
+    c.freeze_etcd(false);
+    let err = String::from_utf8_lossy(&slow.stderr);
+    assert!(
+        !slow.status.success() && err.contains("cluster store"),
+        "{err}"
+    );
+    // The one that needed the store changed nothing.
+    let ps = c.netctl_ok(0, &["ps", "-a"]);
+    assert!(ps.contains(" l") && !ps.contains(" o"), "{ps}");
+}

@@ -375,20 +375,25 @@ pub fn run(cmd: Command) -> Result<i32> {
                 crate::model::runopts::check_alias(a, "--alias")?;
             }
             let ctx = Ctx::open()?;
+            // An overlay's address is claimed before the lock (see `endpoints::Prepared`),
+            // for the container as it is now.
+            let before = ctx.store.snapshot()?.find_container(&container)?.clone();
+            let prepared = crate::cluster::endpoints::prepare(
+                &ctx,
+                &network,
+                ip.as_deref(),
+                &before.id,
+                &before.name,
+            )?;
             let mut tx = ctx.begin()?;
             if network == networks::DEFAULT_NETWORK {
                 networks::ensure_default(&ctx.nl, tx.state(), ctx.group, ctx.cfg.default_icc)?;
             }
             let c = tx.state().find_container(&container)?.clone();
-            let claimed = crate::cluster::endpoints::prepare(
-                &ctx,
-                &mut tx,
-                &network,
-                ip.as_deref(),
-                &c.id,
-                &c.name,
-            )?
-            .map(|c| (c.ip, c.endpoint_id));
+            if c.id != before.id {
+                bail!("container {container} was replaced meanwhile: try again");
+            }
+            let claimed = prepared.map(|p| p.join(&ctx, &mut tx)).transpose()?;
             containers::connect(
                 &ctx.nl,
                 tx.state(),

@@ -84,21 +84,18 @@ pub fn run(args: Args) -> Result<i32> {
         links: args.link,
         ..Default::default()
     };
-    let mut tx = ctx.begin()?;
-    if let Some(net) = req.network.clone() {
-        let id = crate::model::state::random_id();
-        let claimed = crate::cluster::endpoints::prepare(
-            &ctx,
-            &mut tx,
-            &net,
-            req.ip.as_deref(),
-            &id,
-            &req.name,
-        )?;
-        if let Some(c) = claimed {
-            req.id = Some(id);
-            req.claimed = Some((c.ip, c.endpoint_id));
+    // An overlay's address is claimed before the lock (see `endpoints::Prepared`).
+    let id = crate::model::state::random_id();
+    let prepared = match &req.network {
+        Some(net) => {
+            crate::cluster::endpoints::prepare(&ctx, net, req.ip.as_deref(), &id, &req.name)?
         }
+        None => None,
+    };
+    let mut tx = ctx.begin()?;
+    if let Some(p) = prepared {
+        req.claimed = Some(p.join(&ctx, &mut tx)?);
+        req.id = Some(id);
     }
     let c = containers::create(&ctx.nl, tx.state(), &ctx.cfg, &req, ctx.group)?;
     for ep in &c.endpoints {

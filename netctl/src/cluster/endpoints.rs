@@ -162,19 +162,65 @@ pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()
     Ok(())
 }
 
-/// Before a container joins the network `r` (run, network connect): when `r` is an overlay,
-/// the network is made part of this host and an address claimed for the container (given
-/// back if the command fails). None for local networks, which need nothing of the store.
+/// An address claimed on an overlay network for a container, before the state lock is
+/// taken: etcd is slow or away at times, and no other command waits for it meanwhile. Given
+/// back unless [`Prepared::join`] hands it to the change.
+pub struct Prepared {
+    store: Option<Store>,
+    ov: Versioned<OverlayNetwork>,
+    claimed: Claimed,
+}
+
+impl Prepared {
+    /// Under the lock: makes the network part of this host and hands the address to the
+    /// change (given back if the change fails).
+    pub fn join(
+        mut self,
+        ctx: &crate::engine::ctx::Ctx,
+        tx: &mut crate::engine::ctx::Tx<'_>,
+    ) -> Result<(Ipv4Addr, String)> {
+        materialize(&ctx.nl, tx.state(), &self.ov.value, ctx.group)?;
+        let store = self.store.take().expect("joined once");
+        let (net, ip, id) = (
+            self.ov.value.name.clone(),
+            self.claimed.ip,
+            self.claimed.endpoint_id.clone(),
+        );
+        tx.on_abort(Box::new(move || {
+            let _ = store.release(&net, ip, &id);
+        }));
+        Ok((ip, self.claimed.endpoint_id.clone()))
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(store) = &self.store {
+            let c = &self.claimed;
+            let _ = store.release(&self.ov.value.name, c.ip, &c.endpoint_id);
+        }
+    }
+}
+
+/// Before a container joins the network `r` (run, network connect, a CNI ADD), and before
+/// the state lock: when `r` is an overlay, an address claimed for the container. None for
+/// local networks (as the state has them now), which need nothing of the store.
 pub fn prepare(
     ctx: &crate::engine::ctx::Ctx,
-    tx: &mut crate::engine::ctx::Tx<'_>,
     r: &str,
     requested: Option<&str>,
     container_id: &str,
     container: &str,
-) -> Result<Option<Claimed>> {
-    let local = tx.state().find_network(r).is_ok_and(|n| n.vni.is_none());
-    if !ctx.is_member() || local || crate::model::networks::is_predefined(r) {
+) -> Result<Option<Prepared>> {
+    if !ctx.is_member() || crate::model::networks::is_predefined(r) {
+        return Ok(None);
+    }
+    let local = ctx
+        .store
+        .snapshot()?
+        .find_network(r)
+        .is_ok_and(|n| n.vni.is_none());
+    if local {
         return Ok(None);
     }
     let store = Store::connect(ctx.cluster_config()?)?;
@@ -182,15 +228,10 @@ pub fn prepare(
         return Ok(None);
     };
     let lease = host_lease(&store, &ctx.cfg.state_dir)?;
-    materialize(&ctx.nl, tx.state(), &ov.value, ctx.group)?;
     let claimed = claim(&store, &ov, requested, container_id, container, lease)?;
-    let (net, ip, id) = (
-        ov.value.name.clone(),
-        claimed.ip,
-        claimed.endpoint_id.clone(),
-    );
-    tx.on_abort(Box::new(move || {
-        let _ = store.release(&net, ip, &id);
-    }));
-    Ok(Some(claimed))
+    Ok(Some(Prepared {
+        store: Some(store),
+        ov,
+        claimed,
+    }))
 }

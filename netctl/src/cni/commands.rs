@@ -83,6 +83,11 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
         ));
     }
     let ctx = Ctx::open()?;
+    // An overlay's address is claimed before the lock (see `endpoints::Prepared`), under
+    // the name the container gets as the state is now.
+    let network = conf.network().to_string();
+    let name = pick_name(&ctx.store.snapshot()?, env);
+    let prepared = cluster::endpoints::prepare(&ctx, &network, req.ip.as_deref(), &env.id, &name)?;
     let mut tx = ctx.begin()?;
     // The runtime asking again for an attachment that exists: the same result. One in
     // another namespace is stale (a runtime that lost track of it, after a crash or a
@@ -94,11 +99,10 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
             return Ok(result(tx.state(), &c, &ep, conf));
         }
     }
-    let network = conf.network().to_string();
-    let name = pick_name(tx.state(), env);
-    let claimed =
-        cluster::endpoints::prepare(&ctx, &mut tx, &network, req.ip.as_deref(), &env.id, &name)?
-            .map(|c| (c.ip, c.endpoint_id));
+    if pick_name(tx.state(), env) != name {
+        return Err(anyhow::anyhow!("container name {name} was taken meanwhile: try again").into());
+    }
+    let claimed = prepared.map(|p| p.join(&ctx, &mut tx)).transpose()?;
     if claimed.is_none() && tx.state().find_network(&network).is_err() {
         create_network(&ctx, &mut tx, conf)?;
     }
