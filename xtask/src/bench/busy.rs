@@ -61,17 +61,41 @@ fn timed(sb: &Sandbox, args: &[&str]) -> Result<Timed> {
     Ok(Timed { ms, steps })
 }
 
-/// Records a `run -d -p` three ways: whole, state and maps, namespace and veth.
-fn record(b: &mut Bench, t: &Timed, whole: &'static str, state: &'static str, ns: &'static str) {
-    b.extra(SECTION, whole, "netctl", "ms", t.ms);
-    b.extra(SECTION, state, "netctl", "ms", t.step(&STATE_AND_MAPS));
-    b.extra(
-        SECTION,
-        ns,
-        "netctl",
-        "ms",
-        t.step(&["namespace+veth", "attach"]),
-    );
+/// `run -d -p PORT:80` of a sleeping container `name` on network `busy`.
+fn run_args<'a>(name: &'a str, port: &'a str) -> [&'a str; 11] {
+    [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "busy",
+        "-p",
+        port,
+        "--",
+        "sleep",
+        "100000",
+    ]
+}
+
+/// Times [`MEASURED`] more `run -d -p` in `sb` three ways: whole, the state and maps part,
+/// the container's namespace, veth and attachment (`figures` in that order).
+fn measure_runs(b: &mut Bench, sb: &Sandbox, figures: [&'static str; 3]) -> Result<()> {
+    for k in 0..MEASURED {
+        let (name, port) = (format!("m{k}"), format!("{}:80", 30000 + k));
+        let t = timed(sb, &run_args(&name, &port))?;
+        let [whole, state, ns] = figures;
+        b.extra(SECTION, whole, "netctl", "ms", t.ms);
+        b.extra(SECTION, state, "netctl", "ms", t.step(&STATE_AND_MAPS));
+        b.extra(
+            SECTION,
+            ns,
+            "netctl",
+            "ms",
+            t.step(&["namespace+veth", "attach"]),
+        );
+    }
+    Ok(())
 }
 
 pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
@@ -86,47 +110,16 @@ fn more_ports(b: &mut Bench, netctl: &Path) -> Result<()> {
     let sb = Sandbox::with_netctl(netctl.to_path_buf());
     sb.netctl_ok(&["network", "create", "--subnet", "10.88.0.0/16", "busy"]);
     eprintln!("bench: busy host: 10,000 published ports");
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "many",
-        "--network",
-        "busy",
-        "-p",
-        "40000-49999:40000-49999",
-        "--",
-        "sleep",
-        "100000",
-    ]);
-    for k in 0..MEASURED {
-        let name = format!("one{k}");
-        let port = format!("{}:80", 30000 + k);
-        let t = timed(
-            &sb,
-            &[
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "busy",
-                "-p",
-                &port,
-                "--",
-                "sleep",
-                "100000",
-            ],
-        )?;
-        record(
-            b,
-            &t,
+    sb.netctl_ok(&run_args("many", "40000-49999:40000-49999"));
+    measure_runs(
+        b,
+        &sb,
+        [
             "one more port with 10,000 published: run -d -p",
             "one more port with 10,000 published: state and maps",
             "one more port with 10,000 published: namespace, veth and attach",
-        );
-    }
-    Ok(())
+        ],
+    )
 }
 
 /// `run -d -p` on a host with `n` containers (each with a published port).
@@ -135,57 +128,23 @@ fn many_containers(b: &mut Bench, netctl: &Path, n: usize) -> Result<()> {
     sb.netctl_ok(&["network", "create", "--subnet", "10.89.0.0/16", "busy"]);
     eprintln!("bench: busy host: {n} containers first");
     for k in 0..n {
-        let name = format!("bg{k}");
-        let port = format!("{}:80", 20000 + k);
-        sb.netctl_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "busy",
-            "-p",
-            &port,
-            "--",
-            "sleep",
-            "100000",
-        ]);
+        let (name, port) = (format!("bg{k}"), format!("{}:80", 20000 + k));
+        sb.netctl_ok(&run_args(&name, &port));
     }
-    let (whole, state, ns) = if n == 1000 {
-        (
+    let figures = if n == 1000 {
+        [
             "run -d -p with 1,000 containers",
             "run -d -p with 1,000 containers: state and maps",
             "run -d -p with 1,000 containers: namespace, veth and attach",
-        )
+        ]
     } else {
-        (
+        [
             "run -d -p with 100 containers",
             "run -d -p with 100 containers: state and maps",
             "run -d -p with 100 containers: namespace, veth and attach",
-        )
+        ]
     };
-    for k in 0..MEASURED {
-        let name = format!("m{k}");
-        let port = format!("{}:80", 30000 + k);
-        let t = timed(
-            &sb,
-            &[
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network",
-                "busy",
-                "-p",
-                &port,
-                "--",
-                "sleep",
-                "100000",
-            ],
-        )?;
-        record(b, &t, whole, state, ns);
-    }
-    Ok(())
+    measure_runs(b, &sb, figures)
 }
 
 /// `ps -a` with 10,000 containers: exited ones (nothing of them in the kernel), written as an
