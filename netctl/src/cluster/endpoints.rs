@@ -227,6 +227,8 @@ pub fn prepare(
     let Some(ov) = lookup(&store, r)? else {
         return Ok(None);
     };
+    // The lease is recorded in the state directory, which the first command makes.
+    crate::store::private_dir(&ctx.cfg.state_dir)?;
     let lease = host_lease(&store, &ctx.cfg.state_dir)?;
     let claimed = claim(&store, &ov, requested, container_id, container, lease)?;
     Ok(Some(Prepared {
