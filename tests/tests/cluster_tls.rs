@@ -17,7 +17,12 @@ fn tls_with_client_certificates_and_nothing_else() {
     c.overlay(0, &["--subnet", "10.61.0.0/24", "sec"]);
     c.sleeper(0, "a", "sec");
     c.sleeper(1, "b", "sec");
-    let ping = c.netctl(1, &["exec", "b", "--", "ping", "-c1", "-W2", "10.61.0.2"]);
+    let a: serde_json::Value = serde_json::from_str(&c.netctl_ok(0, &["inspect", "a"])).unwrap();
+    let a = a[0]["NetworkSettings"]["Networks"]["sec"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ping = c.netctl(1, &["exec", "b", "--", "ping", "-c1", "-W2", &a]);
     assert!(ping.status.success(), "{}", stderr_of(&ping));
     let info = c.netctl_ok(0, &["info"]);
     assert!(info.contains("TLS, client certificate"), "{info}");

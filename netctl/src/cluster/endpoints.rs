@@ -98,8 +98,8 @@ pub struct Claimed {
     pub endpoint_id: String,
 }
 
-/// Claims an address on `ov` for a container: `requested` (the user's --ip), or the lowest
-/// address no host uses. Retried when another host claims the same one at the same moment.
+/// Claims an address on `ov` for a container: `requested` (the user's --ip), or a free one
+/// from a random place of the range (never simply the lowest: see `ipam::allocate_spread`). Retried when another host claims the same one at the same moment.
 pub fn claim(
     store: &Store,
     ov: &Versioned<OverlayNetwork>,
@@ -125,7 +125,7 @@ pub fn claim(
                 ipam::check_static(&net, ip, &used)?;
                 ip
             }
-            None => ipam::allocate(&net, &used)?,
+            None => ipam::allocate_spread(&net, &used, spread_seed())?,
         };
         let rec = EndpointRecord {
             host: store.cfg.advertise,
@@ -149,6 +149,11 @@ pub fn claim(
         "could not claim an address on {}: the network is too busy, try again",
         ov.value.name
     )
+}
+
+/// Where in the range this claim starts looking: random.
+fn spread_seed() -> u32 {
+    u32::from_str_radix(&state::random_id()[..8], 16).unwrap_or(0)
 }
 
 /// Releases what [`gone`] found; the store being away only delays it (the daemon removes

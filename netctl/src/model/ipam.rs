@@ -118,6 +118,25 @@ pub fn allocate(net: &Network, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
         })
 }
 
+/// A free address of the range, from a place `seed` picks (the cluster's allocation: a host
+/// cut off from the store that comes back seldom finds its addresses handed out again, as it
+/// would if every host took the lowest free one).
+pub fn allocate_spread(net: &Network, used: &[Ipv4Addr], seed: u32) -> Result<Ipv4Addr> {
+    let pool = net.ip_range.unwrap_or(net.subnet);
+    let used: std::collections::HashSet<Ipv4Addr> = used.iter().copied().collect();
+    let size = u64::from(pool.size()).max(1);
+    let base = u64::from(u32::from(pool.network()));
+    (0..size)
+        .map(|i| Ipv4Addr::from((base + (u64::from(seed) + i) % size) as u32))
+        .find(|ip| is_host(&net.subnet, *ip) && *ip != net.gateway && !used.contains(ip))
+        .with_context(|| {
+            format!(
+                "no free address left in network {} ({pool}): remove containers or use a larger subnet",
+                net.name
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -226,5 +245,31 @@ mod tests {
         )
         .is_err());
         assert!(check_static(&n, Ipv4Addr::new(10, 0, 0, 9), &[]).is_ok());
+    }
+
+    #[test]
+    fn spread_allocation_is_free_in_range_and_not_always_the_lowest() {
+        let n = net("10.9.0.0/24", None);
+        let picks: std::collections::BTreeSet<Ipv4Addr> = (0..64u32)
+            .map(|seed| allocate_spread(&n, &[], seed.wrapping_mul(2654435761)).unwrap())
+            .collect();
+        assert!(picks.len() > 16, "{picks:?}");
+        for ip in &picks {
+            assert!(is_host(&n.subnet, *ip) && *ip != n.gateway, "{ip}");
+        }
+        // Taken addresses are skipped; a full range is an error.
+        let r = net("10.9.0.0/24", Some("10.9.0.8/30"));
+        let used: Vec<Ipv4Addr> = ["10.9.0.8", "10.9.0.9", "10.9.0.11"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for seed in 0..8 {
+            assert_eq!(
+                allocate_spread(&r, &used, seed).unwrap(),
+                "10.9.0.10".parse::<Ipv4Addr>().unwrap()
+            );
+        }
+        let all: Vec<Ipv4Addr> = r.ip_range.unwrap().iter().collect();
+        assert!(allocate_spread(&r, &all, 3).is_err());
     }
 }

@@ -178,6 +178,9 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
             "cli",
             "--network",
             "ov",
+            // Fixed, as the later containers' are (overlay addresses are otherwise random).
+            "--ip",
+            "10.96.0.11",
             "--",
             "sleep",
             "100000",
