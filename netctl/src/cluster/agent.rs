@@ -199,12 +199,21 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
     if unknown(&want).is_empty() {
         return Ok(());
     }
-    // A command may have claimed one of them after the first read and not saved yet. With the
-    // lock held no command is between its claim and its save, so what the state still does
-    // not know then is truly nobody's (a new claim never takes an existing record).
-    let state = read_state(cfg).await?;
+    // A command may have claimed one of them after the first read and not saved yet. Decided
+    // again under the lock: a claim in the state then, or announced by a live command that has
+    // not reached the lock yet (`endpoints::pending_claims`), stays; the rest is nobody's and
+    // no command will ever commit it, so it is released after the lock is let go.
+    let cfg2 = cfg.clone();
+    let (state, pending) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let locked = crate::store::Store::new(&cfg2.state_dir, cfg2.lock_timeout).lock()?;
+        let pending = crate::cluster::endpoints::pending_claims(&cfg2.state_dir);
+        Ok((locked.into_state(), pending))
+    })
+    .await??;
     for (net, ip, endpoint_id) in unknown(&own_endpoints(&state, me)) {
-        conn.release(&net, ip, &endpoint_id).await?;
+        if !pending.contains(&endpoint_id) {
+            conn.release(&net, ip, &endpoint_id).await?;
+        }
     }
     Ok(())
 }

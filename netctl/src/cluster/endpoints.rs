@@ -107,13 +107,13 @@ pub fn claim(
     container_id: &str,
     container: &str,
     lease: i64,
+    endpoint_id: String,
 ) -> Result<Claimed> {
     let net = ov.value.local();
     let requested = requested.map(|r| ipam::parse_ip(r, "--ip")).transpose()?;
     if requested.is_some() && !net.user_subnet {
         bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
     }
-    let endpoint_id = state::random_id();
     for _ in 0..50 {
         let used: Vec<Ipv4Addr> = store
             .endpoints(&ov.value.name)?
@@ -174,6 +174,58 @@ pub struct Prepared {
     store: Option<Store>,
     ov: Versioned<OverlayNetwork>,
     claimed: Claimed,
+    _pending: Pending,
+}
+
+/// A claim made outside the state lock, announced in `STATE_DIR/claims/<endpoint ID>` (the
+/// claiming process's pid and start time) until the claim is in a change under the lock: the
+/// agent never releases an endpoint that a live command is about to commit.
+struct Pending(std::path::PathBuf);
+
+impl Pending {
+    fn announce(state_dir: &Path, endpoint_id: &str) -> Result<Self> {
+        let dir = state_dir.join(CLAIMS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let me = std::process::id();
+        let start = crate::kernel::process::start_time(me).unwrap_or(0);
+        let path = dir.join(endpoint_id);
+        crate::base::atomic_file::write_cache(&path, format!("{me} {start}").as_bytes(), 0o600)?;
+        Ok(Pending(path))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const CLAIMS_DIR: &str = "claims";
+
+/// Endpoint IDs that live commands have claimed and not yet joined to a change (read under
+/// the state lock); announcements of dead processes are removed.
+pub fn pending_claims(state_dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut live = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(state_dir.join(CLAIMS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let alive = match (f.next().flatten(), f.next().flatten()) {
+            (Some(pid), Some(start)) => {
+                crate::kernel::process::start_time(pid as u32) == Some(start)
+            }
+            _ => false,
+        };
+        if alive {
+            live.insert(entry.file_name().to_string_lossy().into_owned());
+        } else {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    live
 }
 
 impl Prepared {
@@ -185,6 +237,7 @@ impl Prepared {
         tx: &mut crate::engine::ctx::Tx<'_>,
     ) -> Result<(Ipv4Addr, String)> {
         materialize(&ctx.nl, tx.state(), &self.ov.value, ctx.group)?;
+        // Under the lock from here on: the agent waits for this change to end.
         let store = self.store.take().expect("joined once");
         let (net, ip, id) = (
             self.ov.value.name.clone(),
@@ -235,10 +288,21 @@ pub fn prepare(
     // The lease is recorded in the state directory, which the first command makes.
     crate::store::private_dir(&ctx.cfg.state_dir)?;
     let lease = host_lease(&store, &ctx.cfg.state_dir)?;
-    let claimed = claim(&store, &ov, requested, container_id, container, lease)?;
+    let endpoint_id = state::random_id();
+    let pending = Pending::announce(&ctx.cfg.state_dir, &endpoint_id)?;
+    let claimed = claim(
+        &store,
+        &ov,
+        requested,
+        container_id,
+        container,
+        lease,
+        endpoint_id,
+    )?;
     Ok(Some(Prepared {
         store: Some(store),
         ov,
         claimed,
+        _pending: pending,
     }))
 }
