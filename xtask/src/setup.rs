@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     // The cluster store of overlay networks (tests run it in their sandboxes).
     "etcd-server",
     "etcd-client",
+    "openssl", // certificates for the TLS tests of the store
     "iproute2",
     "util-linux", // nsenter
     "procps",
