@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use anyhow::{bail, Result};
 use serde_json::json;
 
@@ -115,18 +117,25 @@ pub fn run(args: Args) -> Result<i32> {
             .map(|e| format!("{}/{}", e.port, e.proto));
         published.chain(exposed).collect::<Vec<_>>().join(", ")
     };
+    // One write for the listing, not one per line (10,000 containers are 10,000 lines).
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.quiet {
-        shown.iter().for_each(|(c, _)| println!("{}", short(&c.id)));
+        for (c, _) in &shown {
+            writeln!(out, "{}", short(&c.id))?;
+        }
+        out.flush()?;
         return Ok(0);
     }
     match args.format.as_str() {
         "table" => {
-            println!(
+            writeln!(
+                out,
                 "{:<14}{:<16}{:<26}{:<16}{:<18}{:<30}COMMAND",
                 "CONTAINER ID", "NAME", "STATUS", "NETWORKS", "IP ADDRESS", "PORTS"
-            );
+            )?;
             for (c, st) in shown {
-                println!(
+                writeln!(
+                    out,
                     "{:<14}{:<16}{:<26}{:<16}{:<18}{:<30}{}",
                     short(&c.id),
                     c.name,
@@ -135,7 +144,7 @@ pub fn run(args: Args) -> Result<i32> {
                     ips(c),
                     port_list(c),
                     short_command(&c.command)
-                );
+                )?;
             }
         }
         "json" => {
@@ -153,10 +162,11 @@ pub fn run(args: Args) -> Result<i32> {
                     "PortMappings": c.ports.iter().map(ports::describe).collect::<Vec<_>>(),
                     "Command": c.command.join(" "),
                 });
-                println!("{v}");
+                writeln!(out, "{v}")?;
             }
         }
         other => bail!("unknown format {other:?}: use table or json"),
     }
+    out.flush()?;
     Ok(0)
 }
