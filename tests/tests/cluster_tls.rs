@@ -8,6 +8,30 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `network create -d overlay` on host `i` with the store options `opts` fails in one line
+/// that contains `want`.
+fn refused(c: &Cluster, i: usize, opts: &str, want: &str) {
+    let out = c
+        .netctl_cmd(
+            i,
+            &[
+                "network",
+                "create",
+                "-d",
+                "overlay",
+                "--subnet",
+                "10.62.0.0/24",
+                "x",
+            ],
+        )
+        .env("NETCTL_CLUSTER_STORE_OPT", opts)
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert!(!out.status.success() && err.contains(want), "{opts}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{opts}: {err}");
+}
+
 #[test]
 fn tls_with_client_certificates_and_nothing_else() {
     require_sandbox!();
@@ -65,26 +89,7 @@ fn tls_with_client_certificates_and_nothing_else() {
     ];
     let before = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/"]);
     for (opts, want) in cases {
-        let out = c
-            .netctl_cmd(
-                1,
-                &[
-                    "network",
-                    "create",
-                    "-d",
-                    "overlay",
-                    "--subnet",
-                    "10.62.0.0/24",
-                    "x",
-                ],
-            )
-            .env("NETCTL_CLUSTER_STORE_OPT", &opts)
-            .output()
-            .unwrap();
-        let err = stderr_of(&out);
-        assert!(!out.status.success(), "{opts}: {err}");
-        assert!(err.contains(want), "{opts}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{opts}: {err}");
+        refused(&c, 1, &opts, want);
     }
     let after = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/"]);
     assert_eq!(
@@ -149,25 +154,7 @@ fn etcd_users_and_roles_decide_what_a_host_may_do() {
         (as_user("netctl", &bad), "authentication failed"),
         (as_user("reader", &reader), "permission denied"),
     ] {
-        let out = c
-            .netctl_cmd(
-                0,
-                &[
-                    "network",
-                    "create",
-                    "-d",
-                    "overlay",
-                    "--subnet",
-                    "10.63.0.0/24",
-                    "x",
-                ],
-            )
-            .env("NETCTL_CLUSTER_STORE_OPT", &opts)
-            .output()
-            .unwrap();
-        let err = stderr_of(&out);
-        assert!(!out.status.success() && err.contains(want), "{opts}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{opts}: {err}");
+        refused(&c, 0, &opts, want);
     }
     let keys = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/v1/networks/"]);
     assert!(keys.stdout.is_empty(), "{keys:?}");
