@@ -100,11 +100,13 @@ pub struct Host {
 }
 
 impl Cluster {
-    /// `n` hosts, etcd running and answering.
+    /// `n` hosts, etcd running and answering over TLS with client certificates (as a
+    /// cluster should be run).
     pub fn new(n: usize) -> Self {
-        Self::with_netctl(n, netctl_bin())
+        Self::build(n, netctl_bin(), Some(true))
     }
 
+    /// `n` hosts and an etcd on plain http (`kv.insecure`), for the benchmarks.
     pub fn with_netctl(n: usize, netctl: PathBuf) -> Self {
         Self::build(n, netctl, None)
     }
