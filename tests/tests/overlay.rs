@@ -518,54 +518,65 @@ fn a_frozen_store_stalls_only_the_commands_that_need_it() {
     c.overlay(0, &["--subnet", "10.68.0.0/24", "ov"]);
     c.netctl_ok(0, &["network", "create", "--subnet", "10.69.0.0/24", "loc"]);
     c.sleeper(0, "warm", "loc");
-    // etcd stops answering: its connections stay open, nothing comes back.
+    c.sleeper(0, "leaving", "ov");
+    // etcd stops answering: its connections stay open, nothing comes back. Meanwhile a
+    // command that needs it (a run that claims an address, an rm that gives one back) waits
+    // for it, and a command on a local network neither waits for the store nor for the lock.
     c.freeze_etcd(true);
-    let slow = c
-        .netctl_cmd(
+    let slow = |args: &[&str]| {
+        c.netctl_cmd(0, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let claiming = slow(&[
+        "run",
+        "-d",
+        "--name",
+        "o",
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let releasing = slow(&["rm", "-f", "leaving"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for name in ["l1", "l2"] {
+        let out = c.netctl(
             0,
             &[
                 "run",
                 "-d",
                 "--name",
-                "o",
+                name,
                 "--network",
-                "ov",
+                "loc",
                 "--",
                 "sleep",
                 "300",
             ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    // A command on a local network meanwhile neither waits for the store nor for the lock.
-    let out = c.netctl(
-        0,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "l",
-            "--network",
-            "loc",
-            "--",
-            "sleep",
-            "300",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(!err.contains("waiting for the state lock"), "{err}");
-    let slow = slow.wait_with_output().unwrap();
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("waiting for the state lock"), "{err}");
+    }
+    let claiming = claiming.wait_with_output().unwrap();
+    let releasing = releasing.wait_with_output().unwrap();
     c.freeze_etcd(false);
-    let err = String::from_utf8_lossy(&slow.stderr);
+    // The claim fails and changes nothing; the removal is done, its address given back later
+    // (by the agent) if the store missed it.
+    let err = String::from_utf8_lossy(&claiming.stderr);
     assert!(
-        !slow.status.success() && err.contains("cluster store"),
+        !claiming.status.success() && err.contains("cluster store"),
         "{err}"
     );
-    // The one that needed the store changed nothing.
+    let err = String::from_utf8_lossy(&releasing.stderr);
+    assert!(releasing.status.success(), "{err}");
     let ps = c.netctl_ok(0, &["ps", "-a"]);
-    assert!(ps.contains(" l") && !ps.contains(" o"), "{ps}");
+    assert!(
+        ps.contains(" l1") && !ps.contains(" o ") && !ps.contains("leaving"),
+        "{ps}"
+    );
 }

@@ -78,6 +78,7 @@ impl Ctx {
             wait_daemon: true,
             early: Vec::new(),
             notify_daemon: false,
+            released: Vec::new(),
         })
     }
 }
@@ -92,20 +93,24 @@ impl Drop for Tx<'_> {
         if self.notify_daemon {
             crate::kernel::daemon::after_commit(&self.ctx.cfg, self.locked.state(), false);
         }
+        // Off the lock: a slow store holds up only this command.
+        if !self.released.is_empty() {
+            self.locked.unlock();
+            for (before, after) in std::mem::take(&mut self.released) {
+                self.release_overlay_addresses(&before, &after);
+            }
+        }
     }
 }
 
 impl Tx<'_> {
-    /// Addresses of overlay endpoints this change removed go back to the cluster (best
-    /// effort: the daemon catches up with what the store missed).
-    fn release_overlay_addresses(&self, before: &State) {
-        if !crate::model::overlay::releases_addresses(before, self.locked.state()) {
-            return;
-        }
+    /// Addresses of overlay endpoints a committed change (`before` → `after`) removed go back
+    /// to the cluster (best effort: the daemon catches up with what the store missed).
+    fn release_overlay_addresses(&self, before: &State, after: &State) {
         let released = self
             .ctx
             .cluster()
-            .and_then(|c| c.release_gone(before, self.locked.state()));
+            .and_then(|c| c.release_gone(before, after));
         if let Err(e) = released {
             eprintln!("netctl: warning: {e:#} (the daemon will retry)");
         }
@@ -128,6 +133,9 @@ pub struct Tx<'a> {
     early: Vec<std::thread::JoinHandle<()>>,
     /// The daemon is to be told of the committed state when the change ends.
     notify_daemon: bool,
+    /// Committed changes (before, after) that gave up overlay addresses: released in the
+    /// store when the change ends, after the lock.
+    released: Vec<(State, State)>,
 }
 
 impl<'a> Tx<'a> {
@@ -221,8 +229,10 @@ impl<'a> Tx<'a> {
                 for p in &r.problems {
                     eprintln!("netctl: warning: {p}");
                 }
-                self.release_overlay_addresses(&before);
                 crate::kernel::etc::follow(cfg, &before, self.locked.state(), full);
+                if crate::model::overlay::releases_addresses(&before, self.locked.state()) {
+                    self.released.push((before, self.locked.state().clone()));
+                }
                 crate::base::timing::mark("after save");
                 if self.wait_daemon {
                     crate::kernel::daemon::after_commit(cfg, self.locked.state(), true);

@@ -42,7 +42,8 @@ pub struct Locked {
     /// state does not know.
     pub interrupted: bool,
     conn: Connection,
-    _lock: lock::StateLock,
+    /// None once [`Locked::unlock`] let it go.
+    lock: Option<lock::StateLock>,
 }
 
 impl Store {
@@ -78,7 +79,7 @@ impl Store {
             saved: None,
             interrupted: lock.interrupted,
             conn,
-            _lock: lock,
+            lock: Some(lock),
         })
     }
 
@@ -183,9 +184,18 @@ impl Locked {
         self.state
     }
 
+    /// Lets the lock go before the end (for work after the change that must not hold up
+    /// other commands); nothing may be saved after this.
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
     /// Writes the rows that changed, in one transaction; returns the state as it was
     /// saved before.
     pub fn save(&mut self) -> Result<State> {
+        if self.lock.is_none() {
+            anyhow::bail!("the state lock was let go: nothing more can be saved");
+        }
         let Some(old) = self.saved.take() else {
             return Ok(self.state.clone());
         };
