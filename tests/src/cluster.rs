@@ -298,20 +298,7 @@ impl Cluster {
 
     /// A container on host `i` that sleeps on network `net` (`run -d … sleep 300`).
     pub fn sleeper(&self, i: usize, name: &str, net: &str) {
-        self.netctl_ok(
-            i,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                net,
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
+        self.netctl_ok(i, &crate::sleeper_args(name, net));
     }
 
     /// etcdctl (v3 API) against the cluster's etcd, from the etcd namespace.

@@ -418,6 +418,11 @@ impl Sandbox {
             .expect("spawn in outside namespace")
     }
 
+    /// A container that sleeps on network `net` ([`sleeper_args`]).
+    pub fn sleeper(&self, name: &str, net: &str) {
+        self.netctl_ok(&sleeper_args(name, net));
+    }
+
     /// The saved state, as `netctl state-dump` prints it.
     pub fn state(&self) -> serde_json::Value {
         serde_json::from_str(&self.state_text()).expect("the state dump parses")
@@ -839,6 +844,21 @@ pub fn process_alive(pid: u32) -> bool {
         .ok()
         .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
         .unwrap_or(false)
+}
+
+/// `run -d --name NAME --network NET -- sleep 300`: a container that only sleeps.
+pub fn sleeper_args<'a>(name: &'a str, net: &'a str) -> [&'a str; 9] {
+    [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        net,
+        "--",
+        "sleep",
+        "300",
+    ]
 }
 
 /// Removes sandboxes whose creating process is gone (a killed test run).

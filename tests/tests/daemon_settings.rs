@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netctl_tests::{cluster::Cluster, require_sandbox, Sandbox};
+use netctl_tests::{cluster::Cluster, require_sandbox, sleeper_args, Sandbox};
 use serde_json::Value;
 
 fn daemon_pid(state_dir: &std::path::Path) -> Option<i32> {
@@ -90,17 +90,7 @@ fn new_settings_replace_the_daemon_and_others_keep_them() {
     require_sandbox!();
     let sb = Sandbox::new();
     sb.netctl_ok(&["network", "create", "--subnet", "10.66.0.0/24", "n"]);
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "--network",
-        "n",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    sb.sleeper("a", "n");
     let first = sb.daemon_pid().expect("a daemon");
     let scrape = || {
         let out = sb.host_sh("curl -s --max-time 2 http://127.0.0.1:9155/metrics");
@@ -109,17 +99,7 @@ fn new_settings_replace_the_daemon_and_others_keep_them() {
     assert!(!scrape());
     // A command that sets the metrics address: the daemon is replaced and serves there.
     let out = sb
-        .netctl_cmd(&[
-            "run",
-            "-d",
-            "--name",
-            "b",
-            "--network",
-            "n",
-            "--",
-            "sleep",
-            "300",
-        ])
+        .netctl_cmd(&sleeper_args("b", "n"))
         .env("NETCTL_METRICS_ADDR", "127.0.0.1:9155")
         .output()
         .unwrap();
@@ -136,17 +116,7 @@ fn new_settings_replace_the_daemon_and_others_keep_them() {
         scrape,
     );
     // Commands that do not set it keep it, and keep the daemon.
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c",
-        "--network",
-        "n",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    sb.sleeper("c", "n");
     assert_eq!(sb.daemon_pid(), Some(second));
     assert!(scrape());
     // An empty value removes it.
@@ -203,17 +173,7 @@ fn stopping_the_callers_cgroup_leaves_the_daemon_running() {
         );
     };
     in_unit(&["network", "create", "--subnet", "10.67.0.0/24", "n"]);
-    in_unit(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "--network",
-        "n",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    in_unit(&sleeper_args("a", "n"));
     let daemon = sb.daemon_pid().expect("a daemon");
     let cgroup = std::fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
     assert!(cgroup.contains("/netctl-daemon-"), "{cgroup}");
@@ -236,17 +196,7 @@ fn stopping_the_callers_cgroup_leaves_the_daemon_running() {
         "the daemon died with the caller's unit"
     );
     // It still serves: a new container's name resolves from another.
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "--network",
-        "n",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    sb.sleeper("b", "n");
     let out = sb.netctl(&["exec", "b", "--", "getent", "hosts", "b"]);
     assert!(
         out.status.success(),

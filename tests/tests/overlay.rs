@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use netctl_tests::{cluster::Cluster, require_sandbox};
+use netctl_tests::{cluster::Cluster, require_sandbox, sleeper_args};
 use serde_json::Value;
 
 fn ls_json(c: &Cluster, i: usize) -> Vec<Value> {
@@ -530,34 +530,11 @@ fn a_frozen_store_stalls_only_the_commands_that_need_it() {
             .spawn()
             .unwrap()
     };
-    let claiming = slow(&[
-        "run",
-        "-d",
-        "--name",
-        "o",
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    let claiming = slow(&sleeper_args("o", "ov"));
     let releasing = slow(&["rm", "-f", "leaving"]);
     std::thread::sleep(std::time::Duration::from_millis(700));
     for name in ["l1", "l2"] {
-        let out = c.netctl(
-            0,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "loc",
-                "--",
-                "sleep",
-                "300",
-            ],
-        );
+        let out = c.netctl(0, &sleeper_args(name, "loc"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(!err.contains("waiting for the state lock"), "{err}");

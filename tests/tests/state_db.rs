@@ -7,7 +7,7 @@ use std::{
     process::{Child, Stdio},
 };
 
-use netctl_tests::{require_sandbox, Sandbox};
+use netctl_tests::{require_sandbox, sleeper_args, Sandbox};
 use serde_json::{json, Value};
 
 const SUBNET: &str = "10.71.0.0/24";
@@ -77,17 +77,7 @@ fn two_hundred_concurrent_runs_removals_and_cni_calls_never_share_an_address() {
     }
     for i in 0..50 {
         let name = format!("old{i}");
-        sb.netctl_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "shared",
-            "--",
-            "sleep",
-            "300",
-        ]);
+        sb.sleeper(&name, "shared");
     }
     // At once: 50 runs, 50 removals, 50 ADDs, 50 DELs, each its own process.
     let new_ns: Vec<String> = (0..50)
@@ -98,20 +88,7 @@ fn two_hundred_concurrent_runs_removals_and_cni_calls_never_share_an_address() {
         let (new, old) = (format!("new{i}"), format!("old{i}"));
         children.push((
             format!("run {new}"),
-            netctl(
-                &sb,
-                &[
-                    "run",
-                    "-d",
-                    "--name",
-                    &new,
-                    "--network",
-                    "shared",
-                    "--",
-                    "sleep",
-                    "300",
-                ],
-            ),
+            netctl(&sb, &sleeper_args(&new, "shared")),
         ));
         children.push((format!("rm {old}"), netctl(&sb, &["rm", "-f", &old])));
         children.push((
@@ -203,17 +180,7 @@ fn a_state_json_of_an_older_netctl_is_moved_into_the_database() {
     assert!(sb.state_dir.join("state.json").exists());
     assert!(!sb.state_dir.join("state.db").exists());
     // The first change moves it in, and works on it.
-    let out = sb.netctl(&[
-        "run",
-        "-d",
-        "--name",
-        "api",
-        "--network",
-        "front",
-        "--",
-        "sleep",
-        "300",
-    ]);
+    let out = sb.netctl(&sleeper_args("api", "front"));
     assert!(
         out.status.success(),
         "{}",

@@ -9,23 +9,24 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/netctl";
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// What the daemon takes from the state directory rather than from its own environment:
-/// what it serves with (cluster membership, uplinks, XDP, the host's resolver, metrics).
-pub const DAEMON_SETTINGS: [&str; 14] = [
+/// what it serves with (cluster membership, uplinks, XDP, the host's resolver, metrics), and
+/// the variables of the store's options ([`crate::base::store_opts::OPTIONS`]).
+pub const DAEMON_SETTINGS: [&str; 8] = [
     "NETCTL_CLUSTER_STORE",
     "NETCTL_CLUSTER_ADVERTISE",
     "NETCTL_CLUSTER_STORE_OPT",
     "NETCTL_CLUSTER_TTL",
-    "NETCTL_CLUSTER_CACERT",
-    "NETCTL_CLUSTER_CERT",
-    "NETCTL_CLUSTER_KEY",
-    "NETCTL_CLUSTER_USERNAME",
-    "NETCTL_CLUSTER_PASSWORD_FILE",
-    "NETCTL_CLUSTER_INSECURE",
     "NETCTL_UPLINKS",
     "NETCTL_XDP",
     "NETCTL_RESOLV_CONF",
     "NETCTL_METRICS_ADDR",
 ];
+
+/// Every variable the daemon takes from the state directory.
+fn daemon_settings() -> impl Iterator<Item = &'static str> {
+    let opts = crate::base::store_opts::OPTIONS.iter().map(|(_, var)| *var);
+    DAEMON_SETTINGS.into_iter().chain(opts)
+}
 
 /// Where the commands leave the daemon's settings (JSON, root's).
 pub const DAEMON_SETTINGS_FILE: &str = "daemon-settings.json";
@@ -131,7 +132,7 @@ impl Config {
             return Ok(env);
         };
         Self::from_vars(&|k| {
-            if DAEMON_SETTINGS.contains(&k) {
+            if daemon_settings().any(|d| d == k) {
                 saved.get(k).cloned()
             } else {
                 std::env::var(k).ok()
@@ -145,7 +146,7 @@ impl Config {
     pub fn save_daemon_settings(&self) -> Result<bool> {
         let before = saved_settings(&self.state_dir).unwrap_or_default();
         let mut after = before.clone();
-        for key in DAEMON_SETTINGS {
+        for key in daemon_settings() {
             match std::env::var(key) {
                 Ok(v) if v.is_empty() => {
                     after.remove(key);

@@ -152,7 +152,7 @@ pub fn read_status(state_dir: &std::path::Path) -> Option<AgentStatus> {
 /// know (a command killed after claiming) released. The state is read under its lock, which is
 /// let go before the store is talked to: a slow store never holds up the host's commands.
 async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
-    let state = read_state(cfg).await?;
+    let (state, _) = read_state(cfg).await?;
     let me = conn.cfg.advertise;
     let subnets = state
         .networks
@@ -203,13 +203,7 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
     // again under the lock: a claim in the state then, or announced by a live command that has
     // not reached the lock yet (`endpoints::pending_claims`), stays; the rest is nobody's and
     // no command will ever commit it, so it is released after the lock is let go.
-    let cfg2 = cfg.clone();
-    let (state, pending) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let locked = crate::store::Store::new(&cfg2.state_dir, cfg2.lock_timeout).lock()?;
-        let pending = crate::cluster::endpoints::pending_claims(&cfg2.state_dir);
-        Ok((locked.into_state(), pending))
-    })
-    .await??;
+    let (state, pending) = read_state(cfg).await?;
     for (net, ip, endpoint_id) in unknown(&own_endpoints(&state, me)) {
         if !pending.contains(&endpoint_id) {
             conn.release(&net, ip, &endpoint_id).await?;
@@ -218,11 +212,17 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
     Ok(())
 }
 
-/// The state, read under its lock (released before this returns).
-async fn read_state(cfg: &Config) -> Result<State> {
-    let store = crate::store::Store::new(&cfg.state_dir, cfg.lock_timeout);
-    let locked = tokio::task::spawn_blocking(move || store.lock()).await??;
-    Ok(locked.into_state())
+/// The state, read under its lock (released before this returns), and the claims live
+/// commands announced then (`endpoints::pending_claims`).
+async fn read_state(cfg: &Config) -> Result<(State, BTreeSet<String>)> {
+    let dir = cfg.state_dir.clone();
+    let store = crate::store::Store::new(&dir, cfg.lock_timeout);
+    tokio::task::spawn_blocking(move || -> Result<_> {
+        let locked = store.lock()?;
+        let pending = crate::cluster::endpoints::pending_claims(&dir);
+        Ok((locked.into_state(), pending))
+    })
+    .await?
 }
 
 /// The overlay endpoints of this host's containers, as the store should have them.

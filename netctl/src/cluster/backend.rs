@@ -8,15 +8,8 @@ use crate::cluster::store::Store;
 struct Backend(Store);
 
 impl crate::engine::cluster::Cluster for Backend {
-    fn release_gone(
-        &self,
-        before: &crate::model::state::State,
-        after: &crate::model::state::State,
-    ) -> Result<()> {
-        crate::cluster::endpoints::release_gone(
-            &self.0,
-            &crate::model::overlay::gone(before, after),
-        )
+    fn release_gone(&self, gone: &[(String, std::net::Ipv4Addr, String)]) -> Result<()> {
+        crate::cluster::endpoints::release_gone(&self.0, gone)
     }
 
     fn overlays(&self) -> Result<Vec<crate::model::overlay::OverlayNetwork>> {

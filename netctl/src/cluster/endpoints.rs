@@ -99,7 +99,8 @@ pub struct Claimed {
 }
 
 /// Claims an address on `ov` for a container: `requested` (the user's --ip), or a free one
-/// from a random place of the range (never simply the lowest: see `ipam::allocate_spread`). Retried when another host claims the same one at the same moment.
+/// from a random place of the range (never simply the lowest: see `ipam::allocate_spread`).
+/// Retried when another host claims the same one at the same moment.
 pub fn claim(
     store: &Store,
     ov: &Versioned<OverlayNetwork>,
@@ -158,7 +159,7 @@ fn spread_seed() -> u32 {
 
 /// Releases what [`gone`] found; the store being away only delays it (the daemon removes
 /// this host's endpoints the state does not know when it reconnects).
-pub fn release_gone(store: &Store, gone: &[(&str, Ipv4Addr, &str)]) -> Result<()> {
+pub fn release_gone(store: &Store, gone: &[(String, Ipv4Addr, String)]) -> Result<()> {
     for (net, ip, endpoint_id) in gone {
         store
             .release(net, *ip, endpoint_id)
@@ -186,10 +187,9 @@ impl Pending {
     fn announce(state_dir: &Path, endpoint_id: &str) -> Result<Self> {
         let dir = state_dir.join(CLAIMS_DIR);
         std::fs::create_dir_all(&dir)?;
-        let me = std::process::id();
-        let start = crate::kernel::process::start_time(me).unwrap_or(0);
         let path = dir.join(endpoint_id);
-        crate::base::atomic_file::write_cache(&path, format!("{me} {start}").as_bytes(), 0o600)?;
+        let me = crate::kernel::process::own_mark();
+        crate::base::atomic_file::write_cache(&path, me.as_bytes(), 0o600)?;
         Ok(Pending(path))
     }
 }
@@ -212,14 +212,7 @@ pub fn pending_claims(state_dir: &Path) -> std::collections::BTreeSet<String> {
         .flatten()
     {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
-        let alive = match (f.next().flatten(), f.next().flatten()) {
-            (Some(pid), Some(start)) => {
-                crate::kernel::process::start_time(pid as u32) == Some(start)
-            }
-            _ => false,
-        };
-        if alive {
+        if crate::kernel::process::marked_alive(&text).is_some() {
             live.insert(entry.file_name().to_string_lossy().into_owned());
         } else {
             let _ = std::fs::remove_file(entry.path());

@@ -212,11 +212,6 @@ impl Conn {
         Ok(conn)
     }
 
-    /// How this host reaches the store.
-    pub fn security(&self) -> String {
-        self.cfg.security.describe()
-    }
-
     fn c(&self) -> Client {
         self.client.clone()
     }
@@ -539,6 +534,13 @@ impl Conn {
     }
 }
 
+/// Runs `f` with SIGPIPE blocked on this thread: the etcd client's writes to a closed
+/// connection must fail, not kill the command (`base::sigpipe`).
+fn block_on<T>(rt: &tokio::runtime::Runtime, f: impl Future<Output = T>) -> T {
+    let _quiet = crate::base::sigpipe::Blocked::new();
+    rt.block_on(f)
+}
+
 /// The same calls for synchronous callers (commands), on a small runtime of their own.
 pub struct Store {
     rt: tokio::runtime::Runtime,
@@ -551,10 +553,7 @@ impl Store {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let conn = {
-            let _quiet = crate::base::sigpipe::Blocked::new();
-            rt.block_on(Conn::connect(cfg))?
-        };
+        let conn = block_on(&rt, Conn::connect(cfg))?;
         Ok(Self {
             rt,
             conn,
@@ -563,8 +562,7 @@ impl Store {
     }
 
     fn block<T>(&self, f: impl Future<Output = T>) -> T {
-        let _quiet = crate::base::sigpipe::Blocked::new();
-        self.rt.block_on(f)
+        block_on(&self.rt, f)
     }
 
     pub fn networks(&self) -> Result<(Vec<Versioned<OverlayNetwork>>, i64)> {

@@ -1,6 +1,6 @@
 //! What the daemon serves follows the saved state. Commands tell it (SIGHUP) after every
 //! commit and wait for `daemon.loaded` to name the generation they saved (or a later one); a
-//! cheap poll of the generation and the files it depends on catches anything else (a command of an older netctl, a missed
+//! cheap poll of the generation and the files it depends on catches anything else (a missed
 //! signal, the host's resolv.conf changing, the cluster agent's names).
 
 use std::path::PathBuf;

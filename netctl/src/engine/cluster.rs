@@ -1,19 +1,16 @@
 //! The cluster store as the engine needs it, behind a trait: `cluster/` implements it and
 //! the binary installs it at start, so nothing in the engine or below imports the cluster.
 
-use std::sync::OnceLock;
+use std::{net::Ipv4Addr, sync::OnceLock};
 
 use anyhow::{bail, Result};
 
-use crate::{
-    base::config::ClusterConfig,
-    model::{overlay::OverlayNetwork, state::State},
-};
+use crate::{base::config::ClusterConfig, model::overlay::OverlayNetwork};
 
 pub trait Cluster {
-    /// Gives the cluster back the overlay addresses that a committed change (`before` →
-    /// `after`) no longer uses.
-    fn release_gone(&self, before: &State, after: &State) -> Result<()>;
+    /// Gives the cluster back overlay addresses (network, address, endpoint ID) that a
+    /// committed change no longer uses (`model::overlay::gone`).
+    fn release_gone(&self, gone: &[(String, Ipv4Addr, String)]) -> Result<()>;
     /// Every overlay network of the cluster.
     fn overlays(&self) -> Result<Vec<OverlayNetwork>>;
 }

@@ -91,26 +91,30 @@ impl Drop for Tx<'_> {
             self.abort();
         }
         if self.notify_daemon {
-            crate::kernel::daemon::after_commit(&self.ctx.cfg, self.locked.state(), false);
+            let generation = self.locked.generation();
+            crate::kernel::daemon::after_commit(
+                &self.ctx.cfg,
+                self.locked.state(),
+                generation,
+                false,
+            );
         }
         // Off the lock: a slow store holds up only this command.
         if !self.released.is_empty() {
             self.locked.unlock();
-            for (before, after) in std::mem::take(&mut self.released) {
-                self.release_overlay_addresses(&before, &after);
-            }
+            self.release_overlay_addresses();
         }
     }
 }
 
 impl Tx<'_> {
-    /// Addresses of overlay endpoints a committed change (`before` → `after`) removed go back
-    /// to the cluster (best effort: the daemon catches up with what the store missed).
-    fn release_overlay_addresses(&self, before: &State, after: &State) {
+    /// Addresses of overlay endpoints the committed changes removed go back to the cluster
+    /// (best effort: the daemon catches up with what the store missed).
+    fn release_overlay_addresses(&self) {
         let released = self
             .ctx
             .cluster()
-            .and_then(|c| c.release_gone(before, after));
+            .and_then(|c| c.release_gone(&self.released));
         if let Err(e) = released {
             eprintln!("netctl: warning: {e:#} (the daemon will retry)");
         }
@@ -133,9 +137,9 @@ pub struct Tx<'a> {
     early: Vec<std::thread::JoinHandle<()>>,
     /// The daemon is to be told of the committed state when the change ends.
     notify_daemon: bool,
-    /// Committed changes (before, after) that gave up overlay addresses: released in the
-    /// store when the change ends, after the lock.
-    released: Vec<(State, State)>,
+    /// Overlay addresses (network, address, endpoint ID) committed changes gave up: released
+    /// in the store when the change ends, after the lock.
+    released: Vec<(String, std::net::Ipv4Addr, String)>,
 }
 
 impl<'a> Tx<'a> {
@@ -230,12 +234,12 @@ impl<'a> Tx<'a> {
                     eprintln!("netctl: warning: {p}");
                 }
                 crate::kernel::etc::follow(cfg, &before, self.locked.state(), full);
-                if crate::model::overlay::releases_addresses(&before, self.locked.state()) {
-                    self.released.push((before, self.locked.state().clone()));
-                }
+                let gone = crate::model::overlay::gone(&before, self.locked.state());
+                self.released.extend(gone);
                 crate::base::timing::mark("after save");
                 if self.wait_daemon {
-                    crate::kernel::daemon::after_commit(cfg, self.locked.state(), true);
+                    let generation = self.locked.generation();
+                    crate::kernel::daemon::after_commit(cfg, self.locked.state(), generation, true);
                     crate::base::timing::mark("daemon");
                 } else {
                     // Told as the command ends, so that its reload does not compete with

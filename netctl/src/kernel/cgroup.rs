@@ -11,9 +11,7 @@ use anyhow::{Context, Result};
 pub fn root() -> Option<String> {
     // The usual places first: /proc/mounts lists every namespace handle too (thousands).
     for dir in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if nix::sys::statfs::statfs(dir)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
+        if mounted(Path::new(dir), nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
             return Some(dir.to_string());
         }
     }
@@ -28,6 +26,11 @@ pub fn root() -> Option<String> {
         .min_by_key(|d| d.len())
 }
 
+/// Whether a cgroup hierarchy of this kind (v2, or v1) is mounted at `dir`.
+fn mounted(dir: &Path, kind: nix::sys::statfs::FsType) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == kind)
+}
+
 /// The v1 hierarchy systemd tracks units by on a hybrid host (`name=systemd`).
 const SYSTEMD_V1: &str = "/sys/fs/cgroup/systemd";
 
@@ -37,9 +40,7 @@ const SYSTEMD_V1: &str = "/sys/fs/cgroup/systemd";
 pub fn own_group(name: &str) -> Result<Vec<PathBuf>> {
     let mut roots: Vec<PathBuf> = root().map(PathBuf::from).into_iter().collect();
     let systemd_v1 = Path::new(SYSTEMD_V1);
-    if nix::sys::statfs::statfs(systemd_v1)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
-    {
+    if mounted(systemd_v1, nix::sys::statfs::CGROUP_SUPER_MAGIC) {
         roots.push(systemd_v1.to_path_buf());
     }
     let mut made = Vec::new();

@@ -20,7 +20,7 @@ use nix::{
 };
 
 use crate::kernel::pidfile;
-use crate::{base::config::Config, model::state::State, store::Store};
+use crate::{base::config::Config, model::state::State};
 
 pub const LOG: &str = "daemon.log";
 /// The log is started afresh past this size.
@@ -38,8 +38,9 @@ pub fn needed(state: &State) -> bool {
 
 /// Makes the daemon serve `state`, just saved. Problems are warnings: the bridge basics
 /// work without the daemon.
-pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
-    if let Err(e) = follow(cfg, state, wait) {
+/// `generation` is the state's, as committed.
+pub fn after_commit(cfg: &Config, state: &State, generation: u64, wait: bool) {
+    if let Err(e) = follow(cfg, state, generation, wait) {
         eprintln!(
             "netctl: warning: {e:#} (container names may not resolve; see {})",
             cfg.state_dir.join(LOG).display()
@@ -47,8 +48,7 @@ pub fn after_commit(cfg: &Config, state: &State, wait: bool) {
     }
 }
 
-fn follow(cfg: &Config, state: &State, wait: bool) -> Result<()> {
-    let want = Store::new(&cfg.state_dir, cfg.lock_timeout).generation()?;
+fn follow(cfg: &Config, state: &State, want: u64, wait: bool) -> Result<()> {
     let need = needed(state);
     if cfg.save_daemon_settings()? {
         // New settings: a new daemon takes them (the running one read its own at start).

@@ -42,11 +42,9 @@ pub fn claim(state_dir: &Path) -> Result<Option<Claim>> {
             .with_context(|| format!("opening {}", p.display()))?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
-                let me = std::process::id();
-                let start = crate::kernel::process::start_time(me).unwrap_or(0);
                 lock.set_len(0)?;
                 lock.rewind()?;
-                writeln!(lock, "{me} {start}")?;
+                writeln!(lock, "{}", crate::kernel::process::own_mark())?;
                 return Ok(Some(Claim { _lock: lock }));
             }
             Err((_, Errno::EWOULDBLOCK)) => std::thread::sleep(Duration::from_millis(10)),
@@ -64,13 +62,8 @@ pub fn running(state_dir: &Path) -> Option<u32> {
     match Flock::lock(f, FlockArg::LockSharedNonblock) {
         // Nobody holds it: no daemon (the lock goes with `_free`).
         Ok(_free) => None,
-        Err((_, Errno::EWOULDBLOCK)) => {
-            let mut parts = text.split_whitespace();
-            let pid: u32 = parts.next()?.parse().ok()?;
-            let start: u64 = parts.next()?.parse().ok()?;
-            // The pid is the daemon's only while it has the recorded start time.
-            (crate::kernel::process::start_time(pid) == Some(start)).then_some(pid)
-        }
+        // The pid is the daemon's only while it has the recorded start time.
+        Err((_, Errno::EWOULDBLOCK)) => crate::kernel::process::marked_alive(&text),
         Err(_) => None,
     }
 }

@@ -370,6 +370,21 @@ pub fn boot_id() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// This process as a file names the one that wrote it: "PID START_TIME" (a recycled PID has
+/// another start time).
+pub fn own_mark() -> String {
+    let me = std::process::id();
+    format!("{me} {}", start_time(me).unwrap_or(0))
+}
+
+/// The PID an [`own_mark`] text names, while that process lives.
+pub fn marked_alive(text: &str) -> Option<u32> {
+    let mut parts = text.split_whitespace();
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let start: u64 = parts.next()?.parse().ok()?;
+    is_running(Some(pid), Some(start), None).then_some(pid)
+}
+
 pub fn is_running(pid: Option<u32>, start: Option<u64>, boot: Option<&str>) -> bool {
     if boot.is_some_and(|b| boot_id().as_deref() != Some(b)) {
         return false;

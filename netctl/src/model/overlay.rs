@@ -170,7 +170,7 @@ pub fn plan(
 
 /// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
 /// cluster.
-pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a str)> {
+pub fn gone(before: &State, after: &State) -> Vec<(String, Ipv4Addr, String)> {
     let overlay = |ep: &Endpoint| {
         before
             .networks
@@ -189,7 +189,7 @@ pub fn gone<'a>(before: &'a State, after: &State) -> Vec<(&'a str, Ipv4Addr, &'a
         .values()
         .flat_map(|c| c.endpoints.iter())
         .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
-        .map(|ep| (ep.network.as_str(), ep.ip, ep.endpoint_id.as_str()))
+        .map(|ep| (ep.network.clone(), ep.ip, ep.endpoint_id.clone()))
         .collect()
 }
 
@@ -202,11 +202,6 @@ pub fn idle_overlays(state: &State) -> Vec<String> {
         .filter(|n| n.vni.is_some() && state.attached(&n.name).is_empty())
         .map(|n| n.name.clone())
         .collect()
-}
-
-/// Whether a change gave up overlay addresses (the cluster store has them to release).
-pub fn releases_addresses(before: &State, after: &State) -> bool {
-    !gone(before, after).is_empty()
 }
 
 /// What one host may put in the store: more endpoint records than this are not used (the

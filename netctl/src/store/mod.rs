@@ -38,6 +38,9 @@ pub struct Locked {
     /// The state as the database has it, while `state` differs from it (taken when the
     /// state is first changed: a copy of a big state costs).
     saved: Option<State>,
+    /// The generation of what is saved (one more per save: nobody else writes while the
+    /// lock is held).
+    generation: u64,
     /// The previous holder of the lock died holding it: it may have left kernel objects the
     /// state does not know.
     pub interrupted: bool,
@@ -73,10 +76,11 @@ impl Store {
             self.make_database()?;
         }
         let mut conn = db::open(&self.db_path(), self.timeout)?;
-        let (state, _) = self.load(&mut conn)?;
+        let (state, generation) = self.load(&mut conn)?;
         Ok(Locked {
             state,
             saved: None,
+            generation,
             interrupted: lock.interrupted,
             conn,
             lock: Some(lock),
@@ -173,6 +177,11 @@ impl Locked {
         self.saved.as_ref().is_some_and(|s| *s != self.state)
     }
 
+    /// The generation of what is saved, for the daemon to acknowledge.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Forgets the changes not saved.
     pub fn roll_back(&mut self) {
         if let Some(saved) = self.saved.take() {
@@ -206,7 +215,10 @@ impl Locked {
             Ok(())
         })();
         match written {
-            Ok(()) => Ok(old),
+            Ok(()) => {
+                self.generation += 1;
+                Ok(old)
+            }
             Err(e) => {
                 self.saved = Some(old);
                 Err(e).context("saving the state")

@@ -83,6 +83,13 @@ fn a_state_saved_reads_back_the_same_and_counts_generations() {
     put(&store, &s);
     assert_eq!(store.generation().unwrap(), g + 1);
     assert_eq!(store.snapshot().unwrap(), s);
+    // The lock holder's count follows its own saves without asking the database.
+    let mut l = store.lock().unwrap();
+    assert_eq!(l.generation(), g + 1);
+    l.state_mut().containers.get_mut("db").unwrap().pid = Some(7);
+    l.save().unwrap();
+    assert_eq!(l.generation(), store.generation().unwrap());
+    drop(l);
     // The database is root's alone.
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(d.0.join(DB_FILE))
