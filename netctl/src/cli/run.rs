@@ -62,6 +62,10 @@ pub struct Args {
 pub const FAILED: i32 = 125;
 
 pub fn run(args: Args) -> Result<i32> {
+    if !args.detach {
+        // A signal while the container is made is for the command, not the end of netctl.
+        process::catch_signals();
+    }
     let ctx = Ctx::open()?;
     if !args.publish.is_empty() || args.publish_all {
         if let Err(e) = crate::kernel::dataplane::socket_programs(&ctx.cfg) {

@@ -309,25 +309,30 @@ pub fn recorded_exit(path: &Path) -> Option<(i32, u64)> {
 }
 
 static FOREGROUND: AtomicI32 = AtomicI32::new(0);
+/// A signal that came before the foreground process existed: it gets it once started.
+static EARLY: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let pid = FOREGROUND.load(Ordering::Relaxed);
+    if pid <= 0 {
+        EARLY.store(sig, Ordering::Relaxed);
+        return;
+    }
     // A terminal's Ctrl-C already reached the process (same process group); only signals
     // sent to netctl itself (kill, timeout, a supervisor) are passed on.
     // SAFETY: the kernel hands a valid siginfo to SA_SIGINFO handlers.
     let from_terminal = unsafe { (*info).si_code } == libc::SI_KERNEL;
-    let pid = FOREGROUND.load(Ordering::Relaxed);
-    if pid > 0 && !from_terminal {
+    if !from_terminal {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
     }
 }
 
-/// Starts a foreground process attached to our stdio; signals sent to netctl (SIGTERM,
-/// SIGHUP, SIGINT, SIGQUIT, SIGUSR1/2) are passed on to it, as Docker's sig-proxy does.
-pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
-    let (mut cmd, _ns) = command(iso, argv)?;
-    let child = cmd.spawn().map_err(|e| start_error(&argv[0], &e))?;
-    FOREGROUND.store(child.id() as i32, Ordering::Relaxed);
+/// From here on, signals sent to netctl (SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1/2) are
+/// for the foreground process [`spawn_foreground`] starts, as Docker's sig-proxy does: one
+/// that comes while the container is being made is kept and handed to the process as it
+/// starts (netctl is never killed half way, leaving the container behind).
+pub fn catch_signals() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
     let action = SigAction::new(
         SigHandler::SigAction(forward),
@@ -342,10 +347,23 @@ pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
         Signal::SIGUSR1,
         Signal::SIGUSR2,
     ] {
-        // SAFETY: the handler only calls async-signal-safe functions.
+        // SAFETY: the handler only touches atomics and calls kill (async-signal-safe).
         unsafe {
             let _ = sigaction(sig, &action);
         }
+    }
+}
+
+/// Starts a foreground process attached to our stdio (signals: [`catch_signals`]).
+pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
+    catch_signals();
+    let (mut cmd, _ns) = command(iso, argv)?;
+    let child = cmd.spawn().map_err(|e| start_error(&argv[0], &e))?;
+    FOREGROUND.store(child.id() as i32, Ordering::Relaxed);
+    let early = EARLY.swap(0, Ordering::Relaxed);
+    if early != 0 {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, early) };
     }
     Ok(child)
 }
