@@ -574,3 +574,122 @@ fn short_ids_a_stale_namespace_and_only_its_own_attachments() {
     let (ok, _) = call(&sb, "DEL", "ctr1", &ns2, &c, &[]);
     assert!(ok, "a second DEL is success");
 }
+
+/// A runtime that names the namespace `/proc/PID/ns/net` (runc hooks, cnitool): once that
+/// process exits and its PID goes to another process, netctl must never take the new
+/// process's namespace for the container's — not to answer CHECK, not to re-create an
+/// interface there in `sync`. The PID is reused for real, in a PID namespace of the test's.
+#[test]
+fn a_process_namespace_whose_pid_was_reused_is_not_entered() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    // PID 1 of the test's PID namespace is bash, which reaps what is left to it.
+    let holder = Background(
+        sb.in_host("unshare")
+            .args(["--pid", "--kill-child", "--mount-proc", "bash", "-c"])
+            .arg("while :; do sleep 1; done")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let init = loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.0.id()))
+                .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.to_string();
+        }
+        assert!(Instant::now() < deadline, "the PID namespace did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // netctl (and the shell around it) in that PID namespace, with the sandbox's settings.
+    let netctl = sb.netctl_cmd(&[]);
+    let in_pidns = |script: &str, vars: &[(&str, String)]| -> Output {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &init, "-p", "-m", "-n", "--", "sh", "-c", script])
+            .env("NETCTL", netctl.get_args().last().unwrap())
+            .env("CONF", conf(json!([])).to_string())
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_CONTAINERID", "pidreuse")
+            .env("CNI_IFNAME", "eth0")
+            .stdin(Stdio::null());
+        for (k, v) in netctl.get_envs() {
+            if let (k, Some(v)) = (k, v) {
+                cmd.env(k, v);
+            }
+        }
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // A process in a namespace of its own is attached; it exits, and the next process of
+    // the PID namespace is given its PID (ns_last_pid), in another new namespace.
+    let out = in_pidns(
+        r#"set -e
+        own() { # until process $1 is in a namespace of its own (bounded)
+            for _ in $(seq 100); do
+                [ "$(readlink /proc/$1/ns/net)" != "$(readlink /proc/self/ns/net)" ] && return
+                sleep 0.02
+            done; exit 1; }
+        unshare -n sleep 300 & p=$!
+        own $p
+        echo "$CONF" | CNI_COMMAND=ADD CNI_NETNS=/proc/$p/ns/net "$NETCTL" > /tmp/add.$p.json
+        kill $p; wait $p || true
+        echo $((p - 1)) > /proc/sys/kernel/ns_last_pid
+        unshare -n sleep 300 >/dev/null 2>&1 & q=$!
+        own $q
+        echo "$p $q"; cat /tmp/add.$p.json; rm -f /tmp/add.$p.json"#,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (pids, added) = text.split_once('\n').unwrap();
+    let (p, q) = pids.split_once(' ').unwrap();
+    assert_eq!(p, q, "the PID was not reused");
+    let added: Value = serde_json::from_str(added).unwrap();
+    let host_veth = added["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let path = format!("/proc/{q}/ns/net");
+    let ns = vec![("CNI_NETNS", path.clone())];
+    let q_links = || {
+        String::from_utf8_lossy(
+            &in_pidns(&format!("nsenter --net={path} ip -o link show"), &[]).stdout,
+        )
+        .into_owned()
+    };
+    // CHECK in the same path: not the container's namespace any more.
+    let check = in_pidns(r#"echo "$CONF" | CNI_COMMAND=CHECK "$NETCTL""#, &ns);
+    assert!(
+        !check.status.success(),
+        "CHECK passed in another process's namespace: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // The veth went with the old namespace; `sync` re-creates nothing in the new one.
+    assert!(!sb
+        .host_sh(&format!("ip link show {host_veth}"))
+        .status
+        .success());
+    let sync = in_pidns(r#""$NETCTL" sync"#, &[]);
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(
+        !q_links().contains("eth0"),
+        "sync made an interface in another process's namespace: {}",
+        q_links()
+    );
+    // The runtime attaching the new process (same path): a fresh attachment, in its namespace.
+    let add = in_pidns(r#"echo "$CONF" | CNI_COMMAND=ADD "$NETCTL""#, &ns);
+    assert!(add.status.success(), "{add:?}");
+    assert!(q_links().contains("eth0"), "{}", q_links());
+    let check = in_pidns(r#"echo "$CONF" | CNI_COMMAND=CHECK "$NETCTL""#, &ns);
+    assert!(check.status.success(), "{check:?}");
+    let containers = sb.state()["containers"].as_object().unwrap().len();
+    assert_eq!(containers, 1, "the stale attachment went");
+    let del = in_pidns(r#"echo "$CONF" | CNI_COMMAND=DEL "$NETCTL""#, &ns);
+    assert!(del.status.success(), "{del:?}");
+    assert!(!q_links().contains("eth0"));
+    drop(holder);
+}

@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<i32> {
     {
         bail!("container {} is not running: exec needs a running container (start a new one with `netctl run`)", c.name);
     }
-    let iso = process::Isolation::of(&ctx.cfg.state_dir, &state, c);
+    let iso = process::Isolation::of(&ctx.cfg.state_dir, &state, c)?;
     let (mut cmd, _ns) = process::command(&iso, &args.command)?;
     let err = cmd.exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound {

@@ -108,7 +108,7 @@ pub fn run(args: Args) -> Result<i32> {
     tx.commit()?;
     let ns = c.netns_path(&ctx.cfg.state_dir);
     let dir = containers::dir(&ctx.cfg.state_dir, &c.id);
-    let iso = process::Isolation::of(&ctx.cfg.state_dir, tx.locked.state(), &c);
+    let iso = process::Isolation::of(&ctx.cfg.state_dir, tx.locked.state(), &c)?;
 
     let started = std::fs::create_dir_all(&dir)
         .map_err(anyhow::Error::from)

@@ -93,7 +93,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
     // another namespace is stale (a runtime that lost track of it, after a crash or a
     // reboot, re-adds the container without a DEL): it goes, and the ADD starts afresh.
     if let Some((c, ep)) = attachment(tx.state(), &env.id, &env.ifname) {
-        if c.engine_netns.as_ref() != Some(&netns) {
+        if !netns::is_engines(&c, &netns) {
             detach(&ctx, tx.state(), &c, &ep)?;
         } else if ep.network == conf.network() {
             return Ok(result(tx.state(), &c, &ep, conf));
@@ -222,7 +222,10 @@ fn detach(ctx: &Ctx, state: &mut State, c: &Container, ep: &Endpoint) -> anyhow:
     if c.endpoints.len() == 1 {
         return containers::remove(&ctx.nl, state, &ctx.cfg.state_dir, &c.name);
     }
-    let live = c.engine_netns.as_deref().is_some_and(netns::is_live);
+    let live = c
+        .engine_netns
+        .as_deref()
+        .is_some_and(|ns| netns::is_engines(c, ns) && netns::is_live(ns));
     if live {
         return containers::disconnect(&ctx.nl, state, &ctx.cfg.state_dir, &ep.network, &c.name);
     }
@@ -249,7 +252,7 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
             ))
         })?;
     let ns = env.netns.clone().expect("CHECK has CNI_NETNS");
-    if c.engine_netns.as_ref() != Some(&ns) || !netns::is_live(&ns) {
+    if !netns::is_engines(&c, &ns) || !netns::is_live(&ns) {
         return Err(gone(format!(
             "container {} is not attached in {}",
             env.container_id,

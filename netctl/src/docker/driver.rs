@@ -407,7 +407,10 @@ fn binding_spec(b: &Value) -> Result<String> {
 
 /// The name dockerd gave the interface in the sandbox (found by its MAC).
 fn interface_in_sandbox(c: &Container) -> Option<String> {
-    let ns = c.engine_netns.clone()?;
+    let ns = c
+        .engine_netns
+        .clone()
+        .filter(|ns| netns::is_engines(c, ns))?;
     let mac = topology::parse_mac(&c.endpoints.first()?.mac).to_vec();
     netns::run_in(&ns, move || {
         let nl = crate::kernel::netlink::Netlink::new()?;

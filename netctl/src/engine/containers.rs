@@ -208,6 +208,7 @@ fn new_container(
         boot_id: None,
         host_network: false,
         engine_netns: None,
+        engine_netns_start: None,
         engine: None,
         endpoints,
         ports,
@@ -232,7 +233,7 @@ pub struct EngineAttach {
 }
 
 /// A container an engine made (its namespace, its processes), before its first endpoint.
-pub fn engine_container(id: &str, name: &str, netns: PathBuf, engine: &str) -> Container {
+pub fn engine_container(id: &str, name: &str, ns: PathBuf, engine: &str) -> Container {
     let mut c = new_container(
         &CreateRequest::default(),
         id.to_string(),
@@ -241,7 +242,8 @@ pub fn engine_container(id: &str, name: &str, netns: PathBuf, engine: &str) -> C
     );
     c.name = name.to_string();
     c.detached = true;
-    c.engine_netns = Some(netns);
+    c.engine_netns_start = netns::owner_start(&ns);
+    c.engine_netns = Some(ns);
     c.engine = Some(engine.to_string());
     c
 }
@@ -257,7 +259,7 @@ pub fn attach_engine(
 ) -> Result<(Container, Endpoint)> {
     let net = state.find_network(&a.network)?.clone();
     let mut c = match state.containers.values().find(|c| c.id == a.id) {
-        Some(c) if c.engine_netns.as_deref() != Some(a.netns.as_path()) => bail!(
+        Some(c) if !netns::is_engines(c, &a.netns) => bail!(
             "container {} is attached in another namespace ({})",
             a.id,
             c.netns_path(Path::new("")).unwrap_or_default().display()
@@ -408,7 +410,7 @@ impl Status {
     pub fn of(state_dir: &Path, c: &Container) -> Status {
         // An engine's container runs as long as its namespace does.
         if let Some(ns) = &c.engine_netns {
-            return match netns::is_live(ns) {
+            return match netns::is_engines(c, ns) && netns::is_live(ns) {
                 true => Status::Running,
                 false => Status::Exited(255, None),
             };
@@ -455,8 +457,7 @@ pub fn connect(
     let ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
-    let ns = c
-        .netns_path(state_dir)
+    let ns = netns::of(&c, state_dir)?
         .context("a container on the host network has no interfaces of its own")?;
     let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep);
     topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
@@ -501,7 +502,7 @@ pub fn disconnect(
         .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
     {
         let gw = state.networks[&ep.network].gateway;
-        if let Some(ns) = c.netns_path(state_dir) {
+        if let Ok(Some(ns)) = netns::of(&c, state_dir) {
             topology::ensure_default_route(&ns, gw).context("restoring the default route")?;
         }
     }

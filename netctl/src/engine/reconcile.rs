@@ -326,7 +326,7 @@ impl MapInputs {
         let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
             .containers
             .values()
-            .filter_map(|c| Some((c.id.clone(), c.netns_path(&cfg.state_dir)?)))
+            .filter_map(|c| Some((c.id.clone(), netns::of(c, &cfg.state_dir).ok()??)))
             .unzip();
         if !sockets {
             return Ok(Self {
@@ -378,8 +378,10 @@ fn restore_container(
     group: u32,
     changes: &mut Vec<String>,
 ) -> Result<()> {
-    let Some(ns) = c.netns_path(&cfg.state_dir) else {
-        return Ok(()); // --network host: nothing of its own
+    let ns = match netns::of(c, &cfg.state_dir) {
+        Ok(Some(ns)) => ns,
+        Ok(None) => return Ok(()), // --network host: nothing of its own
+        Err(_) => return Ok(()),   // the engine's process is gone: its DEL, or a GC, removes it
     };
     let complete = c.endpoints.iter().all(|e| names.contains(&e.host_veth));
     if complete && c.engine_netns.is_some() {

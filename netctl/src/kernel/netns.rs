@@ -16,6 +16,7 @@ use nix::{
 const NSFS_MAGIC: i64 = 0x6e736673;
 
 pub use crate::model::paths::{handle_path, handles_dir};
+use crate::model::state::Container;
 
 /// True when `path` is a live namespace handle (a mounted nsfs file), false for a plain file
 /// left by a reboot or a killed run.
@@ -23,6 +24,38 @@ pub fn is_live(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
         .unwrap_or(false)
+}
+
+/// The start time of the process whose `/proc/PID/ns/net` `path` is, recorded with an
+/// engine's namespace; None for a pinned namespace file.
+pub fn owner_start(path: &Path) -> Option<u64> {
+    crate::kernel::process::start_time(crate::model::paths::proc_ns_pid(path)?)
+}
+
+/// True when the engine's namespace of `c` is `path` and still the one recorded: a
+/// `/proc/PID/ns/net` only while PID is the process it was (same start time).
+pub fn is_engines(c: &Container, path: &Path) -> bool {
+    c.engine_netns.as_deref() == Some(path)
+        && match crate::model::paths::proc_ns_pid(path) {
+            None => true,
+            Some(_) => c.engine_netns_start.is_some() && owner_start(path) == c.engine_netns_start,
+        }
+}
+
+/// The namespace of `c` as netctl may enter it: its own handle, the engine's, or None on the
+/// host network. An engine's `/proc/PID/ns/net` whose process exited is refused: the kernel
+/// may have given PID to another process, whose namespace is not the container's.
+pub fn of(c: &Container, state_dir: &Path) -> Result<Option<PathBuf>> {
+    if let Some(ns) = &c.engine_netns {
+        if !is_engines(c, ns) {
+            anyhow::bail!(
+                "the namespace {} of container {} is gone: its process exited",
+                ns.display(),
+                c.name
+            );
+        }
+    }
+    Ok(c.netns_path(state_dir))
 }
 
 /// Creates a new network namespace and pins it at `path`.

@@ -41,16 +41,16 @@ pub struct Isolation {
 
 impl Isolation {
     /// How `c`'s processes run (`run` and `exec` alike).
-    pub fn of(state_dir: &Path, state: &State, c: &Container) -> Self {
+    pub fn of(state_dir: &Path, state: &State, c: &Container) -> Result<Self> {
         if c.host_network {
-            return Self::default();
+            return Ok(Self::default());
         }
-        Isolation {
-            netns: c.netns_path(state_dir),
+        Ok(Isolation {
+            netns: crate::kernel::netns::of(c, state_dir)?,
             etc_dir: Some(crate::model::paths::container_dir(state_dir, &c.id)),
             hostname: Some(c.hostname().to_string()),
             env: crate::model::links::env(state, c),
-        }
+        })
     }
 
     /// The container shim's arguments that carry this (the variables go in its environment).

@@ -35,6 +35,7 @@ pub fn container(name: &str, id: &str, eps: &[(&str, &str)]) -> Container {
         boot_id: None,
         host_network: false,
         engine_netns: None,
+        engine_netns_start: None,
         engine: None,
         endpoints: eps
             .iter()

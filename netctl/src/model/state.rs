@@ -117,6 +117,10 @@ pub struct Container {
     /// it. None for netctl's own containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_netns: Option<PathBuf>,
+    /// When `engine_netns` is a process's `/proc/PID/ns/net`: that process's start time, so
+    /// that a PID the kernel handed to another process is never taken for the container's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_netns_start: Option<u64>,
     /// Which engine made it ("cni", "docker"); None for netctl's own. Docker containers keep
     /// Docker's own resolver at 127.0.0.11.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -402,6 +402,7 @@ fn same_head(a: &Container, b: &Container) -> bool {
             boot_id,
             host_network,
             engine_netns,
+            engine_netns_start,
             engine,
             options,
             endpoints: _,
@@ -409,7 +410,14 @@ fn same_head(a: &Container, b: &Container) -> bool {
         } = c;
         (
             (id, name, command, *detached, *created, *pid, *pid_start),
-            (boot_id, *host_network, engine_netns, engine, options),
+            (
+                boot_id,
+                *host_network,
+                engine_netns,
+                *engine_netns_start,
+                engine,
+                options,
+            ),
         )
     }
     head(a) == head(b)

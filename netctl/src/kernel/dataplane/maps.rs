@@ -314,6 +314,7 @@ mod tests {
             boot_id: None,
             host_network: false,
             engine_netns: None,
+            engine_netns_start: None,
             engine: None,
             endpoints: vec![Endpoint {
                 network: network.into(),
