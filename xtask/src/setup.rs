@@ -34,6 +34,7 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "dnsutils",     // dig: the embedded DNS tests and benchmark
     "dnsmasq-base", // upstream DNS server in the sandbox, benchmark peer
+    "dnsperf",      // the DNS benchmark's client
     "aardvark-dns", // benchmark peer (Podman's resolver)
     // Real engines on netctl: Podman through the CNI plugin, dockerd through the network
     // driver (and its docker-proxy, a benchmark peer); a local busybox image for both.

@@ -7,8 +7,9 @@
 //!   loadgen rr ADDR:PORT SECS WORKERS       requests on kept-open connections
 //!   loadgen udp ADDR:PORT SECS WORKERS      UDP request/response
 //!   loadgen udp4k ADDR:PORT SECS WORKERS    the same with 4,000-byte datagrams (fragmented)
-//!   loadgen dns ADDR:PORT SECS WORKERS NAME DNS queries (type A) for NAME; an answer counts
-//!                                           when it has our ID, NOERROR and an address
+//!   loadgen hold ADDR:PORT COUNT SECS       opens COUNT TCP connections and keeps them idle
+//!                                           for SECS (a neighbour that hoards a server's
+//!                                           connections); prints {"opened", "kept"}
 //!
 //! Clients print one JSON object: {"ops": N, "secs": S, "rate": N/S, "p50_us", "p99_us", "errors"}.
 
@@ -27,18 +28,19 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: loadgen serve PORT | crr|rr|udp|udp4k ADDR:PORT SECS WORKERS | dns ADDR:PORT SECS WORKERS NAME";
+    let usage = "usage: loadgen serve PORT | crr|rr|udp|udp4k ADDR:PORT SECS WORKERS | hold ADDR:PORT COUNT SECS";
     match args.get(1).map(String::as_str) {
         Some("serve") => serve(args[2].parse().expect(usage)),
-        Some(mode @ ("crr" | "rr" | "udp" | "udp4k" | "dns")) => {
+        Some("hold") => hold(
+            args[2].parse().expect(usage),
+            args[3].parse().expect(usage),
+            Duration::from_secs_f64(args[4].parse().expect(usage)),
+        ),
+        Some(mode @ ("crr" | "rr" | "udp" | "udp4k")) => {
             let addr: SocketAddr = args[2].parse().expect(usage);
             let secs: f64 = args[3].parse().expect(usage);
             let workers: usize = args[4].parse().expect(usage);
-            let name = args.get(5).cloned().unwrap_or_default();
-            if mode == "dns" && name.is_empty() {
-                panic!("{usage}");
-            }
-            client(mode, addr, Duration::from_secs_f64(secs), workers, &name);
+            client(mode, addr, Duration::from_secs_f64(secs), workers);
         }
         _ => {
             eprintln!("{usage}");
@@ -94,24 +96,26 @@ fn one_crr(addr: SocketAddr, buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A DNS question (RD set, one A/IN question) with `id`.
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend(label.as_bytes());
-    }
-    q.extend([0, 0, 1, 0, 1]);
-    q
+/// Opens `count` connections to `addr`, keeps them idle for `secs`, then counts those the
+/// server has not closed (a closed one reads end-of-file at once).
+fn hold(addr: SocketAddr, count: usize, secs: Duration) {
+    let conns: Vec<TcpStream> = (0..count)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+        .collect();
+    std::thread::sleep(secs);
+    let mut byte = [0u8; 1];
+    let kept = conns
+        .iter()
+        .filter(|&c| {
+            let mut c: &TcpStream = c;
+            c.set_nonblocking(true).is_ok()
+                && matches!(c.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    println!("{{\"opened\":{},\"kept\":{kept}}}", conns.len());
 }
 
-/// Our ID, NOERROR, at least one answer.
-fn dns_answered(id: u16, a: &[u8]) -> bool {
-    a.len() >= 12 && a[..2] == id.to_be_bytes() && a[3] & 0x0f == 0 && a[6..8] != [0, 0]
-}
-
-fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Result {
+fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result {
     let mut r = Result {
         ops: 0,
         errors: 0,
@@ -120,8 +124,7 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Re
     let mut buf = vec![0u8; 65536];
     let big = vec![0x5au8; 4000];
     let mut conn: Option<TcpStream> = None;
-    let mut id: u16 = std::process::id() as u16;
-    let udp = matches!(mode, "udp" | "udp4k" | "dns").then(|| {
+    let udp = matches!(mode, "udp" | "udp4k").then(|| {
         let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -152,12 +155,6 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Re
                     None => false,
                 }
             }
-            "dns" => {
-                id = id.wrapping_add(1);
-                let s = udp.as_ref().unwrap();
-                s.send(&dns_query(id, name)).is_ok()
-                    && matches!(s.recv(&mut buf), Ok(n) if dns_answered(id, &buf[..n]))
-            }
             "udp4k" => {
                 let s = udp.as_ref().unwrap();
                 s.send(&big).is_ok() && matches!(s.recv(&mut buf), Ok(4000))
@@ -181,15 +178,14 @@ fn worker(mode: &str, addr: SocketAddr, stop: Arc<AtomicBool>, name: &str) -> Re
     r
 }
 
-fn client(mode: &str, addr: SocketAddr, secs: Duration, workers: usize, name: &str) {
+fn client(mode: &str, addr: SocketAddr, secs: Duration, workers: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let stop = stop.clone();
             let mode = mode.to_string();
-            let name = name.to_string();
-            std::thread::spawn(move || worker(&mode, addr, stop, &name))
+            std::thread::spawn(move || worker(&mode, addr, stop))
         })
         .collect();
     std::thread::sleep(secs);
