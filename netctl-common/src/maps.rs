@@ -86,11 +86,18 @@ pub const FRAG_TTL_NS: u64 = 30_000_000_000;
 const _: () = assert!(core::mem::size_of::<FragKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FragPorts>() == 16);
 
+/// Host-side veth ifindex → 1 where someone else's queueing discipline shapes the container's
+/// traffic (the CNI `bandwidth` plugin chained after netctl: a root qdisc, an `ingress` qdisc
+/// redirecting to an ifb). The programs then leave that container's packets to those qdiscs
+/// instead of taking their fast paths around them. Kept by the daemon from the kernel's qdiscs.
+pub const SHAPED: &str = "SHAPED";
+pub const SHAPED_MAX: u32 = 16384;
+
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -112,6 +119,7 @@ pub const ALL: [&str; 21] = [
     LINKS,
     FRAGS,
     KDROP_CONFIG,
+    SHAPED,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

@@ -47,7 +47,7 @@ mod uplink;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -272,7 +272,7 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
         policy::non_ipv4(p, ethertype, ifindex)?;
         Ok(overlay::answer_arp(p, ifindex))
     };
-    tc_run(&ctx, Hook::FromContainer, other, |p, h, ifindex| {
+    let code = tc_run(&ctx, Hook::FromContainer, other, |p, h, ifindex| {
         let (ep, net, dst_mac) = policy::sender(p, h, ifindex)?;
         let sender = h.saddr;
         let r = (|| {
@@ -305,7 +305,8 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
                 }
                 Dest::Outside
                     if nat::is_published_reply(h)
-                        && maps::config().flags & CONFIG_FAST_PATH != 0 =>
+                        && maps::config().flags & CONFIG_FAST_PATH != 0
+                        && !maps::shaped(ifindex) =>
                 {
                     return Ok(redirect::to_uplink(p, h, ifindex));
                 }
@@ -315,7 +316,13 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
         })();
         stats::sent(sender, p.len(), r.is_err());
         r
-    })
+    });
+    // What passes goes on to whatever else filters the veth (TCX_NEXT): the ingress qdisc of
+    // a chained CNI bandwidth plugin, which sends the container's traffic through its shaper.
+    match code {
+        TC_ACT_OK => TC_ACT_UNSPEC,
+        c => c,
+    }
 }
 
 #[classifier]

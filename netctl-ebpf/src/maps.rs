@@ -25,6 +25,9 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "PORTMAP")]
 pub static PORTMAP: HashMap<PortKey, Backend> = HashMap::with_max_entries(PORTMAP_MAX, 0);
 
+#[map(name = "SHAPED")]
+pub static SHAPED: HashMap<u32, u32> = HashMap::with_max_entries(SHAPED_MAX, 0);
+
 #[map(name = "HOST_ADDRS")]
 pub static HOST_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(HOST_ADDRS_MAX, 0);
 
@@ -100,6 +103,14 @@ pub fn network(bridge: u32) -> Option<NetInfo> {
 #[inline(always)]
 pub fn uplink(ifindex: u32) -> Option<Uplink> {
     unsafe { UPLINKS.get(ifindex).copied() }
+}
+
+/// Whether the container behind host-side veth `ifindex` is shaped by qdiscs on that veth
+/// (see [`SHAPED`]): its packets must go through them.
+#[inline(always)]
+pub fn shaped(ifindex: u32) -> bool {
+    // SAFETY: a read of a value the daemon writes whole.
+    unsafe { SHAPED.get(ifindex).is_some() }
 }
 
 /// The backend of a published port (and the key that matched): the exact host address

@@ -6,10 +6,7 @@
 
 use aya_ebpf::{
     bindings::bpf_tunnel_key,
-    helpers::{
-        bpf_check_mtu, bpf_redirect, bpf_redirect_peer, bpf_skb_get_tunnel_key,
-        bpf_skb_set_tunnel_key,
-    },
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     macros::map,
     maps::{Array, HashMap},
     programs::TcContext,
@@ -178,6 +175,5 @@ pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
     }
     p.set_macs(&ep.mac, &container_mac(h.saddr))
         .ok_or(DropReason::RewriteFailed)?;
-    // SAFETY: helper call with plain values.
-    Ok(unsafe { bpf_redirect_peer(ep.ifindex, 0) } as i32)
+    Ok(crate::redirect::into_container(ep.ifindex))
 }

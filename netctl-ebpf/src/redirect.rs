@@ -48,7 +48,7 @@ pub fn dec_ttl<P: Packet>(p: &mut P, l3: usize) -> Option<bool> {
 }
 
 /// From a host device's TC ingress: into the container's namespace directly
-/// (`bpf_redirect_peer`), as if it arrived on its eth0. None if the destination is no
+/// (`bpf_redirect_peer`, see [`into_container`]), as if it arrived on its eth0. None if the destination is no
 /// container, or its TTL runs out here (the host then routes it and says so).
 #[inline(always)]
 pub fn to_container_peer<P: Packet>(p: &mut P, h: &Hdr) -> Option<i32> {
@@ -57,8 +57,21 @@ pub fn to_container_peer<P: Packet>(p: &mut P, h: &Hdr) -> Option<i32> {
         return None;
     }
     let ifindex = prepare(p, h.daddr)?;
-    // SAFETY: helper call with plain values.
-    Some(unsafe { bpf_redirect_peer(ifindex, 0) } as i32)
+    Some(into_container(ifindex))
+}
+
+/// Into the container behind host-side veth `ifindex`: straight into its namespace, or, when
+/// qdiscs on the veth shape its traffic, out of the veth through them.
+#[inline(always)]
+pub fn into_container(ifindex: u32) -> i32 {
+    // SAFETY: helper calls with plain values.
+    let r = unsafe {
+        match maps::shaped(ifindex) {
+            true => bpf_redirect(ifindex, 0),
+            false => bpf_redirect_peer(ifindex, 0),
+        }
+    };
+    r as i32
 }
 
 /// Out of the container's host-side veth (egress), so the container receives it: hairpin,

@@ -76,6 +76,9 @@ fn conf(ports: Value) -> Value {
     })
 }
 
+/// Debian's containernetworking-plugins.
+const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
 const ID1: &str = "c1c1c1c1c1c1c1c1c1c1";
 const ID2: &str = "c2c2c2c2c2c2c2c2c2c2";
 const ID3: &str = "c3c3c3c3c3c3c3c3c3c3";
@@ -294,7 +297,60 @@ struct Podman<'a> {
     dir: PathBuf,
 }
 
-impl Podman<'_> {
+impl<'a> Podman<'a> {
+    /// Podman with its CNI backend in dirs of its own, netctl (and the reference plugins) in
+    /// its plugin directory, a network per (name, plugin list), a local busybox image.
+    fn new(sb: &'a Sandbox, networks: &[(&str, Value)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("netctl-podman-{}", sb.id));
+        let plugins = dir.join("plugins");
+        let netconf = dir.join("net.d");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::create_dir_all(&netconf).unwrap();
+        for d in ["root", "runroot", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        // Installing the plugin: a link named netctl in the runtime's plugin directory.
+        std::os::unix::fs::symlink(netctl_tests::netctl_bin(), plugins.join("netctl")).unwrap();
+        for reference in ["tuning", "bandwidth", "loopback"] {
+            let _ = std::os::unix::fs::symlink(
+                Path::new(REFERENCE_PLUGINS).join(reference),
+                plugins.join(reference),
+            );
+        }
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+                 [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
+                 [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+                netconf.display(),
+                plugins.display()
+            ),
+        )
+        .unwrap();
+        for (name, plugins) in networks {
+            let conflist = json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins });
+            std::fs::write(
+                netconf.join(format!("{name}.conflist")),
+                conflist.to_string(),
+            )
+            .unwrap();
+        }
+        let podman = Podman {
+            sb,
+            dir: dir.clone(),
+        };
+        let tar = netctl_tests::busybox_image_tar(&dir);
+        podman.ok(&[
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            &tar.to_string_lossy(),
+            "localhost/busybox:latest",
+        ]);
+        podman
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let d = &self.dir;
         // Podman passes its environment to the plugin: this sandbox's netctl instance.
@@ -347,55 +403,20 @@ fn podman_runs_containers_on_netctl_through_cni() {
         return;
     }
     let sb = Sandbox::new();
-    let dir = std::env::temp_dir().join(format!("netctl-podman-{}", sb.id));
-    let plugins = dir.join("plugins");
-    let netconf = dir.join("net.d");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&netconf).unwrap();
-    for d in ["root", "runroot", "tmp"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    // Installing the plugin: a link named netctl in the runtime's plugin directory.
-    std::os::unix::fs::symlink(netctl_tests::netctl_bin(), plugins.join("netctl")).unwrap();
-    std::fs::write(
-        dir.join("containers.conf"),
-        format!(
-            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-             [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}\"\ncni_plugin_dirs = [\"{}\"]\n\
-             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            netconf.display(),
-            plugins.display()
-        ),
-    )
-    .unwrap();
-    for (name, subnet) in [("pnet", "10.78.0.0/24"), ("pother", "10.79.0.0/24")] {
-        let conflist = json!({
-            "cniVersion": "1.0.0",
-            "name": name,
-            "plugins": [{
-                "type": "netctl",
-                "subnet": subnet,
-                "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true }
-            }]
-        });
-        std::fs::write(
-            netconf.join(format!("{name}.conflist")),
-            conflist.to_string(),
-        )
-        .unwrap();
-    }
-    let podman = Podman {
-        sb: &sb,
-        dir: dir.clone(),
+    let plugins = |subnet: &str| {
+        json!([{
+            "type": "netctl",
+            "subnet": subnet,
+            "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true }
+        }])
     };
-    let tar = netctl_tests::busybox_image_tar(&dir);
-    podman.ok(&[
-        "import",
-        "--change",
-        "ENV PATH=/bin",
-        &tar.to_string_lossy(),
-        "localhost/busybox:latest",
-    ]);
+    let podman = Podman::new(
+        &sb,
+        &[
+            ("pnet", plugins("10.78.0.0/24")),
+            ("pother", plugins("10.79.0.0/24")),
+        ],
+    );
     let iptables_before = sb.host_sh(
         "iptables-save 2>/dev/null | grep -c '^-A' ; nft list ruleset 2>/dev/null | wc -l",
     );
@@ -693,3 +714,118 @@ fn a_process_namespace_whose_pid_was_reused_is_not_entered() {
     assert!(!q_links().contains("eth0"));
     drop(holder);
 }
+
+/// The reference `tuning` and `bandwidth` plugins chained after netctl, as a Podman network's
+/// conflist has them: netctl's result is complete enough for both (the bandwidth plugin finds
+/// the host-side veth in it), the interface gets tuning's MTU and sysctl, and the container's
+/// traffic is held to bandwidth's rates both ways — the datapath's fast paths go through the
+/// plugin's qdiscs instead of around them.
+#[test]
+fn tuning_and_bandwidth_chained_after_netctl_with_podman() {
+    require_sandbox!();
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("skipped: podman is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let chain = json!([
+        { "type": "netctl", "subnet": "10.81.0.0/24",
+          "capabilities": { "portMappings": true, "aliases": true } },
+        { "type": "tuning", "mtu": 1300, "sysctl": { "net.ipv4.conf.eth0.arp_ignore": "1" } },
+        { "type": "bandwidth", "ingressRate": RATE_BITS, "ingressBurst": 64000,
+          "egressRate": RATE_BITS, "egressBurst": 64000 }
+    ]);
+    let podman = Podman::new(&sb, &[("pshape", chain)]);
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "shaped",
+        "--network",
+        "pshape",
+        "-p",
+        "8081:80",
+        "localhost/busybox",
+        "sh",
+        "-c",
+        &format!("head -c {BULK} /dev/zero > /www/big; httpd -f -p 80 -h /www"),
+    ]);
+    let tuned = podman.ok(&[
+        "exec",
+        "shaped",
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/mtu /proc/sys/net/ipv4/conf/eth0/arp_ignore",
+    ]);
+    assert_eq!(tuned.split_whitespace().collect::<Vec<_>>(), ["1300", "1"]);
+    let qdiscs = String::from_utf8_lossy(&sb.host_sh("tc qdisc show").stdout).into_owned();
+    assert!(
+        qdiscs.contains("tbf") && qdiscs.contains("ingress"),
+        "{qdiscs}"
+    );
+
+    // Into the container (bandwidth's ingress: a tbf on the host-side veth), from a server
+    // outside; then out of it (its egress: through an ifb), to a client outside through the
+    // published port. Each way takes at least what the rate allows.
+    let www = std::env::temp_dir().join(format!("netctl-www-{}", sb.id));
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("big"), vec![0u8; BULK]).unwrap();
+    let _httpd = Background(
+        sb.in_outside("busybox")
+            .args(["httpd", "-f", "-p", "9002", "-h"])
+            .arg(&www)
+            .spawn()
+            .unwrap(),
+    );
+    let listening =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':9002 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.outside_sh(listening).status.success());
+    let floor = Duration::from_secs_f64(BULK as f64 * 8.0 / RATE_BITS as f64 * 0.6);
+    let t = Instant::now();
+    let got = podman.run(&[
+        "exec",
+        "shaped",
+        "sh",
+        "-c",
+        &format!("wget -q -O /dev/null http://{}:9002/big", sb.outside_ip),
+    ]);
+    assert!(got.status.success(), "{got:?}");
+    let into = t.elapsed();
+    let t = Instant::now();
+    let got = sb.outside_sh(&format!(
+        "curl -s --max-time 60 -o /dev/null -w '%{{size_download}}' http://{}:8081/big",
+        sb.host_ip
+    ));
+    let out_of = t.elapsed();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), BULK.to_string());
+    assert!(
+        into >= floor && out_of >= floor,
+        "{BULK} bytes at {RATE_BITS} bit/s took {into:?} in and {out_of:?} out (at least {floor:?})"
+    );
+    let _ = std::fs::remove_dir_all(&www);
+
+    // podman rm: the chain's DEL removes the ifb, netctl's attachment and the map's entry.
+    podman.ok(&["rm", "-f", "-t", "0", "shaped"]);
+    assert!(ps(&sb).is_empty(), "nothing left in netctl");
+    assert!(
+        !sb.host_links()
+            .iter()
+            .any(|l| l.starts_with("bwp") || l.starts_with("veth")),
+        "{:?}",
+        sb.host_links()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let map = sb.pinned_map("SHAPED");
+    let entries = || {
+        let out = sb.host_sh(&format!("bpftool -j map dump pinned {}", map.display()));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).map_or(usize::MAX, |v| v.len())
+    };
+    while entries() != 0 {
+        assert!(Instant::now() < deadline, "SHAPED keeps a gone veth");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the shaping test moves each way, and the rate it is held to.
+const BULK: usize = 3_000_000;
+const RATE_BITS: u64 = 8_000_000;

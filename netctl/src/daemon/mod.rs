@@ -11,6 +11,7 @@ mod links;
 pub mod log;
 mod metrics;
 pub mod reload;
+mod shaping;
 mod watchers;
 
 use std::time::Duration;

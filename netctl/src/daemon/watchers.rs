@@ -1,5 +1,5 @@
-//! Continuous work beside the resolver: the host's interfaces and the conntrack sweep (threads
-//! of their own) and the cluster agent (overlay networks, a task told when the state changed).
+//! Continuous work beside the resolver: the host's interfaces, the conntrack sweep and the
+//! qdiscs of container veths (threads of their own) and the cluster agent (overlay networks, a task told when the state changed).
 
 use tokio::sync::watch;
 
@@ -9,6 +9,7 @@ use crate::{base::config::Config, cluster};
 pub fn start(cfg: &Config, changed: &watch::Sender<()>) {
     super::links::start();
     super::conntrack::start(cfg);
+    super::shaping::start(cfg);
     if let Some(cluster) = &cfg.cluster {
         tokio::spawn(cluster::agent::run(
             cfg.clone(),

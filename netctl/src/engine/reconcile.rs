@@ -16,7 +16,8 @@ use crate::{
     model::state::{Container, State},
 };
 
-/// The uplinks: NETCTL_UPLINKS if set, else every interface that is not netctl's own —
+/// The uplinks: NETCTL_UPLINKS if set, else every interface that is not netctl's own (nor an
+/// ifb) —
 /// published ports answer on all of them, as Docker's do. Netctl's own are loopback and the
 /// links in an instance's interface group (bridges, container veths; any group with the high
 /// bit set is some netctl instance's, see [`topology::instance_group`]).
@@ -42,6 +43,9 @@ pub fn uplinks(cfg: &Config, links: &[Link], state: &State) -> Result<Vec<(Strin
                 && l.group & topology::GROUP_FLAG == 0
                 && !own.contains(l.name.as_str())
                 && !aggregated(l, links)
+                // An ifb (the CNI bandwidth plugin's) only hands back what was redirected to
+                // it; it carries none of the host's traffic.
+                && l.kind != "ifb"
         })
         .map(|l| (l.name.clone(), l.index))
         .collect())

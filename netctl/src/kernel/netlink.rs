@@ -75,6 +75,33 @@ impl Netlink {
         })
     }
 
+    /// Interfaces whose traffic someone's queueing disciplines shape: a root qdisc other than
+    /// the kernel's default for the device (`noqueue`, which veths have), or an `ingress`
+    /// qdisc (where the CNI bandwidth plugin hangs its redirect to an ifb). netctl's own
+    /// `clsact` (tc netlink attachments) does not count.
+    pub fn shaped_links(&self) -> Result<std::collections::BTreeSet<u32>> {
+        use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
+        self.rt.block_on(async {
+            let mut out = std::collections::BTreeSet::new();
+            let mut stream = self.handle.qdisc().get().execute();
+            while let Some(msg) = stream.try_next().await.context("listing qdiscs")? {
+                let kind = msg.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.as_str()),
+                    _ => None,
+                });
+                let shapes = match kind {
+                    Some("ingress") => true,
+                    Some("noqueue" | "clsact") | None => false,
+                    Some(_) => msg.header.parent == TcHandle::ROOT,
+                };
+                if shapes && msg.header.index > 0 {
+                    out.insert(msg.header.index as u32);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// One link by name (one request, not a dump).
     pub fn link(&self, name: &str) -> Result<Option<Link>> {
         self.rt.block_on(async {

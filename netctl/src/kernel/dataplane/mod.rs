@@ -510,6 +510,22 @@ impl Dataplane {
         Ok(map.get(&0, 0)?.iter().sum())
     }
 
+    /// Makes `SHAPED` hold exactly `veths` (host-side veths whose traffic qdiscs shape), so the
+    /// programs send those containers' packets through the qdiscs. Returns what changed.
+    pub fn set_shaped(&self, veths: &BTreeSet<u32>) -> Result<(Vec<u32>, Vec<u32>)> {
+        let mut map: HashMap<MapData, u32, u32> = self.map(names::SHAPED)?;
+        let now: BTreeSet<u32> = map.keys().filter_map(|k| k.ok()).collect();
+        let added: Vec<u32> = veths.difference(&now).copied().collect();
+        let removed: Vec<u32> = now.difference(veths).copied().collect();
+        for i in &added {
+            map.insert(i, 1, 0)?;
+        }
+        for i in &removed {
+            remove_entry(map.remove(i))?;
+        }
+        Ok((added, removed))
+    }
+
     /// Removes conntrack entries idle past their timeout and returns them (the programs only
     /// remove an entry when its flow's next packet comes, which may be never); then makes the
     /// per-container and total counts of `CT` exact again (the programs keep them as they
