@@ -41,6 +41,7 @@ const PACKAGES: &[&str] = &[
     "podman",
     "containernetworking-plugins",
     "runc",
+    "containerd", // a second CNI runtime (ctr run --cni) in the tests
     "docker.io",
     "busybox-static",
     // The kernel matrix (`cargo xtask test --kernel`): Debian's kernels booted in QEMU from
