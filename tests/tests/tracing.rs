@@ -198,6 +198,10 @@ fn stats_count_what_was_sent() {
     let mut sb = Sandbox::new();
     // The daemon's metrics also on an address (inside the sandbox's host namespace).
     sb.env("NETCTL_METRICS_ADDR", "127.0.0.1:9417");
+    // An upstream that is not there (nothing listens on the outside namespace's port 53):
+    // forwarded questions fail, and the metrics say so.
+    let nowhere = sb.outside_ip.clone();
+    sb.host_dns(&[&nowhere]);
     sb.netctl_ok(&["network", "create", "--subnet", "10.75.0.0/24", "front"]);
     whoami(&sb, "web", "front", Some("8080:80"));
     let before: Value = serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
@@ -233,10 +237,22 @@ fn stats_count_what_was_sent() {
     let table = sb.netctl_ok(&["stats"]);
     assert!(table.contains("80/tcp -> 0.0.0.0:8080"), "{table}");
 
+    // Questions to the embedded DNS: one it answers, one it forwards in vain.
+    let dig = sb.container_sh(
+        "web",
+        "dig +short +tries=1 +time=5 web; dig +tries=1 +time=5 nowhere.example | grep -c SERVFAIL",
+    );
+    let said = String::from_utf8_lossy(&dig.stdout);
+    assert!(
+        said.contains("10.75.0.") && said.trim_end().ends_with('1'),
+        "{said}"
+    );
+
     // The same for Prometheus: printed once, and scraped from the daemon's socket.
     let port = r#"netctl_published_port_connections_total{container="web",port="80/tcp -> 0.0.0.0:8080"} 3"#;
     let printed = sb.netctl_ok(&["stats", "--format", "prometheus"]);
     assert!(printed.contains(port), "{printed}");
+    assert!(printed.contains("netctl_dns_queries_total"), "{printed}");
     let sock = sb.state_dir.join("metrics.sock");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
@@ -248,6 +264,12 @@ fn stats_count_what_was_sent() {
         r#"netctl_hook_packets_total{hook="from-container"}"#,
         r#"netctl_container_tx_packets_total{container="web"}"#,
         "netctl_conntrack_capacity ",
+        "netctl_conntrack_evictions_total ",
+        r#"netctl_dns_queries_total{network="front"} 2"#,
+        r#"netctl_dns_local_answers_total{network="front"} 1"#,
+        r#"netctl_dns_forwarded_total{network="front"} 1"#,
+        r#"netctl_dns_forward_errors_total{network="front"} 1"#,
+        r#"netctl_dns_response_seconds_count{network="front"} 2"#,
     ] {
         assert!(scraped.contains(want), "{want} not in:\n{scraped}");
     }
@@ -259,7 +281,7 @@ fn stats_count_what_was_sent() {
     // Every sample line is `name{labels} value` or `name value`, a number last.
     for line in scraped.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap_or_default();
-        assert!(value.parse::<i64>().is_ok(), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
     }
 }
 

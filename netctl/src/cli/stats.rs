@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Output format: table, json, or prometheus (the text the daemon serves on
-    /// STATE_DIR/metrics.sock)
+    /// STATE_DIR/metrics.sock, DNS counts included; the datapath's alone without a daemon)
     #[arg(long, value_parser = ["table", "json", "prometheus"])]
     format: Option<String>,
     /// Refresh every second, like top (Ctrl-C stops)
@@ -98,6 +98,20 @@ fn print_tables(v: &Value) {
     );
 }
 
+/// The daemon's metrics text, if it serves them (the DNS counts live in its memory).
+fn from_daemon(state_dir: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::os::unix::net::UnixStream::connect(crate::model::paths::metrics_socket(state_dir))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 pub fn run(args: Args) -> Result<i32> {
     let ctx = Ctx::open()?;
     let dp = Dataplane::open(&ctx.cfg)?;
@@ -108,7 +122,10 @@ pub fn run(args: Args) -> Result<i32> {
             print!("\x1b[H\x1b[2J");
         }
         match args.format.as_deref() {
-            Some("prometheus") => print!("{}", crate::engine::stats::prometheus(&v)),
+            Some("prometheus") => match from_daemon(&ctx.cfg.state_dir) {
+                Some(text) => print!("{text}"),
+                None => print!("{}", crate::engine::stats::prometheus(&v)),
+            },
             Some("json") => println!("{v}"),
             _ if args.json => println!("{v}"),
             _ => print_tables(&v),

@@ -590,7 +590,7 @@ fn stream<W: std::io::Write>(
         // flow's next packet).
         if kinds & TRACE_FLOWS != 0 && last_gc.elapsed() >= Duration::from_secs(5) {
             last_gc = Instant::now();
-            for (k, e) in dp.expire_flows()? {
+            for (k, e) in dp.expire_flows()?.0 {
                 let ev = flow_end_event(&k, &e);
                 if filter.accepts(&ev, names) {
                     let mut v = describe(&ev, names);

@@ -1,6 +1,7 @@
 //! Prometheus metrics: the daemon answers `GET /metrics` on `STATE_DIR/metrics.sock` (and on
-//! `NETCTL_METRICS_ADDR` when set) with what `netctl stats --format prometheus` prints, plus
-//! the cluster lease's age on a member host.
+//! `NETCTL_METRICS_ADDR` when set) with the datapath's counters, the embedded DNS's per
+//! network, conntrack evictions and, on a member host, the cluster lease's age.
+//! `netctl stats --format prometheus` prints the same (asked of the daemon).
 
 use std::{path::Path, time::Duration};
 
@@ -10,14 +11,13 @@ use tokio::{
     net::{TcpListener, UnixListener},
 };
 
+use super::dns::stats::Stats;
 use super::log::say;
 use crate::{base::config::Config, kernel::dataplane::Dataplane, store::Store};
 
-pub const SOCKET: &str = "metrics.sock";
-
 /// Listens for scrapes until the daemon ends.
-pub fn start(cfg: &Config) {
-    let path = cfg.state_dir.join(SOCKET);
+pub fn start(cfg: &Config, dns: Stats) {
+    let path = crate::model::paths::metrics_socket(&cfg.state_dir);
     // One daemon per state directory (the pid file): a socket left here is a dead one's.
     let _ = std::fs::remove_file(&path);
     match UnixListener::bind(&path) {
@@ -26,9 +26,10 @@ pub fn start(cfg: &Config) {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
             let cfg = cfg.clone();
+            let dns = dns.clone();
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(answer(s, cfg.clone()));
+                    tokio::spawn(answer(s, cfg.clone(), dns.clone()));
                 }
             });
         }
@@ -44,7 +45,7 @@ pub fn start(cfg: &Config) {
                 Ok(l) => {
                     say(&format!("metrics: listening on {addr}"));
                     while let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(answer(s, cfg.clone()));
+                        tokio::spawn(answer(s, cfg.clone(), dns.clone()));
                     }
                 }
                 Err(e) => say(&format!("metrics: cannot listen on {addr}: {e}")),
@@ -54,7 +55,11 @@ pub fn start(cfg: &Config) {
 }
 
 /// One scrape: a request of at most 8 KiB within 5 s, the text, and the connection closed.
-async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, cfg: Config) {
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    cfg: Config,
+    dns: Stats,
+) {
     let mut buf = vec![0u8; 8192];
     let mut n = 0;
     let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -70,7 +75,7 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: 
     let (status, body) = if read.is_err() || !request.starts_with("GET ") {
         ("400 Bad Request", "GET /metrics\n".to_string())
     } else {
-        match tokio::task::spawn_blocking(move || text(&cfg)).await {
+        match tokio::task::spawn_blocking(move || text(&cfg, &dns)).await {
             Ok(Ok(t)) => ("200 OK", t),
             Ok(Err(e)) => ("503 Service Unavailable", format!("{e:#}\n")),
             Err(_) => ("500 Internal Server Error", String::new()),
@@ -85,10 +90,15 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: 
     let _ = s.shutdown().await;
 }
 
-fn text(cfg: &Config) -> Result<String> {
+fn text(cfg: &Config, dns: &Stats) -> Result<String> {
     let dp = Dataplane::open_existing(cfg).context("the datapath is not loaded yet")?;
     let state = Store::new(&cfg.state_dir, cfg.lock_timeout).snapshot()?;
     let mut out = crate::engine::stats::prometheus(&crate::engine::stats::collect(&dp, &state)?);
+    out.push_str(&dns.prometheus(|gw| {
+        let net = state.networks.values().find(|n| n.gateway == gw)?;
+        Some(net.name.clone())
+    }));
+    out.push_str(&super::conntrack::prometheus());
     if cfg.cluster.is_some() {
         out.push_str(&lease_age(&cfg.state_dir));
     }

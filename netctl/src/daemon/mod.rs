@@ -85,8 +85,8 @@ async fn serve(cfg: Config) -> Result<i32> {
     ));
     let (changed, _) = tokio::sync::watch::channel(());
     watchers::start(&cfg, &changed);
-    metrics::start(&cfg);
     let mut resolver = dns::Resolver::new();
+    metrics::start(&cfg, resolver.stats());
     let mut watch = reload::Watch::new(&cfg);
     let mut poll = tokio::time::interval(POLL);
     let mut listening = Vec::new();

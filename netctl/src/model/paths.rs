@@ -26,6 +26,11 @@ pub fn exit_path(state_dir: &Path, id: &str) -> PathBuf {
     container_dir(state_dir, id).join("exit")
 }
 
+/// Where the daemon serves its Prometheus metrics.
+pub fn metrics_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("metrics.sock")
+}
+
 /// The process whose namespace a `/proc/PID/ns/net` (or `/proc/PID/task/TID/ns/net`) path
 /// names: TID for a thread's. None for any other path (a pinned namespace file).
 pub fn proc_ns_pid(path: &Path) -> Option<u32> {

@@ -6,6 +6,7 @@
 pub mod forward;
 pub mod message;
 pub mod serve;
+pub mod stats;
 pub mod table;
 
 use std::{net::IpAddr, sync::Arc};
@@ -47,5 +48,10 @@ impl Resolver {
 
     pub fn addresses(&self) -> Vec<std::net::Ipv4Addr> {
         self.listeners.addresses()
+    }
+
+    /// What the listeners counted (for the metrics).
+    pub fn stats(&self) -> stats::Stats {
+        self.listeners.stats.clone()
     }
 }

@@ -20,8 +20,10 @@ use tokio::{
 use crate::{
     daemon::dns::forward,
     daemon::dns::message::{self, Reply, Transport},
+    daemon::dns::stats::{Counters, Stats},
     daemon::dns::table::Table,
 };
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The current table; a reload swaps the inner `Arc` (queries in flight keep theirs).
 pub type Shared = Arc<RwLock<Arc<Table>>>;
@@ -113,6 +115,7 @@ pub struct Listeners {
     forwarding: PerSource,
     tcp: Arc<Semaphore>,
     tcp_per_source: PerSource,
+    pub stats: Stats,
 }
 
 impl Default for Listeners {
@@ -129,6 +132,7 @@ impl Listeners {
             forwarding: PerSource::default(),
             tcp: Arc::new(Semaphore::new(MAX_TCP)),
             tcp_per_source: PerSource::default(),
+            stats: Stats::default(),
         }
     }
 
@@ -142,6 +146,7 @@ impl Listeners {
             }
             keep
         });
+        self.stats.keep(want);
         let mut problems = Vec::new();
         for gw in want {
             if self.running.contains_key(gw) {
@@ -154,12 +159,14 @@ impl Listeners {
                         table.clone(),
                         self.in_flight.clone(),
                         self.forwarding.clone(),
+                        self.stats.of(*gw),
                     ));
                     let tcp = tokio::spawn(serve_tcp(
                         tcp,
                         table.clone(),
                         self.tcp.clone(),
                         self.tcp_per_source.clone(),
+                        self.stats.of(*gw),
                     ));
                     self.running.insert(*gw, [udp, tcp]);
                 }
@@ -202,6 +209,7 @@ async fn serve_udp(
     table: Shared,
     in_flight: Arc<Semaphore>,
     forwarding: PerSource,
+    stats: Arc<Counters>,
 ) {
     let mut buf = vec![0u8; 4096];
     let mut errors = Throttled::new(Duration::from_secs(10));
@@ -217,26 +225,38 @@ async fn serve_udp(
         let SocketAddr::V4(from) = peer else {
             continue;
         };
+        let asked = Instant::now();
+        stats.queries.fetch_add(1, Relaxed);
         match message::handle(&current(&table), *from.ip(), &buf[..n], Transport::Udp) {
             Reply::Answer(bytes) => {
                 let _ = sock.send_to(&bytes, peer).await;
+                stats.local.fetch_add(1, Relaxed);
+                stats.answered(asked.elapsed());
             }
             Reply::Forward(servers) => {
-                let Some(mine) = forwarding.take(*from.ip(), MAX_IN_FLIGHT_PER_SOURCE) else {
-                    continue; // this container's share is in use: it retries
-                };
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                // Over this container's share, or the daemon's: it retries.
+                let (Some(mine), Ok(permit)) = (
+                    forwarding.take(*from.ip(), MAX_IN_FLIGHT_PER_SOURCE),
+                    in_flight.clone().try_acquire_owned(),
+                ) else {
+                    stats.dropped.fetch_add(1, Relaxed);
                     continue;
                 };
+                stats.forwarded.fetch_add(1, Relaxed);
                 let query = buf[..n].to_vec();
                 let sock = sock.clone();
+                let stats = stats.clone();
                 tokio::spawn(async move {
                     let answer = match forward::udp(&query, &servers).await {
                         Some(a) => Some(a),
-                        None => message::servfail(&query),
+                        None => {
+                            stats.forward_errors.fetch_add(1, Relaxed);
+                            message::servfail(&query)
+                        }
                     };
                     if let Some(a) = answer {
                         let _ = sock.send_to(&a, peer).await;
+                        stats.answered(asked.elapsed());
                     }
                     drop((permit, mine));
                 });
@@ -251,6 +271,7 @@ async fn serve_tcp(
     table: Shared,
     slots: Arc<Semaphore>,
     per_source: PerSource,
+    stats: Arc<Counters>,
 ) {
     let mut errors = Throttled::new(Duration::from_secs(10));
     loop {
@@ -265,8 +286,9 @@ async fn serve_tcp(
                     continue;
                 };
                 let table = table.clone();
+                let stats = stats.clone();
                 tokio::spawn(async move {
-                    serve_tcp_client(stream, *peer.ip(), table).await;
+                    serve_tcp_client(stream, *peer.ip(), table, &stats).await;
                     drop((slot, mine));
                 });
             }
@@ -281,7 +303,7 @@ async fn serve_tcp(
 }
 
 /// Length-prefixed questions (RFC 1035 4.2.2) until the client is done or idle.
-async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared) {
+async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared, stats: &Counters) {
     for _ in 0..TCP_MAX_QUERIES {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
             return;
@@ -293,15 +315,26 @@ async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared) {
         {
             return;
         }
+        let asked = Instant::now();
+        stats.queries.fetch_add(1, Relaxed);
         let answer = match message::handle(&current(&table), from, &query, Transport::Tcp) {
-            Reply::Answer(a) => a,
-            Reply::Forward(servers) => match forward::tcp(&query, &servers).await {
-                Some(a) => a,
-                None => match message::servfail(&query) {
+            Reply::Answer(a) => {
+                stats.local.fetch_add(1, Relaxed);
+                a
+            }
+            Reply::Forward(servers) => {
+                stats.forwarded.fetch_add(1, Relaxed);
+                match forward::tcp(&query, &servers).await {
                     Some(a) => a,
-                    None => return,
-                },
-            },
+                    None => {
+                        stats.forward_errors.fetch_add(1, Relaxed);
+                        match message::servfail(&query) {
+                            Some(a) => a,
+                            None => return,
+                        }
+                    }
+                }
+            }
             Reply::Ignore => return,
         };
         let mut out = (answer.len() as u16).to_be_bytes().to_vec();
@@ -309,5 +342,6 @@ async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared) {
         if s.write_all(&out).await.is_err() {
             return;
         }
+        stats.answered(asked.elapsed());
     }
 }

@@ -529,11 +529,16 @@ impl Dataplane {
     /// Removes conntrack entries idle past their timeout and returns them (the programs only
     /// remove an entry when its flow's next packet comes, which may be never); then makes the
     /// per-container and total counts of `CT` exact again (the programs keep them as they
-    /// store and delete, but do not see LRU evictions).
-    pub fn expire_flows(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+    /// store and delete, but do not see LRU evictions). Also returns how many confirmed
+    /// entries the kernel evicted since the last sweep: what the count had and the table
+    /// has not (approximate: flows stored or deleted meanwhile count either way).
+    pub fn expire_flows(&self) -> Result<(Vec<(CtKey, CtEntry)>, u64)> {
         let now = monotonic_ns();
         let mut expired = Vec::new();
         let mut owned: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+        let counted = fill.get(&0, 0)?;
+        let mut removed = 0u64;
         for table in [names::CT, names::CT_NEW] {
             let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
             let entries: BTreeMap<_, _> = ct
@@ -547,7 +552,9 @@ impl Dataplane {
                     .get(&key_bytes(&e.peer))
                     .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
                 if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
-                    let _ = ct.remove(k);
+                    if ct.remove(k).is_ok() && table == names::CT {
+                        removed += 1;
+                    }
                     if e.flags & netctl_common::ct::CT_REPLY == 0 {
                         expired.push((*k, *e));
                     }
@@ -558,8 +565,8 @@ impl Dataplane {
         }
         // Entries stored or deleted meanwhile are lost from these counts until the next
         // sweep: a flow or two either way at the limits.
-        let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
-        fill.set(0, owned.values().sum::<u64>(), 0)?;
+        let live = owned.values().sum::<u64>();
+        fill.set(0, live, 0)?;
         let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
         let old: Vec<u32> = counts.keys().filter_map(|k| k.ok()).collect();
         for k in old.iter().filter(|k| !owned.contains_key(k)) {
@@ -568,7 +575,7 @@ impl Dataplane {
         for (k, n) in &owned {
             counts.insert(k, n, 0)?;
         }
-        Ok(expired)
+        Ok((expired, counted.saturating_sub(live + removed)))
     }
 
     /// Deletes the conntrack entries that mention an address `stale` picks.
