@@ -48,6 +48,9 @@ impl Counters {
     }
 }
 
+/// One of a listener's counters, with its metric's name and help.
+type Field = fn(&Counters) -> &AtomicU64;
+
 /// The counts of every listener, by gateway; the listeners keep their own `Arc`.
 #[derive(Clone, Default)]
 pub struct Stats(Arc<Mutex<BTreeMap<Ipv4Addr, Arc<Counters>>>>);
@@ -83,7 +86,7 @@ impl Stats {
             .map(|(gw, c)| (network(*gw).unwrap_or_else(|| gw.to_string()), c.clone()))
             .collect();
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&Counters) -> &AtomicU64); 5] = [
+        let counters: [(&str, &str, Field); 5] = [
             ("queries", "Questions the embedded DNS received", |c| {
                 &c.queries
             }),
