@@ -800,3 +800,41 @@ fn a_state_directory_that_is_not_roots_is_refused_and_left_alone() {
     assert_eq!(listing(), files, "nothing written into it");
     std::os::unix::fs::chown(&sb.state_dir, Some(0), Some(0)).unwrap();
 }
+
+/// A symlink someone else planted where the state directory should be (in a world-writable
+/// place) would lead netctl into a directory of their choosing: refused, and the directory
+/// it points to is left as it was (not made root's or private).
+#[test]
+fn a_state_directory_reached_through_someone_elses_symlink_is_refused() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    let target = sb.state_dir.with_extension("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let link = sb.state_dir.with_extension("link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    sb.env("NETCTL_STATE_DIR", &link.to_string_lossy());
+    let before = sb.host_links();
+    let err = sb.netctl_err(&["network", "create", "n"]);
+    assert!(
+        err.contains("symlink of uid 65534") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(sb.host_links(), before, "nothing made");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&target).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o755,
+        "the directory it points to is untouched"
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    // The same link made by root is root's word: followed.
+    std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+    sb.netctl_ok(&["network", "create", "n"]);
+    sb.netctl_ok(&["network", "rm", "n"]);
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_dir_all(&target);
+}

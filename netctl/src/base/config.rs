@@ -92,6 +92,7 @@ pub struct Config {
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {
     let path = std::path::absolute(path)
         .map_err(|e| anyhow::anyhow!("NETCTL_STATE_DIR={}: {e}", path.display()))?;
+    refuse_foreign_symlinks(&path)?;
     // Resolve the part that exists; a directory yet to be created keeps its last components.
     let mut existing = path.as_path();
     let mut rest = Vec::new();
@@ -115,6 +116,27 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// A symlink on the way to the state directory that root did not make could lead netctl
+/// into a directory of someone else's choosing (and make it root's and private there).
+fn refuse_foreign_symlinks(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = PathBuf::new();
+    for part in path.components() {
+        at.push(part);
+        if let Ok(m) = std::fs::symlink_metadata(&at) {
+            if m.file_type().is_symlink() && m.uid() != 0 {
+                anyhow::bail!(
+                    "NETCTL_STATE_DIR={}: {} is a symlink of uid {}, not root's: give a path without it",
+                    path.display(),
+                    at.display(),
+                    m.uid()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Config {

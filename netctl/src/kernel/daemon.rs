@@ -112,6 +112,7 @@ fn start(cfg: &Config, want: u64) -> Result<()> {
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     if log.metadata().is_ok_and(|m| m.len() > LOG_MAX) {

@@ -143,6 +143,7 @@ pub fn write(cfg: &Config, state: &State, c: &Container) -> Result<()> {
             .write(true)
             .truncate(false)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&p)
             .with_context(|| format!("writing {}", p.display()))?;
         f.write_all(text.as_bytes())

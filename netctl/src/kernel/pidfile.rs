@@ -38,6 +38,7 @@ pub fn claim(state_dir: &Path) -> Result<Option<Claim>> {
             .read(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&p)
             .with_context(|| format!("opening {}", p.display()))?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {

@@ -213,6 +213,7 @@ pub fn spawn_detached(
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
     let mut shim = Command::new("/proc/self/exe");

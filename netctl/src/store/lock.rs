@@ -122,6 +122,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .read(true)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))
 }
