@@ -9,6 +9,7 @@ pub mod hostports;
 pub mod netlink;
 pub mod netns;
 pub mod pidfile;
+pub mod pids;
 pub mod process;
 pub mod resolvconf;
 pub mod topology;

@@ -29,7 +29,7 @@ pub fn is_live(path: &Path) -> bool {
 /// The start time of the process whose `/proc/PID/ns/net` `path` is, recorded with an
 /// engine's namespace; None for a pinned namespace file.
 pub fn owner_start(path: &Path) -> Option<u64> {
-    crate::kernel::process::start_time(crate::model::paths::proc_ns_pid(path)?)
+    crate::kernel::pids::start_time(crate::model::paths::proc_ns_pid(path)?)
 }
 
 /// True when the engine's namespace of `c` is `path` and still the one recorded: a

@@ -16,6 +16,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+pub use super::pids::start_time;
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -367,19 +369,6 @@ pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
         unsafe { libc::kill(child.id() as i32, early) };
     }
     Ok(child)
-}
-
-/// Start time of a process (clock ticks since boot), to tell a PID that was reused.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 /// This boot's ID: PIDs and start times of another boot mean nothing.
