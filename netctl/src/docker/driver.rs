@@ -382,7 +382,7 @@ fn program(eid: &str, options: &Value) -> Result<()> {
 }
 
 /// Docker's `PortBinding` in `-p` syntax (HostPort 0: an ephemeral port).
-fn binding_spec(b: &Value) -> Result<String> {
+pub fn binding_spec(b: &Value) -> Result<String> {
     let proto = match b["Proto"].as_u64() {
         Some(6) | None => "tcp",
         Some(17) => "udp",
@@ -513,7 +513,7 @@ fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
 }
 
 /// An IPv4 address, with or without its prefix length (Docker sends both).
-fn parse_addr(a: &str) -> Result<Ipv4Addr> {
+pub fn parse_addr(a: &str) -> Result<Ipv4Addr> {
     a.split('/')
         .next()
         .and_then(|a| a.parse().ok())
