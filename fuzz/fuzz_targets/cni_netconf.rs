@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     for p in &conf.runtime_config.port_mappings {
         if let Ok(spec) = p.as_spec().parse::<PortSpec>() {
             // What parses is the mapping asked for.
-            assert_eq!(u32::from(*spec.container.start()), p.container_port, "{p:?}");
+            assert_eq!(
+                u32::from(*spec.container.start()),
+                p.container_port,
+                "{p:?}"
+            );
             let host = spec.host.as_ref().map(|h| u32::from(*h.start()));
             assert_eq!(host, Some(p.host_port), "{p:?}");
         }

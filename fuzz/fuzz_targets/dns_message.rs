@@ -91,21 +91,45 @@ fn table() -> &'static Table {
         let mut put = |c: Container| {
             s.containers.insert(c.name.clone(), c);
         };
-        put(container("web", "aaaaaaaaaaaa0000", &[("front", ip("10.1.0.2"), &["svc"])]));
+        put(container(
+            "web",
+            "aaaaaaaaaaaa0000",
+            &[("front", ip("10.1.0.2"), &["svc"])],
+        ));
         put(container(
             "api",
             "bbbbbbbbbbbb0000",
-            &[("front", ip("10.1.0.3"), &["svc"]), ("back", ip("10.2.0.3"), &[])],
+            &[
+                ("front", ip("10.1.0.3"), &["svc"]),
+                ("back", ip("10.2.0.3"), &[]),
+            ],
         ));
-        put(container("db", "dddddddddddd0000", &[("back", ip("10.2.0.2"), &[])]));
-        put(container("safe", "eeeeeeeeeeee0000", &[("vault", ip("10.3.0.2"), &[])]));
-        put(container("old", "ffffffffffff0000", &[("bridge", ip("172.17.0.2"), &[])]));
+        put(container(
+            "db",
+            "dddddddddddd0000",
+            &[("back", ip("10.2.0.2"), &[])],
+        ));
+        put(container(
+            "safe",
+            "eeeeeeeeeeee0000",
+            &[("vault", ip("10.3.0.2"), &[])],
+        ));
+        put(container(
+            "old",
+            "ffffffffffff0000",
+            &[("bridge", ip("172.17.0.2"), &[])],
+        ));
         for i in 10..58u8 {
             let name = format!("c{i}");
-            let eps: &[(&str, Ipv4Addr, &[&str])] = &[("front", Ipv4Addr::new(10, 1, 0, i), &["many"])];
+            let eps: &[(&str, Ipv4Addr, &[&str])] =
+                &[("front", Ipv4Addr::new(10, 1, 0, i), &["many"])];
             put(container(&name, &format!("{i:0>16}"), eps));
         }
-        let mut linker = container("linker", "9999999999990000", &[("front", ip("10.1.0.9"), &[])]);
+        let mut linker = container(
+            "linker",
+            "9999999999990000",
+            &[("front", ip("10.1.0.9"), &[])],
+        );
         linker.options.dns = vec!["192.0.2.53".parse().expect("address")];
         linker.options.links = vec![LinkRef {
             id: "bbbbbbbbbbbb0000".into(),
@@ -138,7 +162,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let asker = Ipv4Addr::from(ASKERS[usize::from(pick & 7) % ASKERS.len()]);
-    let via = if pick & 8 == 0 { Transport::Udp } else { Transport::Tcp };
+    let via = if pick & 8 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
     if let Reply::Answer(b) = handle(table(), asker, query, via) {
         let m = Message::from_bytes(&b)
             .unwrap_or_else(|e| panic!("answer to {query:?} does not parse: {e}: {b:?}"));
@@ -146,7 +174,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&b[..2], &query[..2], "the query's ID");
         if via == Transport::Udp {
             // The client's size: 512 without EDNS, its own up to our 1232 with it.
-            let edns = Message::from_bytes(query).ok().map(|q| q.extensions().is_some());
+            let edns = Message::from_bytes(query)
+                .ok()
+                .map(|q| q.extensions().is_some());
             let limit = if edns == Some(false) { 512 } else { 1232 };
             assert!(b.len() <= limit, "{} bytes over UDP for {query:?}", b.len());
         }

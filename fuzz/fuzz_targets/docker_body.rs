@@ -25,8 +25,16 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         // The spec says what the binding said.
-        assert_eq!(b["Port"].as_u64(), Some(u64::from(*p.container.start())), "{b}");
-        let proto = if b["Proto"].as_u64() == Some(17) { Proto::Udp } else { Proto::Tcp };
+        assert_eq!(
+            b["Port"].as_u64(),
+            Some(u64::from(*p.container.start())),
+            "{b}"
+        );
+        let proto = if b["Proto"].as_u64() == Some(17) {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
         assert_eq!(p.proto, proto, "{b}");
         match b["HostPort"].as_u64().unwrap_or(0) {
             0 => assert!(p.host.is_none(), "{b}"),

@@ -35,7 +35,10 @@ fn check_record(net: &OverlayNetwork, ip: Ipv4Addr, r: &EndpointRecord) {
     // A usable record: a container address of its network, from a real host, well named.
     assert!(net.subnet.contains(ip) && ip != net.gateway, "{ip} {r:?}");
     assert!(!r.host.is_unspecified() && !r.host.is_loopback() && !r.host.is_multicast());
-    assert!(is_safe_id(&r.endpoint_id) && is_safe_id(&r.container_id), "{r:?}");
+    assert!(
+        is_safe_id(&r.endpoint_id) && is_safe_id(&r.container_id),
+        "{r:?}"
+    );
     assert!(r.aliases.len() <= MAX_ALIASES && r.aliases.iter().all(|a| is_dns_name(a)));
 }
 
@@ -60,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
             let local = n.local();
             assert_eq!((local.vni, local.subnet), (Some(n.vni), n.subnet));
             let json = serde_json::to_vec(&n).expect("serializable");
-            assert_eq!(serde_json::from_slice::<OverlayNetwork>(&json).ok(), Some(n));
+            assert_eq!(
+                serde_json::from_slice::<OverlayNetwork>(&json).ok(),
+                Some(n)
+            );
         }
     }
     if let Ok(r) = serde_json::from_slice::<EndpointRecord>(value) {

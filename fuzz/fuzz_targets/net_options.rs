@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
     // The last value of a key wins, so its raw map alone says the same.
     let raw: Vec<String> = o.raw.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let again = options::parse(&raw).unwrap_or_else(|e| panic!("{raw:?}: {e:#}"));
-    assert_eq!((o.icc, o.masquerade, o.mtu), (again.icc, again.masquerade, again.mtu));
+    assert_eq!(
+        (o.icc, o.masquerade, o.mtu),
+        (again.icc, again.masquerade, again.mtu)
+    );
     assert_eq!(o.bridge_name, again.bridge_name);
 });

@@ -33,17 +33,27 @@ fuzz_target!(|data: &[u8]| {
         &HostSockets(Vec::new()),
     ) else {
         // Only an ephemeral range too small for the container range may fail here.
-        assert!(spec.host.is_none() && spec.container.len() > ephemeral.len(), "{text:?}");
+        assert!(
+            spec.host.is_none() && spec.container.len() > ephemeral.len(),
+            "{text:?}"
+        );
         return;
     };
     let one_of_range = spec
         .host
         .as_ref()
         .is_some_and(|h| h.len() != spec.container.len());
-    let want = if one_of_range { 1 } else { spec.container.len() };
+    let want = if one_of_range {
+        1
+    } else {
+        spec.container.len()
+    };
     assert_eq!(mapped.len(), want, "{text:?}");
     for m in &mapped {
-        assert!(spec.container.contains(&m.container_port), "{text:?}: {m:?}");
+        assert!(
+            spec.container.contains(&m.container_port),
+            "{text:?}: {m:?}"
+        );
         assert_eq!((m.proto, m.host_ip), (spec.proto, spec.host_ip));
         let hosts = spec.host.clone().unwrap_or(ephemeral.clone());
         assert!(hosts.contains(&m.host_port), "{text:?}: {m:?}");

@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use netctl::model::runopts::{
-    check_alias, check_hostname, is_dns_name, parse_add_host, parse_dns, parse_expose,
-    parse_link, AddHost,
+    check_alias, check_hostname, is_dns_name, parse_add_host, parse_dns, parse_expose, parse_link,
+    AddHost,
 };
 
 /// Input: a letter choosing the option (h: --add-host, l: --link, e: --expose, d: --dns,
@@ -39,8 +39,13 @@ fuzz_target!(|data: &[u8]| {
         b'e' => {
             if let Ok(ports) = parse_expose(s) {
                 assert!(!ports.is_empty(), "{s:?}");
-                assert!(ports.iter().all(|p| p.port > 0 && p.proto == ports[0].proto));
-                assert!(ports.windows(2).all(|w| w[1].port == w[0].port + 1), "{s:?}");
+                assert!(ports
+                    .iter()
+                    .all(|p| p.port > 0 && p.proto == ports[0].proto));
+                assert!(
+                    ports.windows(2).all(|w| w[1].port == w[0].port + 1),
+                    "{s:?}"
+                );
             }
         }
         b'd' => {
