@@ -421,7 +421,11 @@ mod tests {
         let got = allocate(&[p("1-20000/udp")], &[], 30000..=60999, &none()).unwrap();
         assert_eq!(got.len(), 20000);
         assert!(got.iter().zip(30000..).all(|(m, hp)| m.host_port == hp));
-        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
