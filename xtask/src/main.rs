@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod kernels;
 mod lint;
 mod setup;
@@ -43,6 +44,15 @@ enum Cmd {
         /// busy; default all
         #[arg(long)]
         only: Vec<String>,
+    },
+    /// Fuzz the parsers of outside input (fuzz/: DNS, CNI, plugin HTTP/JSON, etcd records,
+    /// -p, -o, run's name options, store options), each target for a bounded time
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all of fuzz/fuzz_targets)
+        targets: Vec<String>,
     },
     /// Check that netctl's imports follow its layers (docs/ARCHITECTURE.md) and run in no circle
     Lint,
@@ -100,6 +110,11 @@ fn run(cli: Cli) -> Result<()> {
             ]))?;
             let loadgen = workspace_root().join("target/release/loadgen");
             bench::run(&netctl_bin(true), &loadgen, quick, &only)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            setup::run()?;
+            setup::cargo_fuzz()?;
+            fuzz::run(seconds, &targets)
         }
         Cmd::Test { kernel, args } => {
             setup::run()?;

@@ -52,6 +52,7 @@ const PACKAGES: &[&str] = &[
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// aya-build compiles the kernel crate with `rustup run nightly … -Z build-std=core`.
 const EBPF_TOOLCHAIN: &str = "nightly";
 
@@ -221,5 +222,28 @@ fn bpf_linker() -> Result<()> {
                 "llvm-22",
             ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` only (the other commands do not need it).
+pub fn cargo_fuzz() -> Result<()> {
+    let version = Command::new("cargo-fuzz")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !version.is_empty() {
+        step("cargo-fuzz", &format!("present ({})", version.trim()));
+        return Ok(());
+    }
+    step("cargo-fuzz", &format!("installing {CARGO_FUZZ_VERSION}"));
+    sh(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]),
     )
 }

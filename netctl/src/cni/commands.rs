@@ -24,7 +24,7 @@ fn invalid(e: impl std::fmt::Display) -> Error {
 }
 
 /// Everything ADD takes from the configuration, checked before anything is touched.
-struct Request {
+pub struct Request {
     publish: Vec<PortSpec>,
     ip: Option<String>,
     mac: Option<String>,
@@ -32,7 +32,7 @@ struct Request {
 }
 
 impl Request {
-    fn of(conf: &NetConf) -> Result<Request> {
+    pub fn of(conf: &NetConf) -> Result<Request> {
         let publish = conf
             .runtime_config
             .port_mappings

@@ -4,7 +4,7 @@
 //! configuration. A CNI container is an ordinary netctl container whose namespace is the
 //! runtime's: same state, same lock, same datapath, names and tools.
 
-mod commands;
+pub mod commands;
 pub mod spec;
 
 use std::io::Read;

@@ -382,7 +382,7 @@ fn program(eid: &str, options: &Value) -> Result<()> {
 }
 
 /// Docker's `PortBinding` in `-p` syntax (HostPort 0: an ephemeral port).
-fn binding_spec(b: &Value) -> Result<String> {
+pub fn binding_spec(b: &Value) -> Result<String> {
     let proto = match b["Proto"].as_u64() {
         Some(6) | None => "tcp",
         Some(17) => "udp",
@@ -397,12 +397,16 @@ fn binding_spec(b: &Value) -> Result<String> {
         (h, e) if e > h => format!("{h}-{e}:"),
         (h, _) => format!("{h}:"),
     };
-    let ip = if ip.is_empty() || ip == "0.0.0.0" {
-        String::new()
-    } else {
-        format!("{ip}:")
+    // Every address: IPv4's and IPv6's wildcard alike (netctl publishes on IPv4).
+    let ip = match ip {
+        "" | "0.0.0.0" | "::" => return Ok(format!("{hosts}{port}/{proto}")),
+        ip => ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+            anyhow!("published port with host address {ip:?}: netctl publishes on IPv4 addresses")
+        })?,
     };
-    Ok(format!("{ip}{hosts}{port}/{proto}"))
+    // An address without a host port: an ephemeral port on it (`IP::PORT`).
+    let hosts = if hosts.is_empty() { ":".into() } else { hosts };
+    Ok(format!("{ip}:{hosts}{port}/{proto}"))
 }
 
 /// The name dockerd gave the interface in the sandbox (found by its MAC).
@@ -516,7 +520,7 @@ fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
 }
 
 /// An IPv4 address, with or without its prefix length (Docker sends both).
-fn parse_addr(a: &str) -> Result<Ipv4Addr> {
+pub fn parse_addr(a: &str) -> Result<Ipv4Addr> {
     a.split('/')
         .next()
         .and_then(|a| a.parse().ok())
@@ -572,6 +576,18 @@ mod tests {
             "9000-9005:80/tcp"
         );
         assert!(binding_spec(&json!({"Proto":132,"Port":80})).is_err());
+        // An address without a host port: an ephemeral port on it, never the address taken
+        // for a port (found by the docker_body fuzz target's check).
+        assert_eq!(
+            b(json!({"Port":80,"HostIP":"10.0.0.5"})),
+            "10.0.0.5::80/tcp"
+        );
+        assert_eq!(
+            b(json!({"Port":80,"HostIP":"::","HostPort":8080})),
+            "8080:80/tcp"
+        );
+        assert!(binding_spec(&json!({"Port":80,"HostIP":"8080"})).is_err());
+        assert!(binding_spec(&json!({"Port":80,"HostIP":"fd00::1","HostPort":1})).is_err());
         for s in [
             "8080:80/tcp",
             "127.0.0.1:5353:53/udp",

@@ -58,7 +58,7 @@ pub fn serve(stream: UnixStream, handle: &dyn Fn(&Request) -> std::result::Resul
 }
 
 /// One request; None when the peer closed the connection between requests.
-fn read_request(r: &mut impl BufRead) -> Result<Option<Request>> {
+pub fn read_request(r: &mut impl BufRead) -> Result<Option<Request>> {
     let mut line = String::new();
     if read_line(r, &mut line)? == 0 {
         return Ok(None);

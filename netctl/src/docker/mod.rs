@@ -2,8 +2,8 @@
 //! on a unix socket, so `docker network create -d netctl` and `docker run -p` get netctl's
 //! datapath. Everything it knows lives in netctl's state: a restarted plugin resumes.
 
-mod driver;
-mod http;
+pub mod driver;
+pub mod http;
 
 use std::{
     os::{

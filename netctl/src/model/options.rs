@@ -39,7 +39,7 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
     }
 }
 
-/// A valid Linux interface name: 1-15 bytes, no '/', ':' or whitespace.
+/// A valid Linux interface name: 1-15 bytes, no '/', ':', NUL or whitespace.
 pub fn check_ifname(name: &str, what: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 15
@@ -47,7 +47,7 @@ pub fn check_ifname(name: &str, what: &str) -> Result<()> {
         || name == ".."
         || name
             .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
     {
         bail!("invalid {what} {name:?}: interface names are 1-15 characters without '/', ':' or spaces");
     }
@@ -66,7 +66,7 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
         let Some((key, value)) = kv.split_once('=') else {
             bail!("invalid option {kv:?}: use -o KEY=VALUE");
         };
-        let Some((long, _)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
+        let Some((long, short)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
             let known: Vec<String> = KEYS.iter().map(|(l, s)| format!("{l} ({s})")).collect();
             bail!(
                 "unknown option {key:?}: known options are {}",
@@ -91,6 +91,9 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
             }
             _ => unreachable!("every key is handled"),
         }
+        // One entry per option, the value in force: a long and a short key given for one
+        // option would otherwise both show, one of them not applied.
+        o.raw.retain(|k, _| k != long && k != short);
         o.raw.insert(key.to_string(), value.to_string());
     }
     Ok(o)
@@ -121,6 +124,29 @@ mod tests {
         assert!(d.icc && d.masquerade && d.mtu == 1500 && d.bridge_name.is_none());
     }
 
+    /// Found by the net_options fuzz target: the long and the short key of one option both
+    /// stayed in `raw` (what inspect shows), the one given first not in force.
+    #[test]
+    fn one_option_given_twice_shows_once_with_the_value_in_force() {
+        let o = p(&[
+            "com.docker.network.bridge.name=mtu=9000",
+            "bridge_name=mybr0",
+            "mtu=1400",
+            "com.docker.network.driver.mtu=1450",
+        ])
+        .unwrap();
+        assert_eq!(o.bridge_name.as_deref(), Some("mybr0"));
+        assert_eq!(o.mtu, 1450);
+        let raw: Vec<(&str, &str)> = o.raw.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        assert_eq!(
+            raw,
+            [
+                ("bridge_name", "mybr0"),
+                ("com.docker.network.driver.mtu", "1450")
+            ]
+        );
+    }
+
     #[test]
     fn bad_options_are_refused() {
         assert!(p(&["icc"]).unwrap_err().to_string().contains("KEY=VALUE"));
@@ -134,6 +160,8 @@ mod tests {
             .contains("68 to 65535"));
         assert!(p(&["bridge_name=waytoolongbridgename"]).is_err());
         assert!(p(&["bridge_name=a/b"]).is_err());
+        // Found by the net_options fuzz target: netlink would cut the name at the NUL.
+        assert!(p(&["bridge_name=myybr\u{1}\0\u{4}=t"]).is_err());
         assert!(p(&["color=blue"])
             .unwrap_err()
             .to_string()

@@ -317,12 +317,12 @@ pub fn is_safe_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// A Linux interface name: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+/// A Linux interface name: 1 to 15 bytes, no '/', ':', NUL or whitespace, not "." or "..".
 pub fn is_ifname(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name != "."
         && name != ".."
-        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        && !name.contains(|c: char| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
 }
 
 impl State {

@@ -256,10 +256,16 @@ fn respond(q: &Message, code: ResponseCode, mut answers: Vec<Record>, limit: usi
         let Ok(b) = build(q, code, &answers, truncated).to_bytes() else {
             return Reply::Ignore;
         };
-        if b.len() <= limit || answers.is_empty() {
+        if b.len() <= limit {
             return Reply::Answer(b);
         }
-        answers.pop();
+        if answers.pop().is_none() {
+            // Too long without a record: the questions themselves (a FORMERR echoing many).
+            // The header alone then, TC set.
+            let mut m = build(q, code, &[], true);
+            m.take_queries();
+            return m.to_bytes().map_or(Reply::Ignore, Reply::Answer);
+        }
         truncated = true;
     }
 }
@@ -470,6 +476,32 @@ mod tests {
             ));
         }
         answer(&t, "10.1.0.2", &m, via)
+    }
+
+    /// Found by the dns_message fuzz target: a query of four long questions without EDNS got
+    /// a 534-byte FORMERR over UDP, echoing them all.
+    #[test]
+    fn a_formerr_fits_udp_too() {
+        let t = many_table();
+        let mut m = Message::new();
+        m.set_id(77);
+        // Four names nothing in common (no compression): 4 × 185 bytes.
+        for c in ['a', 'b', 'c', 'd'] {
+            let label = c.to_string().repeat(60);
+            let name = format!("{label}.{label}.{label}.");
+            m.add_query(Query::query(
+                Name::from_ascii(&name).unwrap(),
+                RecordType::A,
+            ));
+        }
+        assert!(m.to_bytes().unwrap().len() > 512);
+        let (r, len) = answer(&t, "10.1.0.2", &m, Transport::Udp);
+        assert!(len <= 512, "{len}");
+        assert_eq!((r.id(), r.response_code()), (77, ResponseCode::FormErr));
+        assert!(r.truncated() && r.queries().is_empty());
+        // Over TCP it is whole.
+        let (r, _) = answer(&t, "10.1.0.2", &m, Transport::Tcp);
+        assert_eq!(r.queries().len(), 4);
     }
 
     #[test]
