@@ -70,11 +70,11 @@ pub async fn run(
     }
 }
 
-/// No remote container and no peer host in the datapath: nothing goes into the tunnel and
-/// nothing out of it reaches a container.
+/// No remote container in the datapath: nothing goes into the tunnel and nothing out of it
+/// reaches a container.
 fn fence(cfg: &Config) -> Result<()> {
     if let Some(dp) = Dataplane::open_existing(cfg) {
-        dp.set_remotes(&BTreeMap::new())?;
+        dp.fence_overlay()?;
     }
     Ok(())
 }
