@@ -557,3 +557,114 @@ fn a_frozen_store_stalls_only_the_commands_that_need_it() {
         "{ps}"
     );
 }
+
+/// etcd away for three lease times and back (frozen: the leases run out as it resumes, as
+/// after a long partition): a host whose lease lapsed sends nothing into the tunnel until it
+/// is registered again, nobody else gets its containers' addresses meanwhile, and it gets them
+/// back; an address whose owner never comes back is given again only after its quarantine.
+#[test]
+fn an_outage_longer_than_the_lease_gives_no_address_twice() {
+    require_sandbox!();
+    let mut c = Cluster::new(2);
+    c.env.push(("NETCTL_CLUSTER_TTL".into(), "3".into()));
+    c.overlay(0, &["--subnet", "10.57.0.0/24", "ov"]);
+    c.sleeper(0, "a", "ov");
+    c.sleeper(1, "b", "ov");
+    let a = c.container_ip(0, "a");
+    let b = c.container_ip(1, "b");
+    assert!(eventually(5, || ping(&c, 1, "b", &a)));
+    let info = |i: usize| -> Value {
+        serde_json::from_str(&c.netctl_ok(i, &["info", "--format", "json"])).unwrap()
+    };
+
+    c.freeze_etcd(true);
+    // Past the lease time both hosts fence themselves: nothing goes into the tunnel.
+    assert!(
+        eventually(10, || info(0)["Cluster"]["Fenced"] == true
+            && info(1)["Cluster"]["Fenced"] == true),
+        "{}",
+        c.netctl_ok(0, &["info"])
+    );
+    assert!(!ping(&c, 0, "a", &b), "a fenced host sent into the tunnel");
+    std::thread::sleep(Duration::from_secs(5));
+    c.freeze_etcd(false);
+
+    // As the store comes back, host 1 wants a's address: refused (held by host 0, or already
+    // claimed again by it), and new containers get other addresses.
+    let err = c.netctl_err(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "thief",
+            "--network",
+            "ov",
+            "--ip",
+            &a,
+            "--",
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(err.contains(&a) && err.lines().count() == 1, "{err}");
+    for i in 0..3 {
+        c.sleeper(1, &format!("n{i}"), "ov");
+        assert_ne!(c.container_ip(1, &format!("n{i}")), a);
+    }
+    // Host 0 is registered again with its address: traffic flows, to the right host.
+    assert!(eventually(15, || ping(&c, 1, "b", &a) && ping(&c, 0, "a", &b)));
+    assert_eq!(info(0)["Cluster"]["Fenced"], false);
+    assert_eq!(
+        info(0)["Cluster"]["AddressConflicts"],
+        serde_json::json!([])
+    );
+    let owner = c.etcdctl(&[
+        "get",
+        "--print-value-only",
+        &format!("/netctl/v1/endpoints/ov/{a}"),
+    ]);
+    let owner: Value = serde_json::from_slice(&owner.stdout).unwrap();
+    assert_eq!(owner["host"], c.hosts[0].ip.as_str());
+
+    // Host 0 dies and stays away: its address is quarantined when host 1 first asks for it,
+    // and given once the quarantine (three lease times) is over.
+    c.kill_host_processes(0);
+    assert!(eventually(15, || {
+        let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/netctl/v1/endpoints/ov/"]);
+        !String::from_utf8_lossy(&out.stdout).contains(&format!("/{a}\n"))
+    }));
+    let run_at_a = || {
+        c.netctl(
+            1,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "heir",
+                "--network",
+                "ov",
+                "--ip",
+                &a,
+                "--",
+                "sleep",
+                "60",
+            ],
+        )
+    };
+    let first = run_at_a();
+    assert!(!first.status.success());
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        said.contains("lease ran out") && said.contains("9 s"),
+        "{said}"
+    );
+    let t = std::time::Instant::now();
+    assert!(eventually(20, || run_at_a().status.success()));
+    assert!(
+        t.elapsed() >= Duration::from_secs(7),
+        "given after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.container_ip(1, "heir"), a);
+}

@@ -65,6 +65,17 @@ pub fn run(args: Args) -> Result<i32> {
             c["Security"].as_str().unwrap_or_default()
         );
         println!("Agent: {}", c["Agent"].as_str().unwrap_or_default());
+        if c["Fenced"] == true {
+            println!(
+                "Overlay traffic: fenced (the lease lapsed; until this host is registered again)"
+            );
+        }
+        for conflict in c["AddressConflicts"].as_array().into_iter().flatten() {
+            println!(
+                "Address conflict: {}",
+                conflict.as_str().unwrap_or_default()
+            );
+        }
     }
     println!("\nPATH                 CHOSEN");
     for p in info["Paths"].as_array().into_iter().flatten() {
@@ -207,5 +218,7 @@ fn cluster(cfg: &Config) -> serde_json::Value {
         "Lease": status.as_ref().map(|s| s.lease.clone()),
         "LeaseRenewed": status.as_ref().filter(|s| s.renewed > 0).map(|s| crate::model::text::rfc3339(s.renewed)),
         "SecondsSinceRenewal": age,
+        "Fenced": status.as_ref().is_some_and(|s| s.fenced),
+        "AddressConflicts": status.as_ref().map(|s| s.conflicts.clone()).unwrap_or_default(),
     })
 }

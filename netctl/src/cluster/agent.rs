@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::{base::config::Config, kernel::dataplane::Dataplane, model::state::State};
 use crate::{
     cluster::endpoints,
-    cluster::store::Conn,
+    cluster::store::{Claim, Conn},
     cluster::ClusterConfig,
     model::overlay::{self, EndpointRecord, HostRecord, OverlayNetwork},
 };
@@ -27,6 +27,7 @@ pub async fn run(
     mut changed: tokio::sync::watch::Receiver<()>,
 ) {
     let mut last_error = String::new();
+    let mut fenced = false;
     if !cluster.security.tls() {
         eprintln!(
             "cluster: warning: {} is reached over plain http (kv.insecure): whoever reaches it controls the overlay",
@@ -34,14 +35,30 @@ pub async fn run(
         );
     }
     loop {
-        if let Err(e) = session(&cfg, &cluster, &mut changed).await {
+        if let Err(e) = session(&cfg, &cluster, &mut changed, &mut fenced).await {
             let e = format!("{e:#}");
+            let before = read_status(&cfg.state_dir).unwrap_or_default();
+            // A lease not renewed for its whole time may be gone, and with it this host's
+            // addresses: its containers' overlay traffic stops until the host is registered
+            // again (other hosts may have been given their addresses meanwhile).
+            let lapsed = crate::model::state::now().saturating_sub(before.renewed)
+                >= cluster.lease_ttl as u64;
+            if lapsed && !fenced {
+                match fence(&cfg) {
+                    Ok(()) => {
+                        fenced = true;
+                        eprintln!("cluster: lease not renewed for {} s: overlay traffic fenced until this host is registered again", cluster.lease_ttl);
+                    }
+                    Err(f) => eprintln!("cluster: fencing failed: {f:#}"),
+                }
+            }
             let _ = write_status(
                 &cfg,
                 &AgentStatus {
                     connected: false,
                     error: Some(e.clone()),
-                    ..read_status(&cfg.state_dir).unwrap_or_default()
+                    fenced,
+                    ..before
                 },
             );
             if e != last_error {
@@ -53,15 +70,28 @@ pub async fn run(
     }
 }
 
+/// No remote container in the datapath: nothing goes into the tunnel and nothing out of it
+/// reaches a container.
+fn fence(cfg: &Config) -> Result<()> {
+    if let Some(dp) = Dataplane::open_existing(cfg) {
+        dp.fence_overlay()?;
+    }
+    Ok(())
+}
+
 async fn session(
     cfg: &Config,
     cluster: &ClusterConfig,
     changed: &mut tokio::sync::watch::Receiver<()>,
+    fenced: &mut bool,
 ) -> Result<()> {
     let conn = Conn::connect(cluster).await?;
     let lease = ensure_lease(&conn, cfg).await?;
-    publish(&conn, cfg, lease).await?;
+    let mut conflicts = publish(&conn, cfg, lease).await?;
     let mut read_at = sync_remotes(&conn, cfg).await?;
+    if std::mem::take(fenced) {
+        eprintln!("cluster: registered again: overlay traffic flows");
+    }
     let mut watch = conn.watch(read_at).await?;
     eprintln!(
         "cluster: connected to {} ({}), lease {lease:x}",
@@ -81,6 +111,8 @@ async fn session(
                     lease: format!("{lease:x}"),
                     renewed: crate::model::state::now(),
                     error: None,
+                    fenced: false,
+                    conflicts: conflicts.clone(),
                 })?;
             }
             msg = watch.message() => {
@@ -99,7 +131,7 @@ async fn session(
                 if r.is_err() {
                     bail!("the daemon is stopping");
                 }
-                publish(&conn, cfg, lease).await?;
+                conflicts = publish(&conn, cfg, lease).await?;
                 sync_remotes(&conn, cfg).await?;
             }
         }
@@ -128,6 +160,13 @@ pub struct AgentStatus {
     pub renewed: u64,
     /// Why the agent is not connected, when it is not.
     pub error: Option<String>,
+    /// The lease lapsed: no overlay traffic until the host is registered again.
+    #[serde(default)]
+    pub fenced: bool,
+    /// This host's containers whose overlay address another host holds in the store (given
+    /// away while this host was cut off): they get no overlay traffic until removed.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 fn status_path(state_dir: &std::path::Path) -> std::path::PathBuf {
@@ -148,10 +187,12 @@ pub fn read_status(state_dir: &std::path::Path) -> Option<AgentStatus> {
 }
 
 /// This host's record, and its endpoints exactly as the local state has them: missing ones
-/// claimed again, ones under an old lease moved to the current one, ones the state does not
-/// know (a command killed after claiming) released. The state is read under its lock, which is
+/// claimed again (their holder is this host, even in quarantine), ones under an old lease
+/// moved to the current one, ones the state does not know (a command killed after claiming,
+/// an `rm` while the store was away) released. The state is read under its lock, which is
 /// let go before the store is talked to: a slow store never holds up the host's commands.
-async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
+/// Returns the conflicts: containers whose address the store gives another host.
+async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<Vec<String>> {
     let (state, _) = read_state(cfg).await?;
     let me = conn.cfg.advertise;
     let subnets = state
@@ -166,38 +207,62 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
     let want = own_endpoints(&state, me);
     let (have, _) = conn.all_endpoints().await?;
     let (nets, _) = conn.networks().await?;
+    let mut conflicts = Vec::new();
     for (net, ip, rec) in &want {
         let existing = have.iter().find(|(n, a, _)| n == net && a == ip);
-        match existing {
+        let other = match existing {
             Some((_, _, e)) if e.value.endpoint_id == rec.endpoint_id => {
-                conn.claim_again(net, *ip, rec, e.mod_revision, lease).await?;
+                conn.claim_again(net, *ip, rec, e.mod_revision, lease)
+                    .await?;
+                continue;
             }
-            Some((_, _, e)) => eprintln!(
-                "cluster: address conflict: {ip} on {net} is {} on host {} here and {} on host {} in the store",
-                rec.container, me, e.value.container, e.value.host
-            ),
+            Some((_, _, e)) => e.value.host,
             None => {
                 let Some(n) = nets.iter().find(|n| &n.value.name == net) else {
-                    eprintln!("cluster: network {net} of container {} is gone from the store", rec.container);
+                    eprintln!(
+                        "cluster: network {net} of container {} is gone from the store",
+                        rec.container
+                    );
                     continue;
                 };
-                conn.claim(net, n.create_revision, *ip, rec, lease).await?;
+                match conn.claim(net, n.create_revision, *ip, rec, lease).await? {
+                    Claim::Claimed | Claim::Taken => continue,
+                    Claim::Held(h) => h.host,
+                }
             }
-        }
+        };
+        conflicts.push(format!(
+            "{ip} on {net}: container {} here, host {other} in the store",
+            rec.container
+        ));
     }
-    let unknown = |want: &[(String, Ipv4Addr, EndpointRecord)]| -> Vec<(String, Ipv4Addr, String)> {
-        have.iter()
-            .filter(|(net, ip, e)| {
-                e.value.host == me
-                    && !want.iter().any(|(n, a, r)| {
-                        n == net && a == ip && r.endpoint_id == e.value.endpoint_id
-                    })
-            })
-            .map(|(net, ip, e)| (net.clone(), *ip, e.value.endpoint_id.clone()))
-            .collect()
-    };
+    for c in &conflicts {
+        crate::cluster::store::skipped(
+            c.as_bytes(),
+            &format!("address conflict ({c}): the store's holder keeps it; the container here gets no overlay traffic"),
+        );
+    }
+    let holders = conn.all_holders().await?;
+    let unknown =
+        |want: &[(String, Ipv4Addr, EndpointRecord)]| -> BTreeSet<(String, Ipv4Addr, String)> {
+            let mine = have
+                .iter()
+                .filter(|(_, _, e)| e.value.host == me)
+                .map(|(net, ip, e)| (net.clone(), *ip, e.value.endpoint_id.clone()));
+            let held = holders
+                .iter()
+                .filter(|(_, _, h)| h.value.host == me)
+                .map(|(net, ip, h)| (net.clone(), *ip, h.value.endpoint_id.clone()));
+            mine.chain(held)
+                .filter(|(net, ip, id)| {
+                    !want
+                        .iter()
+                        .any(|(n, a, r)| n == net && a == ip && &r.endpoint_id == id)
+                })
+                .collect()
+        };
     if unknown(&want).is_empty() {
-        return Ok(());
+        return Ok(conflicts);
     }
     // A command may have claimed one of them after the first read and not saved yet. Decided
     // again under the lock: a claim in the state then, or announced by a live command that has
@@ -209,7 +274,7 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<()> {
             conn.release(&net, ip, &endpoint_id).await?;
         }
     }
-    Ok(())
+    Ok(conflicts)
 }
 
 /// The state, read under its lock (released before this returns), and the claims live

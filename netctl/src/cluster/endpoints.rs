@@ -6,9 +6,11 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::{
-    cluster::store::{Store, Versioned},
-    model::overlay::{EndpointRecord, OverlayNetwork},
+    cluster::store::{Claim, Store, Versioned},
+    model::overlay::{self, EndpointRecord, Holder, OverlayNetwork},
 };
 use crate::{
     kernel::netlink::Netlink,
@@ -115,14 +117,32 @@ pub fn claim(
     if requested.is_some() && !net.user_subnet {
         bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
     }
+    let name = &ov.value.name;
+    let quarantine = overlay::quarantine_secs(store.cfg.lease_ttl);
     for _ in 0..50 {
-        let used: Vec<Ipv4Addr> = store
-            .endpoints(&ov.value.name)?
+        let endpoints: BTreeSet<Ipv4Addr> = store
+            .endpoints(name)?
             .into_iter()
             .map(|(_, ip, _)| ip)
             .collect();
+        let holders = store.holders(name)?;
+        let plain: BTreeMap<Ipv4Addr, Holder> = holders
+            .iter()
+            .map(|(ip, h)| (*ip, h.value.clone()))
+            .collect();
+        let (used, orphaned) =
+            overlay::held_addresses(&endpoints, &plain, &store.quarantined(name)?);
+        // Addresses whose owner's lease ran out: their quarantine starts now.
+        for ip in &orphaned {
+            store.start_quarantine(name, *ip, &holders[ip], quarantine)?;
+        }
         let ip = match requested {
             Some(ip) => {
+                if let Some(h) = plain.get(&ip).filter(|_| !endpoints.contains(&ip)) {
+                    if used.contains(&ip) {
+                        bail!("{}", held_message(name, ip, h, quarantine));
+                    }
+                }
                 ipam::check_static(&net, ip, &used)?;
                 ip
             }
@@ -136,8 +156,12 @@ pub fn claim(
             mac: state::mac_for(ip),
             aliases: Vec::new(),
         };
-        if store.claim(&ov.value.name, ov.create_revision, ip, &rec, lease)? {
-            return Ok(Claimed { ip, endpoint_id });
+        match store.claim(name, ov.create_revision, ip, &rec, lease)? {
+            Claim::Claimed => return Ok(Claimed { ip, endpoint_id }),
+            Claim::Held(h) if requested.is_some() => {
+                bail!("{}", held_message(name, ip, &h, quarantine))
+            }
+            Claim::Held(_) | Claim::Taken => {}
         }
         if store
             .network(&ov.value.name)?
@@ -149,6 +173,14 @@ pub fn claim(
     bail!(
         "could not claim an address on {}: the network is too busy, try again",
         ov.value.name
+    )
+}
+
+/// Why a requested address cannot be had yet.
+fn held_message(network: &str, ip: Ipv4Addr, h: &Holder, quarantine: i64) -> String {
+    format!(
+        "address {ip} on {network} belonged to a container on host {}, whose lease ran out: it stays reserved for that host for {quarantine} s after it is found orphaned (no split brain if the host comes back); pick another address or try again later",
+        h.host
     )
 }
 

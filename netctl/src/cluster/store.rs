@@ -10,15 +10,25 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     cluster::ClusterConfig,
-    model::overlay::{network_problem, EndpointRecord, HostRecord, OverlayNetwork},
+    model::overlay::{network_problem, EndpointRecord, Holder, HostRecord, OverlayNetwork},
 };
+
+/// What a claim of an address found.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed,
+    /// Someone else got in first (or the network changed): read again and retry.
+    Taken,
+    /// Another endpoint's, whose owner may come back for it (see [`Holder`]).
+    Held(Holder),
+}
 
 const ROOT: &str = "/netctl/v1/";
 
@@ -30,6 +40,12 @@ fn endpoints_prefix(network: &str) -> String {
 }
 fn endpoint_key(network: &str, ip: Ipv4Addr) -> String {
     format!("{ROOT}endpoints/{network}/{ip}")
+}
+fn held_key(network: &str, ip: Ipv4Addr) -> String {
+    format!("{ROOT}held/{network}/{ip}")
+}
+fn quarantine_key(network: &str, ip: Ipv4Addr) -> String {
+    format!("{ROOT}quarantine/{network}/{ip}")
 }
 fn host_key(addr: Ipv4Addr) -> String {
     format!("{ROOT}hosts/{addr}")
@@ -339,6 +355,15 @@ impl Conn {
                 .and_then([
                     TxnOp::delete(network_key(name), None),
                     TxnOp::delete(endpoints_rev(name), None),
+                    // Addresses held for hosts that never came back go with the network.
+                    TxnOp::delete(
+                        format!("{ROOT}held/{name}/"),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                    TxnOp::delete(
+                        format!("{ROOT}quarantine/{name}/"),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
                     TxnOp::put(NETWORKS_REV, name.as_bytes(), None),
                 ]);
             let mut c = self.c();
@@ -393,8 +418,114 @@ impl Conn {
         Ok((out, read_at))
     }
 
-    /// Claims `ip` on `network` for `rec` under the host's lease: true when it was free and
-    /// the network is still the one read (`net_created` is its create revision).
+    /// Who holds the addresses of `network` ([`Holder`]), with revisions; bad records are
+    /// skipped (and so hold nothing).
+    pub async fn holders(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Versioned<Holder>>> {
+        Ok(self
+            .held_under(&format!("{ROOT}held/{network}/"))
+            .await?
+            .into_iter()
+            .map(|(_, ip, h)| (ip, h))
+            .collect())
+    }
+
+    /// Every held address of every network: (network, address, holder).
+    pub async fn all_holders(&self) -> Result<Vec<(String, Ipv4Addr, Versioned<Holder>)>> {
+        self.held_under(&format!("{ROOT}held/")).await
+    }
+
+    async fn held_under(&self, prefix: &str) -> Result<Vec<(String, Ipv4Addr, Versioned<Holder>)>> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing held addresses",
+                c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let Some((net, ip)) = parse_key(kv.key(), "held/") else {
+                continue;
+            };
+            if let Some(value) = usable(kv.key(), decode(kv.key(), kv.value())) {
+                out.push((
+                    net,
+                    ip,
+                    Versioned {
+                        value,
+                        create_revision: kv.create_revision(),
+                        mod_revision: kv.mod_revision(),
+                        lease: kv.lease(),
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The addresses of `network` whose quarantine runs (its leased key is there).
+    pub async fn quarantined(&self, network: &str) -> Result<BTreeSet<Ipv4Addr>> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "listing quarantined addresses",
+                c.get(
+                    format!("{ROOT}quarantine/{network}/"),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                ),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| parse_key(kv.key(), "quarantine/").map(|(_, ip)| ip))
+            .collect())
+    }
+
+    /// Starts the quarantine of an address whose owner's lease ran out (its holder record
+    /// as `seen`, no endpoint record): a key that lives `secs` under a lease of its own.
+    pub async fn start_quarantine(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+        seen: &Versioned<Holder>,
+        secs: i64,
+    ) -> Result<()> {
+        let lease = self.grant_lease(secs).await?;
+        let marked = Holder {
+            quarantined: true,
+            ..seen.value.clone()
+        };
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(held_key(network, ip), CompareOp::Equal, seen.mod_revision),
+                Compare::create_revision(endpoint_key(network, ip), CompareOp::Equal, 0),
+                Compare::create_revision(quarantine_key(network, ip), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::put(held_key(network, ip), encode(&marked), None),
+                TxnOp::put(
+                    quarantine_key(network, ip),
+                    seen.value.host.to_string(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            ]);
+        let mut c = self.c();
+        if !self
+            .call("quarantining an address", c.txn(txn))
+            .await?
+            .succeeded()
+        {
+            // Someone else started it, or the owner came back: the lease is not needed.
+            let mut c = self.c();
+            let _ = self.call("revoking a lease", c.lease_revoke(lease)).await;
+        }
+        Ok(())
+    }
+
+    /// Claims `ip` on `network` for `rec` under the host's lease, if it has no endpoint
+    /// record and no holder but this endpoint (coming back for it) or one whose quarantine is
+    /// over, and the network is still the one read (`net_created` is its create revision).
     pub async fn claim(
         &self,
         network: &str,
@@ -402,25 +533,83 @@ impl Conn {
         ip: Ipv4Addr,
         rec: &EndpointRecord,
         lease: i64,
-    ) -> Result<bool> {
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(network_key(network), CompareOp::Equal, net_created),
-                Compare::create_revision(endpoint_key(network, ip), CompareOp::Equal, 0),
-            ])
-            .and_then([
-                TxnOp::put(
-                    endpoint_key(network, ip),
-                    encode(rec),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-                TxnOp::put(endpoints_rev(network), rec.endpoint_id.as_bytes(), None),
-            ]);
+    ) -> Result<Claim> {
+        let held = self.holder(network, ip).await?;
+        let mut when = vec![
+            Compare::create_revision(network_key(network), CompareOp::Equal, net_created),
+            Compare::create_revision(endpoint_key(network, ip), CompareOp::Equal, 0),
+        ];
+        match &held {
+            None => when.push(Compare::create_revision(
+                held_key(network, ip),
+                CompareOp::Equal,
+                0,
+            )),
+            Some(h) if h.value.endpoint_id == rec.endpoint_id => when.push(Compare::mod_revision(
+                held_key(network, ip),
+                CompareOp::Equal,
+                h.mod_revision,
+            )),
+            Some(h) if h.value.quarantined => {
+                // Over once its key has gone with its lease.
+                when.push(Compare::mod_revision(
+                    held_key(network, ip),
+                    CompareOp::Equal,
+                    h.mod_revision,
+                ));
+                when.push(Compare::create_revision(
+                    quarantine_key(network, ip),
+                    CompareOp::Equal,
+                    0,
+                ));
+            }
+            Some(h) => return Ok(Claim::Held(h.value.clone())),
+        }
+        let holder = Holder {
+            host: rec.host,
+            endpoint_id: rec.endpoint_id.clone(),
+            quarantined: false,
+        };
+        let txn = Txn::new().when(when).and_then([
+            TxnOp::put(
+                endpoint_key(network, ip),
+                encode(rec),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::put(held_key(network, ip), encode(&holder), None),
+            TxnOp::delete(quarantine_key(network, ip), None),
+            TxnOp::put(endpoints_rev(network), rec.endpoint_id.as_bytes(), None),
+        ]);
         let mut c = self.c();
-        Ok(self
+        if self
             .call("claiming an address", c.txn(txn))
             .await?
-            .succeeded())
+            .succeeded()
+        {
+            return Ok(Claim::Claimed);
+        }
+        Ok(match self.holder(network, ip).await? {
+            Some(h) if h.value.endpoint_id != rec.endpoint_id => Claim::Held(h.value),
+            _ => Claim::Taken,
+        })
+    }
+
+    async fn holder(&self, network: &str, ip: Ipv4Addr) -> Result<Option<Versioned<Holder>>> {
+        let mut c = self.c();
+        let resp = self
+            .call(
+                "reading an address's holder",
+                c.get(held_key(network, ip), None),
+            )
+            .await?;
+        Ok(resp.kvs().first().and_then(|kv| {
+            Some(Versioned {
+                value: usable(kv.key(), decode(kv.key(), kv.value()))?,
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+                lease: kv.lease(),
+            })
+        }))
     }
 
     /// Puts an endpoint this host holds under `lease` again (after a daemon restart the old
@@ -439,11 +628,23 @@ impl Conn {
                 CompareOp::Equal,
                 seen,
             )])
-            .and_then([TxnOp::put(
-                endpoint_key(network, ip),
-                encode(rec),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            .and_then([
+                TxnOp::put(
+                    endpoint_key(network, ip),
+                    encode(rec),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                // Endpoints claimed before holders existed get theirs.
+                TxnOp::put(
+                    held_key(network, ip),
+                    encode(&Holder {
+                        host: rec.host,
+                        endpoint_id: rec.endpoint_id.clone(),
+                        quarantined: false,
+                    }),
+                    None,
+                ),
+            ]);
         let mut c = self.c();
         Ok(self
             .call("renewing an address", c.txn(txn))
@@ -451,25 +652,53 @@ impl Conn {
             .succeeded())
     }
 
-    /// Gives an address back, if it is still this endpoint's.
+    /// Gives an address back, if it is still this endpoint's: its record and its holder (a
+    /// record that went with an expired lease leaves the holder to remove).
     pub async fn release(&self, network: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
-        for (_, addr, e) in self.endpoints(network).await? {
-            if addr != ip || e.value.endpoint_id != endpoint_id {
-                continue;
-            }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    endpoint_key(network, ip),
-                    CompareOp::Equal,
-                    e.mod_revision,
-                )])
-                .and_then([
-                    TxnOp::delete(endpoint_key(network, ip), None),
-                    TxnOp::put(endpoints_rev(network), endpoint_id.as_bytes(), None),
-                ]);
-            let mut c = self.c();
-            self.call("releasing an address", c.txn(txn)).await?;
+        let mut c = self.c();
+        let resp = self
+            .call("reading an address", c.get(endpoint_key(network, ip), None))
+            .await?;
+        let record = resp.kvs().first().and_then(|kv| {
+            let rec: EndpointRecord = decode(kv.key(), kv.value()).ok()?;
+            (rec.endpoint_id == endpoint_id).then_some(kv.mod_revision())
+        });
+        let held = self
+            .holder(network, ip)
+            .await?
+            .filter(|h| h.value.endpoint_id == endpoint_id);
+        let (mut when, mut then) = (Vec::new(), Vec::new());
+        if let Some(rev) = record {
+            when.push(Compare::mod_revision(
+                endpoint_key(network, ip),
+                CompareOp::Equal,
+                rev,
+            ));
+            then.push(TxnOp::delete(endpoint_key(network, ip), None));
+            then.push(TxnOp::put(
+                endpoints_rev(network),
+                endpoint_id.as_bytes(),
+                None,
+            ));
         }
+        if let Some(h) = held {
+            when.push(Compare::mod_revision(
+                held_key(network, ip),
+                CompareOp::Equal,
+                h.mod_revision,
+            ));
+            then.push(TxnOp::delete(held_key(network, ip), None));
+            then.push(TxnOp::delete(quarantine_key(network, ip), None));
+        }
+        if then.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.c();
+        self.call(
+            "releasing an address",
+            c.txn(Txn::new().when(when).and_then(then)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -590,8 +819,23 @@ impl Store {
         ip: Ipv4Addr,
         rec: &EndpointRecord,
         lease: i64,
-    ) -> Result<bool> {
+    ) -> Result<Claim> {
         self.block(self.conn.claim(network, net_created, ip, rec, lease))
+    }
+    pub fn holders(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Versioned<Holder>>> {
+        self.block(self.conn.holders(network))
+    }
+    pub fn quarantined(&self, network: &str) -> Result<BTreeSet<Ipv4Addr>> {
+        self.block(self.conn.quarantined(network))
+    }
+    pub fn start_quarantine(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+        seen: &Versioned<Holder>,
+        secs: i64,
+    ) -> Result<()> {
+        self.block(self.conn.start_quarantine(network, ip, seen, secs))
     }
     pub fn release(&self, network: &str, ip: Ipv4Addr, endpoint_id: &str) -> Result<()> {
         self.block(self.conn.release(network, ip, endpoint_id))
@@ -606,8 +850,13 @@ impl Store {
 
 /// `/netctl/v1/endpoints/<network>/<ip>` → (network, ip).
 pub fn parse_endpoint_key(key: &[u8]) -> Option<(String, Ipv4Addr)> {
+    parse_key(key, "endpoints/")
+}
+
+/// `/netctl/v1/<kind><network>/<ip>` → (network, ip).
+fn parse_key(key: &[u8], kind: &str) -> Option<(String, Ipv4Addr)> {
     let key = std::str::from_utf8(key).ok()?;
-    let rest = key.strip_prefix(ROOT)?.strip_prefix("endpoints/")?;
+    let rest = key.strip_prefix(ROOT)?.strip_prefix(kind)?;
     let (net, ip) = rest.rsplit_once('/')?;
     Some((net.to_string(), ip.parse().ok()?))
 }

@@ -5,10 +5,8 @@
 
 use std::{os::fd::AsRawFd, time::Duration};
 
-use anyhow::{Context, Result};
-use nix::sys::socket::{
-    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
+use anyhow::Result;
+use nix::sys::socket::{recv, MsgFlags};
 
 use super::log::say;
 use crate::{engine::ctx::Ctx, engine::reconcile, kernel::netlink::Netlink};
@@ -28,18 +26,7 @@ pub fn start() {
 }
 
 fn watch() -> Result<()> {
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )
-    .context("netlink socket")?;
-    bind(
-        sock.as_raw_fd(),
-        &NetlinkAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR),
-    )
-    .context("joining the link and address groups")?;
+    let sock = crate::kernel::netlink::multicast_socket(RTMGRP_LINK | RTMGRP_IPV4_IFADDR)?;
     let nl = Netlink::new()?;
     let mut seen = interfaces(&nl)?;
     let mut buf = vec![0u8; 64 * 1024];

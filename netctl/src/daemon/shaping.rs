@@ -8,10 +8,7 @@
 use std::{collections::BTreeSet, os::fd::AsRawFd, time::Duration};
 
 use anyhow::{Context, Result};
-use nix::sys::socket::{
-    bind, recv, setsockopt, socket, sockopt::ReceiveTimeout, AddressFamily, MsgFlags, NetlinkAddr,
-    SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::{recv, setsockopt, sockopt::ReceiveTimeout, MsgFlags};
 
 use super::log::say;
 use crate::{
@@ -37,15 +34,7 @@ pub fn start(cfg: &Config) {
 }
 
 fn watch(cfg: &Config) -> Result<()> {
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )
-    .context("netlink socket")?;
-    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, RTMGRP_TC))
-        .context("joining the traffic-control group")?;
+    let sock = crate::kernel::netlink::multicast_socket(RTMGRP_TC)?;
     let every = nix::sys::time::TimeVal::new(EVERY.as_secs() as _, 0);
     setsockopt(&sock, ReceiveTimeout, &every).context("netlink socket timeout")?;
     let nl = Netlink::new()?;

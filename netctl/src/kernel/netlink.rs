@@ -532,6 +532,25 @@ fn parse_route(msg: &RouteMessage) -> (Ipv4Network, Option<u32>) {
     (net, oif)
 }
 
+/// A netlink socket that receives the rtnetlink multicast `groups` (a bit mask of
+/// `RTMGRP_*`): how the daemon hears of changes to links, addresses and qdiscs.
+pub fn multicast_socket(groups: u32) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    };
+    use std::os::fd::AsRawFd;
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .context("netlink socket")?;
+    bind(sock.as_raw_fd(), &NetlinkAddr::new(0, groups))
+        .context("joining rtnetlink's multicast groups")?;
+    Ok(sock)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

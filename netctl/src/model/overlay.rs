@@ -54,6 +54,53 @@ pub struct EndpointRecord {
     pub aliases: Vec<String>,
 }
 
+/// Who an overlay address belongs to, kept without a lease (`held/<network>/<ip>`): when the
+/// owner's lease runs out its endpoint record goes, this stays, and the address is not given
+/// to anyone else until the owner comes back for it, gives it back, or a quarantine longer
+/// than the owner can go without noticing has passed (no split brain after an outage).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    pub host: Ipv4Addr,
+    pub endpoint_id: String,
+    /// Someone found the address orphaned and started its quarantine (a leased key that
+    /// lives [`quarantine_secs`]); once that key is gone too, the address is free.
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
+/// How long an orphaned address waits before it is given again: a host notices a lost lease
+/// within one lease time (its renewals fail) and then fences its overlay endpoints; three
+/// lease times leave room for the requests' time-outs on the way.
+pub fn quarantine_secs(lease_ttl: i64) -> i64 {
+    lease_ttl * 3
+}
+
+/// What an allocation on a network must avoid and what it should start quarantining:
+/// addresses with an endpoint record, and held ones whose quarantine is not over (not begun,
+/// or its key still there); held addresses without an endpoint record whose quarantine has
+/// not begun are the ones to quarantine.
+pub fn held_addresses(
+    endpoints: &std::collections::BTreeSet<Ipv4Addr>,
+    holders: &std::collections::BTreeMap<Ipv4Addr, Holder>,
+    in_quarantine: &std::collections::BTreeSet<Ipv4Addr>,
+) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let mut busy: Vec<Ipv4Addr> = endpoints.iter().copied().collect();
+    let mut orphaned = Vec::new();
+    for (ip, h) in holders {
+        if endpoints.contains(ip) {
+            continue;
+        }
+        if !h.quarantined {
+            orphaned.push(*ip);
+        }
+        if !h.quarantined || in_quarantine.contains(ip) {
+            busy.push(*ip);
+        }
+    }
+    busy.sort();
+    (busy, orphaned)
+}
+
 /// A member host: where its containers' packets go, and which subnets it uses locally (an
 /// overlay must not overlap them).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -283,6 +330,28 @@ pub fn naming_problem(container_id: &str, container: &str, aliases: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_addresses_wait_out_their_quarantine() {
+        let ip = |n: u8| Ipv4Addr::new(10, 0, 0, n);
+        let holder = |q: bool| Holder {
+            host: ip(200),
+            endpoint_id: "e".into(),
+            quarantined: q,
+        };
+        let endpoints = [ip(2)].into();
+        // 2: in use; 3: orphaned, quarantine not begun; 4: in quarantine; 5: quarantine over.
+        let holders = [
+            (ip(2), holder(false)),
+            (ip(3), holder(false)),
+            (ip(4), holder(true)),
+            (ip(5), holder(true)),
+        ]
+        .into();
+        let (busy, orphaned) = held_addresses(&endpoints, &holders, &[ip(4)].into());
+        assert_eq!(busy, [ip(2), ip(3), ip(4)]);
+        assert_eq!(orphaned, [ip(3)]);
+    }
 
     fn req(name: &str, subnet: Option<&str>) -> CreateRequest {
         CreateRequest {

@@ -432,6 +432,13 @@ impl Dataplane {
             + self.replace_entries(overlay::OVERLAY_PEERS, &peers)?)
     }
 
+    /// Empties the remote-container map and keeps the peer hosts (containers still may not
+    /// send to their VXLAN port): nothing goes into the tunnel, nothing out of it is
+    /// delivered. The cluster agent's fence.
+    pub fn fence_overlay(&self) -> Result<usize> {
+        self.replace_entries(overlay::OVERLAY_REMOTES, &BTreeMap::<u32, Remote>::new())
+    }
+
     /// Makes a hash map hold exactly `want` by reading it back (for maps written outside the
     /// reconcile's record); returns how many entries changed.
     fn replace_entries<K: Pod + Ord, V: Pod + PartialEq>(
