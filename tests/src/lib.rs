@@ -818,8 +818,9 @@ fn teardown(id: &str, state_dir: &Path, bpffs: &Path) {
     remove_empty_daemon_cgroups();
 }
 
-/// The daemons' own cgroups that no process holds any more (a daemon killed by a teardown
-/// leaves its group; one that still runs keeps it, as rmdir refuses).
+/// The daemons' own cgroups and the tests' "service" groups that no process holds any more (a
+/// daemon killed by a teardown leaves its group, so does a test that failed half-way; a group
+/// still in use keeps it, as rmdir refuses).
 fn remove_empty_daemon_cgroups() {
     for root in [
         "/sys/fs/cgroup",
@@ -827,11 +828,14 @@ fn remove_empty_daemon_cgroups() {
         "/sys/fs/cgroup/systemd",
     ] {
         for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("netctl-daemon-")
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A test's group (`netctl-test-<pid>-<n>`) only once its test process is gone:
+            // a running test's may be empty for a moment.
+            let dead_test = name
+                .strip_prefix("netctl-test-")
+                .and_then(|id| id.split('-').next()?.parse::<u32>().ok())
+                .is_some_and(|pid| !process_alive(pid));
+            if name.starts_with("netctl-daemon-") || dead_test {
                 let _ = fs::remove_dir(entry.path());
             }
         }

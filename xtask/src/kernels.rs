@@ -35,17 +35,40 @@ pub fn run(list: &str) -> Result<()> {
     let dir = workspace_root().join("target/vm");
     let script = dir.join("guest-test.sh");
     std::fs::write(&script, GUEST_TEST)?;
-    let mut results = Vec::new();
-    for spec in specs {
-        let started = Instant::now();
-        let outcome = one(spec, &dir, &script, &bins);
-        let secs = started.elapsed().as_secs_f64();
-        match &outcome {
-            Ok((version, _)) => eprintln!("kernel {spec} ({version}): passed in {secs:.0} s"),
-            Err(e) => eprintln!("kernel {spec}: FAILED in {secs:.0} s: {e:#}"),
+    // The kernels and initramfs one after the other (apt and the disk), then the guests side
+    // by side: each emulates one CPU under TCG, so a machine runs as many as it has cores.
+    let prepared: Vec<(&str, Result<Guest>)> = specs
+        .iter()
+        .map(|spec| (*spec, prepare(spec, &dir, &script, &bins)))
+        .collect();
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Taken from the end: the list reversed, so the oldest (slowest) kernel starts first.
+    let mut queue: Vec<_> = prepared.into_iter().enumerate().collect();
+    queue.reverse();
+    let queue = std::sync::Mutex::new(queue);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(specs.len()) {
+            s.spawn(|| loop {
+                let Some((i, (spec, guest))) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let started = Instant::now();
+                let outcome = guest.and_then(|g| one(spec, &dir, g));
+                let secs = started.elapsed().as_secs_f64();
+                match &outcome {
+                    Ok((version, _)) => {
+                        eprintln!("kernel {spec} ({version}): passed in {secs:.0} s")
+                    }
+                    Err(e) => eprintln!("kernel {spec}: FAILED in {secs:.0} s: {e:#}"),
+                }
+                done.lock().unwrap().push((i, spec, outcome, secs));
+            });
         }
-        results.push((spec, outcome, secs));
-    }
+    });
+    let mut results = done.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    let results: Vec<_> = results.into_iter().map(|(_, s, o, t)| (s, o, t)).collect();
     println!("\nkernel matrix:");
     let mut failed = 0;
     for (spec, outcome, secs) in &results {
@@ -72,12 +95,32 @@ fn one_line(e: &anyhow::Error) -> String {
         .to_string()
 }
 
-/// Boots one kernel with the guest test; the console goes to target/vm/SPEC.log.
-fn one(spec: &str, dir: &Path, script: &Path, bins: &[PathBuf]) -> Result<(String, i32)> {
+/// A kernel unpacked and its initramfs made, ready to boot.
+struct Guest {
+    tree: PathBuf,
+    version: String,
+    initrd: PathBuf,
+}
+
+fn prepare(spec: &str, dir: &Path, script: &Path, bins: &[PathBuf]) -> Result<Guest> {
     let tree = vm::kernel_tree(spec)?;
     let version = vm::kernel_version(&tree);
     let initrd = dir.join(format!("{spec}.cpio.gz"));
     vm::initramfs(&tree, &initrd, script, bins, &[])?;
+    Ok(Guest {
+        tree,
+        version,
+        initrd,
+    })
+}
+
+/// Boots one kernel with the guest test; the console goes to target/vm/SPEC.log.
+fn one(spec: &str, dir: &Path, g: Guest) -> Result<(String, i32)> {
+    let Guest {
+        tree,
+        version,
+        initrd,
+    } = g;
     let (code, console) = vm::boot(&tree, &initrd, GUEST_TIMEOUT)?;
     let log = dir.join(format!("{spec}.log"));
     std::fs::write(&log, &console)?;

@@ -373,9 +373,14 @@ pub fn spawn_foreground(iso: &Isolation, argv: &[String]) -> Result<Child> {
 
 /// This boot's ID: PIDs and start times of another boot mean nothing.
 pub fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
+    // Read once per process: `ps` asks for every container.
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+    .clone()
 }
 
 /// This process as a file names the one that wrote it: "PID START_TIME" (a recycled PID has
