@@ -38,16 +38,18 @@ pub async fn run(
         if let Err(e) = session(&cfg, &cluster, &mut changed, &mut fenced).await {
             let e = format!("{e:#}");
             let before = read_status(&cfg.state_dir).unwrap_or_default();
-            // A lease not renewed for its whole time may be gone, and with it this host's
-            // addresses: its containers' overlay traffic stops until the host is registered
-            // again (other hosts may have been given their addresses meanwhile).
-            let lapsed = crate::model::state::now().saturating_sub(before.renewed)
-                >= cluster.lease_ttl as u64;
+            // A lease not renewed for twice its time is likely gone, and this host's view of
+            // the cluster stale: its containers' overlay traffic stops until the host is
+            // registered again. Its own addresses cannot be given away before four lease times
+            // (one for the lease, three of quarantine), so the fence comes first; a shorter
+            // outage of the store (a restart) does not stop traffic.
+            let grace = overlay::fence_after_secs(cluster.lease_ttl);
+            let lapsed = crate::model::state::now().saturating_sub(before.renewed) >= grace;
             if lapsed && !fenced {
                 match fence(&cfg) {
                     Ok(()) => {
                         fenced = true;
-                        eprintln!("cluster: lease not renewed for {} s: overlay traffic fenced until this host is registered again", cluster.lease_ttl);
+                        eprintln!("cluster: lease not renewed for {grace} s: overlay traffic fenced until this host is registered again");
                     }
                     Err(f) => eprintln!("cluster: fencing failed: {f:#}"),
                 }

@@ -68,11 +68,16 @@ pub struct Holder {
     pub quarantined: bool,
 }
 
-/// How long an orphaned address waits before it is given again: a host notices a lost lease
-/// within one lease time (its renewals fail) and then fences its overlay endpoints; three
-/// lease times leave room for the requests' time-outs on the way.
+/// How long an orphaned address waits before it is given again (from when someone first
+/// wants it, at least one lease time after its owner's last renewal): longer than a cut-off
+/// host takes to fence itself ([`fence_after_secs`]), with a lease time to spare.
 pub fn quarantine_secs(lease_ttl: i64) -> i64 {
     lease_ttl * 3
+}
+
+/// How long a host goes without renewing its lease before it fences its overlay endpoints.
+pub fn fence_after_secs(lease_ttl: i64) -> u64 {
+    lease_ttl as u64 * 2
 }
 
 /// What an allocation on a network must avoid and what it should start quarantining:
