@@ -1,7 +1,7 @@
 //! netctl as the CNI plugin of a second runtime: containerd 1.6 (Debian's) with `ctr run
 //! --cni`, which names the container's namespace `/proc/PID/ns/net`, in a sandbox namespace
 //! with its own root, state and socket, a busybox image imported from a local OCI archive,
-//! and netctl chained with the reference `tuning` plugin.
+//! and netctl chained with the reference `tuning` and `bandwidth` plugins.
 
 use std::{
     path::{Path, PathBuf},
@@ -124,7 +124,7 @@ impl<'a> Containerd<'a> {
         let script = format!(
             "set -e; mount --bind {net_d} /etc/cni/net.d; mount -t tmpfs tmpfs /opt; \
              mkdir -p /opt/cni/bin; ln -s {netctl} /opt/cni/bin/netctl; \
-             for p in loopback tuning; do ln -s /usr/lib/cni/$p /opt/cni/bin/$p; done; exec \"$@\"",
+             for p in loopback tuning bandwidth; do ln -s /usr/lib/cni/$p /opt/cni/bin/$p; done; exec \"$@\"",
             net_d = net_d.display(),
             netctl = netctl_tests::netctl_bin().display()
         );
@@ -189,7 +189,9 @@ fn containerd_runs_containers_on_netctl_through_cni() {
         "name": "ctrnet",
         "plugins": [
             { "type": "netctl", "subnet": "10.82.0.0/24" },
-            { "type": "tuning", "mtu": 1400 }
+            { "type": "tuning", "mtu": 1400 },
+            // What enters the container held to 100 Mbit/s: a tbf on its host-side veth.
+            { "type": "bandwidth", "ingressRate": 100_000_000u64, "ingressBurst": 1_000_000u64 }
         ]
     });
     let run = cd.run_cni(
@@ -259,6 +261,12 @@ fn containerd_runs_containers_on_netctl_through_cni() {
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"1400"), "{out}");
+    let host_veth = web["endpoints"][0]["host_veth"].as_str().unwrap();
+    let qdisc = sb.host_sh(&format!("tc qdisc show dev {host_veth} root"));
+    assert!(
+        String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
+        "the chained bandwidth plugin's qdisc: {qdisc:?}"
+    );
     assert_eq!(
         lines.last().map(|l| l.trim()),
         Some(sb.host_ip.as_str()),
