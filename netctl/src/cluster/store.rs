@@ -102,19 +102,24 @@ pub fn skipped(key: &[u8], why: &str) {
     }
 }
 
-/// An overlay network as read, when it decodes and passes [`network_problem`].
-fn network_of(kv: &etcd_client::KeyValue) -> Option<Versioned<OverlayNetwork>> {
-    let value: OverlayNetwork = usable(kv.key(), decode(kv.key(), kv.value()))?;
-    if let Some(why) = network_problem(&value) {
-        skipped(kv.key(), &why);
-        return None;
-    }
+/// A key's value with its revisions, when it decodes (else skipped, said once).
+fn versioned<T: DeserializeOwned>(kv: &etcd_client::KeyValue) -> Option<Versioned<T>> {
     Some(Versioned {
-        value,
+        value: usable(kv.key(), decode(kv.key(), kv.value()))?,
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
         lease: kv.lease(),
     })
+}
+
+/// An overlay network as read, when it decodes and passes [`network_problem`].
+fn network_of(kv: &etcd_client::KeyValue) -> Option<Versioned<OverlayNetwork>> {
+    let net = versioned::<OverlayNetwork>(kv)?;
+    if let Some(why) = network_problem(&net.value) {
+        skipped(kv.key(), &why);
+        return None;
+    }
+    Some(net)
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -389,32 +394,32 @@ impl Conn {
     }
 
     async fn endpoints_at(&self, prefix: &str) -> Result<(Vec<Listed>, i64)> {
+        self.listed("listing endpoints", prefix, "endpoints/").await
+    }
+
+    /// Every `<kind><network>/<ip>` key under `prefix` that decodes, and the revision read at.
+    async fn listed<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        prefix: &str,
+        kind: &str,
+    ) -> Result<(Vec<(String, Ipv4Addr, Versioned<T>)>, i64)> {
         let mut c = self.c();
         let resp = self
             .call(
-                "listing endpoints",
+                what,
                 c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
             )
             .await?;
         let read_at = resp.header().map_or(0, |h| h.revision());
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            if let Some((net, ip)) = parse_endpoint_key(kv.key()) {
-                let Some(value) = usable(kv.key(), decode(kv.key(), kv.value())) else {
-                    continue;
-                };
-                out.push((
-                    net,
-                    ip,
-                    Versioned {
-                        value,
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                        lease: kv.lease(),
-                    },
-                ));
-            }
-        }
+        let out = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let (net, ip) = parse_key(kv.key(), kind)?;
+                Some((net, ip, versioned(kv)?))
+            })
+            .collect();
         Ok((out, read_at))
     }
 
@@ -435,32 +440,10 @@ impl Conn {
     }
 
     async fn held_under(&self, prefix: &str) -> Result<Vec<(String, Ipv4Addr, Versioned<Holder>)>> {
-        let mut c = self.c();
-        let resp = self
-            .call(
-                "listing held addresses",
-                c.get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
-            )
-            .await?;
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            let Some((net, ip)) = parse_key(kv.key(), "held/") else {
-                continue;
-            };
-            if let Some(value) = usable(kv.key(), decode(kv.key(), kv.value())) {
-                out.push((
-                    net,
-                    ip,
-                    Versioned {
-                        value,
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                        lease: kv.lease(),
-                    },
-                ));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .listed("listing held addresses", prefix, "held/")
+            .await?
+            .0)
     }
 
     /// The addresses of `network` whose quarantine runs (its leased key is there).
@@ -602,14 +585,7 @@ impl Conn {
                 c.get(held_key(network, ip), None),
             )
             .await?;
-        Ok(resp.kvs().first().and_then(|kv| {
-            Some(Versioned {
-                value: usable(kv.key(), decode(kv.key(), kv.value()))?,
-                create_revision: kv.create_revision(),
-                mod_revision: kv.mod_revision(),
-                lease: kv.lease(),
-            })
-        }))
+        Ok(resp.kvs().first().and_then(versioned))
     }
 
     /// Puts an endpoint this host holds under `lease` again (after a daemon restart the old
