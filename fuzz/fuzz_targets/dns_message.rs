@@ -17,59 +17,20 @@ use netctl::{
         message::{handle, servfail, Reply, Transport},
         table::{RemoteName, Table},
     },
-    model::state::{Container, Endpoint, LinkRef, Network, State},
+    model::{
+        fixtures,
+        state::{Container, LinkRef, State},
+    },
 };
 
-fn net(name: &str, subnet: &str, internal: bool) -> Network {
-    let subnet: ipnetwork::Ipv4Network = subnet.parse().expect("subnet");
-    Network {
-        id: format!("{name}000000000000"),
-        name: name.into(),
-        driver: "bridge".into(),
-        subnet,
-        gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
-        ip_range: None,
-        internal,
-        icc: true,
-        masquerade: true,
-        mtu: 1500,
-        bridge: format!("br-{name}"),
-        options: Default::default(),
-        created: 0,
-        user_subnet: true,
-        vni: None,
+/// The unit tests' container, its endpoints with aliases.
+fn container(name: &str, id: &str, eps: &[(&str, &str, &[&str])]) -> Container {
+    let plain: Vec<(&str, &str)> = eps.iter().map(|(n, ip, _)| (*n, *ip)).collect();
+    let mut c = fixtures::container(name, id, &plain);
+    for (ep, (_, _, aliases)) in c.endpoints.iter_mut().zip(eps) {
+        ep.aliases = aliases.iter().map(|a| a.to_string()).collect();
     }
-}
-
-fn container(name: &str, id: &str, eps: &[(&str, Ipv4Addr, &[&str])]) -> Container {
-    Container {
-        id: id.into(),
-        name: name.into(),
-        command: vec![],
-        detached: true,
-        created: 0,
-        pid: None,
-        pid_start: None,
-        boot_id: None,
-        host_network: false,
-        engine_netns: None,
-        engine: None,
-        endpoints: eps
-            .iter()
-            .enumerate()
-            .map(|(i, (n, ip, aliases))| Endpoint {
-                network: n.to_string(),
-                endpoint_id: format!("{name}{i}00000000000"),
-                ifname: format!("eth{i}"),
-                host_veth: format!("v{name}{i}"),
-                ip: *ip,
-                mac: String::new(),
-                aliases: aliases.iter().map(|a| a.to_string()).collect(),
-            })
-            .collect(),
-        ports: vec![],
-        options: Default::default(),
-    }
+    c
 }
 
 /// front: web, api (also on back), 48 containers with the alias `many` (more A records than
@@ -86,7 +47,9 @@ fn table() -> &'static Table {
             ("back", "10.2.0.0/24", false),
             ("vault", "10.3.0.0/24", true),
         ] {
-            s.networks.insert(n.into(), net(n, sub, internal));
+            let mut net = fixtures::net(n, sub);
+            net.internal = internal;
+            s.networks.insert(n.into(), net);
         }
         let mut put = |c: Container| {
             s.containers.insert(c.name.clone(), c);
@@ -94,42 +57,38 @@ fn table() -> &'static Table {
         put(container(
             "web",
             "aaaaaaaaaaaa0000",
-            &[("front", ip("10.1.0.2"), &["svc"])],
+            &[("front", "10.1.0.2", &["svc"])],
         ));
         put(container(
             "api",
             "bbbbbbbbbbbb0000",
-            &[
-                ("front", ip("10.1.0.3"), &["svc"]),
-                ("back", ip("10.2.0.3"), &[]),
-            ],
+            &[("front", "10.1.0.3", &["svc"]), ("back", "10.2.0.3", &[])],
         ));
         put(container(
             "db",
             "dddddddddddd0000",
-            &[("back", ip("10.2.0.2"), &[])],
+            &[("back", "10.2.0.2", &[])],
         ));
         put(container(
             "safe",
             "eeeeeeeeeeee0000",
-            &[("vault", ip("10.3.0.2"), &[])],
+            &[("vault", "10.3.0.2", &[])],
         ));
         put(container(
             "old",
             "ffffffffffff0000",
-            &[("bridge", ip("172.17.0.2"), &[])],
+            &[("bridge", "172.17.0.2", &[])],
         ));
         for i in 10..58u8 {
             let name = format!("c{i}");
-            let eps: &[(&str, Ipv4Addr, &[&str])] =
-                &[("front", Ipv4Addr::new(10, 1, 0, i), &["many"])];
-            put(container(&name, &format!("{i:0>16}"), eps));
+            let addr = format!("10.1.0.{i}");
+            put(container(
+                &name,
+                &format!("{i:0>16}"),
+                &[("front", &addr, &["many"])],
+            ));
         }
-        let mut linker = container(
-            "linker",
-            "9999999999990000",
-            &[("front", ip("10.1.0.9"), &[])],
-        );
+        let mut linker = container("linker", "9999999999990000", &[("front", "10.1.0.9", &[])]);
         linker.options.dns = vec!["192.0.2.53".parse().expect("address")];
         linker.options.links = vec![LinkRef {
             id: "bbbbbbbbbbbb0000".into(),

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use netctl::model::{options, state::is_ifname};
 
-/// Input: the options, one a line.
+// Input: the options, one a line.
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

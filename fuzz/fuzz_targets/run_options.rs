@@ -8,8 +8,8 @@ use netctl::model::runopts::{
     AddHost,
 };
 
-/// Input: a letter choosing the option (h: --add-host, l: --link, e: --expose, d: --dns,
-/// n: --hostname and --network-alias), then its value.
+// Input: a letter choosing the option (h: --add-host, l: --link, e: --expose, d: --dns,
+// n: --hostname and --network-alias), then its value.
 fuzz_target!(|data: &[u8]| {
     let Some((&which, s)) = data.split_first() else {
         return;

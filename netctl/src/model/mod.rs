@@ -3,7 +3,7 @@
 
 pub mod addr;
 pub mod features;
-#[cfg(test)]
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod ids;
 pub mod instance;
