@@ -15,20 +15,6 @@ fn drops(out: &str, reason: &str) -> u64 {
     v["drops"][reason].as_u64().unwrap_or(0)
 }
 
-fn sleeper(sb: &Sandbox, name: &str, net: &str) {
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        net,
-        "--",
-        "sleep",
-        "300",
-    ]);
-}
-
 fn mac_of(sb: &Sandbox, name: &str) -> String {
     let out = sb.container_sh(name, "ip -o link show eth0");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -49,8 +35,8 @@ fn a_container_with_its_neighbours_mac_neither_poisons_the_bridge_nor_takes_its_
     require_sandbox!();
     let sb = Sandbox::new();
     sb.netctl_ok(&["network", "create", "--subnet", "10.81.0.0/24", "flat"]);
-    sleeper(&sb, "victim", "flat");
-    sleeper(&sb, "evil", "flat");
+    sb.sleeper("victim", "flat");
+    sb.sleeper("evil", "flat");
     let victim_mac = mac_of(&sb, "victim");
     let victim_ip = ip_of(&sb, "victim");
     // The bridge learns nothing from container ports: the victim's MAC is a static entry.
@@ -136,8 +122,8 @@ fn with_icc_off_broadcast_and_multicast_never_reach_a_neighbour() {
         "icc=false",
         "quiet",
     ]);
-    sleeper(&sb, "a", "quiet");
-    sleeper(&sb, "b", "quiet");
+    sb.sleeper("a", "quiet");
+    sb.sleeper("b", "quiet");
     // b listens for anything on UDP 5000 (broadcast and the mDNS group included).
     let listener = sb
         .netctl_cmd(&["exec", "b", "--", "python3", "-c", LISTEN_5000])
@@ -176,8 +162,8 @@ fn an_internal_network_reaches_the_embedded_dns_on_the_host_and_nothing_else() {
         "10.83.0.0/24",
         "priv",
     ]);
-    sleeper(&sb, "inside", "priv");
-    sleeper(&sb, "peer", "priv");
+    sb.sleeper("inside", "priv");
+    sb.sleeper("peer", "priv");
     // A service of the host on every address, the gateway's included.
     let _srv = sb.host_http("0.0.0.0", 2222, "host-secret");
     let out = sb.container_sh("inside", "curl -s --max-time 3 http://10.83.0.1:2222/");
@@ -324,9 +310,9 @@ fn a_container_holding_dns_connections_starves_no_one() {
     require_sandbox!();
     let sb = Sandbox::new();
     sb.netctl_ok(&["network", "create", "--subnet", "10.87.0.0/24", "n"]);
-    sleeper(&sb, "hog", "n");
-    sleeper(&sb, "a", "n");
-    sleeper(&sb, "b", "n");
+    sb.sleeper("hog", "n");
+    sb.sleeper("a", "n");
+    sb.sleeper("b", "n");
     let b = ip_of(&sb, "b");
     let resolves = |how: &str| {
         let out = sb.container_sh("a", &format!("dig +short +time=2 +tries=1 {how} b"));
@@ -440,8 +426,8 @@ fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str
         sb.env(k, v);
     }
     sb.netctl_ok(&["network", "create", "--subnet", subnet, "n"]);
-    sleeper(&sb, "victim", "n");
-    sleeper(&sb, "evil", "n");
+    sb.sleeper("victim", "n");
+    sb.sleeper("evil", "n");
     let _server =
         netctl_tests::Background(sb.spawn_outside(&format!("exec python3 -c '{TCP_ECHO}' 7000")));
     std::thread::sleep(Duration::from_millis(500));
@@ -537,9 +523,9 @@ fn a_container_making_many_dns_sockets_takes_no_ones_reverse_translation() {
         return;
     }
     sb.netctl_ok(&["network", "create", "--subnet", "10.93.0.0/24", "n"]);
-    sleeper(&sb, "victim", "n");
-    sleeper(&sb, "hog", "n");
-    sleeper(&sb, "b", "n");
+    sb.sleeper("victim", "n");
+    sb.sleeper("hog", "n");
+    sb.sleeper("b", "n");
     let mut victim = sb
         .netctl_cmd(&["exec", "victim", "--", "python3", "-c", DNS_PEER])
         .stdin(Stdio::piped())
