@@ -408,6 +408,13 @@ pub enum Status {
 
 impl Status {
     pub fn of(state_dir: &Path, c: &Container) -> Status {
+        Self::of_with(state_dir, c, true)
+    }
+
+    /// [`Status::of`], told whether the container has a directory of its own (where an exit
+    /// status would be): a listing reads the directory once instead of trying one missing
+    /// file per container.
+    pub fn of_with(state_dir: &Path, c: &Container, has_dir: bool) -> Status {
         // An engine's container runs as long as its namespace does.
         if let Some(ns) = &c.engine_netns {
             return match netns::is_engines(c, ns) && netns::is_live(ns) {
@@ -418,7 +425,10 @@ impl Status {
         if process::is_running(c.pid, c.pid_start, c.boot_id.as_deref()) {
             return Status::Running;
         }
-        if let Some((code, at)) = process::recorded_exit(&exit_path(state_dir, &c.id)) {
+        if let Some((code, at)) = has_dir
+            .then(|| process::recorded_exit(&exit_path(state_dir, &c.id)))
+            .flatten()
+        {
             return Status::Exited(code, Some(at));
         }
         if c.pid.is_some() {

@@ -31,6 +31,14 @@ impl Ctx {
         Ok(ctx)
     }
 
+    /// The configuration and the state, for a listing that needs nothing of the kernel
+    /// (no netlink socket opened and closed for nothing).
+    pub fn read_state() -> Result<(Config, crate::model::state::State)> {
+        let cfg = Config::from_env()?;
+        let state = Store::new(&cfg.state_dir, cfg.lock_timeout).snapshot()?;
+        Ok((cfg, state))
+    }
+
     /// For read-only commands.
     pub fn open_unchecked() -> Result<Self> {
         let cfg = Config::from_env()?;

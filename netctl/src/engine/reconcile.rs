@@ -278,7 +278,7 @@ fn apply_guarded(
 
 /// The host never picks a published port or a NAT source port for its own connections.
 fn reserve_ports(cfg: &Config, state: &State) -> Result<Option<String>> {
-    let mut ours: std::collections::BTreeSet<u16> =
+    let mut ours: crate::model::ports::PortSet =
         state.all_ports().map(|(_, p)| p.host_port).collect();
     if !state.networks.is_empty() {
         ours.extend(maps::NAT_PORTS.0..=maps::NAT_PORTS.1);

@@ -2,11 +2,11 @@
 //! listens on, ephemeral host ports skip ports in use, and every port netctl uses is kept out
 //! of the host's own source-port choice (`net.ipv4.ip_local_reserved_ports`).
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
+use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::model::ports::{HostSockets, Proto, Socket};
+use crate::model::ports::{HostSockets, PortSet, Proto, Socket};
 
 /// Parses one /proc/net table. `v6`: the address column is 32 hex digits.
 pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Socket> {
@@ -172,8 +172,8 @@ impl HostSockets {
 const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
 /// Parses "8080,61000-65535" into ports.
-pub fn parse_port_list(text: &str) -> BTreeSet<u16> {
-    let mut out = BTreeSet::new();
+pub fn parse_port_list(text: &str) -> PortSet {
+    let mut out = PortSet::default();
     for part in text
         .trim()
         .split(',')
@@ -189,9 +189,9 @@ pub fn parse_port_list(text: &str) -> BTreeSet<u16> {
 }
 
 /// Formats ports as the sysctl takes them, ranges collapsed.
-pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
+pub fn format_port_list(ports: &PortSet) -> String {
     let mut parts = Vec::new();
-    let mut it = ports.iter().copied().peekable();
+    let mut it = ports.iter().peekable();
     while let Some(start) = it.next() {
         let mut end = start;
         while it.peek() == Some(&(end.wrapping_add(1))) && end < u16::MAX {
@@ -209,18 +209,18 @@ pub fn format_port_list(ports: &BTreeSet<u16>) -> String {
 /// The reservation to write: the ports others reserved (what is there minus what netctl
 /// added last time) plus `ours`. Returns (new sysctl value, ports netctl adds).
 pub fn merge_reserved(
-    current: &BTreeSet<u16>,
-    added_before: &BTreeSet<u16>,
-    ours: &BTreeSet<u16>,
-) -> (BTreeSet<u16>, BTreeSet<u16>) {
-    let others: BTreeSet<u16> = current.difference(added_before).copied().collect();
-    let added: BTreeSet<u16> = ours.difference(&others).copied().collect();
-    (others.union(ours).copied().collect(), added)
+    current: &PortSet,
+    added_before: &PortSet,
+    ours: &PortSet,
+) -> (PortSet, PortSet) {
+    let others = current.difference(added_before);
+    let added = ours.difference(&others);
+    (others.union(ours), added)
 }
 
 /// Keeps `ours` (published host ports and the NAT source-port range) in the namespace's
 /// reserved ports; `record` remembers which ports netctl added, so it takes back only those.
-pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
+pub fn reserve(record: &Path, ours: &PortSet) -> Result<bool> {
     let current = parse_port_list(
         &std::fs::read_to_string(RESERVED).with_context(|| format!("reading {RESERVED}"))?,
     );
@@ -232,7 +232,7 @@ pub fn reserve(record: &Path, ours: &BTreeSet<u16>) -> Result<bool> {
         return Ok(false);
     }
     // Recorded first: if we die after the sysctl write, the next run still knows these are ours.
-    let all_ours: BTreeSet<u16> = added.union(&added_before).copied().collect();
+    let all_ours = added.union(&added_before);
     crate::base::atomic_file::write_cache(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
     if want != current {
         std::fs::write(RESERVED, format_port_list(&want))
@@ -333,7 +333,7 @@ mod tests {
             [8080, 61000, 61001, 61002].into()
         );
         assert_eq!(format_port_list(&[1, 2, 3, 7, 9, 10].into()), "1-3,7,9-10");
-        assert_eq!(format_port_list(&BTreeSet::new()), "");
+        assert_eq!(format_port_list(&PortSet::default()), "");
         // The user reserved 22 and 8080; netctl added 9000 last time and now wants 8080, 9100.
         let (want, added) = merge_reserved(
             &[22, 8080, 9000].into(),
@@ -342,7 +342,7 @@ mod tests {
         );
         assert_eq!(want, [22, 8080, 9100].into());
         assert_eq!(added, [9100].into(), "8080 stays the user's");
-        let (want, added) = merge_reserved(&want, &added, &BTreeSet::new());
+        let (want, added) = merge_reserved(&want, &added, &PortSet::default());
         assert_eq!(want, [22, 8080].into());
         assert!(added.is_empty());
     }

@@ -497,8 +497,7 @@ pub fn stop_shim(state_dir: &Path, id_prefix: &str) {
 
 /// The start of a container's directory path (`…/containers/<id…>`), for a prefix of its ID.
 fn dir_of(state_dir: &Path, id_prefix: &str) -> String {
-    state_dir
-        .join("containers")
+    crate::model::paths::containers_dir(state_dir)
         .join(id_prefix)
         .display()
         .to_string()

@@ -12,10 +12,15 @@ pub fn handle_path(state_dir: &Path, container_id: &str) -> PathBuf {
     handles_dir(state_dir).join(crate::model::ids::short(container_id))
 }
 
+/// Where each container has a directory of its own files, named by its ID.
+pub fn containers_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("containers")
+}
+
 /// The container's own files: its log and its exit status (kept with mode 0600 in the
 /// 0700 state directory).
 pub fn container_dir(state_dir: &Path, id: &str) -> PathBuf {
-    state_dir.join("containers").join(id)
+    containers_dir(state_dir).join(id)
 }
 
 pub fn log_path(state_dir: &Path, id: &str) -> PathBuf {

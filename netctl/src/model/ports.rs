@@ -162,11 +162,25 @@ pub fn allocate(
     let mut out: Vec<PortMapping> = Vec::new();
     // Host addresses per (protocol, port): conflicts are checked in O(1) per port, so
     // publishing thousands of ports on a host with thousands more stays fast.
+    // When every spec names its host ports, only those can clash: the index holds just them
+    // (one more port beside 10,000 published indexes one entry, not 10,000).
+    let asked: Option<[PortSet; 2]> = specs.iter().all(|s| s.host.is_some()).then(|| {
+        let mut asked = [PortSet::default(), PortSet::default()];
+        for s in specs {
+            asked[s.proto as usize].extend(s.host.clone().unwrap_or(0..=0));
+        }
+        asked
+    });
     let mut used: HashMap<(Proto, u16), Vec<Ipv4Addr>> = HashMap::new();
     for t in taken {
-        used.entry((t.proto, t.host_port))
-            .or_default()
-            .push(t.host_ip);
+        if asked
+            .as_ref()
+            .is_none_or(|a| a[t.proto as usize].contains(t.host_port))
+        {
+            used.entry((t.proto, t.host_port))
+                .or_default()
+                .push(t.host_ip);
+        }
     }
     let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<Ipv4Addr>>| {
         used.get(&(m.proto, m.host_port)).is_none_or(|ips| {
@@ -306,6 +320,88 @@ impl HostSockets {
     /// Ports any host socket uses, in any state: never handed out as ephemeral host ports.
     pub fn busy(&self) -> HashSet<(Proto, u16)> {
         self.0.iter().map(|s| (s.proto, s.port)).collect()
+    }
+}
+
+/// A set of port numbers as 65,536 bits: the host's reserved ports (tens of thousands with
+/// many published) are merged with word operations instead of one tree node per port.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> Self {
+        Self(Box::new([0; 1024]))
+    }
+}
+
+impl PortSet {
+    pub fn insert(&mut self, port: u16) {
+        self.0[port as usize / 64] |= 1 << (port % 64);
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[port as usize / 64] & (1 << (port % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// The ports in `self` and not in `other`.
+    pub fn difference(&self, other: &Self) -> Self {
+        self.zip(other, |a, b| a & !b)
+    }
+
+    pub fn union(&self, other: &Self) -> Self {
+        self.zip(other, |a, b| a | b)
+    }
+
+    fn zip(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        let mut out = Self::default();
+        for (o, (a, b)) in out.0.iter_mut().zip(self.0.iter().zip(other.0.iter())) {
+            *o = f(*a, *b);
+        }
+        out
+    }
+
+    /// The ports, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w != 0)
+            .flat_map(|(i, w)| {
+                let w = *w;
+                (0..64u32)
+                    .filter(move |b| w & (1 << b) != 0)
+                    .map(move |b| (i * 64) as u16 + b as u16)
+            })
+    }
+}
+
+impl Extend<u16> for PortSet {
+    fn extend<I: IntoIterator<Item = u16>>(&mut self, ports: I) {
+        ports.into_iter().for_each(|p| self.insert(p));
+    }
+}
+
+impl FromIterator<u16> for PortSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(ports: I) -> Self {
+        let mut s = Self::default();
+        s.extend(ports);
+        s
+    }
+}
+
+impl<const N: usize> From<[u16; N]> for PortSet {
+    fn from(ports: [u16; N]) -> Self {
+        ports.into_iter().collect()
+    }
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 

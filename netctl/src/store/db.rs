@@ -3,7 +3,11 @@
 //! against (an address is unique on its network, a host socket is published once) and who
 //! owns the row; the rest of a row is its JSON.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -29,7 +33,8 @@ CREATE TABLE containers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     engine TEXT NOT NULL,
-    body TEXT NOT NULL);
+    body TEXT NOT NULL,
+    ports BLOB);
 CREATE TABLE endpoints (
     container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -56,6 +61,19 @@ CREATE TABLE docker_pools (
     id TEXT PRIMARY KEY,
     subnet TEXT NOT NULL,
     addresses TEXT NOT NULL);
+";
+
+/// A container's published ports packed into its own row (`containers.ports`), so that a
+/// command reads a container with 10,000 ports as one value instead of 10,000 rows. The rows
+/// of `ports` stay the truth (and keep a host socket unique): any change to them, by any
+/// netctl version, empties the copy, and a reader then reads the rows.
+const PACKED_PORTS: &str = "
+CREATE TRIGGER ports_added AFTER INSERT ON ports BEGIN
+    UPDATE containers SET ports = NULL WHERE id = NEW.container AND ports IS NOT NULL; END;
+CREATE TRIGGER ports_removed AFTER DELETE ON ports BEGIN
+    UPDATE containers SET ports = NULL WHERE id = OLD.container AND ports IS NOT NULL; END;
+CREATE TRIGGER ports_changed AFTER UPDATE ON ports BEGIN
+    UPDATE containers SET ports = NULL WHERE id IN (OLD.container, NEW.container); END;
 ";
 
 /// Opens an existing database for reading and writing. `busy` is how long a statement waits
@@ -89,6 +107,7 @@ pub fn create(path: &Path, state: &State) -> Result<()> {
     conn.execute_batch("PRAGMA journal_mode = WAL;")?;
     let tx = conn.transaction()?;
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(PACKED_PORTS)?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('version', ?1), ('generation', '1')",
         [STATE_VERSION.to_string()],
@@ -96,6 +115,71 @@ pub fn create(path: &Path, state: &State) -> Result<()> {
     write_changes(&tx, &State::default(), state)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Brings a database made by an older netctl up to this one's tables (under the state lock):
+/// the packed copy of each container's ports, filled as containers are next written.
+pub fn upgrade(conn: &mut Connection) -> Result<()> {
+    if has_packed_ports(conn)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if !has_packed_ports(&tx)? {
+        tx.execute_batch("ALTER TABLE containers ADD COLUMN ports BLOB;")?;
+        tx.execute_batch(PACKED_PORTS)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn has_packed_ports(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM pragma_table_info('containers') WHERE name = 'ports'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// `ports` as [`PACKED_PORTS`] keeps them: a format byte, then per port the host address
+/// (4 bytes), host and container port (2 each, little endian) and the protocol (1).
+fn pack(ports: &[PortMapping]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + ports.len() * 9);
+    out.push(1);
+    for p in ports {
+        out.extend(p.host_ip.octets());
+        out.extend(p.host_port.to_le_bytes());
+        out.extend(p.container_port.to_le_bytes());
+        out.push(match p.proto {
+            Proto::Tcp => 0,
+            Proto::Udp => 1,
+        });
+    }
+    out
+}
+
+/// The ports [`pack`] made; None for anything else (the rows are read instead).
+fn unpack(b: &[u8]) -> Option<Vec<PortMapping>> {
+    let rest = b.strip_prefix(&[1])?;
+    if rest.len() % 9 != 0 {
+        return None;
+    }
+    rest.chunks_exact(9)
+        .map(|c| {
+            Some(PortMapping {
+                host_ip: std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                host_port: u16::from_le_bytes([c[4], c[5]]),
+                container_port: u16::from_le_bytes([c[6], c[7]]),
+                proto: match c[8] {
+                    0 => Proto::Tcp,
+                    1 => Proto::Udp,
+                    _ => return None,
+                },
+            })
+        })
+        .collect()
 }
 
 /// The number of the last commit: every commit adds one (the daemon says which it serves).
@@ -109,7 +193,15 @@ pub fn generation(conn: &Connection) -> Result<u64> {
 }
 
 /// The whole state, as of one moment (one read transaction), and that moment's generation.
-pub fn load(conn: &mut Connection) -> Result<(State, u64)> {
+/// What [`load`] read: the state, its generation, and the containers whose ports were read
+/// from their rows (no packed copy: [`pack_missing`] makes one at the next write).
+pub struct Loaded {
+    pub state: State,
+    pub generation: u64,
+    pub unpacked: BTreeSet<String>,
+}
+
+pub fn load(conn: &mut Connection) -> Result<Loaded> {
     let tx = conn.transaction()?;
     let version: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
@@ -136,17 +228,44 @@ pub fn load(conn: &mut Connection) -> Result<(State, u64)> {
             state.networks.insert(name, n);
         }
     }
-    // Containers by ID while their endpoints and ports are added, then by name.
-    let mut by_id: BTreeMap<String, Container> = BTreeMap::new();
+    // Containers by name (read in that order: each insert lands at the end of the map).
+    let mut unpacked = BTreeSet::new();
     {
-        let mut q = tx.prepare_cached("SELECT id, body FROM containers")?;
+        let packed = has_packed_ports(&tx)?;
+        let mut q = tx.prepare_cached(if packed {
+            "SELECT id, body, ports FROM containers ORDER BY name"
+        } else {
+            "SELECT id, body, NULL FROM containers ORDER BY name"
+        })?;
         let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
-            let c: Container = parse(r.get_ref(1)?.as_str()?, "container", &id)?;
-            by_id.insert(id, c);
+            let mut c: Container = parse(r.get_ref(1)?.as_str()?, "container", &id)?;
+            match r.get_ref(2)?.as_blob_or_null()?.and_then(unpack) {
+                Some(ports) => c.ports = ports,
+                None => {
+                    unpacked.insert(id.clone());
+                }
+            }
+            state.containers.insert(c.name.clone(), c);
         }
     }
+    // Their names by ID while their endpoints and ports are added (made at the first such
+    // row: 10,000 containers of the host network have none).
+    let mut names: Option<HashMap<String, String>> = None;
+    let name_of = |names: &mut Option<HashMap<String, String>>,
+                   containers: &BTreeMap<String, Container>,
+                   id: &str| {
+        names
+            .get_or_insert_with(|| {
+                containers
+                    .values()
+                    .map(|c| (c.id.clone(), c.name.clone()))
+                    .collect()
+            })
+            .get(id)
+            .cloned()
+    };
     {
         let mut q = tx
             .prepare_cached("SELECT container, body FROM endpoints ORDER BY container, position")?;
@@ -154,22 +273,35 @@ pub fn load(conn: &mut Connection) -> Result<(State, u64)> {
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
             let ep: Endpoint = parse(r.get_ref(1)?.as_str()?, "endpoint of", &id)?;
-            if let Some(c) = by_id.get_mut(&id) {
+            let name = name_of(&mut names, &state.containers, &id);
+            if let Some(c) = name.and_then(|n| state.containers.get_mut(&n)) {
                 c.endpoints.push(ep);
             }
         }
     }
-    {
-        let mut q = tx.prepare_cached(
+    // The rows of ports only for containers without a packed copy: all of them in one
+    // sweep, or a few by their container.
+    let all = unpacked.len() == state.containers.len();
+    let sweeps: Vec<Option<&String>> = match all {
+        true if !unpacked.is_empty() => vec![None],
+        true => Vec::new(),
+        false => unpacked.iter().map(Some).collect(),
+    };
+    for only in sweeps {
+        let mut q = tx.prepare_cached(if only.is_none() {
             "SELECT container, host_ip, host_port, container_port, proto FROM ports
-             ORDER BY container, position",
-        )?;
-        let mut rows = q.query([])?;
+             WHERE ?1 IS NULL ORDER BY container, position"
+        } else {
+            "SELECT container, host_ip, host_port, container_port, proto FROM ports
+             WHERE container = ?1 ORDER BY position"
+        })?;
+        let mut rows = q.query([only])?;
         let mut current: Option<&mut Container> = None;
         while let Some(r) = rows.next()? {
             let id = r.get_ref(0)?.as_str()?;
             if current.as_ref().is_none_or(|c| c.id != id) {
-                current = by_id.get_mut(id);
+                let name = name_of(&mut names, &state.containers, id);
+                current = name.and_then(|n| state.containers.get_mut(&n));
             }
             let Some(c) = current.as_deref_mut() else {
                 continue;
@@ -191,7 +323,6 @@ pub fn load(conn: &mut Connection) -> Result<(State, u64)> {
             });
         }
     }
-    state.containers = by_id.into_values().map(|c| (c.name.clone(), c)).collect();
     {
         let mut q = tx.prepare_cached("SELECT id, network, ip, mac FROM docker_endpoints")?;
         let mut rows = q.query([])?;
@@ -224,7 +355,28 @@ pub fn load(conn: &mut Connection) -> Result<(State, u64)> {
         }
     }
     tx.commit()?;
-    Ok((state, generation))
+    Ok(Loaded {
+        state,
+        generation,
+        unpacked,
+    })
+}
+
+/// Packs the ports of the containers `ids` (read from their rows) that have no packed copy.
+pub fn pack_missing(
+    tx: &rusqlite::Transaction,
+    state: &State,
+    ids: &BTreeSet<String>,
+) -> Result<()> {
+    if ids.is_empty() || !has_packed_ports(tx)? {
+        return Ok(());
+    }
+    let mut q =
+        tx.prepare_cached("UPDATE containers SET ports = ?2 WHERE id = ?1 AND ports IS NULL")?;
+    for c in state.containers.values().filter(|c| ids.contains(&c.id)) {
+        q.execute(params![c.id, pack(&c.ports)])?;
+    }
+    Ok(())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &str, what: &str, key: &str) -> Result<T> {
@@ -357,6 +509,9 @@ pub fn write_changes(tx: &rusqlite::Transaction, old: &State, new: &State) -> Re
                     })
                 })?;
             }
+            // After the rows, whose triggers empty it.
+            tx.prepare_cached("UPDATE containers SET ports = ?2 WHERE id = ?1")?
+                .execute(params![id, pack(&c.ports)])?;
         }
     }
     for (id, ep) in &new.docker.endpoints {

@@ -38,6 +38,8 @@ pub struct Locked {
     /// The state as the database has it, while `state` differs from it (taken when the
     /// state is first changed: a copy of a big state costs).
     saved: Option<State>,
+    /// Containers whose ports have no packed copy yet (see [`db::pack_missing`]).
+    unpacked: std::collections::BTreeSet<String>,
     /// The generation of what is saved (one more per save: nobody else writes while the
     /// lock is held).
     generation: u64,
@@ -76,10 +78,18 @@ impl Store {
             self.make_database()?;
         }
         let mut conn = db::open(&self.db_path(), self.timeout)?;
-        let (state, generation) = self.load(&mut conn)?;
+        db::upgrade(&mut conn).with_context(|| {
+            format!("upgrading the state database {}", self.db_path().display())
+        })?;
+        let db::Loaded {
+            state,
+            generation,
+            unpacked,
+        } = self.load(&mut conn)?;
         Ok(Locked {
             state,
             saved: None,
+            unpacked,
             generation,
             interrupted: lock.interrupted,
             conn,
@@ -99,7 +109,8 @@ impl Store {
             return Ok((read_json(&self.dir.join(JSON_FILE))?, 0));
         }
         let mut conn = db::open(&self.db_path(), self.timeout)?;
-        self.load(&mut conn)
+        let loaded = self.load(&mut conn)?;
+        Ok((loaded.state, loaded.generation))
     }
 
     /// The generation of the last change (0 before the first).
@@ -110,21 +121,21 @@ impl Store {
         db::generation(&db::open(&self.db_path(), self.timeout)?)
     }
 
-    fn load(&self, conn: &mut Connection) -> Result<(State, u64)> {
+    fn load(&self, conn: &mut Connection) -> Result<db::Loaded> {
         let path = self.db_path();
-        let (state, generation) = db::load(conn).with_context(|| {
+        let loaded = db::load(conn).with_context(|| {
             format!(
                 "state database {} is unreadable; it was left untouched: repair or move it away",
                 path.display()
             )
         })?;
-        state.validate().with_context(|| {
+        loaded.state.validate().with_context(|| {
             format!(
                 "state database {} is inconsistent; it was left untouched: repair or move it away",
                 path.display()
             )
         })?;
-        Ok((state, generation))
+        Ok(loaded)
     }
 
     /// The database, made beside and renamed into place (a command killed half way leaves
@@ -211,11 +222,13 @@ impl Locked {
         let written = (|| -> Result<()> {
             let tx = self.conn.transaction()?;
             db::write_changes(&tx, &old, &self.state)?;
+            db::pack_missing(&tx, &self.state, &self.unpacked)?;
             tx.commit()?;
             Ok(())
         })();
         match written {
             Ok(()) => {
+                self.unpacked.clear();
                 self.generation += 1;
                 Ok(old)
             }

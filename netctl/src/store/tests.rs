@@ -246,3 +246,99 @@ fn a_row_that_breaks_the_rules_is_an_error_for_every_reader() {
     let err = format!("{:#}", store.snapshot().expect_err("must fail"));
     assert!(err.contains("unreadable"), "{err}");
 }
+
+#[test]
+fn ports_are_read_from_the_packed_copy_and_from_the_rows_when_it_is_gone() {
+    let d = Dir::new();
+    let store = d.store();
+    let mut s = sample();
+    s.containers.get_mut("web").unwrap().ports = (20000..30000).map(port).collect();
+    put(&store, &s);
+    let conn = db::open(&d.0.join(DB_FILE), Duration::from_secs(1)).unwrap();
+    let packed = |conn: &Connection| -> usize {
+        conn.query_row(
+            "SELECT count(*) FROM containers WHERE ports IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(packed(&conn), 2, "both containers have their copy");
+    assert_eq!(store.snapshot().unwrap(), s);
+    // A change to the rows alone (as an older netctl makes) empties the copy; the rows then
+    // are read, and the next write packs them again.
+    conn.execute(
+        "UPDATE ports SET host_port = 40000 WHERE host_port = 20000",
+        [],
+    )
+    .unwrap();
+    assert_eq!(packed(&conn), 1);
+    let mut want = s.clone();
+    want.containers.get_mut("web").unwrap().ports[0].host_port = 40000;
+    assert_eq!(store.snapshot().unwrap(), want);
+    let mut l = store.lock().unwrap();
+    assert_eq!(l.state(), &want);
+    l.state_mut().containers.get_mut("db").unwrap().pid = Some(7);
+    l.save().unwrap();
+    drop(l);
+    assert_eq!(packed(&conn), 2);
+    conn.execute("DELETE FROM ports WHERE host_port = 40000", [])
+        .unwrap();
+    want.containers.get_mut("web").unwrap().ports.remove(0);
+    want.containers.get_mut("db").unwrap().pid = Some(7);
+    assert_eq!(store.snapshot().unwrap(), want);
+    // A copy that is not one (a future format) is passed over for the rows.
+    conn.execute(
+        "UPDATE containers SET ports = x'0201' WHERE name = 'web'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(store.snapshot().unwrap(), want);
+    // And a valid copy is what readers take: with the trigger gone, a row changed behind
+    // its back does not show.
+    conn.execute_batch("UPDATE containers SET ports = NULL; DROP TRIGGER ports_changed;")
+        .unwrap();
+    let mut l = store.lock().unwrap();
+    l.state_mut().containers.get_mut("db").unwrap().pid = Some(8);
+    l.save().unwrap();
+    drop(l);
+    want.containers.get_mut("db").unwrap().pid = Some(8);
+    conn.execute("UPDATE ports SET container_port = 81", [])
+        .unwrap();
+    assert_eq!(store.snapshot().unwrap(), want);
+}
+
+#[test]
+fn a_database_of_an_older_netctl_gets_the_packed_copy() {
+    let d = Dir::new();
+    let store = d.store();
+    let s = sample();
+    put(&store, &s);
+    // The tables as the previous netctl made them: no column, no triggers.
+    let conn = db::open(&d.0.join(DB_FILE), Duration::from_secs(1)).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER ports_added; DROP TRIGGER ports_removed; DROP TRIGGER ports_changed;
+         ALTER TABLE containers DROP COLUMN ports;",
+    )
+    .unwrap();
+    assert_eq!(store.snapshot().unwrap(), s, "readers take the rows");
+    let mut l = store.lock().unwrap();
+    assert_eq!(l.state(), &s);
+    l.state_mut().containers.get_mut("db").unwrap().pid = Some(9);
+    l.save().unwrap();
+    drop(l);
+    let packed: usize = conn
+        .query_row(
+            "SELECT count(*) FROM containers WHERE ports IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        packed, 2,
+        "upgraded, and every container packed at the first write"
+    );
+    let mut want = s;
+    want.containers.get_mut("db").unwrap().pid = Some(9);
+    assert_eq!(store.snapshot().unwrap(), want);
+}

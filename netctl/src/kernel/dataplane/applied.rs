@@ -26,6 +26,8 @@ pub struct Applied {
     maps: BTreeMap<String, Entry>,
     /// The file on disk no longer claims anything (see [`Applied::before_change`]).
     invalidated: bool,
+    /// Something differs from the file: [`Applied::save`] writes it.
+    dirty: bool,
 }
 
 fn bytes<T: Pod>(v: &T) -> &[u8] {
@@ -36,6 +38,17 @@ fn bytes<T: Pod>(v: &T) -> &[u8] {
 fn read<T: Pod>(b: &[u8]) -> T {
     // SAFETY: callers pass exactly size_of::<T>() bytes; any bit pattern is a valid Pod.
     unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) }
+}
+
+/// Entries as the record holds them: key bytes, value bytes, in the order given (a
+/// `BTreeMap`'s, so equal contents give equal bytes).
+pub fn raw<'a, K: Pod + 'a, V: Pod + 'a>(entries: impl Iterator<Item = (&'a K, &'a V)>) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for (k, v) in entries {
+        raw.extend_from_slice(bytes(k));
+        raw.extend_from_slice(bytes(v));
+    }
+    raw
 }
 
 fn parse(data: &[u8]) -> Option<BTreeMap<String, Entry>> {
@@ -80,6 +93,7 @@ impl Applied {
             path,
             maps,
             invalidated: false,
+            dirty: false,
         }
     }
 
@@ -99,8 +113,12 @@ impl Applied {
         Ok(())
     }
 
-    /// What was written to map `name` if it is still the same kernel map.
-    pub fn get<K: Pod + Ord, V: Pod>(&self, name: &str, map_id: u32) -> Option<BTreeMap<K, V>> {
+    /// What was written to map `name` if it is still the same kernel map, in key order.
+    pub fn entries<K: Pod + Ord, V: Pod>(
+        &self,
+        name: &str,
+        map_id: u32,
+    ) -> Option<impl Iterator<Item = (K, V)> + '_> {
         let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
         let e = self
             .maps
@@ -109,18 +127,32 @@ impl Applied {
         Some(
             e.raw
                 .chunks_exact(ks + vs)
-                .map(|c| (read::<K>(&c[..ks]), read::<V>(&c[ks..])))
-                .collect(),
+                .map(move |c| (read::<K>(&c[..ks]), read::<V>(&c[ks..]))),
         )
     }
 
+    #[cfg(test)]
+    fn get<K: Pod + Ord, V: Pod>(&self, name: &str, map_id: u32) -> Option<BTreeMap<K, V>> {
+        Some(self.entries(name, map_id)?.collect())
+    }
+
+    /// Whether `raw` (see [`raw`]) is what was written to map `name`, the same kernel map:
+    /// a byte comparison, so an unchanged map of 10,000 entries costs a memcmp, not a diff.
+    pub fn unchanged<K: Pod, V: Pod>(&self, name: &str, map_id: u32, raw: &[u8]) -> bool {
+        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+        self.maps.get(name).is_some_and(|e| {
+            e.map_id == map_id && e.key_size == ks && e.value_size == vs && e.raw == raw
+        })
+    }
+
     pub fn set<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, entries: &BTreeMap<K, V>) {
-        let mut raw = Vec::with_capacity(
-            entries.len() * (std::mem::size_of::<K>() + std::mem::size_of::<V>()),
-        );
-        for (k, v) in entries {
-            raw.extend_from_slice(bytes(k));
-            raw.extend_from_slice(bytes(v));
+        self.set_raw::<K, V>(name, map_id, raw(entries.iter()));
+    }
+
+    /// Records `raw` (made by [`raw`] from `K`, `V` entries) as map `name`'s content.
+    pub fn set_raw<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, raw: Vec<u8>) {
+        if self.unchanged::<K, V>(name, map_id, &raw) {
+            return;
         }
         let (key_size, value_size) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
         self.maps.insert(
@@ -132,10 +164,15 @@ impl Applied {
                 raw,
             },
         );
+        self.dirty = true;
     }
 
-    /// Writes the record (temp file and rename, not synced: see [`Applied::before_change`]).
+    /// Writes the record if it changed (temp file and rename, not synced: see
+    /// [`Applied::before_change`]).
     pub fn save(&self) -> anyhow::Result<()> {
+        if !self.dirty && !self.invalidated {
+            return Ok(());
+        }
         let mut out = MAGIC.to_vec();
         for (name, e) in &self.maps {
             out.extend((name.len() as u16).to_le_bytes());

@@ -253,10 +253,12 @@ impl Dataplane {
                 .0,
             ),
         ];
-        let ep_keys: BTreeMap<u32, u8> = want.endpoints.keys().map(|k| (*k, 0)).collect();
-        let port_keys: BTreeMap<_, u8> = want.portmap.keys().map(|k| (*k, 0)).collect();
-        self.sync_counter_keys::<_, EndpointCounters>(names::EP_STATS, &ep_keys, &mut applied)?;
-        self.sync_counter_keys::<_, u64>(names::PORT_STATS, &port_keys, &mut applied)?;
+        self.sync_counter_keys::<_, _, EndpointCounters>(
+            names::EP_STATS,
+            &want.endpoints,
+            &mut applied,
+        )?;
+        self.sync_counter_keys::<_, _, u64>(names::PORT_STATS, &want.portmap, &mut applied)?;
         applied.save()?;
         crate::base::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
@@ -339,39 +341,38 @@ impl Dataplane {
         applied: &mut Applied,
     ) -> Result<(usize, Vec<(K, V)>)> {
         let (mut map, id): (HashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
-        let have: BTreeMap<K, V> = match applied.get(name, id) {
-            Some(have) => have,
+        let raw = applied::raw(want.iter());
+        if applied.unchanged::<K, V>(name, id, &raw) {
+            return Ok((0, Vec::new()));
+        }
+        let (gone, set) = match applied.entries::<K, V>(name, id) {
+            Some(have) => difference(have, want.iter()),
             None => {
                 let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
-                keys.into_iter()
+                let have: BTreeMap<K, V> = keys
+                    .into_iter()
                     .filter_map(|k| map.get(&k, 0).ok().map(|v| (k, v)))
-                    .collect()
+                    .collect();
+                difference(have.into_iter(), want.iter())
             }
         };
-        let mut n = 0;
         let mut removed = Vec::new();
-        for (k, v) in &have {
-            if !want.contains_key(k) {
-                applied.before_change()?;
-                remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
-                removed.push((*k, *v));
-                n += 1;
-            }
+        for (k, v) in gone {
+            applied.before_change()?;
+            remove_entry(map.remove(&k)).with_context(|| format!("removing from {name}"))?;
+            removed.push((k, v));
         }
-        for (k, v) in want {
-            let old = have.get(k);
-            if old != Some(v) {
-                applied.before_change()?;
-                map.insert(k, v, 0)
-                    .with_context(|| format!("filling {name}"))?;
-                removed.extend(old.map(|o| (*k, *o)));
-                n += 1;
-            }
+        let n = removed.len() + set.len();
+        for (k, v, old) in set {
+            applied.before_change()?;
+            map.insert(k, v, 0)
+                .with_context(|| format!("filling {name}"))?;
+            removed.extend(old.map(|o| (*k, o)));
         }
         if n > 0 {
             crate::base::failpoint::step("dataplane: one map changed");
         }
-        applied.set(name, id, want);
+        applied.set_raw::<K, V>(name, id, raw);
         Ok((n, removed))
     }
 
@@ -397,29 +398,38 @@ impl Dataplane {
 
     /// Per-CPU counter maps hold an entry per key the programs may count (made here, zeroed,
     /// so the datapath never inserts); counts of live keys are kept.
-    fn sync_counter_keys<K: Pod + Ord, V: Pod + Default>(
+    fn sync_counter_keys<K: Pod + Ord, W, V: Pod + Default>(
         &self,
         name: &str,
-        want: &BTreeMap<K, u8>,
+        want: &BTreeMap<K, W>,
         applied: &mut Applied,
     ) -> Result<()> {
         let (mut map, id): (PerCpuHashMap<MapData, K, V>, u32) = self.map_with_id(name)?;
-        let have: BTreeSet<K> = match applied.get::<K, u8>(name, id) {
-            Some(have) => have.into_keys().collect(),
-            None => map.keys().collect::<Result<_, _>>()?,
+        // Recorded as key → 0 (the counts are the programs').
+        let raw = applied::raw(want.keys().map(|k| (k, &0u8)));
+        if applied.unchanged::<K, u8>(name, id, &raw) {
+            return Ok(());
+        }
+        let want = want.keys().map(|k| (k, &0u8));
+        let (gone, new) = match applied.entries::<K, u8>(name, id) {
+            Some(have) => difference(have, want),
+            None => {
+                let have: BTreeSet<K> = map.keys().collect::<Result<_, _>>()?;
+                difference(have.into_iter().map(|k| (k, 0u8)), want)
+            }
         };
-        for k in have.iter().filter(|k| !want.contains_key(k)) {
+        for (k, _) in gone {
             applied.before_change()?;
-            remove_entry(map.remove(k)).with_context(|| format!("removing from {name}"))?;
+            remove_entry(map.remove(&k)).with_context(|| format!("removing from {name}"))?;
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        for k in want.keys().filter(|k| !have.contains(k)) {
+        for (k, _, _) in new {
             applied.before_change()?;
             let zero = PerCpuValues::try_from(vec![V::default(); cpus])?;
             map.insert(k, zero, 0)
                 .with_context(|| format!("filling {name}"))?;
         }
-        applied.set(name, id, want);
+        applied.set_raw::<K, u8>(name, id, raw);
         Ok(())
     }
 
@@ -768,4 +778,50 @@ pub fn remove_all(cfg: &Config) -> Result<()> {
             .with_context(|| format!("removing {}", cfg.bpffs.display()))?;
     }
     Ok(())
+}
+
+/// What turns `have` into `want`, both in key order, in one walk: the entries to remove
+/// (with their values), and those to write (with the value they replace, if any).
+#[allow(clippy::type_complexity)]
+fn difference<'w, K: Ord + Copy + 'w, V: PartialEq + Copy + 'w>(
+    have: impl Iterator<Item = (K, V)>,
+    want: impl Iterator<Item = (&'w K, &'w V)>,
+) -> (Vec<(K, V)>, Vec<(&'w K, &'w V, Option<V>)>) {
+    let (mut gone, mut set) = (Vec::new(), Vec::new());
+    let mut have = have.peekable();
+    for (k, v) in want {
+        while let Some((hk, hv)) = have.next_if(|(hk, _)| hk < k) {
+            gone.push((hk, hv));
+        }
+        match have.next_if(|(hk, _)| hk == k) {
+            Some((_, hv)) if hv == *v => {}
+            old => set.push((k, v, old.map(|(_, hv)| hv))),
+        }
+    }
+    gone.extend(have);
+    (gone, set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::difference;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn difference_walks_both_sides_once() {
+        let have = [(1u32, 10u32), (2, 20), (4, 40), (6, 60), (9, 90)];
+        let want: BTreeMap<u32, u32> = [(2, 20), (3, 30), (4, 41), (7, 70)].into();
+        let (gone, set) = difference(have.into_iter(), want.iter());
+        assert_eq!(gone, vec![(1, 10), (6, 60), (9, 90)]);
+        let set: Vec<(u32, u32, Option<u32>)> =
+            set.into_iter().map(|(k, v, o)| (*k, *v, o)).collect();
+        assert_eq!(set, vec![(3, 30, None), (4, 41, Some(40)), (7, 70, None)]);
+        let (gone, set) = difference(std::iter::empty(), want.iter());
+        assert!(gone.is_empty());
+        assert_eq!(set.len(), 4);
+        let none = BTreeMap::<u32, u32>::new();
+        let (gone, set) = difference(have.into_iter(), none.iter());
+        assert_eq!(gone.len(), 5);
+        assert!(set.is_empty());
+    }
 }
