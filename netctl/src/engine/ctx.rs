@@ -228,7 +228,8 @@ impl<'a> Tx<'a> {
         let early = std::mem::take(&mut self.early);
         let (cfg, nl) = (&self.ctx.cfg, &self.ctx.nl);
         crate::base::timing::mark("plan");
-        let res = reconcile::apply_after(cfg, nl, self.locked.state(), full, early).and_then(|r| {
+        let (state, before) = (self.locked.state(), Some(self.locked.saved()));
+        let res = reconcile::apply_after(cfg, nl, state, before, full, early).and_then(|r| {
             crate::base::timing::mark("maps and attach");
             crate::base::failpoint::step("commit: applied, not saved");
             let before = self.locked.save()?;

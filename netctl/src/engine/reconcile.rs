@@ -108,7 +108,7 @@ pub struct Report {
 /// trusting the record of the last apply (`netctl sync`). Errors are the datapath's (programs,
 /// maps): then the kernel may be half-way and the caller restores the previous state.
 pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Report> {
-    apply_after(cfg, nl, state, full, Vec::new())
+    apply_after(cfg, nl, state, None, full, Vec::new())
 }
 
 /// [`apply`], attaching programs only once the attachments `early` started are done.
@@ -117,15 +117,18 @@ pub fn apply(cfg: &Config, nl: &Netlink, state: &State, full: bool) -> Result<Re
 /// switched on only once the programs that guard it are attached and their maps filled; when
 /// the apply fails, a namespace that netctl made a router stops routing until an apply
 /// succeeds (the caller's restore of the previous state, or `netctl sync`).
+/// `before`: the state the kernel was last made to match, if the caller knows it (a change):
+/// the published-port maps then take only the entries that differ.
 pub fn apply_after(
     cfg: &Config,
     nl: &Netlink,
     state: &State,
+    before: Option<&State>,
     full: bool,
     early: Vec<std::thread::JoinHandle<()>>,
 ) -> Result<Report> {
     let forward_open = forwarding_before(&cfg.state_dir)?;
-    match apply_guarded(cfg, nl, state, full, early, forward_open) {
+    match apply_guarded(cfg, nl, state, before, full, early, forward_open) {
         Ok(r) => {
             if !state.networks.is_empty() {
                 set_forwarding(true)?;
@@ -144,6 +147,7 @@ fn apply_guarded(
     cfg: &Config,
     nl: &Netlink,
     state: &State,
+    before: Option<&State>,
     full: bool,
     early: Vec<std::thread::JoinHandle<()>>,
     forward_open: bool,
@@ -247,7 +251,8 @@ fn apply_guarded(
             crate::base::timing::add("host addresses", t.elapsed());
             let t = std::time::Instant::now();
             let host = inputs.view(cfg, &links, &planned, forward_open);
-            let changes = dp.apply(&maps::desired(state, &host), full)?;
+            let ports = maps::ports(state, before.filter(|_| !full), dp.ports_applied(full));
+            let changes = dp.apply(&maps::desired(state, &host, ports), full)?;
             let reserved = reserve_ports(cfg, state);
             crate::base::timing::add("maps", t.elapsed());
             Ok((inputs, changes, reserved))
@@ -269,8 +274,9 @@ fn apply_guarded(
     if uplinks != planned {
         // XDP fell back to TC: the uplinks' map entries say so.
         let host = inputs.view(cfg, &links, &uplinks, forward_open);
+        let ports = maps::ports(state, None, dp.ports_applied(false));
         r.changes
-            .extend(dp.apply(&maps::desired(state, &host), false)?);
+            .extend(dp.apply(&maps::desired(state, &host, ports), false)?);
     }
 
     Ok(r)

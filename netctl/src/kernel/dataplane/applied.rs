@@ -13,6 +13,10 @@ use aya::Pod;
 
 const MAGIC: &[u8] = b"NCAP1\n";
 
+/// Not a map: the fingerprint of the published-port entries (PORTMAP, PORT_STATS's keys) the
+/// kernel holds, kept under PORTMAP's id (20 bytes: sum, count, PORT_STATS's id).
+const PORTS_FINGERPRINT: &str = "PORTMAP#fingerprint";
+
 struct Entry {
     map_id: u32,
     key_size: usize,
@@ -136,6 +140,28 @@ impl Applied {
         Some(self.entries(name, map_id)?.collect())
     }
 
+    /// Forgets what was written to map `name` (its entries changed without a record).
+    pub fn forget(&mut self, name: &str) {
+        self.dirty |= self.maps.remove(name).is_some();
+    }
+
+    /// The fingerprint recorded for the published-port maps, if both are still the kernel
+    /// maps `ids` (PORTMAP's and PORT_STATS's).
+    pub fn ports(&self, ids: [u32; 2]) -> Option<(u64, u64)> {
+        let e = self.maps.get(PORTS_FINGERPRINT)?;
+        let raw: &[u8; 20] = e.raw.as_slice().try_into().ok()?;
+        let word = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+        let stats = u32::from_le_bytes(raw[16..].try_into().expect("4 bytes"));
+        (e.map_id == ids[0] && stats == ids[1]).then(|| (word(0), word(8)))
+    }
+
+    pub fn set_ports(&mut self, ids: [u32; 2], (sum, count): (u64, u64)) {
+        let mut raw = sum.to_le_bytes().to_vec();
+        raw.extend(count.to_le_bytes());
+        raw.extend(ids[1].to_le_bytes());
+        self.put(PORTS_FINGERPRINT, ids[0], [20, 0], raw);
+    }
+
     /// Whether `raw` (see [`raw`]) is what was written to map `name`, the same kernel map:
     /// a byte comparison, so an unchanged map of 10,000 entries costs a memcmp, not a diff.
     pub fn unchanged<K: Pod, V: Pod>(&self, name: &str, map_id: u32, raw: &[u8]) -> bool {
@@ -151,19 +177,28 @@ impl Applied {
 
     /// Records `raw` (made by [`raw`] from `K`, `V` entries) as map `name`'s content.
     pub fn set_raw<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, raw: Vec<u8>) {
-        if self.unchanged::<K, V>(name, map_id, &raw) {
+        self.put(
+            name,
+            map_id,
+            [std::mem::size_of::<K>(), std::mem::size_of::<V>()],
+            raw,
+        );
+    }
+
+    fn put(&mut self, name: &str, map_id: u32, [key_size, value_size]: [usize; 2], raw: Vec<u8>) {
+        let e = Entry {
+            map_id,
+            key_size,
+            value_size,
+            raw,
+        };
+        if self.maps.get(name).is_some_and(|old| {
+            (old.map_id, old.key_size, old.value_size, &old.raw)
+                == (e.map_id, e.key_size, e.value_size, &e.raw)
+        }) {
             return;
         }
-        let (key_size, value_size) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
-        self.maps.insert(
-            name.to_string(),
-            Entry {
-                map_id,
-                key_size,
-                value_size,
-                raw,
-            },
-        );
+        self.maps.insert(name.to_string(), e);
         self.dirty = true;
     }
 

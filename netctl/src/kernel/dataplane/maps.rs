@@ -29,7 +29,7 @@ pub use crate::model::addr::{from_raw, raw};
 #[derive(Debug, Default, PartialEq)]
 pub struct Desired {
     pub config: Config,
-    pub portmap: BTreeMap<PortKey, Backend>,
+    pub ports: Ports,
     pub host_addrs: BTreeSet<u32>,
     pub uplinks: BTreeMap<u32, Uplink>,
     pub endpoints: BTreeMap<u32, EndpointInfo>,
@@ -87,7 +87,195 @@ pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<I
         .map(|n| n.gateway)
 }
 
-pub fn desired(state: &State, host: &HostView) -> Desired {
+/// A container's published ports as PORTMAP entries: they lead to its first endpoint, as
+/// Docker's do; never into an internal network.
+fn port_entries<'a>(
+    state: &'a State,
+    c: &'a crate::model::state::Container,
+) -> impl Iterator<Item = (PortKey, Backend)> + 'a {
+    let primary = c
+        .endpoints
+        .first()
+        .filter(|p| state.networks.get(&p.network).is_some_and(|n| !n.internal));
+    primary.into_iter().flat_map(move |primary| {
+        c.ports.iter().map(move |p| {
+            let key = PortKey {
+                addr: raw(p.host_ip),
+                port: p.host_port.to_be(),
+                proto: match p.proto {
+                    Proto::Tcp => proto::TCP,
+                    Proto::Udp => proto::UDP,
+                },
+                _pad: 0,
+            };
+            let backend = Backend {
+                addr: raw(primary.ip),
+                port: p.container_port.to_be(),
+                _pad: 0,
+            };
+            (key, backend)
+        })
+    })
+}
+
+/// The published-port entries (PORTMAP, and PORT_STATS's keys) as the dataplane takes them:
+/// all of them, only what changed since the state they were last applied from, or nothing.
+#[derive(Debug, PartialEq)]
+pub enum Ports {
+    Full(BTreeMap<PortKey, Backend>),
+    Delta(PortDelta),
+    /// The maps hold these entries already (their fingerprint is the record's).
+    Unchanged(Fingerprint),
+}
+
+impl Ports {
+    /// How many entries the maps hold once these are applied.
+    pub fn count(&self) -> usize {
+        match self {
+            Ports::Full(m) => m.len(),
+            Ports::Delta(d) => d.to.count as usize,
+            Ports::Unchanged(f) => f.count as usize,
+        }
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self::Full(BTreeMap::new())
+    }
+}
+
+/// What the published-port entries are, in one number, and how many there are: the sum of a
+/// mix of each entry, so that it does not depend on their order and can be moved by a delta.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl Fingerprint {
+    pub fn of<'a>(entries: impl Iterator<Item = (&'a PortKey, &'a Backend)>) -> Self {
+        entries.fold(Self::default(), |f, (k, b)| f.with(k, b))
+    }
+
+    fn with(self, k: &PortKey, b: &Backend) -> Self {
+        Self {
+            sum: self.sum.wrapping_add(mix(k, b)),
+            count: self.count + 1,
+        }
+    }
+
+    fn without(self, k: &PortKey, b: &Backend) -> Self {
+        Self {
+            sum: self.sum.wrapping_sub(mix(k, b)),
+            count: self.count.wrapping_sub(1),
+        }
+    }
+}
+
+/// SplitMix64 of an entry's fields: a different entry gives an unrelated number.
+fn mix(k: &PortKey, b: &Backend) -> u64 {
+    let x = (u64::from(k.addr) << 32 | u64::from(k.port) << 16 | u64::from(k.proto))
+        ^ (u64::from(b.addr) << 32 | u64::from(b.port)).rotate_left(17);
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The fingerprint of every published-port entry `state` gives, without making a map of them.
+pub fn ports_fingerprint(state: &State) -> Fingerprint {
+    state
+        .containers
+        .values()
+        .flat_map(|c| port_entries(state, c))
+        .fold(Fingerprint::default(), |f, (k, b)| f.with(&k, &b))
+}
+
+/// The published-port entries that change from `before` to `after`.
+#[derive(Debug, PartialEq)]
+pub struct PortDelta {
+    /// Entries to remove, with their values.
+    pub removed: Vec<(PortKey, Backend)>,
+    /// Entries to write, with the value each replaces.
+    pub set: Vec<(PortKey, Backend, Option<Backend>)>,
+    /// The fingerprint the maps have before and after.
+    pub from: Fingerprint,
+    pub to: Fingerprint,
+}
+
+/// The published-port entries to change to go from `before` to `after`, found from the
+/// containers that differ (their ports, first endpoint or its network) instead of from every
+/// entry; checked against `after`'s fingerprint, None if it does not add up (a change this
+/// missed: the caller applies every entry).
+pub fn port_delta(
+    before: &State,
+    after: &State,
+    from: Fingerprint,
+    to: Fingerprint,
+) -> Option<PortDelta> {
+    let by_id = |s: &'_ State| -> std::collections::HashMap<String, String> {
+        s.containers
+            .values()
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect()
+    };
+    let (old_ids, new_ids) = (by_id(before), by_id(after));
+    let primary_net = |s: &State, c: &crate::model::state::Container| {
+        c.endpoints.first().map(|e| {
+            (
+                e.ip,
+                e.network.clone(),
+                s.networks.get(&e.network).map(|n| n.internal),
+            )
+        })
+    };
+    let mut old = BTreeMap::new();
+    let mut new = BTreeMap::new();
+    for id in old_ids
+        .keys()
+        .chain(new_ids.keys().filter(|id| !old_ids.contains_key(*id)))
+    {
+        let b = old_ids.get(id).and_then(|n| before.containers.get(n));
+        let a = new_ids.get(id).and_then(|n| after.containers.get(n));
+        let same = match (b, a) {
+            (Some(b), Some(a)) => {
+                b.ports == a.ports && primary_net(before, b) == primary_net(after, a)
+            }
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        if let Some(b) = b {
+            old.extend(port_entries(before, b));
+        }
+        if let Some(a) = a {
+            new.extend(port_entries(after, a));
+        }
+    }
+    let (removed, set) = super::difference(old.into_iter(), new.iter());
+    let set: Vec<(PortKey, Backend, Option<Backend>)> =
+        set.into_iter().map(|(k, v, o)| (*k, *v, o)).collect();
+    let mut moved = from;
+    for (k, b) in &removed {
+        moved = moved.without(k, b);
+    }
+    for (k, b, old) in &set {
+        if let Some(o) = old {
+            moved = moved.without(k, o);
+        }
+        moved = moved.with(k, b);
+    }
+    (moved == to).then_some(PortDelta {
+        removed,
+        set,
+        from,
+        to,
+    })
+}
+
+pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
     // Thousands of veths on a busy host: look them up by name in an index.
     let index: std::collections::HashMap<&str, &crate::kernel::netlink::Link> =
         host.links.iter().map(|l| (l.name.as_str(), l)).collect();
@@ -107,6 +295,7 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
             ct_fill_max: 0,
             ct_owner_max: host.ct_endpoint_entries,
         },
+        ports,
         ..Default::default()
     };
     d.host_addrs = host
@@ -227,39 +416,36 @@ pub fn desired(state: &State, host: &HostView) -> Desired {
                 },
             );
         }
-        // Published ports lead to the first endpoint, as Docker's do; never into an
-        // internal network.
-        let Some(primary) = c.endpoints.first() else {
-            continue;
-        };
-        if state
-            .networks
-            .get(&primary.network)
-            .is_none_or(|n| n.internal)
-        {
-            continue;
-        }
-        for p in &c.ports {
-            let key = PortKey {
-                addr: raw(p.host_ip),
-                port: p.host_port.to_be(),
-                proto: match p.proto {
-                    Proto::Tcp => proto::TCP,
-                    Proto::Udp => proto::UDP,
-                },
-                _pad: 0,
-            };
-            d.portmap.insert(
-                key,
-                Backend {
-                    addr: raw(primary.ip),
-                    port: p.container_port.to_be(),
-                    _pad: 0,
-                },
-            );
-        }
     }
     d
+}
+
+/// Every published-port entry `state` gives.
+pub fn portmap(state: &State) -> BTreeMap<PortKey, Backend> {
+    state
+        .containers
+        .values()
+        .flat_map(|c| port_entries(state, c))
+        .collect()
+}
+
+/// What to apply to the published-port maps, given what they were last derived from
+/// (`applied`, the record's fingerprint) and, for a change, the state before it.
+pub fn ports(state: &State, before: Option<&State>, applied: Option<Fingerprint>) -> Ports {
+    let to = ports_fingerprint(state);
+    if applied == Some(to) {
+        return Ports::Unchanged(to);
+    }
+    let delta = before.and_then(|b| {
+        let from = ports_fingerprint(b);
+        (applied == Some(from))
+            .then(|| port_delta(b, state, from, to))
+            .flatten()
+    });
+    match delta {
+        Some(d) => Ports::Delta(d),
+        None => Ports::Full(portmap(state)),
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +517,113 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_change_by_a_delta_that_adds_up() {
+        let pm = |hp| PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: hp,
+            container_port: 80,
+            proto: Proto::Tcp,
+        };
+        let mut before = State::default();
+        before
+            .networks
+            .insert("a".into(), net("a", "10.1.0.0/24", false));
+        before
+            .networks
+            .insert("i".into(), net("i", "10.2.0.0/24", true));
+        let mut c = |name: &str, network, ip, ports: Vec<u16>| {
+            let c = container(name, network, ip, ports.into_iter().map(pm).collect());
+            before.containers.insert(name.into(), c);
+        };
+        c("web", "a", "10.1.0.2", (20000..30000).collect());
+        c("db", "a", "10.1.0.3", vec![9000]);
+        c("hid", "i", "10.2.0.2", vec![9090]);
+        c("idle", "a", "10.1.0.5", vec![7000]);
+        let mut after = before.clone();
+        // One more port; a port that moves to a new container; a network that stops being
+        // internal (its container's port appears); a rename that changes nothing.
+        after
+            .containers
+            .get_mut("web")
+            .unwrap()
+            .ports
+            .push(pm(30000));
+        after.containers.remove("db");
+        after.containers.insert(
+            "new".into(),
+            container("new", "a", "10.1.0.4", vec![pm(9000)]),
+        );
+        after.networks.get_mut("i").unwrap().internal = false;
+        let mut idle = after.containers.remove("idle").unwrap();
+        idle.name = "idle2".into();
+        after.containers.insert("idle2".into(), idle);
+
+        let from = ports_fingerprint(&before);
+        assert_eq!(from, Fingerprint::of(portmap(&before).iter()));
+        assert_eq!(
+            from.count, 10_002,
+            "the internal network's port is not published"
+        );
+        let Ports::Delta(d) = ports(&after, Some(&before), Some(from)) else {
+            panic!("a delta from the recorded state")
+        };
+        let key = |p: u16| PortKey {
+            addr: 0,
+            port: p.to_be(),
+            proto: proto::TCP,
+            _pad: 0,
+        };
+        let to = |ip: &str| Backend {
+            addr: raw(ip.parse().unwrap()),
+            port: 80u16.to_be(),
+            _pad: 0,
+        };
+        assert!(d.removed.is_empty());
+        let mut set = d.set.clone();
+        set.sort_by_key(|(k, _, _)| u16::from_be(k.port));
+        assert_eq!(
+            set,
+            vec![
+                (key(9000), to("10.1.0.4"), Some(to("10.1.0.3"))),
+                (key(9090), to("10.2.0.2"), None),
+                (key(30000), to("10.1.0.2"), None),
+            ]
+        );
+        // Applied to the entries before, it gives the entries after.
+        let mut map = portmap(&before);
+        for (k, _) in &d.removed {
+            map.remove(k);
+        }
+        for (k, v, _) in &d.set {
+            map.insert(*k, *v);
+        }
+        assert_eq!(map, portmap(&after));
+        assert_eq!(d.to, ports_fingerprint(&after));
+        assert_eq!(d.to.count, 10_004);
+        // Nothing to do when the maps hold it already; everything when the record is unknown
+        // or from another state.
+        assert!(matches!(
+            ports(&after, Some(&before), Some(d.to)),
+            Ports::Unchanged(_)
+        ));
+        for applied in [None, Some(Fingerprint { sum: 1, count: 2 })] {
+            assert_eq!(
+                ports(&after, Some(&before), applied),
+                Ports::Full(portmap(&after))
+            );
+        }
+        // Removing a container takes its entries.
+        let mut gone = after.clone();
+        gone.containers.remove("web");
+        let Ports::Delta(d) = ports(&gone, Some(&after), Some(ports_fingerprint(&after))) else {
+            panic!("a delta")
+        };
+        assert_eq!(d.removed.len(), 10_001);
+        assert!(d.set.is_empty());
+        assert_eq!(d.to.count, 3);
+    }
+
+    #[test]
     fn derives_every_map_from_the_state() {
         let mut state = State::default();
         state
@@ -380,6 +673,7 @@ mod tests {
                 forward_open: true,
                 ct_endpoint_entries: 0,
             },
+            Ports::Full(portmap(&state)),
         );
 
         assert_eq!(d.host_addrs.len(), 2, "loopback excluded");
@@ -407,8 +701,11 @@ mod tests {
             }
         );
         // One published port: the internal network's container publishes nothing.
-        assert_eq!(d.portmap.len(), 1);
-        let (k, b) = d.portmap.iter().next().unwrap();
+        let Ports::Full(portmap) = &d.ports else {
+            panic!("all entries asked for")
+        };
+        assert_eq!(portmap.len(), 1);
+        let (k, b) = portmap.iter().next().unwrap();
         assert_eq!(
             (k.addr, u16::from_be(k.port), k.proto),
             (0, 8080, proto::TCP)

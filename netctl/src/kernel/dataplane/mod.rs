@@ -23,7 +23,7 @@ use netctl_common::{
     ct::{CtEntry, CtKey},
     drop::DropReason,
     event::TraceConfig,
-    maps as names,
+    maps::{self as names, Backend, PortKey},
     overlay::{self, OverlayConfig, Remote},
     programs,
     stats::{Counters, EndpointCounters, Hook},
@@ -203,7 +203,7 @@ impl Dataplane {
         }
         let mut applied = Applied::load(self.applied_path.clone(), !full);
         let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
-        let (ports, old_backends) = self.sync_hash(names::PORTMAP, &want.portmap, &mut applied)?;
+        let (ports, old_backends) = self.sync_ports(&want.ports, &mut applied)?;
         let (endpoints, old_endpoints) =
             self.sync_hash(names::ENDPOINTS, &want.endpoints, &mut applied)?;
         // Flows of removed containers and re-pointed ports must go with them.
@@ -258,7 +258,6 @@ impl Dataplane {
             &want.endpoints,
             &mut applied,
         )?;
-        self.sync_counter_keys::<_, _, u64>(names::PORT_STATS, &want.portmap, &mut applied)?;
         applied.save()?;
         crate::base::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
@@ -308,7 +307,7 @@ impl Dataplane {
     /// Refuses, before changing anything, a state the maps cannot hold.
     fn check_capacity(&self, want: &maps::Desired) -> Result<()> {
         let sizes = [
-            (names::PORTMAP, want.portmap.len(), "published ports"),
+            (names::PORTMAP, want.ports.count(), "published ports"),
             (
                 names::ENDPOINTS,
                 want.endpoints.len(),
@@ -374,6 +373,69 @@ impl Dataplane {
         }
         applied.set_raw::<K, V>(name, id, raw);
         Ok((n, removed))
+    }
+
+    /// The fingerprint of the published-port entries the maps hold, as recorded by the last
+    /// apply (None when unknown, or for `full`, which trusts no record).
+    pub fn ports_applied(&self, full: bool) -> Option<maps::Fingerprint> {
+        let ids = self.port_map_ids().ok()?;
+        let (sum, count) = Applied::load(self.applied_path.clone(), !full).ports(ids)?;
+        Some(maps::Fingerprint { sum, count })
+    }
+
+    fn port_map_ids(&self) -> Result<[u32; 2]> {
+        let (_, portmap): (HashMap<MapData, PortKey, Backend>, u32) =
+            self.map_with_id(names::PORTMAP)?;
+        let (_, stats): (PerCpuHashMap<MapData, PortKey, u64>, u32) =
+            self.map_with_id(names::PORT_STATS)?;
+        Ok([portmap, stats])
+    }
+
+    /// The published-port maps (PORTMAP, and PORT_STATS's zeroed counters): all entries
+    /// against the record, or only a delta, which leaves their entries unrecorded (the next
+    /// full apply compares with the kernel); then the entries' fingerprint is recorded.
+    /// Returns the number of changes and the entries removed or replaced.
+    fn sync_ports(
+        &self,
+        ports: &maps::Ports,
+        applied: &mut Applied,
+    ) -> Result<(usize, Vec<(PortKey, Backend)>)> {
+        let ids = self.port_map_ids()?;
+        let (changes, fingerprint) = match ports {
+            maps::Ports::Unchanged(_) => return Ok((0, Vec::new())),
+            maps::Ports::Full(want) => {
+                let changes = self.sync_hash(names::PORTMAP, want, applied)?;
+                self.sync_counter_keys::<_, _, u64>(names::PORT_STATS, want, applied)?;
+                (changes, maps::Fingerprint::of(want.iter()))
+            }
+            maps::Ports::Delta(d) => {
+                applied.before_change()?;
+                let mut portmap: HashMap<MapData, PortKey, Backend> = self.map(names::PORTMAP)?;
+                let mut stats: PerCpuHashMap<MapData, PortKey, u64> =
+                    self.map(names::PORT_STATS)?;
+                for (k, _) in &d.removed {
+                    remove_entry(portmap.remove(k)).context("removing from PORTMAP")?;
+                    remove_entry(stats.remove(k)).context("removing from PORT_STATS")?;
+                }
+                let cpus =
+                    aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+                let mut old = d.removed.clone();
+                for (k, v, replaced) in &d.set {
+                    portmap.insert(k, v, 0).context("filling PORTMAP")?;
+                    match replaced {
+                        Some(o) => old.push((*k, *o)),
+                        None => stats
+                            .insert(k, PerCpuValues::try_from(vec![0u64; cpus])?, 0)
+                            .context("filling PORT_STATS")?,
+                    }
+                }
+                applied.forget(names::PORTMAP);
+                applied.forget(names::PORT_STATS);
+                ((d.removed.len() + d.set.len(), old), d.to)
+            }
+        };
+        applied.set_ports(ids, (fingerprint.sum, fingerprint.count));
+        Ok(changes)
     }
 
     fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<usize> {
