@@ -254,7 +254,7 @@ pub fn port_delta(
             new.extend(port_entries(after, a));
         }
     }
-    let (removed, set) = super::difference(old.into_iter(), new.iter());
+    let (removed, set) = super::diff::difference(old.into_iter(), new.iter());
     let set: Vec<(PortKey, Backend, Option<Backend>)> =
         set.into_iter().map(|(k, v, o)| (*k, *v, o)).collect();
     let mut moved = from;
