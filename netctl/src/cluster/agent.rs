@@ -101,6 +101,22 @@ async fn session(
         cluster.security.describe()
     );
     let ttl = cluster.lease_ttl as u64;
+    let renewed = |conflicts: &Vec<String>| {
+        write_status(
+            cfg,
+            &AgentStatus {
+                connected: true,
+                lease: format!("{lease:x}"),
+                renewed: crate::model::state::now(),
+                error: None,
+                fenced: false,
+                conflicts: conflicts.clone(),
+            },
+        )
+    };
+    // Registered (the lease checked or granted) counts as renewed: a store that goes away
+    // before the first renewal must not fence a host that was just registered.
+    renewed(&conflicts)?;
     let mut renew = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
     loop {
         tokio::select! {
@@ -108,14 +124,7 @@ async fn session(
                 if !conn.renew(lease).await? {
                     bail!("this host's lease ran out");
                 }
-                write_status(cfg, &AgentStatus {
-                    connected: true,
-                    lease: format!("{lease:x}"),
-                    renewed: crate::model::state::now(),
-                    error: None,
-                    fenced: false,
-                    conflicts: conflicts.clone(),
-                })?;
+                renewed(&conflicts)?;
             }
             msg = watch.message() => {
                 let Some(resp) = msg.context("watching the store")? else {
