@@ -406,3 +406,39 @@ fn the_kernels_own_drops_of_container_packets_show_with_its_reason() {
     let text = String::from_utf8_lossy(&attached.stdout);
     assert!(!text.contains("kernel_drop"), "{text}");
 }
+
+/// Docker (26+) turns IPv6 off on a container's interface of an IPv4 network: no link-local
+/// address, no solicitations. Here that also means an idle network traces no drop (the
+/// datapath drops IPv6, and each new container's neighbour and router solicitations used to
+/// fill `trace --drops`).
+#[test]
+fn an_idle_network_traces_no_drop_and_its_interfaces_have_no_ipv6() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    sb.netctl_ok(&["network", "create", "--subnet", "10.76.0.0/24", "idle"]);
+    sb.sleeper("a", "idle");
+    let trace = Trace::start(&sb, &["--drops", "--json", "--duration", "6s"]);
+    sb.sleeper("b", "idle");
+    let b = sb.container_ip("b");
+    let ping = sb.container_sh("a", &format!("ping -c 2 -W 1 {b}"));
+    assert!(ping.status.success(), "{ping:?}");
+    let v6 = sb.container_sh(
+        "b",
+        "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -6 -o addr show dev eth0; \
+         ip -6 -o addr show dev lo",
+    );
+    let v6 = String::from_utf8_lossy(&v6.stdout).to_string();
+    let mut lines = v6.lines();
+    assert_eq!(lines.next(), Some("1"), "{v6}");
+    let addrs: Vec<&str> = lines.collect();
+    assert!(
+        addrs.iter().all(|l| !l.contains("eth0")),
+        "eth0 has IPv6: {v6}"
+    );
+    assert!(
+        addrs.iter().any(|l| l.contains("::1/128")),
+        "lo keeps ::1 (/etc/hosts names it): {v6}"
+    );
+    let events = trace.events();
+    assert!(events.is_empty(), "drops on an idle network: {events:?}");
+}

@@ -188,6 +188,10 @@ fn configure_container_side(
         let link = nl
             .link(&ifname)?
             .with_context(|| format!("{ifname} did not appear in the container namespace"))?;
+        // No IPv6 on an interface of an IPv4 network, as Docker (26+) does: the kernel would
+        // give it a link-local address and send solicitations the datapath drops, and a
+        // container would have an IPv6 surface nobody configured.
+        disable_ipv6(&ifname)?;
         nl.set_mac(link.index, mac)?;
         nl.add_address(link.index, ip, prefix)?;
         nl.set_up(link.index)?;
@@ -196,6 +200,16 @@ fn configure_container_side(
         }
         Ok(())
     })
+}
+
+/// Turns IPv6 off on `ifname` of the calling thread's namespace (before it is up, so that
+/// it never sends an IPv6 packet). A kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.with_context(|| format!("turning IPv6 off on {ifname} ({path})")),
+    }
 }
 
 /// Adds the default route via `gateway` in the container if it has none (after the endpoint
