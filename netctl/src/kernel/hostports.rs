@@ -233,12 +233,20 @@ pub fn reserve(record: &Path, ours: &PortSet) -> Result<bool> {
     }
     // Recorded first: if we die after the sysctl write, the next run still knows these are ours.
     let all_ours = added.union(&added_before);
-    crate::base::atomic_file::write_cache(record, format_port_list(&all_ours).as_bytes(), 0o600)?;
+    if all_ours != added_before {
+        crate::base::atomic_file::write_cache(
+            record,
+            format_port_list(&all_ours).as_bytes(),
+            0o600,
+        )?;
+    }
     if want != current {
         std::fs::write(RESERVED, format_port_list(&want))
             .with_context(|| format!("writing {RESERVED}"))?;
     }
-    crate::base::atomic_file::write_cache(record, format_port_list(&added).as_bytes(), 0o600)?;
+    if added != all_ours {
+        crate::base::atomic_file::write_cache(record, format_port_list(&added).as_bytes(), 0o600)?;
+    }
     Ok(true)
 }
 
