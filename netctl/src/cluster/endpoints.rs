@@ -243,9 +243,22 @@ pub fn pending_claims(state_dir: &Path) -> std::collections::BTreeSet<String> {
         .flatten()
         .flatten()
     {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // An announcement being written (the atomic write's `.ID.PID.tmp`, not yet renamed:
+        // no claim is made before it is) is its writer's to rename, unless the writer died.
+        if let Some(tmp) = name.strip_prefix('.') {
+            let writer = tmp
+                .strip_suffix(".tmp")
+                .and_then(|t| t.rsplit('.').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if writer.is_some_and(|pid| crate::kernel::pids::start_time(pid).is_none()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         if crate::kernel::process::marked_alive(&text).is_some() {
-            live.insert(entry.file_name().to_string_lossy().into_owned());
+            live.insert(name);
         } else {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -330,4 +343,37 @@ pub fn prepare(
         claimed,
         _pending: pending,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_being_written_are_left_to_their_writer() {
+        let dir = std::env::temp_dir().join(format!("netctl-claims-{}", state::random_id()));
+        let claims = dir.join(CLAIMS_DIR);
+        std::fs::create_dir_all(&claims).unwrap();
+        let me = std::process::id();
+        let dead = 999_999_999u32; // above any pid_max
+        let files = [
+            ("live", crate::kernel::process::own_mark()),
+            ("gone", format!("{dead} 1")),
+            // The atomic write's temporary: created empty, renamed once written.
+            (&*format!(".writing.{me}.tmp"), String::new()),
+            (&*format!(".abandoned.{dead}.tmp"), String::new()),
+        ]
+        .map(|(n, t)| (n.to_string(), t));
+        for (name, text) in &files {
+            std::fs::write(claims.join(name), text).unwrap();
+        }
+        assert_eq!(pending_claims(&dir), ["live".to_string()].into());
+        let mut left: Vec<String> = std::fs::read_dir(&claims)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [format!(".writing.{me}.tmp"), "live".to_string()]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
