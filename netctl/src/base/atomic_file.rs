@@ -16,6 +16,18 @@ pub fn write_cache(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     replace(path, bytes, mode, false)
 }
 
+/// The process writing `file_name`, if it is one of the temporaries a replace writes
+/// beside its target (`.NAME.PID.tmp`) before renaming it.
+pub fn temporary_writer(file_name: &str) -> Option<u32> {
+    file_name
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?
+        .rsplit_once('.')?
+        .1
+        .parse()
+        .ok()
+}
+
 fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.{}.tmp",

@@ -244,14 +244,10 @@ pub fn pending_claims(state_dir: &Path) -> std::collections::BTreeSet<String> {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // An announcement being written (the atomic write's `.ID.PID.tmp`, not yet renamed:
-        // no claim is made before it is) is its writer's to rename, unless the writer died.
-        if let Some(tmp) = name.strip_prefix('.') {
-            let writer = tmp
-                .strip_suffix(".tmp")
-                .and_then(|t| t.rsplit('.').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            if writer.is_some_and(|pid| crate::kernel::pids::start_time(pid).is_none()) {
+        // An announcement being written (the atomic write's temporary, not yet renamed: no
+        // claim is made before it is) is its writer's to rename, unless the writer died.
+        if let Some(writer) = crate::base::atomic_file::temporary_writer(&name) {
+            if crate::kernel::pids::start_time(writer).is_none() {
                 let _ = std::fs::remove_file(entry.path());
             }
             continue;

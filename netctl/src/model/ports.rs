@@ -167,7 +167,9 @@ pub fn allocate(
     let asked: Option<[PortSet; 2]> = specs.iter().all(|s| s.host.is_some()).then(|| {
         let mut asked = [PortSet::default(), PortSet::default()];
         for s in specs {
-            asked[s.proto as usize].extend(s.host.clone().unwrap_or(0..=0));
+            if let Some(h) = &s.host {
+                asked[s.proto as usize].extend(h.clone());
+            }
         }
         asked
     });

@@ -281,12 +281,12 @@ pub fn load(conn: &mut Connection) -> Result<Loaded> {
     }
     // The rows of ports only for containers without a packed copy: all of them in one
     // sweep, or a few by their container.
-    let all = unpacked.len() == state.containers.len();
-    let sweeps: Vec<Option<&String>> = match all {
-        true if !unpacked.is_empty() => vec![None],
-        true => Vec::new(),
-        false => unpacked.iter().map(Some).collect(),
-    };
+    let sweeps: Vec<Option<&String>> =
+        if !unpacked.is_empty() && unpacked.len() == state.containers.len() {
+            vec![None]
+        } else {
+            unpacked.iter().map(Some).collect()
+        };
     for only in sweeps {
         let mut q = tx.prepare_cached(if only.is_none() {
             "SELECT container, host_ip, host_port, container_port, proto FROM ports
@@ -362,13 +362,14 @@ pub fn load(conn: &mut Connection) -> Result<Loaded> {
     })
 }
 
-/// Packs the ports of the containers `ids` (read from their rows) that have no packed copy.
+/// Packs the ports of the containers `ids` (read from their rows) that have no packed copy
+/// (a writer's database has the column: [`upgrade`] ran when the lock was taken).
 pub fn pack_missing(
     tx: &rusqlite::Transaction,
     state: &State,
     ids: &BTreeSet<String>,
 ) -> Result<()> {
-    if ids.is_empty() || !has_packed_ports(tx)? {
+    if ids.is_empty() {
         return Ok(());
     }
     let mut q =

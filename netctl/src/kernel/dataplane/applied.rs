@@ -44,6 +44,10 @@ fn read<T: Pod>(b: &[u8]) -> T {
     unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) }
 }
 
+fn sizes<K, V>() -> [usize; 2] {
+    [std::mem::size_of::<K>(), std::mem::size_of::<V>()]
+}
+
 /// Entries as the record holds them: key bytes, value bytes, in the order given (a
 /// `BTreeMap`'s, so equal contents give equal bytes).
 pub fn raw<'a, K: Pod + 'a, V: Pod + 'a>(entries: impl Iterator<Item = (&'a K, &'a V)>) -> Vec<u8> {
@@ -123,7 +127,7 @@ impl Applied {
         name: &str,
         map_id: u32,
     ) -> Option<impl Iterator<Item = (K, V)> + '_> {
-        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+        let [ks, vs] = sizes::<K, V>();
         let e = self
             .maps
             .get(name)
@@ -165,39 +169,36 @@ impl Applied {
     /// Whether `raw` (see [`raw`]) is what was written to map `name`, the same kernel map:
     /// a byte comparison, so an unchanged map of 10,000 entries costs a memcmp, not a diff.
     pub fn unchanged<K: Pod, V: Pod>(&self, name: &str, map_id: u32, raw: &[u8]) -> bool {
-        let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+        self.holds(name, map_id, sizes::<K, V>(), raw)
+    }
+
+    fn holds(&self, name: &str, map_id: u32, [ks, vs]: [usize; 2], raw: &[u8]) -> bool {
         self.maps.get(name).is_some_and(|e| {
             e.map_id == map_id && e.key_size == ks && e.value_size == vs && e.raw == raw
         })
     }
 
-    pub fn set<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, entries: &BTreeMap<K, V>) {
+    #[cfg(test)]
+    fn set<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, entries: &BTreeMap<K, V>) {
         self.set_raw::<K, V>(name, map_id, raw(entries.iter()));
     }
 
     /// Records `raw` (made by [`raw`] from `K`, `V` entries) as map `name`'s content.
     pub fn set_raw<K: Pod, V: Pod>(&mut self, name: &str, map_id: u32, raw: Vec<u8>) {
-        self.put(
-            name,
-            map_id,
-            [std::mem::size_of::<K>(), std::mem::size_of::<V>()],
-            raw,
-        );
+        self.put(name, map_id, sizes::<K, V>(), raw);
     }
 
-    fn put(&mut self, name: &str, map_id: u32, [key_size, value_size]: [usize; 2], raw: Vec<u8>) {
+    fn put(&mut self, name: &str, map_id: u32, sizes: [usize; 2], raw: Vec<u8>) {
+        if self.holds(name, map_id, sizes, &raw) {
+            return;
+        }
+        let [key_size, value_size] = sizes;
         let e = Entry {
             map_id,
             key_size,
             value_size,
             raw,
         };
-        if self.maps.get(name).is_some_and(|old| {
-            (old.map_id, old.key_size, old.value_size, &old.raw)
-                == (e.map_id, e.key_size, e.value_size, &e.raw)
-        }) {
-            return;
-        }
         self.maps.insert(name.to_string(), e);
         self.dirty = true;
     }

@@ -122,7 +122,8 @@ fn port_entries<'a>(
 /// all of them, only what changed since the state they were last applied from, or nothing.
 #[derive(Debug, PartialEq)]
 pub enum Ports {
-    Full(BTreeMap<PortKey, Backend>),
+    /// Every entry, and their fingerprint (recorded once they are applied).
+    Full(BTreeMap<PortKey, Backend>, Fingerprint),
     Delta(PortDelta),
     /// The maps hold these entries already (their fingerprint is the record's).
     Unchanged(Fingerprint),
@@ -132,7 +133,7 @@ impl Ports {
     /// How many entries the maps hold once these are applied.
     pub fn count(&self) -> usize {
         match self {
-            Ports::Full(m) => m.len(),
+            Ports::Full(m, _) => m.len(),
             Ports::Delta(d) => d.to.count as usize,
             Ports::Unchanged(f) => f.count as usize,
         }
@@ -141,7 +142,7 @@ impl Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Self::Full(BTreeMap::new())
+        Self::Full(BTreeMap::new(), Fingerprint::default())
     }
 }
 
@@ -154,10 +155,6 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of<'a>(entries: impl Iterator<Item = (&'a PortKey, &'a Backend)>) -> Self {
-        entries.fold(Self::default(), |f, (k, b)| f.with(k, b))
-    }
-
     fn with(self, k: &PortKey, b: &Backend) -> Self {
         Self {
             sum: self.sum.wrapping_add(mix(k, b)),
@@ -183,13 +180,17 @@ fn mix(k: &PortKey, b: &Backend) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The fingerprint of every published-port entry `state` gives, without making a map of them.
-pub fn ports_fingerprint(state: &State) -> Fingerprint {
+/// Every published-port entry `state` gives.
+fn all_port_entries(state: &State) -> impl Iterator<Item = (PortKey, Backend)> + '_ {
     state
         .containers
         .values()
         .flat_map(|c| port_entries(state, c))
-        .fold(Fingerprint::default(), |f, (k, b)| f.with(&k, &b))
+}
+
+/// The fingerprint of every published-port entry `state` gives, without making a map of them.
+pub fn ports_fingerprint(state: &State) -> Fingerprint {
+    all_port_entries(state).fold(Fingerprint::default(), |f, (k, b)| f.with(&k, &b))
 }
 
 /// The published-port entries that change from `before` to `after`.
@@ -199,8 +200,7 @@ pub struct PortDelta {
     pub removed: Vec<(PortKey, Backend)>,
     /// Entries to write, with the value each replaces.
     pub set: Vec<(PortKey, Backend, Option<Backend>)>,
-    /// The fingerprint the maps have before and after.
-    pub from: Fingerprint,
+    /// The fingerprint the maps have after.
     pub to: Fingerprint,
 }
 
@@ -267,12 +267,7 @@ pub fn port_delta(
         }
         moved = moved.with(k, b);
     }
-    (moved == to).then_some(PortDelta {
-        removed,
-        set,
-        from,
-        to,
-    })
+    (moved == to).then_some(PortDelta { removed, set, to })
 }
 
 pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
@@ -420,13 +415,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
     d
 }
 
-/// Every published-port entry `state` gives.
+/// Every published-port entry `state` gives, as a map.
 pub fn portmap(state: &State) -> BTreeMap<PortKey, Backend> {
-    state
-        .containers
-        .values()
-        .flat_map(|c| port_entries(state, c))
-        .collect()
+    all_port_entries(state).collect()
 }
 
 /// What to apply to the published-port maps, given what they were last derived from
@@ -444,7 +435,7 @@ pub fn ports(state: &State, before: Option<&State>, applied: Option<Fingerprint>
     });
     match delta {
         Some(d) => Ports::Delta(d),
-        None => Ports::Full(portmap(state)),
+        None => Ports::Full(portmap(state), to),
     }
 }
 
@@ -559,7 +550,10 @@ mod tests {
         after.containers.insert("idle2".into(), idle);
 
         let from = ports_fingerprint(&before);
-        assert_eq!(from, Fingerprint::of(portmap(&before).iter()));
+        let of_map = portmap(&before)
+            .iter()
+            .fold(Fingerprint::default(), |f, (k, b)| f.with(k, b));
+        assert_eq!(from, of_map);
         assert_eq!(
             from.count, 10_002,
             "the internal network's port is not published"
@@ -609,7 +603,7 @@ mod tests {
         for applied in [None, Some(Fingerprint { sum: 1, count: 2 })] {
             assert_eq!(
                 ports(&after, Some(&before), applied),
-                Ports::Full(portmap(&after))
+                Ports::Full(portmap(&after), ports_fingerprint(&after))
             );
         }
         // Removing a container takes its entries.
@@ -673,7 +667,7 @@ mod tests {
                 forward_open: true,
                 ct_endpoint_entries: 0,
             },
-            Ports::Full(portmap(&state)),
+            Ports::Full(portmap(&state), ports_fingerprint(&state)),
         );
 
         assert_eq!(d.host_addrs.len(), 2, "loopback excluded");
@@ -701,7 +695,7 @@ mod tests {
             }
         );
         // One published port: the internal network's container publishes nothing.
-        let Ports::Full(portmap) = &d.ports else {
+        let Ports::Full(portmap, _) = &d.ports else {
             panic!("all entries asked for")
         };
         assert_eq!(portmap.len(), 1);

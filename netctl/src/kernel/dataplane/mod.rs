@@ -380,17 +380,19 @@ impl Dataplane {
     /// The fingerprint of the published-port entries the maps hold, as recorded by the last
     /// apply (None when unknown, or for `full`, which trusts no record).
     pub fn ports_applied(&self, full: bool) -> Option<maps::Fingerprint> {
-        let ids = self.port_map_ids().ok()?;
+        let ids = self.port_maps().ok()?.ids;
         let (sum, count) = Applied::load(self.applied_path.clone(), !full).ports(ids)?;
         Some(maps::Fingerprint { sum, count })
     }
 
-    fn port_map_ids(&self) -> Result<[u32; 2]> {
-        let (_, portmap): (HashMap<MapData, PortKey, Backend>, u32) =
-            self.map_with_id(names::PORTMAP)?;
-        let (_, stats): (PerCpuHashMap<MapData, PortKey, u64>, u32) =
-            self.map_with_id(names::PORT_STATS)?;
-        Ok([portmap, stats])
+    fn port_maps(&self) -> Result<PortMaps> {
+        let (portmap, portmap_id) = self.map_with_id(names::PORTMAP)?;
+        let (stats, stats_id) = self.map_with_id(names::PORT_STATS)?;
+        Ok(PortMaps {
+            portmap,
+            stats,
+            ids: [portmap_id, stats_id],
+        })
     }
 
     /// The published-port maps (PORTMAP, and PORT_STATS's zeroed counters): all entries
@@ -402,19 +404,21 @@ impl Dataplane {
         ports: &maps::Ports,
         applied: &mut Applied,
     ) -> Result<(usize, Vec<(PortKey, Backend)>)> {
-        let ids = self.port_map_ids()?;
-        let (changes, fingerprint) = match ports {
+        let (changes, fingerprint, ids) = match ports {
             maps::Ports::Unchanged(_) => return Ok((0, Vec::new())),
-            maps::Ports::Full(want) => {
+            maps::Ports::Full(want, fingerprint) => {
+                let ids = self.port_maps()?.ids;
                 let changes = self.sync_hash(names::PORTMAP, want, applied)?;
                 self.sync_counter_keys::<_, _, u64>(names::PORT_STATS, want, applied)?;
-                (changes, maps::Fingerprint::of(want.iter()))
+                (changes, *fingerprint, ids)
             }
             maps::Ports::Delta(d) => {
+                let PortMaps {
+                    mut portmap,
+                    mut stats,
+                    ids,
+                } = self.port_maps()?;
                 applied.before_change()?;
-                let mut portmap: HashMap<MapData, PortKey, Backend> = self.map(names::PORTMAP)?;
-                let mut stats: PerCpuHashMap<MapData, PortKey, u64> =
-                    self.map(names::PORT_STATS)?;
                 for (k, _) in &d.removed {
                     remove_entry(portmap.remove(k)).context("removing from PORTMAP")?;
                     remove_entry(stats.remove(k)).context("removing from PORT_STATS")?;
@@ -433,7 +437,7 @@ impl Dataplane {
                 }
                 applied.forget(names::PORTMAP);
                 applied.forget(names::PORT_STATS);
-                ((d.removed.len() + d.set.len(), old), d.to)
+                ((d.removed.len() + d.set.len(), old), d.to, ids)
             }
         };
         applied.set_ports(ids, (fingerprint.sum, fingerprint.count));
@@ -842,4 +846,12 @@ pub fn remove_all(cfg: &Config) -> Result<()> {
             .with_context(|| format!("removing {}", cfg.bpffs.display()))?;
     }
     Ok(())
+}
+
+/// The published-port maps, opened, and their kernel ids (what the record's fingerprint is
+/// kept for).
+struct PortMaps {
+    portmap: HashMap<MapData, PortKey, Backend>,
+    stats: PerCpuHashMap<MapData, PortKey, u64>,
+    ids: [u32; 2],
 }
