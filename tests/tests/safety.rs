@@ -291,6 +291,11 @@ fn a_command_that_fails_while_applying_changes_nothing() {
 
 /// Runs `args` with a crash at step `n`; true when the command completed without crashing.
 fn run_killed_at(sb: &Sandbox, args: &[&str], n: u32) -> bool {
+    killed_at(sb, args, n).is_none()
+}
+
+/// Runs `args` with a crash at step `n`; the step's name when it crashed there.
+fn killed_at(sb: &Sandbox, args: &[&str], n: u32) -> Option<String> {
     let out = sb
         .netctl_cmd(args)
         .env("NETCTL_FAILPOINT", n.to_string())
@@ -298,7 +303,10 @@ fn run_killed_at(sb: &Sandbox, args: &[&str], n: u32) -> bool {
         .unwrap();
     use std::os::unix::process::ExitStatusExt;
     if out.status.signal() == Some(9) {
-        return false;
+        // "netctl: failpoint N (STEP): killed"
+        let err = String::from_utf8_lossy(&out.stderr);
+        let step = err.split_once(" (").and_then(|(_, r)| r.split_once("): killed"));
+        return Some(step.map_or(String::new(), |(s, _)| s.to_string()));
     }
     assert!(
         out.status.success(),
@@ -306,7 +314,7 @@ fn run_killed_at(sb: &Sandbox, args: &[&str], n: u32) -> bool {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    true
+    None
 }
 
 /// The kernel holds exactly what the state says: nothing for `sync` to change.
@@ -327,16 +335,21 @@ fn assert_in_sync(sb: &Sandbox, when: &str) {
     );
 }
 
-#[test]
-fn run_and_rm_killed_at_every_step_are_repaired_by_the_next_commands() {
-    require_sandbox!();
-    let sb = Sandbox::new();
-    let run = [
-        "run", "-d", "--name", "web", "-p", "8080:80", "--", "sleep", "300",
-    ];
-    let mut steps = 0;
+/// `run` killed at each of its steps, then the next commands; returns the steps it was
+/// killed at. With `spares`, each `run` first waits for one of the daemon's spares.
+fn run_killed_at_every_step(sb: &Sandbox, run: &[&str], spares: bool) -> Vec<String> {
+    let mut steps = Vec::new();
     for n in 1..60 {
-        let done = run_killed_at(&sb, &run, n);
+        if spares {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !sb.host_links().iter().any(|l| l.starts_with("spare")) {
+                assert!(std::time::Instant::now() < deadline, "no spare ready");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        let killed = killed_at(sb, run, n);
+        let done = killed.is_none();
+        steps.extend(killed);
         // The next ordinary commands work at once, whatever the kill left: the same port
         // and name are usable again after rm, and other containers start.
         sb.netctl_ok(&[
@@ -347,13 +360,23 @@ fn run_and_rm_killed_at_every_step_are_repaired_by_the_next_commands() {
             sb.netctl_ok(&["rm", "-f", "web"]);
         }
         sb.netctl_ok(&["rm", "-f", "other"]);
-        assert_in_sync(&sb, &format!("after run killed at step {n}"));
+        assert_in_sync(sb, &format!("after run killed at step {n}"));
         if done {
-            steps = n;
             break;
         }
     }
-    assert!(steps > 5, "run should pass several steps ({steps})");
+    steps
+}
+
+#[test]
+fn run_and_rm_killed_at_every_step_are_repaired_by_the_next_commands() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let run = [
+        "run", "-d", "--name", "web", "-p", "8080:80", "--", "sleep", "300",
+    ];
+    let steps = run_killed_at_every_step(&sb, &run, false);
+    assert!(steps.len() > 5, "run should pass several steps ({steps:?})");
 
     let mut steps = 0;
     for n in 1..60 {
@@ -375,6 +398,29 @@ fn run_and_rm_killed_at_every_step_are_repaired_by_the_next_commands() {
         }
     }
     assert!(steps > 3, "rm should pass several steps ({steps})");
+}
+
+/// The same with the daemon's spares (`NETCTL_SPARES`): a `run` killed while taking one leaves
+/// nothing the next commands and `sync` do not repair.
+#[test]
+fn run_killed_at_every_step_while_taking_a_spare_is_repaired_by_the_next_commands() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_SPARES", "2");
+    sb.netctl_ok(&["network", "create", "--subnet", "10.96.0.0/24", "spared"]);
+    if !sb.has_feature("tcx") {
+        eprintln!("skipped: spares need TCX");
+        return;
+    }
+    let run = [
+        "run", "-d", "--name", "web", "--network", "spared", "-p", "8080:80", "--", "sleep",
+        "300",
+    ];
+    let steps = run_killed_at_every_step(&sb, &run, true);
+    assert!(
+        steps.iter().any(|s| s == "run: spare's veth taken"),
+        "run did not take a spare: {steps:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// What the daemon takes from the state directory rather than from its own environment:
 /// what it serves with (cluster membership, uplinks, XDP, the host's resolver, metrics), and
 /// the variables of the store's options ([`crate::base::store_opts::OPTIONS`]).
-pub const DAEMON_SETTINGS: [&str; 8] = [
+pub const DAEMON_SETTINGS: [&str; 9] = [
     "NETCTL_CLUSTER_STORE",
     "NETCTL_CLUSTER_ADVERTISE",
     "NETCTL_CLUSTER_STORE_OPT",
@@ -20,7 +20,11 @@ pub const DAEMON_SETTINGS: [&str; 8] = [
     "NETCTL_XDP",
     "NETCTL_RESOLV_CONF",
     "NETCTL_METRICS_ADDR",
+    "NETCTL_SPARES",
 ];
+
+/// Spare container namespaces the daemon keeps when not told (see [`Config::spares`]).
+pub const DEFAULT_SPARES: usize = 0;
 
 /// Every variable the daemon takes from the state directory.
 fn daemon_settings() -> impl Iterator<Item = &'static str> {
@@ -85,6 +89,11 @@ pub struct Config {
     /// Kernel features to treat as absent (`NETCTL_FEATURES_DENY`, a test aid: every
     /// fallback runs on any kernel).
     pub features_deny: Vec<String>,
+    /// Spare container namespaces the daemon keeps ready, veth made and programs attached
+    /// (`NETCTL_SPARES`, default 0: none): a `run` takes one instead of waiting for the
+    /// kernel's attachment. Off by default: the spares' host ends are links of their own
+    /// on the host, which come and go as `run` takes them.
+    pub spares: usize,
 }
 
 /// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
@@ -246,6 +255,12 @@ impl Config {
                     )
                 })?,
         };
+        let spares = match var("NETCTL_SPARES") {
+            None => DEFAULT_SPARES,
+            Some(v) => v.parse().ok().filter(|n| *n <= 64).ok_or_else(|| {
+                anyhow::anyhow!("NETCTL_SPARES={v} is not valid: use a number from 0 to 64")
+            })?,
+        };
         let metrics_addr = match var("NETCTL_METRICS_ADDR") {
             None => None,
             Some(v) => Some(v.trim().parse().map_err(|_| {
@@ -253,6 +268,7 @@ impl Config {
             })?),
         };
         Ok(Self {
+            spares,
             metrics_addr,
             default_icc,
             lock_timeout,

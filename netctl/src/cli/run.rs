@@ -148,7 +148,7 @@ pub fn run(args: Args) -> Result<i32> {
     entry.pid = Some(pid);
     entry.pid_start = process::start_time(pid);
     entry.boot_id = process::boot_id();
-    tx.save()?;
+    tx.save_for_this_boot()?;
     drop(tx);
 
     let Some(mut child) = child else {

@@ -12,6 +12,7 @@ pub mod log;
 mod metrics;
 pub mod reload;
 mod shaping;
+mod spares;
 mod watchers;
 
 use std::time::Duration;
@@ -53,7 +54,9 @@ pub fn main() -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let served = rt.block_on(serve(cfg));
+    let keeper = spares::start(&cfg);
+    let served = rt.block_on(serve(cfg, &keeper));
+    keeper.stop();
     crate::kernel::cgroup::leave(&groups);
     served
 }
@@ -74,7 +77,7 @@ fn raise_open_files() {
     }
 }
 
-async fn serve(cfg: Config) -> Result<i32> {
+async fn serve(cfg: Config, spares: &spares::Keeper) -> Result<i32> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -106,6 +109,7 @@ async fn serve(cfg: Config) -> Result<i32> {
                 }
                 crate::kernel::daemon::acknowledge(&cfg.state_dir, snap.generation)?;
                 changed.send_replace(());
+                spares.poke();
             }
             // Keep serving what was loaded last; the next change is tried again.
             Err(e) => log::say(&format!("reload failed: {e:#}")),

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     base::config::Config,
     engine::networks::{self, check_name},
+    kernel::dataplane::spares::{self, Spares},
     kernel::netlink::Netlink,
     kernel::netns,
     kernel::process,
@@ -166,10 +167,17 @@ pub fn create(
         names.apply(&mut c, Some(net.gateway));
         let ns = netns::handle_path(state_dir, &id);
         crate::base::timing::mark("plan");
-        netns::create(&ns)?;
+        // A spare namespace with its veth ready, when the daemon has one; else made here.
+        let spare = spares(cfg)
+            .filter(|_| ep.ifname == spares::PEER)
+            .and_then(|s| s.take(nl, &ep.host_veth, &ns));
+        if spare.is_none() {
+            netns::create(&ns)?;
+        }
         crate::base::failpoint::step("run: namespace created");
         let default_route = !net.internal;
-        if let Err(e) = topology::create_endpoint(nl, &ns, &net, &ep, default_route, group) {
+        let made = topology::create_endpoint(nl, &ns, &net, &ep, default_route, group, spare);
+        if let Err(e) = made {
             let _ = netns::remove(&ns);
             return Err(e);
         }
@@ -188,6 +196,11 @@ pub fn create(
             Err(e)
         }
     }
+}
+
+/// The daemon's spare veths, when it keeps them (TCX) and the programs are loaded.
+pub fn spares(cfg: &Config) -> Option<Spares> {
+    crate::kernel::dataplane::Dataplane::open_existing(cfg)?.spares(&cfg.state_dir)
 }
 
 /// A container as `run` records it, before its process starts.
@@ -298,7 +311,7 @@ pub fn attach_engine(
     }
     c.endpoints.push(ep.clone());
     let default_route = topology::is_gateway_endpoint(&state.networks, &c, &ep);
-    topology::create_endpoint(nl, &a.netns, &net, &ep, default_route, group)?;
+    topology::create_endpoint(nl, &a.netns, &net, &ep, default_route, group, None)?;
     state.containers.insert(c.name.clone(), c.clone());
     Ok((c, ep))
 }
@@ -470,7 +483,7 @@ pub fn connect(
     let ns = netns::of(&c, state_dir)?
         .context("a container on the host network has no interfaces of its own")?;
     let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep);
-    topology::create_endpoint(nl, &ns, &net, &ep, default_route, group)?;
+    topology::create_endpoint(nl, &ns, &net, &ep, default_route, group, None)?;
     state.containers.insert(c.name.clone(), after);
     Ok(ep)
 }

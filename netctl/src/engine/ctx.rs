@@ -194,9 +194,10 @@ impl<'a> Tx<'a> {
         self.finish(true)
     }
 
-    /// Saves a change that needs no kernel change (a process's pid).
-    pub fn save(&mut self) -> Result<()> {
-        self.locked.save()?;
+    /// Saves a change that needs no kernel change and matters only until the next reboot
+    /// (a process's pid): see [`crate::store::Locked::save_for_this_boot`].
+    pub fn save_for_this_boot(&mut self) -> Result<()> {
+        self.locked.save_for_this_boot()?;
         crate::base::timing::mark("save");
         Ok(())
     }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 
 use crate::{
     base::config::Config,
-    kernel::dataplane::{maps, Dataplane},
+    kernel::dataplane::{maps, spares, Dataplane},
     kernel::netlink::{Link, Netlink},
     kernel::netns,
     kernel::process,
@@ -413,7 +413,7 @@ fn restore_container(
             nl.del_link_by_name(&ep.host_veth)?;
             let net = state.network(&ep.network)?;
             let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
-            topology::create_endpoint(nl, &ns, net, ep, default_route, group)?;
+            topology::create_endpoint(nl, &ns, net, ep, default_route, group, None)?;
             changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
         }
     }
@@ -438,10 +438,13 @@ fn remove_orphans_among(
 ) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     let wanted = topology::own_links(state);
+    // The daemon's spare veths are its own (a dead daemon's are orphans).
+    let daemon_runs = || crate::kernel::pidfile::running(&cfg.state_dir).is_some();
     // Veths first: a bridge goes last, after its ports.
     let mut orphans: Vec<_> = links
         .iter()
         .filter(|l| l.group == group && !wanted.contains(l.name.as_str()))
+        .filter(|l| !(spares::is_spare(&l.name) && daemon_runs()))
         .collect();
     orphans.sort_by_key(|l| l.kind == "bridge");
     for l in orphans {

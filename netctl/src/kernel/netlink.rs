@@ -273,6 +273,13 @@ impl Netlink {
         self.index_of(host)
     }
 
+    pub fn rename(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).name(name).build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("renaming link {index} to {name}"))
+    }
+
     pub fn set_up(&self, index: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.rt

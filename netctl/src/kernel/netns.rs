@@ -83,11 +83,25 @@ pub fn create(path: &Path) -> Result<()> {
     res
 }
 
+/// Pins the namespace pinned at `from` at `to` as well.
+pub fn bind(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to.parent().expect("handle has a directory"))?;
+    File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let res = mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>);
+    if res.is_err() {
+        let _ = fs::remove_file(to);
+    }
+    res.with_context(|| format!("bind-mounting {} on {}", from.display(), to.display()))
+}
+
 /// Unpins a namespace handle; the namespace goes when its last process and interface do.
 pub fn remove(path: &Path) -> Result<()> {
-    if is_live(path) {
-        umount2(path, MntFlags::MNT_DETACH)
-            .with_context(|| format!("unmounting {}", path.display()))?;
+    match umount2(path, MntFlags::MNT_DETACH) {
+        // Not a mount point (a plain file left by a reboot or a killed run), or gone.
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        // Whatever is mounted there goes: a bind of something else would keep the file
+        // busy for every command after this one.
+        r => r.with_context(|| format!("unmounting {}", path.display()))?,
     }
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

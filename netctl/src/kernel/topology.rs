@@ -142,7 +142,9 @@ pub fn is_gateway_endpoint(
 }
 
 /// Creates an endpoint: the veth pair (host side on the bridge, peer named `ep.ifname` in the
-/// container), the address, the MAC, and the default route when `default_route`.
+/// container), the address, the MAC, and the default route when `default_route`. `made` is
+/// the host end of a pair made already (a spare's, see `kernel::dataplane::spares`), with the
+/// programs on it.
 pub fn create_endpoint(
     nl: &Netlink,
     netns_path: &Path,
@@ -150,6 +152,7 @@ pub fn create_endpoint(
     ep: &Endpoint,
     default_route: bool,
     group: u32,
+    made: Option<u32>,
 ) -> Result<()> {
     let bridge = nl.link(&net.bridge)?.with_context(|| {
         format!(
@@ -157,10 +160,19 @@ pub fn create_endpoint(
             net.bridge, net.name
         )
     })?;
-    let ns = netns::open(netns_path)?;
-    let index = nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?;
+    let index = match made {
+        Some(index) => index,
+        None => {
+            let ns = netns::open(netns_path)?;
+            nl.add_veth(&ep.host_veth, &ep.ifname, ns.as_raw_fd(), net.mtu, group)?
+        }
+    };
     crate::base::failpoint::step("endpoint: veth created");
     let res = (|| {
+        if made.is_some() {
+            // A spare's, made before its network was known (the same MTU is no change).
+            nl.set_mtu(index, net.mtu)?;
+        }
         nl.set_controller(index, bridge.index)?;
         nl.pin_bridge_port(index, parse_mac(&ep.mac))?;
         nl.set_up(index)?;
@@ -180,6 +192,7 @@ fn configure_container_side(
     default_route: bool,
 ) -> Result<()> {
     let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
+    let mtu = net.mtu;
     let mac = parse_mac(&ep.mac);
     netns::run_in(netns_path, move || {
         let nl = Netlink::new()?;
@@ -192,6 +205,10 @@ fn configure_container_side(
         // give it a link-local address and send solicitations the datapath drops, and a
         // container would have an IPv6 surface nobody configured.
         disable_ipv6(&ifname)?;
+        if link.mtu != mtu {
+            // A spare's peer (made before its network was known).
+            nl.set_mtu(link.index, mtu)?;
+        }
         nl.set_mac(link.index, mac)?;
         nl.add_address(link.index, ip, prefix)?;
         nl.set_up(link.index)?;

@@ -210,6 +210,17 @@ impl Locked {
         self.lock = None;
     }
 
+    /// Like [`Locked::save`] for a change that only matters until the next reboot (a
+    /// process's pid): it survives the command being killed, and a power cut may lose it
+    /// (the process goes too). Its commit does not wait for the disk: the next synced
+    /// commit carries it there.
+    pub fn save_for_this_boot(&mut self) -> Result<State> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        let saved = self.save();
+        self.conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        saved
+    }
+
     /// Writes the rows that changed, in one transaction; returns the state as it was
     /// saved before.
     pub fn save(&mut self) -> Result<State> {

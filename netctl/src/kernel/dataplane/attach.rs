@@ -42,6 +42,24 @@ impl Attachment {
     }
 }
 
+/// A container's host-side veth: what the container sends (ingress) and what it is handed
+/// (egress).
+pub fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
+    [
+        att(netctl_common::programs::FROM_CONTAINER, ProgKind::Tc, name, index),
+        att(netctl_common::programs::TO_CONTAINER, ProgKind::Tc, name, index),
+    ]
+}
+
+pub fn att(program: &'static str, kind: ProgKind, name: &str, index: u32) -> Attachment {
+    Attachment {
+        program,
+        kind,
+        ifname: name.to_string(),
+        ifindex: index,
+    }
+}
+
 /// How attachments are made on this kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct Modes {
@@ -206,7 +224,8 @@ pub fn attach_missing(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -
     Ok(())
 }
 
-fn pin_path(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> std::path::PathBuf {
+/// Where `att`'s link (or filter record) is pinned.
+pub fn pin_path(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> std::path::PathBuf {
     let suffix = match att.kind {
         ProgKind::Tc if !modes.tcx => format!("@{NL_SUFFIX}"),
         _ => String::new(),
@@ -221,8 +240,18 @@ fn tc_direction(att: &Attachment) -> TcAttachType {
 
 /// Attaches and pins; returns a note on the mode used.
 fn attach(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> Result<&'static str> {
+    attach_at(pins, hash, att, modes, &pin_path(pins, hash, att, modes))
+}
+
+/// Attaches and pins at `target`; returns a note on the mode used.
+pub fn attach_at(
+    pins: &Pins,
+    hash: &str,
+    att: &Attachment,
+    modes: Modes,
+    target: &Path,
+) -> Result<&'static str> {
     let prog_pin = pins.progs(hash).join(att.program);
-    let target = pin_path(pins, hash, att, modes);
     match att.kind {
         ProgKind::Sock(hook) => {
             let mut prog = CgroupSockAddr::from_pin(&prog_pin, hook)
@@ -236,7 +265,7 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> Result<&'s
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .with_context(|| format!("attaching {} to cgroup {}", att.program, att.ifname))?;
             let link: FdLink = prog.take_link(id)?.try_into()?;
-            link.pin(&target)
+            link.pin(target)
                 .with_context(|| format!("pinning link {}", target.display()))?;
             Ok(" (cgroup)")
         }
@@ -244,7 +273,7 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> Result<&'s
             let mut prog = SchedClassifier::from_pin(&prog_pin)
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
             attach_filter(&mut prog, att)?;
-            prog.pin(&target)
+            prog.pin(target)
                 .with_context(|| format!("recording {}", target.display()))?;
             Ok(" (tc netlink)")
         }
@@ -259,7 +288,7 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> Result<&'s
                 )
                 .with_context(|| format!("attaching {} to {} (TCX)", att.program, att.ifname))?;
             let link: FdLink = prog.take_link(id)?.try_into()?;
-            link.pin(&target)
+            link.pin(target)
                 .with_context(|| format!("pinning link {}", target.display()))?;
             Ok(" (tcx)")
         }
@@ -280,7 +309,7 @@ fn attach(pins: &Pins, hash: &str, att: &Attachment, modes: Modes) -> Result<&'s
                         let link: FdLink = prog.take_link(id)?.try_into().with_context(|| {
                             format!("XDP on {} did not attach as a bpf_link", att.ifname)
                         })?;
-                        link.pin(&target)
+                        link.pin(target)
                             .with_context(|| format!("pinning link {}", target.display()))?;
                         return Ok(note);
                     }

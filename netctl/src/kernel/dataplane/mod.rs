@@ -9,6 +9,7 @@ pub mod features;
 pub mod load;
 pub mod maps;
 pub mod pins;
+pub mod spares;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,7 @@ use netctl_common::{
 
 use applied::Applied;
 pub use attach::{Attachment, Changes, Modes};
+use attach::{att, container_attachments};
 use diff::difference;
 use features::Features;
 use load::ProgKind;
@@ -159,6 +161,13 @@ impl Dataplane {
             let _ = std::fs::remove_dir_all(stale);
         }
         Ok(changes)
+    }
+
+    /// The daemon's spare veths of this instance, where the kernel has TCX (see [`spares`]).
+    pub fn spares(&self, state_dir: &std::path::Path) -> Option<spares::Spares> {
+        self.modes.tcx.then(|| {
+            spares::Spares::new(self.pins.clone(), self.hash.clone(), self.modes, state_dir)
+        })
     }
 
     /// The modes this kernel and the configuration give the attachments.
@@ -805,24 +814,6 @@ pub fn monotonic_ns() -> u64 {
 
 fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
     (k.saddr, k.daddr, k.sport, k.dport, k.proto)
-}
-
-/// A container's host-side veth: what the container sends (ingress) and what it is handed
-/// (egress).
-fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
-    [
-        att(programs::FROM_CONTAINER, ProgKind::Tc, name, index),
-        att(programs::TO_CONTAINER, ProgKind::Tc, name, index),
-    ]
-}
-
-fn att(program: &'static str, kind: ProgKind, name: &str, index: u32) -> Attachment {
-    Attachment {
-        program,
-        kind,
-        ifname: name.to_string(),
-        ifindex: index,
-    }
 }
 
 /// Whether the socket programs run here: every hook they need, and a cgroup v2 hierarchy to

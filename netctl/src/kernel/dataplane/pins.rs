@@ -44,6 +44,11 @@ impl Pins {
         self.layout.join("links")
     }
 
+    /// The links of the daemon's spare veths (see [`super::spares`]).
+    pub fn spares(&self) -> PathBuf {
+        self.layout.join("spares")
+    }
+
     /// Every directory of this layout version holding programs of another object.
     pub fn stale_progs(&self, hash: &str) -> Vec<PathBuf> {
         let keep = self.progs(hash);
