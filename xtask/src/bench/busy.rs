@@ -3,7 +3,10 @@
 //! command timed whole, and split by `NETCTL_TIMINGS=1` into the state's and maps' part
 //! (lock and read, planning, maps and links, save) and the container's own namespace and veth.
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Result};
 use netctl_tests::Sandbox;
@@ -79,10 +82,18 @@ fn run_args<'a>(name: &'a str, port: &'a str) -> [&'a str; 11] {
 }
 
 /// Times [`MEASURED`] more `run -d -p` in `sb` three ways: whole, the state and maps part,
-/// the container's namespace, veth and attachment (`figures` in that order).
-fn measure_runs(b: &mut Bench, sb: &Sandbox, figures: [&'static str; 3]) -> Result<()> {
+/// the container's namespace, veth and attachment (`figures` in that order): containers
+/// `prefix`0… publishing `first_port`… on port 80, each after `pause`.
+fn measure_runs(
+    b: &mut Bench,
+    sb: &Sandbox,
+    figures: [&'static str; 3],
+    (prefix, first_port): (&str, usize),
+    pause: Duration,
+) -> Result<()> {
     for k in 0..MEASURED {
-        let (name, port) = (format!("m{k}"), format!("{}:80", 30000 + k));
+        std::thread::sleep(pause);
+        let (name, port) = (format!("{prefix}{k}"), format!("{}:80", first_port + k));
         let t = timed(sb, &run_args(&name, &port))?;
         let [whole, state, ns] = figures;
         b.extra(SECTION, whole, "netctl", "ms", t.ms);
@@ -119,6 +130,8 @@ fn more_ports(b: &mut Bench, netctl: &Path) -> Result<()> {
             "one more port with 10,000 published: state and maps",
             "one more port with 10,000 published: namespace, veth and attach",
         ],
+        ("m", 30000),
+        Duration::ZERO,
     )
 }
 
@@ -144,7 +157,27 @@ fn many_containers(b: &mut Bench, netctl: &Path, n: usize) -> Result<()> {
             "run -d -p with 100 containers: namespace, veth and attach",
         ]
     };
-    measure_runs(b, &sb, figures)
+    measure_runs(b, &sb, figures, ("m", 30000), Duration::ZERO)?;
+    // The same host with the daemon's spare namespaces (`NETCTL_SPARES`), each `run` arriving
+    // once the daemon has replaced the spare the previous one took (back to back, `run`s
+    // drain the spares and wait for the kernel as above).
+    let mut sb = sb;
+    sb.env("NETCTL_SPARES", "4");
+    sb.netctl_ok(&["network", "create", "--subnet", "10.91.0.0/24", "spared"]);
+    let figures = if n == 1000 {
+        [
+            "run -d -p with 1,000 containers, NETCTL_SPARES=4",
+            "run -d -p with 1,000 containers, NETCTL_SPARES=4: state and maps",
+            "run -d -p with 1,000 containers, NETCTL_SPARES=4: namespace, veth and attach",
+        ]
+    } else {
+        [
+            "run -d -p with 100 containers, NETCTL_SPARES=4",
+            "run -d -p with 100 containers, NETCTL_SPARES=4: state and maps",
+            "run -d -p with 100 containers, NETCTL_SPARES=4: namespace, veth and attach",
+        ]
+    };
+    measure_runs(b, &sb, figures, ("s", 30100), Duration::from_millis(300))
 }
 
 /// `ps -a` with 10,000 containers: exited ones (nothing of them in the kernel), written as an
