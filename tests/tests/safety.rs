@@ -305,7 +305,9 @@ fn killed_at(sb: &Sandbox, args: &[&str], n: u32) -> Option<String> {
     if out.status.signal() == Some(9) {
         // "netctl: failpoint N (STEP): killed"
         let err = String::from_utf8_lossy(&out.stderr);
-        let step = err.split_once(" (").and_then(|(_, r)| r.split_once("): killed"));
+        let step = err
+            .split_once(" (")
+            .and_then(|(_, r)| r.split_once("): killed"));
         return Some(step.map_or(String::new(), |(s, _)| s.to_string()));
     }
     assert!(
@@ -413,7 +415,16 @@ fn run_killed_at_every_step_while_taking_a_spare_is_repaired_by_the_next_command
         return;
     }
     let run = [
-        "run", "-d", "--name", "web", "--network", "spared", "-p", "8080:80", "--", "sleep",
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "spared",
+        "-p",
+        "8080:80",
+        "--",
+        "sleep",
         "300",
     ];
     let steps = run_killed_at_every_step(&sb, &run, true);

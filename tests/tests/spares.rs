@@ -24,7 +24,12 @@ fn spare_links(sb: &Sandbox) -> Vec<String> {
 }
 
 fn layout(sb: &Sandbox) -> PathBuf {
-    sb.pinned_map("x").parent().unwrap().parent().unwrap().to_path_buf()
+    sb.pinned_map("x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The ready spares: (key, inode of its namespace, inodes of its pinned links).
@@ -94,8 +99,13 @@ fn a_container_made_from_a_spare_is_its_own_and_policed_and_spares_go_with_the_d
 
     sb.env("NETCTL_SPARES", "2");
     sb.netctl_ok(&[
-        "network", "create", "--subnet", "10.94.0.0/24", "-o",
-        "com.docker.network.driver.mtu=1400", "small",
+        "network",
+        "create",
+        "--subnet",
+        "10.94.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "small",
     ]);
     sb.netctl_ok(&["network", "create", "--subnet", "10.95.0.0/24", "other"]);
     if !sb.has_feature("tcx") {
@@ -131,15 +141,28 @@ fn a_container_made_from_a_spare_is_its_own_and_policed_and_spares_go_with_the_d
     let inside = sb.container_sh("web", "ip -o link; ip -o addr");
     let inside = String::from_utf8_lossy(&inside.stdout).into_owned();
     assert_eq!(inside.matches(": eth0").count(), 2, "{inside}");
-    assert_eq!(inside.lines().filter(|l| l.contains("link/")).count(), 2, "{inside}");
+    assert_eq!(
+        inside.lines().filter(|l| l.contains("link/")).count(),
+        2,
+        "{inside}"
+    );
     assert!(inside.contains("mtu 1400"), "{inside}");
     assert!(inside.contains("inet 10.94.0.2/24"), "{inside}");
     assert!(!inside.contains("inet6 fe80"), "{inside}");
-    assert!(inside.contains(web["endpoints"][0]["mac"].as_str().unwrap()), "{inside}");
+    assert!(
+        inside.contains(web["endpoints"][0]["mac"].as_str().unwrap()),
+        "{inside}"
+    );
     let host = sb.host_sh(&format!("ip -o link show {veth}"));
     let host = String::from_utf8_lossy(&host.stdout).into_owned();
-    assert!(host.contains("mtu 1400") && host.contains("master br-") && host.contains("UP"), "{host}");
-    assert!(sb.container_sh("web", "ping -c 1 -W 2 10.94.0.1").status.success());
+    assert!(
+        host.contains("mtu 1400") && host.contains("master br-") && host.contains("UP"),
+        "{host}"
+    );
+    assert!(sb
+        .container_sh("web", "ping -c 1 -W 2 10.94.0.1")
+        .status
+        .success());
 
     // Policed from the start: another network stays out of reach, and a forged source
     // address is dropped.

@@ -60,7 +60,7 @@ fn keep(cfg: &Config, woken: &mpsc::Receiver<()>) {
         }
         if let Some(s) = &spares {
             match s.fill(&nl, cfg.spares, group, &mut gone) {
-                Ok(_) => failing = false,
+                Ok(()) => failing = false,
                 Err(e) if !failing => {
                     failing = true;
                     say(&format!("spare veths: {e:#} (commands make their own)"));

@@ -198,8 +198,12 @@ pub fn create(
     }
 }
 
-/// The daemon's spare veths, when it keeps them (TCX) and the programs are loaded.
-pub fn spares(cfg: &Config) -> Option<Spares> {
+/// The daemon's spare namespaces, when it keeps some (whatever this command's NETCTL_SPARES
+/// says: the daemon's setting is the saved one).
+fn spares(cfg: &Config) -> Option<Spares> {
+    if !spares::any(&cfg.state_dir) {
+        return None;
+    }
     crate::kernel::dataplane::Dataplane::open_existing(cfg)?.spares(&cfg.state_dir)
 }
 

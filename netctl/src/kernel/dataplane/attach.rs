@@ -46,8 +46,18 @@ impl Attachment {
 /// (egress).
 pub fn container_attachments(name: &str, index: u32) -> [Attachment; 2] {
     [
-        att(netctl_common::programs::FROM_CONTAINER, ProgKind::Tc, name, index),
-        att(netctl_common::programs::TO_CONTAINER, ProgKind::Tc, name, index),
+        att(
+            netctl_common::programs::FROM_CONTAINER,
+            ProgKind::Tc,
+            name,
+            index,
+        ),
+        att(
+            netctl_common::programs::TO_CONTAINER,
+            ProgKind::Tc,
+            name,
+            index,
+        ),
     ]
 }
 

@@ -32,8 +32,8 @@ use netctl_common::{
 };
 
 use applied::Applied;
-pub use attach::{Attachment, Changes, Modes};
 use attach::{att, container_attachments};
+pub use attach::{Attachment, Changes, Modes};
 use diff::difference;
 use features::Features;
 use load::ProgKind;

@@ -34,6 +34,8 @@ use super::{
 };
 use crate::kernel::{netlink::Netlink, netns};
 
+/// The namespace handles' directory in the state dir.
+const DIR: &str = "spares";
 const MAKING: &str = "spmk";
 const READY: &str = "spare";
 /// The name of a spare's peer, which a container's first interface has.
@@ -43,6 +45,11 @@ const MTU: u32 = 1500;
 /// How long the pins of a spare whose handle is gone may wait for the command that took it
 /// (which moves them within milliseconds) before the daemon removes them.
 const ABANDONED: Duration = Duration::from_secs(10);
+
+/// Whether this instance has spares (before anything is opened to take one).
+pub fn any(state_dir: &Path) -> bool {
+    fs::read_dir(state_dir.join(DIR)).is_ok_and(|mut d| d.next().is_some())
+}
 
 /// Whether `name` is a spare's host end (the orphan sweep's exception).
 pub fn is_spare(name: &str) -> bool {
@@ -66,7 +73,7 @@ impl Spares {
             pins,
             hash,
             modes,
-            dir: state_dir.join("spares"),
+            dir: state_dir.join(DIR),
         }
     }
 
@@ -104,14 +111,11 @@ impl Spares {
                 return None;
             }
             crate::base::failpoint::step("run: spare's veth taken");
-            for program in Self::programs() {
-                let att = container_attachments(host, link.index)
-                    .into_iter()
-                    .find(|a| a.program == program)?;
+            for att in container_attachments(host, link.index) {
                 let to = attach::pin_path(&self.pins, &self.hash, &att, self.modes);
                 // Left where it is, the link is the daemon's to remove; the commit attaches
                 // whatever is not pinned for this veth.
-                let _ = fs::rename(self.pin(program, &k), to);
+                let _ = fs::rename(self.pin(att.program, &k), to);
             }
             return Some(link.index);
         }
@@ -131,14 +135,14 @@ impl Spares {
     }
 
     /// Makes spares until `target` are ready (side by side: each waits for the kernel), and
-    /// forgets taken ones: their handles, and pins no command moved. Returns how many it made.
+    /// forgets taken ones: their handles, and pins no command moved.
     pub fn fill(
         &self,
         nl: &Netlink,
         target: usize,
         group: u32,
         gone: &mut HashMap<String, Instant>,
-    ) -> Result<usize> {
+    ) -> Result<()> {
         fs::create_dir_all(self.pins.spares())
             .with_context(|| format!("creating {}", self.pins.spares().display()))?;
         let mut ready = 0;
@@ -169,10 +173,9 @@ impl Spares {
             let makers: Vec<_> = (0..wanted)
                 .map(|_| s.spawn(|| self.make(&new_key(), group)))
                 .collect();
-            makers.into_iter().try_fold(0, |n, m| {
+            makers.into_iter().try_for_each(|m| {
                 m.join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("making a spare panicked")))
-                    .map(|()| n + 1)
             })
         })
     }
