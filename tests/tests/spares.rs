@@ -199,14 +199,28 @@ fn a_container_made_from_a_spare_is_its_own_and_policed_and_spares_go_with_the_d
     });
     sb.netctl_ok(&["rm", "-f", "again"]);
 
+    // Killed again, and the next daemon is to keep none: it removes the dead one's.
+    let pid = sb.daemon_pid().expect("a daemon");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for("the daemon to die", || sb.daemon_pid().is_none());
+    sb.env("NETCTL_SPARES", "");
+    sb.sleeper("plain", "other");
+    let handles = |sb: &Sandbox| {
+        std::fs::read_dir(sb.state_dir.join("spares"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    wait_for("no spares", || {
+        spare_links(&sb).is_empty() && handles(&sb) == 0
+    });
+    assert_eq!(sb.netctl_ok(&["sync"]).trim(), "in sync: nothing to change");
+    sb.netctl_ok(&["rm", "-f", "plain"]);
+
     // The daemon's end takes the spares with it: links, namespaces, pins.
     sb.netctl_ok(&["network", "rm", "small", "other"]);
     wait_for("the daemon to exit", || sb.daemon_pid().is_none());
     assert!(spare_links(&sb).is_empty(), "{:?}", spare_links(&sb));
-    let handles = std::fs::read_dir(sb.state_dir.join("spares"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(handles, 0);
+    assert_eq!(handles(&sb), 0);
     let pins = std::fs::read_dir(layout(&sb).join("spares"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -10,7 +10,10 @@ use std::{
 use super::log::say;
 use crate::{
     base::config::Config,
-    kernel::dataplane::{spares::Spares, Dataplane},
+    kernel::dataplane::{
+        spares::{self, Spares},
+        Dataplane,
+    },
     kernel::netlink::Netlink,
     model::instance::instance_group,
 };
@@ -45,18 +48,23 @@ impl Keeper {
 
 fn keep(cfg: &Config, woken: &mpsc::Receiver<()>) {
     let Ok(nl) = Netlink::new() else { return };
+    // A killed daemon's spares go first, whether this one keeps any or not.
+    if spares::any(&cfg.state_dir) {
+        if let Some(s) = find(cfg) {
+            s.remove(&nl);
+        }
+    }
+    if cfg.spares == 0 {
+        return;
+    }
     let group = instance_group(&cfg.state_dir);
     let mut spares: Option<Spares> = None;
     let mut failing = false;
     let mut gone = std::collections::HashMap::new();
     loop {
-        if spares.is_none() && cfg.spares > 0 {
-            // Once the commands have loaded the programs; never without TCX. A killed
-            // daemon's spares go first.
-            spares = Dataplane::open_existing(cfg).and_then(|d| d.spares(&cfg.state_dir));
-            if let Some(s) = &spares {
-                s.remove(&nl);
-            }
+        // Once the commands have loaded the programs; never without TCX.
+        if spares.is_none() {
+            spares = find(cfg);
         }
         if let Some(s) = &spares {
             match s.fill(&nl, cfg.spares, group, &mut gone) {
@@ -76,4 +84,8 @@ fn keep(cfg: &Config, woken: &mpsc::Receiver<()>) {
     if let Some(s) = spares {
         s.remove(&nl);
     }
+}
+
+fn find(cfg: &Config) -> Option<Spares> {
+    Dataplane::open_existing(cfg).and_then(|d| d.spares(&cfg.state_dir))
 }
