@@ -895,3 +895,35 @@ fn a_state_directory_reached_through_someone_elses_symlink_is_refused() {
     let _ = std::fs::remove_file(&link);
     let _ = std::fs::remove_dir_all(&target);
 }
+
+/// `ip netns exec` gives each command a private mount namespace with a fresh /sys: the pins
+/// (and so the programs on every veth) and the namespace handles a command made there would
+/// vanish as it exits. A command that changes things says so and how to run it instead, and
+/// makes nothing.
+#[test]
+fn a_command_under_ip_netns_exec_is_refused_with_the_way_out_and_changes_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let links = sb.host_links();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &sb.host_ns])
+        .arg(netctl_tests::netctl_bin())
+        .args(["run", "-d", "--name", "web", "--", "sleep", "60"])
+        .env("NETCTL_STATE_DIR", &sb.state_dir)
+        .env("NETCTL_BPFFS", &sb.bpffs)
+        .env("NETCTL_RESOLV_CONF", sb.state_dir.join("host-resolv.conf"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ip netns exec") && err.contains("nsenter --net="),
+        "{err}"
+    );
+    assert_eq!(sb.host_links(), links);
+    assert!(sb.netns_handles().is_empty());
+    assert!(!sb.netctl_ok(&["ps", "-a"]).contains("web"));
+    // The same command entering the network namespace only works.
+    sb.netctl_ok(&["run", "-d", "--name", "web", "--", "sleep", "60"]);
+}

@@ -27,6 +27,7 @@ impl Ctx {
         // Before anything changes: a kernel without what the datapath cannot do without.
         crate::kernel::dataplane::features::Features::detect(&ctx.cfg.features_deny)?
             .check_required()?;
+        crate::kernel::dataplane::pins::check_mount_namespace(&ctx.cfg.bpffs)?;
         crate::base::timing::mark("open");
         Ok(ctx)
     }

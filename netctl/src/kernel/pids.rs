@@ -12,3 +12,14 @@ pub fn start_time(pid: u32) -> Option<u64> {
     }
     fields.nth(18)?.parse().ok()
 }
+
+/// The parent of a process (None for the first process of a PID namespace, or when gone).
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}

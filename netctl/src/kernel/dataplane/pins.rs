@@ -100,15 +100,63 @@ fn is_bpffs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Mounts bpffs where the pin root needs it: on /sys/fs/bpf when the root is below it (the
-/// usual place, unmounted on some systems), else on the root directory itself.
-fn ensure_bpffs(root: &Path) -> Result<()> {
+/// The pin root, or the nearest of its directories that exists.
+fn nearest_existing(root: &Path) -> PathBuf {
     let mut probe = root.to_path_buf();
     while !probe.exists() {
         if !probe.pop() {
             break;
         }
     }
+    probe
+}
+
+/// Refuses to work where a bpffs would have to be mounted in a mount namespace that the
+/// process that started netctl does not share: `ip netns exec` gives every command a private
+/// one with a fresh /sys, so netctl's pins (and with them every attachment: the programs
+/// would be gone, the containers unpoliced) and its namespace handles would vanish as the
+/// command ends. (The processes above are compared, as far as they can be read, rather than
+/// the first process, which may not be readable.)
+pub fn check_mount_namespace(root: &Path) -> Result<()> {
+    if is_bpffs(&nearest_existing(root)) {
+        return Ok(());
+    }
+    let ns = |pid: &str| {
+        fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+    };
+    let Ok(own) = ns("self") else {
+        return Ok(());
+    };
+    let mut pid = std::process::id();
+    // Bounded: a PID can only be as deep as the process tree.
+    for _ in 0..64 {
+        let Some(parent) = crate::kernel::pids::parent(pid) else {
+            break;
+        };
+        match ns(&parent.to_string()) {
+            Ok(theirs) if theirs != own => bail!(
+                "NETCTL_BPFFS={} is not on a bpf filesystem in this mount namespace, which is \
+                 not the one of the process that started netctl (`ip netns exec` gives each \
+                 command its own, with a fresh /sys): what netctl pins and mounts here would \
+                 vanish when it exits; enter the network namespace only (`nsenter \
+                 --net=/run/netns/NAME netctl …`), or mount bpffs where that process sees it",
+                root.display()
+            ),
+            Ok(_) => pid = parent,
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Mounts bpffs where the pin root needs it: on /sys/fs/bpf when the root is below it (the
+/// usual place, unmounted on some systems), else on the root directory itself.
+fn ensure_bpffs(root: &Path) -> Result<()> {
+    check_mount_namespace(root)?;
+    let probe = nearest_existing(root);
     if is_bpffs(&probe) {
         return fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()));
     }
