@@ -389,7 +389,11 @@ impl Netlink {
     pub fn addresses(&self) -> Result<Vec<(u32, Ipv4Network)>> {
         self.rt.block_on(async {
             let mut out = Vec::new();
-            let mut stream = self.handle.address().get().execute();
+            let mut request = self.handle.address().get();
+            // IPv4 only, asked of the kernel: every container veth has an IPv6 link-local
+            // address, thousands of messages for nothing on a busy host.
+            request.message_mut().header.family = AddressFamily::Inet;
+            let mut stream = request.execute();
             while let Some(msg) = stream.try_next().await.context("listing addresses")? {
                 for attr in &msg.attributes {
                     if let AddressAttribute::Local(IpAddr::V4(ip))
