@@ -47,9 +47,13 @@ impl Keeper {
 }
 
 fn keep(cfg: &Config, woken: &mpsc::Receiver<()>) {
+    let leftovers = spares::any(&cfg.state_dir);
+    if cfg.spares == 0 && !leftovers {
+        return;
+    }
     let Ok(nl) = Netlink::new() else { return };
     // A killed daemon's spares go first, whether this one keeps any or not.
-    if spares::any(&cfg.state_dir) {
+    if leftovers {
         if let Some(s) = find(cfg) {
             s.remove(&nl);
         }
