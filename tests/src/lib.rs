@@ -842,6 +842,24 @@ fn remove_empty_daemon_cgroups() {
     }
 }
 
+/// Polls `ok` until it holds; fails the test, naming `what`, after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The count of drops for `reason` in `netctl stats --json` output.
+pub fn drop_count(stats_json: &str, reason: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(stats_json).expect("stats json");
+    v["drops"][reason].as_u64().unwrap_or(0)
+}
+
 /// A process exists and is not a zombie waiting for its parent to reap it.
 pub fn process_alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))

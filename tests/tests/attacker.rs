@@ -10,10 +10,7 @@ use std::{
 use netctl_tests::{cluster::Cluster, require_sandbox, Sandbox};
 use serde_json::Value;
 
-fn drops(out: &str, reason: &str) -> u64 {
-    let v: Value = serde_json::from_str(out).expect("stats json");
-    v["drops"][reason].as_u64().unwrap_or(0)
-}
+use netctl_tests::drop_count as drops;
 
 fn mac_of(sb: &Sandbox, name: &str) -> String {
     let out = sb.container_sh(name, "ip -o link show eth0");

@@ -1,27 +1,15 @@
 //! The daemon serves with the settings the commands saved in the state directory, whoever
 //! starts it, and runs outside the cgroup of whoever started it.
 
-use std::{
-    os::unix::process::CommandExt,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{os::unix::process::CommandExt, process::Stdio, time::Duration};
 
-use netctl_tests::{cluster::Cluster, require_sandbox, sleeper_args, Sandbox};
+use netctl_tests::{cluster::Cluster, require_sandbox, sleeper_args, wait_for, Sandbox};
 use serde_json::Value;
 
 fn daemon_pid(state_dir: &std::path::Path) -> Option<i32> {
     let text = std::fs::read_to_string(state_dir.join("daemon.pid")).ok()?;
     let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
     netctl_tests::process_alive(pid as u32).then_some(pid)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -343,11 +343,9 @@ fn run_killed_at_every_step(sb: &Sandbox, run: &[&str], spares: bool) -> Vec<Str
     let mut steps = Vec::new();
     for n in 1..60 {
         if spares {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !sb.host_links().iter().any(|l| l.starts_with("spare")) {
-                assert!(std::time::Instant::now() < deadline, "no spare ready");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
+            netctl_tests::wait_for("a spare", std::time::Duration::from_secs(10), || {
+                sb.host_links().iter().any(|l| l.starts_with("spare"))
+            });
         }
         let killed = killed_at(sb, run, n);
         let done = killed.is_none();

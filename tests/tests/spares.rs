@@ -7,11 +7,10 @@ use std::{
     collections::BTreeSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netctl_tests::{ns_inode, require_sandbox, Sandbox};
-use serde_json::Value;
 
 fn spare_links(sb: &Sandbox) -> Vec<String> {
     let mut v: Vec<String> = sb
@@ -51,12 +50,8 @@ fn ready_spares(sb: &Sandbox) -> Vec<(String, u64, BTreeSet<u64>)> {
         .collect()
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    netctl_tests::wait_for(what, Duration::from_secs(10), ok);
 }
 
 fn inodes_in(dir: &Path, ifindex: &str) -> BTreeSet<u64> {
@@ -73,8 +68,7 @@ fn inodes_in(dir: &Path, ifindex: &str) -> BTreeSet<u64> {
 }
 
 fn drops(sb: &Sandbox, reason: &str) -> u64 {
-    let v: Value = serde_json::from_str(&sb.netctl_ok(&["stats", "--json"])).unwrap();
-    v["drops"][reason].as_u64().unwrap_or(0)
+    netctl_tests::drop_count(&sb.netctl_ok(&["stats", "--json"]), reason)
 }
 
 #[test]
