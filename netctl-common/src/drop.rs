@@ -53,10 +53,14 @@ pub enum DropReason {
     /// A frame for a container on another host larger than the overlay tunnel carries (its
     /// sender raised its own MTU above its network's).
     TunnelMtu = 19,
+    /// A frame of an encrypted overlay network that would cross (or came across) without
+    /// encryption: plain VXLAN for it from the underlay, or a host without its WireGuard
+    /// device.
+    Unencrypted = 20,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -78,6 +82,7 @@ impl DropReason {
         DropReason::TunnelInjection,
         DropReason::CtQuota,
         DropReason::TunnelMtu,
+        DropReason::Unencrypted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -102,6 +107,7 @@ impl DropReason {
             DropReason::TunnelInjection => "tunnel-injection",
             DropReason::CtQuota => "conntrack-quota",
             DropReason::TunnelMtu => "tunnel-mtu",
+            DropReason::Unencrypted => "tunnel-unencrypted",
         }
     }
 }

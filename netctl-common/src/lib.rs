@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 12;
+pub const LAYOUT_VERSION: u32 = 13;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -30,6 +30,8 @@ pub mod programs {
     pub const FROM_CONTAINER: &str = "from_container";
     /// TC ingress on the overlay's VXLAN device: what comes out of the tunnel.
     pub const TUNNEL_INGRESS: &str = "tunnel_ingress";
+    /// TC ingress on the WireGuard device of encrypted overlays: what it decrypted.
+    pub const WG_INGRESS: &str = "wg_ingress";
     /// TC egress on a container's host-side veth: everything handed to the container that
     /// did not come straight from a checked hook.
     pub const TO_CONTAINER: &str = "to_container";

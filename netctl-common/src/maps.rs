@@ -184,6 +184,9 @@ pub struct EndpointInfo {
 pub const NET_ICC: u32 = 1;
 pub const NET_MASQUERADE: u32 = 2;
 pub const NET_INTERNAL: u32 = 4;
+/// An encrypted overlay network (`-o encrypted`): its frames cross hosts only through the
+/// WireGuard device, never as plain VXLAN.
+pub const NET_ENCRYPTED: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

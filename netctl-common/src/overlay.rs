@@ -44,7 +44,9 @@ pub struct Remote {
 pub struct OverlayConfig {
     /// The VXLAN device (0: no overlay on this host).
     pub vxlan_ifindex: u32,
-    pub _pad: u32,
+    /// The WireGuard device of encrypted overlays (0: none on this host, so nothing of an
+    /// encrypted network crosses).
+    pub wg_ifindex: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Remote>() == 8);

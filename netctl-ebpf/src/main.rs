@@ -12,6 +12,8 @@
 //!   internal networks, hairpin, IPv4 only.
 //! - `tunnel_ingress`: TC ingress on the overlay's VXLAN device. What comes out of the
 //!   tunnel, checked and handed to the container (`overlay.rs`).
+//! - `wg_ingress`: TC ingress on the WireGuard device of encrypted overlays: what it
+//!   decrypted, checked and handed to the container (`overlay.rs`).
 //! - `kernel_drop` (in `kernel_drops.rs`): the kernel's own drops of container packets, for
 //!   `netctl trace --drops` while it runs.
 //! - `sock_*` (in `sock.rs`, their own entry file): cgroup socket programs for host-local
@@ -279,7 +281,7 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
             let dest = policy::check(h, &ep, &net, &dst_mac)?;
             if let Dest::SameNetwork = dest {
                 if let Some(r) = overlay::peer(h.daddr, ep.network) {
-                    return overlay::encap(&ctx, &r).map(Some);
+                    return overlay::send(&ctx, &r, &net).map(Some);
                 }
             }
             if h.icmp == Icmp::Error {
@@ -341,6 +343,20 @@ pub fn tunnel_ingress(ctx: TcContext) -> i32 {
     let other = |_: &mut Tc, _, _| Err(DropReason::NotIpv4);
     tc_run(&ctx, Hook::Tunnel, other, |p, h, _| {
         let v = overlay::decap(&ctx, p, h)?;
+        stats::received(h.daddr, p.len());
+        Ok(Some(v))
+    })
+}
+
+#[classifier]
+pub fn wg_ingress(ctx: TcContext) -> i32 {
+    if !overlay::add_ethernet(&ctx) {
+        verdict::dropped(Hook::Tunnel, DropReason::Malformed);
+        return TC_ACT_SHOT;
+    }
+    let other = |_: &mut Tc, _, _| Err(DropReason::NotIpv4);
+    tc_run(&ctx, Hook::Tunnel, other, |p, h, _| {
+        let v = overlay::decrypted(p, h)?;
         stats::received(h.daddr, p.len());
         Ok(Some(v))
     })

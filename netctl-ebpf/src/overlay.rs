@@ -6,12 +6,20 @@
 
 use aya_ebpf::{
     bindings::bpf_tunnel_key,
-    helpers::{bpf_check_mtu, bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
+    helpers::{
+        bpf_check_mtu, bpf_redirect, bpf_skb_change_head, bpf_skb_get_tunnel_key,
+        bpf_skb_set_tunnel_key,
+    },
     macros::map,
     maps::{Array, HashMap},
     programs::TcContext,
 };
-use netctl_common::{drop::DropReason, features::CHECK_MTU, maps::NET_ICC, overlay::*};
+use netctl_common::{
+    drop::DropReason,
+    features::CHECK_MTU,
+    maps::{NetInfo, NET_ENCRYPTED, NET_ICC},
+    overlay::*,
+};
 use network_types::arp::ArpHdr;
 
 use crate::{
@@ -76,22 +84,47 @@ pub fn peer(addr: u32, network: u32) -> Option<Remote> {
     remote(addr).filter(|r| r.vni == *vni)
 }
 
-/// Into the tunnel toward the remote container's host.
+/// Toward the remote container's host: an encrypted network's frame into the WireGuard
+/// device (whose peers' allowed addresses are their containers'), any other into the VXLAN
+/// device with its tunnel key. Never an encrypted network's frame into plain VXLAN.
 #[inline(always)]
-pub fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
+pub fn send(ctx: &TcContext, r: &Remote, net: &NetInfo) -> Result<i32, DropReason> {
+    if net.flags & NET_ENCRYPTED != 0 {
+        let dev = OVERLAY_CONFIG.get(0).map_or(0, |c| c.wg_ifindex);
+        if dev == 0 {
+            return Err(DropReason::Unencrypted);
+        }
+        // The device is L3: the frame's Ethernet header does not count against its MTU, and
+        // the redirect strips it.
+        check_mtu(ctx, dev, -(ETH_LEN as i32))?;
+        // SAFETY: helper call with plain values.
+        return Ok(unsafe { bpf_redirect(dev, 0) } as i32);
+    }
+    encap(ctx, r)
+}
+
+/// The device's MTU is the overlay's: a larger frame (its sender raised its own MTU) is
+/// refused here rather than fragmented on the underlay.
+#[inline(always)]
+fn check_mtu(ctx: &TcContext, dev: u32, len_diff: i32) -> Result<(), DropReason> {
+    if crate::features::has(CHECK_MTU) {
+        let mut len = 0u32;
+        // SAFETY: helper call on the program's skb with a length on the stack.
+        if unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, dev, &mut len, len_diff, 0) } != 0 {
+            return Err(DropReason::TunnelMtu);
+        }
+    }
+    Ok(())
+}
+
+/// Into the VXLAN tunnel toward the remote container's host.
+#[inline(always)]
+fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
     let dev = OVERLAY_CONFIG.get(0).map_or(0, |c| c.vxlan_ifindex);
     if dev == 0 {
         return Err(DropReason::Tunnel);
     }
-    // The VXLAN device's MTU is the overlay's: a larger frame (its sender raised its own MTU)
-    // is refused here rather than fragmented on the underlay.
-    if crate::features::has(CHECK_MTU) {
-        let mut len = 0u32;
-        // SAFETY: helper call on the program's skb with a length on the stack.
-        if unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, dev, &mut len, 0, 0) } != 0 {
-            return Err(DropReason::TunnelMtu);
-        }
-    }
+    check_mtu(ctx, dev, 0)?;
     // SAFETY: an all-zero key is valid; the helper reads the size given.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     key.tunnel_id = r.vni;
@@ -165,15 +198,54 @@ pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
     if sender.vni != key.tunnel_id || sender.host != from.to_be() {
         return Err(DropReason::Tunnel);
     }
+    deliver(p, h, bridge, false)
+}
+
+/// Out of the WireGuard device: the kernel (or the daemon) decrypted it and checked that its
+/// inner source is one of the sending peer's containers. It must be a container of an
+/// encrypted network, sent to a local container of the same network.
+#[inline(always)]
+pub fn decrypted(p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
+    let sender = remote(h.saddr).ok_or(DropReason::Tunnel)?;
+    // SAFETY: read-only lookup of a map the controller fills.
+    let bridge = unsafe { OVERLAY_BRIDGES.get(sender.vni) }
+        .copied()
+        .ok_or(DropReason::Tunnel)?;
+    deliver(p, h, bridge, true)
+}
+
+/// Hands a frame from another host to its local container on the overlay `bridge`; an
+/// encrypted network takes only what came `encrypted`, the others only what did not.
+#[inline(always)]
+fn deliver(p: &mut Tc, h: &Hdr, bridge: u32, encrypted: bool) -> Result<i32, DropReason> {
     let ep = maps::endpoint(h.daddr).ok_or(DropReason::Tunnel)?;
     if ep.network != bridge {
         return Err(DropReason::Tunnel);
     }
     let net = maps::network(bridge).ok_or(DropReason::Tunnel)?;
+    match (net.flags & NET_ENCRYPTED != 0, encrypted) {
+        (true, false) => return Err(DropReason::Unencrypted),
+        (false, true) => return Err(DropReason::Tunnel),
+        _ => {}
+    }
     if net.flags & NET_ICC == 0 {
         return Err(DropReason::IccOff);
     }
     p.set_macs(&ep.mac, &container_mac(h.saddr))
         .ok_or(DropReason::RewriteFailed)?;
     Ok(crate::redirect::into_container(ep.ifindex))
+}
+
+/// The WireGuard device hands over bare IP packets: an Ethernet header in front (addresses
+/// filled in on delivery) lets the one parser and the veth take them.
+#[inline(always)]
+pub fn add_ethernet(ctx: &TcContext) -> bool {
+    // SAFETY: helper call on the program's skb.
+    if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_LEN as u32, 0) } != 0 {
+        return false;
+    }
+    // The EtherType the device gave the packet (IPv4 or IPv6), in network byte order.
+    // SAFETY: the context's skb pointer is valid for the whole run.
+    let proto = unsafe { (*ctx.skb.skb).protocol } as u16;
+    ctx.store(12, &proto, 0).is_ok()
 }

@@ -477,7 +477,7 @@ fn a_frame_larger_than_the_overlay_carries_is_refused_before_the_tunnel() {
         0,
         netctl_common::overlay::OverlayConfig {
             vxlan_ifindex: dev,
-            _pad: 0,
+            wg_ifindex: 0,
         },
         0,
     )

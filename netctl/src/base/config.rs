@@ -11,7 +11,7 @@ pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// What the daemon takes from the state directory rather than from its own environment:
 /// what it serves with (cluster membership, uplinks, XDP, the host's resolver, metrics), and
 /// the variables of the store's options ([`crate::base::store_opts::OPTIONS`]).
-pub const DAEMON_SETTINGS: [&str; 9] = [
+pub const DAEMON_SETTINGS: [&str; 12] = [
     "NETCTL_CLUSTER_STORE",
     "NETCTL_CLUSTER_ADVERTISE",
     "NETCTL_CLUSTER_STORE_OPT",
@@ -21,6 +21,9 @@ pub const DAEMON_SETTINGS: [&str; 9] = [
     "NETCTL_RESOLV_CONF",
     "NETCTL_METRICS_ADDR",
     "NETCTL_SPARES",
+    "NETCTL_WIREGUARD",
+    "NETCTL_WIREGUARD_PORT",
+    "NETCTL_WIREGUARD_ROTATE",
 ];
 
 /// Spare container namespaces the daemon keeps when not told (see [`Config::spares`]).
@@ -44,6 +47,30 @@ fn saved_settings(state_dir: &std::path::Path) -> Option<BTreeMap<String, String
 /// Where the Docker plugin listens unless told (`--socket`): dockerd finds a plugin by its
 /// socket's name in this directory.
 pub const DOCKER_PLUGIN_SOCKET: &str = "/run/docker/plugins/netctl.sock";
+
+/// Which WireGuard carries encrypted overlays (`NETCTL_WIREGUARD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireguardMode {
+    /// The kernel's where it has one, else userspace over TUN.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// Encrypted overlays' transport on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireguardConfig {
+    pub mode: WireguardMode,
+    /// The UDP port other hosts send to (`NETCTL_WIREGUARD_PORT`, default 51871).
+    pub port: u16,
+    /// How long a private key is used before the daemon makes a new one and publishes its
+    /// public key (`NETCTL_WIREGUARD_ROTATE`, seconds; default 12 hours, as Docker's
+    /// encrypted overlays rotate theirs).
+    pub rotate: std::time::Duration,
+}
+
+pub const DEFAULT_WIREGUARD_PORT: u16 = 51871;
+const DEFAULT_WIREGUARD_ROTATE_SECS: u64 = 12 * 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
@@ -94,6 +121,7 @@ pub struct Config {
     /// kernel's attachment. Off by default: the spares' host ends are links of their own
     /// on the host, which come and go as `run` takes them.
     pub spares: usize,
+    pub wireguard: WireguardConfig,
 }
 
 /// One spelling per directory (trailing slash, `..`, symlinks, relative paths): the instance's
@@ -267,7 +295,37 @@ impl Config {
                 anyhow::anyhow!("NETCTL_METRICS_ADDR={v} is not valid: use IP:PORT")
             })?),
         };
+        let wireguard = WireguardConfig {
+            mode: match var("NETCTL_WIREGUARD").as_deref() {
+                None | Some("auto") => WireguardMode::Auto,
+                Some("kernel") => WireguardMode::Kernel,
+                Some("userspace") => WireguardMode::Userspace,
+                Some(other) => bail!(
+                    "NETCTL_WIREGUARD={other} is not valid: use auto, kernel or userspace"
+                ),
+            },
+            port: match var("NETCTL_WIREGUARD_PORT") {
+                None => DEFAULT_WIREGUARD_PORT,
+                Some(v) => v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    anyhow::anyhow!("NETCTL_WIREGUARD_PORT={v} is not valid: use a UDP port from 1 to 65535")
+                })?,
+            },
+            rotate: match var("NETCTL_WIREGUARD_ROTATE") {
+                None => std::time::Duration::from_secs(DEFAULT_WIREGUARD_ROTATE_SECS),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (5..=30 * 86_400).contains(s))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "NETCTL_WIREGUARD_ROTATE={v} is not valid: use seconds from 5 to 2592000"
+                        )
+                    })?,
+            },
+        };
         Ok(Self {
+            wireguard,
             spares,
             metrics_addr,
             default_icc,

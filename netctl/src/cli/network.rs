@@ -232,6 +232,10 @@ pub fn run(cmd: Command) -> Result<i32> {
                     );
                 }
                 let local = networks::taken_subnets(&ctx.nl, &snapshot)?;
+                if crate::model::options::parse(&req.options)?.encrypted {
+                    // Never an overlay that this host could only carry in the clear.
+                    crate::kernel::wireguard::transport(&ctx.cfg.wireguard)?;
+                }
                 let underlay_mtu = ctx
                     .nl
                     .mtu_of_address(store.cfg.advertise)?

@@ -12,7 +12,12 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::{base::config::Config, kernel::dataplane::Dataplane, model::state::State};
+use crate::{
+    base::config::Config,
+    kernel::dataplane::Dataplane,
+    kernel::wireguard::{self, Wireguard},
+    model::state::State,
+};
 use crate::{
     cluster::endpoints,
     cluster::store::{Claim, Conn},
@@ -28,6 +33,11 @@ pub async fn run(
 ) {
     let mut last_error = String::new();
     let mut fenced = false;
+    // Without a key this host publishes no WireGuard identity: no peer sends it encrypted
+    // traffic, and what its containers send on encrypted overlays is dropped.
+    let wg = Wireguard::new(&cfg.state_dir, &cfg.wireguard)
+        .map_err(|e| eprintln!("cluster: encrypted overlays unavailable: {e:#}"))
+        .ok();
     if !cluster.security.tls() {
         eprintln!(
             "cluster: warning: {} is reached over plain http (kv.insecure): whoever reaches it controls the overlay",
@@ -35,7 +45,7 @@ pub async fn run(
         );
     }
     loop {
-        if let Err(e) = session(&cfg, &cluster, &mut changed, &mut fenced).await {
+        if let Err(e) = session(&cfg, &cluster, wg.as_ref(), &mut changed, &mut fenced).await {
             let e = format!("{e:#}");
             let before = read_status(&cfg.state_dir).unwrap_or_default();
             // A lease not renewed for twice its time is likely gone, and this host's view of
@@ -72,6 +82,16 @@ pub async fn run(
     }
 }
 
+/// Follows the WireGuard device (a command may have made or removed it); a failure is said
+/// and leaves encrypted traffic stopped, never sent in the clear.
+fn refresh_device(wg: Option<&Wireguard>) {
+    // On a thread of its own: the netlink handle runs a runtime, which this task's cannot.
+    let refreshed = std::thread::scope(|s| s.spawn(|| wg.map(Wireguard::refresh)).join());
+    if let Ok(Some(Err(e))) = refreshed {
+        eprintln!("cluster: WireGuard device {}: {e:#}", wireguard::DEV);
+    }
+}
+
 /// No remote container in the datapath: nothing goes into the tunnel and nothing out of it
 /// reaches a container.
 fn fence(cfg: &Config) -> Result<()> {
@@ -84,13 +104,15 @@ fn fence(cfg: &Config) -> Result<()> {
 async fn session(
     cfg: &Config,
     cluster: &ClusterConfig,
+    wg: Option<&Wireguard>,
     changed: &mut tokio::sync::watch::Receiver<()>,
     fenced: &mut bool,
 ) -> Result<()> {
     let conn = Conn::connect(cluster).await?;
     let lease = ensure_lease(&conn, cfg).await?;
-    let mut conflicts = publish(&conn, cfg, lease).await?;
-    let mut read_at = sync_remotes(&conn, cfg).await?;
+    refresh_device(wg);
+    let mut conflicts = publish(&conn, cfg, wg, lease).await?;
+    let mut read_at = sync_remotes(&conn, cfg, wg).await?;
     if std::mem::take(fenced) {
         eprintln!("cluster: registered again: overlay traffic flows");
     }
@@ -118,8 +140,21 @@ async fn session(
     // before the first renewal must not fence a host that was just registered.
     renewed(&conflicts)?;
     let mut renew = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
+    let mut rotation =
+        tokio::time::interval(wg.map_or(Duration::from_secs(3600), Wireguard::rotation_check));
     loop {
         tokio::select! {
+            _ = rotation.tick() => {
+                let Some(wg) = wg else { continue };
+                match wg.rotate_if_due() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        eprintln!("cluster: WireGuard key rotated");
+                        conflicts = publish(&conn, cfg, Some(wg), lease).await?;
+                    }
+                    Err(e) => eprintln!("cluster: rotating the WireGuard key: {e:#}"),
+                }
+            }
             _ = renew.tick() => {
                 if !conn.renew(lease).await? {
                     bail!("this host's lease ran out");
@@ -136,14 +171,15 @@ async fn session(
                 if resp.events().is_empty() {
                     continue;
                 }
-                read_at = sync_remotes(&conn, cfg).await?.max(read_at);
+                read_at = sync_remotes(&conn, cfg, wg).await?.max(read_at);
             }
             r = changed.changed() => {
                 if r.is_err() {
                     bail!("the daemon is stopping");
                 }
-                conflicts = publish(&conn, cfg, lease).await?;
-                sync_remotes(&conn, cfg).await?;
+                refresh_device(wg);
+                conflicts = publish(&conn, cfg, wg, lease).await?;
+                sync_remotes(&conn, cfg, wg).await?;
             }
         }
     }
@@ -203,7 +239,12 @@ pub fn read_status(state_dir: &std::path::Path) -> Option<AgentStatus> {
 /// an `rm` while the store was away) released. The state is read under its lock, which is
 /// let go before the store is talked to: a slow store never holds up the host's commands.
 /// Returns the conflicts: containers whose address the store gives another host.
-async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<Vec<String>> {
+async fn publish(
+    conn: &Conn,
+    cfg: &Config,
+    wg: Option<&Wireguard>,
+    lease: i64,
+) -> Result<Vec<String>> {
     let (state, _) = read_state(cfg).await?;
     let me = conn.cfg.advertise;
     let subnets = state
@@ -212,8 +253,12 @@ async fn publish(conn: &Conn, cfg: &Config, lease: i64) -> Result<Vec<String>> {
         .filter(|n| n.vni.is_none())
         .map(|n| n.subnet)
         .collect();
-    conn.register_host(&HostRecord { addr: me, subnets }, lease)
-        .await?;
+    let record = HostRecord {
+        addr: me,
+        subnets,
+        wireguard: wg.map(Wireguard::identity),
+    };
+    conn.register_host(&record, lease).await?;
 
     let want = own_endpoints(&state, me);
     let (have, _) = conn.all_endpoints().await?;
@@ -347,10 +392,13 @@ pub fn remote_names_path(cfg: &Config) -> std::path::PathBuf {
 
 /// Reads every endpoint and puts other hosts' into the remote-container map; returns the
 /// revision read at.
-async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
+async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Result<i64> {
     let (eps, read_at) = conn.all_endpoints().await?;
     let (nets, _) = conn.networks().await?;
-    let host_leases = conn.host_leases().await?;
+    let hosts = conn.hosts_leased().await?;
+    let host_leases: BTreeMap<Ipv4Addr, i64> =
+        hosts.iter().map(|(h, lease)| (h.addr, *lease)).collect();
+    let mut encrypted: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = BTreeMap::new();
     let nets: BTreeMap<&str, &OverlayNetwork> = nets
         .iter()
         .map(|n| (n.value.name.as_str(), &n.value))
@@ -393,6 +441,9 @@ async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
             continue;
         }
         *count += 1;
+        if crate::model::options::encrypted(&n.options) {
+            encrypted.entry(e.value.host).or_default().push(*ip);
+        }
         remotes.insert(
             u32::from_ne_bytes(ip.octets()),
             netctl_common::overlay::Remote {
@@ -420,10 +471,45 @@ async fn sync_remotes(conn: &Conn, cfg: &Config) -> Result<i64> {
             );
         }
     }
+    if let Some(wg) = wg {
+        let peers = wireguard_peers(&hosts, encrypted);
+        if let Err(e) = wg.set_peers(peers) {
+            eprintln!("cluster: WireGuard peers: {e:#}");
+        }
+    }
     crate::base::atomic_file::write_cache(
         &remote_names_path(cfg),
         &serde_json::to_vec(&names)?,
         0o600,
     )?;
     Ok(read_at)
+}
+
+/// The hosts with containers on encrypted overlays, as WireGuard peers: each one's
+/// containers are its allowed addresses. A host that published no usable key gets nothing
+/// (its containers are unreachable on those networks, never reached in the clear).
+fn wireguard_peers(
+    hosts: &[(HostRecord, i64)],
+    encrypted: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>>,
+) -> Vec<wireguard::Peer> {
+    let mut peers = Vec::new();
+    for (host, allowed) in encrypted {
+        let identity = hosts
+            .iter()
+            .find(|(h, _)| h.addr == host)
+            .and_then(|(h, _)| h.wireguard.as_ref());
+        let key = identity.and_then(|w| wireguard::decode_key(&w.public_key));
+        match (identity, key) {
+            (Some(w), Some(public_key)) => peers.push(wireguard::Peer {
+                public_key,
+                endpoint: std::net::SocketAddrV4::new(host, w.port),
+                allowed,
+            }),
+            _ => crate::cluster::store::skipped(
+                format!("hosts/{host}").as_bytes(),
+                "it has containers on encrypted overlays but publishes no WireGuard key: they are unreachable from here",
+            ),
+        }
+    }
+    peers
 }

@@ -294,7 +294,7 @@ impl Conn {
             .collect())
     }
 
-    async fn hosts_leased(&self) -> Result<Vec<(HostRecord, i64)>> {
+    pub async fn hosts_leased(&self) -> Result<Vec<(HostRecord, i64)>> {
         let mut c = self.c();
         let resp = self
             .call(

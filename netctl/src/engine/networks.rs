@@ -58,6 +58,9 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         );
     }
     let opts = options::parse(&req.options)?;
+    if opts.encrypted {
+        bail!("-o encrypted is for overlay networks (-d overlay): a bridge network's traffic never leaves this host");
+    }
     let taken = taken_subnets(nl, state)?;
     let subnet = match &req.subnet {
         Some(s) => {

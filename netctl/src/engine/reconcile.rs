@@ -13,6 +13,7 @@ use crate::{
     kernel::netns,
     kernel::process,
     kernel::topology,
+    kernel::wireguard,
     model::state::{Container, State},
 };
 
@@ -189,6 +190,27 @@ fn apply_guarded(
             Some(_) => {}
         }
     }
+    if let Some(mtu) = topology::wireguard_mtu(&state.networks) {
+        match links.iter().find(|l| l.name == wireguard::DEV) {
+            None => match wireguard::create(nl, &cfg.wireguard, mtu, group) {
+                Ok(()) => r
+                    .changes
+                    .push(format!("created WireGuard device {}", wireguard::DEV)),
+                Err(e) => r
+                    .problems
+                    .push(format!("encrypted overlay networks: {e:#}")),
+            },
+            Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
+                Ok(()) => r
+                    .changes
+                    .push(format!("WireGuard device {}: MTU {mtu}", wireguard::DEV)),
+                Err(e) => r
+                    .problems
+                    .push(format!("encrypted overlay networks: {e:#}")),
+            },
+            Some(_) => {}
+        }
+    }
 
     for c in state.containers.values() {
         if let Err(e) = restore_container(cfg, nl, state, c, &names, group, &mut r.changes) {
@@ -225,11 +247,18 @@ fn apply_guarded(
         .filter_map(|e| by_name.get(e.host_veth.as_str()).copied())
         .map(|l| (l.name.clone(), l.index))
         .collect();
-    let tunnel = links
+    let tunnels: Vec<(&'static str, String, u32)> = links
         .iter()
-        .find(|l| l.name == topology::VXLAN_DEV)
-        .map(|l| (l.name.clone(), l.index));
-    let tunnel = tunnel.as_ref();
+        .filter_map(|l| {
+            match l.name.as_str() {
+                topology::VXLAN_DEV => Some(netctl_common::programs::TUNNEL_INGRESS),
+                wireguard::DEV => Some(netctl_common::programs::WG_INGRESS),
+                _ => None,
+            }
+            .map(|p| (p, l.name.clone(), l.index))
+        })
+        .collect();
+    let tunnel = &tunnels[..];
     // Attaching to a new interface waits for an RCU grace period (TCX, ~10 ms): the maps
     // are computed and written meanwhile, on this thread, for the uplinks as planned.
     let planned = uplinks.clone();
@@ -303,7 +332,7 @@ fn attach_programs(
     dp: &Dataplane,
     mut uplinks: Uplinks,
     veths: &[(String, u32)],
-    tunnel: Option<&(String, u32)>,
+    tunnel: &[(&'static str, String, u32)],
 ) -> Result<(Vec<String>, Uplinks)> {
     match dp.reconcile_attachments(&uplinks, veths, tunnel) {
         Ok(c) => Ok((c, uplinks)),

@@ -13,3 +13,4 @@ pub mod pids;
 pub mod process;
 pub mod resolvconf;
 pub mod topology;
+pub mod wireguard;

@@ -200,6 +200,32 @@ impl Netlink {
         self.index_of(name)
     }
 
+    /// Creates a kernel WireGuard device (its key, port and peers are set through generic
+    /// netlink: `kernel::wireguard::genl`).
+    pub fn add_wireguard(&self, name: &str, mtu: u32, group: u32) -> Result<u32> {
+        let msg = rtnetlink::LinkWireguard::new(name)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu)
+            .up()
+            .build();
+        self.rt
+            .block_on(self.handle.link().add(msg).execute())
+            .map_err(|e| anyhow!("creating WireGuard device {name}: {e}"))?;
+        self.index_of(name)
+    }
+
+    /// Puts a link made by other means (a TUN device's ioctl) in `group`, with `mtu`, up.
+    pub fn adopt(&self, index: u32, mtu: u32, group: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .mtu(mtu)
+            .up()
+            .build();
+        self.rt
+            .block_on(self.handle.link().set(msg).execute())
+            .with_context(|| format!("setting up link {index}"))
+    }
+
     /// Creates a veth pair; `peer` is moved into the namespace behind `peer_netns_fd` at once so
     /// no container-side name ever shows up in this namespace.
     /// The host side is created in interface group `group` (see [`Netlink::add_bridge`]).

@@ -29,7 +29,16 @@ pub fn needs_vxlan(networks: &BTreeMap<String, Network>) -> bool {
 pub fn vxlan_mtu(networks: &BTreeMap<String, Network>) -> Option<u32> {
     networks
         .values()
-        .filter(|n| n.vni.is_some())
+        .filter(|n| n.vni.is_some() && !n.encrypted())
+        .map(|n| n.mtu)
+        .max()
+}
+
+/// The WireGuard device's MTU: the largest of the encrypted overlays', None without them.
+pub fn wireguard_mtu(networks: &BTreeMap<String, Network>) -> Option<u32> {
+    networks
+        .values()
+        .filter(|n| n.vni.is_some() && n.encrypted())
         .map(|n| n.mtu)
         .max()
 }
@@ -55,6 +64,7 @@ pub fn own_links(state: &crate::model::state::State) -> std::collections::BTreeS
         )
         .chain(peers.iter().map(String::as_str))
         .chain(needs_vxlan(&state.networks).then_some(VXLAN_DEV))
+        .chain(wireguard_mtu(&state.networks).map(|_| crate::kernel::wireguard::DEV))
         .map(str::to_string)
         .collect()
 }

@@ -9,13 +9,17 @@ pub const ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const MTU: &str = "com.docker.network.driver.mtu";
 pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// Docker's overlay option: the network's traffic between hosts is encrypted. Given alone
+/// (`-o encrypted`, as Docker's docs write it) or with a boolean.
+pub const ENCRYPTED: &str = "encrypted";
 
 /// (long key, short key)
-const KEYS: [(&str, &str); 4] = [
+const KEYS: [(&str, &str); 5] = [
     (ICC, "icc"),
     (MASQUERADE, "masquerade"),
     (MTU, "mtu"),
     (BRIDGE_NAME, "bridge_name"),
+    (ENCRYPTED, ENCRYPTED),
 ];
 
 pub const DEFAULT_MTU: u32 = 1500;
@@ -26,6 +30,8 @@ pub struct BridgeOptions {
     pub masquerade: bool,
     pub mtu: u32,
     pub bridge_name: Option<String>,
+    /// `-o encrypted` (overlay networks only).
+    pub encrypted: bool,
     /// As given, for `network inspect`.
     pub raw: BTreeMap<String, String>,
 }
@@ -60,10 +66,14 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
         masquerade: true,
         mtu: DEFAULT_MTU,
         bridge_name: None,
+        encrypted: false,
         raw: BTreeMap::new(),
     };
     for kv in opts {
-        let Some((key, value)) = kv.split_once('=') else {
+        let Some((key, value)) = kv.split_once('=').or_else(|| {
+            let bare = kv == ENCRYPTED;
+            bare.then_some((ENCRYPTED, ""))
+        }) else {
             bail!("invalid option {kv:?}: use -o KEY=VALUE");
         };
         let Some((long, short)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
@@ -89,6 +99,13 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
                 check_ifname(value, "bridge name")?;
                 o.bridge_name = Some(value.to_string());
             }
+            ENCRYPTED => {
+                o.encrypted = value.is_empty() || parse_bool(key, value)?;
+                if !o.encrypted {
+                    o.raw.remove(ENCRYPTED);
+                    continue;
+                }
+            }
             _ => unreachable!("every key is handled"),
         }
         // One entry per option, the value in force: a long and a short key given for one
@@ -99,9 +116,27 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
     Ok(o)
 }
 
+/// Whether a network's options (as saved) ask for encryption between hosts.
+pub fn encrypted(raw: &BTreeMap<String, String>) -> bool {
+    raw.contains_key(ENCRYPTED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encrypted_alone_or_with_a_boolean() {
+        for given in ["encrypted", "encrypted=", "encrypted=true", "encrypted=1"] {
+            let o = p(&[given]).unwrap();
+            assert!(o.encrypted && encrypted(&o.raw), "{given}");
+        }
+        let o = p(&["encrypted", "encrypted=false"]).unwrap();
+        assert!(!o.encrypted && !encrypted(&o.raw));
+        let e = p(&["encrypted=maybe"]).unwrap_err().to_string();
+        assert!(e.contains("use true or false"), "{e}");
+        assert!(!p(&[]).unwrap().encrypted);
+    }
 
     fn p(v: &[&str]) -> Result<BridgeOptions> {
         parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())

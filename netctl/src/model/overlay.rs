@@ -17,6 +17,9 @@ use crate::{
 
 /// VXLAN overhead (outer Ethernet is not counted: IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// WireGuard's overhead on an encrypted overlay, whose frames cross as bare IP packets
+/// (IPv4 20 + UDP 8 + WireGuard's header and tag 32).
+pub const WIREGUARD_OVERHEAD: u32 = 60;
 /// IPv4's minimum MTU (RFC 791): an underlay too small for VXLAN still gets a valid one.
 const MIN_MTU: u32 = 576;
 /// The underlay's MTU when the advertise address is on no local interface (a NAT'd host).
@@ -112,6 +115,19 @@ pub fn held_addresses(
 pub struct HostRecord {
     pub addr: Ipv4Addr,
     pub subnets: Vec<Ipv4Network>,
+    /// Where and with which key its encrypted overlays' traffic is received (absent: the
+    /// host cannot take part in encrypted overlays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardPeer>,
+}
+
+/// A member host's WireGuard identity, as it publishes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireguardPeer {
+    /// Its public key, base64 as `wg` prints keys.
+    pub public_key: String,
+    /// The UDP port it receives on (at its underlay address).
+    pub port: u16,
 }
 
 impl OverlayNetwork {
@@ -199,10 +215,14 @@ pub fn plan(
         .context("every VXLAN network identifier is in use")?;
     // What the underlay carries less the encapsulation, so no container packet makes the
     // host fragment its VXLAN packets.
+    let overhead = match opts.encrypted {
+        true => WIREGUARD_OVERHEAD,
+        false => VXLAN_OVERHEAD,
+    };
     let mtu = if opts.raw.keys().any(|k| k == options::MTU || k == "mtu") {
         opts.mtu
     } else {
-        underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(MIN_MTU)
+        underlay_mtu.saturating_sub(overhead).max(MIN_MTU)
     };
     Ok(OverlayNetwork {
         id: state::random_id(),

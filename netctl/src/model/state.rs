@@ -94,6 +94,13 @@ fn yes() -> bool {
     true
 }
 
+impl Network {
+    /// An encrypted overlay (`-o encrypted`): its traffic crosses hosts through WireGuard.
+    pub fn encrypted(&self) -> bool {
+        self.vni.is_some() && crate::model::options::encrypted(&self.options)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Container {
     pub id: String,

@@ -19,13 +19,14 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 10] = [
+pub const PROGRAMS: [(&str, ProgKind); 11] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
     (programs::FROM_CONTAINER, ProgKind::Tc),
     (programs::TO_CONTAINER, ProgKind::Tc),
     (programs::TUNNEL_INGRESS, ProgKind::Tc),
+    (programs::WG_INGRESS, ProgKind::Tc),
     (programs::SOCK_CONNECT4, ProgKind::Sock(SockHook::Connect4)),
     (
         programs::SOCK_SENDMSG4,

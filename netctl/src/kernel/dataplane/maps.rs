@@ -335,6 +335,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         if net.internal {
             flags |= NET_INTERNAL;
         }
+        if net.encrypted() {
+            flags |= netctl_common::maps::NET_ENCRYPTED;
+        }
         d.networks.insert(
             bridge.index,
             NetInfo {
@@ -355,6 +358,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
     }
     if let Some(vx) = by_name(crate::kernel::topology::VXLAN_DEV) {
         d.overlay.vxlan_ifindex = vx.index;
+    }
+    if let Some(wg) = by_name(crate::kernel::wireguard::DEV) {
+        d.overlay.wg_ifindex = wg.index;
     }
     for a in crate::model::links::allowed(state) {
         let key = netctl_common::maps::LinkKey {

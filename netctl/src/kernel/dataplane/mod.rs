@@ -128,12 +128,12 @@ impl Dataplane {
     }
 
     /// Attaches the programs to exactly these uplinks (name, ifindex, with XDP), container
-    /// veths (name, ifindex) and the overlay's VXLAN device (name, ifindex) if there is one.
+    /// veths (name, ifindex) and the overlay's tunnel devices (program, name, ifindex).
     pub fn reconcile_attachments(
         &self,
         uplinks: &[(String, u32, bool)],
         container_veths: &[(String, u32)],
-        tunnel: Option<&(String, u32)>,
+        tunnels: &[(&'static str, String, u32)],
     ) -> Result<Changes> {
         let mut desired = Vec::new();
         for (name, index, xdp) in uplinks {
@@ -146,8 +146,8 @@ impl Dataplane {
         for (name, index) in container_veths {
             desired.extend(container_attachments(name, *index));
         }
-        if let Some((name, index)) = tunnel {
-            desired.push(att(programs::TUNNEL_INGRESS, ProgKind::Tc, name, *index));
+        for (program, name, index) in tunnels {
+            desired.push(att(program, ProgKind::Tc, name, *index));
         }
         if let Some(root) = crate::kernel::cgroup::root() {
             for (program, kind) in load::wanted_programs(&self.features) {

@@ -1,0 +1,282 @@
+//! WireGuard in userspace (boringtun's protocol state machine) for kernels without their
+//! own: the daemon serves the TUN device — what the datapath sends into it is encrypted to
+//! the peer whose containers include the destination, what arrives on the UDP port is
+//! decrypted and written back into the device only if its source is one of the sending
+//! peer's containers (WireGuard's cryptokey routing), where `wg_ingress` checks it again.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs::File,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use boringtun::{
+    noise::{handshake::parse_handshake_anon, rate_limiter::RateLimiter, Packet, Tunn, TunnResult},
+    x25519::{PublicKey, StaticSecret},
+};
+
+use super::peer::Peer;
+
+/// Handshakes a second from any one source before cookies are asked for (boringtun's).
+const HANDSHAKE_RATE: u64 = 100;
+/// How often each peer's timers run (handshake retries, keepalives, session expiry).
+const TICK: Duration = Duration::from_millis(250);
+/// Room for any datagram and its encryption (boringtun wants the input + 32, at least 148).
+const BUF: usize = 65_536 + 256;
+
+struct Session {
+    index: u32,
+    endpoint: SocketAddrV4,
+    allowed: BTreeSet<Ipv4Addr>,
+    tunn: Arc<Mutex<Tunn>>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_index: HashMap<u32, Arc<Session>>,
+    by_key: HashMap<[u8; 32], Arc<Session>>,
+    by_addr: HashMap<Ipv4Addr, Arc<Session>>,
+}
+
+struct Shared {
+    tun: File,
+    udp: UdpSocket,
+    secret: StaticSecret,
+    public: PublicKey,
+    limiter: Arc<RateLimiter>,
+    sessions: RwLock<Sessions>,
+    next_index: Mutex<u32>,
+    stop: AtomicBool,
+}
+
+/// The running engine of one TUN device with one private key (a new key: a new engine).
+pub struct Engine {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn start(dev: &str, port: u16, secret: [u8; 32]) -> Result<Self> {
+        let tun = super::tun::open(dev)?;
+        // SAFETY: fcntl on a descriptor this function owns.
+        unsafe {
+            let flags = libc::fcntl(tun.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(tun.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).with_context(|| {
+            format!(
+                "binding UDP port {port} for WireGuard (set NETCTL_WIREGUARD_PORT to a free one)"
+            )
+        })?;
+        udp.set_read_timeout(Some(TICK))?;
+        let secret = StaticSecret::from(secret);
+        let public = PublicKey::from(&secret);
+        let shared = Arc::new(Shared {
+            tun,
+            udp,
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE)),
+            secret,
+            public,
+            sessions: RwLock::new(Sessions::default()),
+            next_index: Mutex::new(1),
+            stop: AtomicBool::new(false),
+        });
+        let out = shared.clone();
+        let inn = shared.clone();
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("wg-out".into())
+                .spawn(move || outbound(&out))?,
+            std::thread::Builder::new()
+                .name("wg-in".into())
+                .spawn(move || inbound(&inn))?,
+        ];
+        Ok(Self { shared, threads })
+    }
+
+    /// Whether it still serves its device (it stops when the device goes).
+    pub fn alive(&self) -> bool {
+        !self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// The peers as they should be: a peer kept (same key) keeps its session.
+    pub fn set_peers(&self, peers: &[Peer]) {
+        let s = &self.shared;
+        let mut sessions = s.sessions.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = Sessions::default();
+        for p in peers {
+            let (index, tunn) = match sessions.by_key.get(&p.public_key) {
+                Some(old) => (old.index, old.tunn.clone()),
+                None => {
+                    let mut n = s.next_index.lock().unwrap_or_else(|e| e.into_inner());
+                    let index = *n;
+                    // Session indexes are 24 bits (the low 8 are boringtun's).
+                    *n = (*n % 0x00ff_ffff) + 1;
+                    let tunn = Tunn::new(
+                        s.secret.clone(),
+                        PublicKey::from(p.public_key),
+                        None,
+                        None,
+                        index,
+                        Some(s.limiter.clone()),
+                    );
+                    (index, Arc::new(Mutex::new(tunn)))
+                }
+            };
+            let session = Arc::new(Session {
+                index,
+                endpoint: p.endpoint,
+                allowed: p.allowed.iter().copied().collect(),
+                tunn,
+            });
+            next.by_index.insert(index, session.clone());
+            next.by_key.insert(p.public_key, session.clone());
+            for a in &p.allowed {
+                next.by_addr.insert(*a, session.clone());
+            }
+        }
+        *sessions = next;
+    }
+
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Device → network: each packet to the peer whose containers include its destination.
+fn outbound(s: &Shared) {
+    let mut pkt = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut pfd = libc::pollfd {
+        fd: s.tun.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !s.stop.load(Ordering::Relaxed) {
+        // SAFETY: poll on one descriptor the engine owns.
+        let ready = unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
+        if ready <= 0 {
+            continue;
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            break;
+        }
+        loop {
+            let n = match (&s.tun).read(&mut pkt) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // The device is gone (its networks removed): nothing left to serve.
+                Err(_) => {
+                    s.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            if n < 20 || pkt[0] >> 4 != 4 {
+                continue;
+            }
+            let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+            let Some(peer) = s.read_sessions().by_addr.get(&dst).cloned() else {
+                continue;
+            };
+            let mut tunn = peer.tunn.lock().unwrap_or_else(|e| e.into_inner());
+            if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt[..n], &mut out) {
+                let _ = s.udp.send_to(d, peer.endpoint);
+            }
+        }
+    }
+    s.stop.store(true, Ordering::Relaxed);
+}
+
+/// Network → device, and every peer's timers.
+fn inbound(s: &Shared) {
+    let mut pkt = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut ticked = Instant::now();
+    let mut reset = Instant::now();
+    while !s.stop.load(Ordering::Relaxed) {
+        if ticked.elapsed() >= TICK {
+            ticked = Instant::now();
+            timers(s, &mut out);
+        }
+        if reset.elapsed() >= Duration::from_secs(1) {
+            reset = Instant::now();
+            s.limiter.reset_count();
+        }
+        let (n, from) = match s.udp.recv_from(&mut pkt) {
+            Ok((n, SocketAddr::V4(from))) => (n, from),
+            Ok(_) => continue,
+            Err(_) => continue,
+        };
+        received(s, &pkt[..n], from, &mut out);
+    }
+}
+
+fn timers(s: &Shared, out: &mut [u8]) {
+    let peers: Vec<Arc<Session>> = s.read_sessions().by_index.values().cloned().collect();
+    for p in peers {
+        let mut tunn = p.tunn.lock().unwrap_or_else(|e| e.into_inner());
+        if let TunnResult::WriteToNetwork(d) = tunn.update_timers(out) {
+            let _ = s.udp.send_to(d, p.endpoint);
+        }
+    }
+}
+
+fn received(s: &Shared, datagram: &[u8], from: SocketAddrV4, out: &mut [u8]) {
+    // Who it is for: a handshake names its sender's key (after decryption), anything else
+    // the session index this side handed out.
+    let session = match Tunn::parse_incoming_packet(datagram) {
+        Ok(Packet::HandshakeInit(p)) => parse_handshake_anon(&s.secret, &s.public, &p)
+            .ok()
+            .and_then(|h| s.read_sessions().by_key.get(&h.peer_static_public).cloned()),
+        Ok(Packet::HandshakeResponse(p)) => s.session(p.receiver_idx),
+        Ok(Packet::PacketCookieReply(p)) => s.session(p.receiver_idx),
+        Ok(Packet::PacketData(p)) => s.session(p.receiver_idx),
+        Err(_) => None,
+    };
+    let Some(peer) = session else {
+        return;
+    };
+    let mut tunn = peer.tunn.lock().unwrap_or_else(|e| e.into_inner());
+    match tunn.decapsulate(Some(std::net::IpAddr::V4(*from.ip())), datagram, out) {
+        TunnResult::WriteToNetwork(d) => {
+            let _ = s.udp.send_to(d, from);
+            // Packets queued while the handshake was under way go now.
+            while let TunnResult::WriteToNetwork(d) = tunn.decapsulate(None, &[], out) {
+                let _ = s.udp.send_to(d, peer.endpoint);
+            }
+        }
+        // Cryptokey routing: only what this peer's containers sent goes in.
+        TunnResult::WriteToTunnelV4(d, src) if peer.allowed.contains(&src) => {
+            let _ = (&s.tun).write(d);
+        }
+        _ => {}
+    }
+}
+
+impl Shared {
+    fn read_sessions(&self) -> std::sync::RwLockReadGuard<'_, Sessions> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session(&self, receiver: u32) -> Option<Arc<Session>> {
+        self.read_sessions().by_index.get(&(receiver >> 8)).cloned()
+    }
+}

@@ -1,0 +1,272 @@
+//! Encrypted overlays (`-o encrypted`): WireGuard between the hosts — the kernel's where it
+//! has one, userspace over TUN where not — and nothing of such a network ever in the clear on
+//! the underlay, nor taken from it: forged plain VXLAN and replayed WireGuard are dropped.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use netctl_tests::{cluster::Cluster, drop_count, require_sandbox};
+use serde_json::Value;
+
+const WG_PORT: u16 = 51871;
+
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f()
+}
+
+fn whoami(c: &Cluster, host: usize, name: &str, net: &str) {
+    c.netctl_ok(
+        host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "--",
+            "python3",
+            "-c",
+            netctl_tests::WHOAMI,
+            "0.0.0.0",
+            "80",
+        ],
+    );
+    let wait =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(c.container_sh(host, name, wait).status.success());
+}
+
+fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
+    let out = c.container_sh(host, name, &format!("curl -sf --max-time 3 {url}"));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the underlay saw while `during` ran, as `tcpdump -A` prints it.
+fn underlay_capture(c: &Cluster, filter: &str, during: impl FnOnce()) -> String {
+    let pcap = c.hosts[0].state_dir.with_file_name("underlay.pcap");
+    let cap = c
+        .underlay_cmd(&format!(
+            "timeout 8 tcpdump -U -nni ul0 -w {} '{filter}'",
+            pcap.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = c.underlay_sh(&format!(
+        "pkill -INT -f 'tcpdump -U -nni ul0 -w {}'",
+        pcap.display()
+    ));
+    let _ = cap.wait_with_output();
+    let out = c.underlay_sh(&format!("tcpdump -nn -A -r {}", pcap.display()));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    let id = c.overlay(0, &["--subnet", "10.53.0.0/24", "-o", "encrypted", "sov"]);
+    assert!(!id.trim().is_empty());
+    let v: Value = serde_json::from_str(&c.netctl_ok(1, &["network", "inspect", "sov"])).unwrap();
+    assert_eq!(v[0]["Options"]["encrypted"], "", "{v}");
+    whoami(&c, 0, "web", "sov");
+    c.sleeper(1, "client", "sov");
+    let (web, client) = (c.container_ip(0, "web"), c.container_ip(1, "client"));
+    // WireGuard's overhead comes off the underlay's MTU (1500 here), not VXLAN's.
+    for (host, name) in [(0, "web"), (1, "client")] {
+        let link = c.container_sh(host, name, "ip -o link show eth0");
+        assert!(
+            String::from_utf8_lossy(&link.stdout).contains(" mtu 1440 "),
+            "{link:?}"
+        );
+    }
+    // One WireGuard device per host, in netctl's group; no VXLAN device for it.
+    for h in 0..2 {
+        let dev = c.host_sh(h, "ip -d -o link show nctl-wg");
+        assert!(dev.status.success(), "{dev:?}");
+        assert!(!c.host_sh(h, "ip link show nctl-vxlan").status.success());
+    }
+    let marker = "carried-in-the-clear-7a1f";
+    let mut answer = None;
+    let seen = underlay_capture(&c, "udp", || {
+        let ok = eventually(15, || {
+            answer = curl(&c, 1, "client", &format!("http://{web}/{marker}"));
+            answer.is_some()
+        });
+        if !ok {
+            for h in 0..2 {
+                let d = c.host_sh(
+                    h,
+                    &format!(
+                        "ip -d -s link show nctl-wg; grep -v '^  ' {}/daemon.log | tail -20; ls {}",
+                        c.hosts[h].state_dir.display(),
+                        c.hosts[h].state_dir.display()
+                    ),
+                );
+                eprintln!(
+                    "host {h}: {}\n{}",
+                    String::from_utf8_lossy(&d.stdout),
+                    String::from_utf8_lossy(&d.stderr)
+                );
+                eprintln!("{}", c.netctl_ok(h, &["stats", "--json"]));
+            }
+            eprintln!("{:?}", c.etcdctl(&["get", "--prefix", "/netctl/v1/hosts/"]));
+        }
+        assert!(ok, "no TCP across the encrypted overlay");
+    });
+    // The server sees the client's own address: nothing translated on the way.
+    assert_eq!(answer.as_deref(), Some(client.as_str()));
+    assert!(
+        seen.contains(&format!(".{WG_PORT}:")),
+        "no WireGuard on the underlay: {seen}"
+    );
+    assert!(
+        !seen.contains(marker),
+        "the request crossed in the clear: {seen}"
+    );
+    assert!(!seen.contains(".4789:"), "VXLAN on the underlay: {seen}");
+    // By name too (the names come from the store as for any overlay).
+    assert!(eventually(5, || curl(&c, 1, "client", "http://web/")
+        .as_deref()
+        == Some(client.as_str())));
+    // A bridge network cannot be "encrypted": its traffic never leaves the host.
+    let err = c.netctl_err(0, &["network", "create", "-o", "encrypted", "lan"]);
+    assert!(
+        err.contains("-o encrypted is for overlay networks"),
+        "{err}"
+    );
+}
+
+#[test]
+fn forged_vxlan_and_replayed_wireguard_from_the_underlay_are_not_delivered() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.overlay(0, &["--subnet", "10.54.0.0/24", "-o", "encrypted", "sov"]);
+    // A plain overlay too: host 1 then has a VXLAN device that forged VXLAN reaches.
+    c.overlay(0, &["--subnet", "10.55.0.0/24", "pov"]);
+    c.sleeper(0, "sender", "sov");
+    c.sleeper(1, "target", "sov");
+    c.sleeper(1, "plain", "pov");
+    let (sender, target) = (c.container_ip(0, "sender"), c.container_ip(1, "target"));
+    assert!(
+        eventually(15, || c
+            .container_sh(0, "sender", &format!("ping -c1 -W1 {target}"))
+            .status
+            .success()),
+        "the encrypted overlay does not work"
+    );
+    let inspect: Value =
+        serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "sov"])).unwrap();
+    let vni = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The target counts the datagrams that reach port 9999.
+    let listener = c
+        .netctl_cmd(
+            1,
+            &[
+                "exec",
+                "target",
+                "--",
+                "timeout",
+                "8",
+                "python3",
+                "-c",
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9999))\ns.settimeout(8)\ntry:\n  while True: print(s.recv(100).decode(), flush=True)\nexcept Exception: pass",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // One genuine datagram, captured on the underlay as WireGuard carries it.
+    let pcap = c.hosts[0].state_dir.with_file_name("wg.pcap");
+    let seen = underlay_capture(&c, &format!("udp port {WG_PORT}"), || {
+        let send = format!(
+            "python3 -c 'import socket; socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b\"genuine\", (\"{target}\", 9999))'"
+        );
+        assert!(c.container_sh(0, "sender", &send).status.success());
+    });
+    let _ = std::fs::rename(c.hosts[0].state_dir.with_file_name("underlay.pcap"), &pcap);
+    assert!(!seen.contains("genuine"), "{seen}");
+    let before = c.netctl_ok(1, &["stats", "--json"]);
+    // The underlay attacker: the same datagram as plain VXLAN with host 0's address (the
+    // overlay's VNI, the sender's real addresses), and the captured WireGuard packets again.
+    let mac = |a: &str| {
+        a.split('.')
+            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+            .collect::<String>()
+    };
+    let attack = format!(
+        r#"python3 - <<'EOF'
+import socket, struct
+inner = bytes.fromhex("0242{t}") + bytes.fromhex("0242{s}") + b"\x08\x00"
+udp = struct.pack("!HHHH", 5555, 9999, 15, 0) + b"forged!"
+ip = bytes([0x45,0,0,35,0,0,0,0,64,17,0,0]) + socket.inet_aton("{sender}") + socket.inet_aton("{target}")
+vx = struct.pack("!II", 0x08000000, int("{vni}") << 8) + inner + ip + udp
+outer_udp = struct.pack("!HHHH", 4789, 4789, 8 + len(vx), 0) + vx
+def ipv4(src, dst, payload):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, 17, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h + payload
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(3):
+    raw.sendto(ipv4("{h0}", "{h1}", outer_udp), ("{h1}", 0))
+# Replay: every captured WireGuard packet from host 0 to host 1, as it was.
+data = open("{pcap}", "rb").read()
+at, replayed = 24, 0
+while at + 16 <= len(data):
+    n = struct.unpack("<I", data[at+8:at+12])[0]
+    frame = data[at+16:at+16+n]
+    at += 16 + n
+    pkt = frame[14:]
+    if len(pkt) > 28 and pkt[12:16] == socket.inet_aton("{h0}") and pkt[16:20] == socket.inet_aton("{h1}"):
+        raw.sendto(pkt, ("{h1}", 0))
+        replayed += 1
+print("replayed", replayed)
+EOF"#,
+        t = mac(&target),
+        s = mac(&sender),
+        h0 = c.hosts[0].ip,
+        h1 = c.hosts[1].ip,
+        pcap = pcap.display(),
+    );
+    let out = c.underlay_sh(&attack);
+    assert!(out.status.success(), "{out:?}");
+    let replayed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !replayed.contains("replayed 0"),
+        "nothing captured to replay: {seen}"
+    );
+    let got = listener.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert_eq!(
+        got.matches("genuine").count(),
+        1,
+        "replayed WireGuard delivered: {got}"
+    );
+    assert!(!got.contains("forged"), "plain VXLAN delivered: {got}");
+    let after = c.netctl_ok(1, &["stats", "--json"]);
+    assert!(
+        drop_count(&after, "tunnel-unencrypted") >= drop_count(&before, "tunnel-unencrypted") + 3,
+        "{after}"
+    );
+}
