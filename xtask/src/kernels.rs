@@ -189,8 +189,9 @@ fn binaries() -> Result<Vec<PathBuf>> {
             .arg(&dst))?;
         bins.push(dst);
     }
-    // The guest's own tools besides busybox (ip, bpftool and nsenter come with the image).
-    for tool in ["/usr/bin/curl", "/usr/sbin/tc"] {
+    // The guest's own tools besides busybox (ip, bpftool and nsenter come with the image);
+    // etcd for the encrypted overlay on the kernel's WireGuard.
+    for tool in ["/usr/bin/curl", "/usr/sbin/tc", "/usr/bin/etcd"] {
         bins.push(PathBuf::from(tool));
     }
     Ok(bins)
@@ -249,6 +250,50 @@ demo() {
 demo native
 NETCTL_FEATURES_DENY=tcx,loop,atomics,xdp_load_bytes demo fallback
 unset NETCTL_FEATURES_DENY
+
+# An encrypted overlay on the kernel's own WireGuard: etcd and two hosts on an underlay
+# bridge, a request from a container on one host to a container on the other.
+encrypted() {
+  U="nsenter --net=/run/netns/u"
+  $IP netns add u; $IP -n u link add ul0 type bridge; $IP -n u link set ul0 up; $IP -n u link set lo up
+  $IP -n u addr add 10.220.0.1/24 dev ul0
+  for n in e:2 h1:11 h2:12; do
+    ns=${n%:*}; a=${n#*:}
+    $IP netns add $ns; $IP -n $ns link set lo up
+    $IP -n u link add ul-$ns type veth peer name up0 netns $ns
+    $IP -n u link set ul-$ns master ul0; $IP -n u link set ul-$ns up
+    $IP -n $ns addr add 10.220.0.$a/24 dev up0; $IP -n $ns link set up0 up
+  done
+  nsenter --net=/run/netns/e /opt/bin/etcd --name e1 --data-dir /tmp/etcd \
+    --listen-client-urls http://10.220.0.2:2379 --advertise-client-urls http://10.220.0.2:2379 \
+    --listen-peer-urls http://10.220.0.2:2380 --initial-advertise-peer-urls http://10.220.0.2:2380 \
+    --initial-cluster e1=http://10.220.0.2:2380 >/tmp/etcd.log 2>&1 &
+  etcd=$!
+  for i in $(seq 60); do $U /opt/bin/curl -s --max-time 1 http://10.220.0.2:2379/health | grep -q true && break; sleep 1; done
+  $U /opt/bin/curl -s --max-time 1 http://10.220.0.2:2379/health | grep -q true || { bad "encrypted: etcd did not start"; tail -5 /tmp/etcd.log; }
+  export NETCTL_CLUSTER_STORE=etcd://10.220.0.2:2379 NETCTL_CLUSTER_STORE_OPT=kv.insecure=true
+  on() { h=$1; shift; NETCTL_STATE_DIR=/tmp/st-$h NETCTL_BPFFS=/sys/fs/bpf/nt-$h NETCTL_CLUSTER_ADVERTISE=10.220.0.1${h#h} \
+    nsenter --net=/run/netns/$h netctl "$@"; }
+  on h1 network create -d overlay --subnet 10.230.0.0/24 -o encrypted sov >/dev/null || bad "encrypted: network create"
+  mkdir -p /tmp/www; echo across-hosts > /tmp/www/index.html
+  on h1 run -d --name web --network sov --ip 10.230.0.10 -- /bin/busybox httpd -f -p 80 -h /tmp/www >/dev/null 2>&1 || bad "encrypted: run web"
+  on h2 run -d --name cl --network sov -- /bin/busybox sleep 600 >/dev/null 2>&1 || bad "encrypted: run cl"
+  got=""
+  for i in $(seq 20); do
+    got=$(on h2 exec cl -- /opt/bin/curl -s --max-time 3 http://10.230.0.10/index.html) && [ -n "$got" ] && break
+    sleep 1
+  done
+  [ "$got" = across-hosts ] && echo "=== encrypted overlay: TCP across hosts" || bad "encrypted overlay ($got)"
+  nsenter --net=/run/netns/h1 $IP -d link show nctl-wg | grep -q wireguard \
+    && echo "=== encrypted overlay: on the kernel's WireGuard" || bad "encrypted: nctl-wg is not the kernel's WireGuard"
+  if nsenter --net=/run/netns/h1 $IP link show nctl-vxlan >/dev/null 2>&1; then bad "encrypted: a VXLAN device"; fi
+  on h1 rm -f web >/dev/null; on h2 rm -f cl >/dev/null
+  on h1 network rm sov >/dev/null || bad "encrypted: network rm"
+  kill $etcd; wait $etcd 2>/dev/null
+  for n in h1 h2 e u; do $IP netns del $n; done
+  unset NETCTL_CLUSTER_STORE NETCTL_CLUSTER_STORE_OPT
+}
+encrypted
 
 # A kernel feature refused: one line, nothing changed, forwarding stays off.
 $IP netns add h
