@@ -270,3 +270,51 @@ EOF"#,
         "{after}"
     );
 }
+
+/// Host `i`'s public key as its record in the store has it.
+fn published_key(c: &Cluster, i: usize) -> Option<String> {
+    let out = c.etcdctl(&[
+        "get",
+        "--print-value-only",
+        &format!("/netctl/v1/hosts/{}", c.hosts[i].ip),
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["wireguard"]["public_key"].as_str().map(str::to_string)
+}
+
+#[test]
+fn keys_are_rotated_and_published_and_traffic_goes_on() {
+    require_sandbox!();
+    let mut c = Cluster::new(2);
+    c.env.push(("NETCTL_WIREGUARD_ROTATE".into(), "5".into()));
+    c.overlay(0, &["--subnet", "10.56.0.0/24", "-o", "encrypted", "sov"]);
+    whoami(&c, 0, "web", "sov");
+    c.sleeper(1, "client", "sov");
+    let web = c.container_ip(0, "web");
+    assert!(eventually(15, || curl(
+        &c,
+        1,
+        "client",
+        &format!("http://{web}/")
+    )
+    .is_some()));
+    let first = published_key(&c, 0).expect("host 0 publishes its WireGuard key");
+    // The key file is root's alone.
+    let key_file = c.hosts[0].state_dir.join("wireguard.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        eventually(20, || published_key(&c, 0).is_some_and(|k| k != first)),
+        "the key was not rotated"
+    );
+    // The other host follows the new key: requests go on after the rotation.
+    assert!(eventually(15, || curl(
+        &c,
+        1,
+        "client",
+        &format!("http://{web}/")
+    )
+    .is_some()));
+}

@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "python3",
     "iperf3",
     "tcpdump",
+    "wireguard-tools", // wg: the kernel WireGuard peer of the encrypted overlay benchmark
     "bpftool",
     "iptables",
     "nftables",

@@ -1,8 +1,10 @@
 //! Overlay networks across two hosts (namespaces on one underlay bridge, a real etcd):
 //! container to container through netctl's eBPF-driven VXLAN, against the kernel's own VXLAN
 //! bridged with static FDB entries (the limit: the same encapsulation, no eBPF) and against
-//! plain routing between the hosts (no encapsulation at all). Also how long a new container
-//! on host A takes to become reachable from host B.
+//! plain routing between the hosts (no encapsulation at all). An encrypted overlay
+//! (`-o encrypted`) against the kernel's own WireGuard with a static configuration where the
+//! kernel has it (in userspace, it is compared with the plain overlay). Also how long a new
+//! container on host A takes to become reachable from host B.
 
 use std::{
     path::Path,
@@ -19,6 +21,7 @@ const SECTION: &str = "overlay across two hosts";
 const KERNEL_VXLAN: &str = "kernel VXLAN, static FDB";
 const NETCTL: &str = "netctl overlay (eBPF tunnel)";
 const ROUTED: &str = "plain routing, no tunnel";
+const KERNEL_WG: &str = "kernel WireGuard, static config";
 
 fn ok(out: std::process::Output, what: &str) -> Result<String> {
     if !out.status.success() {
@@ -84,6 +87,63 @@ fn kernel_vxlan(c: &Cluster) -> Result<(String, String)> {
         nss.push(ns);
     }
     Ok((nss.remove(0), nss.remove(0)))
+}
+
+/// The kernel's WireGuard with a static configuration (`wg set`), where the kernel has it:
+/// each host routes the other's container address into its `kwg` device. None where the
+/// kernel has no WireGuard (or `wg` is missing).
+fn kernel_wireguard(c: &Cluster) -> Result<Option<(String, String)>> {
+    let mut keys = Vec::new();
+    for h in &c.hosts[..2] {
+        let made = ns_sh(
+            &h.ns,
+            "ip link add kwg type wireguard && wg genkey > /tmp/kwg-$$.key && cat /tmp/kwg-$$.key && rm /tmp/kwg-$$.key",
+        );
+        if !made.status.success() {
+            return Ok(None);
+        }
+        let private = String::from_utf8_lossy(&made.stdout).trim().to_string();
+        let public = ok(
+            ns_sh(&h.ns, &format!("echo {private} | wg pubkey")),
+            "wg pubkey",
+        )?;
+        keys.push((private, public.trim().to_string()));
+    }
+    let mut nss = Vec::new();
+    for i in 0..2 {
+        let hns = c.hosts[i].ns.clone();
+        let other = &c.hosts[1 - i].ip;
+        let (private, _) = &keys[i];
+        let (_, peer) = &keys[1 - i];
+        let ns = peer_container(
+            c,
+            &format!("w{i}"),
+            i,
+            &format!("wv{i}"),
+            &format!("10.94.{i}.2/24"),
+            1440,
+        )?;
+        ok(
+            ns_sh(&ns, &format!("ip route add default via 10.94.{i}.1")),
+            "route",
+        )?;
+        ok(
+            ns_sh(
+                &hns,
+                &format!(
+                    "echo {private} > /tmp/kwg-{i}.key && \
+                     wg set kwg listen-port 51900 private-key /tmp/kwg-{i}.key \
+                        peer {peer} endpoint {other}:51900 allowed-ips 10.94.{o}.0/24 && \
+                     rm /tmp/kwg-{i}.key && ip link set kwg mtu 1440 up && \
+                     ip addr add 10.94.{i}.1/24 dev wv{i} && ip route add 10.94.{o}.0/24 dev kwg",
+                    o = 1 - i
+                ),
+            ),
+            "kernel WireGuard",
+        )?;
+        nss.push(ns);
+    }
+    Ok(Some((nss.remove(0), nss.remove(0))))
 }
 
 /// Plain routing: each host routes the other's container subnet to the other host.
@@ -186,9 +246,44 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
             "100000",
         ],
     );
+    // The same pair on an encrypted overlay.
+    c.overlay(0, &["--subnet", "10.95.0.0/24", "-o", "encrypted", "sov"]);
+    for (host, name, ip, cmd) in [
+        (0, "ssrv", "10.95.0.10", serve_cmd.as_str()),
+        (1, "scli", "10.95.0.11", "sleep 100000"),
+    ] {
+        c.netctl_ok(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "sov",
+                "--ip",
+                ip,
+                "--",
+                "sh",
+                "-c",
+                cmd,
+            ],
+        );
+    }
+    let transport = c.host_sh(0, "ip -d link show nctl-wg");
+    let encrypted = if String::from_utf8_lossy(&transport.stdout).contains("wireguard") {
+        "netctl encrypted overlay (kernel WireGuard)"
+    } else {
+        "netctl encrypted overlay (userspace WireGuard)"
+    };
     let (k0, k1) = kernel_vxlan(&c)?;
     let (r0, r1) = routed(&c)?;
-    for ns in [&k0, &r0] {
+    let wg = kernel_wireguard(&c)?;
+    let mut peers = vec![&k0, &r0];
+    if let Some((w0, _)) = &wg {
+        peers.push(w0);
+    }
+    for ns in peers {
         let mut cmd = std::process::Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{ns}")).args([
             "--",
@@ -204,20 +299,32 @@ pub fn run(b: &mut Bench, netctl: &Path) -> Result<()> {
         ns_sh(ns, tune);
     }
     c.container_sh(1, "cli", tune);
-    let subjects: Vec<(&str, Client, &str)> = vec![
+    c.container_sh(1, "scli", tune);
+    let mut subjects: Vec<(&str, Client, &str)> = vec![
         (KERNEL_VXLAN, Client::Ns(k1.clone()), "10.98.0.10"),
         (NETCTL, Client::Container(&c, 1, "cli".into()), "10.96.0.10"),
         (ROUTED, Client::Ns(r1.clone()), "10.97.0.2"),
+        (
+            encrypted,
+            Client::Container(&c, 1, "scli".into()),
+            "10.95.0.10",
+        ),
     ];
+    if let Some((_, w1)) = &wg {
+        ns_sh(w1, tune);
+        subjects.push((KERNEL_WG, Client::Ns(w1.clone()), "10.94.0.2"));
+    }
     // The overlay needs the daemons to have told each host where the other's containers are.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c
-        .container_sh(1, "cli", "ping -c1 -W1 10.96.0.10")
-        .status
-        .success()
-    {
-        if Instant::now() > deadline {
-            bail!("the overlay container on host 0 is not reachable from host 1");
+    for (cli, srv) in [("cli", "10.96.0.10"), ("scli", "10.95.0.10")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c
+            .container_sh(1, cli, &format!("ping -c1 -W1 {srv}"))
+            .status
+            .success()
+        {
+            if Instant::now() > deadline {
+                bail!("the overlay container {srv} on host 0 is not reachable from host 1");
+            }
         }
     }
     let s = b.plan.secs;
