@@ -318,3 +318,68 @@ fn keys_are_rotated_and_published_and_traffic_goes_on() {
     )
     .is_some()));
 }
+
+#[test]
+fn without_a_transport_encrypted_is_an_error_never_plaintext() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    // Only meaningful where the kernel has no WireGuard (forcing the kernel's then fails).
+    let probe = c.host_sh(
+        0,
+        "ip link add nctl-wgprobe type wireguard && ip link del nctl-wgprobe",
+    );
+    if probe.status.success() {
+        eprintln!("this kernel has WireGuard: the error path is not reachable here");
+        return;
+    }
+    let forced = |i: usize, args: &[&str]| {
+        c.netctl_cmd(i, args)
+            .env("NETCTL_WIREGUARD", "kernel")
+            .output()
+            .unwrap()
+    };
+    let out = forced(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "-o",
+            "encrypted",
+            "sov",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "created without a transport");
+    assert!(err.contains("has no WireGuard"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        !c.netctl_ok(0, &["network", "ls"]).contains("sov"),
+        "the network was stored"
+    );
+    // Made where a transport exists; a host that has none cannot join it.
+    c.overlay(0, &["--subnet", "10.57.0.0/24", "-o", "encrypted", "sov"]);
+    let out = forced(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "x",
+            "--network",
+            "sov",
+            "--",
+            "sleep",
+            "60",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "joined without a transport");
+    assert!(err.contains("WireGuard"), "{err}");
+    assert!(!c.host_sh(1, "ip link show nctl-wg").status.success());
+    assert!(
+        !c.netctl_ok(1, &["ps", "-a"]).contains(" x"),
+        "the container stayed"
+    );
+}

@@ -319,6 +319,11 @@ pub fn prepare(
     let Some(ov) = lookup(&store, r)? else {
         return Ok(None);
     };
+    if crate::model::options::encrypted(&ov.value.options) {
+        // A host that cannot encrypt does not join: its container could reach no one.
+        crate::kernel::wireguard::transport(&ctx.cfg.wireguard)
+            .map_err(|e| anyhow::anyhow!("network {}: {e:#}", ov.value.name))?;
+    }
     // The lease is recorded in the state directory, which the first command makes.
     crate::store::private_dir(&ctx.cfg.state_dir)?;
     let lease = host_lease(&store, &ctx.cfg.state_dir)?;
