@@ -96,6 +96,15 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
             "{link:?}"
         );
     }
+    // `info` says which WireGuard carries them (this kernel: the kernel's or userspace).
+    let info: Value = serde_json::from_str(&c.netctl_ok(0, &["info", "--format", "json"])).unwrap();
+    let how = info["Cluster"]["EncryptedOverlays"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        how.contains("WireGuard") && how.contains("UDP 51871"),
+        "{info}"
+    );
     // One WireGuard device per host, in netctl's group; no VXLAN device for it.
     for h in 0..2 {
         let dev = c.host_sh(h, "ip -d -o link show nctl-wg");
@@ -145,6 +154,10 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
     assert!(eventually(5, || curl(&c, 1, "client", "http://web/")
         .as_deref()
         == Some(client.as_str())));
+    // The device goes with the host's last container on an encrypted overlay.
+    c.netctl_ok(0, &["rm", "-f", "web"]);
+    assert!(!c.host_sh(0, "ip link show nctl-wg").status.success());
+    assert!(c.host_sh(1, "ip link show nctl-wg").status.success());
     // A bridge network cannot be "encrypted": its traffic never leaves the host.
     let err = c.netctl_err(0, &["network", "create", "-o", "encrypted", "lan"]);
     assert!(

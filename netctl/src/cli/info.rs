@@ -65,6 +65,10 @@ pub fn run(args: Args) -> Result<i32> {
             c["Security"].as_str().unwrap_or_default()
         );
         println!("Agent: {}", c["Agent"].as_str().unwrap_or_default());
+        println!(
+            "Encrypted overlays: {}",
+            c["EncryptedOverlays"].as_str().unwrap_or_default()
+        );
         if c["Fenced"] == true {
             println!(
                 "Overlay traffic: fenced (the lease lapsed; until this host is registered again)"
@@ -220,5 +224,19 @@ fn cluster(cfg: &Config) -> serde_json::Value {
         "SecondsSinceRenewal": age,
         "Fenced": status.as_ref().is_some_and(|s| s.fenced),
         "AddressConflicts": status.as_ref().map(|s| s.conflicts.clone()).unwrap_or_default(),
+        "EncryptedOverlays": encryption(cfg),
     })
+}
+
+/// How this host would carry encrypted overlays (`-o encrypted`), or why it cannot.
+fn encryption(cfg: &Config) -> String {
+    use crate::kernel::wireguard::{transport, Transport};
+    match transport(&cfg.wireguard) {
+        Ok(Transport::Kernel) => format!("the kernel's WireGuard, UDP {}", cfg.wireguard.port),
+        Ok(Transport::Userspace) => format!(
+            "WireGuard in userspace (the kernel has none; the daemon serves a TUN device), UDP {}",
+            cfg.wireguard.port
+        ),
+        Err(e) => format!("unavailable: {e:#}"),
+    }
 }
