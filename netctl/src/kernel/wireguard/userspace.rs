@@ -29,6 +29,8 @@ use super::peer::Peer;
 const HANDSHAKE_RATE: u64 = 100;
 /// How often each peer's timers run (handshake retries, keepalives, session expiry).
 const TICK: Duration = Duration::from_millis(250);
+/// The UDP socket's buffers each way.
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Room for any datagram and its encryption (boringtun wants the input + 32, at least 148).
 const BUF: usize = 65_536 + 256;
 
@@ -77,6 +79,22 @@ impl Engine {
             )
         })?;
         udp.set_read_timeout(Some(TICK))?;
+        // A burst of a fast sender outruns one decrypting thread: with the default buffer
+        // (~200 KB) the kernel drops datagrams and TCP inside backs off (measured: a
+        // retransmission for every 7 packets). Root may go past rmem_max.
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+            let size: libc::c_int = SOCKET_BUFFER;
+            // SAFETY: setsockopt with an int the call reads.
+            unsafe {
+                libc::setsockopt(
+                    udp.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         let secret = StaticSecret::from(secret);
         let public = PublicKey::from(&secret);
         let shared = Arc::new(Shared {
