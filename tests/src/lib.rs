@@ -854,6 +854,13 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> 
     }
 }
 
+/// The last four bytes of a container's Docker-style MAC (`02:42:` + its address), as hex.
+pub fn container_mac_hex(addr: &str) -> String {
+    addr.split('.')
+        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
+        .collect()
+}
+
 /// The count of drops for `reason` in `netctl stats --json` output.
 pub fn drop_count(stats_json: &str, reason: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(stats_json).expect("stats json");

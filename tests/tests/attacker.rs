@@ -242,11 +242,6 @@ fn a_container_cannot_inject_vxlan_into_another_hosts_overlay() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let mac = |a: &str| {
-        a.split('.')
-            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
-            .collect::<String>()
-    };
     let forge = format!(
         "python3 -c '
 import socket, struct
@@ -257,8 +252,8 @@ hdr = struct.pack(\"!II\", 0x08000000, int(\"{vni}\") << 8)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(3): s.sendto(hdr + inner + ip + udp, (\"{h0}\", 4789))
 '",
-        t = mac(&target),
-        i = mac(&insider),
+        t = netctl_tests::container_mac_hex(&target),
+        i = netctl_tests::container_mac_hex(&insider),
         h0 = c.hosts[0].ip,
     );
     let out = c.container_sh(1, "evil", &forge);

@@ -2,26 +2,12 @@
 //! has one, userspace over TUN where not — and nothing of such a network ever in the clear on
 //! the underlay, nor taken from it: forged plain VXLAN and replayed WireGuard are dropped.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{process::Stdio, time::Duration};
 
-use netctl_tests::{cluster::Cluster, drop_count, require_sandbox};
+use netctl_tests::{cluster::Cluster, container_mac_hex, drop_count, require_sandbox, wait_for};
 use serde_json::Value;
 
 const WG_PORT: u16 = 51871;
-
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    f()
-}
 
 fn whoami(c: &Cluster, host: usize, name: &str, net: &str) {
     c.netctl_ok(
@@ -53,26 +39,36 @@ fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What the underlay saw while `during` ran, as `tcpdump -A` prints it.
+/// What host 0 sent and received on the underlay while `during` ran, as `tcpdump -A` prints
+/// it (captured on its port of the underlay bridge: the bridge device itself sees only what
+/// it floods; the capture stays in `underlay.pcap` beside the hosts' state directories).
 fn underlay_capture(c: &Cluster, filter: &str, during: impl FnOnce()) -> String {
+    use std::io::BufRead;
     let pcap = c.hosts[0].state_dir.with_file_name("underlay.pcap");
-    let cap = c
+    let mut cap = c
         .underlay_cmd(&format!(
-            "timeout 8 tcpdump -U -nni ul0 -w {} '{filter}'",
+            "exec timeout 20 tcpdump --immediate-mode -U -nni ul-h0 -w {} '{filter}'",
             pcap.display()
         ))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Under way once it says so (a loaded machine takes its time to start it).
+    let mut lines = std::io::BufReader::new(cap.stderr.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("listening on"))),
+        "tcpdump did not start"
+    );
+    // Its stderr stays read: a closed pipe would kill it before it writes the capture out.
+    let drain = std::thread::spawn(move || lines.for_each(drop));
     during();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = c.underlay_sh(&format!(
-        "pkill -INT -f 'tcpdump -U -nni ul0 -w {}'",
-        pcap.display()
-    ));
-    let _ = cap.wait_with_output();
+    // SIGINT: tcpdump writes out what it has and ends.
+    // SAFETY: kill on the child's own pid.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    let _ = cap.wait();
+    let _ = drain.join();
     let out = c.underlay_sh(&format!("tcpdump -nn -A -r {}", pcap.display()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -114,30 +110,14 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
     let marker = "carried-in-the-clear-7a1f";
     let mut answer = None;
     let seen = underlay_capture(&c, "udp", || {
-        let ok = eventually(15, || {
-            answer = curl(&c, 1, "client", &format!("http://{web}/{marker}"));
-            answer.is_some()
-        });
-        if !ok {
-            for h in 0..2 {
-                let d = c.host_sh(
-                    h,
-                    &format!(
-                        "ip -d -s link show nctl-wg; grep -v '^  ' {}/daemon.log | tail -20; ls {}",
-                        c.hosts[h].state_dir.display(),
-                        c.hosts[h].state_dir.display()
-                    ),
-                );
-                eprintln!(
-                    "host {h}: {}\n{}",
-                    String::from_utf8_lossy(&d.stdout),
-                    String::from_utf8_lossy(&d.stderr)
-                );
-                eprintln!("{}", c.netctl_ok(h, &["stats", "--json"]));
-            }
-            eprintln!("{:?}", c.etcdctl(&["get", "--prefix", "/netctl/v1/hosts/"]));
-        }
-        assert!(ok, "no TCP across the encrypted overlay");
+        wait_for(
+            "TCP across the encrypted overlay",
+            Duration::from_secs(15),
+            || {
+                answer = curl(&c, 1, "client", &format!("http://{web}/{marker}"));
+                answer.is_some()
+            },
+        );
     });
     // The server sees the client's own address: nothing translated on the way.
     assert_eq!(answer.as_deref(), Some(client.as_str()));
@@ -151,9 +131,9 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
     );
     assert!(!seen.contains(".4789:"), "VXLAN on the underlay: {seen}");
     // By name too (the names come from the store as for any overlay).
-    assert!(eventually(5, || curl(&c, 1, "client", "http://web/")
-        .as_deref()
-        == Some(client.as_str())));
+    wait_for("the name across hosts", Duration::from_secs(5), || {
+        curl(&c, 1, "client", "http://web/").as_deref() == Some(client.as_str())
+    });
     // The device goes with the host's last container on an encrypted overlay.
     c.netctl_ok(0, &["rm", "-f", "web"]);
     assert!(!c.host_sh(0, "ip link show nctl-wg").status.success());
@@ -177,13 +157,11 @@ fn forged_vxlan_and_replayed_wireguard_from_the_underlay_are_not_delivered() {
     c.sleeper(1, "target", "sov");
     c.sleeper(1, "plain", "pov");
     let (sender, target) = (c.container_ip(0, "sender"), c.container_ip(1, "target"));
-    assert!(
-        eventually(15, || c
-            .container_sh(0, "sender", &format!("ping -c1 -W1 {target}"))
+    wait_for("the encrypted overlay", Duration::from_secs(15), || {
+        c.container_sh(0, "sender", &format!("ping -c1 -W1 {target}"))
             .status
-            .success()),
-        "the encrypted overlay does not work"
-    );
+            .success()
+    });
     let inspect: Value =
         serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "sov"])).unwrap();
     let vni = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
@@ -223,11 +201,6 @@ fn forged_vxlan_and_replayed_wireguard_from_the_underlay_are_not_delivered() {
     let before = c.netctl_ok(1, &["stats", "--json"]);
     // The underlay attacker: the same datagram as plain VXLAN with host 0's address (the
     // overlay's VNI, the sender's real addresses), and the captured WireGuard packets again.
-    let mac = |a: &str| {
-        a.split('.')
-            .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
-            .collect::<String>()
-    };
     let attack = format!(
         r#"python3 - <<'EOF'
 import socket, struct
@@ -256,8 +229,8 @@ while at + 16 <= len(data):
         replayed += 1
 print("replayed", replayed)
 EOF"#,
-        t = mac(&target),
-        s = mac(&sender),
+        t = container_mac_hex(&target),
+        s = container_mac_hex(&sender),
         h0 = c.hosts[0].ip,
         h1 = c.hosts[1].ip,
         pcap = pcap.display(),
@@ -304,13 +277,12 @@ fn keys_are_rotated_and_published_and_traffic_goes_on() {
     whoami(&c, 0, "web", "sov");
     c.sleeper(1, "client", "sov");
     let web = c.container_ip(0, "web");
-    assert!(eventually(15, || curl(
-        &c,
-        1,
-        "client",
-        &format!("http://{web}/")
-    )
-    .is_some()));
+    let reached = || curl(&c, 1, "client", &format!("http://{web}/")).is_some();
+    wait_for(
+        "TCP across the encrypted overlay",
+        Duration::from_secs(15),
+        reached,
+    );
     let first = published_key(&c, 0).expect("host 0 publishes its WireGuard key");
     // The key file is root's alone.
     let key_file = c.hosts[0].state_dir.join("wireguard.key");
@@ -318,18 +290,11 @@ fn keys_are_rotated_and_published_and_traffic_goes_on() {
         &std::fs::metadata(&key_file).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    assert!(
-        eventually(20, || published_key(&c, 0).is_some_and(|k| k != first)),
-        "the key was not rotated"
-    );
+    wait_for("a rotated key", Duration::from_secs(20), || {
+        published_key(&c, 0).is_some_and(|k| k != first)
+    });
     // The other host follows the new key: requests go on after the rotation.
-    assert!(eventually(15, || curl(
-        &c,
-        1,
-        "client",
-        &format!("http://{web}/")
-    )
-    .is_some()));
+    wait_for("TCP after the rotation", Duration::from_secs(15), reached);
 }
 
 #[test]
