@@ -165,13 +165,18 @@ impl Netlink {
         let msg = LinkBridge::new(name)
             .append_extra_attribute(LinkAttribute::Group(group))
             .mtu(mtu);
+        self.add(name, "bridge", msg.build())
+    }
+
+    /// Creates the link `msg` describes; `what` names its kind in errors.
+    fn add(&self, name: &str, what: &str, msg: LinkMessage) -> Result<u32> {
         self.rt
-            .block_on(self.handle.link().add(msg.build()).execute())
+            .block_on(self.handle.link().add(msg).execute())
             .map_err(|e| {
                 if is_exists(&e) {
                     anyhow!("interface {name} already exists")
                 } else {
-                    anyhow!("creating bridge {name}: {e}")
+                    anyhow!("creating {what} {name}: {e}")
                 }
             })?;
         self.index_of(name)
@@ -188,16 +193,7 @@ impl Netlink {
             .mtu(mtu)
             .up()
             .build();
-        self.rt
-            .block_on(self.handle.link().add(msg).execute())
-            .map_err(|e| {
-                if is_exists(&e) {
-                    anyhow!("interface {name} already exists")
-                } else {
-                    anyhow!("creating VXLAN device {name}: {e}")
-                }
-            })?;
-        self.index_of(name)
+        self.add(name, "VXLAN device", msg)
     }
 
     /// Creates a kernel WireGuard device (its key, port and peers are set through generic
@@ -208,10 +204,7 @@ impl Netlink {
             .mtu(mtu)
             .up()
             .build();
-        self.rt
-            .block_on(self.handle.link().add(msg).execute())
-            .map_err(|e| anyhow!("creating WireGuard device {name}: {e}"))?;
-        self.index_of(name)
+        self.add(name, "WireGuard device", msg)
     }
 
     /// Puts a link made by other means (a TUN device's ioctl) in `group`, with `mtu`, up.

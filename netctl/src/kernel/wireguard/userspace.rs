@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -178,10 +178,11 @@ impl Drop for Engine {
     }
 }
 
-/// Device → network: each packet to the peer whose containers include its destination.
+/// Device → network: each packet to the peer whose containers include its destination,
+/// what the device has ready sent in one `sendmmsg`.
 fn outbound(s: &Shared) {
     let mut pkt = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
+    let mut batch = Batch::new();
     let mut pfd = libc::pollfd {
         fd: s.tun.as_raw_fd(),
         events: libc::POLLIN,
@@ -215,17 +216,106 @@ fn outbound(s: &Shared) {
                 continue;
             };
             let mut tunn = peer.tunn.lock().unwrap_or_else(|e| e.into_inner());
-            if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt[..n], &mut out) {
-                let _ = s.udp.send_to(d, peer.endpoint);
+            let (slot, to) = batch.next(peer.endpoint);
+            if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(&pkt[..n], slot) {
+                let len = d.len();
+                batch.push(len, to);
+            }
+            drop(tunn);
+            if batch.full() {
+                batch.send(&s.udp);
             }
         }
+        batch.send(&s.udp);
     }
     s.stop.store(true, Ordering::Relaxed);
 }
 
-/// Network → device, and every peer's timers.
+/// Encrypted datagrams waiting for one `sendmmsg`.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    to: Vec<libc::sockaddr_in>,
+}
+
+/// Datagrams one `sendmmsg` takes.
+const BATCH: usize = 32;
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bufs: (0..BATCH).map(|_| vec![0u8; BUF]).collect(),
+            lens: Vec::with_capacity(BATCH),
+            to: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.lens.len() == BATCH
+    }
+
+    /// The next free buffer, and where its datagram goes.
+    fn next(&mut self, to: SocketAddrV4) -> (&mut [u8], SocketAddrV4) {
+        let i = self.lens.len();
+        (&mut self.bufs[i], to)
+    }
+
+    fn push(&mut self, len: usize, to: SocketAddrV4) {
+        self.lens.push(len);
+        self.to.push(libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        });
+    }
+
+    fn send(&mut self, udp: &UdpSocket) {
+        let n = self.lens.len();
+        if n == 0 {
+            return;
+        }
+        let mut iov: Vec<libc::iovec> = (0..n)
+            .map(|i| libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: self.lens[i],
+            })
+            .collect();
+        // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the call.
+        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_name = &mut self.to[i] as *mut libc::sockaddr_in as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = &mut iov[i];
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: the messages point at buffers and addresses alive for the call.
+            let r = unsafe {
+                libc::sendmmsg(
+                    udp.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (n - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                break;
+            }
+            sent += r as usize;
+        }
+        self.lens.clear();
+        self.to.clear();
+    }
+}
+
+/// Network → device, and every peer's timers; what the socket has ready is taken in one
+/// `recvmmsg`.
 fn inbound(s: &Shared) {
-    let mut pkt = vec![0u8; BUF];
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
     let mut out = vec![0u8; BUF];
     let mut ticked = Instant::now();
     let mut reset = Instant::now();
@@ -238,12 +328,44 @@ fn inbound(s: &Shared) {
             reset = Instant::now();
             s.limiter.reset_count();
         }
-        let (n, from) = match s.udp.recv_from(&mut pkt) {
-            Ok((n, SocketAddr::V4(from))) => (n, from),
-            Ok(_) => continue,
-            Err(_) => continue,
+        // SAFETY: all-zero sockaddr_in and mmsghdr are valid; the pointers set below point
+        // at buffers that outlive the call.
+        let mut from: Vec<libc::sockaddr_in> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_name = &mut from[i] as *mut libc::sockaddr_in as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = &mut iov[i];
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // Blocks for the first (up to the socket's timeout, for the timers), not the rest.
+        // SAFETY: the messages point at buffers and addresses alive for the call.
+        let got = unsafe {
+            libc::recvmmsg(
+                s.udp.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
-        received(s, &pkt[..n], from, &mut out);
+        for i in 0..got.max(0) as usize {
+            let sender = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(from[i].sin_addr.s_addr)),
+                u16::from_be(from[i].sin_port),
+            );
+            let len = msgs[i].msg_len as usize;
+            received(s, &bufs[i][..len], sender, &mut out);
+        }
     }
 }
 
