@@ -272,8 +272,10 @@ encrypted() {
   for i in $(seq 60); do $U /opt/bin/curl -s --max-time 1 http://10.220.0.2:2379/health | grep -q true && break; sleep 1; done
   $U /opt/bin/curl -s --max-time 1 http://10.220.0.2:2379/health | grep -q true || { bad "encrypted: etcd did not start"; tail -5 /tmp/etcd.log; }
   export NETCTL_CLUSTER_STORE=etcd://10.220.0.2:2379 NETCTL_CLUSTER_STORE_OPT=kv.insecure=true
+  # Each command bounded: a hang is a failure with its name, not the guest's time limit.
   on() { h=$1; shift; NETCTL_STATE_DIR=/tmp/st-$h NETCTL_BPFFS=/sys/fs/bpf/nt-$h NETCTL_CLUSTER_ADVERTISE=10.220.0.1${h#h} \
-    nsenter --net=/run/netns/$h netctl "$@"; }
+    timeout 120 nsenter --net=/run/netns/$h netctl "$@"; }
+  echo "=== encrypted overlay: etcd up"
   on h1 network create -d overlay --subnet 10.230.0.0/24 -o encrypted sov >/dev/null || bad "encrypted: network create"
   mkdir -p /tmp/www; echo across-hosts > /tmp/www/index.html
   on h1 run -d --name web --network sov --ip 10.230.0.10 -- /bin/busybox httpd -f -p 80 -h /tmp/www >/dev/null 2>&1 || bad "encrypted: run web"
@@ -283,7 +285,8 @@ encrypted() {
     got=$(on h2 exec cl -- /opt/bin/curl -s --max-time 3 http://10.230.0.10/index.html) && [ -n "$got" ] && break
     sleep 1
   done
-  [ "$got" = across-hosts ] && echo "=== encrypted overlay: TCP across hosts" || bad "encrypted overlay ($got)"
+  [ "$got" = across-hosts ] && echo "=== encrypted overlay: TCP across hosts" || {
+    bad "encrypted overlay ($got)"; tail -5 /tmp/st-h1/daemon.log /tmp/st-h2/daemon.log; }
   nsenter --net=/run/netns/h1 $IP -d link show nctl-wg | grep -q wireguard \
     && echo "=== encrypted overlay: on the kernel's WireGuard" || bad "encrypted: nctl-wg is not the kernel's WireGuard"
   if nsenter --net=/run/netns/h1 $IP link show nctl-vxlan >/dev/null 2>&1; then bad "encrypted: a VXLAN device"; fi
