@@ -519,13 +519,12 @@ fn podman_runs_containers_on_netctl_through_cni() {
     // podman rm: the DEL removes it from netctl and the port stops answering.
     podman.ok(&["rm", "-f", "-t", "0", "web"]);
     assert!(ps(&sb).is_empty(), "nothing left in netctl");
-    assert!(
+    // The pair goes with Podman's namespace, which the kernel dismantles a moment later.
+    netctl_tests::wait_for("no veth left", Duration::from_secs(5), || {
         !sb.host_links()
             .iter()
-            .any(|l| l.starts_with("veth") || l.starts_with("nv")),
-        "no veth left: {:?}",
-        sb.host_links()
-    );
+            .any(|l| l.starts_with("veth") || l.starts_with("nv"))
+    });
     assert!(sb.curl_from_outside(&url).is_none());
 }
 

@@ -336,6 +336,28 @@ fn without_a_transport_encrypted_is_an_error_never_plaintext() {
         !c.netctl_ok(0, &["network", "ls"]).contains("sov"),
         "the network was stored"
     );
+    // Nor while a member host publishes no WireGuard key (an older netctl would send the
+    // network's frames in the clear).
+    let old_host = "/netctl/v1/hosts/100.127.255.99";
+    let put = c.etcdctl(&["put", old_host, r#"{"addr":"100.127.255.99","subnets":[]}"#]);
+    assert!(put.status.success(), "{put:?}");
+    let err = c.netctl_err(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "-o",
+            "encrypted",
+            "sov",
+        ],
+    );
+    assert!(
+        err.contains("host 100.127.255.99 publishes no WireGuard key"),
+        "{err}"
+    );
+    assert!(c.etcdctl(&["del", old_host]).status.success());
     // Made where a transport exists; a host that has none cannot join it.
     c.overlay(0, &["--subnet", "10.57.0.0/24", "-o", "encrypted", "sov"]);
     let out = forced(
@@ -359,5 +381,44 @@ fn without_a_transport_encrypted_is_an_error_never_plaintext() {
     assert!(
         !c.netctl_ok(1, &["ps", "-a"]).contains(" x"),
         "the container stayed"
+    );
+}
+
+#[test]
+fn a_foreign_link_with_the_devices_name_is_never_used() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.overlay(0, &["--subnet", "10.59.0.0/24", "-o", "encrypted", "sov"]);
+    whoami(&c, 0, "web", "sov");
+    // Someone else's link holds the name on host 1 before its first encrypted container.
+    assert!(c
+        .host_sh(
+            1,
+            "ip link add nctl-wg type veth peer name nctl-wgp && ip link set nctl-wg up"
+        )
+        .status
+        .success());
+    let run = c.netctl(1, &netctl_tests::sleeper_args("client", "sov"));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        said.contains("is not this instance's WireGuard device"),
+        "{said}"
+    );
+    let web = c.container_ip(0, "web");
+    let before = c.netctl_ok(1, &["stats", "--json"]);
+    // Nothing goes into it: the client's frames for host 0 are dropped, none in the clear.
+    let seen = underlay_capture(&c, "udp", || {
+        assert!(curl(&c, 1, "client", &format!("http://{web}/")).is_none());
+    });
+    assert!(!seen.contains(".4789:"), "{seen}");
+    let after = c.netctl_ok(1, &["stats", "--json"]);
+    assert!(
+        drop_count(&after, "tunnel-unencrypted") > drop_count(&before, "tunnel-unencrypted"),
+        "{after}"
+    );
+    let dummy = c.host_sh(1, "ip -s link show nctl-wg");
+    assert!(
+        String::from_utf8_lossy(&dummy.stdout).contains("TX:"),
+        "the foreign link was removed: {dummy:?}"
     );
 }

@@ -235,6 +235,14 @@ pub fn run(cmd: Command) -> Result<i32> {
                 if crate::model::options::parse(&req.options)?.encrypted {
                     // Never an overlay that this host could only carry in the clear.
                     crate::kernel::wireguard::transport(&ctx.cfg.wireguard)?;
+                    // Nor one that a member host would: a netctl before encrypted overlays
+                    // ignores the option and would send its frames as plain VXLAN.
+                    if let Some(h) = store.hosts()?.iter().find(|h| h.wireguard.is_none()) {
+                        bail!(
+                            "host {} publishes no WireGuard key (a netctl without encrypted overlays, or its daemon could not make a key): upgrade it before making an encrypted overlay",
+                            h.addr
+                        );
+                    }
                 }
                 let underlay_mtu = ctx
                     .nl

@@ -146,6 +146,8 @@ async fn session(
         tokio::select! {
             _ = rotation.tick() => {
                 let Some(wg) = wg else { continue };
+                // Also brings back a device whose engine ended or whose setup failed.
+                refresh_device(Some(wg));
                 match wg.rotate_if_due() {
                     Ok(false) => {}
                     Ok(true) => {

@@ -192,6 +192,11 @@ fn apply_guarded(
     }
     if let Some(mtu) = topology::wireguard_mtu(&state.networks) {
         match links.iter().find(|l| l.name == wireguard::DEV) {
+            // Never someone else's link of that name: encrypted frames would go into it.
+            Some(dev) if !wireguard::is_ours(dev, group) => r.problems.push(format!(
+                "encrypted overlay networks: interface {} is not this instance's WireGuard device: remove or rename it",
+                wireguard::DEV
+            )),
             None => match wireguard::create(nl, &cfg.wireguard, mtu, group) {
                 Ok(()) => r
                     .changes
@@ -252,7 +257,9 @@ fn apply_guarded(
         .filter_map(|l| {
             match l.name.as_str() {
                 topology::VXLAN_DEV => Some(netctl_common::programs::TUNNEL_INGRESS),
-                wireguard::DEV => Some(netctl_common::programs::WG_INGRESS),
+                wireguard::DEV if wireguard::is_ours(l, group) => {
+                    Some(netctl_common::programs::WG_INGRESS)
+                }
                 _ => None,
             }
             .map(|p| (p, l.name.clone(), l.index))
@@ -403,6 +410,7 @@ impl MapInputs {
             xdp_generic: cfg.xdp == crate::base::config::XdpMode::Generic,
             forward_open,
             ct_endpoint_entries: cfg.ct_endpoint_entries,
+            group: crate::kernel::topology::instance_group(&cfg.state_dir),
         }
     }
 }

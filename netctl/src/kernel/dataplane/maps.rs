@@ -64,6 +64,8 @@ pub struct HostView<'a> {
     pub forward_open: bool,
     /// Conntrack entries one container may own (0: the default share).
     pub ct_endpoint_entries: u32,
+    /// The instance's interface group (which links are its own).
+    pub group: u32,
 }
 
 fn mac6(mac: &[u8]) -> [u8; 6] {
@@ -359,7 +361,11 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
     if let Some(vx) = by_name(crate::kernel::topology::VXLAN_DEV) {
         d.overlay.vxlan_ifindex = vx.index;
     }
-    if let Some(wg) = by_name(crate::kernel::wireguard::DEV) {
+    // Only the instance's own device: an encrypted frame redirected into another link of
+    // that name could leave in the clear.
+    if let Some(wg) = by_name(crate::kernel::wireguard::DEV)
+        .filter(|l| crate::kernel::wireguard::is_ours(l, host.group))
+    {
         d.overlay.wg_ifindex = wg.index;
     }
     for a in crate::model::links::allowed(state) {
@@ -672,6 +678,7 @@ mod tests {
                 xdp_generic: false,
                 forward_open: true,
                 ct_endpoint_entries: 0,
+                group: 0,
             },
             Ports::Full(portmap(&state), ports_fingerprint(&state)),
         );

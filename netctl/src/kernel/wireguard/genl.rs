@@ -32,6 +32,22 @@ pub enum PeerChange<'a> {
     Remove([u8; 32]),
 }
 
+impl PeerChange<'_> {
+    pub fn key(&self) -> [u8; 32] {
+        match self {
+            PeerChange::Set(p) => p.public_key,
+            PeerChange::Remove(k) => *k,
+        }
+    }
+}
+
+/// Allowed addresses per message: an attribute's length is 16 bits, and a peer may have
+/// thousands.
+const ALLOWED_PER_MESSAGE: usize = 256;
+
+/// How long the kernel may take to answer.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Genl {
     sock: Socket,
     family: u16,
@@ -45,6 +61,20 @@ impl Genl {
             .context("binding a generic netlink socket")?;
         sock.connect(&NlAddr::new(0, 0))
             .context("connecting a generic netlink socket")?;
+        let tv = libc::timeval {
+            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a timeval the call reads.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
         let mut g = Genl {
             sock,
             family: 0,
@@ -110,6 +140,11 @@ impl Genl {
                 let reply = NetlinkMessage::<GenlMessage<F>>::deserialize(&rx[at..n])
                     .map_err(|e| anyhow!("a generic netlink reply the kernel sent: {e}"))?;
                 let len = reply.header.length as usize;
+                if reply.header.sequence_number != self.seq {
+                    // An answer to an earlier request (one that timed out): not this one's.
+                    at += (len.max(1) + 3) & !3;
+                    continue;
+                }
                 match reply.payload {
                     NetlinkPayload::Error(ref e) => {
                         if let Some(code) = e.code {
@@ -120,11 +155,9 @@ impl Genl {
                     NetlinkPayload::Done(_) => return Ok(out),
                     _ => {}
                 }
-                if reply.header.sequence_number == self.seq {
-                    out.push(reply);
-                    if flags & NLM_F_ACK == 0 {
-                        return Ok(out);
-                    }
+                out.push(reply);
+                if flags & NLM_F_ACK == 0 {
+                    return Ok(out);
                 }
                 if len == 0 {
                     break;
@@ -168,34 +201,40 @@ pub fn set_device(dev: &str, private_key: &[u8; 32], port: u16, replace_peers: b
         .with_context(|| format!("configuring WireGuard device {dev} (port {port})"))
 }
 
-/// Applies peer changes, a bounded number per message (a message is at most a page or so of
-/// attributes in practice; the kernel takes several).
-pub fn set_peers(dev: &str, changes: &[PeerChange]) -> Result<()> {
+/// Applies one peer change. A peer's allowed addresses go in messages of
+/// [`ALLOWED_PER_MESSAGE`]: the first replaces them, the others add to them.
+pub fn set_peer(dev: &str, change: &PeerChange) -> Result<()> {
     let mut g = Genl::open()?;
-    for change in changes {
-        let peer = match change {
-            PeerChange::Remove(key) => WireguardPeer(vec![
-                WireguardPeerAttribute::PublicKey(*key),
-                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
-            ]),
-            PeerChange::Set(p) => WireguardPeer(vec![
-                WireguardPeerAttribute::PublicKey(p.public_key),
-                WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
-                WireguardPeerAttribute::Endpoint(SocketAddr::V4(p.endpoint)),
-                WireguardPeerAttribute::AllowedIps(
-                    p.allowed
-                        .iter()
-                        .map(|ip| {
-                            WireguardAllowedIp(vec![
-                                WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
-                                WireguardAllowedIpAttr::IpAddr((*ip).into()),
-                                WireguardAllowedIpAttr::Cidr(32),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ]),
-        };
+    let peers: Vec<WireguardPeer> = match change {
+        PeerChange::Remove(key) => vec![WireguardPeer(vec![
+            WireguardPeerAttribute::PublicKey(*key),
+            WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+        ])],
+        PeerChange::Set(p) => {
+            let chunks: Vec<&[Ipv4Addr]> = match p.allowed.is_empty() {
+                true => vec![&[]],
+                false => p.allowed.chunks(ALLOWED_PER_MESSAGE).collect(),
+            };
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let mut attrs = vec![WireguardPeerAttribute::PublicKey(p.public_key)];
+                    if i == 0 {
+                        attrs.push(WireguardPeerAttribute::Flags(
+                            WireguardPeerFlags::ReplaceAllowedIps,
+                        ));
+                        attrs.push(WireguardPeerAttribute::Endpoint(SocketAddr::V4(p.endpoint)));
+                    }
+                    attrs.push(WireguardPeerAttribute::AllowedIps(
+                        chunk.iter().map(|ip| allowed_ip(*ip)).collect(),
+                    ));
+                    WireguardPeer(attrs)
+                })
+                .collect()
+        }
+    };
+    for peer in peers {
         g.set(vec![
             WireguardAttribute::IfName(dev.to_string()),
             WireguardAttribute::Peers(vec![peer]),
@@ -203,4 +242,12 @@ pub fn set_peers(dev: &str, changes: &[PeerChange]) -> Result<()> {
         .with_context(|| format!("setting a peer of WireGuard device {dev}"))?;
     }
     Ok(())
+}
+
+fn allowed_ip(ip: Ipv4Addr) -> WireguardAllowedIp {
+    WireguardAllowedIp(vec![
+        WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
+        WireguardAllowedIpAttr::IpAddr(ip.into()),
+        WireguardAllowedIpAttr::Cidr(32),
+    ])
 }

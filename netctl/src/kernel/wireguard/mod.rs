@@ -148,6 +148,8 @@ struct Inner {
 pub struct Wireguard {
     cfg: WireguardConfig,
     state_dir: PathBuf,
+    /// The instance's interface group: a device of that name outside it is not ours.
+    group: u32,
     inner: Mutex<Inner>,
 }
 
@@ -156,6 +158,7 @@ impl Wireguard {
         Ok(Self {
             cfg: cfg.clone(),
             state_dir: state_dir.to_path_buf(),
+            group: crate::model::instance::instance_group(state_dir),
             inner: Mutex::new(Inner {
                 key: Key::load_or_make(state_dir)?,
                 device: None,
@@ -195,6 +198,9 @@ impl Wireguard {
             return Ok(());
         }
         stop(inner.device.take());
+        if !is_ours(&link, self.group) {
+            bail!("interface {DEV} is not this instance's WireGuard device: remove or rename it");
+        }
         let device = if link.kind == "wireguard" {
             genl::set_device(DEV, &inner.key.secret, self.cfg.port, true)?;
             inner.applied.clear();
@@ -227,19 +233,24 @@ impl Wireguard {
             return Ok(false);
         }
         inner.key = Key::make(&self.state_dir)?;
-        match inner.device.take() {
+        // The device takes the new key; where that fails it is let go, and the next
+        // [`Wireguard::refresh`] sets it up again (the new key is published either way).
+        let device = match inner.device.take() {
             Some(Device::Kernel { index }) => {
-                genl::set_device(DEV, &inner.key.secret, self.cfg.port, false)?;
-                inner.device = Some(Device::Kernel { index });
+                genl::set_device(DEV, &inner.key.secret, self.cfg.port, false)
+                    .ok()
+                    .map(|()| Device::Kernel { index })
             }
             Some(Device::User { index, engine }) => {
                 engine.stop();
-                let engine = userspace::Engine::start(DEV, self.cfg.port, inner.key.secret)?;
-                inner.device = Some(Device::User { index, engine });
-                apply(&mut inner)?;
+                userspace::Engine::start(DEV, self.cfg.port, inner.key.secret)
+                    .ok()
+                    .map(|engine| Device::User { index, engine })
             }
-            None => {}
-        }
+            None => None,
+        };
+        inner.device = device;
+        let _ = apply(&mut inner);
         Ok(true)
     }
 
@@ -255,21 +266,39 @@ fn stop(device: Option<Device>) {
     }
 }
 
+/// The device netctl made: in the instance's group, of a kind that carries WireGuard.
+pub fn is_ours(link: &crate::kernel::netlink::Link, group: u32) -> bool {
+    link.name == DEV && link.group == group && matches!(link.kind.as_str(), "wireguard" | "tun")
+}
+
 fn apply(inner: &mut Inner) -> Result<()> {
-    match &inner.device {
+    let Inner {
+        device,
+        want,
+        applied,
+        ..
+    } = inner;
+    match device {
         None => Ok(()),
         Some(Device::User { engine, .. }) => {
-            engine.set_peers(&inner.want);
+            engine.set_peers(want);
             Ok(())
         }
         Some(Device::Kernel { .. }) => {
-            let changes = peer_changes(&inner.applied, &inner.want);
-            if changes.is_empty() {
-                return Ok(());
+            // Peer by peer: one the kernel refuses does not keep the others (an address
+            // that moved to another host, say) from being applied.
+            let mut failed = None;
+            for change in peer_changes(applied, want) {
+                match genl::set_peer(DEV, &change) {
+                    Ok(()) => {
+                        let key = change.key();
+                        applied.retain(|p| p.public_key != key);
+                        applied.extend(want.iter().filter(|p| p.public_key == key).cloned());
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-            genl::set_peers(DEV, &changes)?;
-            inner.applied = inner.want.clone();
-            Ok(())
+            failed.map_or(Ok(()), Err)
         }
     }
 }

@@ -11,6 +11,9 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 // _IOW('T', 202, int) and _IOW('T', 203, int).
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+// _IOR('T', 210, unsigned int).
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+const IFF_PERSIST: libc::c_short = 0x0800;
 
 fn ioctl(file: &File, request: libc::c_ulong, arg: libc::c_ulong) -> std::io::Result<()> {
     // SAFETY: the caller passes what the request reads (a plain integer or a live ifreq).
@@ -49,6 +52,24 @@ pub fn open(name: &str) -> Result<File> {
     }
     ioctl(&file, TUNSETIFF, &mut req as *mut IfReq as libc::c_ulong)
         .with_context(|| format!("attaching to TUN device {name}"))?;
+    Ok(file)
+}
+
+/// Attaches to the persistent TUN device `name` that a command made; fails (and makes
+/// nothing that stays) when there is none: opening by name would make a device of its own.
+pub fn open_existing(name: &str) -> Result<File> {
+    let file = open(name)?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    ioctl(&file, TUNGETIFF, &mut req as *mut IfReq as libc::c_ulong)
+        .with_context(|| format!("reading TUN device {name}"))?;
+    if req.flags & IFF_PERSIST == 0 {
+        // Closing the file removes the device just made.
+        anyhow::bail!("TUN device {name} is gone (its encrypted overlays were removed)");
+    }
     Ok(file)
 }
 

@@ -25,8 +25,9 @@ use boringtun::{
 
 use super::peer::Peer;
 
-/// Handshakes a second from any one source before cookies are asked for (boringtun's).
-const HANDSHAKE_RATE: u64 = 100;
+/// Handshakes a second before cookies are asked for (each is counted twice: checked before
+/// it is routed to its peer, and again by that peer's state machine).
+const HANDSHAKE_RATE: u64 = 200;
 /// How often each peer's timers run (handshake retries, keepalives, session expiry).
 const TICK: Duration = Duration::from_millis(250);
 /// The UDP socket's buffers each way.
@@ -67,7 +68,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn start(dev: &str, port: u16, secret: [u8; 32]) -> Result<Self> {
-        let tun = super::tun::open(dev)?;
+        let tun = super::tun::open_existing(dev)?;
         // SAFETY: fcntl on a descriptor this function owns.
         unsafe {
             let flags = libc::fcntl(tun.as_raw_fd(), libc::F_GETFL);
@@ -181,6 +182,7 @@ impl Drop for Engine {
 /// Device → network: each packet to the peer whose containers include its destination,
 /// what the device has ready sent in one `sendmmsg`.
 fn outbound(s: &Shared) {
+    let _stops = StopOnExit(&s.stop);
     let mut pkt = vec![0u8; BUF];
     let mut batch = Batch::new();
     let mut pfd = libc::pollfd {
@@ -197,7 +199,9 @@ fn outbound(s: &Shared) {
         if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
             break;
         }
-        loop {
+        // Bounded, so that a device kept full (a container flooding a peer) still lets the
+        // engine see that it is to stop.
+        for _ in 0..4 * BATCH {
             let n = match (&s.tun).read(&mut pkt) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -229,6 +233,16 @@ fn outbound(s: &Shared) {
         batch.send(&s.udp);
     }
     s.stop.store(true, Ordering::Relaxed);
+}
+
+/// Marks the engine stopped when a thread of it ends, however it ends (a panic too): the
+/// daemon then starts a new one.
+struct StopOnExit<'a>(&'a AtomicBool);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Encrypted datagrams waiting for one `sendmmsg`.
@@ -302,10 +316,12 @@ impl Batch {
                     0,
                 )
             };
-            if r <= 0 {
-                break;
+            match r {
+                1.. => sent += r as usize,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                // The first one failed (that peer unreachable, say): the others still go.
+                _ => sent += 1,
             }
-            sent += r as usize;
         }
         self.lens.clear();
         self.to.clear();
@@ -315,6 +331,7 @@ impl Batch {
 /// Network → device, and every peer's timers; what the socket has ready is taken in one
 /// `recvmmsg`.
 fn inbound(s: &Shared) {
+    let _stops = StopOnExit(&s.stop);
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
     let mut out = vec![0u8; BUF];
     let mut ticked = Instant::now();
@@ -380,22 +397,32 @@ fn timers(s: &Shared, out: &mut [u8]) {
 }
 
 fn received(s: &Shared, datagram: &[u8], from: SocketAddrV4, out: &mut [u8]) {
+    // MAC1 and the handshake rate first, as boringtun's own device does: a forged
+    // handshake must not cost a Diffie-Hellman (under load, a cookie is asked for).
+    let ip = std::net::IpAddr::V4(*from.ip());
+    let packet = match s.limiter.verify_packet(Some(ip), datagram, out) {
+        Ok(packet) => packet,
+        Err(TunnResult::WriteToNetwork(cookie)) => {
+            let _ = s.udp.send_to(cookie, from);
+            return;
+        }
+        Err(_) => return,
+    };
     // Who it is for: a handshake names its sender's key (after decryption), anything else
     // the session index this side handed out.
-    let session = match Tunn::parse_incoming_packet(datagram) {
-        Ok(Packet::HandshakeInit(p)) => parse_handshake_anon(&s.secret, &s.public, &p)
+    let session = match packet {
+        Packet::HandshakeInit(p) => parse_handshake_anon(&s.secret, &s.public, &p)
             .ok()
             .and_then(|h| s.read_sessions().by_key.get(&h.peer_static_public).cloned()),
-        Ok(Packet::HandshakeResponse(p)) => s.session(p.receiver_idx),
-        Ok(Packet::PacketCookieReply(p)) => s.session(p.receiver_idx),
-        Ok(Packet::PacketData(p)) => s.session(p.receiver_idx),
-        Err(_) => None,
+        Packet::HandshakeResponse(p) => s.session(p.receiver_idx),
+        Packet::PacketCookieReply(p) => s.session(p.receiver_idx),
+        Packet::PacketData(p) => s.session(p.receiver_idx),
     };
     let Some(peer) = session else {
         return;
     };
     let mut tunn = peer.tunn.lock().unwrap_or_else(|e| e.into_inner());
-    match tunn.decapsulate(Some(std::net::IpAddr::V4(*from.ip())), datagram, out) {
+    match tunn.decapsulate(Some(ip), datagram, out) {
         TunnResult::WriteToNetwork(d) => {
             let _ = s.udp.send_to(d, from);
             // Packets queued while the handshake was under way go now.
