@@ -27,4 +27,6 @@ fuzz_target!(|data: &[u8]| {
         (again.icc, again.masquerade, again.mtu)
     );
     assert_eq!(o.bridge_name, again.bridge_name);
+    assert_eq!(o.encrypted, again.encrypted, "{opts:?}");
+    assert_eq!(o.encrypted, options::encrypted(&o.raw), "{opts:?}");
 });
