@@ -88,7 +88,12 @@ fn refresh_device(wg: Option<&Wireguard>) {
     // On a thread of its own: the netlink handle runs a runtime, which this task's cannot.
     let refreshed = std::thread::scope(|s| s.spawn(|| wg.map(Wireguard::refresh)).join());
     if let Ok(Some(Err(e))) = refreshed {
-        eprintln!("cluster: WireGuard device {}: {e:#}", wireguard::DEV);
+        // Said once per problem (it is tried again at every check).
+        static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+        let e = format!("{e:#}");
+        if SAID.lock().map_or(true, |mut s| s.insert(e.clone())) {
+            eprintln!("cluster: WireGuard device {}: {e}", wireguard::DEV);
+        }
     }
 }
 
