@@ -19,8 +19,10 @@ pub enum Command {
         com.docker.network.bridge.enable_icc (icc)                   containers of the network may talk to each other [true]\n  \
         com.docker.network.bridge.enable_ip_masquerade (masquerade)  SNAT traffic leaving through the uplinks [true]\n  \
         com.docker.network.driver.mtu (mtu)                          MTU of the bridge and veths [1500]\n  \
-        com.docker.network.bridge.name (bridge_name)                 bridge name [br-<id>; netctl0 for bridge]\n\n\
-        Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend"
+        com.docker.network.bridge.name (bridge_name)                 bridge name [br-<id>; netctl0 for bridge]\n  \
+        encrypted                                                    overlay only: traffic between hosts through WireGuard [off]\n\n\
+        Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend\n\
+        Example: netctl network create -d overlay -o encrypted --subnet 10.52.0.0/24 secure"
     )]
     Create {
         /// Network driver: bridge (this host) or overlay (every host of the cluster store)

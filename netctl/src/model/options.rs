@@ -77,7 +77,13 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
             bail!("invalid option {kv:?}: use -o KEY=VALUE");
         };
         let Some((long, short)) = KEYS.iter().find(|(l, s)| key == *l || key == *s) else {
-            let known: Vec<String> = KEYS.iter().map(|(l, s)| format!("{l} ({s})")).collect();
+            let known: Vec<String> = KEYS
+                .iter()
+                .map(|(l, s)| match l == s {
+                    true => l.to_string(),
+                    false => format!("{l} ({s})"),
+                })
+                .collect();
             bail!(
                 "unknown option {key:?}: known options are {}",
                 known.join(", ")
