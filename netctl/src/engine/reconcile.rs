@@ -171,24 +171,13 @@ fn apply_guarded(
     }
 
     if let Some(mtu) = topology::vxlan_mtu(&state.networks) {
-        match links.iter().find(|l| l.name == topology::VXLAN_DEV) {
-            None => {
-                match nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group) {
-                    Ok(_) => r
-                        .changes
-                        .push(format!("created VXLAN device {}", topology::VXLAN_DEV)),
-                    Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
-                }
-            }
-            // The datapath checks tunnelled packets against this MTU: it follows the networks.
-            Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
-                Ok(()) => r
-                    .changes
-                    .push(format!("VXLAN device {}: MTU {mtu}", topology::VXLAN_DEV)),
-                Err(e) => r.problems.push(format!("overlay networks: {e:#}")),
-            },
-            Some(_) => {}
-        }
+        let found = links.iter().find(|l| l.name == topology::VXLAN_DEV);
+        let create = || {
+            nl.add_vxlan_external(topology::VXLAN_DEV, topology::VXLAN_PORT, mtu, group)
+                .map(drop)
+        };
+        let dev = (topology::VXLAN_DEV, "VXLAN");
+        tunnel_device(nl, &mut r, found, dev, "overlay networks", mtu, create);
     }
     if let Some(mtu) = topology::wireguard_mtu(&state.networks) {
         match links.iter().find(|l| l.name == wireguard::DEV) {
@@ -197,23 +186,12 @@ fn apply_guarded(
                 "encrypted overlay networks: interface {} is not this instance's WireGuard device: remove or rename it",
                 wireguard::DEV
             )),
-            None => match wireguard::create(nl, &cfg.wireguard, mtu, group) {
-                Ok(()) => r
-                    .changes
-                    .push(format!("created WireGuard device {}", wireguard::DEV)),
-                Err(e) => r
-                    .problems
-                    .push(format!("encrypted overlay networks: {e:#}")),
-            },
-            Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
-                Ok(()) => r
-                    .changes
-                    .push(format!("WireGuard device {}: MTU {mtu}", wireguard::DEV)),
-                Err(e) => r
-                    .problems
-                    .push(format!("encrypted overlay networks: {e:#}")),
-            },
-            Some(_) => {}
+            found => {
+                let create = || wireguard::create(nl, &cfg.wireguard, mtu, group);
+                let dev = (wireguard::DEV, "WireGuard");
+                let networks = "encrypted overlay networks";
+                tunnel_device(nl, &mut r, found, dev, networks, mtu, create);
+            }
         }
     }
 
@@ -327,6 +305,30 @@ fn reserve_ports(cfg: &Config, state: &State) -> Result<Option<String>> {
     }
     let reserved = crate::kernel::hostports::reserve(&cfg.state_dir.join("reserved-ports"), &ours)?;
     Ok(reserved.then(|| "updated net.ipv4.ip_local_reserved_ports".to_string()))
+}
+
+/// An overlay tunnel device `dev` (name, kind): made when missing, its MTU following the
+/// networks' (the datapath checks tunnelled packets against it).
+fn tunnel_device(
+    nl: &Netlink,
+    r: &mut Report,
+    found: Option<&Link>,
+    (name, kind): (&str, &str),
+    networks: &str,
+    mtu: u32,
+    create: impl FnOnce() -> Result<()>,
+) {
+    match found {
+        None => match create() {
+            Ok(()) => r.changes.push(format!("created {kind} device {name}")),
+            Err(e) => r.problems.push(format!("{networks}: {e:#}")),
+        },
+        Some(dev) if dev.mtu != mtu => match nl.set_mtu(dev.index, mtu) {
+            Ok(()) => r.changes.push(format!("{kind} device {name}: MTU {mtu}")),
+            Err(e) => r.problems.push(format!("{networks}: {e:#}")),
+        },
+        Some(_) => {}
+    }
 }
 
 /// Uplinks as the attachments take them: name, ifindex, with XDP.
