@@ -17,6 +17,7 @@ use netlink_packet_wireguard::{
     WireguardPeerFlags,
 };
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr as NlAddr};
+use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 
 /// One peer as the device should have it.
 pub struct PeerSet<'a> {
@@ -61,20 +62,8 @@ impl Genl {
             .context("binding a generic netlink socket")?;
         sock.connect(&NlAddr::new(0, 0))
             .context("connecting a generic netlink socket")?;
-        let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a timeval the call reads.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&sock, ReceiveTimeout, &timeout).context("generic netlink socket timeout")?;
         let mut g = Genl {
             sock,
             family: 0,

@@ -22,6 +22,7 @@ use boringtun::{
     noise::{handshake::parse_handshake_anon, rate_limiter::RateLimiter, Packet, Tunn, TunnResult},
     x25519::{PublicKey, StaticSecret},
 };
+use nix::sys::socket::{setsockopt, sockopt};
 
 use super::peer::Peer;
 
@@ -31,7 +32,7 @@ const HANDSHAKE_RATE: u64 = 200;
 /// How often each peer's timers run (handshake retries, keepalives, session expiry).
 const TICK: Duration = Duration::from_millis(250);
 /// The UDP socket's buffers each way.
-const SOCKET_BUFFER: libc::c_int = 8 << 20;
+const SOCKET_BUFFER: usize = 8 << 20;
 /// Room for any datagram and its encryption (boringtun wants the input + 32, at least 148).
 const BUF: usize = 65_536 + 256;
 
@@ -83,19 +84,9 @@ impl Engine {
         // A burst of a fast sender outruns one decrypting thread: with the default buffer
         // (~200 KB) the kernel drops datagrams and TCP inside backs off (measured: a
         // retransmission for every 7 packets). Root may go past rmem_max.
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            let size: libc::c_int = SOCKET_BUFFER;
-            // SAFETY: setsockopt with an int the call reads.
-            unsafe {
-                libc::setsockopt(
-                    udp.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &size as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        // (Best effort: the defaults still carry traffic, only slower.)
+        let _ = setsockopt(&udp, sockopt::RcvBufForce, &SOCKET_BUFFER);
+        let _ = setsockopt(&udp, sockopt::SndBufForce, &SOCKET_BUFFER);
         let secret = StaticSecret::from(secret);
         let public = PublicKey::from(&secret);
         let shared = Arc::new(Shared {
