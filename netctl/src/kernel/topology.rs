@@ -113,11 +113,7 @@ pub fn parse_mac(mac: &str) -> [u8; 6] {
 }
 
 fn random_mac() -> [u8; 6] {
-    let id = crate::model::state::random_id();
-    let mut mac = [0u8; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).expect("hex id");
-    }
+    let mut mac: [u8; 6] = crate::model::state::random_bytes().expect("reading /dev/urandom");
     mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
     mac
 }

@@ -389,12 +389,16 @@ impl State {
     }
 }
 
+/// `N` random bytes from the kernel.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf))?;
+    Ok(buf)
+}
+
 /// A random 64-hex-digit id, as Docker's.
 pub fn random_id() -> String {
-    let mut buf = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("reading /dev/urandom");
+    let buf: [u8; 32] = random_bytes().expect("reading /dev/urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -100,9 +100,7 @@ impl Key {
     }
 
     fn make(state_dir: &Path) -> Result<Self> {
-        let mut secret = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+        let mut secret: [u8; 32] = crate::model::state::random_bytes()
             .context("reading /dev/urandom for a WireGuard key")?;
         // Clamped as X25519 wants it, so `wg` shows the same public key.
         secret[0] &= 248;
