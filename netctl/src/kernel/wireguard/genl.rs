@@ -49,14 +49,15 @@ const ALLOWED_PER_MESSAGE: usize = 256;
 /// How long the kernel may take to answer.
 const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-struct Genl {
+/// A generic netlink socket with the WireGuard family resolved: one serves many requests.
+pub struct Genl {
     sock: Socket,
     family: u16,
     seq: u32,
 }
 
 impl Genl {
-    fn open() -> Result<Self> {
+    pub fn open() -> Result<Self> {
         let mut sock = Socket::new(NETLINK_GENERIC).context("opening a generic netlink socket")?;
         sock.bind_auto()
             .context("binding a generic netlink socket")?;
@@ -156,6 +157,49 @@ impl Genl {
         }
     }
 
+    /// Applies one peer change. A peer's allowed addresses go in messages of
+    /// [`ALLOWED_PER_MESSAGE`]: the first replaces them, the others add to them.
+    pub fn set_peer(&mut self, dev: &str, change: &PeerChange) -> Result<()> {
+        let peers: Vec<WireguardPeer> = match change {
+            PeerChange::Remove(key) => vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*key),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+            ])],
+            PeerChange::Set(p) => {
+                let chunks: Vec<&[Ipv4Addr]> = match p.allowed.is_empty() {
+                    true => vec![&[]],
+                    false => p.allowed.chunks(ALLOWED_PER_MESSAGE).collect(),
+                };
+                chunks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let mut attrs = vec![WireguardPeerAttribute::PublicKey(p.public_key)];
+                        if i == 0 {
+                            attrs.push(WireguardPeerAttribute::Flags(
+                                WireguardPeerFlags::ReplaceAllowedIps,
+                            ));
+                            attrs
+                                .push(WireguardPeerAttribute::Endpoint(SocketAddr::V4(p.endpoint)));
+                        }
+                        attrs.push(WireguardPeerAttribute::AllowedIps(
+                            chunk.iter().map(|ip| allowed_ip(*ip)).collect(),
+                        ));
+                        WireguardPeer(attrs)
+                    })
+                    .collect()
+            }
+        };
+        for peer in peers {
+            self.set(vec![
+                WireguardAttribute::IfName(dev.to_string()),
+                WireguardAttribute::Peers(vec![peer]),
+            ])
+            .with_context(|| format!("setting a peer of WireGuard device {dev}"))?;
+        }
+        Ok(())
+    }
+
     fn set(&mut self, attributes: Vec<WireguardAttribute>) -> Result<()> {
         let msg = GenlMessage::from_payload(WireguardMessage {
             cmd: WireguardCmd::SetDevice,
@@ -188,49 +232,6 @@ pub fn set_device(dev: &str, private_key: &[u8; 32], port: u16, replace_peers: b
     Genl::open()?
         .set(attrs)
         .with_context(|| format!("configuring WireGuard device {dev} (port {port})"))
-}
-
-/// Applies one peer change. A peer's allowed addresses go in messages of
-/// [`ALLOWED_PER_MESSAGE`]: the first replaces them, the others add to them.
-pub fn set_peer(dev: &str, change: &PeerChange) -> Result<()> {
-    let mut g = Genl::open()?;
-    let peers: Vec<WireguardPeer> = match change {
-        PeerChange::Remove(key) => vec![WireguardPeer(vec![
-            WireguardPeerAttribute::PublicKey(*key),
-            WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
-        ])],
-        PeerChange::Set(p) => {
-            let chunks: Vec<&[Ipv4Addr]> = match p.allowed.is_empty() {
-                true => vec![&[]],
-                false => p.allowed.chunks(ALLOWED_PER_MESSAGE).collect(),
-            };
-            chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let mut attrs = vec![WireguardPeerAttribute::PublicKey(p.public_key)];
-                    if i == 0 {
-                        attrs.push(WireguardPeerAttribute::Flags(
-                            WireguardPeerFlags::ReplaceAllowedIps,
-                        ));
-                        attrs.push(WireguardPeerAttribute::Endpoint(SocketAddr::V4(p.endpoint)));
-                    }
-                    attrs.push(WireguardPeerAttribute::AllowedIps(
-                        chunk.iter().map(|ip| allowed_ip(*ip)).collect(),
-                    ));
-                    WireguardPeer(attrs)
-                })
-                .collect()
-        }
-    };
-    for peer in peers {
-        g.set(vec![
-            WireguardAttribute::IfName(dev.to_string()),
-            WireguardAttribute::Peers(vec![peer]),
-        ])
-        .with_context(|| format!("setting a peer of WireGuard device {dev}"))?;
-    }
-    Ok(())
 }
 
 fn allowed_ip(ip: Ipv4Addr) -> WireguardAllowedIp {

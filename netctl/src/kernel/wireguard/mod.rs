@@ -285,9 +285,14 @@ fn apply(inner: &mut Inner) -> Result<()> {
         Some(Device::Kernel { .. }) => {
             // Peer by peer: one the kernel refuses does not keep the others (an address
             // that moved to another host, say) from being applied.
+            let changes = peer_changes(applied, want);
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let mut genl = genl::Genl::open()?;
             let mut failed = None;
-            for change in peer_changes(applied, want) {
-                match genl::set_peer(DEV, &change) {
+            for change in changes {
+                match genl.set_peer(DEV, &change) {
                     Ok(()) => {
                         let key = change.key();
                         applied.retain(|p| p.public_key != key);
