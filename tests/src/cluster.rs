@@ -429,6 +429,31 @@ impl Cluster {
         crate::eth0_address(&self.container_sh(i, name, crate::SHOW_ETH0))
     }
 
+    /// A container on host `i` answering HTTP (and UDP) on port 80 with the client's address
+    /// ([`crate::WHOAMI`]), publishing `publish`; returns once it listens.
+    pub fn whoami(&self, i: usize, name: &str, net: &str, publish: &[&str]) {
+        let mut args = vec!["run", "-d", "--name", name, "--network", net];
+        for p in publish {
+            args.extend(["-p", p]);
+        }
+        args.extend(["--", "python3", "-c", crate::WHOAMI, "0.0.0.0", "80"]);
+        self.netctl_ok(i, &args);
+        let wait =
+            "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
+        assert!(
+            self.container_sh(i, name, wait).status.success(),
+            "{name} does not listen"
+        );
+    }
+
+    /// `curl URL` from container `name` on host `i` (3 s at most): the body, if it answered.
+    pub fn curl(&self, i: usize, name: &str, url: &str) -> Option<String> {
+        let out = self.container_sh(i, name, &format!("curl -sf --max-time 3 {url}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// A shell command in container `name` on host `i`.
     pub fn container_sh(&self, i: usize, name: &str, script: &str) -> Output {
         self.netctl(i, &["exec", name, "--", "sh", "-c", script])

@@ -9,36 +9,6 @@ use serde_json::Value;
 
 const WG_PORT: u16 = 51871;
 
-fn whoami(c: &Cluster, host: usize, name: &str, net: &str) {
-    c.netctl_ok(
-        host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            net,
-            "--",
-            "python3",
-            "-c",
-            netctl_tests::WHOAMI,
-            "0.0.0.0",
-            "80",
-        ],
-    );
-    let wait =
-        "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
-    assert!(c.container_sh(host, name, wait).status.success());
-}
-
-fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
-    let out = c.container_sh(host, name, &format!("curl -sf --max-time 3 {url}"));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// What host 0 sent and received on the underlay while `during` ran, as `tcpdump -A` prints
 /// it (captured on its port of the underlay bridge: the bridge device itself sees only what
 /// it floods; the capture stays in `underlay.pcap` beside the hosts' state directories).
@@ -81,7 +51,7 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
     assert!(!id.trim().is_empty());
     let v: Value = serde_json::from_str(&c.netctl_ok(1, &["network", "inspect", "sov"])).unwrap();
     assert_eq!(v[0]["Options"]["encrypted"], "", "{v}");
-    whoami(&c, 0, "web", "sov");
+    c.whoami(0, "web", "sov", &[]);
     c.sleeper(1, "client", "sov");
     let (web, client) = (c.container_ip(0, "web"), c.container_ip(1, "client"));
     // WireGuard's overhead comes off the underlay's MTU (1500 here), not VXLAN's.
@@ -114,7 +84,7 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
             "TCP across the encrypted overlay",
             Duration::from_secs(15),
             || {
-                answer = curl(&c, 1, "client", &format!("http://{web}/{marker}"));
+                answer = c.curl(1, "client", &format!("http://{web}/{marker}"));
                 answer.is_some()
             },
         );
@@ -132,7 +102,7 @@ fn an_encrypted_overlay_carries_tcp_between_hosts_and_nothing_in_the_clear() {
     assert!(!seen.contains(".4789:"), "VXLAN on the underlay: {seen}");
     // By name too (the names come from the store as for any overlay).
     wait_for("the name across hosts", Duration::from_secs(5), || {
-        curl(&c, 1, "client", "http://web/").as_deref() == Some(client.as_str())
+        c.curl(1, "client", "http://web/").as_deref() == Some(client.as_str())
     });
     // The device goes with the host's last container on an encrypted overlay.
     c.netctl_ok(0, &["rm", "-f", "web"]);
@@ -274,10 +244,10 @@ fn keys_are_rotated_and_published_and_traffic_goes_on() {
     let mut c = Cluster::new(2);
     c.env.push(("NETCTL_WIREGUARD_ROTATE".into(), "5".into()));
     c.overlay(0, &["--subnet", "10.56.0.0/24", "-o", "encrypted", "sov"]);
-    whoami(&c, 0, "web", "sov");
+    c.whoami(0, "web", "sov", &[]);
     c.sleeper(1, "client", "sov");
     let web = c.container_ip(0, "web");
-    let reached = || curl(&c, 1, "client", &format!("http://{web}/")).is_some();
+    let reached = || c.curl(1, "client", &format!("http://{web}/")).is_some();
     wait_for(
         "TCP across the encrypted overlay",
         Duration::from_secs(15),
@@ -389,7 +359,7 @@ fn a_foreign_link_with_the_devices_name_is_never_used() {
     require_sandbox!();
     let c = Cluster::new(2);
     c.overlay(0, &["--subnet", "10.59.0.0/24", "-o", "encrypted", "sov"]);
-    whoami(&c, 0, "web", "sov");
+    c.whoami(0, "web", "sov", &[]);
     // Someone else's link holds the name on host 1 before its first encrypted container.
     assert!(c
         .host_sh(
@@ -408,7 +378,7 @@ fn a_foreign_link_with_the_devices_name_is_never_used() {
     let before = c.netctl_ok(1, &["stats", "--json"]);
     // Nothing goes into it: the client's frames for host 0 are dropped, none in the clear.
     let seen = underlay_capture(&c, "udp", || {
-        assert!(curl(&c, 1, "client", &format!("http://{web}/")).is_none());
+        assert!(c.curl(1, "client", &format!("http://{web}/")).is_none());
     });
     assert!(!seen.contains(".4789:"), "{seen}");
     let after = c.netctl_ok(1, &["stats", "--json"]);

@@ -240,29 +240,6 @@ fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A container answering HTTP (and UDP) with the client's address.
-fn whoami(c: &Cluster, host: usize, name: &str, net: &str, publish: &[&str]) {
-    let mut args = vec!["run", "-d", "--name", name, "--network", net];
-    for p in publish {
-        args.extend(["-p", p]);
-    }
-    args.extend(["--", "python3", "-c", netctl_tests::WHOAMI, "0.0.0.0", "80"]);
-    c.netctl_ok(host, &args);
-    let wait =
-        "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
-    assert!(
-        c.container_sh(host, name, wait).status.success(),
-        "{name} does not listen"
-    );
-}
-
-fn curl(c: &Cluster, host: usize, name: &str, url: &str) -> Option<String> {
-    let out = c.container_sh(host, name, &format!("curl -sf --max-time 3 {url}"));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[test]
 fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     require_sandbox!();
@@ -270,7 +247,7 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     // The creating host's underlay carries 1400 bytes: the overlay's MTU follows it.
     assert!(c.host_sh(0, "ip link set up0 mtu 1400").status.success());
     c.overlay(0, &["--subnet", "10.52.0.0/24", "ov"]);
-    whoami(&c, 0, "web", "ov", &[]);
+    c.whoami(0, "web", "ov", &[]);
     c.sleeper(1, "client", "ov");
     let web = c.container_ip(0, "web");
     let client = c.container_ip(1, "client");
@@ -326,7 +303,7 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
         "ping across hosts"
     );
     assert_eq!(
-        curl(&c, 1, "client", &format!("http://{web}/")).as_deref(),
+        c.curl(1, "client", &format!("http://{web}/")).as_deref(),
         Some(client.as_str()),
         "the container sees its real peer"
     );
@@ -338,12 +315,12 @@ fn containers_on_different_hosts_talk_over_vxlan_by_address_and_name() {
     );
     // By name, whichever host: the resolver reads the other hosts' endpoints from the store.
     assert!(
-        eventually(5, || curl(&c, 1, "client", "http://web/").as_deref()
+        eventually(5, || c.curl(1, "client", "http://web/").as_deref()
             == Some(client.as_str())),
         "by name across hosts"
     );
     assert_eq!(
-        curl(&c, 1, "client", "http://web.ov/").as_deref(),
+        c.curl(1, "client", "http://web.ov/").as_deref(),
         Some(client.as_str())
     );
     // No flooding: the client's neighbour entry for web came from its own host.
@@ -380,7 +357,7 @@ fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
     c.overlay(0, &["--subnet", "10.53.0.0/24", "ov"]);
     c.overlay(0, &["--subnet", "10.54.0.0/24", "other"]);
     c.overlay(0, &["--internal", "--subnet", "10.55.0.0/24", "closed"]);
-    whoami(&c, 0, "web", "ov", &["8080:80"]);
+    c.whoami(0, "web", "ov", &["8080:80"]);
     let web = c.container_ip(0, "web");
     c.sleeper(1, "peer", "ov");
     c.sleeper(1, "stranger", "other");
@@ -391,7 +368,7 @@ fn overlays_are_isolated_reach_out_through_their_host_and_publish_on_it() {
 
     // Another overlay and a bridge network on the same host never reach web.
     assert!(!ping(&c, 1, "stranger", &web));
-    assert!(curl(&c, 1, "stranger", &format!("http://{web}/")).is_none());
+    assert!(c.curl(1, "stranger", &format!("http://{web}/")).is_none());
     assert!(!ping(&c, 1, "local", &web));
     assert!(stats(&c, 1)["drops"]["isolation"].as_u64().unwrap() >= 2);
     // A forged VXLAN packet from the underlay (right VNI, wrong sender) is refused.
@@ -428,7 +405,7 @@ for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
     let _srv = c.underlay_whoami(9000, 60);
     let out = format!("http://{}:9000/", c.underlay_ip);
     assert_eq!(
-        curl(&c, 1, "peer", &out).as_deref(),
+        c.curl(1, "peer", &out).as_deref(),
         Some(c.hosts[1].ip.as_str())
     );
     // In through a port published on the host that runs it; the client's address is kept.
@@ -440,7 +417,7 @@ for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
     // An internal overlay: across hosts yes, out no.
     let inside0 = c.container_ip(0, "inside0");
     assert!(eventually(5, || ping(&c, 1, "inside", &inside0)));
-    assert!(curl(&c, 1, "inside", &out).is_none());
+    assert!(c.curl(1, "inside", &out).is_none());
     assert!(!ping(&c, 1, "inside", &c.underlay_ip));
 }
 
