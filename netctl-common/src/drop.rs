@@ -32,8 +32,8 @@ pub enum DropReason {
     Spoofed = 11,
     /// Masquerade of a protocol without ports (only TCP, UDP and ICMP are translated).
     UnsupportedProtocol = 12,
-    /// A container sent a frame that is neither IPv4 nor ARP (IPv6 included): isolation
-    /// only understands IPv4, so nothing else leaves a container.
+    /// A container sent a frame that is neither IPv4, ARP nor IPv6 (or IPv6 on a network
+    /// without it): nothing the isolation rules do not understand leaves a container.
     NotIpv4 = 13,
     /// A packet the datapath forwards itself (hairpin) whose TTL ran out.
     TtlExceeded = 14,
@@ -57,10 +57,16 @@ pub enum DropReason {
     /// encryption: plain VXLAN for it from the underlay, or a host without its WireGuard
     /// device.
     Unencrypted = 20,
+    /// A container acted as an IPv6 router: a router advertisement, a redirect, or a routing
+    /// header asking the receiver to forward the packet on.
+    Ipv6Router = 21,
+    /// An IPv6 packet from a container for an address beyond the host: IPv6 is carried
+    /// between the containers of a network and to the host, not routed further yet.
+    Ipv6Unrouted = 22,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 23;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
         DropReason::Isolation,
@@ -83,6 +89,8 @@ impl DropReason {
         DropReason::CtQuota,
         DropReason::TunnelMtu,
         DropReason::Unencrypted,
+        DropReason::Ipv6Router,
+        DropReason::Ipv6Unrouted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -108,6 +116,8 @@ impl DropReason {
             DropReason::CtQuota => "conntrack-quota",
             DropReason::TunnelMtu => "tunnel-mtu",
             DropReason::Unencrypted => "tunnel-unencrypted",
+            DropReason::Ipv6Router => "ipv6-router",
+            DropReason::Ipv6Unrouted => "ipv6-unrouted",
         }
     }
 }

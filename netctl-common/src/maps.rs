@@ -93,11 +93,20 @@ const _: () = assert!(core::mem::size_of::<FragPorts>() == 16);
 pub const SHAPED: &str = "SHAPED";
 pub const SHAPED_MAX: u32 = 16384;
 
+/// An IPv6 address as the datapath holds it: the packet's 16 bytes.
+pub type Ip6 = [u8; 16];
+/// Container IPv6 address (its global one and its link-local one) → [`EndpointInfo`].
+pub const ENDPOINTS6: &str = "ENDPOINTS6";
+/// LPM trie: network IPv6 subnet → bridge ifindex.
+pub const SUBNETS6: &str = "SUBNETS6";
+/// Every IPv6 address of the host namespace, link-local ones included → 1.
+pub const HOST_ADDRS6: &str = "HOST_ADDRS6";
+
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 25] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -120,6 +129,9 @@ pub const ALL: [&str; 22] = [
     FRAGS,
     KDROP_CONFIG,
     SHAPED,
+    ENDPOINTS6,
+    SUBNETS6,
+    HOST_ADDRS6,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -196,6 +208,8 @@ pub struct NetInfo {
     /// The bridge's MAC: the source of frames the datapath hands to containers directly.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The IPv6 gateway (zero: the network has no IPv6).
+    pub gateway6: Ip6,
 }
 
 pub const CONFIG_FAST_PATH: u32 = 1;
@@ -241,5 +255,5 @@ const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
 const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 16);
-const _: () = assert!(core::mem::size_of::<NetInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<NetInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);

@@ -9,7 +9,7 @@
 //! - `uplink_egress`: TC egress on each uplink. Published-port replies get the host address
 //!   back; container traffic is masqueraded; forwarded traffic nobody owns is dropped.
 //! - `from_container`: TC ingress on each container's host-side veth. Isolation, ICC,
-//!   internal networks, hairpin, IPv4 only.
+//!   internal networks, hairpin; IPv6 of dual-stack networks by the same rules (`ipv6.rs`).
 //! - `tunnel_ingress`: TC ingress on the overlay's VXLAN device. What comes out of the
 //!   tunnel, checked and handed to the container (`overlay.rs`).
 //! - `wg_ingress`: TC ingress on the WireGuard device of encrypted overlays: what it
@@ -35,6 +35,7 @@ mod ct;
 mod events;
 mod features;
 mod host;
+mod ipv6;
 mod kernel_drops;
 mod maps;
 mod nat;
@@ -61,6 +62,7 @@ use netctl_common::{
     stats::Hook,
     XDP_DONE_MARK,
 };
+use network_types::eth::EtherType;
 use packet::{Packet, Tc, Xdp};
 use parse::{parse, Hdr, Icmp, NotParsed};
 use policy::Dest;
@@ -271,6 +273,9 @@ pub fn from_container_compat(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
     let other = |p: &mut Tc, ethertype, ifindex| {
+        if ethertype == EtherType::Ipv6 as u16 {
+            return ipv6::from_container(p, ifindex).map(|_| None);
+        }
         policy::non_ipv4(p, ethertype, ifindex)?;
         Ok(overlay::answer_arp(p, ifindex))
     };
@@ -329,9 +334,14 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn to_container(ctx: TcContext) -> i32 {
-    // Containers speak IPv4 and ARP; what else the bridge hands them (its own IPv6
-    // neighbour discovery) goes by untouched.
-    tc_run(&ctx, Hook::ToContainer, pass_other, |p, h, _| {
+    // IPv6 is checked as IPv4 is; what else the bridge hands them (ARP) goes by untouched.
+    let other = |p: &mut Tc, ethertype, _| {
+        if ethertype == EtherType::Ipv6 as u16 {
+            return ipv6::to_container(p).map(|_| None);
+        }
+        Ok(None)
+    };
+    tc_run(&ctx, Hook::ToContainer, other, |p, h, _| {
         policy::receiver(p, h)?;
         Ok(None)
     })

@@ -43,6 +43,15 @@ pub static NETWORKS: HashMap<u32, NetInfo> = HashMap::with_max_entries(NETWORKS_
 #[map(name = "SUBNETS")]
 pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::with_max_entries(NETWORKS_MAX, 1); // BPF_F_NO_PREALLOC
 
+#[map(name = "ENDPOINTS6")]
+pub static ENDPOINTS6: HashMap<Ip6, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "SUBNETS6")]
+pub static SUBNETS6: LpmTrie<Ip6, u32> = LpmTrie::with_max_entries(NETWORKS_MAX, 1); // BPF_F_NO_PREALLOC
+
+#[map(name = "HOST_ADDRS6")]
+pub static HOST_ADDRS6: HashMap<Ip6, u32> = HashMap::with_max_entries(HOST_ADDRS_MAX, 0);
+
 #[map(name = "LINKS")]
 pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(LINKS_MAX, 0);
 

@@ -53,6 +53,7 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
     let mut networks = Map::new();
     for ep in &c.endpoints {
         let net = state.networks.get(&ep.network);
+        let v6 = net.and_then(|n| n.ipv6.as_ref()).zip(ep.ip6);
         networks.insert(
             ep.network.clone(),
             json!({
@@ -62,6 +63,12 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
                 "Gateway": net.map(|n| n.gateway.to_string()),
                 "IPAddress": ep.ip.to_string(),
                 "IPPrefixLen": net.map(|n| n.subnet.prefix()),
+                "IPv6Gateway": v6.map(|(n, _)| n.gateway.to_string()).unwrap_or_default(),
+                "GlobalIPv6Address": v6.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": v6.map_or(0, |(n, _)| n.subnet.prefix()),
+                "LinkLocalIPv6Address": v6
+                    .map(|_| crate::model::ipam6::link_local(crate::model::addr::parse_mac(&ep.mac)).to_string())
+                    .unwrap_or_default(),
                 "MacAddress": ep.mac,
             }),
         );

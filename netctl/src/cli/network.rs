@@ -28,12 +28,19 @@ pub enum Command {
         /// Network driver: bridge (this host) or overlay (every host of the cluster store)
         #[arg(short, long, default_value = "bridge")]
         driver: String,
-        /// Subnet in CIDR form (default: the next free pool, 172.18.0.0/16 …)
+        /// Subnet in CIDR form, one per address family (default: the next free pool,
+        /// 172.18.0.0/16 …; with --ipv6 a /64 of this host's fdXX:XXXX:XXXX::/48)
         #[arg(long)]
-        subnet: Option<String>,
-        /// Gateway address on the bridge (default: the subnet's first address)
+        subnet: Vec<String>,
+        /// Gateway address on the bridge, one per family (default: the subnet's first address)
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
+        /// Dual stack: IPv6 addresses for the containers besides IPv4
+        #[arg(long)]
+        ipv6: bool,
+        /// IPv4 on the network (--ipv4=false, IPv6 only, is not supported yet)
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        ipv4: Option<bool>,
         /// Allocate container addresses from this sub-range of the subnet
         #[arg(long)]
         ip_range: Option<String>,
@@ -73,6 +80,9 @@ pub enum Command {
         /// Static address on that network (networks created with --subnet only)
         #[arg(long)]
         ip: Option<String>,
+        /// Static IPv6 address on that network (networks made with --ipv6 and an IPv6 --subnet)
+        #[arg(long)]
+        ip6: Option<String>,
         /// Another name of the container on that network (its embedded DNS resolves it)
         #[arg(long, value_name = "ALIAS")]
         alias: Vec<String>,
@@ -202,17 +212,33 @@ fn resolve<'a>(all: &'a [Listed<'a>], r: &str) -> Result<&'a Listed<'a>> {
     }
 }
 
+/// `--subnet`/`--gateway` given for either family: (IPv4, IPv6), at most one of each.
+fn by_family(values: Vec<String>, flag: &str) -> Result<(Option<String>, Option<String>)> {
+    let (v6, v4): (Vec<String>, Vec<String>) = values.into_iter().partition(|v| v.contains(':'));
+    if v4.len() > 1 || v6.len() > 1 {
+        bail!("{flag} given twice for one address family: give one IPv4 and at most one IPv6 {flag}");
+    }
+    Ok((v4.into_iter().next(), v6.into_iter().next()))
+}
+
 pub fn run(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Create {
             driver,
             subnet,
             gateway,
+            ipv6,
+            ipv4,
             ip_range,
             internal,
             opt,
             name,
         } => {
+            if ipv4 == Some(false) {
+                bail!("--ipv4=false (an IPv6-only network) is not supported yet: make a dual-stack network with --ipv6");
+            }
+            let (subnet, subnet6) = by_family(subnet, "--subnet")?;
+            let (gateway, gateway6) = by_family(gateway, "--gateway")?;
             let ctx = Ctx::open()?;
             let req = CreateRequest {
                 name,
@@ -222,8 +248,14 @@ pub fn run(cmd: Command) -> Result<i32> {
                 ip_range,
                 internal,
                 options: opt,
+                ipv6,
+                subnet6,
+                gateway6,
             };
             if req.driver == "overlay" {
+                if req.ipv6 {
+                    bail!("--ipv6 on overlay networks is not supported yet: make the overlay IPv4 only");
+                }
                 // Nothing local yet: each host makes its part when a container joins.
                 let store = crate::cluster::backend::connect(&ctx)?;
                 let snapshot = ctx.store.snapshot()?;
@@ -285,7 +317,8 @@ pub fn run(cmd: Command) -> Result<i32> {
                 "json" => {
                     for n in &all {
                         let v = json!({"ID": short(n.id()), "Name": n.name(), "Driver": n.driver(),
-                            "Scope": n.scope(), "Internal": n.internal().to_string(), "IPv6": "false"});
+                            "Scope": n.scope(), "Internal": n.internal().to_string(),
+                            "IPv6": matches!(n, Listed::Stored(s) if s.ipv6.is_some()).to_string()});
                         println!("{v}");
                     }
                 }
@@ -381,6 +414,7 @@ pub fn run(cmd: Command) -> Result<i32> {
         }
         Command::Connect {
             ip,
+            ip6,
             alias,
             network,
             container,
@@ -415,6 +449,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                 &network,
                 &container,
                 containers::Addr::new(ip.as_deref(), claimed.as_ref()),
+                ip6.as_deref(),
                 ctx.group,
             )?;
             let network = tx.state().find_network(&network)?.name.clone();
@@ -497,6 +532,7 @@ fn inspect_predefined(state: &State, name: &str, driver: &str, id: &str) -> Valu
         "Created": crate::model::text::rfc3339(0),
         "Scope": "local",
         "Driver": driver,
+        "EnableIPv4": name == networks::DEFAULT_NETWORK,
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": []},
         "Internal": false,
@@ -514,6 +550,10 @@ fn inspect(state: &State, n: &Network) -> Value {
     if let Some(r) = n.ip_range {
         config["IPRange"] = json!(r.to_string());
     }
+    let mut configs = vec![config];
+    if let Some(v6) = &n.ipv6 {
+        configs.push(json!({"Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string()}));
+    }
     let mut containers = serde_json::Map::new();
     for c in state.attached(&n.name) {
         for ep in c.endpoints.iter().filter(|e| e.network == n.name) {
@@ -524,7 +564,9 @@ fn inspect(state: &State, n: &Network) -> Value {
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": ep.mac,
                     "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix()),
-                    "IPv6Address": "",
+                    "IPv6Address": n.ipv6.as_ref().zip(ep.ip6)
+                        .map(|(v6, ip)| format!("{ip}/{}", v6.subnet.prefix()))
+                        .unwrap_or_default(),
                 }),
             );
         }
@@ -535,8 +577,9 @@ fn inspect(state: &State, n: &Network) -> Value {
         "Created": crate::model::text::rfc3339(n.created),
         "Scope": "local",
         "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
+        "EnableIPv4": true,
+        "EnableIPv6": n.ipv6.is_some(),
+        "IPAM": {"Driver": "default", "Options": {}, "Config": configs},
         "Internal": n.internal,
         "Attachable": false,
         "Ingress": false,

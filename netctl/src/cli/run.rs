@@ -27,6 +27,9 @@ pub struct Args {
     /// Static IPv4 address on the network (networks created with --subnet only)
     #[arg(long)]
     ip: Option<String>,
+    /// Static IPv6 address on the network (networks created with --ipv6 and an IPv6 --subnet)
+    #[arg(long)]
+    ip6: Option<String>,
     /// Publish ports: [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]; no HOSTPORT picks
     /// a free ephemeral port
     #[arg(short, long = "publish", value_name = "SPEC")]
@@ -76,6 +79,7 @@ pub fn run(args: Args) -> Result<i32> {
         name: args.name,
         network: args.network,
         ip: args.ip,
+        ip6: args.ip6,
         publish: args.publish,
         command: args.command,
         detach: args.detach,

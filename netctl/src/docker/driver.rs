@@ -131,8 +131,9 @@ fn create_network(nid: &str, body: &Value) -> Result<()> {
             ip_range: None,
             internal,
             options: options.clone(),
+            ..Default::default()
         };
-        let mut net = networks::plan(&ctx.nl, tx.state(), &req)?;
+        let mut net = networks::plan(&ctx.nl, tx.state(), &req, ctx.group)?;
         net.id = nid.to_string();
         if !options
             .iter()
@@ -283,6 +284,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
             ifname: "eth0".into(),
             host_veth: topology::host_veth_name(eid),
             ip: e.ip,
+            ip6: None,
             mac: e.mac.clone(),
             aliases: Vec::new(),
         };

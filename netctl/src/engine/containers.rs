@@ -2,7 +2,7 @@
 //! process started in it.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -17,6 +17,7 @@ use crate::{
     kernel::process,
     kernel::topology,
     model::ipam,
+    model::ipam6,
     model::ports::{self, PortSpec},
     model::state::{self, Container, Endpoint, Network, State},
 };
@@ -50,12 +51,14 @@ fn plan_endpoint(
     c_endpoints: &[Endpoint],
     net: &Network,
     addr: Addr,
+    ip6: Option<&str>,
 ) -> Result<Endpoint> {
     let used = state.used_ips(&net.name);
+    let ip6 = plan_ip6(state, net, ip6)?;
     let ip = match addr {
         Addr::Auto => None,
         Addr::Static(ip) => Some(ip),
-        Addr::Claimed(c) => return Ok(claimed_endpoint(c_endpoints, net, c)),
+        Addr::Claimed(c) => return Ok(claimed_endpoint(c_endpoints, net, c, ip6)),
     };
     let ip = match ip {
         Some(ip) => {
@@ -76,6 +79,7 @@ fn plan_endpoint(
         endpoint_id,
         ifname,
         ip,
+        ip6,
         mac: state::mac_for(ip),
         aliases: Vec::new(),
     })
@@ -86,6 +90,7 @@ fn claimed_endpoint(
     c_endpoints: &[Endpoint],
     net: &Network,
     (ip, endpoint_id): &(Ipv4Addr, String),
+    ip6: Option<Ipv6Addr>,
 ) -> Endpoint {
     Endpoint {
         network: net.name.clone(),
@@ -93,8 +98,23 @@ fn claimed_endpoint(
         endpoint_id: endpoint_id.clone(),
         ifname: next_ifname(c_endpoints),
         ip: *ip,
+        ip6,
         mac: state::mac_for(*ip),
         aliases: Vec::new(),
+    }
+}
+
+/// The endpoint's IPv6 address on a network with IPv6: `--ip6`, checked, or the lowest free.
+fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ipv6Addr>> {
+    let used = || state.used_ips6(&net.name);
+    match ip6 {
+        Some(ip) => {
+            let ip = ipam6::parse_ip(ip, "--ip6")?;
+            ipam6::check_static(net, ip, &used())?;
+            Ok(Some(ip))
+        }
+        None if net.ipv6.is_some() => ipam6::allocate(net, &used()).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -139,6 +159,9 @@ pub fn create(
     if let Some(ip) = &req.ip {
         ipam::parse_ip(ip, "--ip")?;
     }
+    if let Some(ip) = &req.ip6 {
+        ipam6::parse_ip(ip, "--ip6")?;
+    }
     if net_name == networks::NONE {
         return create_isolated(state, state_dir, req, &specs, names);
     }
@@ -153,7 +176,7 @@ pub fn create(
     let result = (|| {
         let net = state.find_network(net_name)?.clone();
         let addr = Addr::new(req.ip.as_deref(), req.claimed.as_ref());
-        let ep = plan_endpoint(state, &[], &net, addr)?;
+        let ep = plan_endpoint(state, &[], &net, addr, req.ip6.as_deref())?;
         let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
         check_host_ips(nl, &specs)?;
         let ports = ports::allocate(
@@ -297,7 +320,7 @@ pub fn attach_engine(
             net.name
         );
     }
-    let mut ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
+    let mut ep = plan_endpoint(state, &c.endpoints, &net, addr, None)?;
     ep.ifname = a.ifname.clone();
     if let Some(mac) = &a.mac {
         ep.mac = mac.clone();
@@ -344,6 +367,9 @@ fn create_host_network(
     specs: &[PortSpec],
     names: crate::model::runopts::Planned,
 ) -> Result<Container> {
+    if req.ip6.is_some() {
+        bail!("--ip6 needs a network made with --ipv6; the host network has the host's own addresses");
+    }
     if req.ip.is_some() {
         bail!("--ip needs a network with user configured subnets; the host network has the host's own addresses");
     }
@@ -365,7 +391,7 @@ fn create_isolated(
     specs: &[PortSpec],
     names: crate::model::runopts::Planned,
 ) -> Result<Container> {
-    if !specs.is_empty() || req.ip.is_some() {
+    if !specs.is_empty() || req.ip.is_some() || req.ip6.is_some() {
         bail!("--network none has no interface to publish ports or set --ip on: drop -p/--ip or pick a network");
     }
     let id = state::random_id();
@@ -473,6 +499,7 @@ pub fn connect(
     network: &str,
     container: &str,
     addr: Addr,
+    ip6: Option<&str>,
     group: u32,
 ) -> Result<Endpoint> {
     let net = state.find_network(network)?.clone();
@@ -481,7 +508,7 @@ pub fn connect(
     if c.endpoints.iter().any(|e| e.network == network) {
         bail!("container {container} is already connected to network {network}");
     }
-    let ep = plan_endpoint(state, &c.endpoints, &net, addr)?;
+    let ep = plan_endpoint(state, &c.endpoints, &net, addr, ip6)?;
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
     let ns = netns::of(&c, state_dir)?

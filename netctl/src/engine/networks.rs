@@ -1,7 +1,7 @@
 //! Networks: plan (validate everything, touch nothing), create, remove.
 
 use anyhow::{bail, Context, Result};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub use crate::model::networks::{
     check_name, has_embedded_dns, is_predefined, plan_gateway, predefined_id, CreateRequest,
@@ -11,8 +11,9 @@ use crate::{
     kernel::netlink::Netlink,
     kernel::topology,
     model::ipam,
+    model::ipam6,
     model::options,
-    model::state::{self, Network, State},
+    model::state::{self, Ipv6Subnet, Network, State},
 };
 
 /// Subnets a new network must not overlap: the host's addresses and routes (except those of
@@ -36,8 +37,68 @@ pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
     Ok(taken)
 }
 
+/// The IPv6 addressing of a new network (`--ipv6`), checked against the other networks and
+/// the host's own addresses; `group` names the instance (the unique local prefix is the
+/// host's and the instance's).
+fn plan_ipv6(
+    nl: &Netlink,
+    state: &State,
+    req: &CreateRequest,
+    group: u32,
+) -> Result<Option<Ipv6Subnet>> {
+    if !req.ipv6 {
+        if req.subnet6.is_some() || req.gateway6.is_some() {
+            bail!("an IPv6 --subnet or --gateway needs --ipv6: add --ipv6 to make a dual-stack network");
+        }
+        return Ok(None);
+    }
+    let mut taken: Vec<Ipv6Network> = state
+        .networks
+        .values()
+        .filter_map(|n| n.ipv6.as_ref().map(|v| v.subnet))
+        .collect();
+    let own: Vec<u32> = state
+        .networks
+        .values()
+        .filter_map(|n| nl.link(&n.bridge).ok().flatten().map(|l| l.index))
+        .collect();
+    for (index, net) in nl.addresses6()? {
+        let ip = net.ip();
+        if !own.contains(&index) && !ip.is_loopback() && !ip.is_unicast_link_local() {
+            taken.push(Ipv6Network::new(net.network(), net.prefix()).expect("valid prefix"));
+        }
+    }
+    let subnet = match &req.subnet6 {
+        Some(s) => {
+            let s = ipam6::parse_subnet(s, "subnet")?;
+            if let Some(t) = taken.iter().find(|t| ipam6::overlaps(t, &s)) {
+                bail!("subnet {s} overlaps {t}, a network or an address of this host: pick a subnet that does not");
+            }
+            s
+        }
+        None => {
+            if req.gateway6.is_some() {
+                bail!("an IPv6 --gateway needs an IPv6 --subnet");
+            }
+            let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            let ula = ipam6::ula_prefix(&format!("{}/{group}", machine.trim()));
+            ipam6::pick_subnet(ula, &taken)?
+        }
+    };
+    let gateway = req
+        .gateway6
+        .as_deref()
+        .map(|g| ipam6::parse_ip(g, "gateway"))
+        .transpose()?;
+    Ok(Some(Ipv6Subnet {
+        subnet,
+        gateway: ipam6::plan(subnet, gateway)?,
+        user_subnet: req.subnet6.is_some(),
+    }))
+}
+
 /// Validates a request against the state and the host and returns the network to create.
-pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network> {
+pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Result<Network> {
     check_name(&req.name, "network")?;
     match req.driver.as_str() {
         "bridge" => {}
@@ -91,6 +152,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         }
     };
     let (gateway, ip_range) = plan_gateway(subnet, req)?;
+    let ipv6 = plan_ipv6(nl, state, req, group)?;
     let id = state::random_id();
     let bridge = match (&opts.bridge_name, req.name == DEFAULT_NETWORK) {
         (Some(b), _) => b.clone(),
@@ -126,6 +188,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Network>
         created: state::now(),
         user_subnet: req.subnet.is_some(),
         vni: None,
+        ipv6,
     })
 }
 
@@ -155,7 +218,7 @@ pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest
 
 /// Plans and creates a network; the caller saves the state.
 pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) -> Result<Network> {
-    let net = plan(nl, state, req)?;
+    let net = plan(nl, state, req, group)?;
     topology::create_bridge(nl, &net, group)?;
     state.networks.insert(net.name.clone(), net.clone());
     Ok(net)
@@ -169,7 +232,7 @@ pub fn plan_default(nl: &Netlink, state: &State, group: u32, icc: bool) -> Resul
         driver: "bridge".into(),
         ..Default::default()
     };
-    let mut net = plan(nl, state, &req).context("planning the default network bridge")?;
+    let mut net = plan(nl, state, &req, group).context("planning the default network bridge")?;
     net.id = predefined_id(group, DEFAULT_NETWORK);
     if !icc {
         net.icc = false;

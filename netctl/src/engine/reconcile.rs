@@ -358,6 +358,7 @@ fn attach_programs(
 /// What the maps take from the host besides its links.
 struct MapInputs {
     addrs: Vec<(u32, std::net::Ipv4Addr)>,
+    addrs6: Vec<(u32, std::net::Ipv6Addr)>,
     container_cookies: std::collections::BTreeMap<String, u64>,
     host_cookie: u64,
 }
@@ -371,6 +372,12 @@ impl MapInputs {
             .into_iter()
             .map(|(i, n)| (i, n.ip()))
             .collect();
+        // IPv6 addresses only where a network has IPv6: every veth has a link-local one,
+        // thousands of messages on a busy host for nothing.
+        let addrs6 = match state.networks.values().any(|n| n.ipv6.is_some()) {
+            true => nl.addresses6()?.into_iter().map(|(i, n)| (i, n.ip())).collect(),
+            false => Vec::new(),
+        };
         let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state
             .containers
             .values()
@@ -379,6 +386,7 @@ impl MapInputs {
         if !sockets {
             return Ok(Self {
                 addrs,
+                addrs6,
                 container_cookies: Default::default(),
                 host_cookie: 0,
             });
@@ -390,6 +398,7 @@ impl MapInputs {
             .collect();
         Ok(Self {
             addrs,
+            addrs6,
             container_cookies,
             host_cookie: netns::own_cookie()?,
         })
@@ -405,6 +414,7 @@ impl MapInputs {
         maps::HostView {
             links,
             addrs: &self.addrs,
+            addrs6: &self.addrs6,
             uplinks,
             fast_path: cfg.fast_path,
             host_cookie: self.host_cookie,

@@ -4,11 +4,11 @@
 //! container, create one on a thread that has entered the container's namespace
 //! ([`crate::kernel::netns::run_in`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
@@ -404,6 +404,41 @@ impl Netlink {
         }
     }
 
+    /// Adds an IPv6 address without duplicate address detection: netctl hands out each
+    /// address once, and a tentative address would not be usable for a second or so.
+    pub fn add_address6(&self, index: u32, addr: Ipv6Addr, prefix: u8) -> Result<()> {
+        let mut req = self.handle.address().add(index, IpAddr::V6(addr), prefix);
+        req.message_mut().header.flags =
+            rtnetlink::packet_route::address::AddressHeaderFlags::Nodad;
+        match self.rt.block_on(req.execute()) {
+            Err(e) if !is_exists(&e) => Err(anyhow!("adding {addr}/{prefix}: {e}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every IPv6 address of the namespace with its interface index (link-local ones
+    /// included: they are the host's too).
+    pub fn addresses6(&self) -> Result<Vec<(u32, Ipv6Network)>> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut request = self.handle.address().get();
+            request.message_mut().header.family = AddressFamily::Inet6;
+            let mut stream = request.execute();
+            while let Some(msg) = stream.try_next().await.context("listing addresses")? {
+                for attr in &msg.attributes {
+                    if let AddressAttribute::Address(IpAddr::V6(ip)) = attr {
+                        if let Ok(net) = Ipv6Network::new(*ip, msg.header.prefix_len) {
+                            if !out.contains(&(msg.header.index, net)) {
+                                out.push((msg.header.index, net));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Every IPv4 address of the namespace with its interface index.
     pub fn addresses(&self) -> Result<Vec<(u32, Ipv4Network)>> {
         self.rt.block_on(async {
@@ -456,6 +491,16 @@ impl Netlink {
             .collect();
         out.dedup();
         Ok(out)
+    }
+
+    pub fn add_default_route6(&self, gateway: Ipv6Addr) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .build();
+        match self.rt.block_on(self.handle.route().add(msg).execute()) {
+            Err(e) if !is_exists(&e) => Err(anyhow!("adding default route via {gateway}: {e}")),
+            _ => Ok(()),
+        }
     }
 
     pub fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {

@@ -104,13 +104,7 @@ pub fn is_unicast_mac(m: &str) -> bool {
     bytes.is_some_and(|b| b.len() == 6 && b[0] & 1 == 0)
 }
 
-pub fn parse_mac(mac: &str) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for (i, part) in mac.split(':').take(6).enumerate() {
-        out[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    out
-}
+pub use crate::model::addr::parse_mac;
 
 fn random_mac() -> [u8; 6] {
     let mut mac: [u8; 6] = crate::model::state::random_bytes().expect("reading /dev/urandom");
@@ -126,6 +120,12 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
         // for the gateway go stale as ports come and go.
         nl.set_mac(index, random_mac())?;
         nl.add_address(index, net.gateway, net.subnet.prefix())?;
+        if let Some(v6) = &net.ipv6 {
+            // The bridge never learns a route from what a container sends (a rogue router
+            // advertisement would give the host a default route into a container).
+            ipv6_sysctl(&net.bridge, "accept_ra", "0")?;
+            nl.add_address6(index, v6.gateway, v6.subnet.prefix())?;
+        }
         nl.set_up(index)
     })();
     if res.is_err() {
@@ -198,6 +198,8 @@ fn configure_container_side(
     default_route: bool,
 ) -> Result<()> {
     let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
+    let v6 = net.ipv6.as_ref().zip(ep.ip6).map(|(n, ip)| (ip, n.subnet.prefix(), n.gateway));
+    let route6 = !net.internal;
     let mtu = net.mtu;
     let mac = parse_mac(&ep.mac);
     netns::run_in(netns_path, move || {
@@ -207,10 +209,22 @@ fn configure_container_side(
         let link = nl
             .link(&ifname)?
             .with_context(|| format!("{ifname} did not appear in the container namespace"))?;
-        // No IPv6 on an interface of an IPv4 network, as Docker (26+) does: the kernel would
-        // give it a link-local address and send solicitations the datapath drops, and a
-        // container would have an IPv6 surface nobody configured.
-        disable_ipv6(&ifname)?;
+        match v6 {
+            // Addresses from netctl only: no router advertisements (a container's own
+            // would be dropped anyway), no duplicate detection (each address is handed out
+            // once), and the link-local address derived from the MAC, which the datapath
+            // knows the container by.
+            Some(_) => {
+                ipv6_sysctl(&ifname, "disable_ipv6", "0")?;
+                ipv6_sysctl(&ifname, "accept_ra", "0")?;
+                ipv6_sysctl(&ifname, "accept_dad", "0")?;
+                ipv6_sysctl(&ifname, "addr_gen_mode", "0")?;
+            }
+            // No IPv6 on an interface of an IPv4 network, as Docker (26+) does: the kernel
+            // would give it a link-local address and send solicitations the datapath drops,
+            // and a container would have an IPv6 surface nobody configured.
+            None => disable_ipv6(&ifname)?,
+        }
         if link.mtu != mtu {
             // A spare's peer (made before its network was known).
             nl.set_mtu(link.index, mtu)?;
@@ -221,7 +235,23 @@ fn configure_container_side(
         if default_route {
             nl.add_default_route(gw)?;
         }
+        if let Some((ip6, prefix6, gw6)) = v6 {
+            nl.add_address6(link.index, ip6, prefix6)?;
+            // The first network with IPv6 and a way out carries the IPv6 default route
+            // (a later one finds it there).
+            if route6 {
+                nl.add_default_route6(gw6)?;
+            }
+        }
         Ok(())
+    })
+}
+
+/// Sets `net.ipv6.conf.IFNAME.KEY` in the calling thread's namespace.
+fn ipv6_sysctl(ifname: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{key}");
+    std::fs::write(&path, value).with_context(|| {
+        format!("setting {path} to {value} (IPv6 networks need a kernel with IPv6)")
     })
 }
 

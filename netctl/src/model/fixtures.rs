@@ -20,6 +20,7 @@ pub fn net(name: &str, subnet: &str) -> Network {
         created: 0,
         user_subnet: true,
         vni: None,
+        ipv6: None,
     }
 }
 
@@ -46,6 +47,7 @@ pub fn container(name: &str, id: &str, eps: &[(&str, &str)]) -> Container {
                 ifname: format!("eth{i}"),
                 host_veth: format!("v{name}{i}"),
                 ip: ip.parse().unwrap(),
+                ip6: None,
                 mac: String::new(),
                 aliases: vec![],
             })

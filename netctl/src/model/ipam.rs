@@ -162,6 +162,7 @@ mod tests {
             created: 0,
             user_subnet: true,
             vni: None,
+            ipv6: None,
         }
     }
 

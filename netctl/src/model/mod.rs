@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod ids;
 pub mod instance;
 pub mod ipam;
+pub mod ipam6;
 pub mod links;
 pub mod names;
 pub mod networks;

@@ -46,6 +46,11 @@ pub struct CreateRequest {
     pub ip_range: Option<String>,
     pub internal: bool,
     pub options: Vec<String>,
+    /// `--ipv6`, with an IPv6 `--subnet`/`--gateway` when given (else a /64 of the host's
+    /// unique local prefix).
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
 }
 
 /// Docker's rule for network and container names.

@@ -150,6 +150,7 @@ impl OverlayNetwork {
             created: self.created,
             user_subnet: self.user_subnet,
             vni: Some(self.vni),
+            ipv6: None,
         }
     }
 }

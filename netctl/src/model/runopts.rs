@@ -18,6 +18,8 @@ pub struct CreateRequest {
     pub name: String,
     pub network: Option<String>,
     pub ip: Option<String>,
+    /// `--ip6`: a static IPv6 address on a network with IPv6.
+    pub ip6: Option<String>,
     pub publish: Vec<String>,
     pub command: Vec<String>,
     pub detach: bool,

@@ -6,12 +6,12 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::Read,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ports::{PortMapping, Proto};
@@ -88,6 +88,18 @@ pub struct Network {
     /// cluster store; this is this host's copy while it has containers on it).
     #[serde(default)]
     pub vni: Option<u32>,
+    /// `--ipv6`: the network's IPv6 subnet and gateway (dual stack); None: IPv4 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Subnet>,
+}
+
+/// A network's IPv6 addressing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ipv6Subnet {
+    pub subnet: Ipv6Network,
+    pub gateway: Ipv6Addr,
+    /// The user chose it (`--subnet`): only then may containers pick `--ip6`.
+    pub user_subnet: bool,
 }
 
 fn yes() -> bool {
@@ -193,6 +205,9 @@ pub struct Endpoint {
     /// Host side of the veth, on the network's bridge.
     pub host_veth: String,
     pub ip: Ipv4Addr,
+    /// On a network with IPv6: the container's global IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     /// `--network-alias` (run) and `--alias` (network connect): more names on this network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -260,6 +275,16 @@ impl State {
             .chain(pending)
             .filter(|(n, _)| *n == network)
             .map(|(_, ip)| ip)
+            .collect()
+    }
+
+    /// IPv6 addresses in use on a network (gateway not included).
+    pub fn used_ips6(&self, network: &str) -> Vec<Ipv6Addr> {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network == network)
+            .filter_map(|e| e.ip6)
             .collect()
     }
 

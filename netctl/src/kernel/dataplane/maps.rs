@@ -8,7 +8,7 @@ use std::{
 
 use netctl_common::{
     maps::{
-        Backend, Config, EndpointInfo, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH,
+        Backend, Config, EndpointInfo, Ip6, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH,
         CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_NAT,
     },
     overlay::OverlayConfig,
@@ -36,6 +36,11 @@ pub struct Desired {
     pub networks: BTreeMap<u32, NetInfo>,
     /// (prefix length, network address) → bridge ifindex.
     pub subnets: BTreeMap<(u32, u32), u32>,
+    /// IPv6: every address of the host; container addresses (global and link-local);
+    /// (prefix length, network) → bridge ifindex.
+    pub host_addrs6: BTreeSet<Ip6>,
+    pub endpoints6: BTreeMap<Ip6, EndpointInfo>,
+    pub subnets6: BTreeMap<(u32, Ip6), u32>,
     /// Network namespace cookie → what the socket programs do there.
     pub sock_netns: BTreeMap<u64, SockNetns>,
     /// Overlay networks: bridge ifindex → VNI, and back; the VXLAN device.
@@ -51,6 +56,8 @@ pub struct HostView<'a> {
     pub links: &'a [Link],
     /// (ifindex, address) of every IPv4 address of the namespace.
     pub addrs: &'a [(u32, Ipv4Addr)],
+    /// The same for IPv6 (only read where a network has IPv6).
+    pub addrs6: &'a [(u32, std::net::Ipv6Addr)],
     /// (name, ifindex, XDP attached).
     pub uplinks: &'a [(String, u32, bool)],
     pub fast_path: bool,
@@ -301,6 +308,12 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         .filter(|(_, a)| !a.is_loopback())
         .map(|(_, a)| raw(*a))
         .collect();
+    d.host_addrs6 = host
+        .addrs6
+        .iter()
+        .filter(|(_, a)| !a.is_loopback())
+        .map(|(_, a)| a.octets())
+        .collect();
     for (_, index, xdp) in host.uplinks {
         if let Some((_, addr)) = host.addrs.iter().find(|(i, _)| i == index) {
             // XDP translates only where packets come from the wire with complete checksums:
@@ -347,8 +360,15 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                 flags,
                 mac: mac6(&bridge.mac),
                 _pad: [0; 2],
+                gateway6: net.ipv6.as_ref().map_or([0; 16], |v| v.gateway.octets()),
             },
         );
+        if let Some(v6) = &net.ipv6 {
+            d.subnets6.insert(
+                (u32::from(v6.subnet.prefix()), v6.subnet.network().octets()),
+                bridge.index,
+            );
+        }
         d.subnets.insert(
             (u32::from(net.subnet.prefix()), raw(net.subnet.network())),
             bridge.index,
@@ -413,15 +433,18 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             let Some(bridge) = by_name(&net.bridge) else {
                 continue;
             };
-            d.endpoints.insert(
-                raw(ep.ip),
-                EndpointInfo {
-                    ifindex: veth.index,
-                    network: bridge.index,
-                    mac: crate::kernel::topology::parse_mac(&ep.mac),
-                    _pad: [0; 2],
-                },
-            );
+            let info = EndpointInfo {
+                ifindex: veth.index,
+                network: bridge.index,
+                mac: crate::kernel::topology::parse_mac(&ep.mac),
+                _pad: [0; 2],
+            };
+            d.endpoints.insert(raw(ep.ip), info);
+            if let (Some(ip6), Some(_)) = (ep.ip6, &net.ipv6) {
+                d.endpoints6.insert(ip6.octets(), info);
+                d.endpoints6
+                    .insert(crate::model::ipam6::link_local(info.mac).octets(), info);
+            }
         }
     }
     d
@@ -488,6 +511,7 @@ mod tests {
             created: 0,
             user_subnet: true,
             vni: None,
+            ipv6: None,
         }
     }
 
@@ -511,6 +535,7 @@ mod tests {
                 ifname: "eth0".into(),
                 host_veth: format!("veth-{name}"),
                 ip: ip.parse().unwrap(),
+                ip6: None,
                 mac: crate::model::state::mac_for(ip.parse().unwrap()),
                 aliases: vec![],
             }],
@@ -671,6 +696,7 @@ mod tests {
             &HostView {
                 links: &links,
                 addrs: &addrs,
+                addrs6: &[],
                 uplinks: &uplinks,
                 fast_path: true,
                 host_cookie: 1,

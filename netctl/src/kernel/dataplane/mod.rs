@@ -214,6 +214,8 @@ impl Dataplane {
         }
         let mut applied = Applied::load(self.applied_path.clone(), !full);
         let host: BTreeMap<u32, u32> = want.host_addrs.iter().map(|a| (*a, 1)).collect();
+        let host6: BTreeMap<netctl_common::maps::Ip6, u32> =
+            want.host_addrs6.iter().map(|a| (*a, 1)).collect();
         let (ports, old_backends) = self.sync_ports(&want.ports, &mut applied)?;
         let (endpoints, old_endpoints) =
             self.sync_hash(names::ENDPOINTS, &want.endpoints, &mut applied)?;
@@ -237,7 +239,20 @@ impl Dataplane {
                 self.sync_hash(names::NETWORKS, &want.networks, &mut applied)?
                     .0,
             ),
-            ("subnets", self.sync_subnets(&want.subnets)?),
+            ("subnets", self.sync_subnets(names::SUBNETS, &want.subnets)?),
+            (
+                "IPv6 endpoints",
+                self.sync_hash(names::ENDPOINTS6, &want.endpoints6, &mut applied)?
+                    .0,
+            ),
+            (
+                "IPv6 host addresses",
+                self.sync_hash(names::HOST_ADDRS6, &host6, &mut applied)?.0,
+            ),
+            (
+                "IPv6 subnets",
+                self.sync_subnets(names::SUBNETS6, &want.subnets6)?,
+            ),
             (
                 "overlay networks",
                 self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
@@ -328,6 +343,16 @@ impl Dataplane {
             (names::UPLINKS, want.uplinks.len(), "uplinks"),
             (names::NETWORKS, want.networks.len(), "networks"),
             (names::SUBNETS, want.subnets.len(), "networks"),
+            (
+                names::ENDPOINTS6,
+                want.endpoints6.len(),
+                "IPv6 container addresses",
+            ),
+            (
+                names::HOST_ADDRS6,
+                want.host_addrs6.len(),
+                "IPv6 host addresses",
+            ),
             (names::LINKS, want.links.len(), "link pairs"),
         ];
         for (map, n, what) in sizes {
@@ -453,9 +478,9 @@ impl Dataplane {
         Ok(changes)
     }
 
-    fn sync_subnets(&self, want: &BTreeMap<(u32, u32), u32>) -> Result<usize> {
-        let mut map: LpmTrie<MapData, u32, u32> = self.map(names::SUBNETS)?;
-        let have: Vec<Key<u32>> = map.keys().collect::<Result<_, _>>()?;
+    fn sync_subnets<K: Pod + Ord>(&self, name: &str, want: &BTreeMap<(u32, K), u32>) -> Result<usize> {
+        let mut map: LpmTrie<MapData, K, u32> = self.map(name)?;
+        let have: Vec<Key<K>> = map.keys().collect::<Result<_, _>>()?;
         let mut n = 0;
         for k in have {
             if !want.contains_key(&(k.prefix_len(), k.data())) {
@@ -466,7 +491,8 @@ impl Dataplane {
         for ((prefix, addr), bridge) in want {
             let key = Key::new(*prefix, *addr);
             if map.get(&key, 0).ok() != Some(*bridge) {
-                map.insert(&key, bridge, 0).context("filling SUBNETS")?;
+                map.insert(&key, bridge, 0)
+                    .with_context(|| format!("filling {name}"))?;
                 n += 1;
             }
         }

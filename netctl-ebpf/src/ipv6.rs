@@ -1,0 +1,303 @@
+//! IPv6 between the containers of a dual-stack network and the host: who may send what
+//! (the same isolation, ICC and internal rules as IPv4), and neighbour discovery policed so a
+//! container speaks only for its own addresses and never plays a router. Not routed beyond
+//! the host yet (`ipv6-unrouted`): no conntrack, NAT or published ports for IPv6.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use netctl_common::{
+    drop::DropReason,
+    maps::{EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
+    proto,
+};
+use network_types::{eth::EthHdr, ip::Ipv6Hdr};
+
+use crate::{
+    maps::{self, ENDPOINTS6, HOST_ADDRS6, SUBNETS6},
+    packet::Packet,
+    parse::ETH_LEN,
+};
+
+const ICMPV6: u8 = 58;
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DEST_OPTS: u8 = 60;
+/// Extension headers looked through before the upper-layer header; more is malformed.
+const MAX_EXT: usize = 4;
+
+const MLD_QUERY: u8 = 130;
+const MLD_REPORT: u8 = 131;
+const MLD_DONE: u8 = 132;
+const ROUTER_SOLICIT: u8 = 133;
+const ROUTER_ADVERT: u8 = 134;
+const NEIGH_SOLICIT: u8 = 135;
+const NEIGH_ADVERT: u8 = 136;
+const REDIRECT: u8 = 137;
+const MLD2_REPORT: u8 = 143;
+/// Neighbour discovery options: the sender's and the target's link-layer address.
+const OPT_SOURCE_LL: u8 = 1;
+const OPT_TARGET_LL: u8 = 2;
+
+/// An IPv6 packet as the policy needs it.
+pub struct Hdr6 {
+    pub saddr: Ip6,
+    pub daddr: Ip6,
+    /// The upper-layer protocol (after the extension headers).
+    pub proto: u8,
+    /// Its offset, None for a later fragment (no upper-layer header in it).
+    pub l4: Option<usize>,
+    /// ICMPv6: the type (0 for anything else).
+    pub icmp_type: u8,
+    /// TCP/UDP: the destination port, network order.
+    pub dport: u16,
+}
+
+impl Hdr6 {
+    fn nd(&self) -> bool {
+        self.proto == ICMPV6
+            && matches!(
+                self.icmp_type,
+                ROUTER_SOLICIT | NEIGH_SOLICIT | NEIGH_ADVERT | MLD_REPORT | MLD_DONE | MLD2_REPORT
+            )
+    }
+}
+
+/// Parses the IPv6 header and its extension headers. A routing header that still has
+/// segments to visit is a request to be forwarded elsewhere than `daddr`: refused.
+#[inline(always)]
+pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
+    let ip: Ipv6Hdr = p.load(ETH_LEN).ok_or(DropReason::Malformed)?;
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(DropReason::Malformed);
+    }
+    let mut next = ip.next_hdr;
+    let mut off = ETH_LEN + Ipv6Hdr::LEN;
+    let mut later_fragment = false;
+    for _ in 0..MAX_EXT {
+        match next {
+            HOP_BY_HOP | DEST_OPTS | ROUTING => {
+                let ext: [u8; 4] = p.load(off).ok_or(DropReason::Malformed)?;
+                if next == ROUTING && ext[3] != 0 {
+                    return Err(DropReason::Ipv6Router);
+                }
+                next = ext[0];
+                off += (ext[1] as usize + 1) * 8;
+            }
+            FRAGMENT => {
+                let ext: [u8; 4] = p.load(off).ok_or(DropReason::Malformed)?;
+                next = ext[0];
+                off += 8;
+                // Offset (13 bits) in the upper bits of bytes 2-3: not zero, no L4 header.
+                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0;
+                break;
+            }
+            _ => break,
+        }
+    }
+    if matches!(next, HOP_BY_HOP | DEST_OPTS | ROUTING) {
+        return Err(DropReason::Malformed);
+    }
+    let mut h = Hdr6 {
+        saddr: ip.src_addr,
+        daddr: ip.dst_addr,
+        proto: next,
+        l4: (!later_fragment).then_some(off),
+        icmp_type: 0,
+        dport: 0,
+    };
+    if let Some(l4) = h.l4 {
+        match next {
+            ICMPV6 => h.icmp_type = p.load::<u8>(l4).ok_or(DropReason::Malformed)?,
+            proto::TCP | proto::UDP => {
+                let ports: [u16; 2] = p.load(l4).ok_or(DropReason::Malformed)?;
+                h.dport = ports[1];
+            }
+            _ => {}
+        }
+    }
+    Ok(h)
+}
+
+fn is_multicast(a: &Ip6) -> bool {
+    a[0] == 0xff
+}
+
+fn is_link_local(a: &Ip6) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+fn is_unspecified(a: &Ip6) -> bool {
+    u128::from_ne_bytes(*a) == 0
+}
+
+#[inline(always)]
+fn endpoint(a: &Ip6) -> Option<EndpointInfo> {
+    // SAFETY: read-only copies of values the controller writes whole.
+    unsafe { ENDPOINTS6.get(a).copied() }
+}
+
+#[inline(always)]
+fn is_host_addr(a: &Ip6) -> bool {
+    unsafe { HOST_ADDRS6.get(a).is_some() }
+}
+
+/// What a container may send over IPv6, checked on its host-side veth: its own addresses
+/// and MAC on its own veth, neighbour discovery only for itself, never a router's messages,
+/// and the destinations IPv4's rules allow (no further than the host).
+#[inline(always)]
+pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> {
+    let h = parse(p)?;
+    let eth: EthHdr = p.load(0).ok_or(DropReason::Malformed)?;
+    if h.proto == ICMPV6 && matches!(h.icmp_type, ROUTER_ADVERT | REDIRECT | MLD_QUERY) {
+        return Err(DropReason::Ipv6Router);
+    }
+    let net = if is_unspecified(&h.saddr) {
+        // Duplicate address probes and early multicast reports have no source yet; they
+        // carry nothing else.
+        if !(h.nd() && is_multicast(&h.daddr)) {
+            return Err(DropReason::Spoofed);
+        }
+        None
+    } else {
+        let ep = endpoint(&h.saddr).ok_or(DropReason::Spoofed)?;
+        if ep.ifindex != ifindex || ep.mac != eth.src_addr {
+            return Err(DropReason::Spoofed);
+        }
+        Some((ep, maps::network(ep.network).ok_or(DropReason::Spoofed)?))
+    };
+    if h.proto == ICMPV6 {
+        nd_speaks_for_itself(p, &h, ifindex, &eth.src_addr)?;
+    }
+    let Some((ep, net)) = net else {
+        return Ok(());
+    };
+    destination(&h, &ep, &net, &eth.dst_addr)
+}
+
+/// A neighbour advertisement names a target that is the sender's own address, and the
+/// link-layer address any solicitation or advertisement carries is the frame's: so no
+/// container can take over a neighbour's address in anyone's neighbour cache.
+#[inline(always)]
+fn nd_speaks_for_itself<P: Packet>(
+    p: &P,
+    h: &Hdr6,
+    ifindex: u32,
+    mac: &[u8; 6],
+) -> Result<(), DropReason> {
+    let Some(l4) = h.l4 else {
+        return Ok(());
+    };
+    let opts = match h.icmp_type {
+        NEIGH_ADVERT => {
+            let target: Ip6 = p.load(l4 + 8).ok_or(DropReason::Malformed)?;
+            match endpoint(&target) {
+                Some(t) if t.ifindex == ifindex => {}
+                _ => return Err(DropReason::Spoofed),
+            }
+            l4 + 24
+        }
+        NEIGH_SOLICIT => l4 + 24,
+        ROUTER_SOLICIT => l4 + 8,
+        _ => return Ok(()),
+    };
+    // Options: type, length in 8-byte units, then for link-layer ones the address.
+    let mut off = opts;
+    for _ in 0..4 {
+        let Some(opt) = p.load::<[u8; 8]>(off) else {
+            break; // no more options
+        };
+        if opt[1] == 0 {
+            return Err(DropReason::Malformed);
+        }
+        if (opt[0] == OPT_SOURCE_LL || opt[0] == OPT_TARGET_LL) && opt[2..8] != mac[..] {
+            return Err(DropReason::Spoofed);
+        }
+        off += opt[1] as usize * 8;
+    }
+    Ok(())
+}
+
+/// Where a container's IPv6 packet may go: IPv4's rules (`policy::check`) for IPv6's
+/// addresses. Neighbour discovery and multicast listener reports reach the link whatever
+/// ICC says, as ARP does.
+#[inline(always)]
+fn destination(
+    h: &Hdr6,
+    ep: &EndpointInfo,
+    net: &NetInfo,
+    dst_mac: &[u8; 6],
+) -> Result<(), DropReason> {
+    if u128::from_ne_bytes(net.gateway6) == 0 {
+        return Err(DropReason::NotIpv4); // a network without IPv6
+    }
+    let icc = net.flags & NET_ICC != 0;
+    let internal = net.flags & NET_INTERNAL != 0;
+    if is_multicast(&h.daddr) {
+        if h.nd() || icc {
+            return Ok(());
+        }
+        return Err(DropReason::IccOff);
+    }
+    if is_host_addr(&h.daddr) {
+        let dns = (h.proto == proto::UDP || h.proto == proto::TCP)
+            && h.dport == 53u16.to_be()
+            && h.daddr == net.gateway6;
+        if internal && !h.nd() && !dns {
+            return Err(DropReason::Internal);
+        }
+        if !icc && *dst_mac != net.mac {
+            return Err(DropReason::IccOff);
+        }
+        return Ok(());
+    }
+    let dst_net = if is_link_local(&h.daddr) {
+        endpoint(&h.daddr).map(|d| d.network)
+    } else {
+        // SAFETY: a read-only lookup.
+        SUBNETS6.get(&Key::new(128, h.daddr)).copied()
+    };
+    match dst_net {
+        Some(n) if n != ep.network => Err(DropReason::Isolation),
+        Some(_) if !icc => Err(DropReason::IccOff),
+        Some(_) => Ok(()),
+        None if is_link_local(&h.daddr) => Err(DropReason::Isolation),
+        None if !icc && *dst_mac != net.mac => Err(DropReason::IccOff),
+        None if internal => Err(DropReason::Internal),
+        None => Err(DropReason::Ipv6Unrouted),
+    }
+}
+
+/// What may reach a container over IPv6 through its veth: a container of its network that
+/// may talk to it, the host (an internal network: its gateway and link-local neighbour
+/// discovery), and nothing else — no IPv6 flow from beyond the host exists yet.
+#[inline(always)]
+pub fn to_container<P: Packet>(p: &P) -> Result<(), DropReason> {
+    let h = parse(p)?;
+    let src = endpoint(&h.saddr);
+    let Some(dst) = (!is_multicast(&h.daddr)).then(|| endpoint(&h.daddr)).flatten() else {
+        // Multicast, or no container's address: it came over the bridge, from a neighbour
+        // whose own veth checked it, or from the host.
+        return Ok(());
+    };
+    let net = maps::network(dst.network).ok_or(DropReason::NoWayIn)?;
+    if let Some(s) = src {
+        if s.network != dst.network {
+            return Err(DropReason::Isolation);
+        }
+        if net.flags & NET_ICC == 0 && !h.nd() {
+            return Err(DropReason::IccOff);
+        }
+        return Ok(());
+    }
+    if is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {
+        if net.flags & NET_INTERNAL != 0
+            && h.saddr != net.gateway6
+            && !is_link_local(&h.saddr)
+            && !h.nd()
+        {
+            return Err(DropReason::Internal);
+        }
+        return Ok(());
+    }
+    Err(DropReason::NoWayIn)
+}
