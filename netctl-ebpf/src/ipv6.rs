@@ -274,7 +274,10 @@ fn destination(
 pub fn to_container<P: Packet>(p: &P) -> Result<(), DropReason> {
     let h = parse(p)?;
     let src = endpoint(&h.saddr);
-    let Some(dst) = (!is_multicast(&h.daddr)).then(|| endpoint(&h.daddr)).flatten() else {
+    let Some(dst) = (!is_multicast(&h.daddr))
+        .then(|| endpoint(&h.daddr))
+        .flatten()
+    else {
         // Multicast, or no container's address: it came over the bridge, from a neighbour
         // whose own veth checked it, or from the host.
         return Ok(());

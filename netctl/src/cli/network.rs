@@ -216,7 +216,9 @@ fn resolve<'a>(all: &'a [Listed<'a>], r: &str) -> Result<&'a Listed<'a>> {
 fn by_family(values: Vec<String>, flag: &str) -> Result<(Option<String>, Option<String>)> {
     let (v6, v4): (Vec<String>, Vec<String>) = values.into_iter().partition(|v| v.contains(':'));
     if v4.len() > 1 || v6.len() > 1 {
-        bail!("{flag} given twice for one address family: give one IPv4 and at most one IPv6 {flag}");
+        bail!(
+            "{flag} given twice for one address family: give one IPv4 and at most one IPv6 {flag}"
+        );
     }
     Ok((v4.into_iter().next(), v6.into_iter().next()))
 }

@@ -368,7 +368,9 @@ fn create_host_network(
     names: crate::model::runopts::Planned,
 ) -> Result<Container> {
     if req.ip6.is_some() {
-        bail!("--ip6 needs a network made with --ipv6; the host network has the host's own addresses");
+        bail!(
+            "--ip6 needs a network made with --ipv6; the host network has the host's own addresses"
+        );
     }
     if req.ip.is_some() {
         bail!("--ip needs a network with user configured subnets; the host network has the host's own addresses");

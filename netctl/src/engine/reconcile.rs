@@ -375,7 +375,11 @@ impl MapInputs {
         // IPv6 addresses only where a network has IPv6: every veth has a link-local one,
         // thousands of messages on a busy host for nothing.
         let addrs6 = match state.networks.values().any(|n| n.ipv6.is_some()) {
-            true => nl.addresses6()?.into_iter().map(|(i, n)| (i, n.ip())).collect(),
+            true => nl
+                .addresses6()?
+                .into_iter()
+                .map(|(i, n)| (i, n.ip()))
+                .collect(),
             false => Vec::new(),
         };
         let (ids, paths): (Vec<String>, Vec<std::path::PathBuf>) = state

@@ -198,7 +198,11 @@ fn configure_container_side(
     default_route: bool,
 ) -> Result<()> {
     let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
-    let v6 = net.ipv6.as_ref().zip(ep.ip6).map(|(n, ip)| (ip, n.subnet.prefix(), n.gateway));
+    let v6 = net
+        .ipv6
+        .as_ref()
+        .zip(ep.ip6)
+        .map(|(n, ip)| (ip, n.subnet.prefix(), n.gateway));
     let route6 = !net.internal;
     let mtu = net.mtu;
     let mac = parse_mac(&ep.mac);

@@ -114,7 +114,10 @@ pub fn check_static(net: &Network, ip: Ipv6Addr, used: &[Ipv6Addr]) -> Result<()
         );
     }
     if used.contains(&ip) {
-        bail!("--ip6 {ip} is already in use in network {}: pick another", net.name);
+        bail!(
+            "--ip6 {ip} is already in use in network {}: pick another",
+            net.name
+        );
     }
     Ok(())
 }
@@ -180,7 +183,9 @@ mod tests {
     #[test]
     fn subnets_are_checked() {
         assert!(parse_subnet("fd00:1::/64", "subnet").is_ok());
-        let e = parse_subnet("fd00:1::5/64", "subnet").unwrap_err().to_string();
+        let e = parse_subnet("fd00:1::5/64", "subnet")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fd00:1::/64"), "{e}");
         assert!(parse_subnet("10.0.0.0/24", "subnet").is_err());
         assert!(parse_subnet("fe80::/64", "subnet").is_err());
@@ -206,13 +211,22 @@ mod tests {
     #[test]
     fn gateway_and_addresses() {
         let s: Ipv6Network = "fd00:1::/64".parse().unwrap();
-        assert_eq!(plan(s, None).unwrap(), "fd00:1::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            plan(s, None).unwrap(),
+            "fd00:1::1".parse::<Ipv6Addr>().unwrap()
+        );
         assert!(plan(s, Some("fd00:2::1".parse().unwrap())).is_err());
         assert!(plan(s, Some("fd00:1::".parse().unwrap())).is_err());
         let n = net("fd00:1::/64", true);
-        assert_eq!(allocate(&n, &[]).unwrap(), "fd00:1::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            allocate(&n, &[]).unwrap(),
+            "fd00:1::2".parse::<Ipv6Addr>().unwrap()
+        );
         let used = ["fd00:1::2".parse().unwrap()];
-        assert_eq!(allocate(&n, &used).unwrap(), "fd00:1::3".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            allocate(&n, &used).unwrap(),
+            "fd00:1::3".parse::<Ipv6Addr>().unwrap()
+        );
         let tiny = net("fd00:1::/124", true);
         let all: Vec<Ipv6Addr> = (2..16u128)
             .map(|i| Ipv6Addr::from(u128::from(tiny.ipv6.as_ref().unwrap().subnet.network()) + i))
@@ -223,7 +237,9 @@ mod tests {
     #[test]
     fn static_addresses_name_the_problem() {
         let n = net("fd00:1::/64", true);
-        let e = check_static(&n, "fd00:9::5".parse().unwrap(), &[]).unwrap_err().to_string();
+        let e = check_static(&n, "fd00:9::5".parse().unwrap(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("Invalid preferred address fd00:9::5"), "{e}");
         assert!(check_static(&n, "fd00:1::1".parse().unwrap(), &[]).is_err());
         let taken: Ipv6Addr = "fd00:1::9".parse().unwrap();

@@ -163,6 +163,7 @@ impl World {
                     flags,
                     mac: BRIDGE_MAC,
                     _pad: [0; 2],
+                    gateway6: [0; 16],
                 },
                 0,
             )

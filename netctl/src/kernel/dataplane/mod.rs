@@ -478,7 +478,11 @@ impl Dataplane {
         Ok(changes)
     }
 
-    fn sync_subnets<K: Pod + Ord>(&self, name: &str, want: &BTreeMap<(u32, K), u32>) -> Result<usize> {
+    fn sync_subnets<K: Pod + Ord>(
+        &self,
+        name: &str,
+        want: &BTreeMap<(u32, K), u32>,
+    ) -> Result<usize> {
         let mut map: LpmTrie<MapData, K, u32> = self.map(name)?;
         let have: Vec<Key<K>> = map.keys().collect::<Result<_, _>>()?;
         let mut n = 0;
