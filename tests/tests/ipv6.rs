@@ -584,3 +584,70 @@ fn bad_ipv6_requests_say_what_is_wrong_and_change_nothing() {
     ]);
     assert!(e.contains("already in use"), "{e}");
 }
+
+#[test]
+fn names_resolve_to_both_families() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    dual(&sb, "named", "10.69.0.0/24", "fd69::/64", &[]);
+    sb.netctl_ok(&["network", "create", "--subnet", "10.70.0.0/24", "old"]);
+    sb.sleeper("peer", "named");
+    sb.sleeper("v4peer", "old");
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "asker",
+        "--network",
+        "named",
+        "--add-host",
+        "extra:fd70::7",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    sb.netctl_ok(&["network", "connect", "old", "asker"]);
+    let hosts = sb.container_sh("asker", "cat /etc/hosts");
+    let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
+    let own = ip6_of(&sb, "asker", "named");
+    assert!(hosts.contains(&format!("{own}\t")), "{hosts}");
+    assert!(hosts.contains("fd70::7\textra"), "{hosts}");
+    // AAAA from the embedded DNS (retried while the daemon takes the new container in).
+    let peer = ip6_of(&sb, "peer", "named");
+    let script = "import socket,sys\n\
+        try: print(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], None, socket.AF_INET6)}))\n\
+        except OSError as e: print('none', e)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = sb.netctl(&["exec", "asker", "--", "python3", "-c", script, "peer"]);
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.contains(&peer) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no AAAA for peer: {got}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A name of an IPv4 network has no AAAA record, and its A record still resolves.
+    let out = sb.netctl(&["exec", "asker", "--", "python3", "-c", script, "v4peer"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("none"),
+        "{out:?}"
+    );
+    let out = sb.container_sh("asker", "getent ahostsv4 v4peer");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.70.0."),
+        "{out:?}"
+    );
+    // Reverse: the address's name.
+    let out = sb.container_sh(
+        "asker",
+        &format!("python3 -c 'import socket; print(socket.gethostbyaddr(\"{peer}\")[0])'"),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("peer.named"),
+        "{out:?}"
+    );
+}

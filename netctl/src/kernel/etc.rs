@@ -48,6 +48,9 @@ pub fn hosts(state: &State, c: &Container) -> String {
     }
     for ep in &c.endpoints {
         let _ = writeln!(out, "{}\t{}", ep.ip, c.hostname());
+        if let Some(ip6) = ep.ip6 {
+            let _ = writeln!(out, "{ip6}\t{}", c.hostname());
+        }
     }
     out
 }

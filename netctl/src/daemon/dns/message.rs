@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, net::SocketAddr, sync::Arc};
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::{
-        rdata::{A, PTR},
+        rdata::{A, AAAA, PTR},
         DNSClass, Name, RData, Record, RecordType,
     },
     serialize::binary::{BinDecodable, BinEncodable},
@@ -67,6 +67,7 @@ pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8], via: Transport) -> R
     let qname = qname.trim_end_matches('.');
     let qtype = match q.query_type() {
         RecordType::A => QType::A,
+        RecordType::AAAA => QType::Aaaa,
         RecordType::PTR => QType::Ptr,
         _ => QType::Other,
     };
@@ -76,6 +77,13 @@ pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8], via: Transport) -> R
             let records = ips
                 .iter()
                 .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(*ip))))
+                .collect();
+            respond(&msg, ResponseCode::NoError, records)
+        }
+        Answer::Addrs6(ips) => {
+            let records = ips
+                .iter()
+                .map(|ip| Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(*ip))))
                 .collect();
             respond(&msg, ResponseCode::NoError, records)
         }
@@ -102,6 +110,7 @@ const TC: u16 = 0x0200;
 const RD: u16 = 0x0100;
 const RA: u16 = 0x0080;
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 const TYPE_PTR: u16 = 12;
 const CLASS_IN: u16 = 1;
 const TYPE_OPT: u16 = 41;
@@ -172,6 +181,7 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8], via: Transport) -> Option<Repl
     let qname = std::str::from_utf8(&name[..len]).ok()?;
     let kind = match qtype {
         TYPE_A => QType::A,
+        TYPE_AAAA => QType::Aaaa,
         TYPE_PTR => QType::Ptr,
         _ => QType::Other,
     };
@@ -205,6 +215,17 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8], via: Transport) -> Option<Repl
         out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         out.extend_from_slice(rdata);
     };
+    // Address records: as many as fit the client's UDP size (512 without EDNS), and TC.
+    let records = |out: &mut Vec<u8>, rtype: u16, rdata: &[&[u8]]| {
+        let room = size - 12 - question.len() - if edns { OPT.len() } else { 0 };
+        let each = TO_QNAME.len() + 10 + rdata.first().map_or(0, |r| r.len());
+        let n = rdata.len().min(room / each);
+        header(out, ResponseCode::NoError, true, n < rdata.len(), n as u16);
+        for r in &rdata[..n] {
+            record(out, rtype, r);
+        }
+        opt(out);
+    };
     let bare = |code: ResponseCode, aa: bool| {
         let mut out = Vec::with_capacity(12 + question.len() + OPT.len());
         header(&mut out, code, aa, false, 0);
@@ -213,20 +234,14 @@ fn fast(table: &Table, asker: Ipv4Addr, q: &[u8], via: Transport) -> Option<Repl
     };
     match table.lookup(asker, qname, kind) {
         Answer::Addrs(ips) => {
-            // An answer fits the client's UDP size (512 without EDNS): as many as fit, and TC.
-            let room = size - 12 - question.len() - if edns { OPT.len() } else { 0 };
-            let n = ips.len().min(room / 16);
-            header(
-                &mut out,
-                ResponseCode::NoError,
-                true,
-                n < ips.len(),
-                n as u16,
-            );
-            for ip in &ips[..n] {
-                record(&mut out, TYPE_A, &ip.octets());
-            }
-            opt(&mut out);
+            let rdata: Vec<[u8; 4]> = ips.iter().map(|ip| ip.octets()).collect();
+            let rdata: Vec<&[u8]> = rdata.iter().map(|r| &r[..]).collect();
+            records(&mut out, TYPE_A, &rdata);
+        }
+        Answer::Addrs6(ips) => {
+            let rdata: Vec<[u8; 16]> = ips.iter().map(|ip| ip.octets()).collect();
+            let rdata: Vec<&[u8]> = rdata.iter().map(|r| &r[..]).collect();
+            records(&mut out, TYPE_AAAA, &rdata);
         }
         Answer::Ptr(target) => {
             let mut rdata = Vec::with_capacity(target.len() + 2);

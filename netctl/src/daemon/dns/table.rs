@@ -10,7 +10,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
 
@@ -36,8 +36,9 @@ pub struct RemoteName {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QType {
     A,
+    Aaaa,
     Ptr,
-    /// AAAA, MX, TXT, …: a known name has none of these (NODATA).
+    /// MX, TXT, …: a known name has none of these (NODATA).
     Other,
 }
 
@@ -46,6 +47,8 @@ pub enum QType {
 pub enum Answer<'a> {
     /// A records.
     Addrs(&'a [Ipv4Addr]),
+    /// AAAA records.
+    Addrs6(&'a [Ipv6Addr]),
     /// A PTR record: "name.network".
     Ptr(&'a str),
     /// The name exists, the type does not.
@@ -75,12 +78,15 @@ pub struct Table {
     /// Networks with embedded DNS: lowercase names, by index.
     networks: Vec<String>,
     askers: HashMap<Ipv4Addr, Arc<Asker>>,
-    /// Per network: lowercase name → addresses, sorted.
+    /// Per network: lowercase name → addresses, sorted (IPv4, and IPv6 of dual-stack
+    /// networks).
     names: Vec<HashMap<String, Vec<Ipv4Addr>>>,
+    names6: Vec<HashMap<String, Vec<Ipv6Addr>>>,
     /// (network, address) → "name.network".
-    reverse: HashMap<(usize, Ipv4Addr), String>,
+    reverse: HashMap<(usize, IpAddr), String>,
     /// Every netctl subnet: reverse lookups inside them are never forwarded.
     subnets: Vec<Ipv4Network>,
+    subnets6: Vec<ipnetwork::Ipv6Network>,
 }
 
 /// The gateways the resolver listens on.
@@ -105,31 +111,42 @@ impl Table {
         let mut index = HashMap::new();
         for n in state.networks.values() {
             t.subnets.push(n.subnet);
+            t.subnets6.extend(n.ipv6.as_ref().map(|v| v.subnet));
             if has_embedded_dns(&n.name) {
                 index.insert(n.name.as_str(), t.networks.len());
                 t.networks.push(n.name.to_ascii_lowercase());
                 t.names.push(HashMap::new());
+                t.names6.push(HashMap::new());
             }
         }
-        let add = |t: &mut Table, net: usize, name: &str, ip: Ipv4Addr| {
-            let name = name.to_ascii_lowercase();
-            let ips = t.names[net].entry(name).or_default();
+        fn insert<T: Ord>(names: &mut HashMap<String, Vec<T>>, name: &str, ip: T) {
+            let ips = names.entry(name.to_ascii_lowercase()).or_default();
             if let Err(at) = ips.binary_search(&ip) {
                 ips.insert(at, ip);
             }
+        }
+        let add = |t: &mut Table, net: usize, name: &str, ip: Ipv4Addr| {
+            insert(&mut t.names[net], name, ip);
         };
         for c in state.containers.values() {
             for ep in &c.endpoints {
                 let Some(&net) = index.get(ep.network.as_str()) else {
                     continue;
                 };
-                add(&mut t, net, &c.name, ep.ip);
-                add(&mut t, net, short(&c.id), ep.ip);
-                for a in &ep.aliases {
-                    add(&mut t, net, a, ep.ip);
+                let full = format!("{}.{}", c.name, ep.network);
+                for name in [c.name.as_str(), short(&c.id)]
+                    .into_iter()
+                    .chain(ep.aliases.iter().map(String::as_str))
+                {
+                    add(&mut t, net, name, ep.ip);
+                    if let Some(ip6) = ep.ip6 {
+                        insert(&mut t.names6[net], name, ip6);
+                    }
                 }
-                t.reverse
-                    .insert((net, ep.ip), format!("{}.{}", c.name, ep.network));
+                if let Some(ip6) = ep.ip6 {
+                    t.reverse.insert((net, IpAddr::V6(ip6)), full.clone());
+                }
+                t.reverse.insert((net, IpAddr::V4(ep.ip)), full);
             }
         }
         for r in remote {
@@ -142,7 +159,7 @@ impl Table {
                 add(&mut t, net, a, r.ip);
             }
             t.reverse
-                .entry((net, r.ip))
+                .entry((net, IpAddr::V4(r.ip)))
                 .or_insert_with(|| format!("{}.{}", r.container, r.network));
         }
         let host_upstream = upstream(host_servers);
@@ -186,6 +203,11 @@ impl Table {
                 return self.lookup_ptr(a, ip);
             }
         }
+        if qtype == QType::Aaaa {
+            if let Some(ips) = self.find_on(a, qname, &self.names6) {
+                return Answer::Addrs6(ips);
+            }
+        }
         if let Some(ips) = self.find(a, qname) {
             return match qtype {
                 QType::A => Answer::Addrs(ips),
@@ -209,7 +231,18 @@ impl Table {
         if let Some(ips) = a.links.get(qname) {
             return Some(ips);
         }
-        let on = |net: usize, name: &str| self.names[net].get(name).map(Vec::as_slice);
+        self.find_on(a, qname, &self.names)
+    }
+
+    /// `qname` in a table of names per network: on the asker's networks in order, or as
+    /// name.NETWORK for one of them.
+    fn find_on<'a, T>(
+        &self,
+        a: &Asker,
+        qname: &str,
+        names: &'a [HashMap<String, Vec<T>>],
+    ) -> Option<&'a [T]> {
+        let on = |net: usize, name: &str| names[net].get(name).map(Vec::as_slice);
         if let Some(ips) = a.networks.iter().find_map(|n| on(*n, qname)) {
             return Some(ips);
         }
@@ -223,11 +256,15 @@ impl Table {
         on(net, name)
     }
 
-    fn lookup_ptr(&self, a: &Asker, ip: Ipv4Addr) -> Answer<'_> {
+    fn lookup_ptr(&self, a: &Asker, ip: IpAddr) -> Answer<'_> {
         if let Some(name) = a.networks.iter().find_map(|n| self.reverse.get(&(*n, ip))) {
             return Answer::Ptr(name);
         }
-        if self.subnets.iter().any(|s| s.contains(ip)) {
+        let ours = match ip {
+            IpAddr::V4(ip) => self.subnets.iter().any(|s| s.contains(ip)),
+            IpAddr::V6(ip) => self.subnets6.iter().any(|s| s.contains(ip)),
+        };
+        if ours {
             return Answer::NxDomain;
         }
         self.forward(a)
@@ -267,8 +304,26 @@ fn link_aliases(
     out
 }
 
-/// "4.3.2.1.in-addr.arpa" → 1.2.3.4.
-fn reverse_name(q: &str) -> Option<Ipv4Addr> {
+/// "4.3.2.1.in-addr.arpa" → 1.2.3.4; 32 nibbles (last first) ".ip6.arpa" → an IPv6 address.
+fn reverse_name(q: &str) -> Option<IpAddr> {
+    if let Some(rest) = q.strip_suffix(".ip6.arpa") {
+        let nibbles: Vec<u32> = rest
+            .split('.')
+            .map(|n| (n.len() == 1).then(|| n.chars().next()?.to_digit(16))?)
+            .collect::<Option<_>>()?;
+        if nibbles.len() != 32 {
+            return None;
+        }
+        let v = nibbles
+            .iter()
+            .rev()
+            .fold(0u128, |acc, n| acc << 4 | u128::from(*n));
+        return Some(IpAddr::V6(Ipv6Addr::from(v)));
+    }
+    reverse_name4(q).map(IpAddr::V4)
+}
+
+fn reverse_name4(q: &str) -> Option<Ipv4Addr> {
     let rest = q.strip_suffix(".in-addr.arpa")?;
     let mut o: Vec<u8> = rest
         .split('.')
@@ -498,11 +553,55 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_names_have_aaaa_and_ip6_arpa_records() {
+        let mut s = state();
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
+        s.networks.get_mut("front").unwrap().ipv6 = Some(crate::model::state::Ipv6Subnet {
+            subnet: "fd01::/64".parse().unwrap(),
+            gateway: v6("fd01::1"),
+            user_subnet: true,
+        });
+        s.containers.get_mut("api").unwrap().endpoints[0].ip6 = Some(v6("fd01::3"));
+        let t = table(&s);
+        let web = ip("10.1.0.2");
+        assert_eq!(
+            t.lookup(web, "api", QType::Aaaa),
+            Answer::Addrs6(&[v6("fd01::3")])
+        );
+        assert_eq!(
+            t.lookup(web, "svc", QType::Aaaa),
+            Answer::Addrs6(&[v6("fd01::3")])
+        );
+        assert_eq!(
+            t.lookup(web, "api", QType::A),
+            Answer::Addrs(&[ip("10.1.0.3")])
+        );
+        // A name without an IPv6 address has none (not forwarded, not NXDOMAIN).
+        assert_eq!(t.lookup(web, "worker", QType::Aaaa), Answer::NoData);
+        let ptr = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.d.f.ip6.arpa";
+        assert_eq!(t.lookup(web, ptr, QType::Ptr), Answer::Ptr("api.front"));
+        let free = "9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.d.f.ip6.arpa";
+        assert_eq!(t.lookup(web, free, QType::Ptr), Answer::NxDomain);
+        // db is on back, which has no IPv6: nothing, as for A records of other networks.
+        assert!(matches!(
+            t.lookup(web, "db", QType::Aaaa),
+            Answer::Forward(_)
+        ));
+    }
+
+    #[test]
     fn reverse_names_parse() {
         assert_eq!(
             reverse_name("4.3.2.1.in-addr.arpa"),
-            Some(Ipv4Addr::new(1, 2, 3, 4))
+            Some(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)))
         );
+        assert_eq!(
+            reverse_name(
+                "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.d.f.ip6.arpa"
+            ),
+            Some(IpAddr::V6("fd01::1".parse().unwrap()))
+        );
+        assert_eq!(reverse_name("1.0.d.f.ip6.arpa"), None);
         assert_eq!(reverse_name("3.2.1.in-addr.arpa"), None);
         assert_eq!(reverse_name("a.3.2.1.in-addr.arpa"), None);
     }
