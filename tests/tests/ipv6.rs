@@ -651,3 +651,34 @@ fn names_resolve_to_both_families() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_default_network_has_ipv6_when_the_daemon_settings_say_so() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_IPV6", "true");
+    sb.env("NETCTL_FIXED_CIDR_V6", "fd71:1::/64");
+    sb.sleeper("one", "bridge");
+    sb.sleeper("two", "bridge");
+    let n = inspect_network(&sb, "bridge");
+    assert_eq!(n["EnableIPv6"], true, "{n}");
+    assert_eq!(n["IPAM"]["Config"][1]["Subnet"], "fd71:1::/64");
+    assert_eq!(ip6_of(&sb, "two", "bridge"), "fd71:1::3");
+    assert!(ping6(&sb, "one", "fd71:1::3"));
+    let e = sb.netctl_err(&[
+        "run",
+        "-d",
+        "--name",
+        "x",
+        "--ip6",
+        "fd71:1::9",
+        "--",
+        "sleep",
+        "9",
+    ]);
+    assert!(e.contains("user defined networks"), "{e}");
+    // A bad setting is one clear line.
+    sb.env("NETCTL_IPV6", "maybe");
+    let e = sb.netctl_err(&["network", "ls"]);
+    assert!(e.contains("NETCTL_IPV6=maybe"), "{e}");
+}

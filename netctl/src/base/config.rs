@@ -89,6 +89,10 @@ pub struct Config {
     /// false is dockerd's `--icc=false`: its containers reach each other only through
     /// legacy links).
     pub default_icc: bool,
+    /// The default network with IPv6 too, when it is made (`NETCTL_IPV6`: dockerd's
+    /// `--ipv6`), on `NETCTL_FIXED_CIDR_V6` (dockerd's `--fixed-cidr-v6`) or else a /64 of
+    /// the host's unique local prefix.
+    pub default_ipv6: Option<Option<ipnetwork::Ipv6Network>>,
     /// Where the daemon also serves its Prometheus metrics (`NETCTL_METRICS_ADDR`, IP:PORT);
     /// it always serves them on `STATE_DIR/metrics.sock`.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -270,6 +274,17 @@ impl Config {
             Some("false") | Some("0") => false,
             Some(other) => bail!("NETCTL_ICC={other} is not valid: use true or false"),
         };
+        let default_ipv6 = match (var("NETCTL_IPV6").as_deref(), var("NETCTL_FIXED_CIDR_V6")) {
+            (None | Some("false") | Some("0"), None) => None,
+            (None | Some("false") | Some("0"), Some(_)) => {
+                bail!("NETCTL_FIXED_CIDR_V6 needs NETCTL_IPV6=true (IPv6 on the default network)")
+            }
+            (Some("true") | Some("1"), cidr) => Some(
+                cidr.map(|c| crate::model::ipam6::parse_subnet(&c, "NETCTL_FIXED_CIDR_V6"))
+                    .transpose()?,
+            ),
+            (Some(other), _) => bail!("NETCTL_IPV6={other} is not valid: use true or false"),
+        };
         let lock_timeout = match var("NETCTL_LOCK_TIMEOUT") {
             None => std::time::Duration::from_secs(30),
             Some(v) => v
@@ -329,6 +344,7 @@ impl Config {
             spares,
             metrics_addr,
             default_icc,
+            default_ipv6,
             lock_timeout,
             cluster: ClusterConfig::from_vars(vars)?,
             features_deny,

@@ -339,12 +339,7 @@ pub fn run(cmd: Command) -> Result<i32> {
                     Ok(Listed::Stored(n)) => out.push(inspect(&state, n)),
                     Ok(Listed::Predefined { name, .. }) if *name == networks::DEFAULT_NETWORK => {
                         // Not used yet: shown as it will be made, without making it.
-                        let planned = networks::plan_default(
-                            &ctx.nl,
-                            &state,
-                            ctx.group,
-                            ctx.cfg.default_icc,
-                        )?;
+                        let planned = networks::plan_default(&ctx.nl, &state, ctx.group, &ctx.cfg)?;
                         out.push(inspect(&state, &planned));
                     }
                     Ok(Listed::Predefined { name, driver, id }) => {
@@ -437,7 +432,7 @@ pub fn run(cmd: Command) -> Result<i32> {
             )?;
             let mut tx = ctx.begin()?;
             if network == networks::DEFAULT_NETWORK {
-                networks::ensure_default(&ctx.nl, tx.state(), ctx.group, ctx.cfg.default_icc)?;
+                networks::ensure_default(&ctx.nl, tx.state(), ctx.group, &ctx.cfg)?;
             }
             let c = tx.state().find_container(&container)?.clone();
             if c.id != before.id {

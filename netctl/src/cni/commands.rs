@@ -129,7 +129,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
 fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
     let name = conf.network();
     if name == networks::DEFAULT_NETWORK {
-        networks::ensure_default(&ctx.nl, tx.state(), ctx.group, ctx.cfg.default_icc)?;
+        networks::ensure_default(&ctx.nl, tx.state(), ctx.group, &ctx.cfg)?;
         return Ok(());
     }
     if networks::is_predefined(name) {

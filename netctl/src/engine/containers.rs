@@ -110,6 +110,9 @@ fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ip
     match ip6 {
         Some(ip) => {
             let ip = ipam6::parse_ip(ip, "--ip6")?;
+            if net.name == networks::DEFAULT_NETWORK {
+                bail!("user specified IP address is supported on user defined networks only");
+            }
             ipam6::check_static(net, ip, &used())?;
             Ok(Some(ip))
         }
@@ -171,7 +174,7 @@ pub fn create(
     let created_default =
         net_name == networks::DEFAULT_NETWORK && !state.networks.contains_key(net_name);
     if created_default {
-        networks::ensure_default(nl, state, group, cfg.default_icc)?;
+        networks::ensure_default(nl, state, group, cfg)?;
     }
     let result = (|| {
         let net = state.find_network(net_name)?.clone();

@@ -8,6 +8,7 @@ pub use crate::model::networks::{
     DEFAULT_BRIDGE, DEFAULT_NETWORK, HOST, NONE, PREDEFINED,
 };
 use crate::{
+    base::config::Config,
     kernel::netlink::Netlink,
     kernel::topology,
     model::ipam,
@@ -224,17 +225,19 @@ pub fn create(nl: &Netlink, state: &mut State, req: &CreateRequest, group: u32) 
     Ok(net)
 }
 
-/// The default network as it would be created now (inspect shows it before first use);
-/// `icc` false is dockerd's `--icc=false` (`Config::default_icc`).
-pub fn plan_default(nl: &Netlink, state: &State, group: u32, icc: bool) -> Result<Network> {
+/// The default network as it would be created now (inspect shows it before first use), as
+/// the daemon's settings say: ICC (dockerd's `--icc`) and IPv6 (`--ipv6`, `--fixed-cidr-v6`).
+pub fn plan_default(nl: &Netlink, state: &State, group: u32, cfg: &Config) -> Result<Network> {
     let req = CreateRequest {
         name: DEFAULT_NETWORK.into(),
         driver: "bridge".into(),
+        ipv6: cfg.default_ipv6.is_some(),
+        subnet6: cfg.default_ipv6.flatten().map(|s| s.to_string()),
         ..Default::default()
     };
     let mut net = plan(nl, state, &req, group).context("planning the default network bridge")?;
     net.id = predefined_id(group, DEFAULT_NETWORK);
-    if !icc {
+    if !cfg.default_icc {
         net.icc = false;
         net.options
             .insert(options::ICC.to_string(), "false".to_string());
@@ -243,11 +246,11 @@ pub fn plan_default(nl: &Netlink, state: &State, group: u32, icc: bool) -> Resul
 }
 
 /// Creates the default network if it does not exist yet.
-pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32, icc: bool) -> Result<()> {
+pub fn ensure_default(nl: &Netlink, state: &mut State, group: u32, cfg: &Config) -> Result<()> {
     if state.networks.contains_key(DEFAULT_NETWORK) {
         return Ok(());
     }
-    let net = plan_default(nl, state, group, icc)?;
+    let net = plan_default(nl, state, group, cfg)?;
     topology::create_bridge(nl, &net, group).context("creating the default network bridge")?;
     state.networks.insert(net.name.clone(), net);
     Ok(())
