@@ -43,6 +43,10 @@ pub mod programs {
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
     pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    /// IPv6 host clients of published ports (only where socket storage exists).
+    pub const SOCK_CONNECT6: &str = "sock_connect6";
+    pub const SOCK_RECVMSG6: &str = "sock_recvmsg6";
+    pub const SOCK_GETPEERNAME6: &str = "sock_getpeername6";
     /// The twins of the programs that track flows, for kernels without `bpf_loop` (< 5.17)
     /// or atomic OR (< 5.12): bounded NAT port search and plain flag updates. A kernel before
     /// 5.13 refuses a program that merely contains those instructions, so pruning by the
@@ -95,4 +99,5 @@ mod pod {
     unsafe impl aya::Pod for overlay::OverlayConfig {}
     unsafe impl aya::Pod for sock::RevKey {}
     unsafe impl aya::Pod for sock::RevValue {}
+    unsafe impl aya::Pod for sock::Rev6Slots {}
 }

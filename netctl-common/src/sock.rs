@@ -14,7 +14,11 @@ pub const SOCK_REV: &str = "SOCK_REV";
 /// programs cannot use socket storage (the `_compat` socket programs). Filled by the programs.
 pub const SOCK_REVNAT: &str = "SOCK_REVNAT";
 
-pub const MAPS: [&str; 3] = [SOCK_NETNS, SOCK_REV, SOCK_REVNAT];
+/// Socket storage: a [`Rev6Slots`] on each IPv6 socket translated to a published port (the
+/// address it dialled is IPv6). Filled by the programs.
+pub const SOCK_REV6: &str = "SOCK_REV6";
+
+pub const MAPS: [&str; 4] = [SOCK_NETNS, SOCK_REV, SOCK_REVNAT, SOCK_REV6];
 
 pub const SOCK_NETNS_MAX: u32 = 65536;
 pub const SOCK_REVNAT_MAX: u32 = 65536;
@@ -75,6 +79,26 @@ pub struct RevSlots {
     pub _pad: u32,
 }
 
+/// An IPv6 socket's destination: the published port's backend it was translated to (an
+/// IPv4-mapped address, `::ffff:addr`), and what the application gave.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rev6Slot {
+    pub addr: u32,
+    pub port: u16,
+    pub orig_port: u16,
+    pub orig_addr: [u32; 4],
+}
+
+/// An IPv6 socket's translated destinations (a connected socket has one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rev6Slots {
+    pub slots: [Rev6Slot; REV_SLOTS],
+    pub next: u32,
+    pub _pad: u32,
+}
+
 /// 127.0.0.11, Docker's embedded DNS address, in network byte order.
 pub const DNS_ADDR: u32 = u32::from_ne_bytes([127, 0, 0, 11]);
 
@@ -82,3 +106,4 @@ const _: () = assert!(core::mem::size_of::<SockNetns>() == 8);
 const _: () = assert!(core::mem::size_of::<RevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RevValue>() == 8);
 const _: () = assert!(core::mem::size_of::<RevSlots>() == 56);
+const _: () = assert!(core::mem::size_of::<Rev6Slots>() == 104);

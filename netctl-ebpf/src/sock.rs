@@ -12,7 +12,7 @@
 //! in a shared LRU table keyed by socket cookie (`SOCK_REVNAT`).
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::{bpf_sock_addr, BPF_ANY},
     btf_maps::SkStorage,
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{btf_map, cgroup_sock_addr, map},
@@ -33,6 +33,9 @@ static SOCK_NETNS: HashMap<u64, SockNetns> = HashMap::with_max_entries(SOCK_NETN
 
 #[btf_map(name = "SOCK_REV")]
 static SOCK_REV: SkStorage<RevSlots> = SkStorage::new();
+
+#[btf_map(name = "SOCK_REV6")]
+static SOCK_REV6: SkStorage<Rev6Slots> = SkStorage::new();
 
 #[map(name = "SOCK_REVNAT")]
 static SOCK_REVNAT: LruHashMap<RevKey, RevValue> = LruHashMap::with_max_entries(SOCK_REVNAT_MAX, 0);
@@ -89,6 +92,136 @@ pub fn sock_recvmsg4_compat(ctx: SockAddrContext) -> i32 {
 pub fn sock_getpeername4_compat(ctx: SockAddrContext) -> i32 {
     restore::<false>(&ctx);
     ALLOW
+}
+
+// IPv6 sockets of the host: [::1]:PORT, [::]:PORT, a host IPv6 address or an IPv4-mapped
+// address, connected to a published port, go to its backend as an IPv4-mapped address (the
+// kernel then connects over IPv4, as an IPv6 socket does for any mapped address). Not for
+// unconnected UDP: the kernel refuses a send that a program turned into a mapped address.
+// Only where socket storage exists (no `_compat` twins).
+
+#[cgroup_sock_addr(connect6)]
+pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
+    translate6(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore6(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    restore6(&ctx);
+    ALLOW
+}
+
+/// `::ffff:0:0/96` in the first three words (network order).
+const MAPPED: [u32; 3] = [0, 0, 0xffff_u32.to_be()];
+
+// The verifier takes context fields only at constant offsets from the context itself: each
+// word on its own, volatile so that no copy through a computed pointer is made of them.
+#[inline(always)]
+fn user_ip6(sa: &bpf_sock_addr) -> [u32; 4] {
+    // SAFETY: fields of the live context.
+    unsafe {
+        [
+            core::ptr::read_volatile(&sa.user_ip6[0]),
+            core::ptr::read_volatile(&sa.user_ip6[1]),
+            core::ptr::read_volatile(&sa.user_ip6[2]),
+            core::ptr::read_volatile(&sa.user_ip6[3]),
+        ]
+    }
+}
+
+#[inline(always)]
+fn set_user_ip6(sa: &mut bpf_sock_addr, ip: [u32; 4]) {
+    // SAFETY: writable fields of a connect6/recvmsg6/getpeername6 context.
+    unsafe {
+        core::ptr::write_volatile(&mut sa.user_ip6[0], ip[0]);
+        core::ptr::write_volatile(&mut sa.user_ip6[1], ip[1]);
+        core::ptr::write_volatile(&mut sa.user_ip6[2], ip[2]);
+        core::ptr::write_volatile(&mut sa.user_ip6[3], ip[3]);
+    }
+}
+
+#[inline(always)]
+fn translate6(ctx: &SockAddrContext) -> Option<()> {
+    let ns = our_netns(ctx)?;
+    if ns.flags & NETNS_HOST == 0 {
+        return None;
+    }
+    let proto = l4(ctx)?;
+    // SAFETY: the context pointer is valid for the whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let ip = user_ip6(sa);
+    let port = sa.user_port as u16;
+    // SAFETY: a sock_addr program's `sk` is always a valid socket.
+    let bound = unsafe { (*sa.__bindgen_anon_1.sk).src_ip6 };
+    if bound == [0, 0, 0, 1u32.to_be()] {
+        return None; // bound to ::1: could never reach a container
+    }
+    let to = if ip[..3] == MAPPED {
+        published_here(ip[3], port, proto, true)?
+    } else {
+        let mut bytes = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&ip[i].to_ne_bytes());
+            i += 1;
+        }
+        let loopback = ip == [0, 0, 0, 1u32.to_be()];
+        let any = ip == [0; 4];
+        // SAFETY: a read-only lookup.
+        if !(loopback || any || unsafe { crate::maps::HOST_ADDRS6.get(&bytes).is_some() }) {
+            return None;
+        }
+        // Only what is published on every address: 127.0.0.1 or a host IPv4 address is
+        // IPv4's alone, as with Docker.
+        published_here(0, port, proto, true)?
+    };
+    // SAFETY: the context's socket is valid for the whole run; created zeroed when absent.
+    let rev = unsafe { SOCK_REV6.get_or_insert_ptr_mut(ctx, None).as_mut() }?;
+    let n = (rev.next as usize) % REV_SLOTS;
+    rev.slots[n] = Rev6Slot {
+        addr: to.addr,
+        port: to.port,
+        orig_port: port,
+        orig_addr: ip,
+    };
+    rev.next = rev.next.wrapping_add(1);
+    set_user_ip6(sa, [MAPPED[0], MAPPED[1], MAPPED[2], to.addr]);
+    sa.user_port = u32::from(to.port);
+    Some(())
+}
+
+#[inline(always)]
+fn restore6(ctx: &SockAddrContext) -> Option<()> {
+    our_netns(ctx)?;
+    // SAFETY: the context pointer is valid for the whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let ip = user_ip6(sa);
+    if ip[..3] != MAPPED {
+        return None;
+    }
+    let port = sa.user_port as u16;
+    // SAFETY: the context's socket is valid for the whole run.
+    let rev = unsafe { SOCK_REV6.get_ptr_mut(ctx).as_ref() }?;
+    let mut found = None;
+    let mut i = 0;
+    while i < REV_SLOTS {
+        let s = &rev.slots[i];
+        if s.addr == ip[3] && s.port == port && s.addr != 0 {
+            found = Some((s.orig_addr, s.orig_port));
+        }
+        i += 1;
+    }
+    let (addr, orig_port) = found?;
+    set_user_ip6(sa, addr);
+    sa.user_port = u32::from(orig_port);
+    Some(())
 }
 
 /// This instance's view of the socket's namespace, or None: not ours, hands off.

@@ -384,3 +384,50 @@ fn another_engines_bridge_is_an_uplink_its_ports_are_left_alone() {
     assert!(on("fbr0"), "{pins:?}");
     assert!(!on("fv0"), "{pins:?}");
 }
+
+/// Over IPv6: connects (TCP, or UDP with connect()) to [ADDR]:PORT and prints the answer (UDP)
+/// and the peer as the application sees it.
+const PEER6: &str = r#"
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[3] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET6, kind); s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+if kind == socket.SOCK_DGRAM:
+    s.send(b"hi"); data, peer = s.recvfrom(2048); print(data.decode(), end=" ")
+print("[%s]:%d" % s.getpeername()[:2])
+"#;
+
+#[test]
+fn host_processes_reach_published_ports_over_ipv6_loopback() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    if !sb.has_feature("sk_storage") {
+        eprintln!("skipped: the IPv6 socket programs need socket storage");
+        return;
+    }
+    sb.whoami("web", None, &["8080:80", "8053:80/udp"], 80);
+    sb.whoami("local", None, &["127.0.0.1:9090:80"], 80);
+    let gw = gateway(&sb, "bridge");
+    assert_eq!(
+        host_curl(&sb, "-g http://[::1]:8080/").as_deref(),
+        Some(gw.as_str())
+    );
+    assert_eq!(
+        host_curl(&sb, "-g http://[::ffff:127.0.0.1]:8080/").as_deref(),
+        Some(gw.as_str())
+    );
+    // The application sees what it dialled.
+    let peer = |args: &[&str]| {
+        let mut cmd = sb.in_host("python3");
+        cmd.args(["-c", PEER6]).args(args);
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(peer(&["::1", "8080", "tcp"]), "[::1]:8080");
+    assert_eq!(
+        peer(&["::1", "8053", "udp"]),
+        format!("udp {gw} [::1]:8053")
+    );
+    // Published on 127.0.0.1 only: IPv4's alone, as with Docker.
+    assert!(host_curl(&sb, "-g http://[::1]:9090/").is_none());
+}

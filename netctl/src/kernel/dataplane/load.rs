@@ -19,7 +19,7 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 11] = [
+pub const PROGRAMS: [(&str, ProgKind); 14] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
@@ -39,6 +39,15 @@ pub const PROGRAMS: [(&str, ProgKind); 11] = [
     (
         programs::SOCK_GETPEERNAME4,
         ProgKind::Sock(SockHook::GetPeerName4),
+    ),
+    (programs::SOCK_CONNECT6, ProgKind::Sock(SockHook::Connect6)),
+    (
+        programs::SOCK_RECVMSG6,
+        ProgKind::Sock(SockHook::UDPRecvMsg6),
+    ),
+    (
+        programs::SOCK_GETPEERNAME6,
+        ProgKind::Sock(SockHook::GetPeerName6),
     ),
 ];
 
@@ -86,8 +95,13 @@ pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
 /// there, XDP only where XDP programs load.
 pub fn wanted_programs(f: &Features) -> impl Iterator<Item = (&'static str, ProgKind)> + '_ {
     let sock = f.socket_programs().is_ok();
+    let storage = f.has(features::SK_STORAGE);
     let xdp = f.has(features::XDP);
     PROGRAMS.into_iter().filter(move |(_, kind)| match kind {
+        // The IPv6 ones keep what a socket dialled in socket storage only.
+        ProgKind::Sock(SockHook::Connect6 | SockHook::UDPRecvMsg6 | SockHook::GetPeerName6) => {
+            sock && storage
+        }
         ProgKind::Sock(_) => sock,
         ProgKind::Xdp => xdp,
         ProgKind::Tc => true,
