@@ -54,8 +54,10 @@ pub fn flow(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey, reply: &Ct
     }
 }
 
+/// A drop. Without a parsed tuple (IPv6, ARP) the first bytes of the frame go along, so the
+/// tracer can tell who sent it.
 #[inline(always)]
-pub fn drop(hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>, len: u32) {
+pub fn drop<P: Packet>(p: &P, hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>) {
     if enabled(TRACE_DROPS) {
         let t = tuple.copied().unwrap_or_default();
         emit(EV_DROP, hook as u8, |ev| {
@@ -64,7 +66,10 @@ pub fn drop(hook: Hook, ifindex: u32, reason: u8, tuple: Option<&CtKey>, len: u3
             ev.ifindex = ifindex;
             ev.before = t;
             ev.after = t;
-            ev.len = len;
+            ev.len = p.len();
+            if tuple.is_none() {
+                ev.cap = p.snapshot(&mut ev.data);
+            }
         });
     }
 }

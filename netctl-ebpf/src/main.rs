@@ -106,7 +106,7 @@ fn finish<P: Packet>(
         Verdict::Redirect(_) => VERDICT_REDIRECT,
         Verdict::Drop(reason) => {
             verdict::dropped(hook, reason);
-            events::drop(hook, ifindex, reason as u8, before, p.len());
+            events::drop(p, hook, ifindex, reason as u8, before);
             VERDICT_DROP
         }
     };

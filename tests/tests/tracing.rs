@@ -443,3 +443,62 @@ fn an_idle_network_traces_no_drop_and_its_interfaces_have_no_ipv6() {
     let ping = sb.container_sh("a", &format!("ping -c 2 -W 1 {b}"));
     assert!(ping.status.success(), "{ping:?}");
 }
+
+#[test]
+fn ipv6_drops_name_who_sent_what_and_a_busy_dual_stack_network_drops_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    for (name, v4, v6) in [
+        ("a", "10.74.1.0/24", "fd74:1::/64"),
+        ("b", "10.74.2.0/24", "fd74:2::/64"),
+    ] {
+        sb.netctl_ok(&[
+            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6, name,
+        ]);
+    }
+    sb.sleeper("a1", "a");
+    sb.sleeper("a2", "a");
+    sb.sleeper("b1", "b");
+    // Neighbour discovery, listener reports, pings among a's containers and to its gateway:
+    // nothing of it is a drop.
+    let quiet = Trace::start(&sb, &["--drops", "--json", "--duration", "3s"]);
+    for (from, to) in [
+        ("a1", "fd74:1::3"),
+        ("a2", "fd74:1::2"),
+        ("a1", "fd74:1::1"),
+    ] {
+        let out = sb.container_sh(from, &format!("ping -6 -c 2 -i 0.2 -W 1 {to}"));
+        assert!(out.status.success(), "{from} → {to}: {out:?}");
+    }
+    let events = quiet.events();
+    assert!(events.is_empty(), "{events:?}");
+    // b1 tries a2 over TCP: one isolation drop, with both ends named.
+    let trace = Trace::start(
+        &sb,
+        &[
+            "--drops",
+            "--json",
+            "--container",
+            "a2",
+            "--count",
+            "1",
+            "--duration",
+            "10s",
+        ],
+    );
+    sb.container_sh(
+        "b1",
+        "python3 -c 'import socket; socket.create_connection((\"fd74:1::3\", 8080), timeout=1)'",
+    );
+    let events = trace.events();
+    let e = &events[0];
+    assert_eq!(e["reason"], "isolation", "{e}");
+    assert_eq!(e["proto"], "tcp");
+    assert!(
+        e["src"].as_str().unwrap().starts_with("[fd74:2::2]:"),
+        "{e}"
+    );
+    assert_eq!(e["dst"], "[fd74:1::3]:8080");
+    assert_eq!(e["src_name"], "b1");
+    assert_eq!(e["dst_name"], "a2");
+}

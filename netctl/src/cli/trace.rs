@@ -19,6 +19,7 @@ use crate::{
     cli::pcap::Pcap,
     engine::ctx::Ctx,
     kernel::dataplane::{maps::from_raw, monotonic_ns, Dataplane},
+    model::frame,
     model::names::Names,
 };
 
@@ -98,6 +99,7 @@ fn proto_name(p: u8) -> &'static str {
         1 => "icmp",
         6 => "tcp",
         17 => "udp",
+        58 => "icmpv6",
         _ => "ip",
     }
 }
@@ -174,6 +176,9 @@ impl Filter {
         if self.kinds & wanted_kind == 0 {
             return false;
         }
+        if let Some(s) = ipv6_of(ev) {
+            return self.accepts6(&s, names);
+        }
         let keys = Self::keys(ev);
         if let Some(p) = self.port {
             if !keys
@@ -202,6 +207,37 @@ impl Filter {
             }
         }
         true
+    }
+}
+
+impl Filter {
+    /// The same for an IPv6 packet of a drop.
+    fn accepts6(&self, s: &frame::Ipv6Summary, names: &Names) -> bool {
+        let (src, dst) = (names.of6(s.src), names.of6(s.dst));
+        self.port.is_none_or(|p| s.sport == p || s.dport == p)
+            && self
+                .container
+                .as_ref()
+                .is_none_or(|c| [src, dst].iter().flatten().any(|(name, _)| name == c))
+            && self
+                .network
+                .as_ref()
+                .is_none_or(|n| [src, dst].iter().flatten().any(|(_, net)| net == n))
+    }
+}
+
+/// The IPv6 packet a drop without a tuple carried, from its first bytes.
+fn ipv6_of(ev: &Event) -> Option<frame::Ipv6Summary> {
+    if ev.kind != EV_DROP || ev.flags != 0 {
+        return None;
+    }
+    frame::ipv6(&ev.data[..(ev.cap as usize).min(ev.data.len())])
+}
+
+fn endpoint6(addr: std::net::Ipv6Addr, port: u16, proto: u8) -> String {
+    match proto {
+        6 | 17 => format!("[{addr}]:{port}"),
+        _ => addr.to_string(),
     }
 }
 
@@ -265,7 +301,13 @@ fn describe(ev: &Event, names: &Names) -> Value {
             v["reason"] = json!(reason_name(ev.code));
             v["interface"] = json!(names.ifname(ev.ifindex));
             v["len"] = json!(ev.len);
-            if ev.flags == 0 {
+            if let Some(s) = ipv6_of(ev) {
+                v["proto"] = json!(proto_name(s.proto));
+                v["src"] = json!(endpoint6(s.src, s.sport, s.proto));
+                v["dst"] = json!(endpoint6(s.dst, s.dport, s.proto));
+                v["src_name"] = json!(names.addr6(s.src));
+                v["dst_name"] = json!(names.addr6(s.dst));
+            } else if ev.flags == 0 {
                 v["src"] = json!("");
                 v["dst"] = json!("");
             }

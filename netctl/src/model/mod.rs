@@ -5,6 +5,7 @@ pub mod addr;
 pub mod features;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod frame;
 pub mod ids;
 pub mod instance;
 pub mod ipam;

@@ -1,7 +1,10 @@
 //! Names for what the datapath reports: container and network names for addresses, the
 //! container behind a published port, interface names.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use ipnetwork::Ipv4Network;
 
@@ -11,6 +14,9 @@ pub struct Names {
     /// Address → (container, network).
     containers: BTreeMap<Ipv4Addr, (String, String)>,
     gateways: BTreeMap<Ipv4Addr, String>,
+    /// The same for IPv6 (link-local addresses included).
+    containers6: BTreeMap<Ipv6Addr, (String, String)>,
+    gateways6: BTreeMap<Ipv6Addr, String>,
     subnets: Vec<(Ipv4Network, String)>,
     /// (host port, proto) → (container, container port).
     published: BTreeMap<(u16, u8), (String, u16)>,
@@ -22,18 +28,31 @@ impl Names {
         let mut n = Names {
             containers: BTreeMap::new(),
             gateways: BTreeMap::new(),
+            containers6: BTreeMap::new(),
+            gateways6: BTreeMap::new(),
             subnets: Vec::new(),
             published: BTreeMap::new(),
             ifnames,
         };
         for net in state.networks.values() {
             n.gateways.insert(net.gateway, net.name.clone());
+            if let Some(v6) = &net.ipv6 {
+                n.gateways6.insert(v6.gateway, net.name.clone());
+            }
             n.subnets.push((net.subnet, net.name.clone()));
         }
         for c in state.containers.values() {
             for ep in &c.endpoints {
                 n.containers
                     .insert(ep.ip, (c.name.clone(), ep.network.clone()));
+                if let Some(ip6) = ep.ip6 {
+                    let ll =
+                        crate::model::ipam6::link_local(crate::model::addr::parse_mac(&ep.mac));
+                    for a in [ip6, ll] {
+                        n.containers6
+                            .insert(a, (c.name.clone(), ep.network.clone()));
+                    }
+                }
             }
             for p in &c.ports {
                 let proto = match p.proto {
@@ -57,6 +76,24 @@ impl Names {
             return format!("gateway:{net}");
         }
         String::new()
+    }
+
+    /// The same for an IPv6 address.
+    pub fn addr6(&self, ip: Ipv6Addr) -> String {
+        if let Some((c, _)) = self.containers6.get(&ip) {
+            return c.clone();
+        }
+        if let Some(net) = self.gateways6.get(&ip) {
+            return format!("gateway:{net}");
+        }
+        String::new()
+    }
+
+    /// The container and network of an IPv6 address.
+    pub fn of6(&self, ip: Ipv6Addr) -> Option<(&str, &str)> {
+        self.containers6
+            .get(&ip)
+            .map(|(c, n)| (c.as_str(), n.as_str()))
     }
 
     /// The container a host port is published for: "web:80".
