@@ -191,7 +191,7 @@ fn nd_speaks_for_itself<P: Packet>(
         NEIGH_ADVERT => {
             let target: Ip6 = p.load(l4 + 8).ok_or(DropReason::Malformed)?;
             match endpoint(&target) {
-                Some(t) if t.ifindex == ifindex => {}
+                Some(t) if t.ifindex == ifindex && t.mac == *mac => {}
                 _ => return Err(DropReason::Spoofed),
             }
             l4 + 24

@@ -976,14 +976,15 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
         return;
     }
     let mut w = World::new(false, false);
-    // IPv6, link-local included: it would pass ICC-off and isolation rules unseen.
+    // IPv6 from an address that is no container's (these have none: their networks are
+    // IPv4 only), link-local included: it would pass ICC-off and isolation rules unseen.
     let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
     v6.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     v6.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
     v6.extend([0, 53, 0, 53, 0, 8, 0, 0]);
     let (v, _) = w.run("from_container", &eth_type(0x86dd, v6.clone()));
     assert_eq!(v, TC_ACT_SHOT);
-    assert_eq!(w.drops(DropReason::NotIpv4), 1);
+    assert_eq!(w.drops(DropReason::Spoofed), 1);
     let (v, _) = w.run("from_container", &eth_type(0x88b5, vec![0; 46]));
     assert_eq!(v, TC_ACT_SHOT, "any other EtherType too");
     // The uplink passes the host's own IPv6.
@@ -1009,7 +1010,7 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
     for pkt in [arp("10.1.0.77", GW_A), arp(GW_A, A2)] {
         assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
     }
-    assert_eq!(w.drops(DropReason::Spoofed), 2);
+    assert_eq!(w.drops(DropReason::Spoofed), 3);
     // Its own address under a neighbour's MAC (ARP, IPv4), or a sender field that is not the
     // frame's source: spoofing too, whatever the bridge would have learned from it.
     let mut ipv4_as_a2 = udp(WEB, 1000, OUT, 53);
@@ -1021,7 +1022,7 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
     ] {
         assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
     }
-    assert_eq!(w.drops(DropReason::Spoofed), 5);
+    assert_eq!(w.drops(DropReason::Spoofed), 6);
     // A probe (no sender address) names no endpoint to check the MAC against: the bridge,
     // which learns nothing from container ports, is what keeps it harmless.
 }
@@ -1185,4 +1186,208 @@ fn forwarded_traffic_that_is_no_containers_is_dropped_unless_forwarding_was_on_b
     if let Some((v, _)) = w.run_forwarded("uplink_egress", &out, 3) {
         assert_eq!(v, TC_ACT_OK);
     }
+}
+
+// ---- IPv6 of dual-stack networks ----
+
+const WEB6: &str = "fd01::2";
+const A26: &str = "fd01::3";
+const GW6_A: &str = "fd01::1";
+const B36: &str = "fd02::3";
+
+fn ip6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// Networks A and B with IPv6: subnets, gateways (host addresses), and WEB, A2 and B3 with an
+/// IPv6 address each (and WEB its link-local one).
+fn dual_stack(w: &mut World) {
+    use aya::maps::lpm_trie::{Key, LpmTrie};
+    use netctl_common::maps::{EndpointInfo, NetInfo};
+    let mut nets: HashMap<_, u32, NetInfo> = w
+        .ebpf
+        .map_mut(netctl_common::maps::NETWORKS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (br, gw6) in [(BRIDGE_A, GW6_A), (BRIDGE_B, "fd02::1")] {
+        let mut n = nets.get(&br, 0).unwrap();
+        n.gateway6 = ip6(gw6);
+        nets.insert(br, n, 0).unwrap();
+    }
+    let mut subnets: LpmTrie<_, [u8; 16], u32> = w
+        .ebpf
+        .map_mut(netctl_common::maps::SUBNETS6)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (net, br) in [("fd01::", BRIDGE_A), ("fd02::", BRIDGE_B)] {
+        subnets.insert(&Key::new(64, ip6(net)), br, 0).unwrap();
+    }
+    let mut host: HashMap<_, [u8; 16], u32> = w
+        .ebpf
+        .map_mut(netctl_common::maps::HOST_ADDRS6)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for a in [GW6_A, "fd02::1"] {
+        host.insert(ip6(a), 1, 0).unwrap();
+    }
+    let mut eps: HashMap<_, [u8; 16], EndpointInfo> = w
+        .ebpf
+        .map_mut(netctl_common::maps::ENDPOINTS6)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let web_ll = netctl::model::ipam6::link_local(mac_of(ip(WEB).octets())).octets();
+    for (a6, a4, br) in [
+        (ip6(WEB6), WEB, BRIDGE_A),
+        (web_ll, WEB, BRIDGE_A),
+        (ip6(A26), A2, BRIDGE_A),
+        (ip6(B36), B3, BRIDGE_B),
+    ] {
+        let info = EndpointInfo {
+            ifindex: LO,
+            network: br,
+            mac: mac_of(ip(a4).octets()),
+            _pad: [0; 2],
+        };
+        eps.insert(a6, info, 0).unwrap();
+    }
+}
+
+/// An IPv6 frame from `mac` to `dst_mac`: header (hop limit 64 unless ND), `ext` headers, then
+/// the upper layer `proto` with `l4`.
+fn v6(mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, next: u8, l4: Vec<u8>) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend((l4.len() as u16).to_be_bytes());
+    p.extend([next, 255]);
+    p.extend(ip6(src));
+    p.extend(ip6(dst));
+    p.extend(l4);
+    eth_frame(dst_mac, mac, 0x86dd, p)
+}
+
+#[test]
+fn ipv6_follows_the_isolation_rules_and_neighbour_discovery_speaks_for_itself() {
+    if !root() {
+        return;
+    }
+    let mut w = World::new(true, false);
+    dual_stack(&mut w);
+    let web = mac_of(ip(WEB).octets());
+    let tcp = |dport: u16| {
+        let mut t = vec![0x9c, 0x40];
+        t.extend(dport.to_be_bytes());
+        t.extend([0; 16]);
+        t
+    };
+    let ok = |w: &mut World, pkt: Vec<u8>| assert_eq!(w.run("from_container", &pkt).0, TC_ACT_OK);
+    let shot = |w: &mut World, pkt: Vec<u8>, reason: DropReason, n: u64| {
+        assert_eq!(w.run("from_container", &pkt).0, TC_ACT_SHOT);
+        assert_eq!(w.drops(reason), n, "{reason:?}");
+    };
+    // Its own network, its gateway, neighbour discovery: through.
+    ok(&mut w, v6(web, BRIDGE_MAC, WEB6, A26, 6, tcp(80)));
+    ok(&mut w, v6(web, BRIDGE_MAC, WEB6, GW6_A, 6, tcp(80)));
+    let ns = |target: &str, lladdr: [u8; 6]| {
+        let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        m.extend(ip6(target));
+        m.extend([1, 1]);
+        m.extend(lladdr);
+        m
+    };
+    ok(
+        &mut w,
+        v6(
+            web,
+            [0x33, 0x33, 0xff, 0, 0, 1],
+            WEB6,
+            "ff02::1:ff00:1",
+            58,
+            ns(GW6_A, web),
+        ),
+    );
+    let na = |target: &str| {
+        let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        m.extend(ip6(target));
+        m.extend([2, 1]);
+        m.extend(web);
+        m
+    };
+    ok(&mut w, v6(web, BRIDGE_MAC, WEB6, GW6_A, 58, na(WEB6)));
+    // Another network; beyond the host.
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, B36, 6, tcp(80)),
+        DropReason::Isolation,
+        1,
+    );
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, "2001:db8::1", 6, tcp(80)),
+        DropReason::Ipv6Unrouted,
+        1,
+    );
+    // A neighbour's address as source, or under a neighbour's MAC; advertising a neighbour's
+    // address, or soliciting with a neighbour's MAC as its own.
+    let a2 = mac_of(ip(A2).octets());
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, A26, GW6_A, 6, tcp(80)),
+        DropReason::Spoofed,
+        1,
+    );
+    shot(
+        &mut w,
+        v6(a2, BRIDGE_MAC, WEB6, GW6_A, 6, tcp(80)),
+        DropReason::Spoofed,
+        2,
+    );
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, GW6_A, 58, na(A26)),
+        DropReason::Spoofed,
+        3,
+    );
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, "ff02::1:ff00:1", 58, ns(GW6_A, a2)),
+        DropReason::Spoofed,
+        4,
+    );
+    // A router: advertisements, redirects, a routing header with a segment left.
+    let ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, "ff02::1", 58, ra),
+        DropReason::Ipv6Router,
+        1,
+    );
+    let mut rh = vec![6, 2, 0, 1, 0, 0, 0, 0];
+    rh.extend(ip6(B36));
+    rh.extend(tcp(80));
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, GW6_A, 43, rh),
+        DropReason::Ipv6Router,
+        2,
+    );
+    // to_container: a neighbour and the host come in; another network's container does not.
+    let to = |w: &mut World, pkt: Vec<u8>| w.run("to_container", &pkt).0;
+    assert_eq!(to(&mut w, v6(web, a2, WEB6, A26, 6, tcp(80))), TC_ACT_OK);
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, GW6_A, A26, 6, tcp(80))),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, B36, A26, 6, tcp(80))),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, "2001:db8::1", A26, 6, tcp(80))),
+        TC_ACT_SHOT
+    );
+    assert_eq!(w.drops(DropReason::Isolation), 2);
+    assert_eq!(w.drops(DropReason::NoWayIn), 1);
 }
