@@ -184,14 +184,29 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
     };
     // SAFETY: the context's socket is valid for the whole run; created zeroed when absent.
     let rev = unsafe { SOCK_REV6.get_or_insert_ptr_mut(ctx, None).as_mut() }?;
-    let n = (rev.next as usize) % REV_SLOTS;
-    rev.slots[n] = Rev6Slot {
+    let slot = Rev6Slot {
         addr: to.addr,
         port: to.port,
         orig_port: port,
         orig_addr: ip,
     };
-    rev.next = rev.next.wrapping_add(1);
+    // The slot of the same backend (one per backend, as `remember` keeps them), else the
+    // next one round.
+    let mut i = 0;
+    let mut done = false;
+    while i < REV_SLOTS {
+        let s = &mut rev.slots[i];
+        if !done && s.addr == slot.addr && s.port == slot.port {
+            *s = slot;
+            done = true;
+        }
+        i += 1;
+    }
+    if !done {
+        let n = (rev.next as usize) % REV_SLOTS;
+        rev.slots[n] = slot;
+        rev.next = rev.next.wrapping_add(1);
+    }
     set_user_ip6(sa, [MAPPED[0], MAPPED[1], MAPPED[2], to.addr]);
     sa.user_port = u32::from(to.port);
     Some(())
@@ -209,19 +224,19 @@ fn restore6(ctx: &SockAddrContext) -> Option<()> {
     let port = sa.user_port as u16;
     // SAFETY: the context's socket is valid for the whole run.
     let rev = unsafe { SOCK_REV6.get_ptr_mut(ctx).as_ref() }?;
-    let mut found = None;
+    // Written back from inside the loop: an Option of the slot's copy would be read from
+    // stack that older verifiers (6.1) see as uninitialized on the path without a match.
     let mut i = 0;
     while i < REV_SLOTS {
         let s = &rev.slots[i];
         if s.addr == ip[3] && s.port == port && s.addr != 0 {
-            found = Some((s.orig_addr, s.orig_port));
+            set_user_ip6(sa, s.orig_addr);
+            sa.user_port = u32::from(s.orig_port);
+            return Some(());
         }
         i += 1;
     }
-    let (addr, orig_port) = found?;
-    set_user_ip6(sa, addr);
-    sa.user_port = u32::from(orig_port);
-    Some(())
+    None
 }
 
 /// This instance's view of the socket's namespace, or None: not ours, hands off.

@@ -844,3 +844,98 @@ fn tuning_and_bandwidth_chained_after_netctl_with_podman() {
 /// What the shaping test moves each way, and the rate it is held to.
 const BULK: usize = 3_000_000;
 const RATE_BITS: u64 = 8_000_000;
+
+#[test]
+fn podman_runs_dual_stack_containers_on_netctl_through_cni() {
+    require_sandbox!();
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("skipped: podman is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let plugins = json!([{
+        "type": "netctl",
+        "ipam": { "ranges": [[{ "subnet": "10.88.7.0/24" }], [{ "subnet": "fd88:7::/64" }]] },
+        "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true }
+    }]);
+    let podman = Podman::new(&sb, &[("dual", plugins)]);
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "one",
+        "--network",
+        "dual",
+        "localhost/busybox",
+        "sleep",
+        "300",
+    ]);
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "--network",
+        "dual",
+        "--ip6",
+        "fd88:7::20",
+        "localhost/busybox",
+        "sleep",
+        "300",
+    ]);
+    // Podman took both addresses from netctl's result; a static one (`--ip6`, `--ip`) comes
+    // as CNI_ARGS IP=, as Podman sends a single one.
+    let v6 = podman.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}",
+        "two",
+    ]);
+    assert_eq!(v6.trim(), "fd88:7::20");
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "three",
+        "--network",
+        "dual",
+        "--ip",
+        "10.88.7.50",
+        "localhost/busybox",
+        "sleep",
+        "300",
+    ]);
+    let v4 = podman.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.dual.IPAddress}}",
+        "three",
+    ]);
+    assert_eq!(v4.trim(), "10.88.7.50");
+    let addrs = podman.ok(&["exec", "one", "ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("fd88:7::2/64"), "{addrs}");
+    let route = podman.ok(&["exec", "one", "ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fd88:7::1"), "{route}");
+    // IPv6 between them, policed by netctl's programs like IPv4.
+    podman.ok(&[
+        "exec",
+        "one",
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "fd88:7::20",
+    ]);
+    podman.ok(&["exec", "one", "ping", "-c", "1", "-W", "2", "10.88.7.3"]);
+    let net: Value = serde_json::from_str(&sb.netctl_ok(&["network", "inspect", "dual"])).unwrap();
+    assert_eq!(net[0]["EnableIPv6"], true, "{net}");
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    let v: Value = serde_json::from_str(&stats).unwrap();
+    let dropped: u64 = v["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    assert_eq!(dropped, 0, "{stats}");
+}

@@ -27,12 +27,13 @@ fn invalid(e: impl std::fmt::Display) -> Error {
 pub struct Request {
     publish: Vec<PortSpec>,
     ip: Option<String>,
+    ip6: Option<String>,
     mac: Option<String>,
     aliases: Vec<String>,
 }
 
 impl Request {
-    pub fn of(conf: &NetConf) -> Result<Request> {
+    pub fn of(conf: &NetConf, env: &Env) -> Result<Request> {
         let publish = conf
             .runtime_config
             .port_mappings
@@ -40,7 +41,8 @@ impl Request {
             .map(|p| p.as_spec().parse::<PortSpec>())
             .collect::<anyhow::Result<_>>()
             .map_err(|e| invalid(format!("runtimeConfig.portMappings: {e:#}")))?;
-        let mac = match &conf.runtime_config.mac {
+        // The `mac` capability, else Podman's `MAC=` in CNI_ARGS.
+        let mac = match conf.runtime_config.mac.as_ref().or(env.args.get("MAC")) {
             Some(m) => Some(check_mac(m)?),
             None => None,
         };
@@ -54,9 +56,12 @@ impl Request {
         for a in &aliases {
             crate::model::runopts::check_alias(a, "alias").map_err(invalid)?;
         }
+        let (ip, ip6) = conf.requested_ips(&env.args)?;
+        conf.addressing()?;
         Ok(Request {
             publish,
-            ip: conf.requested_ip()?.map(|ip| ip.to_string()),
+            ip: ip.map(|ip| ip.to_string()),
+            ip6: ip6.map(|ip| ip.to_string()),
             mac,
             aliases,
         })
@@ -74,7 +79,7 @@ fn check_mac(m: &str) -> Result<String> {
 }
 
 pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
-    let req = Request::of(conf)?;
+    let req = Request::of(conf, env)?;
     let netns = env.netns.clone().expect("ADD has CNI_NETNS");
     if !netns::is_live(&netns) {
         return Err(Error::new(
@@ -113,6 +118,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
         ifname: env.ifname.clone(),
         network: tx.state().find_network(&network)?.name.clone(),
         mac: req.mac,
+        ip6: req.ip6,
         aliases: req.aliases,
         publish: req.publish,
     };
@@ -138,11 +144,15 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
         )));
     }
     networks::check_name(name, "network").map_err(invalid)?;
+    let addressing = conf.addressing()?;
     let req = networks::CreateRequest {
         name: name.to_string(),
         driver: "bridge".into(),
-        subnet: conf.subnet.clone(),
-        gateway: conf.gateway.clone(),
+        subnet: addressing.v4.0,
+        gateway: addressing.v4.1,
+        ipv6: addressing.v6.is_some(),
+        subnet6: addressing.v6.clone().and_then(|v| v.0),
+        gateway6: addressing.v6.and_then(|v| v.1),
         ip_range: None,
         internal: conf.internal,
         options: conf.options(),
@@ -195,6 +205,11 @@ fn result(state: &State, c: &Container, ep: &Endpoint, conf: &NetConf) -> Value 
         ip: ep.ip,
         prefix: net.subnet.prefix(),
         gateway: net.gateway,
+        ip6: net
+            .ipv6
+            .as_ref()
+            .zip(ep.ip6)
+            .map(|(v6, ip)| (ip, v6.subnet.prefix(), v6.gateway)),
         default_route: topology::is_gateway_endpoint(&state.networks, c, ep),
         dns: has_embedded_dns(&net.name).then_some(net.gateway),
     }

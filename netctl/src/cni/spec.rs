@@ -1,7 +1,12 @@
 //! The CNI protocol's data (spec 1.1; 1.0 and 0.4 accepted): the network configuration on
 //! stdin, the environment, the result and error objects on stdout, the error codes.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -216,6 +221,10 @@ pub struct NetConf {
     pub masquerade: Option<bool>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// host-local's `ranges`, for dual stack: one range set per address family (the first
+    /// range of each is used), `[[{"subnet": V4}], [{"subnet": V6}]]`.
+    #[serde(default)]
+    pub ipam: Option<Ipam>,
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
@@ -223,6 +232,26 @@ pub struct NetConf {
     /// `cni.dev/valid-attachments` for GC.
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Ipam {
+    #[serde(default)]
+    pub ranges: Vec<Vec<Range>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Range {
+    pub subnet: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// A network's addressing as the configuration gives it: (subnet, gateway) per family.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Addressing {
+    pub v4: (Option<String>, Option<String>),
+    pub v6: Option<(Option<String>, Option<String>)>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -313,25 +342,71 @@ impl NetConf {
     }
 
     /// The address asked for with the `ips` capability, if any.
-    pub fn requested_ip(&self) -> Result<Option<Ipv4Addr>> {
-        match self.runtime_config.ips.as_slice() {
-            [] => Ok(None),
-            [one] => one
+    /// The requested addresses: the `ips` capability, else `IP=` of `CNI_ARGS` (what Podman
+    /// sends for one static address, comma-separated as host-local reads it); at most one
+    /// per family.
+    pub fn requested_ips(
+        &self,
+        args: &BTreeMap<String, String>,
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+        let from_args: Vec<String> = match (self.runtime_config.ips.is_empty(), args.get("IP")) {
+            (true, Some(list)) => list.split(',').map(str::to_string).collect(),
+            _ => Vec::new(),
+        };
+        let mut out = (None, None);
+        for one in self.runtime_config.ips.iter().chain(&from_args) {
+            let bad = || {
+                Error::new(
+                    Code::InvalidConfig,
+                    format!("runtimeConfig.ips: {one:?} is not an IP address"),
+                )
+            };
+            let ip: IpAddr = one
                 .split('/')
                 .next()
                 .and_then(|ip| ip.parse().ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    Error::new(
-                        Code::InvalidConfig,
-                        format!("runtimeConfig.ips: {one:?} is not an IPv4 address"),
-                    )
-                }),
-            _ => Err(Error::new(
-                Code::UnsupportedField,
-                "runtimeConfig.ips: one IPv4 address per attachment",
-            )),
+                .ok_or_else(bad)?;
+            let twice = match ip {
+                IpAddr::V4(v4) => out.0.replace(v4).is_some(),
+                IpAddr::V6(v6) => out.1.replace(v6).is_some(),
+            };
+            if twice {
+                return Err(Error::new(
+                    Code::UnsupportedField,
+                    "runtimeConfig.ips: one address per family and attachment",
+                ));
+            }
         }
+        Ok(out)
+    }
+
+    /// The subnet and gateway of each family: `subnet`/`gateway`, or `ipam.ranges`.
+    pub fn addressing(&self) -> Result<Addressing> {
+        let mut a = Addressing {
+            v4: (self.subnet.clone(), self.gateway.clone()),
+            v6: None,
+        };
+        let ranges = self.ipam.as_ref().map_or(&[][..], |i| &i.ranges[..]);
+        for set in ranges {
+            let Some(r) = set.first() else { continue };
+            let conflict = |what: &str| {
+                Error::new(
+                    Code::InvalidConfig,
+                    format!("ipam.ranges: two {what} range sets, or `subnet` and an {what} range: give one per family"),
+                )
+            };
+            let pair = (Some(r.subnet.clone()), r.gateway.clone());
+            if r.subnet.contains(':') {
+                if a.v6.replace(pair).is_some() {
+                    return Err(conflict("IPv6"));
+                }
+            } else if a.v4.0.is_some() {
+                return Err(conflict("IPv4"));
+            } else {
+                a.v4 = pair;
+            }
+        }
+        Ok(a)
     }
 }
 
@@ -363,6 +438,8 @@ pub struct Attached<'a> {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// On a network with IPv6: the address, its prefix length, the gateway.
+    pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
     pub default_route: bool,
     pub dns: Option<Ipv4Addr>,
 }
@@ -377,10 +454,25 @@ impl Attached<'_> {
         if version.starts_with("0.") {
             ip["version"] = json!("4");
         }
-        let routes = match self.default_route {
-            true => json!([{ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }]),
-            false => json!([]),
-        };
+        let mut ips = vec![ip];
+        let mut routes = Vec::new();
+        if self.default_route {
+            routes.push(json!({ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }));
+        }
+        if let Some((ip6, prefix, gw6)) = self.ip6 {
+            let mut ip = json!({
+                "address": format!("{ip6}/{prefix}"),
+                "gateway": gw6.to_string(),
+                "interface": 1,
+            });
+            if version.starts_with("0.") {
+                ip["version"] = json!("6");
+            }
+            ips.push(ip);
+            if self.default_route {
+                routes.push(json!({ "dst": "::/0", "gw": gw6.to_string() }));
+            }
+        }
         let dns = match self.dns {
             Some(d) => json!({ "nameservers": [d.to_string()] }),
             None => json!({}),
@@ -391,7 +483,7 @@ impl Attached<'_> {
                 { "name": self.host_veth },
                 { "name": self.ifname, "mac": self.mac, "sandbox": self.netns },
             ],
-            "ips": [ip],
+            "ips": ips,
             "routes": routes,
             "dns": dns,
         })
@@ -479,6 +571,56 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_ranges_requests_and_results() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"d","type":"netctl",
+                 "ipam":{"ranges":[[{"subnet":"10.9.0.0/24"}],[{"subnet":"fd09::/64","gateway":"fd09::fe"}]]},
+                 "runtimeConfig":{"ips":["10.9.0.7/24","fd09::7/64"]}}"#,
+        )
+        .unwrap();
+        let a = c.addressing().unwrap();
+        assert_eq!(a.v4, (Some("10.9.0.0/24".into()), None));
+        assert_eq!(
+            a.v6,
+            Some((Some("fd09::/64".into()), Some("fd09::fe".into())))
+        );
+        let (v4, v6) = c.requested_ips(&BTreeMap::new()).unwrap();
+        assert_eq!(v4, Some("10.9.0.7".parse().unwrap()));
+        assert_eq!(v6, Some("fd09::7".parse().unwrap()));
+        // Podman's one static address, in CNI_ARGS.
+        let plain = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"d"}"#).unwrap();
+        let args: BTreeMap<String, String> = [("IP".to_string(), "fd09::9".to_string())].into();
+        assert_eq!(
+            plain.requested_ips(&args).unwrap(),
+            (None, Some("fd09::9".parse().unwrap()))
+        );
+        // Two sets of one family, or `subnet` beside an IPv4 range: which one is meant?
+        let two = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"d","subnet":"10.1.0.0/24",
+                 "ipam":{"ranges":[[{"subnet":"10.9.0.0/24"}]]}}"#,
+        )
+        .unwrap();
+        assert_eq!(two.addressing().unwrap_err().code, Code::InvalidConfig);
+        let result = Attached {
+            host_veth: "vethx",
+            ifname: "eth0",
+            mac: "02:42:0a:09:00:07",
+            netns: "/run/netns/x",
+            ip: "10.9.0.7".parse().unwrap(),
+            prefix: 24,
+            gateway: "10.9.0.1".parse().unwrap(),
+            ip6: Some(("fd09::7".parse().unwrap(), 64, "fd09::fe".parse().unwrap())),
+            default_route: true,
+            dns: None,
+        };
+        let v = result.to_json("0.4.0");
+        assert_eq!(v["ips"][1]["address"], "fd09::7/64");
+        assert_eq!(v["ips"][1]["version"], "6");
+        assert_eq!(v["routes"][1]["dst"], "::/0");
+        assert_eq!(v["routes"][1]["gw"], "fd09::fe");
+    }
+
+    #[test]
     fn configuration_parsing_and_versions() {
         let c = NetConf::parse(
             br#"{"cniVersion":"1.0.0","name":"front","type":"netctl","subnet":"10.9.0.0/24",
@@ -500,7 +642,10 @@ mod tests {
         for s in &specs {
             s.parse::<crate::model::ports::PortSpec>().unwrap();
         }
-        assert_eq!(c.requested_ip().unwrap(), Some("10.9.0.7".parse().unwrap()));
+        assert_eq!(
+            c.requested_ips(&BTreeMap::new()).unwrap().0,
+            Some("10.9.0.7".parse().unwrap())
+        );
         assert_eq!(c.runtime_config.aliases["front"], vec!["www"]);
 
         let err = |t: &[u8]| NetConf::parse(t).unwrap_err().code;
@@ -518,7 +663,10 @@ mod tests {
             br#"{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}}"#,
         )
         .unwrap();
-        assert_eq!(two.requested_ip().unwrap_err().code, Code::UnsupportedField);
+        assert_eq!(
+            two.requested_ips(&BTreeMap::new()).unwrap_err().code,
+            Code::UnsupportedField
+        );
     }
 
     #[test]
@@ -531,6 +679,7 @@ mod tests {
             ip: "10.9.0.2".parse().unwrap(),
             prefix: 24,
             gateway: "10.9.0.1".parse().unwrap(),
+            ip6: None,
             default_route: true,
             dns: Some("10.9.0.1".parse().unwrap()),
         };

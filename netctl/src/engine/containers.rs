@@ -270,6 +270,8 @@ pub struct EngineAttach {
     pub ifname: String,
     pub network: String,
     pub mac: Option<String>,
+    /// A requested IPv6 address (on a network with IPv6).
+    pub ip6: Option<String>,
     pub aliases: Vec<String>,
     /// Published on the container's first attachment (the address ports lead to).
     pub publish: Vec<PortSpec>,
@@ -323,7 +325,7 @@ pub fn attach_engine(
             net.name
         );
     }
-    let mut ep = plan_endpoint(state, &c.endpoints, &net, addr, None)?;
+    let mut ep = plan_endpoint(state, &c.endpoints, &net, addr, a.ip6.as_deref())?;
     ep.ifname = a.ifname.clone();
     if let Some(mac) = &a.mac {
         ep.mac = mac.clone();
