@@ -318,3 +318,76 @@ try:\n    s.sendall(b'POST /Plugin.Activate HTTP/1.1\\r\\nContent-Length: 0\\r\\
     assert_eq!(ask(0), "200", "root is served");
     assert_eq!(ask(65534), "none", "nobody is not");
 }
+
+#[test]
+fn dockerd_makes_dual_stack_networks_on_netctl() {
+    require_sandbox!();
+    if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
+        eprintln!("skipped: docker.io is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let mut d = Docker::start(&sb, false);
+    let drv = d.driver.clone();
+    // Docker's own IPAM hands out the IPv6 subnet's addresses; netctl's IPAM has no IPv6
+    // pools and says so.
+    let err = d.err(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipam-driver",
+        &drv,
+        "--ipv6",
+        "--subnet",
+        "10.84.0.0/24",
+        "--subnet",
+        "fd84::/64",
+        "bad",
+    ]);
+    assert!(err.contains("IPv6"), "{err}");
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipv6",
+        "--subnet",
+        "10.85.0.0/24",
+        "--subnet",
+        "fd85::/64",
+        "dual",
+    ]);
+    for name in ["one", "two"] {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "dual",
+            "busybox:local",
+            "sleep",
+            "300",
+        ]);
+    }
+    let v6 = |name: &str| {
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"dual\").GlobalIPv6Address}}",
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+    let two = v6("two");
+    assert!(two.starts_with("fd85::"), "{two}");
+    // netctl holds the same addresses, and its programs carry IPv6 between them.
+    let state = sb.state_text();
+    assert!(state.contains(&format!("\"{two}\"")), "{state}");
+    let out = d.docker(&["exec", "one", "ping", "-6", "-c", "2", "-W", "2", &two]);
+    assert!(out.status.success(), "{out:?}");
+    let route = d.ok(&["exec", "one", "ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fd85::1"), "{route}");
+}

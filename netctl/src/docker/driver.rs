@@ -15,6 +15,7 @@ use crate::{
     kernel::netns,
     kernel::topology,
     model::ipam,
+    model::ipam6,
     model::ports::{self, PortMapping, PortSpec, Proto},
     model::state::{self, short, Container, DockerEndpoint, DockerPool, Endpoint, Exposed, State},
 };
@@ -99,9 +100,17 @@ fn create_network(nid: &str, body: &Value) -> Result<()> {
     if body["IPv4Data"].as_array().is_some_and(|a| a.len() > 1) {
         bail!("netctl takes one IPv4 subnet per network");
     }
-    if body["IPv6Data"].as_array().is_some_and(|a| !a.is_empty()) {
-        bail!("netctl does not handle IPv6 yet: create the network without --ipv6");
-    }
+    let v6 = match body["IPv6Data"].as_array().map(Vec::as_slice) {
+        None | Some([]) => None,
+        Some([one]) => {
+            let pool = one["Pool"].as_str().context("IPv6Data has no Pool")?;
+            let gateway = one["Gateway"]
+                .as_str()
+                .map(|g| g.split('/').next().unwrap_or(g).to_string());
+            Some((pool.to_string(), gateway))
+        }
+        Some(_) => bail!("netctl takes one IPv6 subnet per network"),
+    };
     let pool = v4["Pool"].as_str().context("IPv4Data has no Pool")?;
     let gateway = v4["Gateway"]
         .as_str()
@@ -131,6 +140,9 @@ fn create_network(nid: &str, body: &Value) -> Result<()> {
             ip_range: None,
             internal,
             options: options.clone(),
+            ipv6: v6.is_some(),
+            subnet6: v6.as_ref().map(|v| v.0.clone()),
+            gateway6: v6.as_ref().and_then(|v| v.1.clone()),
             ..Default::default()
         };
         let mut net = networks::plan(&ctx.nl, tx.state(), &req, ctx.group)?;
@@ -166,6 +178,13 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
         .filter(|a| !a.is_empty())
         .context("the endpoint has no IPv4 address: netctl needs one from IPAM")?;
     let ip = parse_addr(addr)?;
+    let ip6 = match iface["AddressIPv6"].as_str().filter(|a| !a.is_empty()) {
+        Some(a) => Some(ipam6::parse_ip(
+            a.split('/').next().unwrap_or(a),
+            "AddressIPv6",
+        )?),
+        None => None,
+    };
     let given_mac = iface["MacAddress"].as_str().filter(|m| !m.is_empty());
     if let Some(m) = given_mac.filter(|m| !topology::is_unicast_mac(m)) {
         bail!("MacAddress {m:?} is not a unicast MAC address (like 02:42:0a:00:00:02)");
@@ -174,7 +193,7 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
     with_tx(|_, tx| {
         let network = network_name(tx.state(), nid)?;
         if let Some(e) = tx.state().docker.endpoints.get(eid) {
-            if e.network == network && e.ip == ip {
+            if e.network == network && e.ip == ip && e.ip6 == ip6 {
                 return Ok(()); // asked again
             }
             bail!("endpoint {eid} exists with another address");
@@ -186,11 +205,18 @@ fn create_endpoint(nid: &str, eid: &str, body: &Value) -> Result<Value> {
             .cloned()
             .with_context(|| format!("network {network} is gone"))?;
         ipam::check_static(&net, ip, &tx.state().used_ips(&network))?;
+        match (ip6, &net.ipv6) {
+            (Some(ip6), Some(_)) => ipam6::check_static(&net, ip6, &tx.state().used_ips6(&network))?,
+            (Some(_), None) => bail!("network {network} has no IPv6: the endpoint cannot have {}", ip6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED)),
+            (None, Some(_)) => bail!("the endpoint has no IPv6 address on a network with IPv6: netctl needs one from IPAM"),
+            (None, None) => {}
+        }
         tx.state().docker.endpoints.insert(
             eid.to_string(),
             DockerEndpoint {
                 network,
                 ip,
+                ip6,
                 mac: mac.clone(),
             },
         );
@@ -260,7 +286,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         bail!("Join without a SandboxKey");
     }
     let peer = topology::engine_peer_name(eid);
-    let (gateway, internal) = with_tx(|ctx, tx| {
+    let (gateway, gateway6, internal) = with_tx(|ctx, tx| {
         let e = tx
             .state()
             .docker
@@ -284,7 +310,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
             ifname: "eth0".into(),
             host_veth: topology::host_veth_name(eid),
             ip: e.ip,
-            ip6: None,
+            ip6: e.ip6,
             mac: e.mac.clone(),
             aliases: Vec::new(),
         };
@@ -318,7 +344,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         );
         c.endpoints.push(ep);
         tx.state().containers.insert(name, c);
-        Ok((net.gateway, net.internal))
+        Ok((net.gateway, net.ipv6.map(|v| v.gateway), net.internal))
     })?;
     let mut out = json!({
         "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
@@ -326,6 +352,9 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
     });
     if !internal {
         out["Gateway"] = json!(gateway.to_string());
+        if let Some(gw6) = gateway6 {
+            out["GatewayIPv6"] = json!(gw6.to_string());
+        }
     }
     Ok(out)
 }

@@ -52,6 +52,9 @@ impl DockerState {
 pub struct DockerEndpoint {
     pub network: String,
     pub ip: Ipv4Addr,
+    /// On a network with IPv6: the address Docker's IPAM gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
 }
 
@@ -280,11 +283,13 @@ impl State {
 
     /// IPv6 addresses in use on a network (gateway not included).
     pub fn used_ips6(&self, network: &str) -> Vec<Ipv6Addr> {
+        let pending = self.docker.endpoints.values().map(|e| (&e.network, e.ip6));
         self.containers
             .values()
-            .flat_map(|c| c.endpoints.iter())
-            .filter(|e| e.network == network)
-            .filter_map(|e| e.ip6)
+            .flat_map(|c| c.endpoints.iter().map(|e| (&e.network, e.ip6)))
+            .chain(pending)
+            .filter(|(n, _)| *n == network)
+            .filter_map(|(_, ip)| ip)
             .collect()
     }
 

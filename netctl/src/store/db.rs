@@ -56,7 +56,8 @@ CREATE TABLE docker_endpoints (
     id TEXT PRIMARY KEY,
     network TEXT NOT NULL,
     ip TEXT NOT NULL,
-    mac TEXT NOT NULL);
+    mac TEXT NOT NULL,
+    ip6 TEXT);
 CREATE TABLE docker_pools (
     id TEXT PRIMARY KEY,
     subnet TEXT NOT NULL,
@@ -118,9 +119,10 @@ pub fn create(path: &Path, state: &State) -> Result<()> {
 }
 
 /// Brings a database made by an older netctl up to this one's tables (under the state lock):
-/// the packed copy of each container's ports, filled as containers are next written.
+/// the packed copy of each container's ports, filled as containers are next written; the
+/// IPv6 address of a Docker endpoint.
 pub fn upgrade(conn: &mut Connection) -> Result<()> {
-    if has_packed_ports(conn)? {
+    if has_packed_ports(conn)? && has_column(conn, "docker_endpoints", "ip6")? {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -128,15 +130,22 @@ pub fn upgrade(conn: &mut Connection) -> Result<()> {
         tx.execute_batch("ALTER TABLE containers ADD COLUMN ports BLOB;")?;
         tx.execute_batch(PACKED_PORTS)?;
     }
+    if !has_column(&tx, "docker_endpoints", "ip6")? {
+        tx.execute_batch("ALTER TABLE docker_endpoints ADD COLUMN ip6 TEXT;")?;
+    }
     tx.commit()?;
     Ok(())
 }
 
 fn has_packed_ports(conn: &Connection) -> Result<bool> {
+    has_column(conn, "containers", "ports")
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
     Ok(conn
         .query_row(
-            "SELECT 1 FROM pragma_table_info('containers') WHERE name = 'ports'",
-            [],
+            "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
             |_| Ok(()),
         )
         .optional()?
@@ -324,16 +333,25 @@ pub fn load(conn: &mut Connection) -> Result<Loaded> {
         }
     }
     {
-        let mut q = tx.prepare_cached("SELECT id, network, ip, mac FROM docker_endpoints")?;
+        let mut q = tx.prepare_cached(if has_column(&tx, "docker_endpoints", "ip6")? {
+            "SELECT id, network, ip, mac, ip6 FROM docker_endpoints"
+        } else {
+            "SELECT id, network, ip, mac, NULL FROM docker_endpoints"
+        })?;
         let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
             let ip: String = r.get(2)?;
+            let ip6: Option<String> = r.get(4)?;
             let ep = DockerEndpoint {
                 network: r.get(1)?,
                 ip: ip
                     .parse()
                     .with_context(|| format!("Docker endpoint {id}: address {ip:?}"))?,
+                ip6: ip6
+                    .map(|a| a.parse())
+                    .transpose()
+                    .with_context(|| format!("Docker endpoint {id}: its IPv6 address"))?,
                 mac: r.get(3)?,
             };
             state.docker.endpoints.insert(id, ep);
@@ -518,9 +536,16 @@ pub fn write_changes(tx: &rusqlite::Transaction, old: &State, new: &State) -> Re
     for (id, ep) in &new.docker.endpoints {
         if old.docker.endpoints.get(id) != Some(ep) {
             tx.prepare_cached(
-                "INSERT INTO docker_endpoints (id, network, ip, mac) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO docker_endpoints (id, network, ip, mac, ip6)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![id, ep.network, ep.ip.to_string(), ep.mac])?;
+            .execute(params![
+                id,
+                ep.network,
+                ep.ip.to_string(),
+                ep.mac,
+                ep.ip6.map(|a| a.to_string())
+            ])?;
         }
     }
     for (id, pool) in &new.docker.pools {

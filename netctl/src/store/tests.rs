@@ -57,6 +57,7 @@ fn sample() -> State {
         DockerEndpoint {
             network: "a".into(),
             ip: "10.1.0.9".parse().unwrap(),
+            ip6: Some("fd01::9".parse().unwrap()),
             mac: "02:42:0a:01:00:09".into(),
         },
     );
@@ -341,4 +342,27 @@ fn a_database_of_an_older_netctl_gets_the_packed_copy() {
     let mut want = s;
     want.containers.get_mut("db").unwrap().pid = Some(9);
     assert_eq!(store.snapshot().unwrap(), want);
+}
+
+#[test]
+fn a_database_without_ipv6_docker_endpoints_gets_the_column() {
+    let d = Dir::new();
+    let store = d.store();
+    let mut s = sample();
+    for e in s.docker.endpoints.values_mut() {
+        e.ip6 = None;
+    }
+    put(&store, &s);
+    // The table as the previous netctl made it.
+    let conn = db::open(&d.0.join(DB_FILE), Duration::from_secs(1)).unwrap();
+    conn.execute_batch("ALTER TABLE docker_endpoints DROP COLUMN ip6;")
+        .unwrap();
+    assert_eq!(store.snapshot().unwrap(), s, "readers take what is there");
+    let mut l = store.lock().unwrap();
+    let ep = l.state_mut().docker.endpoints.values_mut().next().unwrap();
+    ep.ip6 = Some("fd01::7".parse().unwrap());
+    let want = l.state().clone();
+    l.save().unwrap();
+    drop(l);
+    assert_eq!(store.snapshot().unwrap(), want, "upgraded and written");
 }
