@@ -254,7 +254,7 @@ fn destination(
         endpoint(&h.daddr).map(|d| d.network)
     } else {
         // SAFETY: a read-only lookup.
-        SUBNETS6.get(&Key::new(128, h.daddr)).copied()
+        SUBNETS6.get(Key::new(128, h.daddr)).copied()
     };
     match dst_net {
         Some(n) if n != ep.network => Err(DropReason::Isolation),

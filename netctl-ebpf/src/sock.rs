@@ -175,7 +175,7 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
         let loopback = ip == [0, 0, 0, 1u32.to_be()];
         let any = ip == [0; 4];
         // SAFETY: a read-only lookup.
-        if !(loopback || any || unsafe { crate::maps::HOST_ADDRS6.get(&bytes).is_some() }) {
+        if !(loopback || any || unsafe { crate::maps::HOST_ADDRS6.get(bytes).is_some() }) {
             return None;
         }
         // Only what is published on every address: 127.0.0.1 or a host IPv4 address is

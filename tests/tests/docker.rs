@@ -327,7 +327,7 @@ fn dockerd_makes_dual_stack_networks_on_netctl() {
         return;
     }
     let sb = Sandbox::new();
-    let mut d = Docker::start(&sb, false);
+    let d = Docker::start(&sb, false);
     let drv = d.driver.clone();
     // Docker's own IPAM hands out the IPv6 subnet's addresses; netctl's IPAM has no IPv6
     // pools and says so.

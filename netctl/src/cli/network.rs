@@ -445,8 +445,10 @@ pub fn run(cmd: Command) -> Result<i32> {
                 &ctx.cfg.state_dir,
                 &network,
                 &container,
-                containers::Addr::new(ip.as_deref(), claimed.as_ref()),
-                ip6.as_deref(),
+                containers::Addrs {
+                    v4: containers::Addr::new(ip.as_deref(), claimed.as_ref()),
+                    ip6: ip6.as_deref(),
+                },
                 ctx.group,
             )?;
             let network = tx.state().find_network(&network)?.name.clone();

@@ -156,7 +156,6 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
         ip_range: None,
         internal: conf.internal,
         options: conf.options(),
-        ..Default::default()
     };
     if ctx.is_member() {
         networks::check_against_overlays(ctx, &req)?;

@@ -143,7 +143,6 @@ fn create_network(nid: &str, body: &Value) -> Result<()> {
             ipv6: v6.is_some(),
             subnet6: v6.as_ref().map(|v| v.0.clone()),
             gateway6: v6.as_ref().and_then(|v| v.1.clone()),
-            ..Default::default()
         };
         let mut net = networks::plan(&ctx.nl, tx.state(), &req, ctx.group)?;
         net.id = nid.to_string();

@@ -36,6 +36,13 @@ pub enum Addr<'a> {
     Claimed(&'a (Ipv4Addr, String)),
 }
 
+/// The addresses an endpoint is asked for: IPv4's (above) and a static IPv6 one (`--ip6`).
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs<'a> {
+    pub v4: Addr<'a>,
+    pub ip6: Option<&'a str>,
+}
+
 impl<'a> Addr<'a> {
     pub fn new(ip: Option<&'a str>, claimed: Option<&'a (Ipv4Addr, String)>) -> Self {
         match (claimed, ip) {
@@ -505,8 +512,7 @@ pub fn connect(
     state_dir: &Path,
     network: &str,
     container: &str,
-    addr: Addr,
-    ip6: Option<&str>,
+    addrs: Addrs,
     group: u32,
 ) -> Result<Endpoint> {
     let net = state.find_network(network)?.clone();
@@ -515,7 +521,7 @@ pub fn connect(
     if c.endpoints.iter().any(|e| e.network == network) {
         bail!("container {container} is already connected to network {network}");
     }
-    let ep = plan_endpoint(state, &c.endpoints, &net, addr, ip6)?;
+    let ep = plan_endpoint(state, &c.endpoints, &net, addrs.v4, addrs.ip6)?;
     let mut after = c.clone();
     after.endpoints.push(ep.clone());
     let ns = netns::of(&c, state_dir)?
