@@ -867,6 +867,15 @@ pub fn drop_count(stats_json: &str, reason: &str) -> u64 {
     v["drops"][reason].as_u64().unwrap_or(0)
 }
 
+/// Every drop of `netctl stats --json`, whatever the reason.
+pub fn all_drops(stats_json: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(stats_json).expect("stats json");
+    v["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
 /// A process exists and is not a zombie waiting for its parent to reap it.
 pub fn process_alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))

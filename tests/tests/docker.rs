@@ -23,11 +23,19 @@ fn ps_names(sb: &Sandbox) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether dockerd and its client are installed (else the test says it is skipped).
+fn have_docker() -> bool {
+    let there = Path::new(DOCKERD).exists() && Path::new(DOCKER).exists();
+    if !there {
+        eprintln!("skipped: docker.io is not installed (cargo xtask setup installs it)");
+    }
+    there
+}
+
 #[test]
 fn dockerd_runs_containers_on_netctl_through_the_network_driver() {
     require_sandbox!();
-    if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
-        eprintln!("skipped: docker.io is not installed (cargo xtask setup installs it)");
+    if !have_docker() {
         return;
     }
     let sb = Sandbox::new();
@@ -322,8 +330,7 @@ try:\n    s.sendall(b'POST /Plugin.Activate HTTP/1.1\\r\\nContent-Length: 0\\r\\
 #[test]
 fn dockerd_makes_dual_stack_networks_on_netctl() {
     require_sandbox!();
-    if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
-        eprintln!("skipped: docker.io is not installed (cargo xtask setup installs it)");
+    if !have_docker() {
         return;
     }
     let sb = Sandbox::new();

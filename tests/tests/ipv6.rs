@@ -75,20 +75,20 @@ fn connect(sb: &Sandbox, from: &str, addr: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+fn dual(sb: &Sandbox, name: &str, v4: &str, v6: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+    ];
+    args.extend(extra);
+    args.push(name);
+    sb.netctl_ok(&args);
+}
+
 #[test]
 fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway() {
     require_sandbox!();
     let sb = Sandbox::new();
-    sb.netctl_ok(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        "10.61.0.0/24",
-        "--subnet",
-        "fd61:1::/64",
-        "dual",
-    ]);
+    dual(&sb, "dual", "10.61.0.0/24", "fd61:1::/64", &[]);
     let n = inspect_network(&sb, "dual");
     assert_eq!(n["EnableIPv6"], true);
     assert_eq!(n["EnableIPv4"], true);
@@ -168,22 +168,9 @@ fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway()
         .success());
     // Nothing of all that was dropped: neighbour discovery and listener reports included.
     let stats = sb.netctl_ok(&["stats", "--json"]);
-    let v: Value = serde_json::from_str(&stats).unwrap();
-    let dropped: u64 = v["drops"]
-        .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0);
-    assert_eq!(dropped, 0, "{stats}");
+    assert_eq!(netctl_tests::all_drops(&stats), 0, "{stats}");
 }
 
-fn dual(sb: &Sandbox, name: &str, v4: &str, v6: &str, extra: &[&str]) {
-    let mut args = vec![
-        "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
-    ];
-    args.extend(extra);
-    args.push(name);
-    sb.netctl_ok(&args);
-}
 
 fn ping6(sb: &Sandbox, from: &str, to: &str) -> bool {
     sb.container_sh(from, &format!("ping -6 -c 1 -W 1 {to}"))

@@ -121,8 +121,10 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
         nl.set_mac(index, random_mac())?;
         nl.add_address(index, net.gateway, net.subnet.prefix())?;
         if let Some(v6) = &net.ipv6 {
-            // The bridge never learns a route from what a container sends (a rogue router
+            // IPv6 on, whatever the host's default for new interfaces says; and the bridge
+            // never learns a route from what a container sends (a rogue router
             // advertisement would give the host a default route into a container).
+            ipv6_sysctl(&net.bridge, "disable_ipv6", "0")?;
             ipv6_sysctl(&net.bridge, "accept_ra", "0")?;
             nl.add_address6(index, v6.gateway, v6.subnet.prefix())?;
         }

@@ -38,14 +38,22 @@ pub fn parse_subnet(s: &str, what: &str) -> Result<Ipv4Network> {
     let net: Ipv4Network = s.parse().map_err(|_| {
         anyhow::anyhow!("invalid {what} {s:?}: expected an IPv4 CIDR such as 172.20.0.0/16")
     })?;
-    if net.ip() != net.network() {
-        bail!(
-            "invalid {what} {s}: the address has host bits set; did you mean {}/{}?",
-            net.network(),
-            net.prefix()
-        );
-    }
+    no_host_bits(s, what, net.ip(), net.network(), net.prefix())?;
     Ok(net)
+}
+
+/// A subnet is written with its network address (`what` names the flag).
+pub fn no_host_bits<A: PartialEq + std::fmt::Display>(
+    s: &str,
+    what: &str,
+    ip: A,
+    network: A,
+    prefix: u8,
+) -> Result<()> {
+    if ip != network {
+        bail!("invalid {what} {s}: the address has host bits set; did you mean {network}/{prefix}?");
+    }
+    Ok(())
 }
 
 pub fn parse_ip(s: &str, what: &str) -> Result<Ipv4Addr> {

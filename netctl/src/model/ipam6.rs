@@ -17,13 +17,7 @@ pub fn parse_subnet(s: &str, what: &str) -> Result<Ipv6Network> {
     let net: Ipv6Network = s.parse().map_err(|_| {
         anyhow::anyhow!("invalid {what} {s:?}: expected an IPv6 CIDR such as fd00:1::/64")
     })?;
-    if net.ip() != net.network() {
-        bail!(
-            "invalid {what} {s}: the address has host bits set; did you mean {}/{}?",
-            net.network(),
-            net.prefix()
-        );
-    }
+    crate::model::ipam::no_host_bits(s, what, net.ip(), net.network(), net.prefix())?;
     if net.prefix() > 124 {
         bail!("{what} {s} is too small: use a /124 or larger (a /64 is usual)");
     }
