@@ -151,7 +151,7 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
     if h.proto == ICMPV6 && matches!(h.icmp_type, ROUTER_ADVERT | REDIRECT | MLD_QUERY) {
         return Err(DropReason::Ipv6Router);
     }
-    let net = if is_unspecified(&h.saddr) {
+    let net = if is_unspecified(&h.saddr) || early_report(&h, &eth.src_addr) {
         // Duplicate address probes and early multicast reports have no source yet; they
         // carry nothing else.
         if !(h.nd() && is_multicast(&h.daddr)) {
@@ -172,6 +172,36 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
         return Ok(());
     };
     destination(&h, &ep, &net, &eth.dst_addr)
+}
+
+/// A multicast listener report from the link-local address the kernel derives from the
+/// frame's MAC: what an interface sends by itself as soon as IPv6 is on, which can be before
+/// its endpoint is in `ENDPOINTS6` (a runtime's interface is policed from its first packet).
+/// It joins the sender's own bridge port to a group, nothing else.
+#[inline(always)]
+fn early_report(h: &Hdr6, mac: &[u8; 6]) -> bool {
+    let eui64 = [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
+    h.proto == ICMPV6
+        && matches!(h.icmp_type, MLD_REPORT | MLD_DONE | MLD2_REPORT)
+        && is_multicast(&h.daddr)
+        && h.saddr == eui64
 }
 
 /// A neighbour advertisement names a target that is the sender's own address, and the

@@ -1356,6 +1356,24 @@ fn ipv6_follows_the_isolation_rules_and_neighbour_discovery_speaks_for_itself() 
         DropReason::Spoofed,
         4,
     );
+    // A listener report an interface sends as IPv6 comes up, from the link-local address of
+    // its MAC, before its endpoint is in the maps: through; from any other address: spoofed.
+    let fresh = [0x02, 0x42, 10, 1, 0, 99];
+    let fresh_ll = netctl::model::ipam6::link_local(fresh).to_string();
+    let mut mld = vec![143, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0xff, 2, 0, 0];
+    mld.extend([0; 12]);
+    let to_routers = [0x33, 0x33, 0, 0, 0, 0x16];
+    ok(
+        &mut w,
+        v6(fresh, to_routers, &fresh_ll, "ff02::16", 58, mld.clone()),
+    );
+    let web_ll = netctl::model::ipam6::link_local(web).to_string();
+    shot(
+        &mut w,
+        v6(fresh, to_routers, &web_ll, "ff02::16", 58, mld),
+        DropReason::Spoofed,
+        5,
+    );
     // A router: advertisements, redirects, a routing header with a segment left.
     let ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
     shot(

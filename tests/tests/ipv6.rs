@@ -171,7 +171,6 @@ fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway()
     assert_eq!(netctl_tests::all_drops(&stats), 0, "{stats}");
 }
 
-
 fn ping6(sb: &Sandbox, from: &str, to: &str) -> bool {
     sb.container_sh(from, &format!("ping -6 -c 1 -W 1 {to}"))
         .status

@@ -51,7 +51,9 @@ pub fn no_host_bits<A: PartialEq + std::fmt::Display>(
     prefix: u8,
 ) -> Result<()> {
     if ip != network {
-        bail!("invalid {what} {s}: the address has host bits set; did you mean {network}/{prefix}?");
+        bail!(
+            "invalid {what} {s}: the address has host bits set; did you mean {network}/{prefix}?"
+        );
     }
     Ok(())
 }
