@@ -101,12 +101,15 @@ pub const ENDPOINTS6: &str = "ENDPOINTS6";
 pub const SUBNETS6: &str = "SUBNETS6";
 /// Every IPv6 address of the host namespace, link-local ones included → 1.
 pub const HOST_ADDRS6: &str = "HOST_ADDRS6";
+/// Host-side veth ifindex → its container's [`EndpointInfo`]: who sends on a veth before (or
+/// without) an address of its own (IPv6 duplicate address probes, early listener reports).
+pub const VETHS: &str = "VETHS";
 
 /// Docker's legacy links with ICC off: [`LinkKey`] → 1, the pairs a link lets through.
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -132,6 +135,7 @@ pub const ALL: [&str; 25] = [
     ENDPOINTS6,
     SUBNETS6,
     HOST_ADDRS6,
+    VETHS,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

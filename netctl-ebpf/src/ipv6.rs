@@ -12,7 +12,7 @@ use netctl_common::{
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
-    maps::{self, ENDPOINTS6, HOST_ADDRS6, SUBNETS6},
+    maps::{self, ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
     packet::Packet,
     parse::ETH_LEN,
 };
@@ -34,9 +34,15 @@ const NEIGH_SOLICIT: u8 = 135;
 const NEIGH_ADVERT: u8 = 136;
 const REDIRECT: u8 = 137;
 const MLD2_REPORT: u8 = 143;
+/// Router renumbering, multicast router advertisement and termination: routers' only.
+const ROUTER_RENUMBERING: u8 = 138;
+const MRD_ADVERT: u8 = 151;
+const MRD_TERMINATE: u8 = 153;
 /// Neighbour discovery options: the sender's and the target's link-layer address.
 const OPT_SOURCE_LL: u8 = 1;
 const OPT_TARGET_LL: u8 = 2;
+/// Options of one neighbour discovery message looked through.
+const MAX_OPTS: usize = 8;
 
 /// An IPv6 packet as the policy needs it.
 pub struct Hdr6 {
@@ -73,6 +79,7 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
     let mut next = ip.next_hdr;
     let mut off = ETH_LEN + Ipv6Hdr::LEN;
     let mut later_fragment = false;
+    let mut fragmented = false;
     for _ in 0..MAX_EXT {
         match next {
             HOP_BY_HOP | DEST_OPTS | ROUTING => {
@@ -89,12 +96,15 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
                 off += 8;
                 // Offset (13 bits) in the upper bits of bytes 2-3: not zero, no L4 header.
                 later_fragment = u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0;
+                fragmented = true;
                 break;
             }
             _ => break,
         }
     }
-    if matches!(next, HOP_BY_HOP | DEST_OPTS | ROUTING) {
+    // More extension headers than looked through (a fragment header among them would hide
+    // what it carries), or headers after the fragment header.
+    if matches!(next, HOP_BY_HOP | DEST_OPTS | ROUTING | FRAGMENT) {
         return Err(DropReason::Malformed);
     }
     let mut h = Hdr6 {
@@ -107,7 +117,15 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
     };
     if let Some(l4) = h.l4 {
         match next {
-            ICMPV6 => h.icmp_type = p.load::<u8>(l4).ok_or(DropReason::Malformed)?,
+            ICMPV6 => {
+                h.icmp_type = p.load::<u8>(l4).ok_or(DropReason::Malformed)?;
+                // Neighbour discovery and listener messages are never fragmented (RFC 6980).
+                if fragmented && (MLD_QUERY..=REDIRECT).contains(&h.icmp_type)
+                    || fragmented && h.icmp_type == MLD2_REPORT
+                {
+                    return Err(DropReason::Malformed);
+                }
+            }
             proto::TCP | proto::UDP => {
                 let ports: [u16; 2] = p.load(l4).ok_or(DropReason::Malformed)?;
                 h.dport = ports[1];
@@ -148,14 +166,30 @@ fn is_host_addr(a: &Ip6) -> bool {
 pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> {
     let h = parse(p)?;
     let eth: EthHdr = p.load(0).ok_or(DropReason::Malformed)?;
-    if h.proto == ICMPV6 && matches!(h.icmp_type, ROUTER_ADVERT | REDIRECT | MLD_QUERY) {
+    if h.proto == ICMPV6
+        && matches!(
+            h.icmp_type,
+            ROUTER_ADVERT | REDIRECT | MLD_QUERY | ROUTER_RENUMBERING | MRD_ADVERT | MRD_TERMINATE
+        )
+    {
         return Err(DropReason::Ipv6Router);
     }
-    let net = if is_unspecified(&h.saddr) || early_report(&h, &eth.src_addr) {
+    let unknown_source = endpoint(&h.saddr).is_none();
+    let net = if is_unspecified(&h.saddr) || unknown_source && early_report(&h, &eth.src_addr) {
         // Duplicate address probes and early multicast reports have no source yet; they
-        // carry nothing else.
+        // carry nothing else, and come from the veth's own container with its own MAC, on a
+        // network with IPv6.
         if !(h.nd() && is_multicast(&h.daddr)) {
             return Err(DropReason::Spoofed);
+        }
+        // SAFETY: a read-only copy of a value the controller writes whole.
+        let own = unsafe { VETHS.get(ifindex).copied() }.ok_or(DropReason::Spoofed)?;
+        if own.mac != eth.src_addr {
+            return Err(DropReason::Spoofed);
+        }
+        let net = maps::network(own.network).ok_or(DropReason::Spoofed)?;
+        if u128::from_ne_bytes(net.gateway6) == 0 {
+            return Err(DropReason::NotIpv4);
         }
         None
     } else {
@@ -226,15 +260,28 @@ fn nd_speaks_for_itself<P: Packet>(
             }
             l4 + 24
         }
-        NEIGH_SOLICIT => l4 + 24,
+        NEIGH_SOLICIT => {
+            // A duplicate address probe for the host's or a neighbour's address would make
+            // its owner give the address up.
+            if is_unspecified(&h.saddr) {
+                let target: Ip6 = p.load(l4 + 8).ok_or(DropReason::Malformed)?;
+                let neighbours = endpoint(&target).is_some_and(|t| t.ifindex != ifindex);
+                if neighbours || is_host_addr(&target) {
+                    return Err(DropReason::Spoofed);
+                }
+            }
+            l4 + 24
+        }
         ROUTER_SOLICIT => l4 + 8,
         _ => return Ok(()),
     };
-    // Options: type, length in 8-byte units, then for link-layer ones the address.
+    // Options: type, length in 8-byte units, then for link-layer ones the address. More
+    // than these are not looked at: malformed (the receiver takes the first of each type,
+    // which could be past them).
     let mut off = opts;
-    for _ in 0..4 {
+    for _ in 0..MAX_OPTS {
         let Some(opt) = p.load::<[u8; 8]>(off) else {
-            break; // no more options
+            return Ok(()); // no more options
         };
         if opt[1] == 0 {
             return Err(DropReason::Malformed);
@@ -244,7 +291,10 @@ fn nd_speaks_for_itself<P: Packet>(
         }
         off += opt[1] as usize * 8;
     }
-    Ok(())
+    match p.load::<[u8; 2]>(off) {
+        Some(_) => Err(DropReason::Malformed),
+        None => Ok(()),
+    }
 }
 
 /// Where a container's IPv6 packet may go: IPv4's rules (`policy::check`) for IPv6's
@@ -263,10 +313,15 @@ fn destination(
     let icc = net.flags & NET_ICC != 0;
     let internal = net.flags & NET_INTERNAL != 0;
     if is_multicast(&h.daddr) {
-        if h.nd() || icc {
-            return Ok(());
-        }
-        return Err(DropReason::IccOff);
+        // As IPv4's broadcast and multicast: an internal network's reach nothing of the host,
+        // with ICC off nobody's; and only the link's (ff02::/16) — wider scopes are beyond it.
+        return match () {
+            _ if h.nd() => Ok(()),
+            _ if internal => Err(DropReason::Internal),
+            _ if !icc => Err(DropReason::IccOff),
+            _ if h.daddr[1] & 0x0f != 2 => Err(DropReason::Ipv6Unrouted),
+            _ => Ok(()),
+        };
     }
     if is_host_addr(&h.daddr) {
         let dns = (h.proto == proto::UDP || h.proto == proto::TCP)
@@ -298,10 +353,12 @@ fn destination(
 }
 
 /// What may reach a container over IPv6 through its veth: a container of its network that
-/// may talk to it, the host (an internal network: its gateway and link-local neighbour
-/// discovery), and nothing else — no IPv6 flow from beyond the host exists yet.
+/// may talk to it, sent through that container's own veth (`ingress`: the interface the
+/// packet came in by), the host itself (`ingress` 0: the host made the packet; an internal
+/// network: its gateway and link-local neighbour discovery), and nothing else — no IPv6 flow
+/// from beyond the host exists yet, whatever source a packet routed in from elsewhere claims.
 #[inline(always)]
-pub fn to_container<P: Packet>(p: &P) -> Result<(), DropReason> {
+pub fn to_container<P: Packet>(p: &P, ingress: u32) -> Result<(), DropReason> {
     let h = parse(p)?;
     let src = endpoint(&h.saddr);
     let Some(dst) = (!is_multicast(&h.daddr))
@@ -314,6 +371,9 @@ pub fn to_container<P: Packet>(p: &P) -> Result<(), DropReason> {
     };
     let net = maps::network(dst.network).ok_or(DropReason::NoWayIn)?;
     if let Some(s) = src {
+        if s.ifindex != ingress {
+            return Err(DropReason::Spoofed);
+        }
         if s.network != dst.network {
             return Err(DropReason::Isolation);
         }
@@ -322,7 +382,7 @@ pub fn to_container<P: Packet>(p: &P) -> Result<(), DropReason> {
         }
         return Ok(());
     }
-    if is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {
+    if ingress == 0 && is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {
         if net.flags & NET_INTERNAL != 0
             && h.saddr != net.gateway6
             && !is_link_local(&h.saddr)

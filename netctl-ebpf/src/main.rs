@@ -337,7 +337,9 @@ pub fn to_container(ctx: TcContext) -> i32 {
     // IPv6 is checked as IPv4 is; what else the bridge hands them (ARP) goes by untouched.
     let other = |p: &mut Tc, ethertype, _| {
         if ethertype == EtherType::Ipv6 as u16 {
-            return ipv6::to_container(p).map(|_| None);
+            // SAFETY: the context's skb pointer is valid for the whole run.
+            let ingress = unsafe { (*ctx.skb.skb).ingress_ifindex };
+            return ipv6::to_container(p, ingress).map(|_| None);
         }
         Ok(None)
     };

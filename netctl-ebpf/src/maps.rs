@@ -52,6 +52,9 @@ pub static SUBNETS6: LpmTrie<Ip6, u32> = LpmTrie::with_max_entries(NETWORKS_MAX,
 #[map(name = "HOST_ADDRS6")]
 pub static HOST_ADDRS6: HashMap<Ip6, u32> = HashMap::with_max_entries(HOST_ADDRS_MAX, 0);
 
+#[map(name = "VETHS")]
+pub static VETHS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
 #[map(name = "LINKS")]
 pub static LINKS: HashMap<LinkKey, u32> = HashMap::with_max_entries(LINKS_MAX, 0);
 

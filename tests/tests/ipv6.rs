@@ -668,3 +668,49 @@ fn the_default_network_has_ipv6_when_the_daemon_settings_say_so() {
     let e = sb.netctl_err(&["network", "ls"]);
     assert!(e.contains("NETCTL_IPV6=maybe"), "{e}");
 }
+
+/// Sends UDP "ping" to [ff02::1%eth0]:5999 from the container (argv: count).
+const MCAST6: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[1])):
+    s.sendto(b"ping", ("ff02::1%eth0", 5999))
+"#;
+
+#[test]
+fn an_internal_network_reaches_no_host_service_by_multicast_and_probes_take_no_address() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    dual(&sb, "priv", "10.66.1.0/24", "fd66:1::/64", &["--internal"]);
+    sb.sleeper("inside", "priv");
+    // A UDP service of the host on every IPv6 address.
+    let listener = sb
+        .in_host("python3")
+        .args([
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); \
+             s.bind(('::', 5999)); s.settimeout(3)\n\
+try: print(s.recvfrom(100))\nexcept OSError: print('nothing')",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = sb.netctl(&["exec", "inside", "--", "python3", "-c", MCAST6, "3"]);
+    assert!(out.status.success(), "{out:?}");
+    let heard = listener.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&heard.stdout).trim(), "nothing");
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "internal-network") >= 3, "{stats}");
+    // A duplicate address probe (source ::) for the gateway's address, and for a
+    // neighbour's: dropped, so neither gives its address up.
+    sb.sleeper("peer", "priv");
+    let mac = mac_of(&sb, "inside", "priv");
+    let peer = ip6_of(&sb, "peer", "priv");
+    for target in ["fd66:1::1", peer.as_str()] {
+        forge(&sb, "inside", &["ns", "::", "ff02::1:ff00:1", &mac, &mac, target]);
+    }
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "spoofed-source") >= 6, "{stats}");
+    assert!(ping6(&sb, "inside", &peer));
+}

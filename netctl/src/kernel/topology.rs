@@ -126,6 +126,9 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
             // advertisement would give the host a default route into a container).
             ipv6_sysctl(&net.bridge, "disable_ipv6", "0")?;
             ipv6_sysctl(&net.bridge, "accept_ra", "0")?;
+            // Nor is a duplicate address probe a container sends able to make the bridge
+            // give up its link-local address (and that address is there at once).
+            ipv6_sysctl(&net.bridge, "accept_dad", "0")?;
             nl.add_address6(index, v6.gateway, v6.subnet.prefix())?;
         }
         nl.set_up(index)

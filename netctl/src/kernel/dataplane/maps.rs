@@ -41,6 +41,8 @@ pub struct Desired {
     pub host_addrs6: BTreeSet<Ip6>,
     pub endpoints6: BTreeMap<Ip6, EndpointInfo>,
     pub subnets6: BTreeMap<(u32, Ip6), u32>,
+    /// Host-side veth ifindex → its endpoint (VETHS).
+    pub veths: BTreeMap<u32, EndpointInfo>,
     /// Network namespace cookie → what the socket programs do there.
     pub sock_netns: BTreeMap<u64, SockNetns>,
     /// Overlay networks: bridge ifindex → VNI, and back; the VXLAN device.
@@ -440,6 +442,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                 _pad: [0; 2],
             };
             d.endpoints.insert(raw(ep.ip), info);
+            d.veths.insert(veth.index, info);
             if let (Some(ip6), Some(_)) = (ep.ip6, &net.ipv6) {
                 d.endpoints6.insert(ip6.octets(), info);
                 d.endpoints6

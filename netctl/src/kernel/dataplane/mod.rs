@@ -254,6 +254,10 @@ impl Dataplane {
                 self.sync_subnets(names::SUBNETS6, &want.subnets6)?,
             ),
             (
+                "veths",
+                self.sync_hash(names::VETHS, &want.veths, &mut applied)?.0,
+            ),
+            (
                 "overlay networks",
                 self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
                     .0
@@ -353,6 +357,7 @@ impl Dataplane {
                 want.host_addrs6.len(),
                 "IPv6 host addresses",
             ),
+            (names::VETHS, want.veths.len(), "container veths"),
             (names::LINKS, want.links.len(), "link pairs"),
         ];
         for (map, n, what) in sizes {
