@@ -120,8 +120,8 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
             ICMPV6 => {
                 h.icmp_type = p.load::<u8>(l4).ok_or(DropReason::Malformed)?;
                 // Neighbour discovery and listener messages are never fragmented (RFC 6980).
-                if fragmented && (MLD_QUERY..=REDIRECT).contains(&h.icmp_type)
-                    || fragmented && h.icmp_type == MLD2_REPORT
+                if fragmented
+                    && ((MLD_QUERY..=REDIRECT).contains(&h.icmp_type) || h.icmp_type == MLD2_REPORT)
                 {
                     return Err(DropReason::Malformed);
                 }
@@ -174,8 +174,8 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
     {
         return Err(DropReason::Ipv6Router);
     }
-    let unknown_source = endpoint(&h.saddr).is_none();
-    let net = if is_unspecified(&h.saddr) || unknown_source && early_report(&h, &eth.src_addr) {
+    let early = endpoint(&h.saddr).is_none() && early_report(&h, &eth.src_addr);
+    let net = if is_unspecified(&h.saddr) || early {
         // Duplicate address probes and early multicast reports have no source yet; they
         // carry nothing else, and come from the veth's own container with its own MAC, on a
         // network with IPv6.
@@ -183,13 +183,20 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
             return Err(DropReason::Spoofed);
         }
         // SAFETY: a read-only copy of a value the controller writes whole.
-        let own = unsafe { VETHS.get(ifindex).copied() }.ok_or(DropReason::Spoofed)?;
-        if own.mac != eth.src_addr {
-            return Err(DropReason::Spoofed);
-        }
-        let net = maps::network(own.network).ok_or(DropReason::Spoofed)?;
-        if u128::from_ne_bytes(net.gateway6) == 0 {
-            return Err(DropReason::NotIpv4);
+        match unsafe { VETHS.get(ifindex).copied() } {
+            Some(own) => {
+                if own.mac != eth.src_addr {
+                    return Err(DropReason::Spoofed);
+                }
+                let net = maps::network(own.network).ok_or(DropReason::Spoofed)?;
+                if u128::from_ne_bytes(net.gateway6) == 0 {
+                    return Err(DropReason::NotIpv4);
+                }
+            }
+            // A veth whose change is still being committed (its programs can be on before
+            // its map entries): the reports its interface sends as IPv6 comes up, only.
+            None if early => {}
+            None => return Err(DropReason::Spoofed),
         }
         None
     } else {

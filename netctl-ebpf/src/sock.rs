@@ -161,7 +161,8 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
     // SAFETY: a sock_addr program's `sk` is always a valid socket.
     let bound = unsafe { (*sa.__bindgen_anon_1.sk).src_ip6 };
     // Bound to ::1 or a mapped 127/8 address: could never reach a container.
-    if bound == [0, 0, 0, 1u32.to_be()] || bound[..3] == MAPPED && bound[3].to_ne_bytes()[0] == 127 {
+    if bound == [0, 0, 0, 1u32.to_be()] || bound[..3] == MAPPED && bound[3].to_ne_bytes()[0] == 127
+    {
         return None;
     }
     let to = if ip[..3] == MAPPED {

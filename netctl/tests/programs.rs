@@ -1255,8 +1255,12 @@ fn dual_stack(w: &mut World) {
         eps.insert(a6, info, 0).unwrap();
     }
     // The veth every test endpoint sits on, as a container without an address yet sees it.
-    let mut veths: HashMap<_, u32, EndpointInfo> =
-        w.ebpf.map_mut(netctl_common::maps::VETHS).unwrap().try_into().unwrap();
+    let mut veths: HashMap<_, u32, EndpointInfo> = w
+        .ebpf
+        .map_mut(netctl_common::maps::VETHS)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let fresh = EndpointInfo {
         ifindex: LO,
         network: BRIDGE_A,
@@ -1408,28 +1412,54 @@ fn ipv6_follows_the_isolation_rules_and_neighbour_discovery_speaks_for_itself() 
     // the parse looks through (a fragment header there would hide what follows).
     let mut frag_na = vec![58, 0, 0, 0, 0, 0, 0, 1];
     frag_na.extend(na(WEB6));
-    shot(&mut w, v6(web, BRIDGE_MAC, WEB6, GW6_A, 44, frag_na), DropReason::Malformed, 1);
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, GW6_A, 44, frag_na),
+        DropReason::Malformed,
+        1,
+    );
     let mut deep = Vec::new();
     for next in [60, 60, 60, 44] {
         deep.extend([next, 0, 1, 4, 0, 0, 0, 0]);
     }
     deep.extend([58, 0, 0, 0, 0, 0, 0, 1]);
     deep.extend([134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
-    shot(&mut w, v6(web, BRIDGE_MAC, WEB6, "ff02::1", 60, deep), DropReason::Malformed, 2);
+    shot(
+        &mut w,
+        v6(web, BRIDGE_MAC, WEB6, "ff02::1", 60, deep),
+        DropReason::Malformed,
+        2,
+    );
     // to_container: a neighbour through its own veth and the host itself come in; another
     // network's container does not, nor a packet routed in that claims a container's or
     // the host's address (it came by another interface).
     let to = |w: &mut World, pkt: Vec<u8>| w.run("to_container", &pkt).0;
-    assert_eq!(to(&mut w, v6(BRIDGE_MAC, a2, GW6_A, A26, 6, tcp(80))), TC_ACT_OK);
-    assert_eq!(to(&mut w, v6(BRIDGE_MAC, a2, B36, A26, 6, tcp(80))), TC_ACT_SHOT);
-    assert_eq!(to(&mut w, v6(BRIDGE_MAC, a2, "2001:db8::1", A26, 6, tcp(80))), TC_ACT_SHOT);
-    assert_eq!(w.drops(DropReason::Spoofed), 6, "a container's address, not by its veth");
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, GW6_A, A26, 6, tcp(80))),
+        TC_ACT_OK
+    );
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, B36, A26, 6, tcp(80))),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        to(&mut w, v6(BRIDGE_MAC, a2, "2001:db8::1", A26, 6, tcp(80))),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        w.drops(DropReason::Spoofed),
+        6,
+        "a container's address, not by its veth"
+    );
     assert_eq!(w.drops(DropReason::NoWayIn), 1);
     // By the sender's veth (where the kernel's test runs can say which interface it was).
     if let Some((v, _)) = w.run_forwarded("to_container", &v6(web, a2, WEB6, A26, 6, tcp(80)), LO) {
         assert_eq!(v, TC_ACT_OK);
         let routed_in = v6(BRIDGE_MAC, a2, GW6_A, A26, 6, tcp(80));
-        assert_eq!(w.run_forwarded("to_container", &routed_in, 42).unwrap().0, TC_ACT_SHOT);
+        assert_eq!(
+            w.run_forwarded("to_container", &routed_in, 42).unwrap().0,
+            TC_ACT_SHOT
+        );
         assert_eq!(w.drops(DropReason::NoWayIn), 2);
     }
 }

@@ -708,7 +708,11 @@ try: print(s.recvfrom(100))\nexcept OSError: print('nothing')",
     let mac = mac_of(&sb, "inside", "priv");
     let peer = ip6_of(&sb, "peer", "priv");
     for target in ["fd66:1::1", peer.as_str()] {
-        forge(&sb, "inside", &["ns", "::", "ff02::1:ff00:1", &mac, &mac, target]);
+        forge(
+            &sb,
+            "inside",
+            &["ns", "::", "ff02::1:ff00:1", &mac, &mac, target],
+        );
     }
     let stats = sb.netctl_ok(&["stats", "--json"]);
     assert!(drops(&stats, "spoofed-source") >= 6, "{stats}");
