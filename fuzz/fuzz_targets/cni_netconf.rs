@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(!conf.name.is_empty());
     let _ = conf.options();
-    let _ = conf.requested_ip();
+    let none = std::collections::BTreeMap::new();
+    let _ = conf.requested_ips(&none);
+    let _ = conf.addressing();
     for p in &conf.runtime_config.port_mappings {
         if let Ok(spec) = p.as_spec().parse::<PortSpec>() {
             // What parses is the mapping asked for.
@@ -27,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(host, Some(p.host_port), "{p:?}");
         }
     }
-    if Request::of(&conf).is_ok() {
+    if Request::of(&conf, &none).is_ok() {
         // Every alias for the network it joins passed the DNS-name rule.
         let aliases = conf
             .runtime_config

@@ -1,6 +1,6 @@
 //! ADD, DEL, CHECK, GC and STATUS on netctl's state, in the same transactions as the CLI's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use serde_json::Value;
@@ -33,7 +33,8 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn of(conf: &NetConf, env: &Env) -> Result<Request> {
+    /// `args`: `CNI_ARGS` (Podman's `IP=` and `MAC=`).
+    pub fn of(conf: &NetConf, args: &BTreeMap<String, String>) -> Result<Request> {
         let publish = conf
             .runtime_config
             .port_mappings
@@ -42,7 +43,7 @@ impl Request {
             .collect::<anyhow::Result<_>>()
             .map_err(|e| invalid(format!("runtimeConfig.portMappings: {e:#}")))?;
         // The `mac` capability, else Podman's `MAC=` in CNI_ARGS.
-        let mac = match conf.runtime_config.mac.as_ref().or(env.args.get("MAC")) {
+        let mac = match conf.runtime_config.mac.as_ref().or(args.get("MAC")) {
             Some(m) => Some(check_mac(m)?),
             None => None,
         };
@@ -56,7 +57,7 @@ impl Request {
         for a in &aliases {
             crate::model::runopts::check_alias(a, "alias").map_err(invalid)?;
         }
-        let (ip, ip6) = conf.requested_ips(&env.args)?;
+        let (ip, ip6) = conf.requested_ips(args)?;
         conf.addressing()?;
         Ok(Request {
             publish,
@@ -79,7 +80,7 @@ fn check_mac(m: &str) -> Result<String> {
 }
 
 pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
-    let req = Request::of(conf, env)?;
+    let req = Request::of(conf, &env.args)?;
     let netns = env.netns.clone().expect("ADD has CNI_NETNS");
     if !netns::is_live(&netns) {
         return Err(Error::new(
