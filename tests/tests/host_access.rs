@@ -114,6 +114,15 @@ fn other_namespaces_are_never_translated() {
     assert!(sb.outside_sh(wait).status.success());
     let out = sb.outside_sh("curl -sf --max-time 3 http://127.0.0.1:8080/");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "outside");
+    // Nor is its [::1]:8080 taken to the container by the IPv6 socket programs.
+    let _own6 = Background(sb.spawn_outside(&format!(
+        "timeout 20 python3 -c '{}' ::1 8080 outside6",
+        netctl_tests::TINY_HTTP
+    )));
+    let wait6 = "for i in $(seq 100); do ss -ltnH | grep -q '\\[::1\\]:8080 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.outside_sh(wait6).status.success());
+    let out = sb.outside_sh("curl -sf --max-time 3 -g http://[::1]:8080/");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "outside6");
     // A container's own loopback is its own too.
     sb.whoami("peer", None, &[], 81);
     let out = sb.netctl(&[
@@ -129,6 +138,21 @@ fn other_namespaces_are_never_translated() {
     assert!(
         !out.status.success(),
         "a container's 127.0.0.1:8080 is not the host's"
+    );
+    let out = sb.netctl(&[
+        "exec",
+        "peer",
+        "--",
+        "curl",
+        "-sf",
+        "--max-time",
+        "2",
+        "-g",
+        "http://[::1]:8080/",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a container's [::1]:8080 is not the host's"
     );
 
     // The programs know exactly this instance's namespaces: the host and its containers.
