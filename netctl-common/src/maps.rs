@@ -95,6 +95,15 @@ pub const SHAPED_MAX: u32 = 16384;
 
 /// An IPv6 address as the datapath holds it: the packet's 16 bytes.
 pub type Ip6 = [u8; 16];
+
+/// The link-local address the kernel gives an interface with this MAC (modified EUI-64,
+/// `addr_gen_mode` 0): how the controller knows a container's and the programs check a
+/// sender's.
+#[rustfmt::skip]
+pub const fn link_local(m: [u8; 6]) -> Ip6 {
+    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]
+}
+
 /// Container IPv6 address (its global one and its link-local one) → [`EndpointInfo`].
 pub const ENDPOINTS6: &str = "ENDPOINTS6";
 /// LPM trie: network IPv6 subnet → bridge ifindex.

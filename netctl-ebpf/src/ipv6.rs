@@ -6,7 +6,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use netctl_common::{
     drop::DropReason,
-    maps::{EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
+    maps::{link_local, EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
     proto,
 };
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
@@ -221,28 +221,10 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
 /// It joins the sender's own bridge port to a group, nothing else.
 #[inline(always)]
 fn early_report(h: &Hdr6, mac: &[u8; 6]) -> bool {
-    let eui64 = [
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 0x02,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ];
     h.proto == ICMPV6
         && matches!(h.icmp_type, MLD_REPORT | MLD_DONE | MLD2_REPORT)
         && is_multicast(&h.daddr)
-        && h.saddr == eui64
+        && h.saddr == link_local(*mac)
 }
 
 /// A neighbour advertisement names a target that is the sender's own address, and the

@@ -125,35 +125,24 @@ fn other_namespaces_are_never_translated() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "outside6");
     // A container's own loopback is its own too.
     sb.whoami("peer", None, &[], 81);
-    let out = sb.netctl(&[
-        "exec",
-        "peer",
-        "--",
-        "curl",
-        "-sf",
-        "--max-time",
-        "2",
-        "http://127.0.0.1:8080/",
-    ]);
-    assert!(
-        !out.status.success(),
-        "a container's 127.0.0.1:8080 is not the host's"
-    );
-    let out = sb.netctl(&[
-        "exec",
-        "peer",
-        "--",
-        "curl",
-        "-sf",
-        "--max-time",
-        "2",
-        "-g",
-        "http://[::1]:8080/",
-    ]);
-    assert!(
-        !out.status.success(),
-        "a container's [::1]:8080 is not the host's"
-    );
+    for url in ["http://127.0.0.1:8080/", "http://[::1]:8080/"] {
+        let curl = [
+            "exec",
+            "peer",
+            "--",
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            "-g",
+            url,
+        ];
+        let out = sb.netctl(&curl);
+        assert!(
+            !out.status.success(),
+            "a container's {url} is not the host's"
+        );
+    }
 
     // The programs know exactly this instance's namespaces: the host and its containers.
     // The machine's root namespace (where this test runs) is not among them.

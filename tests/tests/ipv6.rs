@@ -55,10 +55,7 @@ fn serve(sb: &Sandbox, name: &str, network: &str, port: u16) {
         WHOAMI6,
         &port.to_string(),
     ]);
-    let wait = format!(
-        "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
-    );
-    assert!(sb.container_sh(name, &wait).status.success());
+    sb.wait_listening(name, port);
 }
 
 fn connect(sb: &Sandbox, from: &str, addr: &str, port: u16) -> String {

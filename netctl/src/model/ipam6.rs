@@ -138,25 +138,7 @@ pub fn allocate(net: &Network, used: &[Ipv6Addr]) -> Result<Ipv6Addr> {
 /// The link-local address the kernel gives an interface with this MAC (modified EUI-64,
 /// `addr_gen_mode` 0, which netctl sets on container interfaces).
 pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
-    let m = mac;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 0x02,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ])
+    Ipv6Addr::from(netctl_common::maps::link_local(mac))
 }
 
 #[cfg(test)]
