@@ -7,22 +7,43 @@
 //! SYN-ACK; UDP and ICMP: an original packet after a reply), then both entries move to `CT`. A
 //! flood of unconfirmed flows only ever evicts other unconfirmed flows.
 
-/// A tuple as it appears on the wire. For ICMP echo both ports hold the identifier.
+/// A tuple as it appears on the wire, of either family (`A`: an IPv4 address as the packet
+/// holds it, or IPv6's 16 bytes). For ICMP echo both ports hold the identifier.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CtKey {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Tuple<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
-impl CtKey {
+/// An address of either family, as the tables hold it.
+pub trait Addr: Copy + PartialEq + Default {
+    const ZERO: Self;
+}
+
+impl Addr for u32 {
+    const ZERO: Self = 0;
+}
+
+impl Addr for [u8; 16] {
+    const ZERO: Self = [0; 16];
+}
+
+/// IPv4's tuples and entries (tables `CT`, `CT_NEW`).
+pub type CtKey = Tuple<u32>;
+pub type CtEntry = Entry<u32>;
+/// IPv6's (tables `CT6`, `CT6_NEW`): the same logic over wider addresses.
+pub type CtKey6 = Tuple<[u8; 16]>;
+pub type CtEntry6 = Entry<[u8; 16]>;
+
+impl<A: Copy> Tuple<A> {
     /// The same flow seen from the other end.
-    pub const fn reversed(&self) -> CtKey {
-        CtKey {
+    pub const fn reversed(&self) -> Tuple<A> {
+        Tuple {
             saddr: self.daddr,
             daddr: self.saddr,
             sport: self.dport,
@@ -56,17 +77,17 @@ pub const REWRITE_DST: u8 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CtEntry {
+pub struct Entry<A> {
     /// bpf_ktime_get_ns of the last packet of the flow (either direction).
     pub last_seen: u64,
     /// `CT_*`; 64 bits because that is what the programs can OR into atomically.
     pub flags: u64,
     /// Key of the other direction's entry.
-    pub peer: CtKey,
+    pub peer: Tuple<A>,
     /// New source (if `rewrite & REWRITE_SRC`).
-    pub src_addr: u32,
+    pub src_addr: A,
     /// New destination (if `rewrite & REWRITE_DST`).
-    pub dst_addr: u32,
+    pub dst_addr: A,
     pub src_port: u16,
     pub dst_port: u16,
     /// TCP: the sequence number after the last one this direction sent (host byte order).
@@ -80,14 +101,16 @@ pub struct CtEntry {
 
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<CtKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<CtEntry6>() == 104);
 
-impl CtEntry {
+impl<A: Addr> Entry<A> {
     /// The other half of the flow whose entry for `key` is `self`: keyed by `self.peer`,
     /// pointing back at `key`, with the opposite rewrite (what this direction changes in the
     /// destination, the other direction changes back in the source, and the other way round).
-    pub const fn inverse(&self, key: &CtKey, now: u64) -> CtEntry {
+    pub const fn inverse(&self, key: &Tuple<A>, now: u64) -> Entry<A> {
         let mut rewrite = 0;
-        let (mut src_addr, mut src_port, mut dst_addr, mut dst_port) = (0, 0, 0, 0);
+        let (mut src_addr, mut src_port, mut dst_addr, mut dst_port) = (A::ZERO, 0, A::ZERO, 0);
         if self.rewrite & REWRITE_DST != 0 {
             rewrite |= REWRITE_SRC;
             src_addr = key.daddr;
@@ -98,7 +121,7 @@ impl CtEntry {
             dst_addr = key.saddr;
             dst_port = key.sport;
         }
-        CtEntry {
+        Entry {
             last_seen: now,
             peer: *key,
             src_addr,
@@ -113,11 +136,37 @@ impl CtEntry {
             _pad: [0; 2],
         }
     }
+    /// [`Entry::inverse`] written field by field into `out` (no temporary: an IPv6 entry is
+    /// large for a BPF stack).
+    pub fn write_inverse(&self, key: &Tuple<A>, now: u64, out: &mut Entry<A>) {
+        out.last_seen = now;
+        out.flags = (self.flags & SHARED) | ((self.flags & CT_REPLY) ^ CT_REPLY);
+        out.peer = *key;
+        out.src_addr = A::ZERO;
+        out.dst_addr = A::ZERO;
+        out.src_port = 0;
+        out.dst_port = 0;
+        out.rewrite = 0;
+        if self.rewrite & REWRITE_DST != 0 {
+            out.rewrite |= REWRITE_SRC;
+            out.src_addr = key.daddr;
+            out.src_port = key.dport;
+        }
+        if self.rewrite & REWRITE_SRC != 0 {
+            out.rewrite |= REWRITE_DST;
+            out.dst_addr = key.saddr;
+            out.dst_port = key.sport;
+        }
+        out.seq_end = 0;
+        out.ack = 0;
+        out.kind = self.kind;
+        out._pad = [0; 2];
+    }
 }
 
 /// The container a flow is counted against (its quota in `CT_OWNED`): the one that opened
 /// it, or the backend of a published port. Either half of the flow gives the same answer.
-pub const fn owner(key: &CtKey, e: &CtEntry) -> u32 {
+pub const fn owner<A: Copy>(key: &Tuple<A>, e: &Entry<A>) -> A {
     let reply = e.flags & CT_REPLY != 0;
     match (e.kind, reply) {
         (KIND_DNAT, false) => e.dst_addr,
@@ -194,6 +243,30 @@ mod tests {
         assert_eq!(timeout(UDP, 0), TIMEOUT_UDP);
         assert_eq!(timeout(UDP, CT_SEEN_REPLY), TIMEOUT_UDP_REPLIED);
         assert_eq!(timeout(ICMP, 0), TIMEOUT_ICMP);
+    }
+
+    #[test]
+    fn write_inverse_is_inverse() {
+        let k = key(1, 2, 3, 4);
+        let mut e = CtEntry {
+            rewrite: REWRITE_SRC,
+            src_addr: 9,
+            src_port: 10,
+            kind: KIND_SNAT,
+            flags: CT_SEEN_REPLY | CT_SEQ,
+            peer: key(2, 9, 4, 10),
+            ..Default::default()
+        };
+        let mut out = CtEntry {
+            seq_end: 77,
+            ..Default::default()
+        };
+        e.write_inverse(&k, 5, &mut out);
+        assert_eq!(out, e.inverse(&k, 5));
+        e.rewrite = REWRITE_DST | REWRITE_SRC;
+        e.dst_addr = 7;
+        e.write_inverse(&k, 5, &mut out);
+        assert_eq!(out, e.inverse(&k, 5));
     }
 
     #[test]

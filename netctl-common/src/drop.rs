@@ -127,6 +127,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_below_count_is_its_reason() {
+        // The datapath turns a code back into a reason by value (`step::back`).
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+        }
+    }
+
+    #[test]
     fn codes_are_dense_and_the_readme_explains_every_reason() {
         let readme = include_str!("../../README.md");
         for (i, r) in DropReason::ALL.iter().enumerate() {

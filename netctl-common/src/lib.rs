@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 15;
+pub const LAYOUT_VERSION: u32 = 16;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -35,6 +35,9 @@ pub mod programs {
     /// TC egress on a container's host-side veth: everything handed to the container that
     /// did not come straight from a checked hook.
     pub const TO_CONTAINER: &str = "to_container";
+    /// IPv6 of `from_container` and `uplink_ingress`: entered by tail call, never attached.
+    pub const FROM_CONTAINER6: &str = "from_container6";
+    pub const UPLINK_INGRESS6: &str = "uplink_ingress6";
     /// BTF tracepoint on `kfree_skb`: the kernel's own drops of container packets, attached
     /// only while `netctl trace --drops` runs.
     pub const KERNEL_DROP: &str = "kernel_drop";
@@ -55,6 +58,8 @@ pub mod programs {
     pub const UPLINK_INGRESS_COMPAT: &str = "uplink_ingress_compat";
     pub const UPLINK_EGRESS_COMPAT: &str = "uplink_egress_compat";
     pub const FROM_CONTAINER_COMPAT: &str = "from_container_compat";
+    pub const FROM_CONTAINER6_COMPAT: &str = "from_container6_compat";
+    pub const UPLINK_INGRESS6_COMPAT: &str = "uplink_ingress6_compat";
     /// The socket programs' twins for kernels whose socket-address programs cannot use
     /// socket storage: what a socket dialled is kept in a shared LRU table instead.
     pub const SOCK_CONNECT4_COMPAT: &str = "sock_connect4_compat";
@@ -73,6 +78,7 @@ pub mod proto {
     pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
 }
 
 #[cfg(feature = "user")]
@@ -85,8 +91,8 @@ mod pod {
     unsafe impl aya::Pod for maps::EndpointInfo {}
     unsafe impl aya::Pod for maps::NetInfo {}
     unsafe impl aya::Pod for maps::Config {}
-    unsafe impl aya::Pod for ct::CtKey {}
-    unsafe impl aya::Pod for ct::CtEntry {}
+    unsafe impl<A: aya::Pod> aya::Pod for ct::Tuple<A> {}
+    unsafe impl<A: aya::Pod> aya::Pod for ct::Entry<A> {}
     unsafe impl aya::Pod for stats::Counters {}
     unsafe impl aya::Pod for stats::EndpointCounters {}
     unsafe impl aya::Pod for event::TraceConfig {}

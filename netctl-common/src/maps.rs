@@ -32,6 +32,24 @@ pub const CT_NEW: &str = "CT_NEW";
 pub const CT_OWNED: &str = "CT_OWNED";
 /// Entries in `CT` in all, one u64 at index 0: what the fill watermark is checked against.
 pub const CT_FILL: &str = "CT_FILL";
+/// IPv6's conntrack: the same four over [`crate::ct::CtKey6`] → [`crate::ct::CtEntry6`],
+/// a quarter of IPv4's size ([`CT6_SHARE`]; an IPv6 entry is twice as large), with the
+/// watermark and quota scaled alike (each family its own).
+pub const CT6: &str = "CT6";
+pub const CT6_NEW: &str = "CT6_NEW";
+pub const CT6_OWNED: &str = "CT6_OWNED";
+pub const CT6_FILL: &str = "CT6_FILL";
+/// Uplink ifindex → the IPv6 address masqueraded IPv6 leaves with (the uplink's first
+/// global one); only uplinks that have one.
+pub const UPLINKS6: &str = "UPLINKS6";
+/// Program array: the IPv6 programs `from_container` and `uplink_ingress` continue in.
+pub const TAIL_CALLS: &str = "TAIL_CALLS";
+pub const TAIL_CALLS_MAX: u32 = 2;
+pub const TAIL_FROM_CONTAINER6: u32 = 0;
+pub const TAIL_UPLINK_INGRESS6: u32 = 1;
+/// Container IPv4 address → its IPv6 address on the same network (dual-stack endpoints): a
+/// port published on `[::]` reaches the backend there.
+pub const IP6_OF: &str = "IP6_OF";
 
 /// Tracing switches ([`crate::event::TraceConfig`] at index 0), set by `netctl trace`.
 pub const TRACE: &str = "TRACE";
@@ -118,7 +136,7 @@ pub const VETHS: &str = "VETHS";
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 33] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -145,6 +163,13 @@ pub const ALL: [&str; 26] = [
     SUBNETS6,
     HOST_ADDRS6,
     VETHS,
+    CT6,
+    CT6_NEW,
+    CT6_OWNED,
+    CT6_FILL,
+    UPLINKS6,
+    IP6_OF,
+    TAIL_CALLS,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -157,6 +182,8 @@ pub const NETWORKS_MAX: u32 = 4096;
 pub const LINKS_MAX: u32 = 65536;
 /// Default connection-tracking capacity (entries; a NAT flow takes two).
 pub const CT_MAX_DEFAULT: u32 = 262144;
+/// IPv6's tables are this fraction of IPv4's.
+pub const CT6_SHARE: u32 = 4;
 /// Unconfirmed flows get a table a quarter of `CT`'s size.
 pub const CT_NEW_RATIO: u32 = 4;
 

@@ -5,6 +5,7 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use netctl_common::{
+    ct::CtKey6,
     drop::DropReason,
     maps::{link_local, EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
     proto,
@@ -12,12 +13,14 @@ use netctl_common::{
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
+    ct,
     maps::{self, ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
-    packet::Packet,
-    parse::ETH_LEN,
+    packet::{Packet, Tc},
+    parse::{ETH_LEN, TCP_FIN, TCP_SYN},
+    step,
 };
 
-const ICMPV6: u8 = 58;
+const ICMPV6: u8 = proto::ICMPV6;
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
@@ -25,6 +28,8 @@ const DEST_OPTS: u8 = 60;
 /// Extension headers looked through before the upper-layer header; more is malformed.
 const MAX_EXT: usize = 4;
 
+pub const ECHO_REQUEST: u8 = 128;
+pub const ECHO_REPLY: u8 = 129;
 const MLD_QUERY: u8 = 130;
 const MLD_REPORT: u8 = 131;
 const MLD_DONE: u8 = 132;
@@ -54,12 +59,60 @@ pub struct Hdr6 {
     pub l4: Option<usize>,
     /// ICMPv6: the type (0 for anything else).
     pub icmp_type: u8,
-    /// TCP/UDP: the destination port, network order.
+    /// TCP/UDP: the ports, network order; ICMPv6 echo: the identifier in both.
+    pub sport: u16,
     pub dport: u16,
+    /// Carries a fragment header (first or later fragment).
+    pub fragmented: bool,
+    /// TCP: flags, first sequence number, the one after the segment, acknowledgment (host
+    /// order), as conntrack follows them.
+    pub tcp_flags: u8,
+    pub seq: u32,
+    pub seq_end: u32,
+    pub ack: u32,
 }
 
 impl Hdr6 {
-    fn nd(&self) -> bool {
+    /// The tuple conntrack keys this packet by.
+    pub fn key(&self) -> CtKey6 {
+        CtKey6 {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Has ports (or an echo identifier) and is whole: fragments are never translated (a
+    /// later fragment has no ports, and a first one alone would let the rest through
+    /// untranslated).
+    pub fn natable(&self) -> bool {
+        !self.fragmented
+            && self.l4.is_some()
+            && (self.proto == proto::TCP || self.proto == proto::UDP || self.is_echo())
+    }
+
+    /// What may reach a container from beyond the host, checked again on its veth: a packet
+    /// of a tracked flow, as the uplink translated it (its reverse is one of the flow's
+    /// tuples).
+    pub fn in_flow(&self) -> bool {
+        self.natable() && ct::find(&self.key().reversed()).is_some()
+    }
+
+    /// An echo request or reply: its identifier plays the port.
+    pub fn is_echo(&self) -> bool {
+        self.proto == ICMPV6 && (self.icmp_type == ECHO_REQUEST || self.icmp_type == ECHO_REPLY)
+    }
+
+    /// Destination unreachable, packet too big, time exceeded, parameter problem: quotes the
+    /// packet it is about.
+    pub fn is_error(&self) -> bool {
+        self.proto == ICMPV6 && (1..=4).contains(&self.icmp_type)
+    }
+
+    pub fn nd(&self) -> bool {
         self.proto == ICMPV6
             && matches!(
                 self.icmp_type,
@@ -113,7 +166,13 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
         proto: next,
         l4: (!later_fragment).then_some(off),
         icmp_type: 0,
+        sport: 0,
         dport: 0,
+        fragmented,
+        tcp_flags: 0,
+        seq: 0,
+        seq_end: 0,
+        ack: 0,
     };
     if let Some(l4) = h.l4 {
         match next {
@@ -125,15 +184,44 @@ pub fn parse<P: Packet>(p: &P) -> Result<Hdr6, DropReason> {
                 {
                     return Err(DropReason::Malformed);
                 }
+                if h.is_echo() {
+                    let id: u16 = p.load(l4 + 4).ok_or(DropReason::Malformed)?;
+                    h.sport = id;
+                    h.dport = id;
+                }
             }
-            proto::TCP | proto::UDP => {
+            proto::TCP => {
+                let t: [u8; 14] = p.load(l4).ok_or(DropReason::Malformed)?;
+                h.sport = u16::from_ne_bytes([t[0], t[1]]);
+                h.dport = u16::from_ne_bytes([t[2], t[3]]);
+                h.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+                h.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+                h.tcp_flags = t[13];
+                // Payload: what the IPv6 payload length leaves after extension and TCP headers.
+                let tcp_len = u32::from(t[12] >> 4) * 4;
+                let ext = (l4 - ETH_LEN - Ipv6Hdr::LEN) as u32;
+                let payload =
+                    u32::from(u16::from_be_bytes(ip.payload_len)).saturating_sub(ext + tcp_len);
+                let ctl =
+                    u32::from(h.tcp_flags & TCP_SYN != 0) + u32::from(h.tcp_flags & TCP_FIN != 0);
+                h.seq_end = h.seq.wrapping_add(payload).wrapping_add(ctl);
+            }
+            proto::UDP => {
                 let ports: [u16; 2] = p.load(l4).ok_or(DropReason::Malformed)?;
+                h.sport = ports[0];
                 h.dport = ports[1];
             }
             _ => {}
         }
     }
     Ok(h)
+}
+
+/// [`parse`] into `h` (in a per-CPU map): a BPF function of its own, so its stack is gone
+/// before the packet is translated.
+#[inline(never)]
+pub fn parse_into(p: &Tc, h: &mut Hdr6) -> i64 {
+    step::unit(parse(p).map(|parsed| *h = parsed))
 }
 
 fn is_multicast(a: &Ip6) -> bool {
@@ -161,9 +249,22 @@ fn is_host_addr(a: &Ip6) -> bool {
 
 /// What a container may send over IPv6, checked on its host-side veth: its own addresses
 /// and MAC on its own veth, neighbour discovery only for itself, never a router's messages,
-/// and the destinations IPv4's rules allow (no further than the host).
+/// and the destinations IPv4's rules allow. True: beyond the host, for `nat6::egress` (the
+/// sender's endpoint and network in `out`). A BPF function of its own: its stack frame is
+/// gone before the translation's starts (and it returns a scalar: a BPF function cannot
+/// hand back a struct).
+#[inline(never)]
+pub fn from_container(p: &mut Tc, ifindex: u32, out: &mut (EndpointInfo, NetInfo)) -> i64 {
+    step::run(|answer| check_sender(p, ifindex, out, answer))
+}
+
 #[inline(always)]
-pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> {
+fn check_sender(
+    p: &mut Tc,
+    ifindex: u32,
+    out: &mut (EndpointInfo, NetInfo),
+    beyond: &mut i64,
+) -> Result<(), DropReason> {
     let h = parse(p)?;
     let eth: EthHdr = p.load(0).ok_or(DropReason::Malformed)?;
     if h.proto == ICMPV6
@@ -175,7 +276,9 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
         return Err(DropReason::Ipv6Router);
     }
     let early = endpoint(&h.saddr).is_none() && early_report(&h, &eth.src_addr);
-    let net = if is_unspecified(&h.saddr) || early {
+    // The sender goes straight into `out` (an Option of it would leave the verifier an
+    // undefined register to read on the path without one).
+    let known = if is_unspecified(&h.saddr) || early {
         // Duplicate address probes and early multicast reports have no source yet; they
         // carry nothing else, and come from the veth's own container with its own MAC, on a
         // network with IPv6.
@@ -198,21 +301,27 @@ pub fn from_container<P: Packet>(p: &P, ifindex: u32) -> Result<(), DropReason> 
             None if early => {}
             None => return Err(DropReason::Spoofed),
         }
-        None
+        false
     } else {
         let ep = endpoint(&h.saddr).ok_or(DropReason::Spoofed)?;
         if ep.ifindex != ifindex || ep.mac != eth.src_addr {
             return Err(DropReason::Spoofed);
         }
-        Some((ep, maps::network(ep.network).ok_or(DropReason::Spoofed)?))
+        out.1 = maps::network(ep.network).ok_or(DropReason::Spoofed)?;
+        out.0 = ep;
+        true
     };
     if h.proto == ICMPV6 {
         nd_speaks_for_itself(p, &h, ifindex, &eth.src_addr)?;
     }
-    let Some((ep, net)) = net else {
+    if !known {
         return Ok(());
-    };
-    destination(&h, &ep, &net, &eth.dst_addr)
+    }
+    match destination(&h, &out.0, &out.1, &eth.dst_addr) {
+        // Beyond the host: translated and routed by the datapath itself.
+        Err(DropReason::Ipv6Unrouted) if !is_multicast(&h.daddr) => step::done(beyond, true),
+        r => r,
+    }
 }
 
 /// A multicast listener report from the link-local address the kernel derives from the
@@ -369,6 +478,10 @@ pub fn to_container<P: Packet>(p: &P, ingress: u32) -> Result<(), DropReason> {
         if net.flags & NET_ICC == 0 && !h.nd() {
             return Err(DropReason::IccOff);
         }
+        return Ok(());
+    }
+    // A flow from beyond the host that the uplink translated and handed over.
+    if h.in_flow() {
         return Ok(());
     }
     if ingress == 0 && is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {

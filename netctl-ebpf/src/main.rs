@@ -39,13 +39,17 @@ mod ipv6;
 mod kernel_drops;
 mod maps;
 mod nat;
+mod nat6;
 mod overlay;
 mod packet;
 mod parse;
 mod policy;
 mod redirect;
+mod room;
 mod sock;
 mod stats;
+mod step;
+mod tail;
 mod uplink;
 mod verdict;
 
@@ -230,7 +234,14 @@ pub fn uplink_ingress_compat(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn ingress<const MODERN: bool>(ctx: TcContext) -> i32 {
-    tc_run(&ctx, Hook::UplinkIngress, pass_other, |p, h, ifindex| {
+    // IPv6: what concerns containers (nat6.rs); the host's own and ARP pass.
+    let other = |_: &mut Tc, ethertype, _| {
+        if ethertype == EtherType::Ipv6 as u16 {
+            return tail::call(&ctx, tail::UPLINK_INGRESS6);
+        }
+        Ok(None)
+    };
+    tc_run(&ctx, Hook::UplinkIngress, other, |p, h, ifindex| {
         if !packet::xdp_done(&ctx, ifindex) {
             uplink::ingress::<MODERN, Tc>(p, h, ifindex)?;
         }
@@ -274,7 +285,7 @@ pub fn from_container_compat(ctx: TcContext) -> i32 {
 fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
     let other = |p: &mut Tc, ethertype, ifindex| {
         if ethertype == EtherType::Ipv6 as u16 {
-            return ipv6::from_container(p, ifindex).map(|_| None);
+            return tail::call(&ctx, tail::FROM_CONTAINER6);
         }
         policy::non_ipv4(p, ethertype, ifindex)?;
         Ok(overlay::answer_arp(p, ifindex))
@@ -330,6 +341,58 @@ fn container<const MODERN: bool>(ctx: TcContext) -> i32 {
         TC_ACT_OK => TC_ACT_UNSPEC,
         c => c,
     }
+}
+
+/// IPv6 of `from_container` and `uplink_ingress`, in programs of their own (entered by tail
+/// call, `tail.rs`): an IPv6 flow entry is too large for both families' work to share one
+/// BPF stack. What they pass goes on as the caller's would.
+#[classifier]
+pub fn from_container6(ctx: TcContext) -> i32 {
+    container6::<true>(ctx)
+}
+
+#[classifier]
+pub fn from_container6_compat(ctx: TcContext) -> i32 {
+    container6::<false>(ctx)
+}
+
+#[inline(always)]
+fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
+    let mut p = Tc(&ctx);
+    let ifindex = tc_ifindex(&ctx);
+    let mut sender = Default::default();
+    let r = match step::yes(ipv6::from_container(&mut p, ifindex, &mut sender)) {
+        Ok(true) => step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let v = Verdict::of(r);
+    match tc_code(finish(&p, Hook::FromContainer, ifindex, None, None, v)) {
+        TC_ACT_OK => TC_ACT_UNSPEC,
+        c => c,
+    }
+}
+
+#[classifier]
+pub fn uplink_ingress6(ctx: TcContext) -> i32 {
+    ingress6::<true>(ctx)
+}
+
+#[classifier]
+pub fn uplink_ingress6_compat(ctx: TcContext) -> i32 {
+    ingress6::<false>(ctx)
+}
+
+#[inline(always)]
+fn ingress6<const MODERN: bool>(ctx: TcContext) -> i32 {
+    let mut p = Tc(&ctx);
+    let ifindex = tc_ifindex(&ctx);
+    let r = match step::back(nat6::ingress::<MODERN>(&mut p, ifindex)) {
+        Ok(i64::MAX) => Ok(None),
+        r => r.map(|code| Some(code as i32)),
+    };
+    let v = Verdict::of(r);
+    tc_code(finish(&p, Hook::UplinkIngress, ifindex, None, None, v))
 }
 
 #[classifier]

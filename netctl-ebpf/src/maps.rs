@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netctl_common::{
-    ct::{CtEntry, CtKey},
+    ct::{CtEntry, CtEntry6, CtKey, CtKey6},
     drop::DropReason,
     event::TraceConfig,
     maps::*,
@@ -73,6 +73,26 @@ pub static CT_OWNED: HashMap<u32, u64> = HashMap::with_max_entries(ENDPOINTS_MAX
 
 #[map(name = "CT_FILL")]
 pub static CT_FILL: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "CT6")]
+pub static CT6: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT6_SHARE, 0);
+
+#[map(name = "CT6_NEW")]
+pub static CT6_NEW: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT6_SHARE / CT_NEW_RATIO, 0);
+
+#[map(name = "CT6_OWNED")]
+pub static CT6_OWNED: HashMap<Ip6, u64> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+#[map(name = "CT6_FILL")]
+pub static CT6_FILL: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "UPLINKS6")]
+pub static UPLINKS6: HashMap<u32, Ip6> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+
+#[map(name = "IP6_OF")]
+pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
 
 #[map(name = "TRACE")]
 pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);

@@ -69,9 +69,10 @@ pub fn tracked<const MODERN: bool, P: Packet>(
     let Some(f) = ct::lookup(&key, h.is_syn()) else {
         return Ok(None);
     };
-    let Some(e) = ct::track::<MODERN>(f, &key, h)? else {
+    let mut e = CtEntry::default();
+    if !ct::track::<MODERN, _>(f, &key, h, &mut e)? {
         return Ok(None);
-    };
+    }
     apply(p, h, &e)?;
     Ok(Some(e))
 }
@@ -114,8 +115,8 @@ pub fn ingress<const MODERN: bool, P: Packet>(p: &mut P, h: &mut Hdr) -> Result<
         }
         true
     };
-    let orig = if starts {
-        let mut orig = ct::opening(KIND_DNAT, reply_key, h);
+    let mut orig = ct::opening(KIND_DNAT, reply_key, h);
+    if starts {
         orig.rewrite = REWRITE_DST;
         orig.dst_addr = backend.addr;
         orig.dst_port = backend.port;
@@ -124,14 +125,11 @@ pub fn ingress<const MODERN: bool, P: Packet>(p: &mut P, h: &mut Hdr) -> Result<
         reply.src_addr = h.daddr;
         reply.src_port = h.dport;
         maps::count_hit(&port);
-        ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?
-    } else {
+        ct::insert_pair(&orig_key, &mut orig, &reply_key, &reply)?;
+    } else if !ct::adopt_orphan(&orig_key, &reply_key, &mut orig) {
         // Mid-connection: only a flow whose original half was lost comes back.
-        match ct::adopt_orphan(&orig_key, &reply_key) {
-            Some(orig) => orig,
-            None => return Ok(false),
-        }
-    };
+        return Ok(false);
+    }
     apply(p, h, &orig)?;
     Ok(true)
 }
@@ -181,9 +179,9 @@ pub fn egress<const MODERN: bool, P: Packet>(
     if !masquerade {
         // Routed: nothing to rewrite, but replies must find the flow to get in.
         let reply_key = orig_key.reversed();
-        let orig = ct::opening(KIND_ROUTED, reply_key, h);
+        let mut orig = ct::opening(KIND_ROUTED, reply_key, h);
         let reply = ct::entry(KIND_ROUTED, CT_REPLY, orig_key);
-        ct::insert_pair(&orig_key, &orig, &reply_key, &reply)?;
+        ct::insert_pair(&orig_key, &mut orig, &reply_key, &reply)?;
         return Ok(true);
     }
     // A TCP segment that opens nothing belongs to a connection whose flow was lost: a new
@@ -196,7 +194,7 @@ pub fn egress<const MODERN: bool, P: Packet>(
         return Ok(true);
     };
     // B:bp → X:xp leaves as U:np → X:xp; replies X:xp → U:np come back to B:bp.
-    let mut reply_key = CtKey {
+    let reply_key = CtKey {
         saddr: h.daddr,
         daddr: up.addr,
         sport: h.dport,
@@ -209,13 +207,14 @@ pub fn egress<const MODERN: bool, P: Packet>(
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let port =
-        ct::alloc_port::<MODERN>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let mut s = ct::probe4(reply_key, reply);
+    let port = ct::alloc_port::<MODERN, _>(&mut s, cfg.nat_port_min, cfg.nat_port_max)?;
+    let reply_key = s.key;
     let mut orig = ct::opening(KIND_SNAT, reply_key, h);
     orig.rewrite = REWRITE_SRC;
     orig.src_addr = up.addr;
     orig.src_port = port;
-    let orig = ct::insert_orig(&orig_key, &orig, &reply_key)?;
+    ct::insert_orig(&orig_key, &mut orig, &reply_key)?;
     apply(p, h, &orig)?;
     Ok(true)
 }
@@ -245,7 +244,7 @@ pub fn hairpin<const MODERN: bool, P: Packet>(
     }
     // A:ap → H:hp becomes G:np → B:bp; replies B:bp → G:np become H:hp → A:ap.
     let orig_key = h.key();
-    let mut reply_key = CtKey {
+    let reply_key = CtKey {
         saddr: backend.addr,
         daddr: bnet.gateway,
         sport: backend.port,
@@ -260,14 +259,16 @@ pub fn hairpin<const MODERN: bool, P: Packet>(
     reply.dst_addr = h.saddr;
     reply.dst_port = h.sport;
     let cfg = config();
-    let np = ct::alloc_port::<MODERN>(&mut reply_key, &reply, cfg.nat_port_min, cfg.nat_port_max)?;
+    let mut s = ct::probe4(reply_key, reply);
+    let np = ct::alloc_port::<MODERN, _>(&mut s, cfg.nat_port_min, cfg.nat_port_max)?;
+    let reply_key = s.key;
     let mut orig = ct::opening(KIND_HAIRPIN, reply_key, h);
     orig.rewrite = REWRITE_SRC | REWRITE_DST;
     orig.src_addr = bnet.gateway;
     orig.src_port = np;
     orig.dst_addr = backend.addr;
     orig.dst_port = backend.port;
-    let orig = ct::insert_orig(&orig_key, &orig, &reply_key)?;
+    ct::insert_orig(&orig_key, &mut orig, &reply_key)?;
     maps::count_hit(&port);
     apply(p, h, &orig)?;
     Ok(Some(h.daddr))

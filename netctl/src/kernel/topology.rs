@@ -129,6 +129,10 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
             // Nor is a duplicate address probe a container sends able to make the bridge
             // give up its link-local address (and that address is there at once).
             ipv6_sysctl(&net.bridge, "accept_dad", "0")?;
+            // The datapath routes the network's IPv6 beyond the host itself (the FIB helper
+            // asks for forwarding on the interface a packet arrives by): on for the bridge
+            // only, never the host-wide switch.
+            ipv6_sysctl(&net.bridge, "forwarding", "1")?;
             nl.add_address6(index, v6.gateway, v6.subnet.prefix())?;
         }
         nl.set_up(index)

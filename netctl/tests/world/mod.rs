@@ -15,7 +15,7 @@ use aya::{
 };
 use netctl::kernel::dataplane::{
     features::{self, parse_deny, Features},
-    load::{load_unpinned, object_program},
+    load::{load_unpinned, object_program, set_tail_calls},
     maps::raw,
     monotonic_ns,
 };
@@ -133,6 +133,12 @@ impl World {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+        for name in ["from_container6", "uplink_ingress6"] {
+            let name = object_program(name, &features);
+            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        set_tail_calls(&mut ebpf, &features).unwrap();
         let name = object_program("uplink_xdp", &features);
         let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));

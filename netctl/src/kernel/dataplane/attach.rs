@@ -263,6 +263,7 @@ pub fn attach_at(
 ) -> Result<&'static str> {
     let prog_pin = pins.progs(hash).join(att.program);
     match att.kind {
+        ProgKind::Tail(_) => anyhow::bail!("{} is entered by tail call, not attached", att.program),
         ProgKind::Sock(hook) => {
             let mut prog = CgroupSockAddr::from_pin(&prog_pin, hook)
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
@@ -407,7 +408,7 @@ fn replace(pins: &Pins, hash: &str, att: &Attachment, old: &Pinned) -> Result<()
             let id = prog.attach_to_link(XdpLink::try_from(fd_link)?)?;
             prog.take_link(id)?.try_into()?
         }
-        ProgKind::Sock(_) => unreachable!("handled above"),
+        ProgKind::Sock(_) | ProgKind::Tail(_) => unreachable!("handled above / never attached"),
     };
     link.pin(&target)
         .with_context(|| format!("pinning link {}", target.display()))?;

@@ -19,7 +19,7 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 14] = [
+pub const PROGRAMS: [(&str, ProgKind); 16] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
@@ -27,6 +27,14 @@ pub const PROGRAMS: [(&str, ProgKind); 14] = [
     (programs::TO_CONTAINER, ProgKind::Tc),
     (programs::TUNNEL_INGRESS, ProgKind::Tc),
     (programs::WG_INGRESS, ProgKind::Tc),
+    (
+        programs::FROM_CONTAINER6,
+        ProgKind::Tail(maps::TAIL_FROM_CONTAINER6),
+    ),
+    (
+        programs::UPLINK_INGRESS6,
+        ProgKind::Tail(maps::TAIL_UPLINK_INGRESS6),
+    ),
     (programs::SOCK_CONNECT4, ProgKind::Sock(SockHook::Connect4)),
     (
         programs::SOCK_SENDMSG4,
@@ -57,6 +65,9 @@ pub enum ProgKind {
     Tc,
     /// A cgroup socket-address program, attached at the cgroup v2 root.
     Sock(SockHook),
+    /// A TC program never attached: others continue in it by tail call (`TAIL_CALLS` at
+    /// this index).
+    Tail(u32),
 }
 
 impl PartialEq for ProgKind {
@@ -87,6 +98,8 @@ pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
         programs::UPLINK_INGRESS => programs::UPLINK_INGRESS_COMPAT,
         programs::UPLINK_EGRESS => programs::UPLINK_EGRESS_COMPAT,
         programs::FROM_CONTAINER => programs::FROM_CONTAINER_COMPAT,
+        programs::FROM_CONTAINER6 => programs::FROM_CONTAINER6_COMPAT,
+        programs::UPLINK_INGRESS6 => programs::UPLINK_INGRESS6_COMPAT,
         _ => name,
     }
 }
@@ -104,7 +117,7 @@ pub fn wanted_programs(f: &Features) -> impl Iterator<Item = (&'static str, Prog
         }
         ProgKind::Sock(_) => sock,
         ProgKind::Xdp => xdp,
-        ProgKind::Tc => true,
+        ProgKind::Tc | ProgKind::Tail(_) => true,
     })
 }
 
@@ -123,6 +136,9 @@ fn loader<'a>(pins: &Pins, ct_entries: u32, bits: &'a u32) -> EbpfLoader<'a> {
     }
     loader.map_max_entries(maps::CT, ct_entries);
     loader.map_max_entries(maps::CT_NEW, (ct_entries / maps::CT_NEW_RATIO).max(1024));
+    let ct6 = (ct_entries / maps::CT6_SHARE).max(1024);
+    loader.map_max_entries(maps::CT6, ct6);
+    loader.map_max_entries(maps::CT6_NEW, (ct6 / maps::CT_NEW_RATIO).max(1024));
     loader
 }
 
@@ -151,12 +167,13 @@ pub fn ensure_programs(pins: &Pins, hash: &str, ct_entries: u32, f: &Features) -
             .with_context(|| format!("program {source} missing from the eBPF object"))?;
         match kind {
             ProgKind::Xdp => load_as::<Xdp>(prog, name)?,
-            ProgKind::Tc => load_as::<SchedClassifier>(prog, name)?,
+            ProgKind::Tc | ProgKind::Tail(_) => load_as::<SchedClassifier>(prog, name)?,
             ProgKind::Sock(_) => load_as::<CgroupSockAddr>(prog, name)?,
         }
         prog.pin(tmp.join(name))
             .with_context(|| format!("pinning program {name} under {}", tmp.display()))?;
     }
+    set_tail_calls(&mut ebpf, f)?;
     fs::rename(&tmp, &dir)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     Ok(true)
@@ -191,6 +208,30 @@ where
         .with_context(|| format!("program {name} has an unexpected type"))?;
     p.load_prog()
         .with_context(|| format!("the kernel verifier rejected program {name}"))
+}
+
+/// Points `TAIL_CALLS` at this object's tail programs (loaded already). Until it does, the
+/// programs that continue there drop IPv6 rather than pass it unchecked.
+pub fn set_tail_calls(ebpf: &mut aya::Ebpf, f: &Features) -> Result<()> {
+    for (name, kind) in PROGRAMS {
+        let ProgKind::Tail(index) = kind else {
+            continue;
+        };
+        let source = object_program(name, f);
+        let prog: &SchedClassifier = ebpf
+            .program(source)
+            .with_context(|| format!("program {source} missing from the eBPF object"))?
+            .try_into()?;
+        let fd = prog.fd()?.try_clone()?;
+        let mut tails: aya::maps::ProgramArray<_> = ebpf
+            .map_mut(maps::TAIL_CALLS)
+            .context("map TAIL_CALLS missing from the eBPF object")?
+            .try_into()?;
+        tails
+            .set(index, &fd, 0)
+            .with_context(|| format!("setting tail call {index} to {name}"))?;
+    }
+    Ok(())
 }
 
 /// Loads the object with private, unpinned maps: for program tests (BPF_PROG_TEST_RUN), which

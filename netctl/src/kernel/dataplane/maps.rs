@@ -41,6 +41,9 @@ pub struct Desired {
     pub host_addrs6: BTreeSet<Ip6>,
     pub endpoints6: BTreeMap<Ip6, EndpointInfo>,
     pub subnets6: BTreeMap<(u32, Ip6), u32>,
+    /// Uplink ifindex → the IPv6 address masquerade uses; container IPv4 → its IPv6 address.
+    pub uplinks6: BTreeMap<u32, Ip6>,
+    pub ip6_of: BTreeMap<u32, Ip6>,
     /// Host-side veth ifindex → its endpoint (VETHS).
     pub veths: BTreeMap<u32, EndpointInfo>,
     /// Network namespace cookie → what the socket programs do there.
@@ -338,6 +341,16 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             );
         }
     }
+    for (_, index, _) in host.uplinks {
+        // The first global address (not link-local, which never leaves the link).
+        let global = host
+            .addrs6
+            .iter()
+            .find(|(i, a)| i == index && (a.segments()[0] & 0xffc0) != 0xfe80);
+        if let Some((_, a)) = global {
+            d.uplinks6.insert(*index, a.octets());
+        }
+    }
     for net in state.networks.values() {
         let Some(bridge) = by_name(&net.bridge) else {
             continue;
@@ -444,6 +457,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             d.endpoints.insert(raw(ep.ip), info);
             d.veths.insert(veth.index, info);
             if let (Some(ip6), Some(_)) = (ep.ip6, &net.ipv6) {
+                d.ip6_of.insert(raw(ep.ip), ip6.octets());
                 d.endpoints6.insert(ip6.octets(), info);
                 d.endpoints6
                     .insert(crate::model::ipam6::link_local(info.mac).octets(), info);

@@ -22,7 +22,7 @@ use aya::{
     Pod,
 };
 use netctl_common::{
-    ct::{CtEntry, CtKey},
+    ct::{CtEntry, CtKey, Entry, Tuple},
     drop::DropReason,
     event::TraceConfig,
     maps::{self as names, Backend, PortKey},
@@ -219,6 +219,10 @@ impl Dataplane {
         let (ports, old_backends) = self.sync_ports(&want.ports, &mut applied)?;
         let (endpoints, old_endpoints) =
             self.sync_hash(names::ENDPOINTS, &want.endpoints, &mut applied)?;
+        let (endpoints6, old_endpoints6) =
+            self.sync_hash(names::ENDPOINTS6, &want.endpoints6, &mut applied)?;
+        let gone6: BTreeSet<netctl_common::maps::Ip6> =
+            old_endpoints6.iter().map(|(addr, _)| *addr).collect();
         // Flows of removed containers and re-pointed ports must go with them.
         let mut gone: BTreeSet<u32> = old_backends.iter().map(|(_, b)| b.addr).collect();
         gone.extend(old_endpoints.iter().map(|(addr, _)| *addr));
@@ -240,11 +244,7 @@ impl Dataplane {
                     .0,
             ),
             ("subnets", self.sync_subnets(names::SUBNETS, &want.subnets)?),
-            (
-                "IPv6 endpoints",
-                self.sync_hash(names::ENDPOINTS6, &want.endpoints6, &mut applied)?
-                    .0,
-            ),
+            ("IPv6 endpoints", endpoints6),
             (
                 "IPv6 host addresses",
                 self.sync_hash(names::HOST_ADDRS6, &host6, &mut applied)?.0,
@@ -256,6 +256,15 @@ impl Dataplane {
             (
                 "veths",
                 self.sync_hash(names::VETHS, &want.veths, &mut applied)?.0,
+            ),
+            (
+                "IPv6 uplinks",
+                self.sync_hash(names::UPLINKS6, &want.uplinks6, &mut applied)?
+                    .0,
+            ),
+            (
+                "IPv6 backends",
+                self.sync_hash(names::IP6_OF, &want.ip6_of, &mut applied)?.0,
             ),
             (
                 "overlay networks",
@@ -307,6 +316,22 @@ impl Dataplane {
                     && !want.endpoints.contains_key(&a)
                     && !want.networks.values().any(|n| n.gateway == a))
         };
+        if !gone6.is_empty() {
+            let n = self.flush_family(
+                [
+                    names::CT6,
+                    names::CT6_NEW,
+                    names::CT6_OWNED,
+                    names::CT6_FILL,
+                ],
+                |a: netctl_common::maps::Ip6| gone6.contains(&a),
+            )?;
+            if n > 0 {
+                changes.push(format!(
+                    "conntrack: {n} IPv6 entries of removed containers flushed"
+                ));
+            }
+        }
         if !gone.is_empty() || full {
             let n = self.flush_flows(stale)?;
             if n > 0 {
@@ -662,14 +687,31 @@ impl Dataplane {
     /// entries the kernel evicted since the last sweep: what the count had and the table
     /// has not (approximate: flows stored or deleted meanwhile count either way).
     pub fn expire_flows(&self) -> Result<(Vec<(CtKey, CtEntry)>, u64)> {
+        // IPv6's tables are swept alike; their flows are not reported (trace events carry
+        // IPv4 tuples).
+        self.expire_family::<netctl_common::maps::Ip6>([
+            names::CT6,
+            names::CT6_NEW,
+            names::CT6_OWNED,
+            names::CT6_FILL,
+        ])?;
+        self.expire_family([names::CT, names::CT_NEW, names::CT_OWNED, names::CT_FILL])
+    }
+
+    /// [`Self::expire_flows`] for one family's tables: `[confirmed, unconfirmed, owned, fill]`.
+    #[allow(clippy::type_complexity)]
+    fn expire_family<A>(&self, tables: [&str; 4]) -> Result<(Vec<(Tuple<A>, Entry<A>)>, u64)>
+    where
+        A: netctl_common::ct::Addr + Pod + Ord,
+    {
         let now = monotonic_ns();
         let mut expired = Vec::new();
-        let mut owned: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+        let mut owned: BTreeMap<A, u64> = BTreeMap::new();
+        let mut fill: Array<MapData, u64> = self.map(tables[3])?;
         let counted = fill.get(&0, 0)?;
         let mut removed = 0u64;
-        for table in [names::CT, names::CT_NEW] {
-            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
+        for table in [tables[0], tables[1]] {
+            let mut ct: HashMap<MapData, Tuple<A>, Entry<A>> = self.map(table)?;
             let entries: BTreeMap<_, _> = ct
                 .iter()
                 .filter_map(|r| r.ok())
@@ -681,13 +723,13 @@ impl Dataplane {
                     .get(&key_bytes(&e.peer))
                     .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
                 if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
-                    if ct.remove(k).is_ok() && table == names::CT {
+                    if ct.remove(k).is_ok() && table == tables[0] {
                         removed += 1;
                     }
                     if e.flags & netctl_common::ct::CT_REPLY == 0 {
                         expired.push((*k, *e));
                     }
-                } else if table == names::CT {
+                } else if table == tables[0] {
                     *owned.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
                 }
             }
@@ -696,8 +738,8 @@ impl Dataplane {
         // sweep: a flow or two either way at the limits.
         let live = owned.values().sum::<u64>();
         fill.set(0, live, 0)?;
-        let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
-        let old: Vec<u32> = counts.keys().filter_map(|k| k.ok()).collect();
+        let mut counts: HashMap<MapData, A, u64> = self.map(tables[2])?;
+        let old: Vec<A> = counts.keys().filter_map(|k| k.ok()).collect();
         for k in old.iter().filter(|k| !owned.contains_key(k)) {
             remove_entry(counts.remove(k))?;
         }
@@ -709,21 +751,32 @@ impl Dataplane {
 
     /// Deletes the conntrack entries that mention an address `stale` picks.
     fn flush_flows(&self, stale: impl Fn(u32) -> bool) -> Result<usize> {
+        self.flush_family(
+            [names::CT, names::CT_NEW, names::CT_OWNED, names::CT_FILL],
+            stale,
+        )
+    }
+
+    /// The same for one family's tables: `[confirmed, unconfirmed, owned, fill]`.
+    fn flush_family<A>(&self, tables: [&str; 4], stale: impl Fn(A) -> bool) -> Result<usize>
+    where
+        A: netctl_common::ct::Addr + Pod + Ord,
+    {
         let mut n = 0;
-        let mut uncounted: BTreeMap<u32, u64> = BTreeMap::new();
-        for table in [names::CT, names::CT_NEW] {
-            let mut ct: HashMap<MapData, CtKey, CtEntry> = self.map(table)?;
-            let doomed: Vec<(CtKey, CtEntry)> = ct
+        let mut uncounted: BTreeMap<A, u64> = BTreeMap::new();
+        for table in [tables[0], tables[1]] {
+            let mut ct: HashMap<MapData, Tuple<A>, Entry<A>> = self.map(table)?;
+            let doomed: Vec<(Tuple<A>, Entry<A>)> = ct
                 .iter()
                 .filter_map(|r| r.ok())
                 .filter(|(k, e)| {
                     [k.saddr, k.daddr, e.src_addr, e.dst_addr]
                         .iter()
-                        .any(|a| *a != 0 && stale(*a))
+                        .any(|a| *a != A::ZERO && stale(*a))
                 })
                 .collect();
             for (k, e) in &doomed {
-                if ct.remove(k).is_ok() && table == names::CT {
+                if ct.remove(k).is_ok() && table == tables[0] {
                     *uncounted.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
                 }
             }
@@ -732,13 +785,13 @@ impl Dataplane {
         // The programs count what they delete, not what is deleted here: a reused address
         // must not start with its predecessor's share of the table.
         if !uncounted.is_empty() {
-            let mut counts: HashMap<MapData, u32, u64> = self.map(names::CT_OWNED)?;
+            let mut counts: HashMap<MapData, A, u64> = self.map(tables[2])?;
             for (owner, gone) in &uncounted {
                 if let Ok(c) = counts.get(owner, 0) {
                     counts.insert(owner, c.saturating_sub(*gone), 0)?;
                 }
             }
-            let mut fill: Array<MapData, u64> = self.map(names::CT_FILL)?;
+            let mut fill: Array<MapData, u64> = self.map(tables[3])?;
             let total: u64 = uncounted.values().sum();
             fill.set(0, fill.get(&0, 0)?.saturating_sub(total), 0)?;
         }
@@ -847,7 +900,7 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-fn key_bytes(k: &CtKey) -> (u32, u32, u16, u16, u8) {
+fn key_bytes<A: Copy>(k: &Tuple<A>) -> (A, A, u16, u16, u8) {
     (k.saddr, k.daddr, k.sport, k.dport, k.proto)
 }
 

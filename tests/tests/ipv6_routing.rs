@@ -1,0 +1,172 @@
+//! IPv6 beyond the host: a dual-stack network's containers reach IPv6 servers outside
+//! through masquerade (NAT66) to the uplink's address, a published port answers on the
+//! host's IPv6 address with the client's address kept (DNAT66), and nothing from outside
+//! reaches a container's IPv6 address directly — the host's IPv6 forwarding stays off.
+
+use netctl_tests::{drop_count as drops, require_sandbox, Background, Sandbox, UPLINK};
+
+/// A TCP server on [::]:PORT answering each connection with the client's address.
+const WHOAMI6: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"#;
+
+/// Connects to [ADDR]:PORT and prints what the server said (or "failed").
+const CONNECT6: &str = r#"
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+    print(c.recv(100).decode())
+except OSError as e:
+    print("failed", e)
+"#;
+
+/// The sandbox's uplink with IPv6 on both ends (`HOST6` and `OUTSIDE6`, one /64) and the
+/// host's IPv6 default route through the outside namespace.
+const HOST6: &str = "fd64:77::2";
+const OUTSIDE6: &str = "fd64:77::1";
+
+fn ipv6_uplink(sb: &Sandbox) {
+    for (host, addr) in [(true, HOST6), (false, OUTSIDE6)] {
+        let run = if host {
+            Sandbox::host_sh
+        } else {
+            Sandbox::outside_sh
+        };
+        let out = run(
+            sb,
+            &format!("ip -6 addr add {addr}/64 dev {UPLINK} nodad && sysctl -qw net.ipv6.conf.{UPLINK}.disable_ipv6=0"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = sb.host_sh(&format!(
+        "ip -6 route add default via {OUTSIDE6} dev {UPLINK}"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn outside_server(sb: &Sandbox, port: u16) -> Background {
+    let bg = Background(sb.spawn_outside(&format!("timeout 60 python3 -c '{WHOAMI6}' {port}")));
+    let wait = format!(
+        "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
+    );
+    assert!(
+        sb.outside_sh(&wait).status.success(),
+        "outside server did not start"
+    );
+    bg
+}
+
+fn connect_from(sb: &Sandbox, container: &str, addr: &str, port: u16) -> String {
+    let out = sb.netctl(&[
+        "exec",
+        container,
+        "--",
+        "python3",
+        "-c",
+        CONNECT6,
+        addr,
+        &port.to_string(),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn connect_from_outside(sb: &Sandbox, addr: &str, port: u16) -> String {
+    let out = sb.outside_sh(&format!("python3 -c '{CONNECT6}' {addr} {port}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stats(sb: &Sandbox) -> String {
+    sb.netctl_ok(&["stats", "--json"])
+}
+
+#[test]
+fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_on_ipv6() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.64.0.0/24",
+        "--subnet",
+        "fd64:1::/64",
+        "dual",
+    ]);
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "dual",
+        "-p",
+        "8081:8081",
+        "--",
+        "python3",
+        "-c",
+        WHOAMI6,
+        "8081",
+    ]);
+    sb.wait_listening("web", 8081);
+    let _server = outside_server(&sb, 9090);
+
+    // Out: the outside server sees the host's uplink address, not the container's.
+    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+    // Again (a new flow, a new source port) and ICMPv6 echo both ways.
+    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+    let ping = sb.netctl(&[
+        "exec", "web", "--", "ping", "-6", "-c", "1", "-W", "2", OUTSIDE6,
+    ]);
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // In: the published port on the host's IPv6 address, the client's address kept.
+    assert_eq!(connect_from_outside(&sb, HOST6, 8081), OUTSIDE6);
+
+    // No way in: a route to the container's subnet through the host gets nothing through
+    // (the host does not forward IPv6, and the datapath drops it as no flow's).
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "web"])).unwrap();
+    let web6 = inspect[0]["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let web6 = web6.as_str();
+    assert!(web6.starts_with("fd64:1::"), "{web6}");
+    let out = sb.outside_sh(&format!("ip -6 route add fd64:1::/64 via {HOST6}"));
+    assert!(out.status.success());
+    let before = drops(&stats(&sb), "no-way-in");
+    assert!(connect_from_outside(&sb, web6, 8081).starts_with("failed"));
+    assert!(drops(&stats(&sb), "no-way-in") > before);
+    // The host's own IPv6 forwarding is still off.
+    let fwd = sb.host_sh("sysctl -n net.ipv6.conf.all.forwarding");
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "0");
+
+    // Forged from outside: a container's address as the source is dropped on the uplink.
+    let before = drops(&stats(&sb), "spoofed-source");
+    let forge = format!(
+        "ip -6 addr add {web6}/128 dev {UPLINK} nodad && \
+         python3 -c 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((\"{web6}\", 5353)); s.sendto(b\"x\", (\"{HOST6}\", 8081))'; \
+         ip -6 addr del {web6}/128 dev {UPLINK}"
+    );
+    sb.outside_sh(&forge);
+    assert!(drops(&stats(&sb), "spoofed-source") > before);
+}
