@@ -60,8 +60,8 @@ pub enum DropReason {
     /// A container acted as an IPv6 router: a router advertisement, a redirect, or a routing
     /// header asking the receiver to forward the packet on.
     Ipv6Router = 21,
-    /// An IPv6 packet from a container for an address beyond the host: IPv6 is carried
-    /// between the containers of a network and to the host, not routed further yet.
+    /// An IPv6 packet from a container for an address beyond the host that the host has no
+    /// route to through an uplink with an IPv6 address (or multicast wider than the link).
     Ipv6Unrouted = 22,
 }
 
