@@ -360,12 +360,12 @@ pub fn from_container6_compat(ctx: TcContext) -> i32 {
 fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
     let mut p = Tc(&ctx);
     let ifindex = tc_ifindex(&ctx);
-    let mut sender = Default::default();
-    let r = match step::yes(ipv6::from_container(&mut p, ifindex, &mut sender)) {
-        Ok(true) => step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some),
-        Ok(false) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let r = room::sender().and_then(|sender| {
+        if step::yes(ipv6::from_container(&mut p, ifindex, sender))? {
+            return step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some);
+        }
+        Ok(None)
+    });
     let v = Verdict::of(r);
     match tc_code(finish(&p, Hook::FromContainer, ifindex, None, None, v)) {
         TC_ACT_OK => TC_ACT_UNSPEC,

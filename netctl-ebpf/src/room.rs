@@ -5,7 +5,8 @@
 use aya_ebpf::{bindings::bpf_fib_lookup, macros::map, maps::PerCpuArray};
 use netctl_common::{
     ct::{CtEntry6, Entry, Tuple},
-    maps::Ip6,
+    drop::DropReason,
+    maps::{EndpointInfo, Ip6, NetInfo},
 };
 
 /// State of a port search, shared with `ct::probe`, the `bpf_loop` callback: on the stack for IPv4, in a
@@ -53,4 +54,19 @@ pub struct Quote6 {
     pub proto: u8,
     /// `REWRITE_*` of the flow's entry in this direction.
     pub rewrite: u8,
+}
+
+/// The sender of a container's IPv6 packet bound beyond the host: its endpoint and network,
+/// from the checks to the translation (kept off the stack: on older kernels each BPF function
+/// frame counts at least 32 bytes, and the checks' chain has none to spare).
+#[map(name = "SENDER6")]
+static SENDER6: PerCpuArray<(EndpointInfo, NetInfo)> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn sender() -> Result<&'static mut (EndpointInfo, NetInfo), DropReason> {
+    // SAFETY: this CPU's slot; the program runs to its end on this CPU.
+    SENDER6
+        .get_ptr_mut(0)
+        .map(|s| unsafe { &mut *s })
+        .ok_or(DropReason::Malformed)
 }
