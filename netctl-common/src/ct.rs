@@ -60,6 +60,9 @@ pub const KIND_SNAT: u8 = 2;
 pub const KIND_HAIRPIN: u8 = 3;
 /// Routed without translation (a network with masquerade off): tracked so replies get in.
 pub const KIND_ROUTED: u8 = 4;
+/// Routed without translation, opened from outside (a port a container on a routed IPv6
+/// network publishes at its own address).
+pub const KIND_ROUTED_IN: u8 = 5;
 
 /// Entry flags. Shared ones are set on both entries of a flow, always with an atomic OR.
 pub const CT_REPLY: u64 = 1; // this entry is the reply direction (not shared)
@@ -171,6 +174,8 @@ pub const fn owner<A: Copy>(key: &Tuple<A>, e: &Entry<A>) -> A {
     match (e.kind, reply) {
         (KIND_DNAT, false) => e.dst_addr,
         (KIND_DNAT, true) => key.saddr,
+        (KIND_ROUTED_IN, false) => key.daddr,
+        (KIND_ROUTED_IN, true) => key.saddr,
         (KIND_ROUTED, true) => key.daddr,
         (_, true) => e.dst_addr,
         (_, false) => key.saddr,

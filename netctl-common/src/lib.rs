@@ -91,6 +91,7 @@ mod pod {
     unsafe impl aya::Pod for maps::EndpointInfo {}
     unsafe impl aya::Pod for maps::NetInfo {}
     unsafe impl aya::Pod for maps::Config {}
+    unsafe impl aya::Pod for maps::Published6 {}
     unsafe impl<A: aya::Pod> aya::Pod for ct::Tuple<A> {}
     unsafe impl<A: aya::Pod> aya::Pod for ct::Entry<A> {}
     unsafe impl aya::Pod for stats::Counters {}

@@ -42,6 +42,20 @@ pub const CT6_FILL: &str = "CT6_FILL";
 /// Uplink ifindex → the IPv6 address masqueraded IPv6 leaves with (the uplink's first
 /// global one); only uplinks that have one.
 pub const UPLINKS6: &str = "UPLINKS6";
+/// Routed IPv6 networks: a container's IPv6 address, port and protocol it publishes →
+/// 1 ([`Published6`]); what may come in to it from beyond the host.
+pub const PUBLISHED6: &str = "PUBLISHED6";
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Published6 {
+    pub addr: Ip6,
+    /// Network order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
 /// Program array: the IPv6 programs `from_container` and `uplink_ingress` continue in.
 pub const TAIL_CALLS: &str = "TAIL_CALLS";
 pub const TAIL_CALLS_MAX: u32 = 2;
@@ -136,7 +150,7 @@ pub const VETHS: &str = "VETHS";
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -170,6 +184,7 @@ pub const ALL: [&str; 33] = [
     UPLINKS6,
     IP6_OF,
     TAIL_CALLS,
+    PUBLISHED6,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -239,6 +254,9 @@ pub const NET_INTERNAL: u32 = 4;
 /// An encrypted overlay network (`-o encrypted`): its frames cross hosts only through the
 /// WireGuard device, never as plain VXLAN.
 pub const NET_ENCRYPTED: u32 = 8;
+/// IPv6 leaves untranslated (`gateway_mode_ipv6=routed`): containers' published ports and
+/// echo requests are reachable at their own IPv6 addresses (`PUBLISHED6`).
+pub const NET_ROUTED6: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -91,6 +91,9 @@ pub static CT6_FILL: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "UPLINKS6")]
 pub static UPLINKS6: HashMap<u32, Ip6> = HashMap::with_max_entries(UPLINKS_MAX, 0);
 
+#[map(name = "PUBLISHED6")]
+pub static PUBLISHED6: HashMap<Published6, u32> = HashMap::with_max_entries(PORTMAP_MAX, 0);
+
 #[map(name = "IP6_OF")]
 pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
 

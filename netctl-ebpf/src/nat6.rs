@@ -23,7 +23,7 @@ use aya_ebpf::{
 use netctl_common::{
     ct::*,
     drop::DropReason,
-    maps::{EndpointInfo, Ip6, NetInfo, NET_MASQUERADE},
+    maps::{EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
     proto,
 };
 use network_types::ip::Ipv6Hdr;
@@ -31,7 +31,7 @@ use network_types::ip::Ipv6Hdr;
 use crate::{
     ct::{self, Segment},
     ipv6::{self, Hdr6},
-    maps::{self, config, ENDPOINTS6, HOST_ADDRS6, IP6_OF, SUBNETS6, UPLINKS6},
+    maps::{self, config, ENDPOINTS6, HOST_ADDRS6, IP6_OF, PUBLISHED6, SUBNETS6, UPLINKS6},
     packet::{L4Csum, Packet, Tc},
     parse::ETH_LEN,
     redirect,
@@ -368,7 +368,7 @@ fn egress_step<const MODERN: bool>(
             });
         }
         if !step::yes(tracked::<MODERN>(p, h))? {
-            let masquerade = net.flags & NET_MASQUERADE != 0;
+            let masquerade = net.flags & (NET_MASQUERADE | NET_ROUTED6) == NET_MASQUERADE;
             step::back(new_flow::<MODERN>(p, h, ep.network, masquerade))?;
         }
     }
@@ -490,7 +490,9 @@ fn ingress_step<const MODERN: bool>(
         step::yes(icmp_error::<MODERN>(p, h, true))?
     } else {
         h.natable()
-            && (step::yes(tracked::<MODERN>(p, h))? || for_host && step::yes(dnat::<MODERN>(p, h))?)
+            && (step::yes(tracked::<MODERN>(p, h))?
+                || for_host && step::yes(dnat::<MODERN>(p, h))?
+                || for_container && step::yes(routed_in(h))?)
     };
     if ours {
         return step::done(answer, step::code(deliver(p, h))?);
@@ -558,6 +560,53 @@ fn dnat_step<const MODERN: bool>(
     }
     apply(p, h, &s.orig)?;
     step::done(answer, true)
+}
+
+/// From beyond the host to a container of a routed IPv6 network: a new connection to a
+/// port it publishes (TCP SYN, a UDP datagram) or an echo request opens a flow, tracked as
+/// it is; nothing else gets in.
+#[inline(never)]
+fn routed_in(h: &mut Hdr6) -> i64 {
+    step::run(|answer| routed_in_step(h, answer))
+}
+
+#[inline(always)]
+fn routed_in_step(h: &mut Hdr6, answer: &mut i64) -> Result<(), DropReason> {
+    let Some(ep) = endpoint(&h.daddr) else {
+        return Ok(());
+    };
+    let routed = maps::network(ep.network).is_some_and(|n| n.flags & NET_ROUTED6 != 0);
+    if !routed {
+        return Ok(());
+    }
+    let opens = match h.proto {
+        proto::TCP => is_syn(h) && published6(h),
+        proto::UDP => published6(h),
+        _ => h.icmp_type == ipv6::ECHO_REQUEST,
+    };
+    if !opens {
+        return Ok(());
+    }
+    let s = scratch()?;
+    let orig_key = h.key();
+    let reply_key = orig_key.reversed();
+    ct::open(&mut s.orig, KIND_ROUTED_IN, reply_key, h);
+    ct::init(&mut s.reply, KIND_ROUTED_IN, CT_REPLY, orig_key);
+    ct::insert_pair(&orig_key, &mut s.orig, &reply_key, &s.reply)?;
+    step::done(answer, true)
+}
+
+/// The container `h` is for publishes its destination port.
+#[inline(always)]
+fn published6(h: &Hdr6) -> bool {
+    let key = Published6 {
+        addr: h.daddr,
+        port: h.dport,
+        proto: h.proto,
+        _pad: 0,
+    };
+    // SAFETY: a read-only copy of a value the controller writes whole.
+    unsafe { PUBLISHED6.get(key).copied() }.is_some_and(|v| v != 0)
 }
 
 /// A packet for a NAT source port of the uplink's address that no flow and no host socket

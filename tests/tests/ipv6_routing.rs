@@ -160,6 +160,17 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
     let fwd = sb.host_sh("sysctl -n net.ipv6.conf.all.forwarding");
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "0");
 
+    // A bridge made by an older netctl (its own IPv6 forwarding off) is repaired by sync.
+    let br = sb.host_sh("ip -o -6 addr show to fd64:1::1/128 | awk '{print $2}'");
+    let br = String::from_utf8_lossy(&br.stdout).trim().to_string();
+    assert!(!br.is_empty());
+    let fwd = format!("/proc/sys/net/ipv6/conf/{br}/forwarding");
+    assert!(sb.host_sh(&format!("echo 0 > {fwd}")).status.success());
+    assert!(connect_from(&sb, "web", OUTSIDE6, 9090).starts_with("failed"));
+    let synced = sb.netctl_ok(&["sync"]);
+    assert!(synced.contains("IPv6 forwarding"), "{synced}");
+    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+
     // Forged from outside: a container's address as the source is dropped on the uplink.
     let before = drops(&stats(&sb), "spoofed-source");
     let forge = format!(
@@ -169,4 +180,94 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
     );
     sb.outside_sh(&forge);
     assert!(drops(&stats(&sb), "spoofed-source") > before);
+}
+
+#[test]
+fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_published_ports() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.66.0.0/24",
+        "--subnet",
+        "fd66:1::/64",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv6=routed",
+        "routed",
+    ]);
+    // Docker's words for a bad mode: refused in one line, nothing made.
+    let err = sb.netctl_err(&[
+        "network",
+        "create",
+        "--ipv6",
+        "-o",
+        "gateway_mode_ipv6=bridged",
+        "bad",
+    ]);
+    assert!(err.contains("use nat or routed"), "{err}");
+    assert!(!sb.netctl_ok(&["network", "ls"]).contains("bad"));
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "routed",
+        "-p",
+        "8081:8081",
+        "--",
+        "python3",
+        "-c",
+        WHOAMI6,
+        "8081",
+    ]);
+    sb.wait_listening("web", 8081);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "web"])).unwrap();
+    let web6 = inspect[0]["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The outside knows the route to the network, as a routed setup needs.
+    let out = sb.outside_sh(&format!("ip -6 route add fd66:1::/64 via {HOST6}"));
+    assert!(out.status.success());
+    let _server = outside_server(&sb, 9092);
+    // Out with the container's own address.
+    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9092), web6);
+    // In: the published container port at the container's address, and ping.
+    assert_eq!(connect_from_outside(&sb, &web6, 8081), OUTSIDE6);
+    let ping = sb.outside_sh(&format!("ping -6 -c 1 -W 2 {web6}"));
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // Not a container that publishes nothing, on the same port.
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quiet",
+        "--network",
+        "routed",
+        "--",
+        "python3",
+        "-c",
+        WHOAMI6,
+        "8081",
+    ]);
+    sb.wait_listening("quiet", 8081);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "quiet"])).unwrap();
+    let quiet6 = inspect[0]["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = drops(&stats(&sb), "no-way-in");
+    assert!(connect_from_outside(&sb, &quiet6, 8081).starts_with("failed"));
+    assert!(drops(&stats(&sb), "no-way-in") > before);
 }

@@ -18,6 +18,8 @@ pub enum Command {
         after_help = "Options (-o KEY=VALUE), Docker's keys or the short forms:\n  \
         com.docker.network.bridge.enable_icc (icc)                   containers of the network may talk to each other [true]\n  \
         com.docker.network.bridge.enable_ip_masquerade (masquerade)  SNAT traffic leaving through the uplinks [true]\n  \
+        com.docker.network.bridge.gateway_mode_ipv6 (gateway_mode_ipv6)  nat, or routed: IPv6 leaves with the containers' own\n  \
+                                                                 addresses and only published ports and ping get in [nat]\n  \
         com.docker.network.driver.mtu (mtu)                          MTU of the bridge and veths [1500]\n  \
         com.docker.network.bridge.name (bridge_name)                 bridge name [br-<id>; netctl0 for bridge]\n  \
         encrypted                                                    overlay only: traffic between hosts through WireGuard [off]\n\n\

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use netctl_common::{
-    ct::{CtEntry, CtKey, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_SNAT},
+    ct::{CtEntry, CtKey, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_ROUTED_IN, KIND_SNAT},
     drop::DropReason,
     event::*,
     stats::Hook,
@@ -110,6 +110,7 @@ fn kind_name(k: u8) -> &'static str {
         KIND_SNAT => "masquerade",
         KIND_HAIRPIN => "hairpin",
         KIND_ROUTED => "routed",
+        KIND_ROUTED_IN => "routed-in",
         _ => "unknown",
     }
 }

@@ -167,6 +167,15 @@ fn apply_guarded(
                 )),
                 Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
             }
+        } else if net.ipv6.is_some() {
+            match topology::bridge_routes_ipv6(&net.bridge) {
+                Ok(true) => r.changes.push(format!(
+                    "turned on IPv6 forwarding of bridge {} (network {})",
+                    net.bridge, net.name
+                )),
+                Ok(false) => {}
+                Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
+            }
         }
     }
 

@@ -129,10 +129,7 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
             // Nor is a duplicate address probe a container sends able to make the bridge
             // give up its link-local address (and that address is there at once).
             ipv6_sysctl(&net.bridge, "accept_dad", "0")?;
-            // The datapath routes the network's IPv6 beyond the host itself (the FIB helper
-            // asks for forwarding on the interface a packet arrives by): on for the bridge
-            // only, never the host-wide switch.
-            ipv6_sysctl(&net.bridge, "forwarding", "1")?;
+            bridge_routes_ipv6(&net.bridge)?;
             nl.add_address6(index, v6.gateway, v6.subnet.prefix())?;
         }
         nl.set_up(index)
@@ -258,6 +255,19 @@ fn configure_container_side(
         }
         Ok(())
     })
+}
+
+/// Turns on IPv6 forwarding of a dual-stack network's bridge if it is off (a bridge made by
+/// an older netctl); returns whether it changed anything. The datapath routes the network's
+/// IPv6 beyond the host itself, and the FIB helper asks for forwarding on the interface a
+/// packet arrives by: on for the bridge only, never the host-wide switch.
+pub fn bridge_routes_ipv6(bridge: &str) -> Result<bool> {
+    let path = format!("/proc/sys/net/ipv6/conf/{bridge}/forwarding");
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(false);
+    }
+    ipv6_sysctl(bridge, "forwarding", "1")?;
+    Ok(true)
 }
 
 /// Sets `net.ipv6.conf.IFNAME.KEY` in the calling thread's namespace.

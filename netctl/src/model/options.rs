@@ -9,14 +9,19 @@ pub const ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const MTU: &str = "com.docker.network.driver.mtu";
 pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// How a dual-stack network's IPv6 leaves the host: `nat` (masquerade, the default) or
+/// `routed` (the containers' own addresses; from outside, only their published ports and
+/// echo requests get in).
+pub const GATEWAY_MODE_V6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 /// Docker's overlay option: the network's traffic between hosts is encrypted. Given alone
 /// (`-o encrypted`, as Docker's docs write it) or with a boolean.
 pub const ENCRYPTED: &str = "encrypted";
 
 /// (long key, short key)
-const KEYS: [(&str, &str); 5] = [
+const KEYS: [(&str, &str); 6] = [
     (ICC, "icc"),
     (MASQUERADE, "masquerade"),
+    (GATEWAY_MODE_V6, "gateway_mode_ipv6"),
     (MTU, "mtu"),
     (BRIDGE_NAME, "bridge_name"),
     (ENCRYPTED, ENCRYPTED),
@@ -91,6 +96,11 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
         };
         match *long {
             ICC => o.icc = parse_bool(key, value)?,
+            GATEWAY_MODE_V6 => {
+                if value != "nat" && value != "routed" {
+                    bail!("invalid value {value:?} for option {key}: use nat or routed");
+                }
+            }
             MASQUERADE => o.masquerade = parse_bool(key, value)?,
             MTU => {
                 o.mtu = value
@@ -122,6 +132,13 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
     Ok(o)
 }
 
+/// Whether a network's options (as saved) route its IPv6 without NAT.
+pub fn routed6(raw: &BTreeMap<String, String>) -> bool {
+    [GATEWAY_MODE_V6, "gateway_mode_ipv6"]
+        .iter()
+        .any(|k| raw.get(*k).is_some_and(|v| v == "routed"))
+}
+
 /// Whether a network's options (as saved) ask for encryption between hosts.
 pub fn encrypted(raw: &BTreeMap<String, String>) -> bool {
     raw.contains_key(ENCRYPTED)
@@ -130,6 +147,18 @@ pub fn encrypted(raw: &BTreeMap<String, String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv6_gateway_mode_is_nat_or_routed() {
+        assert!(routed6(&p(&["gateway_mode_ipv6=routed"]).unwrap().raw));
+        assert!(routed6(
+            &p(&[&format!("{GATEWAY_MODE_V6}=routed")]).unwrap().raw
+        ));
+        assert!(!routed6(&p(&["gateway_mode_ipv6=nat"]).unwrap().raw));
+        assert!(!routed6(&p(&[]).unwrap().raw));
+        let e = p(&["gateway_mode_ipv6=isolated"]).unwrap_err().to_string();
+        assert!(e.contains("use nat or routed"), "{e}");
+    }
 
     #[test]
     fn encrypted_alone_or_with_a_boolean() {

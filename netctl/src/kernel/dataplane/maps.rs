@@ -44,6 +44,8 @@ pub struct Desired {
     /// Uplink ifindex → the IPv6 address masquerade uses; container IPv4 → its IPv6 address.
     pub uplinks6: BTreeMap<u32, Ip6>,
     pub ip6_of: BTreeMap<u32, Ip6>,
+    /// Routed IPv6 networks: what containers publish at their own addresses.
+    pub published6: BTreeMap<netctl_common::maps::Published6, u32>,
     /// Host-side veth ifindex → its endpoint (VETHS).
     pub veths: BTreeMap<u32, EndpointInfo>,
     /// Network namespace cookie → what the socket programs do there.
@@ -368,6 +370,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         if net.encrypted() {
             flags |= netctl_common::maps::NET_ENCRYPTED;
         }
+        if net.ipv6.is_some() && crate::model::options::routed6(&net.options) {
+            flags |= netctl_common::maps::NET_ROUTED6;
+        }
         d.networks.insert(
             bridge.index,
             NetInfo {
@@ -457,6 +462,22 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             d.endpoints.insert(raw(ep.ip), info);
             d.veths.insert(veth.index, info);
             if let (Some(ip6), Some(_)) = (ep.ip6, &net.ipv6) {
+                // Published ports lead to the first endpoint (`port_entries`).
+                let first = c.endpoints.first().is_some_and(|f| f.network == ep.network);
+                if first && !net.internal && crate::model::options::routed6(&net.options) {
+                    for p in &c.ports {
+                        let key = netctl_common::maps::Published6 {
+                            addr: ip6.octets(),
+                            port: p.container_port.to_be(),
+                            proto: match p.proto {
+                                Proto::Tcp => proto::TCP,
+                                Proto::Udp => proto::UDP,
+                            },
+                            _pad: 0,
+                        };
+                        d.published6.insert(key, 1);
+                    }
+                }
                 d.ip6_of.insert(raw(ep.ip), ip6.octets());
                 d.endpoints6.insert(ip6.octets(), info);
                 d.endpoints6

@@ -267,6 +267,11 @@ impl Dataplane {
                 self.sync_hash(names::IP6_OF, &want.ip6_of, &mut applied)?.0,
             ),
             (
+                "routed IPv6 ports",
+                self.sync_hash(names::PUBLISHED6, &want.published6, &mut applied)?
+                    .0,
+            ),
+            (
                 "overlay networks",
                 self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
                     .0
