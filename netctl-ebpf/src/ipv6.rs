@@ -319,10 +319,18 @@ fn check_sender(
     }
     match destination(&h, &out.0, &out.1, &eth.dst_addr) {
         // Beyond the host: translated and routed by the datapath itself.
-        Err(DropReason::Ipv6Unrouted) if !is_multicast(&h.daddr) => step::done(beyond, true),
+        Err(DropReason::Ipv6Unrouted) if !is_multicast(&h.daddr) => step::done(beyond, BEYOND),
+        // To a host address: a published port there is hairpinned (`nat6::hairpin`).
+        Ok(()) if h.natable() && !h.is_echo() && is_host_addr(&h.daddr) => {
+            step::done(beyond, TO_HOST)
+        }
         r => r,
     }
 }
+
+/// What [`from_container`] answers besides "stays on the link" (0).
+pub const BEYOND: i64 = 1;
+pub const TO_HOST: i64 = 2;
 
 /// A multicast listener report from the link-local address the kernel derives from the
 /// frame's MAC: what an interface sends by itself as soon as IPv6 is on, which can be before

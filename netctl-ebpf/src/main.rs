@@ -361,10 +361,16 @@ fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
     let mut p = Tc(&ctx);
     let ifindex = tc_ifindex(&ctx);
     let r = room::sender().and_then(|sender| {
-        if step::yes(ipv6::from_container(&mut p, ifindex, sender))? {
-            return step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some);
+        match step::back(ipv6::from_container(&mut p, ifindex, sender))? {
+            ipv6::BEYOND => {
+                step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some)
+            }
+            ipv6::TO_HOST => match step::back(nat6::hairpin::<MODERN>(&mut p))? {
+                step::PASS => Ok(None),
+                code => Ok(Some(code as i32)),
+            },
+            _ => Ok(None),
         }
-        Ok(None)
     });
     let v = Verdict::of(r);
     match tc_code(finish(&p, Hook::FromContainer, ifindex, None, None, v)) {

@@ -562,6 +562,90 @@ fn dnat_step<const MODERN: bool>(
     step::done(answer, true)
 }
 
+/// A container's packet to a host IPv6 address: a port published there (on every address)
+/// is reached as from outside — both ends rewritten, to the backend's IPv6 address from its
+/// network's IPv6 gateway, so the replies come back through here — and handed to the
+/// backend's veth; a packet of such a flow (either way) likewise. Anything else is the
+/// host's (`step::PASS`).
+#[inline(never)]
+pub fn hairpin<const MODERN: bool>(p: &mut Tc) -> i64 {
+    step::run(|answer| {
+        *answer = step::PASS;
+        let h = packet()?;
+        step::back(ipv6::parse_into(p, h))?;
+        let s = scratch()?;
+        let ours = if step::yes(tracked::<MODERN>(p, h))? {
+            s.e.kind == KIND_HAIRPIN
+        } else {
+            step::yes(hairpin_new::<MODERN>(p, h))?
+        };
+        if ours {
+            *answer = step::back(deliver(p, h))?;
+        }
+        Ok(())
+    })
+}
+
+/// A new hairpin flow: A:ap → H:hp becomes G:np → B:bp; replies B:bp → G:np become
+/// H:hp → A:ap.
+#[inline(never)]
+fn hairpin_new<const MODERN: bool>(p: &mut Tc, h: &mut Hdr6) -> i64 {
+    step::run(|answer| hairpin_new_step::<MODERN>(p, h, answer))
+}
+
+#[inline(always)]
+fn hairpin_new_step<const MODERN: bool>(
+    p: &mut Tc,
+    h: &mut Hdr6,
+    answer: &mut i64,
+) -> Result<(), DropReason> {
+    if h.proto != proto::TCP && h.proto != proto::UDP {
+        return Ok(());
+    }
+    let Some((port, backend)) = maps::published(0, h.dport, h.proto) else {
+        return Ok(());
+    };
+    // SAFETY: a read-only copy of a value the controller writes whole.
+    let Some(addr) = (unsafe { IP6_OF.get(backend.addr).copied() }) else {
+        return Ok(());
+    };
+    let Some(bnet) = endpoint(&addr).and_then(|ep| maps::network(ep.network)) else {
+        return Ok(());
+    };
+    // As for masquerade: a new source port cannot revive a lost connection.
+    if h.proto == proto::TCP && !is_syn(h) {
+        return Err(DropReason::CtMiss);
+    }
+    let s = scratch()?;
+    let orig_key = h.key();
+    s.probe.key = CtKey6 {
+        saddr: addr,
+        daddr: bnet.gateway6,
+        sport: backend.port,
+        dport: 0,
+        proto: h.proto,
+        _pad: [0; 3],
+    };
+    ct::init(&mut s.probe.reply, KIND_HAIRPIN, CT_REPLY, orig_key);
+    s.probe.reply.rewrite = REWRITE_SRC | REWRITE_DST;
+    s.probe.reply.src_addr = h.daddr;
+    s.probe.reply.src_port = h.dport;
+    s.probe.reply.dst_addr = h.saddr;
+    s.probe.reply.dst_port = h.sport;
+    let cfg = config();
+    let np = ct::alloc_port::<MODERN, _>(&mut s.probe, cfg.nat_port_min, cfg.nat_port_max)?;
+    ct::open(&mut s.orig, KIND_HAIRPIN, s.probe.key, h);
+    s.orig.rewrite = REWRITE_SRC | REWRITE_DST;
+    s.orig.src_addr = bnet.gateway6;
+    s.orig.src_port = np;
+    s.orig.dst_addr = addr;
+    s.orig.dst_port = backend.port;
+    ct::insert_orig(&orig_key, &mut s.orig, &s.probe.key)?;
+    maps::count_hit(&port);
+    apply(p, h, &s.orig)?;
+    step::done(answer, true)
+}
+
 /// From beyond the host to a container of a routed IPv6 network: a new connection to a
 /// port it publishes (TCP SYN, a UDP datagram) or an echo request opens a flow, tracked as
 /// it is; nothing else gets in.

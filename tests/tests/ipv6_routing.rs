@@ -271,3 +271,57 @@ fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_publishe
     assert!(connect_from_outside(&sb, &quiet6, 8081).starts_with("failed"));
     assert!(drops(&stats(&sb), "no-way-in") > before);
 }
+
+#[test]
+fn a_container_reaches_a_published_port_on_the_hosts_ipv6_address() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    for (name, v4, v6) in [
+        ("front", "10.67.0.0/24", "fd67:1::/64"),
+        ("back", "10.67.1.0/24", "fd67:2::/64"),
+    ] {
+        sb.netctl_ok(&[
+            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6, name,
+        ]);
+    }
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "back",
+        "-p",
+        "8081:8081",
+        "--",
+        "python3",
+        "-c",
+        WHOAMI6,
+        "8081",
+    ]);
+    sb.wait_listening("web", 8081);
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    // Hairpin through the host's uplink address and the client's own gateway: the backend
+    // sees its network's IPv6 gateway (as Docker's hairpin NAT shows it), the client the
+    // address it dialled.
+    for host in [HOST6, "fd67:1::1"] {
+        assert_eq!(
+            connect_from(&sb, "client", host, 8081),
+            "fd67:2::1",
+            "via {host}"
+        );
+    }
+    // A port nobody published is the host's: refused by the host itself, no drop.
+    assert!(connect_from(&sb, "client", HOST6, 8090).starts_with("failed"));
+}
