@@ -33,7 +33,7 @@ pub const CT_OWNED: &str = "CT_OWNED";
 /// Entries in `CT` in all, one u64 at index 0: what the fill watermark is checked against.
 pub const CT_FILL: &str = "CT_FILL";
 /// IPv6's conntrack: the same four over [`crate::ct::CtKey6`] → [`crate::ct::CtEntry6`],
-/// a quarter of IPv4's size ([`CT6_SHARE`]; an IPv6 entry is twice as large), with the
+/// half IPv4's size ([`CT6_SHARE`]; an IPv6 entry is twice as large), with the
 /// watermark and quota scaled alike (each family its own).
 pub const CT6: &str = "CT6";
 pub const CT6_NEW: &str = "CT6_NEW";
@@ -197,8 +197,9 @@ pub const NETWORKS_MAX: u32 = 4096;
 pub const LINKS_MAX: u32 = 65536;
 /// Default connection-tracking capacity (entries; a NAT flow takes two).
 pub const CT_MAX_DEFAULT: u32 = 262144;
-/// IPv6's tables are this fraction of IPv4's.
-pub const CT6_SHARE: u32 = 4;
+/// IPv6's tables are this fraction of IPv4's (an entry takes twice the memory), and so are
+/// their watermark and per-container quota.
+pub const CT6_SHARE: u32 = 2;
 /// Unconfirmed flows get a table a quarter of `CT`'s size.
 pub const CT_NEW_RATIO: u32 = 4;
 

@@ -74,6 +74,10 @@ pub static CT_OWNED: HashMap<u32, u64> = HashMap::with_max_entries(ENDPOINTS_MAX
 #[map(name = "CT_FILL")]
 pub static CT_FILL: Array<u64> = Array::with_max_entries(1, 0);
 
+/// IPv6's hash maps take memory per entry (BPF_F_NO_PREALLOC): most hosts have few or none,
+/// and preallocated they would cost every instance megabytes.
+const NO_PREALLOC: u32 = 1;
+
 #[map(name = "CT6")]
 pub static CT6: LruHashMap<CtKey6, CtEntry6> =
     LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT6_SHARE, 0);
@@ -83,19 +87,20 @@ pub static CT6_NEW: LruHashMap<CtKey6, CtEntry6> =
     LruHashMap::with_max_entries(CT_MAX_DEFAULT / CT6_SHARE / CT_NEW_RATIO, 0);
 
 #[map(name = "CT6_OWNED")]
-pub static CT6_OWNED: HashMap<Ip6, u64> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+pub static CT6_OWNED: HashMap<Ip6, u64> = HashMap::with_max_entries(ENDPOINTS_MAX, NO_PREALLOC);
 
 #[map(name = "CT6_FILL")]
 pub static CT6_FILL: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "UPLINKS6")]
-pub static UPLINKS6: HashMap<u32, Ip6> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+pub static UPLINKS6: HashMap<u32, Ip6> = HashMap::with_max_entries(UPLINKS_MAX, NO_PREALLOC);
 
 #[map(name = "PUBLISHED6")]
-pub static PUBLISHED6: HashMap<Published6, u32> = HashMap::with_max_entries(PORTMAP_MAX, 0);
+pub static PUBLISHED6: HashMap<Published6, u32> =
+    HashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
 
 #[map(name = "IP6_OF")]
-pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, NO_PREALLOC);
 
 #[map(name = "TRACE")]
 pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);

@@ -20,6 +20,7 @@ mod cni;
 mod dns;
 mod docker;
 mod host_local;
+mod ipv6;
 mod overlay;
 
 const SUBNET: &str = "172.30.0.0/24";
@@ -598,8 +599,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "dataplane",
+    "ipv6",
     "host-local",
     "overlay",
     "dns",
@@ -672,6 +674,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
                 b.measure(dp, *ports, i == 0)?;
             }
         }
+    }
+    if wants("ipv6") {
+        ipv6::run(&mut b)?;
     }
     if wants("host-local") {
         host_local::run(&mut b)?;

@@ -389,7 +389,9 @@ fn qemu(
         ("tcg", "max", "1")
     };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", accel, "-cpu", cpu, "-smp", smp, "-m", "1024"])
+    // 1.5 GB: the demo runs several netctl instances side by side, each with its own
+    // conntrack tables for both families (1 GB ran out once IPv6 had its own).
+    cmd.args(["-accel", accel, "-cpu", cpu, "-smp", smp, "-m", "1536"])
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
         .arg(&kernel)
         .arg("-initrd")

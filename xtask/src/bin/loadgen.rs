@@ -64,15 +64,20 @@ fn handle(mut s: TcpStream) {
     }
 }
 
+/// Serves on [::] (both families) where the kernel has IPv6, else on 0.0.0.0.
 fn serve(port: u16) {
-    let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
+    let udp = UdpSocket::bind(("::", port))
+        .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+        .expect("bind udp");
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         while let Ok((n, peer)) = udp.recv_from(&mut buf) {
             let _ = udp.send_to(&buf[..n], peer);
         }
     });
-    let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+    let listener = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .expect("bind tcp");
     for s in listener.incoming().flatten() {
         std::thread::spawn(move || handle(s));
     }
