@@ -106,6 +106,11 @@ pub fn run(b: &mut Bench) -> Result<()> {
         for (i, (name, addr, http, iperf)) in subjects.iter().enumerate() {
             eprintln!("bench: IPv6: {name}");
             activate(b, i)?;
+            // Neighbours resolved and the path warm before the clock starts.
+            let warm = format!(
+                "ping -6 -c 2 -i 0.2 -W 1 {addr}; timeout 5 {lg} crr [{addr}]:{http} 0.5 1"
+            );
+            let _ = b.sb.outside_sh(&warm);
             let v = b.client(false, &format!("timeout 60 {lg} crr [{addr}]:{http} {s} 8"))?;
             let rate = v["rate"].as_f64().unwrap_or(0.0);
             b.extra(
