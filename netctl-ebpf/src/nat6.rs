@@ -23,7 +23,7 @@ use aya_ebpf::{
 use netctl_common::{
     ct::*,
     drop::DropReason,
-    maps::{EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
+    maps::{Backend, EndpointInfo, Ip6, NetInfo, PortKey, Published6, NET_MASQUERADE, NET_ROUTED6},
     proto,
 };
 use network_types::ip::Ipv6Hdr;
@@ -506,6 +506,19 @@ fn ingress_step<const MODERN: bool>(
     Ok(())
 }
 
+/// The port published on every host address that `h` (TCP or UDP) is for, its backend and
+/// the backend's IPv6 address (None: not published, or the backend has no IPv6).
+#[inline(always)]
+fn published_backend(h: &Hdr6) -> Option<(PortKey, Backend, Ip6)> {
+    if h.proto != proto::TCP && h.proto != proto::UDP {
+        return None;
+    }
+    let (port, backend) = maps::published(0, h.dport, h.proto)?;
+    // SAFETY: a read-only copy of a value the controller writes whole.
+    let addr = unsafe { IP6_OF.get(backend.addr).copied() }?;
+    Some((port, backend, addr))
+}
+
 /// A new connection to a port published on every host address: to the backend's IPv6
 /// address (client C:cp → H:hp becomes C:cp → B:bp; replies leave as H:hp → C:cp).
 #[inline(never)]
@@ -519,15 +532,8 @@ fn dnat_step<const MODERN: bool>(
     h: &mut Hdr6,
     answer: &mut i64,
 ) -> Result<(), DropReason> {
-    if h.proto != proto::TCP && h.proto != proto::UDP {
+    let Some((port, backend, addr)) = published_backend(h) else {
         return Ok(());
-    }
-    let Some((port, backend)) = maps::published(0, h.dport, h.proto) else {
-        return Ok(());
-    };
-    // SAFETY: a read-only copy of a value the controller writes whole.
-    let Some(addr) = (unsafe { IP6_OF.get(backend.addr).copied() }) else {
-        return Ok(()); // the backend has no IPv6 address
     };
     let orig_key = h.key();
     let reply_key = CtKey6 {
@@ -599,14 +605,7 @@ fn hairpin_new_step<const MODERN: bool>(
     h: &mut Hdr6,
     answer: &mut i64,
 ) -> Result<(), DropReason> {
-    if h.proto != proto::TCP && h.proto != proto::UDP {
-        return Ok(());
-    }
-    let Some((port, backend)) = maps::published(0, h.dport, h.proto) else {
-        return Ok(());
-    };
-    // SAFETY: a read-only copy of a value the controller writes whole.
-    let Some(addr) = (unsafe { IP6_OF.get(backend.addr).copied() }) else {
+    let Some((port, backend, addr)) = published_backend(h) else {
         return Ok(());
     };
     let Some(bnet) = endpoint(&addr).and_then(|ep| maps::network(ep.network)) else {

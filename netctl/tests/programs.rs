@@ -976,6 +976,7 @@ fn containers_send_ipv4_and_arp_for_their_own_address_only() {
         return;
     }
     let mut w = World::new(false, false);
+    w.with_ipv6();
     // IPv6 from an address that is no container's (these have none: their networks are
     // IPv4 only), link-local included: it would pass ICC-off and isolation rules unseen.
     let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
@@ -1204,6 +1205,7 @@ fn ip6(s: &str) -> [u8; 16] {
 fn dual_stack(w: &mut World) {
     use aya::maps::lpm_trie::{Key, LpmTrie};
     use netctl_common::maps::{EndpointInfo, NetInfo};
+    w.with_ipv6();
     let mut nets: HashMap<_, u32, NetInfo> = w
         .ebpf
         .map_mut(netctl_common::maps::NETWORKS)

@@ -122,6 +122,26 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer((host, port), H).serve_forever()
 "#;
 
+/// A TCP server on [::]:PORT answering each connection with the client's address.
+pub const WHOAMI6: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"#;
+
+/// Connects to [ADDR]:PORT and prints what the server said (or "failed").
+pub const CONNECT6: &str = r#"
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+    print(c.recv(100).decode())
+except OSError as e:
+    print("failed", e)
+"#;
+
 pub struct Sandbox {
     pub id: String,
     pub host_ns: String,
@@ -568,6 +588,16 @@ impl Sandbox {
     }
 
     /// A container's eth0 address, as the container sees it.
+    /// A container's global IPv6 address on `network`, as `inspect` shows it.
+    pub fn ip6_of(&self, name: &str, network: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.netctl_ok(&["inspect", name])).expect("inspect json");
+        v[0]["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no IPv6 address on {network}"))
+            .to_string()
+    }
+
     pub fn container_ip(&self, name: &str) -> String {
         eth0_address(&self.container_sh(name, SHOW_ETH0))
     }

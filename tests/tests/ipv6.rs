@@ -3,28 +3,8 @@
 //! process in a container forging IPv6 (another's address, neighbour advertisements for a
 //! neighbour's address, router advertisements, routing headers).
 
-use netctl_tests::{drop_count as drops, require_sandbox, Sandbox};
+use netctl_tests::{drop_count as drops, require_sandbox, Sandbox, CONNECT6, WHOAMI6};
 use serde_json::Value;
-
-/// A TCP server on [::]:PORT answering each connection with the client's address.
-const WHOAMI6: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", int(sys.argv[1]))); s.listen(16)
-while True:
-    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
-"#;
-
-/// Connects to [ADDR]:PORT and prints what the server said (or "failed").
-const CONNECT6: &str = r#"
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-    print(c.recv(100).decode())
-except OSError as e:
-    print("failed", e)
-"#;
 
 fn inspect_network(sb: &Sandbox, name: &str) -> Value {
     let out = sb.netctl_ok(&["network", "inspect", name]);
@@ -34,11 +14,6 @@ fn inspect_network(sb: &Sandbox, name: &str) -> Value {
 fn inspect_container(sb: &Sandbox, name: &str, network: &str) -> Value {
     let out = sb.netctl_ok(&["inspect", name]);
     serde_json::from_str::<Value>(&out).unwrap()[0]["NetworkSettings"]["Networks"][network].clone()
-}
-
-fn ip6_of(sb: &Sandbox, name: &str, network: &str) -> String {
-    let v = inspect_container(sb, name, network);
-    v["GlobalIPv6Address"].as_str().unwrap().to_string()
 }
 
 fn serve(sb: &Sandbox, name: &str, network: &str, port: u16) {
@@ -115,7 +90,7 @@ fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway()
         .as_str()
         .unwrap()
         .starts_with("fe80::"));
-    assert_eq!(ip6_of(&sb, "client", "dual"), "fd61:1::99");
+    assert_eq!(sb.ip6_of("client", "dual"), "fd61:1::99");
     let n = inspect_network(&sb, "dual");
     let eps: Vec<&Value> = n["Containers"].as_object().unwrap().values().collect();
     assert!(
@@ -273,8 +248,8 @@ fn a_root_process_in_a_container_cannot_forge_its_way_around_ipv6_isolation() {
     sb.sleeper("victim", "flat");
     sb.sleeper("evil", "flat");
     sb.sleeper("far", "other");
-    let victim = ip6_of(&sb, "victim", "flat");
-    let evil = ip6_of(&sb, "evil", "flat");
+    let victim = sb.ip6_of("victim", "flat");
+    let evil = sb.ip6_of("evil", "flat");
     let (victim_mac, evil_mac) = (mac_of(&sb, "victim", "flat"), mac_of(&sb, "evil", "flat"));
     // The host knows the victim (a neighbour entry to poison), evil knows the gateway's MAC.
     assert!(sb
@@ -369,7 +344,7 @@ fn a_root_process_in_a_container_cannot_forge_its_way_around_ipv6_isolation() {
     let v = String::from_utf8_lossy(&v.stdout).into_owned();
     assert!(!v.contains("fd66") && v.contains("via fd63:1::1"), "{v}");
     // 4. A routing header through the gateway on to the other network's container.
-    let far = ip6_of(&sb, "far", "other");
+    let far = sb.ip6_of("far", "other");
     forge(
         &sb,
         "evil",
@@ -592,11 +567,11 @@ fn names_resolve_to_both_families() {
     sb.netctl_ok(&["network", "connect", "old", "asker"]);
     let hosts = sb.container_sh("asker", "cat /etc/hosts");
     let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
-    let own = ip6_of(&sb, "asker", "named");
+    let own = sb.ip6_of("asker", "named");
     assert!(hosts.contains(&format!("{own}\t")), "{hosts}");
     assert!(hosts.contains("fd70::7\textra"), "{hosts}");
     // AAAA from the embedded DNS (retried while the daemon takes the new container in).
-    let peer = ip6_of(&sb, "peer", "named");
+    let peer = sb.ip6_of("peer", "named");
     let script = "import socket,sys\n\
         try: print(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], None, socket.AF_INET6)}))\n\
         except OSError as e: print('none', e)";
@@ -646,7 +621,7 @@ fn the_default_network_has_ipv6_when_the_daemon_settings_say_so() {
     let n = inspect_network(&sb, "bridge");
     assert_eq!(n["EnableIPv6"], true, "{n}");
     assert_eq!(n["IPAM"]["Config"][1]["Subnet"], "fd71:1::/64");
-    assert_eq!(ip6_of(&sb, "two", "bridge"), "fd71:1::3");
+    assert_eq!(sb.ip6_of("two", "bridge"), "fd71:1::3");
     assert!(ping6(&sb, "one", "fd71:1::3"));
     let e = sb.netctl_err(&[
         "run",
@@ -703,7 +678,7 @@ try: print(s.recvfrom(100))\nexcept OSError: print('nothing')",
     // neighbour's: dropped, so neither gives its address up.
     sb.sleeper("peer", "priv");
     let mac = mac_of(&sb, "inside", "priv");
-    let peer = ip6_of(&sb, "peer", "priv");
+    let peer = sb.ip6_of("peer", "priv");
     for target in ["fd66:1::1", peer.as_str()] {
         forge(
             &sb,

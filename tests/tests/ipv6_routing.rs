@@ -3,27 +3,9 @@
 //! host's IPv6 address with the client's address kept (DNAT66), and nothing from outside
 //! reaches a container's IPv6 address directly — the host's IPv6 forwarding stays off.
 
-use netctl_tests::{drop_count as drops, require_sandbox, Background, Sandbox, UPLINK};
-
-/// A TCP server on [::]:PORT answering each connection with the client's address.
-const WHOAMI6: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", int(sys.argv[1]))); s.listen(16)
-while True:
-    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
-"#;
-
-/// Connects to [ADDR]:PORT and prints what the server said (or "failed").
-const CONNECT6: &str = r#"
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-    print(c.recv(100).decode())
-except OSError as e:
-    print("failed", e)
-"#;
+use netctl_tests::{
+    drop_count as drops, require_sandbox, Background, Sandbox, CONNECT6, UPLINK, WHOAMI6,
+};
 
 /// The sandbox's uplink with IPv6 on both ends (`HOST6` and `OUTSIDE6`, one /64) and the
 /// host's IPv6 default route through the outside namespace.
@@ -143,12 +125,7 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
 
     // No way in: a route to the container's subnet through the host gets nothing through
     // (the host does not forward IPv6, and the datapath drops it as no flow's).
-    let inspect: serde_json::Value =
-        serde_json::from_str(&sb.netctl_ok(&["inspect", "web"])).unwrap();
-    let web6 = inspect[0]["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web6 = sb.ip6_of("web", "dual");
     let web6 = web6.as_str();
     assert!(web6.starts_with("fd64:1::"), "{web6}");
     let out = sb.outside_sh(&format!("ip -6 route add fd64:1::/64 via {HOST6}"));
@@ -226,12 +203,7 @@ fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_publishe
         "8081",
     ]);
     sb.wait_listening("web", 8081);
-    let inspect: serde_json::Value =
-        serde_json::from_str(&sb.netctl_ok(&["inspect", "web"])).unwrap();
-    let web6 = inspect[0]["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web6 = sb.ip6_of("web", "routed");
     // The outside knows the route to the network, as a routed setup needs.
     let out = sb.outside_sh(&format!("ip -6 route add fd66:1::/64 via {HOST6}"));
     assert!(out.status.success());
@@ -261,12 +233,7 @@ fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_publishe
         "8081",
     ]);
     sb.wait_listening("quiet", 8081);
-    let inspect: serde_json::Value =
-        serde_json::from_str(&sb.netctl_ok(&["inspect", "quiet"])).unwrap();
-    let quiet6 = inspect[0]["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let quiet6 = sb.ip6_of("quiet", "routed");
     let before = drops(&stats(&sb), "no-way-in");
     assert!(connect_from_outside(&sb, &quiet6, 8081).starts_with("failed"));
     assert!(drops(&stats(&sb), "no-way-in") > before);

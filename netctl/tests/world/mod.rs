@@ -112,6 +112,18 @@ pub fn kernel_features() -> Features {
 }
 
 impl World {
+    /// Loads the IPv6 programs `from_container` and `uplink_ingress` continue in (until then
+    /// they drop IPv6): only for the tests that send IPv6, as their verification is the
+    /// slowest of all (seconds under an emulated CPU).
+    pub fn with_ipv6(&mut self) {
+        for name in ["from_container6", "uplink_ingress6"] {
+            let name = object_program(name, &self.features);
+            let p: &mut SchedClassifier = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        set_tail_calls(&mut self.ebpf, &self.features).unwrap();
+    }
+
     pub fn new(icc: bool, fast_path: bool) -> Self {
         Self::build(icc, fast_path, None)
     }
@@ -133,12 +145,6 @@ impl World {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
-        for name in ["from_container6", "uplink_ingress6"] {
-            let name = object_program(name, &features);
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        }
-        set_tail_calls(&mut ebpf, &features).unwrap();
         let name = object_program("uplink_xdp", &features);
         let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
