@@ -292,3 +292,108 @@ fn a_container_reaches_a_published_port_on_the_hosts_ipv6_address() {
     // A port nobody published is the host's: refused by the host itself, no drop.
     assert!(connect_from(&sb, "client", HOST6, 8090).starts_with("failed"));
 }
+
+/// Accepts one connection on [::]:PORT, prints the client's address and port, keeps it open.
+const HOLD6: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(1)
+c, peer = s.accept(); print(peer[0], peer[1], flush=True); time.sleep(30)
+"#;
+
+/// Sends an ICMPv6 packet too big (MTU 1280) to ARGV1 quoting a TCP segment from
+/// [ARGV1]:ARGV2 to [ARGV3]:ARGV4 (the kernel computes the ICMPv6 checksum).
+const TOO_BIG: &str = r#"
+import socket, struct, sys
+src, sport, dst, dport = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x10, 65535, 0x1234, 0)
+ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+msg = struct.pack("!BBHI", 2, 0, 0, 1280) + ip + tcp
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.sendto(msg, (src, 0))
+"#;
+
+fn snmp6(sb: &Sandbox, container: &str, counter: &str) -> u64 {
+    let out = sb.netctl(&["exec", container, "--", "cat", "/proc/net/snmp6"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(counter)
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_packet_too_big_from_outside_reaches_the_masqueraded_container_intact() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.68.0.0/24",
+        "--subnet",
+        "fd68:1::/64",
+        "dual",
+    ]);
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "dual",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let mut server = sb.spawn_outside(&format!("timeout 40 python3 -c '{HOLD6}' 9093"));
+    let wait =
+        "for i in $(seq 100); do ss -ltnH | grep -q ':9093 ' && exit 0; sleep 0.05; done; exit 1";
+    assert!(sb.outside_sh(wait).status.success());
+    let client = format!(
+        "import socket, time; c = socket.create_connection(('{OUTSIDE6}', 9093)); time.sleep(20)"
+    );
+    let mut held = sb
+        .netctl_cmd(&["exec", "c", "--", "python3", "-c", &client])
+        .spawn()
+        .unwrap();
+    // What the outside saw: the host's address and the NAT port.
+    let mut line = String::new();
+    let stdout = server.stdout.take().expect("piped");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let mut seen = line.split_whitespace();
+    assert_eq!(seen.next(), Some(HOST6), "{line}");
+    let nat_port = seen.next().unwrap().to_string();
+    let before = snmp6(&sb, "c", "Icmp6InPktTooBigs");
+    let csum_before = snmp6(&sb, "c", "Icmp6InCsumErrors");
+    let out = sb.outside_sh(&format!(
+        "python3 -c '{TOO_BIG}' {HOST6} {nat_port} {OUTSIDE6} 9093"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while snmp6(&sb, "c", "Icmp6InPktTooBigs") == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        snmp6(&sb, "c", "Icmp6InPktTooBigs") > before,
+        "the error did not arrive"
+    );
+    assert_eq!(
+        snmp6(&sb, "c", "Icmp6InCsumErrors"),
+        csum_before,
+        "checksum broken"
+    );
+    let _ = held.kill();
+    let _ = held.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}
