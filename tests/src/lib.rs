@@ -588,6 +588,27 @@ impl Sandbox {
     }
 
     /// A container's eth0 address, as the container sees it.
+    /// Starts a container `name` on `network` running the [`WHOAMI6`] server on `port`
+    /// (publishing `publish`, if given) and waits until it listens.
+    pub fn serve6(&self, name: &str, network: &str, publish: Option<&str>, port: u16) {
+        let port_s = port.to_string();
+        let mut args = vec!["run", "-d", "--name", name, "--network", network];
+        if let Some(p) = publish {
+            args.extend(["-p", p]);
+        }
+        args.extend(["--", "python3", "-c", WHOAMI6, &port_s]);
+        self.netctl_ok(&args);
+        self.wait_listening(name, port);
+    }
+
+    /// From container `from`, [`CONNECT6`] to [ADDR]:PORT: what the server said, or
+    /// "failed …".
+    pub fn connect6(&self, from: &str, addr: &str, port: u16) -> String {
+        let port = port.to_string();
+        let out = self.netctl(&["exec", from, "--", "python3", "-c", CONNECT6, addr, &port]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// A container's global IPv6 address on `network`, as `inspect` shows it.
     pub fn ip6_of(&self, name: &str, network: &str) -> String {
         let v: serde_json::Value =

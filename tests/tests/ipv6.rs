@@ -3,7 +3,7 @@
 //! process in a container forging IPv6 (another's address, neighbour advertisements for a
 //! neighbour's address, router advertisements, routing headers).
 
-use netctl_tests::{drop_count as drops, require_sandbox, Sandbox, CONNECT6, WHOAMI6};
+use netctl_tests::{drop_count as drops, require_sandbox, Sandbox};
 use serde_json::Value;
 
 fn inspect_network(sb: &Sandbox, name: &str) -> Value {
@@ -14,37 +14,6 @@ fn inspect_network(sb: &Sandbox, name: &str) -> Value {
 fn inspect_container(sb: &Sandbox, name: &str, network: &str) -> Value {
     let out = sb.netctl_ok(&["inspect", name]);
     serde_json::from_str::<Value>(&out).unwrap()[0]["NetworkSettings"]["Networks"][network].clone()
-}
-
-fn serve(sb: &Sandbox, name: &str, network: &str, port: u16) {
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        "--",
-        "python3",
-        "-c",
-        WHOAMI6,
-        &port.to_string(),
-    ]);
-    sb.wait_listening(name, port);
-}
-
-fn connect(sb: &Sandbox, from: &str, addr: &str, port: u16) -> String {
-    let out = sb.netctl(&[
-        "exec",
-        from,
-        "--",
-        "python3",
-        "-c",
-        CONNECT6,
-        addr,
-        &port.to_string(),
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn dual(sb: &Sandbox, name: &str, v4: &str, v6: &str, extra: &[&str]) {
@@ -68,7 +37,7 @@ fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway()
     assert_eq!(configs.len(), 2, "{n}");
     assert_eq!(configs[1]["Subnet"], "fd61:1::/64");
     assert_eq!(configs[1]["Gateway"], "fd61:1::1");
-    serve(&sb, "web", "dual", 8080);
+    sb.serve6("web", "dual", None, 8080);
     sb.netctl_ok(&[
         "run",
         "-d",
@@ -107,14 +76,14 @@ fn a_dual_stack_network_carries_ipv6_between_its_containers_and_to_its_gateway()
     assert!(addrs.contains("fe80::"), "{addrs}");
     assert!(addrs.contains("default via fd61:1::1"), "{addrs}");
     // TCP between the containers over IPv6; the server sees the client's own address.
-    assert_eq!(connect(&sb, "client", "fd61:1::2", 8080), "fd61:1::99");
+    assert_eq!(sb.connect6("client", "fd61:1::2", 8080), "fd61:1::99");
     // By link-local address too.
     let ll = inspect_container(&sb, "web", "dual")["LinkLocalIPv6Address"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(
-        connect(&sb, "client", &format!("{ll}%eth0"), 8080),
+        sb.connect6("client", &format!("{ll}%eth0"), 8080),
         format!(
             "{}",
             inspect_container(&sb, "client", "dual")["LinkLocalIPv6Address"]
@@ -172,14 +141,14 @@ fn ipv6_keeps_to_the_isolation_rules_of_ipv4() {
     ] {
         sb.sleeper(c, n);
     }
-    serve(&sb, "a2", "a", 8080);
-    serve(&sb, "q2", "quiet", 8080);
+    sb.serve6("a2", "a", None, 8080);
+    sb.serve6("q2", "quiet", None, 8080);
     // Within a network: yes. Between networks: no, by the global address or the link-local.
-    assert_eq!(connect(&sb, "a1", "fd62:1::3", 8080), "fd62:1::2");
-    assert!(connect(&sb, "b1", "fd62:1::3", 8080).starts_with("failed"));
+    assert_eq!(sb.connect6("a1", "fd62:1::3", 8080), "fd62:1::2");
+    assert!(sb.connect6("b1", "fd62:1::3", 8080).starts_with("failed"));
     assert!(!ping6(&sb, "b1", "fd62:1::2"));
     // ICC off: not the neighbour, but the gateway.
-    assert!(connect(&sb, "q1", "fd62:3::3", 8080).starts_with("failed"));
+    assert!(sb.connect6("q1", "fd62:3::3", 8080).starts_with("failed"));
     assert!(ping6(&sb, "q1", "fd62:3::1"));
     // Internal: the neighbour, not the gateway.
     assert!(ping6(&sb, "i1", "fd62:4::3"));

@@ -51,20 +51,6 @@ fn outside_server(sb: &Sandbox, port: u16) -> Background {
     bg
 }
 
-fn connect_from(sb: &Sandbox, container: &str, addr: &str, port: u16) -> String {
-    let out = sb.netctl(&[
-        "exec",
-        container,
-        "--",
-        "python3",
-        "-c",
-        CONNECT6,
-        addr,
-        &port.to_string(),
-    ]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn connect_from_outside(sb: &Sandbox, addr: &str, port: u16) -> String {
     let out = sb.outside_sh(&format!("python3 -c '{CONNECT6}' {addr} {port}"));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -89,28 +75,13 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
         "fd64:1::/64",
         "dual",
     ]);
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "dual",
-        "-p",
-        "8081:8081",
-        "--",
-        "python3",
-        "-c",
-        WHOAMI6,
-        "8081",
-    ]);
-    sb.wait_listening("web", 8081);
+    sb.serve6("web", "dual", Some("8081:8081"), 8081);
     let _server = outside_server(&sb, 9090);
 
     // Out: the outside server sees the host's uplink address, not the container's.
-    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
     // Again (a new flow, a new source port) and ICMPv6 echo both ways.
-    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
     let ping = sb.netctl(&[
         "exec", "web", "--", "ping", "-6", "-c", "1", "-W", "2", OUTSIDE6,
     ]);
@@ -143,10 +114,10 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
     assert!(!br.is_empty());
     let fwd = format!("/proc/sys/net/ipv6/conf/{br}/forwarding");
     assert!(sb.host_sh(&format!("echo 0 > {fwd}")).status.success());
-    assert!(connect_from(&sb, "web", OUTSIDE6, 9090).starts_with("failed"));
+    assert!(sb.connect6("web", OUTSIDE6, 9090).starts_with("failed"));
     let synced = sb.netctl_ok(&["sync"]);
     assert!(synced.contains("IPv6 forwarding"), "{synced}");
-    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9090), HOST6);
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
 
     // Forged from outside: a container's address as the source is dropped on the uplink.
     let before = drops(&stats(&sb), "spoofed-source");
@@ -187,29 +158,14 @@ fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_publishe
     ]);
     assert!(err.contains("use nat or routed"), "{err}");
     assert!(!sb.netctl_ok(&["network", "ls"]).contains("bad"));
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "routed",
-        "-p",
-        "8081:8081",
-        "--",
-        "python3",
-        "-c",
-        WHOAMI6,
-        "8081",
-    ]);
-    sb.wait_listening("web", 8081);
+    sb.serve6("web", "routed", Some("8081:8081"), 8081);
     let web6 = sb.ip6_of("web", "routed");
     // The outside knows the route to the network, as a routed setup needs.
     let out = sb.outside_sh(&format!("ip -6 route add fd66:1::/64 via {HOST6}"));
     assert!(out.status.success());
     let _server = outside_server(&sb, 9092);
     // Out with the container's own address.
-    assert_eq!(connect_from(&sb, "web", OUTSIDE6, 9092), web6);
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9092), web6);
     // In: the published container port at the container's address, and ping.
     assert_eq!(connect_from_outside(&sb, &web6, 8081), OUTSIDE6);
     let ping = sb.outside_sh(&format!("ping -6 -c 1 -W 2 {web6}"));
@@ -219,20 +175,7 @@ fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_publishe
         String::from_utf8_lossy(&ping.stdout)
     );
     // Not a container that publishes nothing, on the same port.
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "quiet",
-        "--network",
-        "routed",
-        "--",
-        "python3",
-        "-c",
-        WHOAMI6,
-        "8081",
-    ]);
-    sb.wait_listening("quiet", 8081);
+    sb.serve6("quiet", "routed", None, 8081);
     let quiet6 = sb.ip6_of("quiet", "routed");
     let before = drops(&stats(&sb), "no-way-in");
     assert!(connect_from_outside(&sb, &quiet6, 8081).starts_with("failed"));
@@ -252,22 +195,7 @@ fn a_container_reaches_a_published_port_on_the_hosts_ipv6_address() {
             "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6, name,
         ]);
     }
-    sb.netctl_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "back",
-        "-p",
-        "8081:8081",
-        "--",
-        "python3",
-        "-c",
-        WHOAMI6,
-        "8081",
-    ]);
-    sb.wait_listening("web", 8081);
+    sb.serve6("web", "back", Some("8081:8081"), 8081);
     sb.netctl_ok(&[
         "run",
         "-d",
@@ -283,14 +211,10 @@ fn a_container_reaches_a_published_port_on_the_hosts_ipv6_address() {
     // sees its network's IPv6 gateway (as Docker's hairpin NAT shows it), the client the
     // address it dialled.
     for host in [HOST6, "fd67:1::1"] {
-        assert_eq!(
-            connect_from(&sb, "client", host, 8081),
-            "fd67:2::1",
-            "via {host}"
-        );
+        assert_eq!(sb.connect6("client", host, 8081), "fd67:2::1", "via {host}");
     }
     // A port nobody published is the host's: refused by the host itself, no drop.
-    assert!(connect_from(&sb, "client", HOST6, 8090).starts_with("failed"));
+    assert!(sb.connect6("client", HOST6, 8090).starts_with("failed"));
 }
 
 /// Accepts one connection on [::]:PORT, prints the client's address and port, keeps it open.
