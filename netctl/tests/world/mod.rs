@@ -6,10 +6,15 @@
 //! internal network I (10.3.0.0/24); web 10.1.0.2 publishes 8080→80/tcp and 5353→53/udp.
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::net::Ipv4Addr;
+use std::{
+    mem::ManuallyDrop,
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
+    sync::Mutex,
+};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
@@ -88,7 +93,11 @@ pub fn key(src: &str, sport: u16, dst: &str, dport: u16, proto: u8) -> CtKey {
 }
 
 pub struct World {
-    pub ebpf: Ebpf,
+    /// Handed back to `SPARE` when the test ends.
+    pub ebpf: ManuallyDrop<Ebpf>,
+    /// The CT_NEW size it was loaded with, and whether its IPv6 programs are loaded.
+    ct_new: Option<u32>,
+    ipv6: bool,
     /// The XDP metadata mark of the last uplink_xdp run (None: no metadata).
     pub mark: Option<u32>,
     /// This kernel's features (less NETCTL_FEATURES_DENY), as netctl loads for them.
@@ -116,11 +125,15 @@ impl World {
     /// they drop IPv6): only for the tests that send IPv6, as their verification is the
     /// slowest of all (seconds under an emulated CPU).
     pub fn with_ipv6(&mut self) {
-        for name in ["from_container6", "uplink_ingress6"] {
+        for name in ["from_container6", "uplink_ingress6"]
+            .iter()
+            .filter(|_| !self.ipv6)
+        {
             let name = object_program(name, &self.features);
             let p: &mut SchedClassifier = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+        self.ipv6 = true;
         set_tail_calls(&mut self.ebpf, &self.features).unwrap();
     }
 
@@ -134,22 +147,19 @@ impl World {
         // sockets, its routes): each test thread gets a fresh one.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let features = kernel_features();
-        let mut ebpf = load_unpinned(ct_new, &features).unwrap();
-        for name in [
-            "uplink_ingress",
-            "uplink_egress",
-            "from_container",
-            "to_container",
-        ] {
-            let name = object_program(name, &features);
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        }
-        let name = object_program("uplink_xdp", &features);
-        let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let spare = SPARE.lock().unwrap().iter().position(|s| s.0 == ct_new);
+        let (ebpf, ipv6) = match spare {
+            Some(i) => {
+                let (_, mut ebpf, ipv6) = SPARE.lock().unwrap().swap_remove(i);
+                empty_maps(&mut ebpf);
+                (ebpf, ipv6)
+            }
+            None => (load(ct_new, &features), false),
+        };
         let mut w = World {
-            ebpf,
+            ebpf: ManuallyDrop::new(ebpf),
+            ct_new,
+            ipv6,
             mark: None,
             features,
         };
@@ -462,6 +472,123 @@ impl World {
                 self.table(new).insert(key, x, 0).unwrap();
             }
         }
+    }
+}
+
+/// Objects whose tests ended, by CT_NEW size, with whether their IPv6 programs are loaded:
+/// each test gets one with its maps emptied, so the verifier (most of a test's time, minutes
+/// under an emulated CPU) checks each program once per test binary.
+static SPARE: Mutex<Vec<(Option<u32>, Ebpf, bool)>> = Mutex::new(Vec::new());
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the field is never used again.
+        let ebpf = unsafe { ManuallyDrop::take(&mut self.ebpf) };
+        if let Ok(mut spare) = SPARE.lock() {
+            spare.push((self.ct_new, ebpf, self.ipv6));
+        }
+    }
+}
+
+/// The object with the programs every test runs loaded, IPv6's left for `with_ipv6`.
+fn load(ct_new: Option<u32>, features: &Features) -> Ebpf {
+    let mut ebpf = load_unpinned(ct_new, features).unwrap();
+    for name in [
+        "uplink_ingress",
+        "uplink_egress",
+        "from_container",
+        "to_container",
+    ] {
+        let name = object_program(name, features);
+        let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    let name = object_program("uplink_xdp", features);
+    let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+    p.load().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    ebpf
+}
+
+/// Every map as a fresh load leaves it: hash tables and tail calls empty, arrays zero, the
+/// event ring read; global data (`.rodata`, …) stays as the loader set it.
+fn empty_maps(ebpf: &mut Ebpf) {
+    let cpus = aya::util::nr_cpus().unwrap();
+    for (name, map) in ebpf.maps_mut() {
+        if name.starts_with('.') {
+            continue;
+        }
+        let per_cpu = matches!(map, Map::PerCpuArray(_));
+        match map {
+            Map::HashMap(m) | Map::LruHashMap(m) | Map::PerCpuHashMap(m) | Map::LpmTrie(m) => {
+                let info = m.info().unwrap();
+                let mut key = vec![0u8; info.key_size() as usize];
+                // Bounded: each round deletes the first key.
+                for _ in 0..=info.max_entries() {
+                    if map_elem(m, BPF_MAP_GET_NEXT_KEY, &[], &mut key).is_err() {
+                        break;
+                    }
+                    map_elem(m, BPF_MAP_DELETE_ELEM, &key.clone(), &mut []).unwrap();
+                }
+            }
+            Map::ProgramArray(m) => {
+                for i in 0..m.info().unwrap().max_entries() {
+                    let _ = map_elem(m, BPF_MAP_DELETE_ELEM, &i.to_ne_bytes(), &mut []);
+                }
+            }
+            Map::Array(m) | Map::PerCpuArray(m) => {
+                let info = m.info().unwrap();
+                let size = if per_cpu {
+                    (info.value_size() as usize).div_ceil(8) * 8 * cpus
+                } else {
+                    info.value_size() as usize
+                };
+                let mut zero = vec![0u8; size];
+                for i in 0..info.max_entries() {
+                    map_elem(m, BPF_MAP_UPDATE_ELEM, &i.to_ne_bytes(), &mut zero).unwrap();
+                }
+            }
+            Map::RingBuf(_) => {
+                let mut ring: RingBuf<&mut MapData> = map.try_into().unwrap();
+                while ring.next().is_some() {}
+            }
+            _ => {}
+        }
+    }
+}
+
+use aya_obj::generated::{
+    bpf_attr,
+    bpf_cmd::{self, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_MAP_UPDATE_ELEM},
+};
+
+/// One map element command: `key` (none: the first, for GET_NEXT_KEY) and `value`, which
+/// is the next key for GET_NEXT_KEY.
+fn map_elem(m: &MapData, cmd: bpf_cmd, key: &[u8], value: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: bpf_attr is plain data; all zero is its empty value.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the map-element member of the union.
+    let u = unsafe { &mut attr.__bindgen_anon_2 };
+    u.map_fd = m.fd().as_fd().as_raw_fd() as u32;
+    if !key.is_empty() {
+        u.key = key.as_ptr() as u64;
+    }
+    // The kernel refuses a command with fields beyond its own set (DELETE takes no value).
+    if !value.is_empty() {
+        u.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
+    }
+    // SAFETY: attr is whole and its pointers outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_int,
+            &mut attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
