@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 18;
+pub const LAYOUT_VERSION: u32 = 19;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {

@@ -46,9 +46,18 @@ pub const UPLINKS6: &str = "UPLINKS6";
 /// 1 ([`Published6`]); what may come in to it from beyond the host.
 pub const PUBLISHED6: &str = "PUBLISHED6";
 
+pub type Published6 = PortKey6;
+/// Ports published on one IPv6 address of the host or on `[::]` (address zero):
+/// [`PortKey6`] → [`Backend`] (the backend's IPv4 address, its IPv6 one from [`IP6_OF`]).
+/// Ports published on every address of both families are PORTMAP's (address 0).
+pub const PORTMAP6: &str = "PORTMAP6";
+/// Per-CPU new-connection counts of PORTMAP6's ports.
+pub const PORT_STATS6: &str = "PORT_STATS6";
+
+/// An IPv6 address, port and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Published6 {
+pub struct PortKey6 {
     pub addr: Ip6,
     /// Network order.
     pub port: u16,
@@ -150,7 +159,7 @@ pub const VETHS: &str = "VETHS";
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 36] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -185,6 +194,8 @@ pub const ALL: [&str; 34] = [
     IP6_OF,
     TAIL_CALLS,
     PUBLISHED6,
+    PORTMAP6,
+    PORT_STATS6,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

@@ -99,6 +99,14 @@ pub static UPLINKS6: HashMap<u32, Ip6> = HashMap::with_max_entries(UPLINKS_MAX, 
 pub static PUBLISHED6: HashMap<Published6, u32> =
     HashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
 
+#[map(name = "PORTMAP6")]
+pub static PORTMAP6: HashMap<PortKey6, Backend> =
+    HashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
+
+#[map(name = "PORT_STATS6")]
+pub static PORT_STATS6: PerCpuHashMap<PortKey6, u64> =
+    PerCpuHashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
+
 #[map(name = "IP6_OF")]
 pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, NO_PREALLOC);
 
@@ -177,6 +185,53 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, Backend)> 
     }
     key.addr = 0;
     unsafe { PORTMAP.get(key) }.map(|b| (key, *b))
+}
+
+/// The backend of a port published at `addr`, one of the host's IPv6 addresses: there, at
+/// every IPv6 address (`[::]`), else at every address of both families.
+#[inline(always)]
+pub fn published6(addr: &Ip6, port: u16, proto: u8) -> Option<Backend> {
+    let mut key = PortKey6 {
+        addr: *addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: read-only copies of values the controller writes whole.
+    if let Some(b) = unsafe { PORTMAP6.get(key) } {
+        return Some(*b);
+    }
+    key.addr = [0; 16];
+    if let Some(b) = unsafe { PORTMAP6.get(key) } {
+        return Some(*b);
+    }
+    published(0, port, proto).map(|(_, b)| b)
+}
+
+/// Counts a new connection of the port `published6` found.
+#[inline(always)]
+pub fn count_hit6(addr: &Ip6, port: u16, proto: u8) {
+    let mut key = PortKey6 {
+        addr: *addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    let mut hits = PORT_STATS6.get_ptr_mut(key);
+    if hits.is_none() {
+        key.addr = [0; 16];
+        hits = PORT_STATS6.get_ptr_mut(key);
+    }
+    match hits {
+        // SAFETY: per-CPU value of this CPU.
+        Some(hits) => unsafe { *hits += 1 },
+        None => count_hit(&PortKey {
+            addr: 0,
+            port,
+            proto,
+            _pad: 0,
+        }),
+    }
 }
 
 /// Counts a new connection of a published port.

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use netctl_common::{
     ct::*,
     drop::DropReason,
-    maps::{Backend, EndpointInfo, Ip6, NetInfo, PortKey, Published6, NET_MASQUERADE, NET_ROUTED6},
+    maps::{Backend, EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
     proto,
 };
 use network_types::ip::Ipv6Hdr;
@@ -506,17 +506,18 @@ fn ingress_step<const MODERN: bool>(
     Ok(())
 }
 
-/// The port published on every host address that `h` (TCP or UDP) is for, its backend and
-/// the backend's IPv6 address (None: not published, or the backend has no IPv6).
+/// The port published at `h`'s destination (a host address) that `h` (TCP or UDP) is for,
+/// its backend and the backend's IPv6 address (None: not published, or the backend has no
+/// IPv6).
 #[inline(always)]
-fn published_backend(h: &Hdr6) -> Option<(PortKey, Backend, Ip6)> {
+fn published_backend(h: &Hdr6) -> Option<(Backend, Ip6)> {
     if h.proto != proto::TCP && h.proto != proto::UDP {
         return None;
     }
-    let (port, backend) = maps::published(0, h.dport, h.proto)?;
+    let backend = maps::published6(&h.daddr, h.dport, h.proto)?;
     // SAFETY: a read-only copy of a value the controller writes whole.
     let addr = unsafe { IP6_OF.get(backend.addr).copied() }?;
-    Some((port, backend, addr))
+    Some((backend, addr))
 }
 
 /// A new connection to a port published on every host address: to the backend's IPv6
@@ -532,7 +533,7 @@ fn dnat_step<const MODERN: bool>(
     h: &mut Hdr6,
     answer: &mut i64,
 ) -> Result<(), DropReason> {
-    let Some((port, backend, addr)) = published_backend(h) else {
+    let Some((backend, addr)) = published_backend(h) else {
         return Ok(());
     };
     let orig_key = h.key();
@@ -559,7 +560,7 @@ fn dnat_step<const MODERN: bool>(
         s.reply.rewrite = REWRITE_SRC;
         s.reply.src_addr = h.daddr;
         s.reply.src_port = h.dport;
-        maps::count_hit(&port);
+        maps::count_hit6(&h.daddr, h.dport, h.proto);
         ct::insert_pair(&orig_key, &mut s.orig, &reply_key, &s.reply)?;
     } else if !ct::adopt_orphan(&orig_key, &reply_key, &mut s.orig) {
         return Ok(());
@@ -605,7 +606,7 @@ fn hairpin_new_step<const MODERN: bool>(
     h: &mut Hdr6,
     answer: &mut i64,
 ) -> Result<(), DropReason> {
-    let Some((port, backend, addr)) = published_backend(h) else {
+    let Some((backend, addr)) = published_backend(h) else {
         return Ok(());
     };
     let Some(bnet) = endpoint(&addr).and_then(|ep| maps::network(ep.network)) else {
@@ -640,7 +641,7 @@ fn hairpin_new_step<const MODERN: bool>(
     s.orig.dst_addr = addr;
     s.orig.dst_port = backend.port;
     ct::insert_orig(&orig_key, &mut s.orig, &s.probe.key)?;
-    maps::count_hit(&port);
+    maps::count_hit6(&h.daddr, h.dport, h.proto);
     apply(p, h, &s.orig)?;
     step::done(answer, true)
 }

@@ -180,9 +180,14 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
         if !(loopback || any || unsafe { crate::maps::HOST_ADDRS6.get(bytes).is_some() }) {
             return None;
         }
-        // Only what is published on every address: 127.0.0.1 or a host IPv4 address is
-        // IPv4's alone, as with Docker.
-        published_here(0, port, proto, true)?
+        // Dialling [::] is dialling [::1]. What is published on 127.0.0.1 or a host IPv4
+        // address is IPv4's alone, as with Docker.
+        if any {
+            bytes[15] = 1;
+        }
+        let to = crate::maps::published6(&bytes, port, proto)?;
+        crate::maps::count_hit6(&bytes, port, proto);
+        to
     };
     // SAFETY: the context's socket is valid for the whole run; created zeroed when absent.
     let rev = unsafe { SOCK_REV6.get_or_insert_ptr_mut(ctx, None).as_mut() }?;

@@ -443,4 +443,16 @@ fn host_processes_reach_published_ports_over_ipv6_loopback() {
     );
     // Published on 127.0.0.1 only: IPv4's alone, as with Docker.
     assert!(host_curl(&sb, "-g http://[::1]:9090/").is_none());
+    // Published on [::1] only (and on every IPv6 address): IPv6's alone.
+    sb.whoami("local6", None, &["[::1]:9191:80"], 80);
+    sb.whoami("any6", None, &["[::]:9292:80"], 80);
+    for port in [9191, 9292] {
+        assert_eq!(
+            host_curl(&sb, &format!("-g http://[::1]:{port}/")).as_deref(),
+            Some(gw.as_str()),
+            "{port}"
+        );
+        assert!(host_curl(&sb, &format!("http://127.0.0.1:{port}/")).is_none());
+    }
+    assert!(sb.netctl_ok(&["port", "local6"]).contains("[::1]:9191"));
 }

@@ -131,6 +131,90 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
 }
 
 #[test]
+fn ports_published_on_one_ipv6_address_answer_there_only() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    let other6 = "fd64:77::3";
+    let out = sb.host_sh(&format!("ip -6 addr add {other6}/64 dev {UPLINK} nodad"));
+    assert!(out.status.success());
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.65.0.0/24",
+        "--subnet",
+        "fd65:1::/64",
+        "dual",
+    ]);
+    let one = format!("[{HOST6}]:8081:8081");
+    sb.serve6("one", "dual", Some(&one), 8081);
+    sb.serve6("every6", "dual", Some("[::]:8083:8083"), 8083);
+    let host4 = sb.host_ip.clone();
+    // On that address only; every IPv6 address, and no IPv4 one.
+    assert_eq!(connect_from_outside(&sb, HOST6, 8081), OUTSIDE6);
+    assert!(connect_from_outside(&sb, other6, 8081).starts_with("failed"));
+    assert!(connect_from_outside(&sb, &host4, 8081).starts_with("failed"));
+    assert_eq!(connect_from_outside(&sb, HOST6, 8083), OUTSIDE6);
+    assert_eq!(connect_from_outside(&sb, other6, 8083), OUTSIDE6);
+    assert!(connect_from_outside(&sb, &host4, 8083).starts_with("failed"));
+    assert!(sb
+        .netctl_ok(&["port", "one"])
+        .contains(&format!("[{HOST6}]:8081")));
+    let st: serde_json::Value = serde_json::from_str(&stats(&sb)).unwrap();
+    let hits = st["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container"] == "one")
+        .map(|p| p["connections"].as_u64().unwrap());
+    assert_eq!(hits, Some(1), "{st}");
+
+    // Taken: every address includes this one; [::] takes [::1]. Not the host's: refused.
+    // Each refusal leaves nothing behind.
+    for (spec, err) in [
+        ("8081:80", "already published"),
+        ("[::1]:8083:80", "already published"),
+        ("[fd64:77::99]:8084:80", "cannot assign requested address"),
+    ] {
+        let out = sb.netctl(&[
+            "run",
+            "-d",
+            "--name",
+            "no",
+            "--network",
+            "dual",
+            "-p",
+            spec,
+            "--",
+            "sleep",
+            "60",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(err),
+            "{spec}: {stderr}"
+        );
+        assert!(!sb.netctl_ok(&["ps", "-a"]).contains(" no"), "{spec}");
+    }
+    // IPv4's loopback is another socket.
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lo4",
+        "--network",
+        "dual",
+        "-p",
+        "127.0.0.1:8083:80",
+        "--",
+        "sleep",
+        "60",
+    ]);
+}
+
+#[test]
 fn a_routed_ipv6_network_leaves_with_its_own_addresses_and_lets_in_only_published_ports() {
     require_sandbox!();
     let sb = Sandbox::new();

@@ -39,9 +39,9 @@ pub fn run(args: Args) -> Result<i32> {
                     c.name
                 );
             }
-            found
-                .iter()
-                .for_each(|p| println!("{}:{}", p.host_ip, p.host_port));
+            found.iter().for_each(|p| {
+                println!("{}", crate::model::ports::host_port(p.host_ip, p.host_port))
+            });
         }
     }
     Ok(0)

@@ -116,8 +116,10 @@ pub fn run(args: Args) -> Result<i32> {
     let port_list = |c: &Container| {
         let published = c.ports.iter().map(|p| {
             format!(
-                "{}:{}->{}/{}",
-                p.host_ip, p.host_port, p.container_port, p.proto
+                "{}->{}/{}",
+                crate::model::ports::host_port(p.host_ip, p.host_port),
+                p.container_port,
+                p.proto
             )
         });
         let exposed = c

@@ -31,7 +31,8 @@ pub struct Args {
     #[arg(long)]
     ip6: Option<String>,
     /// Publish ports: [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]; no HOSTPORT picks
-    /// a free ephemeral port
+    /// a free ephemeral port; no IP publishes on every address of both families, an IPv6 IP
+    /// goes in brackets ([::1]:8080:80: this host's clients only)
     #[arg(short, long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
     /// Publish every exposed port (--expose) on a free ephemeral host port

@@ -427,15 +427,20 @@ pub fn binding_spec(b: &Value) -> Result<String> {
         (h, e) if e > h => format!("{h}-{e}:"),
         (h, _) => format!("{h}:"),
     };
-    // Every address: IPv4's and IPv6's wildcard alike (netctl publishes on IPv4).
+    // Every address: dockerd hands `-p 8080:80` over as 0.0.0.0 and as `::`, which netctl's
+    // every-address mapping covers (both families).
     let ip = match ip {
         "" | "0.0.0.0" | "::" => return Ok(format!("{hosts}{port}/{proto}")),
-        ip => ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
-            anyhow!("published port with host address {ip:?}: netctl publishes on IPv4 addresses")
-        })?,
+        ip => ip
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow!("published port with host address {ip:?}: not an IP address"))?,
     };
     // An address without a host port: an ephemeral port on it (`IP::PORT`).
     let hosts = if hosts.is_empty() { ":".into() } else { hosts };
+    let ip = match ip {
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
     Ok(format!("{ip}:{hosts}{port}/{proto}"))
 }
 
@@ -617,7 +622,11 @@ mod tests {
             "8080:80/tcp"
         );
         assert!(binding_spec(&json!({"Port":80,"HostIP":"8080"})).is_err());
-        assert!(binding_spec(&json!({"Port":80,"HostIP":"fd00::1","HostPort":1})).is_err());
+        assert_eq!(
+            binding_spec(&json!({"Port":80,"HostIP":"fd00::1","HostPort":1})).unwrap(),
+            "[fd00::1]:1:80/tcp"
+        );
+        assert!(binding_spec(&json!({"Port":80,"HostIP":"fd00::zz","HostPort":1})).is_err());
         for s in [
             "8080:80/tcp",
             "127.0.0.1:5353:53/udp",
@@ -627,7 +636,7 @@ mod tests {
             s.parse::<PortSpec>().unwrap();
         }
         let p = PortMapping {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: 8080,
             container_port: 80,
             proto: Proto::Tcp,

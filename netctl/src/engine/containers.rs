@@ -2,7 +2,7 @@
 //! process started in it.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -357,17 +357,31 @@ pub fn attach_engine(
 
 /// `-p ADDR:…` needs ADDR to be one of the host's addresses (or loopback).
 fn check_host_ips(nl: &Netlink, specs: &[PortSpec]) -> Result<()> {
-    let wanted: Vec<Ipv4Addr> = specs
+    let wanted: Vec<IpAddr> = specs
         .iter()
         .map(|s| s.host_ip)
         .filter(|ip| !ip.is_unspecified() && !ip.is_loopback())
         .collect();
-    if wanted.is_empty() {
-        return Ok(());
+    let mut have: Vec<IpAddr> = Vec::new();
+    if wanted.iter().any(IpAddr::is_ipv4) {
+        have.extend(nl.addresses()?.into_iter().map(|(_, n)| IpAddr::V4(n.ip())));
     }
-    let have: Vec<Ipv4Addr> = nl.addresses()?.into_iter().map(|(_, n)| n.ip()).collect();
+    if wanted.iter().any(IpAddr::is_ipv6) {
+        have.extend(
+            nl.addresses6()?
+                .into_iter()
+                .map(|(_, n)| IpAddr::V6(n.ip())),
+        );
+    }
     if let Some(ip) = wanted.iter().find(|ip| !have.contains(ip)) {
-        bail!("listen tcp4 {ip}: bind: cannot assign requested address (-p {ip}:…: the host has no such address; use one of its own, 127.0.0.1 or none)");
+        let (v, lo) = if ip.is_ipv4() {
+            (4, "127.0.0.1")
+        } else {
+            (6, "[::1]")
+        };
+        let at = crate::model::ports::host_port(*ip, 0);
+        let at = at.trim_end_matches(":0");
+        bail!("listen tcp{v} {at}: bind: cannot assign requested address (-p {at}:…: the host has no such address; use one of its own, {lo} or none)");
     }
     Ok(())
 }

@@ -51,16 +51,11 @@ pub fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
     let mut ports = Vec::new();
     for c in state.containers.values() {
         for p in &c.ports {
-            let key = netctl_common::maps::PortKey {
-                addr: raw(p.host_ip),
-                port: p.host_port.to_be(),
-                proto: if p.proto == crate::model::ports::Proto::Tcp {
-                    6
-                } else {
-                    17
-                },
-                _pad: 0,
+            let proto = match p.proto {
+                crate::model::ports::Proto::Tcp => netctl_common::proto::TCP,
+                crate::model::ports::Proto::Udp => netctl_common::proto::UDP,
             };
+            let key = (p.host_ip, p.host_port, proto);
             ports.push(
                 json!({"container": c.name, "port": crate::model::ports::describe(p),
                 "connections": hits.get(&key).copied().unwrap_or(0)}),

@@ -2,7 +2,10 @@
 //! listens on, ephemeral host ports skip ports in use, and every port netctl uses is kept out
 //! of the host's own source-port choice (`net.ipv4.ip_local_reserved_ports`).
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 
@@ -25,7 +28,7 @@ pub fn parse(text: &str, proto: Proto, v6: bool) -> Vec<Socket> {
         if port == 0 {
             continue;
         }
-        let addr = if v6 { v6_as_v4(addr_hex) } else { v4(addr_hex) };
+        let addr = if v6 { v6_addr(addr_hex) } else { v4(addr_hex) };
         let Some(addr) = addr else { continue };
         let server = match proto {
             Proto::Tcp => st == "0A",
@@ -94,9 +97,9 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
                     let port = u16::from_be_bytes([m[4], m[5]]);
                     let src: [u8; 16] = m[8..24].try_into().expect("16 bytes");
                     let addr = if m[0] == libc::AF_INET as u8 {
-                        Some(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
+                        Ipv4Addr::new(src[0], src[1], src[2], src[3]).into()
                     } else {
-                        v6_bytes_as_v4(src)
+                        host_addr(src)
                     };
                     out.push(Socket {
                         proto: Proto::Tcp,
@@ -111,14 +114,14 @@ fn tcp_listeners() -> std::io::Result<Vec<Socket>> {
     Ok(out)
 }
 
-/// An IPv6 socket address as an IPv4 port clash: the wildcard takes IPv4 too, a v4-mapped
-/// address is that IPv4 address, any other IPv6 address clashes with nothing.
-fn v6_bytes_as_v4(a: [u8; 16]) -> Option<Ipv4Addr> {
-    let v6 = std::net::Ipv6Addr::from(a);
+/// An IPv6 socket address as a published port's host address: the wildcard takes IPv4 too
+/// (0.0.0.0, both families), a v4-mapped address is that IPv4 address.
+fn host_addr(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
     if v6.is_unspecified() {
-        Some(Ipv4Addr::UNSPECIFIED)
+        Ipv4Addr::UNSPECIFIED.into()
     } else {
-        v6.to_ipv4_mapped()
+        v6.to_ipv4_mapped().map_or(v6.into(), IpAddr::V4)
     }
 }
 
@@ -127,11 +130,11 @@ fn word(hex: &str) -> Option<[u8; 4]> {
     Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
 }
 
-fn v4(hex: &str) -> Option<Option<Ipv4Addr>> {
-    Some(Some(Ipv4Addr::from(word(hex)?)))
+fn v4(hex: &str) -> Option<IpAddr> {
+    Some(Ipv4Addr::from(word(hex)?).into())
 }
 
-fn v6_as_v4(hex: &str) -> Option<Option<Ipv4Addr>> {
+fn v6_addr(hex: &str) -> Option<IpAddr> {
     if hex.len() != 32 {
         return None;
     }
@@ -139,7 +142,7 @@ fn v6_as_v4(hex: &str) -> Option<Option<Ipv4Addr>> {
     for i in 0..4 {
         a[i * 4..i * 4 + 4].copy_from_slice(&word(&hex[i * 8..i * 8 + 8])?);
     }
-    Some(v6_bytes_as_v4(a))
+    Some(host_addr(a))
 }
 
 impl HostSockets {
@@ -264,7 +267,7 @@ mod tests {
         "  sl  local_address                         remote_address                        st
    0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A
    1: 0000000000000000FFFF00000100007F:0017 00000000000000000000000000000000:0000 0A
-   2: 20010DB8000000000000000000000001:0018 00000000000000000000000000000000:0000 0A
+   2: B80D0120000000000000000001000000:0018 00000000000000000000000000000000:0000 0A
 ";
 
     fn m(ip: &str, port: u16, proto: Proto) -> PortMapping {
@@ -282,19 +285,19 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(
             (s[0].addr, s[0].port, s[0].server),
-            (Some(Ipv4Addr::UNSPECIFIED), 7000, true)
+            (Ipv4Addr::UNSPECIFIED.into(), 7000, true)
         );
-        assert_eq!(s[1].addr, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(s[1].addr, Ipv4Addr::LOCALHOST);
         assert_eq!(s[2].port, 32768);
         assert!(!s[2].server, "an outgoing connection serves nothing");
         let s6 = parse(TCP6, Proto::Tcp, true);
+        assert_eq!(s6[0].addr, Ipv4Addr::UNSPECIFIED, "[::] takes IPv4 too");
+        assert_eq!(s6[1].addr, Ipv4Addr::LOCALHOST, "v4-mapped");
         assert_eq!(
-            s6[0].addr,
-            Some(Ipv4Addr::UNSPECIFIED),
-            "[::] takes IPv4 too"
+            s6[2].addr,
+            "2001:db8::1".parse::<IpAddr>().unwrap(),
+            "a specific IPv6 address"
         );
-        assert_eq!(s6[1].addr, Some(Ipv4Addr::LOCALHOST), "v4-mapped");
-        assert_eq!(s6[2].addr, None, "a specific IPv6 address");
     }
 
     #[test]
@@ -326,10 +329,15 @@ mod tests {
             h.serving(&m("0.0.0.0", 22, Proto::Tcp)).is_some(),
             "sshd on [::]"
         );
-        assert!(
-            h.serving(&m("0.0.0.0", 24, Proto::Tcp)).is_none(),
-            "v6-only address"
-        );
+        // A specific IPv6 address: every address includes it, other IPv6 ones and IPv4
+        // ones do not.
+        assert!(h
+            .serving(&m("0.0.0.0", 24, Proto::Tcp))
+            .unwrap()
+            .contains("tcp6 [2001:db8::1]:24"));
+        assert!(h.serving(&m("::", 24, Proto::Tcp)).is_some());
+        assert!(h.serving(&m("::1", 24, Proto::Tcp)).is_none());
+        assert!(h.serving(&m("10.0.0.9", 24, Proto::Tcp)).is_none());
         assert!(h.serving(&m("0.0.0.0", 32768, Proto::Tcp)).is_none());
         assert!(h.busy().contains(&(Proto::Tcp, 32768)), "but not ephemeral");
     }

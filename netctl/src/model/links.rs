@@ -155,7 +155,7 @@ mod tests {
             },
         ];
         db.ports.push(PortMapping {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: 8080,
             container_port: 80,
             proto: Proto::Tcp,

@@ -1,7 +1,11 @@
 //! Published ports: Docker's `-p [IP:][HOSTPORT[-END]:]CPORT[-END][/tcp|udp]`.
 
 use std::{
-    collections::HashMap, collections::HashSet, fmt, net::Ipv4Addr, ops::RangeInclusive,
+    collections::HashMap,
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    ops::RangeInclusive,
     str::FromStr,
 };
 
@@ -42,10 +46,27 @@ impl FromStr for Proto {
     }
 }
 
-/// One published port after allocation: host IP (0.0.0.0 = every host address) and port.
+/// Whether two host addresses of published ports take the same sockets: equal, 0.0.0.0
+/// (every host address of both families, what `-p 8080:80` publishes on), or `::` (every
+/// IPv6 address) beside an IPv6 address.
+pub fn overlap(a: IpAddr, b: IpAddr) -> bool {
+    let every = |x: IpAddr| x == IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    a == b
+        || every(a)
+        || every(b)
+        || (a.is_ipv6() && b.is_ipv6() && (a.is_unspecified() || b.is_unspecified()))
+}
+
+/// `addr:port` as Docker prints it: `0.0.0.0:8080`, `[::1]:8080`.
+pub fn host_port(addr: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
+}
+
+/// One published port after allocation: host IP (0.0.0.0 = every host address of both
+/// families, `::` every IPv6 one) and port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -57,16 +78,14 @@ impl PortMapping {
     pub fn conflicts(&self, other: &PortMapping) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port
-            && (self.host_ip == other.host_ip
-                || self.host_ip.is_unspecified()
-                || other.host_ip.is_unspecified())
+            && overlap(self.host_ip, other.host_ip)
     }
 }
 
 /// A parsed `-p` spec, before host ports are allocated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortSpec {
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     /// None: ephemeral host ports.
     pub host: Option<RangeInclusive<u16>>,
     pub container: RangeInclusive<u16>,
@@ -111,21 +130,29 @@ impl FromStr for PortSpec {
             Some((r, p)) => (r, p.parse().with_context(|| format!("in -p {spec}"))?),
             None => (spec, Proto::Tcp),
         };
-        if rest.starts_with('[') || rest.matches(':').count() > 2 {
-            bail!("invalid -p {spec}: IPv6 host addresses are not supported yet; {usage}");
-        }
+        // As Docker: the last two fields are the ports, everything before them the address
+        // (an IPv6 one in brackets, or bare: `[::1]:8080:80`, `::1:8080:80`).
         let parts: Vec<&str> = rest.split(':').collect();
         let (ip, host, cport) = match parts.as_slice() {
             [c] => (None, None, *c),
             [h, c] => (None, Some(*h), *c),
-            [ip, h, c] => (Some(*ip), (!h.is_empty()).then_some(*h), *c),
-            _ => bail!("invalid -p {spec}: {usage}"),
+            [.., h, c] => {
+                let ip = &rest[..rest.len() - h.len() - c.len() - 2];
+                (Some(ip), (!h.is_empty()).then_some(*h), *c)
+            }
+            [] => bail!("invalid -p {spec}: {usage}"),
         };
         let host_ip = match ip {
-            None | Some("") => Ipv4Addr::UNSPECIFIED,
-            Some(ip) => ip
-                .parse()
-                .map_err(|_| anyhow::anyhow!("invalid host IP {ip:?} in -p {spec}: {usage}"))?,
+            None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(ip) => {
+                let bare = ip
+                    .strip_prefix('[')
+                    .and_then(|i| i.strip_suffix(']'))
+                    .unwrap_or(ip);
+                bare.parse().map_err(|_| {
+                    anyhow::anyhow!("invalid host IP {ip:?} in -p {spec}: {usage} (an IPv6 address in brackets: [::1]:8080:80)")
+                })?
+            }
         };
         let container = range(cport, "container port", spec)?;
         let host = host.map(|h| range(h, "host port", spec)).transpose()?;
@@ -173,7 +200,7 @@ pub fn allocate(
         }
         asked
     });
-    let mut used: HashMap<(Proto, u16), Vec<Ipv4Addr>> = HashMap::new();
+    let mut used: HashMap<(Proto, u16), Vec<IpAddr>> = HashMap::new();
     for t in taken {
         if asked
             .as_ref()
@@ -184,11 +211,9 @@ pub fn allocate(
                 .push(t.host_ip);
         }
     }
-    let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<Ipv4Addr>>| {
-        used.get(&(m.proto, m.host_port)).is_none_or(|ips| {
-            !ips.iter()
-                .any(|ip| *ip == m.host_ip || ip.is_unspecified() || m.host_ip.is_unspecified())
-        })
+    let is_free = |m: &PortMapping, used: &HashMap<(Proto, u16), Vec<IpAddr>>| {
+        used.get(&(m.proto, m.host_port))
+            .is_none_or(|ips| !ips.iter().any(|ip| overlap(*ip, m.host_ip)))
     };
     for spec in specs {
         let mk = |host_port, container_port| PortMapping {
@@ -209,10 +234,11 @@ pub fn allocate(
                         );
                     }
                     if let Some(sock) = host.serving(&m) {
+                        let v = if spec.host_ip.is_ipv4() { 4 } else { 6 };
                         bail!(
-                            "listen {}4 {}:{hp}: bind: address already in use (a host process has {sock}): choose another host port",
+                            "listen {}{v} {}: bind: address already in use (a host process has {sock}): choose another host port",
                             spec.proto,
-                            spec.host_ip
+                            host_port(spec.host_ip, hp),
                         );
                     }
                     used.entry((m.proto, m.host_port))
@@ -275,8 +301,10 @@ pub fn ephemeral_range() -> RangeInclusive<u16> {
 /// Docker's `port` line: `80/tcp -> 0.0.0.0:8080`.
 pub fn describe(m: &PortMapping) -> String {
     format!(
-        "{}/{} -> {}:{}",
-        m.container_port, m.proto, m.host_ip, m.host_port
+        "{}/{} -> {}",
+        m.container_port,
+        m.proto,
+        host_port(m.host_ip, m.host_port)
     )
 }
 
@@ -284,9 +312,10 @@ pub fn describe(m: &PortMapping) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Socket {
     pub proto: Proto,
-    /// The IPv4 address it is bound to (0.0.0.0 for the v4 or v6 wildcard, the embedded
-    /// address for v4-mapped v6); None for a specific IPv6 address (no IPv4 port clash).
-    pub addr: Option<Ipv4Addr>,
+    /// The address it is bound to as a published port's host address: 0.0.0.0 for the v4
+    /// or v6 wildcard (a dual-stack socket takes both), the embedded address for v4-mapped
+    /// v6, else the IPv6 address.
+    pub addr: IpAddr,
     pub port: u16,
     /// A TCP listener, or a UDP socket without a peer: it receives new traffic on the port.
     pub server: bool,
@@ -294,9 +323,8 @@ pub struct Socket {
 
 impl Socket {
     pub fn describe(&self) -> String {
-        let v = if self.addr.is_some() { "4" } else { "6" };
-        let addr = self.addr.map_or("[::]".to_string(), |a| a.to_string());
-        format!("{}{v} {addr}:{}", self.proto, self.port)
+        let v = if self.addr.is_ipv4() { "4" } else { "6" };
+        format!("{}{v} {}", self.proto, host_port(self.addr, self.port))
     }
 }
 
@@ -312,9 +340,7 @@ impl HostSockets {
                 s.server
                     && s.proto == m.proto
                     && s.port == m.host_port
-                    && s.addr.is_some_and(|a| {
-                        a.is_unspecified() || m.host_ip.is_unspecified() || a == m.host_ip
-                    })
+                    && overlap(s.addr, m.host_ip)
             })
             .map(Socket::describe)
     }
@@ -428,7 +454,7 @@ mod tests {
         assert_eq!(
             p("8080:80"),
             PortSpec {
-                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_ip: Ipv4Addr::UNSPECIFIED.into(),
                 host: Some(8080..=8080),
                 container: 80..=80,
                 proto: Proto::Tcp
@@ -443,9 +469,49 @@ mod tests {
         let s = p("127.0.0.1::80");
         assert_eq!(s.host, None);
         assert_eq!(s.host_ip, Ipv4Addr::new(127, 0, 0, 1));
+        // IPv6 host addresses, in brackets or bare (Docker takes both).
+        let s = p("[::1]:8080:80/udp");
+        assert_eq!(
+            (s.host_ip, s.host, s.proto),
+            ("::1".parse().unwrap(), Some(8080..=8080), Proto::Udp)
+        );
+        assert_eq!(p("::1:8080:80").host_ip, p("[::1]:8080:80").host_ip);
+        let s = p("[2001:db8::7]::80");
+        assert_eq!((s.host_ip, s.host), ("2001:db8::7".parse().unwrap(), None));
+        assert_eq!(p("[::]:8080:80").host_ip, "::".parse::<IpAddr>().unwrap());
         assert_eq!(p("8000-8010:80-90").container, 80..=90);
         assert_eq!(p("8000-8010:80").host, Some(8000..=8010));
         assert_eq!(p("80-82").container, 80..=82);
+    }
+
+    #[test]
+    fn host_addresses_overlap_within_their_family_and_with_every_address() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (x, y, clash) in [
+            ("0.0.0.0", "::1", true),
+            ("0.0.0.0", "10.0.0.1", true),
+            ("::", "::1", true),
+            ("::", "2001:db8::1", true),
+            ("::1", "::1", true),
+            ("::", "127.0.0.1", false),
+            ("::1", "127.0.0.1", false),
+            ("::1", "2001:db8::1", false),
+            ("10.0.0.1", "10.0.0.2", false),
+        ] {
+            assert_eq!(overlap(a(x), a(y)), clash, "{x} {y}");
+            assert_eq!(overlap(a(y), a(x)), clash, "{y} {x}");
+        }
+        let taken = allocate(&[p("[::1]:8080:80")], &[], 40000..=40010, &none()).unwrap();
+        assert_eq!(describe(&taken[0]), "80/tcp -> [::1]:8080");
+        // IPv4's loopback is another socket; every address, or every IPv6 one, is not.
+        assert!(allocate(&[p("127.0.0.1:8080:80")], &taken, 40000..=40010, &none()).is_ok());
+        for clash in ["8080:80", "[::]:8080:80"] {
+            let e = allocate(&[p(clash)], &taken, 40000..=40010, &none()).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("already published"),
+                "{clash}: {e:#}"
+            );
+        }
     }
 
     #[test]
@@ -460,7 +526,8 @@ mod tests {
         assert!(err("80/icmp").contains("unknown protocol"));
         assert!(err("80/sctp").contains("not supported"));
         assert!(err("1.2.3:80:80").contains("invalid host IP"));
-        assert!(err("[::1]:80:80").contains("IPv6"));
+        assert!(err("[::zz]:80:80").contains("in brackets"));
+        assert!(err("[::1]:80").contains("invalid"));
         assert!(err("1:2:3:4").contains("invalid"));
     }
 

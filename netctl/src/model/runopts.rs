@@ -147,7 +147,7 @@ impl Planned {
                     .any(|s| s.proto == e.proto && s.container.contains(&e.port))
             })
             .map(|e| PortSpec {
-                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_ip: Ipv4Addr::UNSPECIFIED.into(),
                 host: None,
                 container: e.port..=e.port,
                 proto: e.proto,

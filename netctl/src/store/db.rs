@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
     path::Path,
     time::Duration,
 };
@@ -153,12 +154,18 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
 }
 
 /// `ports` as [`PACKED_PORTS`] keeps them: a format byte, then per port the host address
-/// (4 bytes), host and container port (2 each, little endian) and the protocol (1).
+/// (format 1: 4 bytes, IPv4 only; format 2: 16, IPv4 as v4-mapped), host and container
+/// port (2 each, little endian) and the protocol (1).
 fn pack(ports: &[PortMapping]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + ports.len() * 9);
-    out.push(1);
+    let v6 = ports.iter().any(|p| p.host_ip.is_ipv6());
+    let mut out = Vec::with_capacity(1 + ports.len() * if v6 { 21 } else { 9 });
+    out.push(if v6 { 2 } else { 1 });
     for p in ports {
-        out.extend(p.host_ip.octets());
+        match p.host_ip {
+            IpAddr::V4(a) if !v6 => out.extend(a.octets()),
+            IpAddr::V4(a) => out.extend(a.to_ipv6_mapped().octets()),
+            IpAddr::V6(a) => out.extend(a.octets()),
+        }
         out.extend(p.host_port.to_le_bytes());
         out.extend(p.container_port.to_le_bytes());
         out.push(match p.proto {
@@ -171,17 +178,26 @@ fn pack(ports: &[PortMapping]) -> Vec<u8> {
 
 /// The ports [`pack`] made; None for anything else (the rows are read instead).
 fn unpack(b: &[u8]) -> Option<Vec<PortMapping>> {
-    let rest = b.strip_prefix(&[1])?;
-    if rest.len() % 9 != 0 {
+    let (&format, rest) = b.split_first()?;
+    let a = match format {
+        1 => 4,
+        2 => 16,
+        _ => return None,
+    };
+    if rest.len() % (a + 5) != 0 {
         return None;
     }
-    rest.chunks_exact(9)
+    rest.chunks_exact(a + 5)
         .map(|c| {
+            let (addr, c) = c.split_at(a);
             Some(PortMapping {
-                host_ip: std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]),
-                host_port: u16::from_le_bytes([c[4], c[5]]),
-                container_port: u16::from_le_bytes([c[6], c[7]]),
-                proto: match c[8] {
+                host_ip: match <[u8; 4]>::try_from(addr) {
+                    Ok(v4) => IpAddr::from(v4),
+                    Err(_) => IpAddr::from(<[u8; 16]>::try_from(addr).ok()?).to_canonical(),
+                },
+                host_port: u16::from_le_bytes([c[0], c[1]]),
+                container_port: u16::from_le_bytes([c[2], c[3]]),
+                proto: match c[4] {
                     0 => Proto::Tcp,
                     1 => Proto::Udp,
                     _ => return None,

@@ -249,6 +249,23 @@ fn a_row_that_breaks_the_rules_is_an_error_for_every_reader() {
 }
 
 #[test]
+fn ports_on_ipv6_host_addresses_are_kept_beside_ipv4_ones() {
+    let d = Dir::new();
+    let store = d.store();
+    let mut s = sample();
+    let ports = &mut s.containers.get_mut("web").unwrap().ports;
+    *ports = vec![port(8080), port(8081), port(8082)];
+    ports[1].host_ip = "::1".parse().unwrap();
+    ports[2].host_ip = "127.0.0.1".parse().unwrap();
+    put(&store, &s);
+    assert_eq!(store.snapshot().unwrap(), s, "from the packed copy");
+    let conn = db::open(&d.0.join(DB_FILE), Duration::from_secs(1)).unwrap();
+    conn.execute("UPDATE containers SET ports = NULL", [])
+        .unwrap();
+    assert_eq!(store.snapshot().unwrap(), s, "from the rows");
+}
+
+#[test]
 fn ports_are_read_from_the_packed_copy_and_from_the_rows_when_it_is_gone() {
     let d = Dir::new();
     let store = d.store();
@@ -290,7 +307,7 @@ fn ports_are_read_from_the_packed_copy_and_from_the_rows_when_it_is_gone() {
     assert_eq!(store.snapshot().unwrap(), want);
     // A copy that is not one (a future format) is passed over for the rows.
     conn.execute(
-        "UPDATE containers SET ports = x'0201' WHERE name = 'web'",
+        "UPDATE containers SET ports = x'0901' WHERE name = 'web'",
         [],
     )
     .unwrap();

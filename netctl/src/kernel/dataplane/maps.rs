@@ -3,12 +3,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use netctl_common::{
     maps::{
-        Backend, Config, EndpointInfo, Ip6, NetInfo, PortKey, Uplink, CONFIG_FAST_PATH,
+        Backend, Config, EndpointInfo, Ip6, NetInfo, PortKey, PortKey6, Uplink, CONFIG_FAST_PATH,
         CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_NAT,
     },
     overlay::OverlayConfig,
@@ -46,6 +46,8 @@ pub struct Desired {
     pub ip6_of: BTreeMap<u32, Ip6>,
     /// Routed IPv6 networks: what containers publish at their own addresses.
     pub published6: BTreeMap<netctl_common::maps::Published6, u32>,
+    /// Ports published on one host IPv6 address or on `[::]`.
+    pub portmap6: BTreeMap<PortKey6, Backend>,
     /// Host-side veth ifindex → its endpoint (VETHS).
     pub veths: BTreeMap<u32, EndpointInfo>,
     /// Network namespace cookie → what the socket programs do there.
@@ -114,24 +116,61 @@ fn port_entries<'a>(
         .first()
         .filter(|p| state.networks.get(&p.network).is_some_and(|n| !n.internal));
     primary.into_iter().flat_map(move |primary| {
-        c.ports.iter().map(move |p| {
+        c.ports.iter().filter_map(move |p| {
+            let IpAddr::V4(addr) = p.host_ip else {
+                return None; // PORTMAP6's
+            };
             let key = PortKey {
-                addr: raw(p.host_ip),
+                addr: raw(addr),
                 port: p.host_port.to_be(),
-                proto: match p.proto {
-                    Proto::Tcp => proto::TCP,
-                    Proto::Udp => proto::UDP,
-                },
+                proto: l4(p.proto),
                 _pad: 0,
             };
-            let backend = Backend {
-                addr: raw(primary.ip),
-                port: p.container_port.to_be(),
-                _pad: 0,
-            };
-            (key, backend)
+            Some((key, backend(primary, p)))
         })
     })
+}
+
+fn l4(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => proto::TCP,
+        Proto::Udp => proto::UDP,
+    }
+}
+
+fn backend(to: &crate::model::state::Endpoint, p: &crate::model::ports::PortMapping) -> Backend {
+    Backend {
+        addr: raw(to.ip),
+        port: p.container_port.to_be(),
+        _pad: 0,
+    }
+}
+
+/// Ports published on one host IPv6 address or on `[::]` (PORTMAP6): few, so the map is
+/// synced whole like the others, not in deltas as PORTMAP.
+fn portmap6(state: &State) -> BTreeMap<PortKey6, Backend> {
+    let mut out = BTreeMap::new();
+    for c in state.containers.values() {
+        let Some(primary) = c
+            .endpoints
+            .first()
+            .filter(|p| state.networks.get(&p.network).is_some_and(|n| !n.internal))
+        else {
+            continue;
+        };
+        for p in &c.ports {
+            if let IpAddr::V6(addr) = p.host_ip {
+                let key = PortKey6 {
+                    addr: addr.octets(),
+                    port: p.host_port.to_be(),
+                    proto: l4(p.proto),
+                    _pad: 0,
+                };
+                out.insert(key, backend(primary, p));
+            }
+        }
+    }
+    out
 }
 
 /// The published-port entries (PORTMAP, and PORT_STATS's keys) as the dataplane takes them:
@@ -307,6 +346,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             ct_owner_max: host.ct_endpoint_entries,
         },
         ports,
+        portmap6: portmap6(state),
         ..Default::default()
     };
     d.host_addrs = host
@@ -469,10 +509,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                         let key = netctl_common::maps::Published6 {
                             addr: ip6.octets(),
                             port: p.container_port.to_be(),
-                            proto: match p.proto {
-                                Proto::Tcp => proto::TCP,
-                                Proto::Udp => proto::UDP,
-                            },
+                            proto: l4(p.proto),
                             _pad: 0,
                         };
                         d.published6.insert(key, 1);
@@ -585,7 +622,7 @@ mod tests {
     #[test]
     fn published_ports_change_by_a_delta_that_adds_up() {
         let pm = |hp| PortMapping {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: hp,
             container_port: 80,
             proto: Proto::Tcp,
@@ -702,7 +739,7 @@ mod tests {
             .networks
             .insert("i".into(), net("i", "10.2.0.0/24", true));
         let pm = |hp, cp| PortMapping {
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port: hp,
             container_port: cp,
             proto: Proto::Tcp,

@@ -272,6 +272,11 @@ impl Dataplane {
                     .0,
             ),
             (
+                "IPv6 published ports",
+                self.sync_hash(names::PORTMAP6, &want.portmap6, &mut applied)?
+                    .0,
+            ),
+            (
                 "overlay networks",
                 self.sync_hash(overlay::OVERLAY_VNIS, &want.overlay_vnis, &mut applied)?
                     .0
@@ -302,6 +307,7 @@ impl Dataplane {
             &want.endpoints,
             &mut applied,
         )?;
+        self.sync_counter_keys::<_, _, u64>(names::PORT_STATS6, &want.portmap6, &mut applied)?;
         applied.save()?;
         crate::base::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
@@ -634,16 +640,29 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// New connections per published port, summed over CPUs.
-    pub fn port_hits(&self) -> Result<BTreeMap<netctl_common::maps::PortKey, u64>> {
-        let map: PerCpuHashMap<MapData, netctl_common::maps::PortKey, u64> =
-            self.map(names::PORT_STATS)?;
-        map.iter()
-            .map(|item| {
-                let (k, per_cpu) = item?;
-                Ok((k, per_cpu.iter().sum()))
-            })
-            .collect()
+    /// New connections per published port (host address, port, protocol number), summed
+    /// over CPUs.
+    pub fn port_hits(&self) -> Result<BTreeMap<(std::net::IpAddr, u16, u8), u64>> {
+        fn sum<K: Pod + Ord>(dp: &Dataplane, name: &str) -> Result<Vec<(K, u64)>> {
+            let map: PerCpuHashMap<MapData, K, u64> = dp.map(name)?;
+            map.iter()
+                .map(|item| {
+                    let (k, per_cpu) = item?;
+                    Ok((k, per_cpu.iter().sum()))
+                })
+                .collect()
+        }
+        let v4 = sum::<netctl_common::maps::PortKey>(self, names::PORT_STATS)?;
+        let v6 = sum::<netctl_common::maps::PortKey6>(self, names::PORT_STATS6)?;
+        let v4 = v4.into_iter().map(|(k, n)| {
+            let addr = maps::from_raw(k.addr).into();
+            ((addr, u16::from_be(k.port), k.proto), n)
+        });
+        let v6 = v6.into_iter().map(|(k, n)| {
+            let addr = std::net::Ipv6Addr::from(k.addr).into();
+            ((addr, u16::from_be(k.port), k.proto), n)
+        });
+        Ok(v4.chain(v6).collect())
     }
 
     /// Switches datapath events on or off (`TRACE_*` flags).
