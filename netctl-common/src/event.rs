@@ -1,7 +1,7 @@
 //! Events the programs send to `netctl trace` through the `EVENTS` ring buffer, only while a
 //! tracer has switched them on in `TRACE` (one flag check per packet otherwise).
 
-use crate::ct::CtKey;
+use crate::ct::{CtKey, CtKey6};
 
 /// `TRACE` flags.
 pub const TRACE_FLOWS: u32 = 1;
@@ -47,6 +47,9 @@ pub struct KernelDropConfig {
 /// `Event::flags` of a flow end.
 pub const END_CLOSED: u8 = 1;
 pub const END_EXPIRED: u8 = 2;
+/// `Event::flags` of an IPv6 flow: its two tuples ([`CtKey6`]) are in `data`, the original
+/// direction's first (`before` and `after` are IPv4's and stay empty).
+pub const FLOW_IPV6: u8 = 0x80;
 
 /// `Event::code` of a packet event: what the program did.
 pub const VERDICT_PASS: u8 = 0;
@@ -82,3 +85,39 @@ pub struct Event {
 
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
 const _: () = assert!(core::mem::size_of::<Event>() == 184);
+const _: () = assert!(2 * core::mem::size_of::<CtKey6>() <= SNAP_MAX);
+
+impl Event {
+    /// An IPv6 flow's original and reply tuples ([`FLOW_IPV6`]).
+    pub fn flow6(&self) -> Option<[CtKey6; 2]> {
+        let flow = self.kind == EV_FLOW_NEW || self.kind == EV_FLOW_END;
+        if !flow || self.flags & FLOW_IPV6 == 0 {
+            return None;
+        }
+        let at = |i: usize| {
+            // SAFETY: `data` holds 2 tuples (asserted above); CtKey6 is plain data.
+            unsafe {
+                core::ptr::read_unaligned(
+                    self.data.as_ptr().add(i * core::mem::size_of::<CtKey6>()) as *const CtKey6,
+                )
+            }
+        };
+        Some([at(0), at(1)])
+    }
+
+    /// Makes a flow event an IPv6 flow's, with these tuples (what the programs write).
+    pub fn set_flow6(&mut self, orig: &CtKey6, reply: &CtKey6) {
+        self.flags |= FLOW_IPV6;
+        for (i, k) in [orig, reply].into_iter().enumerate() {
+            // SAFETY: `data` holds 2 tuples (asserted above); unaligned writes of plain data.
+            unsafe {
+                core::ptr::write_unaligned(
+                    self.data
+                        .as_mut_ptr()
+                        .add(i * core::mem::size_of::<CtKey6>()) as *mut CtKey6,
+                    *k,
+                )
+            }
+        }
+    }
+}

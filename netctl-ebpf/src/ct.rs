@@ -96,7 +96,9 @@ impl Family for [u8; 16] {
         &CT6_FILL
     }
     #[inline(always)]
-    fn event(_: u8, _: Hook, _: u8, _: u8, _: &CtKey6, _: &CtKey6) {}
+    fn event(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey6, reply: &CtKey6) {
+        crate::events::flow6(kind, hook, ct_kind, how, orig, reply);
+    }
     // The state is in `SCRATCH6` (too large for the stack); the callback looks it up.
     #[inline(always)]
     fn probe_ctx(_: &mut Probe<[u8; 16]>) -> *mut c_void {

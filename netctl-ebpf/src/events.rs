@@ -1,7 +1,11 @@
 //! Trace events into the `EVENTS` ring buffer. Every emitter first checks the `TRACE` flags:
 //! with nobody tracing that check is all they cost.
 
-use netctl_common::{ct::CtKey, event::*, stats::Hook};
+use netctl_common::{
+    ct::{CtKey, CtKey6},
+    event::*,
+    stats::Hook,
+};
 
 use crate::{
     clock::now,
@@ -50,6 +54,28 @@ pub fn flow(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey, reply: &Ct
             ev.ifindex = 0;
             ev.before = *orig;
             ev.after = *reply;
+        });
+    }
+}
+
+/// The same for an IPv6 flow: its tuples go in `data` ([`FLOW_IPV6`]).
+#[inline(always)]
+pub fn flow6(kind: u8, hook: Hook, ct_kind: u8, how: u8, orig: &CtKey6, reply: &CtKey6) {
+    if enabled(TRACE_FLOWS) {
+        emit(kind, hook as u8, |ev| {
+            ev.code = ct_kind;
+            ev.flags = how | FLOW_IPV6;
+            ev.ifindex = 0;
+            ev.before = CtKey::default();
+            ev.after = CtKey::default();
+            let n = core::mem::size_of::<CtKey6>();
+            // SAFETY: `data` has room for both (asserted in netctl-common); plain data,
+            // copied straight into the reservation.
+            unsafe {
+                let to = ev.data.as_mut_ptr();
+                core::ptr::copy_nonoverlapping(orig as *const CtKey6 as *const u8, to, n);
+                core::ptr::copy_nonoverlapping(reply as *const CtKey6 as *const u8, to.add(n), n);
+            }
         });
     }
 }

@@ -131,6 +131,86 @@ fn containers_reach_ipv6_outside_through_masquerade_and_published_ports_answer_o
 }
 
 #[test]
+fn ipv6_flows_show_in_trace_with_both_tuples_and_names() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.66.0.0/24",
+        "--subnet",
+        "fd66:1::/64",
+        "dual",
+    ]);
+    sb.serve6("web", "dual", Some("8081:8081"), 8081);
+    let web6 = sb.ip6_of("web", "dual");
+    let _server = outside_server(&sb, 9090);
+    let mut trace = sb
+        .netctl_cmd(&[
+            "trace",
+            "--flows",
+            "--json",
+            "--count",
+            "3",
+            "--duration",
+            "10s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(trace.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("tracing"), "{line}");
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
+    assert_eq!(connect_from_outside(&sb, HOST6, 8081), OUTSIDE6);
+    let out = trace.wait_with_output().unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == "flow-new" && e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} flow in {events:?}"))
+    };
+    let out = find("masquerade");
+    assert!(
+        out["src"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{web6}]:")),
+        "{out}"
+    );
+    assert_eq!(out["dst"], format!("[{OUTSIDE6}]:9090"));
+    assert_eq!(out["src_name"], "web");
+    assert!(
+        out["translated_src"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{HOST6}]:")),
+        "{out}"
+    );
+    let inn = find("published-port");
+    assert!(
+        inn["src"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{OUTSIDE6}]:")),
+        "{inn}"
+    );
+    assert_eq!(inn["dst"], format!("[{HOST6}]:8081"));
+    assert_eq!(inn["dst_name"], "web:8081");
+    assert_eq!(inn["translated_dst"], format!("[{web6}]:8081"));
+    assert_eq!(inn["translated_dst_name"], "web");
+}
+
+#[test]
 fn ports_published_on_one_ipv6_address_answer_there_only() {
     require_sandbox!();
     let sb = Sandbox::new();

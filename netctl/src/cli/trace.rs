@@ -2,13 +2,17 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::BufWriter,
+    net::Ipv6Addr,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use netctl_common::{
-    ct::{CtEntry, CtKey, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_ROUTED_IN, KIND_SNAT},
+    ct::{
+        CtEntry, CtEntry6, CtKey, CtKey6, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_ROUTED_IN,
+        KIND_SNAT,
+    },
     drop::DropReason,
     event::*,
     stats::Hook,
@@ -180,6 +184,9 @@ impl Filter {
         if let Some(s) = ipv6_of(ev) {
             return self.accepts6(&s, names);
         }
+        if let Some(t) = ev.flow6() {
+            return self.accepts_flow6(&t, names);
+        }
         let keys = Self::keys(ev);
         if let Some(p) = self.port {
             if !keys
@@ -225,6 +232,37 @@ impl Filter {
                 .as_ref()
                 .is_none_or(|n| [src, dst].iter().flatten().any(|(_, net)| net == n))
     }
+}
+
+impl Filter {
+    /// The same for an IPv6 flow: each condition met by either tuple, as for IPv4.
+    fn accepts_flow6(&self, t: &[CtKey6; 2], names: &Names) -> bool {
+        let addrs = || {
+            t.iter()
+                .flat_map(|k| [k.saddr, k.daddr].map(Ipv6Addr::from))
+        };
+        self.port.is_none_or(|p| {
+            t.iter()
+                .any(|k| u16::from_be(k.sport) == p || u16::from_be(k.dport) == p)
+        }) && self.container.as_ref().is_none_or(|c| {
+            addrs().any(|a| names.of6(a).is_some_and(|(n, _)| n == c))
+                || t.iter()
+                    .any(|k| names.published_by(u16::from_be(k.dport), k.proto) == Some(c))
+        }) && self
+            .network
+            .as_ref()
+            .is_none_or(|n| addrs().any(|a| names.of6(a).is_some_and(|(_, net)| net == n)))
+    }
+}
+
+/// An IPv6 tuple's end as `trace` prints it.
+fn end6(k: &CtKey6, src: bool) -> String {
+    let (a, p) = if src {
+        (k.saddr, k.sport)
+    } else {
+        (k.daddr, k.dport)
+    };
+    endpoint6(Ipv6Addr::from(a), u16::from_be(p), k.proto)
 }
 
 /// The IPv6 packet a drop without a tuple carried, from its first bytes.
@@ -277,13 +315,33 @@ fn describe(ev: &Event, names: &Names) -> Value {
             });
             v["kind"] = json!(kind_name(ev.code));
             // What the original direction becomes: the reply tuple reversed.
-            v["translated_src"] = json!(endpoint(&ev.after, false));
-            v["translated_dst"] = json!(endpoint(&ev.after, true));
-            v["reply_src"] = json!(endpoint(&ev.after, true));
-            v["reply_dst"] = json!(endpoint(&ev.after, false));
-            v["translated_dst_name"] = json!(names.addr(ev.after.saddr));
+            if let Some([orig, reply]) = ev.flow6() {
+                let name = |a: [u8; 16]| names.addr6(Ipv6Addr::from(a));
+                let dst_name = match name(orig.daddr) {
+                    n if n.is_empty() => names
+                        .published(u16::from_be(orig.dport), orig.proto)
+                        .unwrap_or_default(),
+                    n => n,
+                };
+                v["proto"] = json!(proto_name(orig.proto));
+                v["src"] = json!(end6(&orig, true));
+                v["dst"] = json!(end6(&orig, false));
+                v["src_name"] = json!(name(orig.saddr));
+                v["dst_name"] = json!(dst_name);
+                v["translated_src"] = json!(end6(&reply, false));
+                v["translated_dst"] = json!(end6(&reply, true));
+                v["reply_src"] = json!(end6(&reply, true));
+                v["reply_dst"] = json!(end6(&reply, false));
+                v["translated_dst_name"] = json!(name(reply.saddr));
+            } else {
+                v["translated_src"] = json!(endpoint(&ev.after, false));
+                v["translated_dst"] = json!(endpoint(&ev.after, true));
+                v["reply_src"] = json!(endpoint(&ev.after, true));
+                v["reply_dst"] = json!(endpoint(&ev.after, false));
+                v["translated_dst_name"] = json!(names.addr(ev.after.saddr));
+            }
             if ev.kind == EV_FLOW_END {
-                v["end"] = json!(if ev.flags == END_CLOSED {
+                v["end"] = json!(if ev.flags & !FLOW_IPV6 == END_CLOSED {
                     "closed"
                 } else {
                     "expired"
@@ -633,8 +691,10 @@ fn stream<W: std::io::Write>(
         // flow's next packet).
         if kinds & TRACE_FLOWS != 0 && last_gc.elapsed() >= Duration::from_secs(5) {
             last_gc = Instant::now();
-            for (k, e) in dp.expire_flows()?.0 {
-                let ev = flow_end_event(&k, &e);
+            let swept = dp.expire_flows()?;
+            let ends = swept.v4.iter().map(|(k, e)| flow_end_event(k, e));
+            let ends6 = swept.v6.iter().map(|(k, e)| flow6_end_event(k, e));
+            for ev in ends.chain(ends6) {
                 if filter.accepts(&ev, names) {
                     let mut v = describe(&ev, names);
                     v["ts"] = json!(monotonic_ns());
@@ -676,5 +736,61 @@ fn flow_end_event(k: &CtKey, e: &CtEntry) -> Event {
         len: 0,
         cap: 0,
         data: [0; SNAP_MAX],
+    }
+}
+
+/// The same for an IPv6 flow.
+fn flow6_end_event(k: &CtKey6, e: &CtEntry6) -> Event {
+    let mut ev = flow_end_event(&CtKey::default(), &CtEntry::default());
+    ev.code = e.kind;
+    ev.set_flow6(k, &e.peer);
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t6(s: &str, sp: u16, d: &str, dp: u16) -> CtKey6 {
+        CtKey6 {
+            saddr: s.parse::<Ipv6Addr>().unwrap().octets(),
+            daddr: d.parse::<Ipv6Addr>().unwrap().octets(),
+            sport: sp.to_be(),
+            dport: dp.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn an_ipv6_flow_shows_both_tuples_and_filters_on_them() {
+        // Masquerade: [fd66:1::2]:40000 → [fd64::1]:9090 leaves as [fd64::2]:61000.
+        let orig = t6("fd66:1::2", 40000, "fd64::1", 9090);
+        let reply = t6("fd64::1", 9090, "fd64::2", 61000);
+        let mut ev = flow_end_event(&CtKey::default(), &CtEntry::default());
+        ev.code = KIND_SNAT;
+        ev.flags = END_CLOSED;
+        ev.set_flow6(&orig, &reply);
+        assert_eq!(ev.flow6(), Some([orig, reply]));
+        let names = Names::new(&Default::default(), BTreeMap::new());
+        let v = describe(&ev, &names);
+        assert_eq!(v["type"], "flow-end");
+        assert_eq!(v["end"], "closed");
+        assert_eq!(v["kind"], "masquerade");
+        assert_eq!(v["src"], "[fd66:1::2]:40000");
+        assert_eq!(v["dst"], "[fd64::1]:9090");
+        assert_eq!(v["translated_src"], "[fd64::2]:61000");
+        assert_eq!(v["reply_dst"], "[fd64::2]:61000");
+        let by_port = |port| Filter {
+            kinds: TRACE_FLOWS,
+            network: None,
+            container: None,
+            port: Some(port),
+        };
+        // Either side, before or after translation.
+        for port in [40000, 9090, 61000] {
+            assert!(by_port(port).accepts(&ev, &names), "{port}");
+        }
+        assert!(!by_port(80).accepts(&ev, &names));
     }
 }

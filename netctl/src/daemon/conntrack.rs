@@ -29,8 +29,8 @@ pub fn start(cfg: &Config) {
                 continue;
             };
             match dp.expire_flows() {
-                Ok((_, evicted)) => {
-                    EVICTED.fetch_add(evicted, Relaxed);
+                Ok(swept) => {
+                    EVICTED.fetch_add(swept.evicted, Relaxed);
                     failing = false;
                 }
                 Err(e) if !failing => {

@@ -67,6 +67,14 @@ fn modes(cfg: &Config, f: &Features) -> Modes {
     }
 }
 
+/// What a conntrack sweep removed: the expired flows of each family (by their original
+/// direction's entry), and how many entries the kernel evicted meanwhile.
+pub struct Expired {
+    pub v4: Vec<(CtKey, CtEntry)>,
+    pub v6: Vec<(netctl_common::ct::CtKey6, netctl_common::ct::CtEntry6)>,
+    pub evicted: u64,
+}
+
 impl Dataplane {
     /// Opens the pinned dataplane, loading and pinning the programs first if this binary's
     /// programs are not there yet (first run, after a reboot, or after an upgrade). Fails,
@@ -710,16 +718,20 @@ impl Dataplane {
     /// store and delete, but do not see LRU evictions). Also returns how many confirmed
     /// entries the kernel evicted since the last sweep: what the count had and the table
     /// has not (approximate: flows stored or deleted meanwhile count either way).
-    pub fn expire_flows(&self) -> Result<(Vec<(CtKey, CtEntry)>, u64)> {
-        // IPv6's tables are swept alike; their flows are not reported (trace events carry
-        // IPv4 tuples).
-        self.expire_family::<netctl_common::maps::Ip6>([
+    pub fn expire_flows(&self) -> Result<Expired> {
+        let (v6, evicted6) = self.expire_family::<netctl_common::maps::Ip6>([
             names::CT6,
             names::CT6_NEW,
             names::CT6_OWNED,
             names::CT6_FILL,
         ])?;
-        self.expire_family([names::CT, names::CT_NEW, names::CT_OWNED, names::CT_FILL])
+        let (v4, evicted) =
+            self.expire_family([names::CT, names::CT_NEW, names::CT_OWNED, names::CT_FILL])?;
+        Ok(Expired {
+            v4,
+            v6,
+            evicted: evicted + evicted6,
+        })
     }
 
     /// [`Self::expire_flows`] for one family's tables: `[confirmed, unconfirmed, owned, fill]`.
