@@ -86,6 +86,9 @@ pub const EP_STATS: &str = "EP_STATS";
 /// Per-CPU new-connection counts per published port ([`PortKey`]); entries made by the
 /// controller.
 pub const PORT_STATS: &str = "PORT_STATS";
+/// Per-CPU counters of containers' IPv6 traffic, per host-side veth ifindex (what the IPv6
+/// programs know of both ends); added to the endpoint's `EP_STATS` when read.
+pub const EP_STATS6: &str = "EP_STATS6";
 
 /// IPv4 fragments (LRU hash): [`FragKey`] → [`FragPorts`], the ports a datagram's first
 /// fragment carried, so its later fragments (which have none) are translated the same way.
@@ -159,7 +162,7 @@ pub const VETHS: &str = "VETHS";
 pub const LINKS: &str = "LINKS";
 
 /// Every map, pinned by these names.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 37] = [
     HOOK_STATS,
     DROP_STATS,
     CONFIG,
@@ -196,6 +199,7 @@ pub const ALL: [&str; 36] = [
     PUBLISHED6,
     PORTMAP6,
     PORT_STATS6,
+    EP_STATS6,
 ];
 
 pub const EVENTS_BYTES: u32 = 1 << 20;

@@ -61,3 +61,14 @@ pub struct EndpointCounters {
 }
 
 const _: () = assert!(core::mem::size_of::<EndpointCounters>() == 40);
+
+impl EndpointCounters {
+    /// Adds `other`'s counts (another CPU's, another family's, another endpoint's).
+    pub fn add(&mut self, other: &Self) {
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.drops += other.drops;
+    }
+}

@@ -372,6 +372,7 @@ fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
             _ => Ok(None),
         }
     });
+    stats::sent6(ifindex, p.len(), r.is_err());
     let v = Verdict::of(r);
     match tc_code(finish(&p, Hook::FromContainer, ifindex, None, None, v)) {
         TC_ACT_OK => TC_ACT_UNSPEC,

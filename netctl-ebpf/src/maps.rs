@@ -107,6 +107,10 @@ pub static PORTMAP6: HashMap<PortKey6, Backend> =
 pub static PORT_STATS6: PerCpuHashMap<PortKey6, u64> =
     PerCpuHashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
 
+#[map(name = "EP_STATS6")]
+pub static EP_STATS6: PerCpuHashMap<u32, EndpointCounters> =
+    PerCpuHashMap::with_max_entries(ENDPOINTS_MAX, NO_PREALLOC);
+
 #[map(name = "IP6_OF")]
 pub static IP6_OF: HashMap<u32, Ip6> = HashMap::with_max_entries(ENDPOINTS_MAX, NO_PREALLOC);
 

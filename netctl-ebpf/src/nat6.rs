@@ -328,6 +328,7 @@ fn deliver_step(p: &mut Tc, h: &Hdr6, answer: &mut i64) -> Result<(), DropReason
     dec_hop_limit(p)?;
     p.set_macs(&ep.mac, &net.mac)
         .ok_or(DropReason::RewriteFailed)?;
+    crate::stats::received6(ep.ifindex, p.len());
     step::done(answer, redirect::into_container(ep.ifindex))
 }
 

@@ -208,6 +208,12 @@ fn ipv6_flows_show_in_trace_with_both_tuples_and_names() {
     assert_eq!(inn["dst_name"], "web:8081");
     assert_eq!(inn["translated_dst"], format!("[{web6}]:8081"));
     assert_eq!(inn["translated_dst_name"], "web");
+    // And in the container's counters (it has no IPv4 traffic here: all of it is IPv6's).
+    let st: serde_json::Value = serde_json::from_str(&stats(&sb)).unwrap();
+    let web = &st["containers"]["web"];
+    assert!(web["rx_packets"].as_u64().unwrap() >= 3, "{web}");
+    assert!(web["tx_packets"].as_u64().unwrap() >= 6, "{web}");
+    assert!(web["rx_bytes"].as_u64().unwrap() > 0, "{web}");
 }
 
 #[test]

@@ -12,14 +12,6 @@ use crate::{
     model::state::State,
 };
 
-fn add(a: &mut EndpointCounters, b: &EndpointCounters) {
-    a.tx_packets += b.tx_packets;
-    a.tx_bytes += b.tx_bytes;
-    a.rx_packets += b.rx_packets;
-    a.rx_bytes += b.rx_bytes;
-    a.drops += b.drops;
-}
-
 fn counters_json(c: &EndpointCounters) -> Value {
     json!({"tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes, "rx_packets": c.rx_packets,
            "rx_bytes": c.rx_bytes, "drops": c.drops})
@@ -42,8 +34,8 @@ pub fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
         let mut sum = EndpointCounters::default();
         for ep in &c.endpoints {
             if let Some(v) = per_ep.get(&raw(ep.ip)) {
-                add(&mut sum, v);
-                add(networks.entry(ep.network.clone()).or_default(), v);
+                sum.add(v);
+                networks.entry(ep.network.clone()).or_default().add(v);
             }
         }
         containers.insert(c.name.clone(), counters_json(&sum));

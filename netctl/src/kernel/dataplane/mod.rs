@@ -316,6 +316,11 @@ impl Dataplane {
             &mut applied,
         )?;
         self.sync_counter_keys::<_, _, u64>(names::PORT_STATS6, &want.portmap6, &mut applied)?;
+        self.sync_counter_keys::<_, _, EndpointCounters>(
+            names::EP_STATS6,
+            &want.veths,
+            &mut applied,
+        )?;
         applied.save()?;
         crate::base::failpoint::step("dataplane: maps applied");
         for (name, n) in counts {
@@ -629,21 +634,32 @@ impl Dataplane {
         Ok(n)
     }
 
-    /// Counters per container address, summed over CPUs.
+    /// Counters per container IPv4 address, summed over CPUs, its IPv6 traffic included
+    /// (`EP_STATS6`, per veth: the endpoint's in `ENDPOINTS`).
     pub fn endpoint_stats(&self) -> Result<BTreeMap<u32, EndpointCounters>> {
-        let map: PerCpuHashMap<MapData, u32, EndpointCounters> = self.map(names::EP_STATS)?;
-        let mut out = BTreeMap::new();
-        for item in map.iter() {
-            let (k, per_cpu) = item?;
-            let mut sum = EndpointCounters::default();
-            for c in per_cpu.iter() {
-                sum.tx_packets += c.tx_packets;
-                sum.tx_bytes += c.tx_bytes;
-                sum.rx_packets += c.rx_packets;
-                sum.rx_bytes += c.rx_bytes;
-                sum.drops += c.drops;
+        fn summed(dp: &Dataplane, name: &str) -> Result<BTreeMap<u32, EndpointCounters>> {
+            let map: PerCpuHashMap<MapData, u32, EndpointCounters> = dp.map(name)?;
+            let mut out = BTreeMap::new();
+            for item in map.iter() {
+                let (k, per_cpu) = item?;
+                let mut sum = EndpointCounters::default();
+                for c in per_cpu.iter() {
+                    sum.add(c);
+                }
+                out.insert(k, sum);
             }
-            out.insert(k, sum);
+            Ok(out)
+        }
+        let mut out = summed(self, names::EP_STATS)?;
+        let v6 = summed(self, names::EP_STATS6)?;
+        if !v6.is_empty() {
+            let eps: HashMap<MapData, u32, netctl_common::maps::EndpointInfo> =
+                self.map(names::ENDPOINTS)?;
+            for (addr, ep) in eps.iter().filter_map(|r| r.ok()) {
+                if let (Some(sum), Some(c)) = (out.get_mut(&addr), v6.get(&ep.ifindex)) {
+                    sum.add(c);
+                }
+            }
         }
         Ok(out)
     }
