@@ -336,23 +336,7 @@ fn dockerd_makes_dual_stack_networks_on_netctl() {
     let sb = Sandbox::new();
     let d = Docker::start(&sb, false);
     let drv = d.driver.clone();
-    // Docker's own IPAM hands out the IPv6 subnet's addresses; netctl's IPAM has no IPv6
-    // pools and says so.
-    let err = d.err(&[
-        "network",
-        "create",
-        "-d",
-        &drv,
-        "--ipam-driver",
-        &drv,
-        "--ipv6",
-        "--subnet",
-        "10.84.0.0/24",
-        "--subnet",
-        "fd84::/64",
-        "bad",
-    ]);
-    assert!(err.contains("IPv6"), "{err}");
+    // Docker's own IPAM hands out the IPv6 subnet's addresses here.
     d.ok(&[
         "network",
         "create",
@@ -397,4 +381,72 @@ fn dockerd_makes_dual_stack_networks_on_netctl() {
     assert!(out.status.success(), "{out:?}");
     let route = d.ok(&["exec", "one", "ip", "-6", "route", "show", "default"]);
     assert!(route.contains("via fd85::1"), "{route}");
+
+    // netctl's IPAM: IPv6 pools too, a /64 of the host's unique local prefix unless asked;
+    // never one that overlaps a network's.
+    let err = d.err(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipam-driver",
+        &drv,
+        "--ipv6",
+        "--subnet",
+        "10.86.0.0/24",
+        "--subnet",
+        "fd85::/64",
+        "taken",
+    ]);
+    assert!(err.contains("overlaps"), "{err}");
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipam-driver",
+        &drv,
+        "--ipv6",
+        "--subnet",
+        "10.87.0.0/24",
+        "ours",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "three",
+        "--network",
+        "ours",
+        "busybox:local",
+        "sleep",
+        "300",
+    ]);
+    let field = |f: &str| {
+        d.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"ours\").{f}}}}}"),
+            "three",
+        ])
+        .trim()
+        .to_string()
+    };
+    let (three, gw) = (field("GlobalIPv6Address"), field("IPv6Gateway"));
+    assert!(three.starts_with("fd") && three.ends_with("::2"), "{three}");
+    assert!(
+        gw.ends_with("::1") && gw[..gw.len() - 1] == three[..three.len() - 1],
+        "{gw}"
+    );
+    let out = d.docker(&["exec", "three", "ping", "-6", "-c", "1", "-W", "2", &gw]);
+    assert!(out.status.success(), "{out:?}");
+    d.ok(&["rm", "-f", "three"]);
+    d.ok(&["network", "rm", "ours"]);
+    let pools = sb.state()["docker"]["pools"].clone();
+    assert!(
+        pools
+            .as_object()
+            .is_none_or(|p| p.keys().all(|k| !k.starts_with("netctl-fd"))),
+        "IPv6 pool left: {pools}"
+    );
 }

@@ -3,10 +3,14 @@
 //! Docker endpoint a netctl container in dockerd's sandbox namespace (`dk-` and the short
 //! endpoint ID), published ports eBPF DNAT. Every request is one netctl transaction.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
 use crate::{
@@ -476,25 +480,45 @@ fn revoke(eid: &str) -> Result<()> {
 // ---- IPAM ----
 
 fn request_pool(body: &Value) -> Result<Value> {
-    if body["V6"].as_bool() == Some(true) {
-        bail!("netctl's IPAM does not hand out IPv6 pools: create the network without --ipv6");
-    }
     let asked = body["Pool"].as_str().filter(|p| !p.is_empty());
     if body["SubPool"].as_str().is_some_and(|p| !p.is_empty()) {
         bail!("netctl's IPAM does not take --ip-range: leave it out");
     }
+    let v6 = body["V6"].as_bool() == Some(true);
     with_tx(|ctx, tx| {
-        let mut taken = networks::taken_subnets(&ctx.nl, tx.state())?;
-        taken.extend(tx.state().docker.pools.values().map(|p| p.subnet));
-        let subnet = match asked {
-            Some(p) => {
-                let s = ipam::parse_subnet(p, "subnet")?;
-                if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
-                    bail!("subnet {s} overlaps {t}, a network or route of this host: pick another");
+        let pools: Vec<IpNetwork> = tx.state().docker.pools.values().map(|p| p.subnet).collect();
+        let subnet = if v6 {
+            let mut taken = networks::taken_subnets6(&ctx.nl, tx.state())?;
+            taken.extend(pools.into_iter().filter_map(|p| match p {
+                IpNetwork::V6(p) => Some(p),
+                IpNetwork::V4(_) => None,
+            }));
+            IpNetwork::V6(match asked {
+                Some(p) => {
+                    let s = ipam6::parse_subnet(p, "subnet")?;
+                    if let Some(t) = taken.iter().find(|t| ipam6::overlaps(t, &s)) {
+                        bail!("subnet {s} overlaps {t}, a network or an address of this host: pick another");
+                    }
+                    s
                 }
-                s
-            }
-            None => ipam::pick_pool(None, &taken)?,
+                None => ipam6::pick_subnet(networks::ula(ctx.group), &taken)?,
+            })
+        } else {
+            let mut taken = networks::taken_subnets(&ctx.nl, tx.state())?;
+            taken.extend(pools.into_iter().filter_map(|p| match p {
+                IpNetwork::V4(p) => Some(p),
+                IpNetwork::V6(_) => None,
+            }));
+            IpNetwork::V4(match asked {
+                Some(p) => {
+                    let s = ipam::parse_subnet(p, "subnet")?;
+                    if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
+                        bail!("subnet {s} overlaps {t}, a network or route of this host: pick another");
+                    }
+                    s
+                }
+                None => ipam::pick_pool(None, &taken)?,
+            })
         };
         let id = format!("netctl-{subnet}");
         tx.state().docker.pools.insert(
@@ -535,9 +559,8 @@ fn request_address(pool: &str, addr: &str, body: &Value) -> Result<Value> {
                 free_address(&p).with_context(|| format!("no free address left in {}", p.subnet))?
             }
             a => {
-                let ip = parse_addr(a)?;
-                if !p.subnet.contains(ip) || ip == p.subnet.network() || ip == p.subnet.broadcast()
-                {
+                let ip = parse_pool_addr(a)?;
+                if !p.subnet.contains(ip) || !usable(&p.subnet, ip) {
                     bail!(
                         "Invalid address {ip}: It does not belong to any of this network's subnets"
                     );
@@ -562,22 +585,42 @@ pub fn parse_addr(a: &str) -> Result<Ipv4Addr> {
         .with_context(|| format!("{a:?} is not an IPv4 address"))
 }
 
-fn first_host(net: &Ipv4Network) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.network()) + 1)
+/// An address of a pool, of either family, with or without its prefix length.
+fn parse_pool_addr(a: &str) -> Result<IpAddr> {
+    a.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{a:?} is not an IP address"))
 }
 
-fn free_address(p: &DockerPool) -> Option<Ipv4Addr> {
-    let (lo, hi) = (
-        u32::from(p.subnet.network()) + 1,
-        u32::from(p.subnet.broadcast()),
-    );
-    (lo..hi)
-        .map(Ipv4Addr::from)
+fn first_host(net: &IpNetwork) -> IpAddr {
+    nth(net, 1)
+}
+
+/// The subnet's `n`th address.
+fn nth(net: &IpNetwork, n: u32) -> IpAddr {
+    match net {
+        IpNetwork::V4(v4) => Ipv4Addr::from(u32::from(v4.network()) + n).into(),
+        IpNetwork::V6(v6) => Ipv6Addr::from(u128::from(v6.network()) + u128::from(n)).into(),
+    }
+}
+
+/// Whether an address of the subnet may be handed out: not its network address (IPv6's
+/// subnet-router anycast), nor IPv4's broadcast.
+fn usable(net: &IpNetwork, ip: IpAddr) -> bool {
+    ip != net.network() && !matches!(net, IpNetwork::V4(v4) if IpAddr::V4(v4.broadcast()) == ip)
+}
+
+/// The lowest address not handed out: at most one more than are handed out is looked at.
+fn free_address(p: &DockerPool) -> Option<IpAddr> {
+    (1..=p.addresses.len() as u32 + 1)
+        .map(|n| nth(&p.subnet, n))
+        .take_while(|ip| p.subnet.contains(*ip) && usable(&p.subnet, *ip))
         .find(|ip| !p.addresses.contains(ip))
 }
 
 fn release_address(pool: &str, addr: &str) -> Result<()> {
-    let ip = parse_addr(addr)?;
+    let ip = parse_pool_addr(addr)?;
     with_tx(|_, tx| {
         let p = tx
             .state()
@@ -651,10 +694,7 @@ mod tests {
             subnet: "10.5.0.0/29".parse().unwrap(),
             addresses: BTreeSet::new(),
         };
-        assert_eq!(
-            first_host(&p.subnet),
-            "10.5.0.1".parse::<Ipv4Addr>().unwrap()
-        );
+        assert_eq!(first_host(&p.subnet), "10.5.0.1".parse::<IpAddr>().unwrap());
         for _ in 0..6 {
             let ip = free_address(&p).unwrap();
             p.addresses.insert(ip);
@@ -663,6 +703,24 @@ mod tests {
             free_address(&p),
             None,
             "network and broadcast never handed out"
+        );
+        // IPv6: from ::1 up, the gaps first; the subnet-router anycast address never.
+        let mut p = DockerPool {
+            subnet: "fd00:1::/64".parse().unwrap(),
+            addresses: BTreeSet::new(),
+        };
+        assert_eq!(
+            first_host(&p.subnet),
+            "fd00:1::1".parse::<IpAddr>().unwrap()
+        );
+        for a in ["fd00:1::1", "fd00:1::2", "fd00:1::4"] {
+            p.addresses.insert(a.parse().unwrap());
+        }
+        assert_eq!(free_address(&p), Some("fd00:1::3".parse().unwrap()));
+        assert!(!usable(&p.subnet, "fd00:1::".parse().unwrap()));
+        assert_eq!(
+            parse_pool_addr("fd00:1::9/64").unwrap(),
+            "fd00:1::9".parse::<IpAddr>().unwrap()
         );
     }
 

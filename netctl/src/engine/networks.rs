@@ -38,21 +38,9 @@ pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
     Ok(taken)
 }
 
-/// The IPv6 addressing of a new network (`--ipv6`), checked against the other networks and
-/// the host's own addresses; `group` names the instance (the unique local prefix is the
-/// host's and the instance's).
-fn plan_ipv6(
-    nl: &Netlink,
-    state: &State,
-    req: &CreateRequest,
-    group: u32,
-) -> Result<Option<Ipv6Subnet>> {
-    if !req.ipv6 {
-        if req.subnet6.is_some() || req.gateway6.is_some() {
-            bail!("an IPv6 --subnet or --gateway needs --ipv6: add --ipv6 to make a dual-stack network");
-        }
-        return Ok(None);
-    }
+/// IPv6 subnets a new one may not overlap: the networks' and the host's own (its bridges'
+/// excepted).
+pub fn taken_subnets6(nl: &Netlink, state: &State) -> Result<Vec<Ipv6Network>> {
     let mut taken: Vec<Ipv6Network> = state
         .networks
         .values()
@@ -69,6 +57,31 @@ fn plan_ipv6(
             taken.push(Ipv6Network::new(net.network(), net.prefix()).expect("valid prefix"));
         }
     }
+    Ok(taken)
+}
+
+/// This host's (and instance's) unique local /48, the IPv6 pool subnets come from.
+pub fn ula(group: u32) -> Ipv6Network {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    ipam6::ula_prefix(&format!("{}/{group}", machine.trim()))
+}
+
+/// The IPv6 addressing of a new network (`--ipv6`), checked against the other networks and
+/// the host's own addresses; `group` names the instance (the unique local prefix is the
+/// host's and the instance's).
+fn plan_ipv6(
+    nl: &Netlink,
+    state: &State,
+    req: &CreateRequest,
+    group: u32,
+) -> Result<Option<Ipv6Subnet>> {
+    if !req.ipv6 {
+        if req.subnet6.is_some() || req.gateway6.is_some() {
+            bail!("an IPv6 --subnet or --gateway needs --ipv6: add --ipv6 to make a dual-stack network");
+        }
+        return Ok(None);
+    }
+    let taken = taken_subnets6(nl, state)?;
     let subnet = match &req.subnet6 {
         Some(s) => {
             let s = ipam6::parse_subnet(s, "subnet")?;
@@ -81,9 +94,7 @@ fn plan_ipv6(
             if req.gateway6.is_some() {
                 bail!("an IPv6 --gateway needs an IPv6 --subnet");
             }
-            let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-            let ula = ipam6::ula_prefix(&format!("{}/{group}", machine.trim()));
-            ipam6::pick_subnet(ula, &taken)?
+            ipam6::pick_subnet(ula(group), &taken)?
         }
     };
     let gateway = req

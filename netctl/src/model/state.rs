@@ -60,10 +60,12 @@ pub struct DockerEndpoint {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DockerPool {
-    pub subnet: ipnetwork::Ipv4Network,
+    /// IPv4, or IPv6 (`--ipv6` with netctl's IPAM: a /64 of the host's unique local prefix
+    /// unless asked for another).
+    pub subnet: ipnetwork::IpNetwork,
     /// Addresses handed out (the gateway's included).
     #[serde(default)]
-    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
+    pub addresses: std::collections::BTreeSet<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
