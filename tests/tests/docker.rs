@@ -362,17 +362,18 @@ fn dockerd_makes_dual_stack_networks_on_netctl() {
             "300",
         ]);
     }
-    let v6 = |name: &str| {
+    // A field of a container's endpoint on a network, as `docker inspect` shows it.
+    let field = |name: &str, net: &str, f: &str| {
         d.ok(&[
             "inspect",
             "-f",
-            "{{(index .NetworkSettings.Networks \"dual\").GlobalIPv6Address}}",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").{f}}}}}"),
             name,
         ])
         .trim()
         .to_string()
     };
-    let two = v6("two");
+    let two = field("two", "dual", "GlobalIPv6Address");
     assert!(two.starts_with("fd85::"), "{two}");
     // netctl holds the same addresses, and its programs carry IPv6 between them.
     let state = sb.state_text();
@@ -422,17 +423,8 @@ fn dockerd_makes_dual_stack_networks_on_netctl() {
         "sleep",
         "300",
     ]);
-    let field = |f: &str| {
-        d.ok(&[
-            "inspect",
-            "-f",
-            &format!("{{{{(index .NetworkSettings.Networks \"ours\").{f}}}}}"),
-            "three",
-        ])
-        .trim()
-        .to_string()
-    };
-    let (three, gw) = (field("GlobalIPv6Address"), field("IPv6Gateway"));
+    let three = field("three", "ours", "GlobalIPv6Address");
+    let gw = field("three", "ours", "IPv6Gateway");
     assert!(three.starts_with("fd") && three.ends_with("::2"), "{three}");
     assert!(
         gw.ends_with("::1") && gw[..gw.len() - 1] == three[..three.len() - 1],

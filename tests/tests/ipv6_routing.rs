@@ -179,31 +179,17 @@ fn ipv6_flows_show_in_trace_with_both_tuples_and_names() {
             .find(|e| e["type"] == "flow-new" && e["kind"] == kind)
             .unwrap_or_else(|| panic!("no {kind} flow in {events:?}"))
     };
+    let starts = |e: &serde_json::Value, field: &str, prefix: String| {
+        let v = e[field].as_str().unwrap_or_default();
+        assert!(v.starts_with(&prefix), "{field} {v}, not {prefix}…: {e}");
+    };
     let out = find("masquerade");
-    assert!(
-        out["src"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("[{web6}]:")),
-        "{out}"
-    );
+    starts(out, "src", format!("[{web6}]:"));
     assert_eq!(out["dst"], format!("[{OUTSIDE6}]:9090"));
     assert_eq!(out["src_name"], "web");
-    assert!(
-        out["translated_src"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("[{HOST6}]:")),
-        "{out}"
-    );
+    starts(out, "translated_src", format!("[{HOST6}]:"));
     let inn = find("published-port");
-    assert!(
-        inn["src"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("[{OUTSIDE6}]:")),
-        "{inn}"
-    );
+    starts(inn, "src", format!("[{OUTSIDE6}]:"));
     assert_eq!(inn["dst"], format!("[{HOST6}]:8081"));
     assert_eq!(inn["dst_name"], "web:8081");
     assert_eq!(inn["translated_dst"], format!("[{web6}]:8081"));
