@@ -168,7 +168,10 @@ fn get<A: Family>(new: bool, key: &Tuple<A>) -> Option<*mut Entry<A>> {
 fn store<A: Family>(new: bool, key: &Tuple<A>, e: &Entry<A>) -> bool {
     let ok = A::table(new).insert(key, e, BPF_NOEXIST as u64).is_ok();
     if ok && !new {
-        count(owner(key, e), 1);
+        count_fill::<A>(1);
+        if !is_closed(e.flags) {
+            count_owner(owner(key, e), 1);
+        }
     }
     ok
 }
@@ -182,18 +185,29 @@ fn remove<A: Family>(new: bool, key: &Tuple<A>, e: &Entry<A>) {
     }
     // Read before the delete: the element may be reused once it is gone.
     let o = owner(key, e);
+    let closed = is_closed(e.flags);
     if A::table(false).remove(key).is_ok() {
         // Only the CPU whose delete succeeded counts it.
-        count(o, u64::MAX);
+        count_fill::<A>(u64::MAX);
+        if !closed {
+            count_owner(o, u64::MAX);
+        }
     }
 }
 
-/// Adds `delta` (u64::MAX: -1) to the entries `CT` holds for `owner` and in all.
+/// Adds `delta` (u64::MAX: -1) to the entries `CT` holds for `owner` that count against its
+/// quota: a closed flow's (TIME_WAIT) do not, so a busy server is limited by the
+/// connections it holds open, not by those it closed in the last minute.
 #[inline(always)]
-fn count<A: Family>(owner: A, delta: u64) {
+fn count_owner<A: Family>(owner: A, delta: u64) {
     if let Some(c) = A::owned().get_ptr_mut(owner) {
         add(c, delta);
     }
+}
+
+/// Adds `delta` to the entries `CT` holds in all (closed flows' too: they take room).
+#[inline(always)]
+fn count_fill<A: Family>(delta: u64) {
     if let Some(c) = A::fill().get_ptr_mut(0) {
         add(c, delta);
     }
@@ -225,7 +239,9 @@ fn admit<A: Family>(owner: A) -> Result<(), DropReason> {
     let cfg = config();
     if cfg.ct_fill_max != 0 {
         let fill = A::fill().get(0).copied().unwrap_or(0);
-        if fill >= u64::from(cfg.ct_fill_max / A::SHARE) {
+        // Signed: a count driven below zero by a race (a flow closed on one CPU while
+        // another removes it) admits until the daemon's sweep recounts.
+        if fill as i64 >= i64::from(cfg.ct_fill_max / A::SHARE) {
             return Err(DropReason::CtFull);
         }
     }
@@ -236,7 +252,7 @@ fn admit<A: Family>(owner: A) -> Result<(), DropReason> {
         }
         // SAFETY: map value pointer, valid for this program run.
         let owned = owned_map.get_ptr(owner).map_or(0, |c| unsafe { *c });
-        if owned >= u64::from(cfg.ct_owner_max / A::SHARE) {
+        if owned as i64 >= i64::from(cfg.ct_owner_max / A::SHARE) {
             return Err(DropReason::CtQuota);
         }
     }
@@ -420,6 +436,10 @@ pub fn track<const MODERN: bool, A: Family>(
             set_flags::<MODERN, _>(p, shared);
             if !is_closed(before) && is_closed(before | shared) {
                 flow_event(EV_FLOW_END, key, e, END_CLOSED);
+                // Both halves leave their owner's quota (`count_owner`).
+                if !f.new {
+                    count_owner(owner(key, e), 2u64.wrapping_neg());
+                }
             }
         }
     }

@@ -182,11 +182,13 @@ fn confirmed_flows_count_against_their_container_and_the_table() {
     let before = w.drops(DropReason::CtFull);
     assert_eq!(masqueraded(&mut w, 7001), TC_ACT_SHOT);
     assert_eq!(w.drops(DropReason::CtFull), before + 1);
-    // A flow that ends gives its entries back: a RST closes it, its expiry removes it.
+    // A flow that ends gives its entries back: a RST closes it — out of web's quota at
+    // once, still in the table — and its expiry removes it.
     w.run(
         "uplink_ingress",
         &tcp_full(CLIENT, 40001, H, 8080, RST, 101, 0, b""),
     );
+    assert_eq!(w.ct_counts(WEB), (2, 6), "closed: web's quota only");
     w.ct_age(&orig, 3600);
     w.run(
         "uplink_ingress",

@@ -762,6 +762,7 @@ impl Dataplane {
         let mut fill: Array<MapData, u64> = self.map(tables[3])?;
         let counted = fill.get(&0, 0)?;
         let mut removed = 0u64;
+        let mut live = 0u64;
         for table in [tables[0], tables[1]] {
             let mut ct: HashMap<MapData, Tuple<A>, Entry<A>> = self.map(table)?;
             let entries: BTreeMap<_, _> = ct
@@ -782,13 +783,16 @@ impl Dataplane {
                         expired.push((*k, *e));
                     }
                 } else if table == tables[0] {
-                    *owned.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                    live += 1;
+                    // Closed flows count toward the fill only (as the programs count).
+                    if !netctl_common::ct::is_closed(e.flags) {
+                        *owned.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                    }
                 }
             }
         }
         // Entries stored or deleted meanwhile are lost from these counts until the next
         // sweep: a flow or two either way at the limits.
-        let live = owned.values().sum::<u64>();
         fill.set(0, live, 0)?;
         let mut counts: HashMap<MapData, A, u64> = self.map(tables[2])?;
         let old: Vec<A> = counts.keys().filter_map(|k| k.ok()).collect();
@@ -816,6 +820,7 @@ impl Dataplane {
     {
         let mut n = 0;
         let mut uncounted: BTreeMap<A, u64> = BTreeMap::new();
+        let mut total = 0u64;
         for table in [tables[0], tables[1]] {
             let mut ct: HashMap<MapData, Tuple<A>, Entry<A>> = self.map(table)?;
             let doomed: Vec<(Tuple<A>, Entry<A>)> = ct
@@ -829,14 +834,17 @@ impl Dataplane {
                 .collect();
             for (k, e) in &doomed {
                 if ct.remove(k).is_ok() && table == tables[0] {
-                    *uncounted.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                    total += 1;
+                    if !netctl_common::ct::is_closed(e.flags) {
+                        *uncounted.entry(netctl_common::ct::owner(k, e)).or_default() += 1;
+                    }
                 }
             }
             n += doomed.len();
         }
         // The programs count what they delete, not what is deleted here: a reused address
         // must not start with its predecessor's share of the table.
-        if !uncounted.is_empty() {
+        if total > 0 {
             let mut counts: HashMap<MapData, A, u64> = self.map(tables[2])?;
             for (owner, gone) in &uncounted {
                 if let Ok(c) = counts.get(owner, 0) {
@@ -844,7 +852,6 @@ impl Dataplane {
                 }
             }
             let mut fill: Array<MapData, u64> = self.map(tables[3])?;
-            let total: u64 = uncounted.values().sum();
             fill.set(0, fill.get(&0, 0)?.saturating_sub(total), 0)?;
         }
         Ok(n)
