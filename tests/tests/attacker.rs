@@ -479,6 +479,105 @@ fn a_flood_within_the_quota_stops_at_the_fill_watermark() {
     );
 }
 
+/// Opens and closes up to argv[2] TCP connections to argv[1]:argv[3] (each answered once),
+/// as fast as it can, until one fails; prints how many got through.
+const TCP_CHURN: &str = r#"
+import socket, sys
+ok = 0
+for i in range(int(sys.argv[2])):
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[3])), timeout=1)
+        c.sendall(b"x"); c.recv(10); c.close(); ok += 1
+    except OSError:
+        break
+print(ok)
+"#;
+
+#[test]
+fn a_container_closing_thousands_of_connections_fills_no_one_for_long() {
+    // Closed flows leave their container's quota (a busy server is held to what it has
+    // open), so one container's churn can bring the table to its watermark: the others'
+    // established flows survive it, and the daemon's sweep gives the room back long before
+    // TIME_WAIT would (60 s).
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    sb.env("NETCTL_CT_ENTRIES", "4096");
+    sb.netctl_ok(&["network", "create", "--subnet", "10.93.0.0/24", "n"]);
+    sb.sleeper("victim", "n");
+    sb.sleeper("evil", "n");
+    let _server =
+        netctl_tests::Background(sb.spawn_outside(&format!("exec python3 -c '{TCP_ECHO}' 7000")));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut held = sb
+        .netctl_cmd(&[
+            "exec",
+            "victim",
+            "--",
+            "python3",
+            "-c",
+            HELD_CONNECTION,
+            &sb.outside_ip,
+            "7000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "one");
+    // Up to 5,000 closed connections (10,000 entries): past the quota (1,024 entries) they
+    // no longer count against, on to the watermark (3,584) — or to a sweep that reclaims
+    // them first.
+    let churn = sb.netctl_ok(&[
+        "exec",
+        "evil",
+        "--",
+        "python3",
+        "-c",
+        TCP_CHURN,
+        &sb.outside_ip,
+        "5000",
+        "7000",
+    ]);
+    let through: u32 = churn.trim().parse().unwrap();
+    assert!(
+        through > 1024,
+        "closed flows held at the quota: {through} got through"
+    );
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert!(drops(&stats, "conntrack-full") > 0, "{stats}");
+    std::io::Write::write_all(held.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = held.wait();
+    assert_eq!(line.trim(), "two", "the established flow survived");
+    // A new connection of the victim's gets through again within a sweep or two, not after
+    // TIME_WAIT (60 s).
+    let t = std::time::Instant::now();
+    netctl_tests::wait_for(
+        "a new flow after the sweep",
+        Duration::from_secs(25),
+        || {
+            sb.netctl(&[
+                "exec",
+                "victim",
+                "--",
+                "python3",
+                "-c",
+                TCP_CHURN,
+                &sb.outside_ip,
+                "1",
+                "7000",
+            ])
+            .stdout
+            .starts_with(b"1")
+        },
+    );
+    assert!(t.elapsed() < Duration::from_secs(25));
+}
+
 /// Connects a UDP socket to 127.0.0.11:53; on a line from stdin, prints its peer and the
 /// first answer's source to a query on that socket.
 const DNS_PEER: &str = r#"

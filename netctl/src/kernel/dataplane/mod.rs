@@ -763,6 +763,7 @@ impl Dataplane {
         let counted = fill.get(&0, 0)?;
         let mut removed = 0u64;
         let mut live = 0u64;
+        let capacity = u64::from(self.capacity(tables[0])?);
         for table in [tables[0], tables[1]] {
             let mut ct: HashMap<MapData, Tuple<A>, Entry<A>> = self.map(table)?;
             let entries: BTreeMap<_, _> = ct
@@ -770,12 +771,20 @@ impl Dataplane {
                 .filter_map(|r| r.ok())
                 .map(|(k, e)| (key_bytes(&k), (k, e)))
                 .collect();
+            // Closed flows leave their owner's quota but not the table: one container
+            // closing thousands of connections could bring it to the fill watermark, and
+            // every container's new flows would wait out TIME_WAIT. Past three quarters
+            // full, TIME_WAIT is cut short.
+            let pressure = table == tables[0] && entries.len() as u64 > capacity / 4 * 3;
             for (k, e) in entries.values() {
                 // Both halves carry the flow's last packet; take the later one.
                 let last = entries
                     .get(&key_bytes(&e.peer))
                     .map_or(e.last_seen, |(_, p)| p.last_seen.max(e.last_seen));
-                if now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags) {
+                let reclaim = pressure && netctl_common::ct::is_closed(e.flags);
+                if reclaim
+                    || now.saturating_sub(last) > netctl_common::ct::timeout(k.proto, e.flags)
+                {
                     if ct.remove(k).is_ok() && table == tables[0] {
                         removed += 1;
                     }
