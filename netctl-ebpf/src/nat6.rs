@@ -512,7 +512,10 @@ fn ingress_step<const MODERN: bool>(
 /// IPv6).
 #[inline(always)]
 fn published_backend(h: &Hdr6) -> Option<(Backend, Ip6)> {
-    if h.proto != proto::TCP && h.proto != proto::UDP {
+    // As IPv4's: whoever puts ::1 in a packet never reaches what is published on it (that is
+    // for the host's own processes, through the socket programs).
+    const LOOPBACK: u128 = u128::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    if h.proto != proto::TCP && h.proto != proto::UDP || u128::from_ne_bytes(h.daddr) == LOOPBACK {
         return None;
     }
     let backend = maps::published6(&h.daddr, h.dport, h.proto)?;
