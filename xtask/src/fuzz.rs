@@ -62,9 +62,26 @@ pub fn run(seconds: u64, asked: &[String]) -> Result<()> {
         "xtask: fuzz targets built in {} s",
         start.elapsed().as_secs()
     );
+    // As many targets at once as there are cores (libFuzzer runs one thread each).
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queue = std::sync::Mutex::new(targets.iter().enumerate());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(targets.len()) {
+            s.spawn(|| loop {
+                let Some((i, t)) = queue.lock().unwrap().next() else {
+                    return;
+                };
+                let r = run_one(&fuzz, t, seconds);
+                done.lock().unwrap().push((i, r));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap();
+    done.sort_by_key(|d| d.0);
     let mut failed = Vec::new();
-    for t in targets {
-        let (runs, problem) = run_one(&fuzz, t, seconds)?;
+    for ((_, r), t) in done.into_iter().zip(targets) {
+        let (runs, problem) = r?;
         let result = problem.as_deref().unwrap_or("ok");
         println!(
             "fuzz {t:<12} {runs:>10} runs ({:>6}/s)  {result}",
