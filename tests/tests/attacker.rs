@@ -407,12 +407,10 @@ for b in range(1, n + 1, 200):
     drain()
 "#;
 
-/// One container completes thousands of flows while another holds an idle masqueraded TCP
-/// connection: the flood is stopped by `reason`, the connection still carries data.
-fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str, reason: &str) {
-    require_sandbox!();
+/// A sandbox whose conntrack table holds 4,096 entries, with `env`; containers `victim` and
+/// `evil` on network `n` (`subnet`), and a TCP echo server outside on port 7000.
+fn small_table(env: &[(&str, &str)], subnet: &str) -> (Sandbox, netctl_tests::Background) {
     let mut sb = Sandbox::new();
-    // A small table: without the limits, 3,000 flows (6,000 entries) would evict everything.
     sb.env("NETCTL_CT_ENTRIES", "4096");
     for (k, v) in env {
         sb.env(k, v);
@@ -420,28 +418,60 @@ fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str
     sb.netctl_ok(&["network", "create", "--subnet", subnet, "n"]);
     sb.sleeper("victim", "n");
     sb.sleeper("evil", "n");
-    let _server =
+    let server =
         netctl_tests::Background(sb.spawn_outside(&format!("exec python3 -c '{TCP_ECHO}' 7000")));
     std::thread::sleep(Duration::from_millis(500));
-    let mut held = sb
-        .netctl_cmd(&[
-            "exec",
-            "victim",
-            "--",
-            "python3",
-            "-c",
-            HELD_CONNECTION,
-            &sb.outside_ip,
-            "7000",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "one", "the connection works before the flood");
+    (sb, server)
+}
+
+/// The victim's masqueraded TCP connection to the echo server ([`HELD_CONNECTION`]).
+struct Held {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Held {
+    /// Opens it; it has carried data once.
+    fn open(sb: &Sandbox) -> Self {
+        let mut child = sb
+            .netctl_cmd(&[
+                "exec",
+                "victim",
+                "--",
+                "python3",
+                "-c",
+                HELD_CONNECTION,
+                &sb.outside_ip,
+                "7000",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "one", "the connection works before the flood");
+        Held { child, out }
+    }
+
+    /// Sends on it again: what came back ("two"), or why not.
+    fn again(mut self) -> String {
+        std::io::Write::write_all(self.child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
+        let _ = self.child.wait();
+        line.trim().to_string()
+    }
+}
+
+/// One container completes thousands of flows while another holds an idle masqueraded TCP
+/// connection: the flood is stopped by `reason`, the connection still carries data.
+fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str, reason: &str) {
+    require_sandbox!();
+    // A small table: without the limits, 3,000 flows (6,000 entries) would evict everything.
+    let (sb, _server) = small_table(env, subnet);
+    let held = Held::open(&sb);
     let before = drops(&sb.netctl_ok(&["stats", "--json"]), reason);
     let flood = sb.netctl(&[
         "exec",
@@ -457,11 +487,11 @@ fn conntrack_flood_spares_an_established_flow(env: &[(&str, &str)], subnet: &str
     let stats = sb.netctl_ok(&["stats", "--json"]);
     assert!(drops(&stats, reason) > before, "{reason} counted: {stats}");
     // The victim's connection, idle through the flood, carries data again.
-    std::io::Write::write_all(held.stdin.as_mut().unwrap(), b"go\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = held.wait();
-    assert_eq!(line.trim(), "two", "the established flow survived: {stats}");
+    assert_eq!(
+        held.again(),
+        "two",
+        "the established flow survived: {stats}"
+    );
 }
 
 #[test]
@@ -500,33 +530,8 @@ fn a_container_closing_thousands_of_connections_fills_no_one_for_long() {
     // established flows survive it, and the daemon's sweep gives the room back long before
     // TIME_WAIT would (60 s).
     require_sandbox!();
-    let mut sb = Sandbox::new();
-    sb.env("NETCTL_CT_ENTRIES", "4096");
-    sb.netctl_ok(&["network", "create", "--subnet", "10.93.0.0/24", "n"]);
-    sb.sleeper("victim", "n");
-    sb.sleeper("evil", "n");
-    let _server =
-        netctl_tests::Background(sb.spawn_outside(&format!("exec python3 -c '{TCP_ECHO}' 7000")));
-    std::thread::sleep(Duration::from_millis(500));
-    let mut held = sb
-        .netctl_cmd(&[
-            "exec",
-            "victim",
-            "--",
-            "python3",
-            "-c",
-            HELD_CONNECTION,
-            &sb.outside_ip,
-            "7000",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "one");
+    let (sb, _server) = small_table(&[], "10.93.0.0/24");
+    let held = Held::open(&sb);
     // Up to 5,000 closed connections (10,000 entries): past the quota (1,024 entries) they
     // no longer count against, on to the watermark (3,584) — or to a sweep that reclaims
     // them first.
@@ -548,11 +553,7 @@ fn a_container_closing_thousands_of_connections_fills_no_one_for_long() {
     );
     let stats = sb.netctl_ok(&["stats", "--json"]);
     assert!(drops(&stats, "conntrack-full") > 0, "{stats}");
-    std::io::Write::write_all(held.stdin.as_mut().unwrap(), b"go\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = held.wait();
-    assert_eq!(line.trim(), "two", "the established flow survived");
+    assert_eq!(held.again(), "two", "the established flow survived");
     // A new connection of the victim's gets through again within a sweep or two, not after
     // TIME_WAIT (60 s).
     let t = std::time::Instant::now();
