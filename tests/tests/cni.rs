@@ -656,8 +656,13 @@ fn a_process_namespace_whose_pid_was_reused_is_not_entered() {
         own $p
         echo "$CONF" | CNI_COMMAND=ADD CNI_NETNS=/proc/$p/ns/net "$NETCTL" > /tmp/add.$p.json
         kill $p; wait $p || true
-        echo $((p - 1)) > /proc/sys/kernel/ns_last_pid
-        unshare -n sleep 300 >/dev/null 2>&1 & q=$!
+        # Another process of the namespace may fork in between (PID 1's sleep): retry.
+        for _ in 1 2 3 4 5 6 7 8; do
+            echo $((p - 1)) > /proc/sys/kernel/ns_last_pid
+            unshare -n sleep 300 >/dev/null 2>&1 & q=$!
+            [ "$q" = "$p" ] && break
+            kill $q; wait $q || true
+        done
         own $q
         echo "$p $q"; cat /tmp/add.$p.json; rm -f /tmp/add.$p.json"#,
         &[],
