@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 19;
+pub const LAYOUT_VERSION: u32 = 20;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -87,6 +87,7 @@ mod pod {
     unsafe impl aya::Pod for maps::PortKey {}
     unsafe impl aya::Pod for maps::LinkKey {}
     unsafe impl aya::Pod for maps::Backend {}
+    unsafe impl aya::Pod for maps::Backend6 {}
     unsafe impl aya::Pod for maps::Uplink {}
     unsafe impl aya::Pod for maps::EndpointInfo {}
     unsafe impl aya::Pod for maps::NetInfo {}

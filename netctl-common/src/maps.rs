@@ -237,6 +237,16 @@ pub struct Backend {
     pub _pad: u16,
 }
 
+/// Where a port published on IPv6 (`PORTMAP6`) leads: the backend's IPv6 address, or its
+/// IPv4-mapped one (`::ffff:a.b.c.d`) when it has IPv4 (its IPv6 address is then `IP6_OF`'s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend6 {
+    pub addr: Ip6,
+    pub port: u16,
+    pub _pad: u16,
+}
+
 /// XDP may translate on this uplink: native XDP on a physical NIC, whose packets come from
 /// the wire with complete checksums. Elsewhere (generic XDP, virtual devices) a packet may
 /// carry a partial checksum XDP cannot see, so XDP hands every packet to TC.

@@ -79,12 +79,13 @@ pub struct RevSlots {
     pub _pad: u32,
 }
 
-/// An IPv6 socket's destination: the published port's backend it was translated to (an
-/// IPv4-mapped address, `::ffff:addr`), and what the application gave.
+/// An IPv6 socket's destination: the published port's backend it was translated to (its
+/// IPv4-mapped address, `::ffff:addr`, or an IPv6-only backend's address), and what the
+/// application gave.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rev6Slot {
-    pub addr: u32,
+    pub addr: [u32; 4],
     pub port: u16,
     pub orig_port: u16,
     pub orig_addr: [u32; 4],
@@ -106,4 +107,4 @@ const _: () = assert!(core::mem::size_of::<SockNetns>() == 8);
 const _: () = assert!(core::mem::size_of::<RevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RevValue>() == 8);
 const _: () = assert!(core::mem::size_of::<RevSlots>() == 56);
-const _: () = assert!(core::mem::size_of::<Rev6Slots>() == 104);
+const _: () = assert!(core::mem::size_of::<Rev6Slots>() == 152);

@@ -100,7 +100,7 @@ pub static PUBLISHED6: HashMap<Published6, u32> =
     HashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
 
 #[map(name = "PORTMAP6")]
-pub static PORTMAP6: HashMap<PortKey6, Backend> =
+pub static PORTMAP6: HashMap<PortKey6, Backend6> =
     HashMap::with_max_entries(PORTMAP_MAX, NO_PREALLOC);
 
 #[map(name = "PORT_STATS6")]
@@ -192,9 +192,10 @@ pub fn published(addr: u32, port: u16, proto: u8) -> Option<(PortKey, Backend)> 
 }
 
 /// The backend of a port published at `addr`, one of the host's IPv6 addresses: there, at
-/// every IPv6 address (`[::]`), else at every address of both families.
+/// every IPv6 address (`[::]`), else at every address of both families (its IPv4 address,
+/// mapped).
 #[inline(always)]
-pub fn published6(addr: &Ip6, port: u16, proto: u8) -> Option<Backend> {
+pub fn published6(addr: &Ip6, port: u16, proto: u8) -> Option<Backend6> {
     let mut key = PortKey6 {
         addr: *addr,
         port,
@@ -209,7 +210,13 @@ pub fn published6(addr: &Ip6, port: u16, proto: u8) -> Option<Backend> {
     if let Some(b) = unsafe { PORTMAP6.get(key) } {
         return Some(*b);
     }
-    published(0, port, proto).map(|(_, b)| b)
+    let (_, b) = published(0, port, proto)?;
+    let a = b.addr.to_ne_bytes();
+    Some(Backend6 {
+        addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+        port: b.port,
+        _pad: 0,
+    })
 }
 
 /// Counts a new connection of the port `published6` found.

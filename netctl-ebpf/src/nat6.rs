@@ -23,7 +23,7 @@ use aya_ebpf::{
 use netctl_common::{
     ct::*,
     drop::DropReason,
-    maps::{Backend, EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
+    maps::{Backend6, EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
     proto,
 };
 use network_types::ip::Ipv6Hdr;
@@ -511,7 +511,7 @@ fn ingress_step<const MODERN: bool>(
 /// its backend and the backend's IPv6 address (None: not published, or the backend has no
 /// IPv6).
 #[inline(always)]
-fn published_backend(h: &Hdr6) -> Option<(Backend, Ip6)> {
+fn published_backend(h: &Hdr6) -> Option<(Backend6, Ip6)> {
     // As IPv4's: whoever puts ::1 in a packet never reaches what is published on it (that is
     // for the host's own processes, through the socket programs).
     const LOOPBACK: u128 = u128::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -519,8 +519,13 @@ fn published_backend(h: &Hdr6) -> Option<(Backend, Ip6)> {
         return None;
     }
     let backend = maps::published6(&h.daddr, h.dport, h.proto)?;
+    let a = &backend.addr;
+    if a[..12] != [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        return Some((backend, backend.addr)); // an IPv6-only backend
+    }
+    let v4 = u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
     // SAFETY: a read-only copy of a value the controller writes whole.
-    let addr = unsafe { IP6_OF.get(backend.addr).copied() }?;
+    let addr = unsafe { IP6_OF.get(v4).copied() }?;
     Some((backend, addr))
 }
 

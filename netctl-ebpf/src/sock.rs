@@ -166,7 +166,13 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
         return None;
     }
     let to = if ip[..3] == MAPPED {
-        published_here(ip[3], port, proto, true)?
+        let to = published_here(ip[3], port, proto, true)?;
+        Rev6Slot {
+            addr: [MAPPED[0], MAPPED[1], MAPPED[2], to.addr],
+            port: to.port,
+            orig_port: port,
+            orig_addr: ip,
+        }
     } else {
         let mut bytes = [0u8; 16];
         let mut i = 0;
@@ -187,16 +193,19 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
         }
         let to = crate::maps::published6(&bytes, port, proto)?;
         crate::maps::count_hit6(&bytes, port, proto);
-        to
+        let w = |i: usize| {
+            u32::from_ne_bytes([to.addr[i], to.addr[i + 1], to.addr[i + 2], to.addr[i + 3]])
+        };
+        Rev6Slot {
+            addr: [w(0), w(4), w(8), w(12)],
+            port: to.port,
+            orig_port: port,
+            orig_addr: ip,
+        }
     };
     // SAFETY: the context's socket is valid for the whole run; created zeroed when absent.
     let rev = unsafe { SOCK_REV6.get_or_insert_ptr_mut(ctx, None).as_mut() }?;
-    let slot = Rev6Slot {
-        addr: to.addr,
-        port: to.port,
-        orig_port: port,
-        orig_addr: ip,
-    };
+    let slot = to;
     // The slot of the same backend (one per backend, as `remember` keeps them), else the
     // next one round.
     let mut i = 0;
@@ -214,8 +223,8 @@ fn translate6(ctx: &SockAddrContext) -> Option<()> {
         rev.slots[n] = slot;
         rev.next = rev.next.wrapping_add(1);
     }
-    set_user_ip6(sa, [MAPPED[0], MAPPED[1], MAPPED[2], to.addr]);
-    sa.user_port = u32::from(to.port);
+    set_user_ip6(sa, slot.addr);
+    sa.user_port = u32::from(slot.port);
     Some(())
 }
 
@@ -225,9 +234,6 @@ fn restore6(ctx: &SockAddrContext) -> Option<()> {
     // SAFETY: the context pointer is valid for the whole run.
     let sa = unsafe { &mut *ctx.sock_addr };
     let ip = user_ip6(sa);
-    if ip[..3] != MAPPED {
-        return None;
-    }
     let port = sa.user_port as u16;
     // SAFETY: the context's socket is valid for the whole run.
     let rev = unsafe { SOCK_REV6.get_ptr_mut(ctx).as_ref() }?;
@@ -236,7 +242,7 @@ fn restore6(ctx: &SockAddrContext) -> Option<()> {
     let mut i = 0;
     while i < REV_SLOTS {
         let s = &rev.slots[i];
-        if s.addr == ip[3] && s.port == port && s.addr != 0 {
+        if s.addr == ip && s.port == port && s.port != 0 {
             set_user_ip6(sa, s.orig_addr);
             sa.user_port = u32::from(s.orig_port);
             return Some(());

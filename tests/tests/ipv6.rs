@@ -389,8 +389,8 @@ fn bad_ipv6_requests_say_what_is_wrong_and_change_nothing() {
             "twice",
         ),
         (
-            vec!["network", "create", "--ipv4=false", "--ipv6", "n1"],
-            "not supported yet",
+            vec!["network", "create", "--ipv4=false", "n1"],
+            "--ipv4=false needs --ipv6",
         ),
         (
             vec![

@@ -477,3 +477,135 @@ fn a_packet_too_big_from_outside_reaches_the_masqueraded_container_intact() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `--ipv4=false` (Docker 28's IPv6-only networks): containers have IPv6 alone, reach one
+/// another by name (AAAA from the resolver on the IPv6 gateway), the outside through NAT66;
+/// their published ports answer on the host's IPv6 addresses, from outside and from the host
+/// itself; a root process that gives itself an IPv4 address gets nowhere with it.
+#[test]
+fn an_ipv6_only_network_carries_everything_over_ipv6() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        "fd68:1::/64",
+        "only6",
+    ]);
+    let n: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["network", "inspect", "only6"])).unwrap();
+    assert_eq!(n[0]["EnableIPv4"], false, "{n}");
+    assert_eq!(n[0]["EnableIPv6"], true, "{n}");
+    let configs = n[0]["IPAM"]["Config"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{n}");
+    assert_eq!(configs[0]["Subnet"], "fd68:1::/64");
+    // The bridge has no IPv4 address.
+    let br = sb.host_sh("ip -o -6 addr show to fd68:1::1/128 | awk '{print $2}'");
+    let br = String::from_utf8_lossy(&br.stdout).trim().to_string();
+    let v4 = sb.host_sh(&format!("ip -o -4 addr show dev {br}"));
+    assert!(v4.stdout.is_empty(), "{}", String::from_utf8_lossy(&v4.stdout));
+
+    sb.serve6("web", "only6", Some("8082:8082"), 8082);
+    sb.sleeper("client", "only6");
+    let c: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["inspect", "client"])).unwrap();
+    let ep = &c[0]["NetworkSettings"]["Networks"]["only6"];
+    assert_eq!(ep["IPAddress"], "", "{ep}");
+    assert_eq!(ep["Gateway"], "", "{ep}");
+    assert_eq!(ep["IPv6Gateway"], "fd68:1::1", "{ep}");
+    let client6 = sb.ip6_of("client", "only6");
+    let inside = sb.container_sh(
+        "client",
+        "ip -4 addr show dev eth0; ip -4 route; echo ---; ip -6 route show default; cat /etc/resolv.conf /etc/hosts",
+    );
+    let inside = String::from_utf8_lossy(&inside.stdout).into_owned();
+    let (v4, rest) = inside.split_once("---").unwrap();
+    assert!(v4.trim().is_empty(), "{inside}");
+    assert!(rest.contains("default via fd68:1::1"), "{inside}");
+    assert!(rest.contains("nameserver fd68:1::1"), "{inside}");
+    assert!(rest.contains(&format!("{client6}\t")), "{inside}");
+
+    // By name (the resolver answers AAAA, and NODATA for A), the server sees the client.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = sb.connect6("client", "web", 8082);
+        if got == client6 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "web by name: {got}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let a = sb.container_sh("client", "getent ahostsv4 web");
+    assert!(!a.status.success(), "{a:?}");
+
+    // Out through NAT66; in through the published port on the host's IPv6 address.
+    let _server = outside_server(&sb, 9090);
+    assert_eq!(sb.connect6("client", OUTSIDE6, 9090), HOST6);
+    assert_eq!(connect_from_outside(&sb, HOST6, 8082), OUTSIDE6);
+    // Nothing turns IPv4 into IPv6: the host's IPv4 address has nothing there.
+    let v4 = sb.outside_sh(&format!(
+        "python3 -c '{CONNECT6}' {} 8082",
+        sb.host_ip
+    ));
+    assert!(String::from_utf8_lossy(&v4.stdout).starts_with("failed"));
+    // The host's own clients, over ::1 (the backend sees the network's gateway).
+    let local = sb.host_sh(&format!("python3 -c '{CONNECT6}' ::1 8082"));
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        "fd68:1::1",
+        "{local:?}"
+    );
+    let st: serde_json::Value = serde_json::from_str(&stats(&sb)).unwrap();
+    let port = st["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container"] == "web")
+        .unwrap()
+        .clone();
+    assert!(port["connections"].as_u64().unwrap() >= 2, "{port}");
+    assert!(
+        st["containers"]["client"]["tx_packets"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+
+    // Isolation as for every network: a container of another network gets nothing through.
+    sb.netctl_ok(&[
+        "network", "create", "--ipv6", "--subnet", "10.68.1.0/24", "--subnet", "fd68:2::/64",
+        "other",
+    ]);
+    sb.sleeper("stranger", "other");
+    let web6 = sb.ip6_of("web", "only6");
+    let before = drops(&stats(&sb), "isolation");
+    assert!(sb.connect6("stranger", &web6, 8082).starts_with("failed"));
+    assert!(drops(&stats(&sb), "isolation") > before);
+
+    // A root process that gives itself an IPv4 address: its packets are forged.
+    let before = drops(&stats(&sb), "spoofed-source");
+    sb.container_sh(
+        "client",
+        "ip addr add 10.68.0.9/24 dev eth0 && ping -c 2 -W 1 10.68.0.1",
+    );
+    assert!(drops(&stats(&sb), "spoofed-source") > before);
+
+    // What an IPv6-only network cannot give is refused, and nothing is left.
+    let before = sb.state_text();
+    let e = sb.netctl_err(&[
+        "run", "-d", "--name", "x", "--network", "only6", "--ip", "10.68.0.5", "--", "true",
+    ]);
+    assert!(e.contains("IPv6-only") && e.contains("--ip6"), "{e}");
+    let e = sb.netctl_err(&[
+        "run", "-d", "--name", "x", "--network", "only6", "-p", "127.0.0.1:8083:80", "--",
+        "true",
+    ]);
+    assert!(e.contains("IPv6-only") && e.contains("[::]"), "{e}");
+    let e = sb.netctl_err(&[
+        "network", "create", "--ipv6", "--ipv4=false", "--subnet", "10.68.0.0/24", "mixed",
+    ]);
+    assert!(e.contains("--ipv4=false"), "{e}");
+    assert_eq!(sb.state_text(), before);
+}

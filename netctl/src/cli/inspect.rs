@@ -54,15 +54,16 @@ fn inspect(state: &State, c: &Container, status: Status) -> Value {
     for ep in &c.endpoints {
         let net = state.networks.get(&ep.network);
         let v6 = net.and_then(|n| n.ipv6.as_ref()).zip(ep.ip6);
+        let v4 = net.and_then(|n| n.ipv4.as_ref()).zip(ep.ip);
         networks.insert(
             ep.network.clone(),
             json!({
                 "Aliases": ep.aliases,
                 "NetworkID": net.map(|n| n.id.clone()),
                 "EndpointID": ep.endpoint_id,
-                "Gateway": net.map(|n| n.gateway.to_string()),
-                "IPAddress": ep.ip.to_string(),
-                "IPPrefixLen": net.map(|n| n.subnet.prefix()),
+                "Gateway": v4.map(|(n, _)| n.gateway.to_string()).unwrap_or_default(),
+                "IPAddress": v4.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": v4.map_or(0, |(n, _)| n.subnet.prefix()),
                 "IPv6Gateway": v6.map(|(n, _)| n.gateway.to_string()).unwrap_or_default(),
                 "GlobalIPv6Address": v6.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
                 "GlobalIPv6PrefixLen": v6.map_or(0, |(n, _)| n.subnet.prefix()),

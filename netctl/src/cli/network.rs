@@ -40,7 +40,8 @@ pub enum Command {
         /// Dual stack: IPv6 addresses for the containers besides IPv4
         #[arg(long)]
         ipv6: bool,
-        /// IPv4 on the network (--ipv4=false, IPv6 only, is not supported yet)
+        /// IPv4 on the network; --ipv4=false with --ipv6 makes an IPv6-only network
+        /// (containers get no IPv4 address; their names resolve at the IPv6 gateway)
         #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         ipv4: Option<bool>,
         /// Allocate container addresses from this sub-range of the subnet
@@ -238,9 +239,6 @@ pub fn run(cmd: Command) -> Result<i32> {
             opt,
             name,
         } => {
-            if ipv4 == Some(false) {
-                bail!("--ipv4=false (an IPv6-only network) is not supported yet: make a dual-stack network with --ipv6");
-            }
             let (subnet, subnet6) = by_family(subnet, "--subnet")?;
             let (gateway, gateway6) = by_family(gateway, "--gateway")?;
             let ctx = Ctx::open()?;
@@ -255,9 +253,10 @@ pub fn run(cmd: Command) -> Result<i32> {
                 ipv6,
                 subnet6,
                 gateway6,
+                ipv6_only: ipv4 == Some(false),
             };
             if req.driver == "overlay" {
-                if req.ipv6 {
+                if req.ipv6 || req.ipv6_only {
                     bail!("--ipv6 on overlay networks is not supported yet: make the overlay IPv4 only");
                 }
                 // Nothing local yet: each host makes its part when a container joins.
@@ -547,11 +546,15 @@ fn inspect_predefined(state: &State, name: &str, driver: &str, id: &str) -> Valu
 
 /// Docker's `network inspect` object.
 fn inspect(state: &State, n: &Network) -> Value {
-    let mut config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
-    if let Some(r) = n.ip_range {
-        config["IPRange"] = json!(r.to_string());
+    let mut configs = Vec::new();
+    if let Some(v4) = &n.ipv4 {
+        let mut config =
+            json!({"Subnet": v4.subnet.to_string(), "Gateway": v4.gateway.to_string()});
+        if let Some(r) = v4.ip_range {
+            config["IPRange"] = json!(r.to_string());
+        }
+        configs.push(config);
     }
-    let mut configs = vec![config];
     if let Some(v6) = &n.ipv6 {
         configs.push(json!({"Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string()}));
     }
@@ -564,7 +567,9 @@ fn inspect(state: &State, n: &Network) -> Value {
                     "Name": c.name,
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": ep.mac,
-                    "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix()),
+                    "IPv4Address": n.ipv4.as_ref().zip(ep.ip)
+                        .map(|(v4, ip)| format!("{ip}/{}", v4.subnet.prefix()))
+                        .unwrap_or_default(),
                     "IPv6Address": n.ipv6.as_ref().zip(ep.ip6)
                         .map(|(v6, ip)| format!("{ip}/{}", v6.subnet.prefix()))
                         .unwrap_or_default(),
@@ -578,7 +583,7 @@ fn inspect(state: &State, n: &Network) -> Value {
         "Created": crate::model::text::rfc3339(n.created),
         "Scope": "local",
         "Driver": n.driver,
-        "EnableIPv4": true,
+        "EnableIPv4": n.ipv4.is_some(),
         "EnableIPv6": n.ipv6.is_some(),
         "IPAM": {"Driver": "default", "Options": {}, "Config": configs},
         "Internal": n.internal,

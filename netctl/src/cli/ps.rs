@@ -108,7 +108,7 @@ pub fn run(args: Args) -> Result<i32> {
     let ips = |c: &Container| {
         c.endpoints
             .iter()
-            .map(|e| e.ip.to_string())
+            .filter_map(primary_address)
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> Result<i32> {
                     "ExitCode": match st { Status::Exited(code, _) => Some(code), _ => None },
                     "Pid": c.pid,
                     "Networks": networks(c),
-                    "IPAddresses": c.endpoints.iter().map(|e| e.ip.to_string()).collect::<Vec<_>>(),
+                    "IPAddresses": c.endpoints.iter().filter_map(primary_address).collect::<Vec<_>>(),
                     "Ports": port_list(c),
                     "PortMappings": c.ports.iter().map(ports::describe).collect::<Vec<_>>(),
                     "Command": c.command.join(" "),
@@ -189,4 +189,11 @@ pub fn run(args: Args) -> Result<i32> {
     // tenth of the listing.
     std::mem::forget(state);
     Ok(0)
+}
+
+/// The address `ps` shows for an endpoint: its IPv4 address, on an IPv6-only network its
+/// IPv6 one.
+fn primary_address(e: &crate::model::state::Endpoint) -> Option<String> {
+    e.ip.map(|ip| ip.to_string())
+        .or_else(|| e.ip6.map(|ip| ip.to_string()))
 }

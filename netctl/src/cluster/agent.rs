@@ -258,7 +258,7 @@ async fn publish(
         .networks
         .values()
         .filter(|n| n.vni.is_none())
-        .map(|n| n.subnet)
+        .filter_map(|n| n.ipv4.as_ref().map(|v4| v4.subnet))
         .collect();
     let record = HostRecord {
         addr: me,
@@ -358,6 +358,9 @@ fn own_endpoints(state: &State, me: Ipv4Addr) -> Vec<(String, Ipv4Addr, Endpoint
     let mut out = Vec::new();
     for c in state.containers.values() {
         for ep in &c.endpoints {
+            let Some(ip) = ep.ip else {
+                continue; // overlays have IPv4
+            };
             if state
                 .networks
                 .get(&ep.network)
@@ -365,7 +368,7 @@ fn own_endpoints(state: &State, me: Ipv4Addr) -> Vec<(String, Ipv4Addr, Endpoint
             {
                 out.push((
                     ep.network.clone(),
-                    ep.ip,
+                    ip,
                     EndpointRecord {
                         host: me,
                         container_id: c.id.clone(),

@@ -76,17 +76,18 @@ pub fn materialize(nl: &Netlink, state: &mut State, ov: &OverlayNetwork, group: 
         bail!("network {} is a local network on this host and an overlay network in the cluster: remove one of them", ov.name);
     }
     let net = ov.local();
-    if let Some(n) = state
+    if let Some((n, v4)) = state
         .networks
         .values()
-        .find(|n| ipam::overlaps(&n.subnet, &net.subnet))
+        .filter_map(|n| Some((n, n.ipv4.as_ref()?)))
+        .find(|(_, v4)| ipam::overlaps(&v4.subnet, &ov.subnet))
     {
         bail!(
             "overlay network {} ({}) overlaps network {} ({}) of this host: remove one of them",
             ov.name,
             ov.subnet,
             n.name,
-            n.subnet
+            v4.subnet
         );
     }
     topology::create_bridge(nl, &net, group)?;
@@ -114,7 +115,7 @@ pub fn claim(
 ) -> Result<Claimed> {
     let net = ov.value.local();
     let requested = requested.map(|r| ipam::parse_ip(r, "--ip")).transpose()?;
-    if requested.is_some() && !net.user_subnet {
+    if requested.is_some() && !ov.value.user_subnet {
         bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
     }
     let name = &ov.value.name;
@@ -146,7 +147,10 @@ pub fn claim(
                 ipam::check_static(&net, ip, &used)?;
                 ip
             }
-            None => ipam::allocate_spread(&net, &used, spread_seed())?,
+            None => {
+                let v4 = net.ipv4.as_ref().context("overlay networks have IPv4")?;
+                ipam::allocate_spread(name, v4, &used, spread_seed())?
+            }
         };
         let rec = EndpointRecord {
             host: store.cfg.advertise,

@@ -154,6 +154,7 @@ fn create_network(ctx: &Ctx, tx: &mut Tx, conf: &NetConf) -> Result<()> {
         ipv6: addressing.v6.is_some(),
         subnet6: addressing.v6.clone().and_then(|v| v.0),
         gateway6: addressing.v6.and_then(|v| v.1),
+        ipv6_only: addressing.v6_only,
         ip_range: None,
         internal: conf.internal,
         options: conf.options(),
@@ -202,16 +203,18 @@ fn result(state: &State, c: &Container, ep: &Endpoint, conf: &NetConf) -> Value 
         ifname: &ep.ifname,
         mac: &ep.mac,
         netns: &netns.to_string_lossy(),
-        ip: ep.ip,
-        prefix: net.subnet.prefix(),
-        gateway: net.gateway,
+        ip: net
+            .ipv4
+            .as_ref()
+            .zip(ep.ip)
+            .map(|(v4, ip)| (ip, v4.subnet.prefix(), v4.gateway)),
         ip6: net
             .ipv6
             .as_ref()
             .zip(ep.ip6)
             .map(|(v6, ip)| (ip, v6.subnet.prefix(), v6.gateway)),
         default_route: topology::is_gateway_endpoint(&state.networks, c, ep),
-        dns: has_embedded_dns(&net.name).then_some(net.gateway),
+        dns: net.gateway().filter(|_| has_embedded_dns(&net.name)),
     }
     .to_json(&conf.cni_version)
 }
@@ -275,17 +278,26 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
             ns.display()
         )));
     }
-    let (ifname, ip) = (ep.ifname.clone(), ep.ip);
+    let (ifname, ip, ip6) = (ep.ifname.clone(), ep.ip, ep.ip6);
     let inside = netns::run_in(&ns, move || {
         let nl = Netlink::new()?;
         let link = nl
             .link(&ifname)?
             .with_context(|| format!("{ifname} is missing in the container"))?;
-        let has = nl
-            .addresses()?
-            .iter()
-            .any(|(i, n)| *i == link.index && n.ip() == ip);
-        anyhow::ensure!(has, "{ifname} lost its address {ip}");
+        if let Some(ip) = ip {
+            let has = nl
+                .addresses()?
+                .iter()
+                .any(|(i, n)| *i == link.index && n.ip() == ip);
+            anyhow::ensure!(has, "{ifname} lost its address {ip}");
+        }
+        if let Some(ip6) = ip6 {
+            let has = nl
+                .addresses6()?
+                .iter()
+                .any(|(i, n)| *i == link.index && n.ip() == ip6);
+            anyhow::ensure!(has, "{ifname} lost its address {ip6}");
+        }
         Ok(())
     });
     inside.map_err(|e| Error::new(Code::Failed, format!("{e:#}")))?;

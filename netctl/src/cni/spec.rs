@@ -252,6 +252,8 @@ pub struct Range {
 pub struct Addressing {
     pub v4: (Option<String>, Option<String>),
     pub v6: Option<(Option<String>, Option<String>)>,
+    /// `ipam.ranges` of IPv6 alone (no IPv4 range, no `subnet`): an IPv6-only network.
+    pub v6_only: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -385,6 +387,7 @@ impl NetConf {
         let mut a = Addressing {
             v4: (self.subnet.clone(), self.gateway.clone()),
             v6: None,
+            v6_only: false,
         };
         let ranges = self.ipam.as_ref().map_or(&[][..], |i| &i.ranges[..]);
         for set in ranges {
@@ -406,6 +409,7 @@ impl NetConf {
                 a.v4 = pair;
             }
         }
+        a.v6_only = a.v6.is_some() && a.v4.0.is_none();
         Ok(a)
     }
 }
@@ -435,29 +439,31 @@ pub struct Attached<'a> {
     pub ifname: &'a str,
     pub mac: &'a str,
     pub netns: &'a str,
-    pub ip: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
+    /// On a network with IPv4: the address, its prefix length, the gateway.
+    pub ip: Option<(Ipv4Addr, u8, Ipv4Addr)>,
     /// On a network with IPv6: the address, its prefix length, the gateway.
     pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
     pub default_route: bool,
-    pub dns: Option<Ipv4Addr>,
+    pub dns: Option<IpAddr>,
 }
 
 impl Attached<'_> {
     pub fn to_json(&self, version: &str) -> Value {
-        let mut ip = json!({
-            "address": format!("{}/{}", self.ip, self.prefix),
-            "gateway": self.gateway.to_string(),
-            "interface": 1,
-        });
-        if version.starts_with("0.") {
-            ip["version"] = json!("4");
-        }
-        let mut ips = vec![ip];
+        let mut ips = Vec::new();
         let mut routes = Vec::new();
-        if self.default_route {
-            routes.push(json!({ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }));
+        if let Some((ip4, prefix, gw)) = self.ip {
+            let mut ip = json!({
+                "address": format!("{ip4}/{prefix}"),
+                "gateway": gw.to_string(),
+                "interface": 1,
+            });
+            if version.starts_with("0.") {
+                ip["version"] = json!("4");
+            }
+            ips.push(ip);
+            if self.default_route {
+                routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
+            }
         }
         if let Some((ip6, prefix, gw6)) = self.ip6 {
             let mut ip = json!({
@@ -601,14 +607,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(two.addressing().unwrap_err().code, Code::InvalidConfig);
+        assert!(!a.v6_only);
+        // IPv6 ranges alone: an IPv6-only network, whose result has IPv6 alone.
+        let only6 = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"d","ipam":{"ranges":[[{"subnet":"fd09::/64"}]]}}"#,
+        )
+        .unwrap();
+        assert!(only6.addressing().unwrap().v6_only);
+        let v = Attached {
+            host_veth: "vethx",
+            ifname: "eth0",
+            mac: "02:42:00:00:00:07",
+            netns: "/run/netns/x",
+            ip: None,
+            ip6: Some(("fd09::7".parse().unwrap(), 64, "fd09::1".parse().unwrap())),
+            default_route: true,
+            dns: Some("fd09::1".parse().unwrap()),
+        }
+        .to_json("1.0.0");
+        assert_eq!(v["ips"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["ips"][0]["address"], "fd09::7/64");
+        assert_eq!(v["routes"], serde_json::json!([{"dst": "::/0", "gw": "fd09::1"}]));
+        assert_eq!(v["dns"]["nameservers"][0], "fd09::1");
         let result = Attached {
             host_veth: "vethx",
             ifname: "eth0",
             mac: "02:42:0a:09:00:07",
             netns: "/run/netns/x",
-            ip: "10.9.0.7".parse().unwrap(),
-            prefix: 24,
-            gateway: "10.9.0.1".parse().unwrap(),
+            ip: Some(("10.9.0.7".parse().unwrap(), 24, "10.9.0.1".parse().unwrap())),
             ip6: Some(("fd09::7".parse().unwrap(), 64, "fd09::fe".parse().unwrap())),
             default_route: true,
             dns: None,
@@ -676,9 +702,7 @@ mod tests {
             ifname: "eth0",
             mac: "02:42:0a:09:00:02",
             netns: "/run/netns/x",
-            ip: "10.9.0.2".parse().unwrap(),
-            prefix: 24,
-            gateway: "10.9.0.1".parse().unwrap(),
+            ip: Some(("10.9.0.2".parse().unwrap(), 24, "10.9.0.1".parse().unwrap())),
             ip6: None,
             default_route: true,
             dns: Some("10.9.0.1".parse().unwrap()),

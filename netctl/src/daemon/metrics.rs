@@ -95,7 +95,7 @@ fn text(cfg: &Config, dns: &Stats) -> Result<String> {
     let state = Store::new(&cfg.state_dir, cfg.lock_timeout).snapshot()?;
     let mut out = crate::engine::stats::prometheus(&crate::engine::stats::collect(&dp, &state)?);
     out.push_str(&dns.prometheus(|gw| {
-        let net = state.networks.values().find(|n| n.gateway == gw)?;
+        let net = state.networks.values().find(|n| n.gateway() == Some(gw))?;
         Some(net.name.clone())
     }));
     out.push_str(&super::conntrack::prometheus());

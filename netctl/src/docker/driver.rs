@@ -147,6 +147,7 @@ fn create_network(nid: &str, body: &Value) -> Result<()> {
             ipv6: v6.is_some(),
             subnet6: v6.as_ref().map(|v| v.0.clone()),
             gateway6: v6.as_ref().and_then(|v| v.1.clone()),
+            ipv6_only: false,
         };
         let mut net = networks::plan(&ctx.nl, tx.state(), &req, ctx.group)?;
         net.id = nid.to_string();
@@ -312,7 +313,7 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
             endpoint_id: eid.to_string(),
             ifname: "eth0".into(),
             host_veth: topology::host_veth_name(eid),
-            ip: e.ip,
+            ip: Some(e.ip),
             ip6: e.ip6,
             mac: e.mac.clone(),
             aliases: Vec::new(),
@@ -347,14 +348,20 @@ fn join(eid: &str, sandbox: &str) -> Result<Value> {
         );
         c.endpoints.push(ep);
         tx.state().containers.insert(name, c);
-        Ok((net.gateway, net.ipv6.map(|v| v.gateway), net.internal))
+        Ok((
+            net.ipv4.map(|v| v.gateway),
+            net.ipv6.map(|v| v.gateway),
+            net.internal,
+        ))
     })?;
     let mut out = json!({
         "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" },
         "DisableGatewayService": false,
     });
     if !internal {
-        out["Gateway"] = json!(gateway.to_string());
+        if let Some(gw) = gateway {
+            out["Gateway"] = json!(gw.to_string());
+        }
         if let Some(gw6) = gateway6 {
             out["GatewayIPv6"] = json!(gw6.to_string());
         }

@@ -70,13 +70,20 @@ fn plan_endpoint(
     let ip = match ip {
         Some(ip) => {
             let ip = ipam::parse_ip(ip, "--ip")?;
-            if !net.user_subnet || net.name == networks::DEFAULT_NETWORK {
+            if net.ipv4.as_ref().is_some_and(|v4| !v4.user_subnet)
+                || net.name == networks::DEFAULT_NETWORK
+            {
                 bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
             }
             ipam::check_static(net, ip, &used)?;
-            ip
+            Some(ip)
         }
         None => ipam::allocate(net, &used)?,
+    };
+    let mac = match (ip, ip6) {
+        (Some(ip), _) => state::mac_for(ip),
+        (None, Some(ip6)) => state::mac_for6(ip6),
+        (None, None) => bail!("network {} has no addressing", net.name),
     };
     let ifname = next_ifname(c_endpoints);
     let endpoint_id = state::random_id();
@@ -87,7 +94,7 @@ fn plan_endpoint(
         ifname,
         ip,
         ip6,
-        mac: state::mac_for(ip),
+        mac,
         aliases: Vec::new(),
     })
 }
@@ -104,7 +111,7 @@ fn claimed_endpoint(
         host_veth: topology::host_veth_name(endpoint_id),
         endpoint_id: endpoint_id.clone(),
         ifname: next_ifname(c_endpoints),
-        ip: *ip,
+        ip: Some(*ip),
         ip6,
         mac: state::mac_for(*ip),
         aliases: Vec::new(),
@@ -187,6 +194,17 @@ pub fn create(
         let net = state.find_network(net_name)?.clone();
         let addr = Addr::new(req.ip.as_deref(), req.claimed.as_ref());
         let ep = plan_endpoint(state, &[], &net, addr, req.ip6.as_deref())?;
+        if ep.ip.is_none() {
+            // Nothing translates IPv4 to IPv6: an IPv4 host address could never reach it.
+            let v4 = |s: &&PortSpec| matches!(s.host_ip, IpAddr::V4(a) if !a.is_unspecified());
+            if let Some(s) = specs.iter().find(v4) {
+                bail!(
+                    "cannot publish on {}: network {} is IPv6-only and the container has no IPv4 address; publish on an IPv6 host address (-p [::]:8080:80) or on every address (-p 8080:80)",
+                    s.host_ip,
+                    net.name
+                );
+            }
+        }
         let taken: Vec<_> = state.all_ports().map(|(_, p)| *p).collect();
         check_host_ips(nl, &specs)?;
         let ports = ports::allocate(
@@ -197,7 +215,7 @@ pub fn create(
         )?;
         let id = req.id.clone().unwrap_or_else(state::random_id);
         let mut c = new_container(req, id.clone(), vec![ep.clone()], ports);
-        names.apply(&mut c, Some(net.gateway));
+        names.apply(&mut c, net.gateway());
         let ns = netns::handle_path(state_dir, &id);
         crate::base::timing::mark("plan");
         // A spare namespace with its veth ready, when the daemon has one; else made here.
@@ -582,9 +600,9 @@ pub fn disconnect(
         .iter()
         .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
     {
-        let gw = state.networks[&ep.network].gateway;
-        if let Ok(Some(ns)) = netns::of(&c, state_dir) {
-            topology::ensure_default_route(&ns, gw).context("restoring the default route")?;
+        if let (Some(v4), Ok(Some(ns))) = (&state.networks[&ep.network].ipv4, netns::of(&c, state_dir)) {
+            topology::ensure_default_route(&ns, v4.gateway)
+                .context("restoring the default route")?;
         }
     }
     Ok(())
@@ -592,5 +610,5 @@ pub fn disconnect(
 
 /// The address published ports lead to: the first endpoint's.
 pub fn primary_ip(c: &Container) -> Option<Ipv4Addr> {
-    c.endpoints.first().map(|e| e.ip)
+    c.endpoints.first().and_then(|e| e.ip)
 }

@@ -14,7 +14,7 @@ use crate::{
     model::ipam,
     model::ipam6,
     model::options,
-    model::state::{self, Ipv6Subnet, Network, State},
+    model::state::{self, Ipv4Subnet, Ipv6Subnet, Network, State},
 };
 
 /// Subnets a new network must not overlap: the host's addresses and routes (except those of
@@ -24,7 +24,11 @@ pub fn taken_subnets(nl: &Netlink, state: &State) -> Result<Vec<Ipv4Network>> {
     for n in state.networks.values() {
         own.extend(nl.link(&n.bridge)?.map(|l| l.index));
     }
-    let mut taken: Vec<Ipv4Network> = state.networks.values().map(|n| n.subnet).collect();
+    let mut taken: Vec<Ipv4Network> = state
+        .networks
+        .values()
+        .filter_map(|n| n.ipv4.as_ref().map(|v| v.subnet))
+        .collect();
     for (index, net) in nl.addresses()? {
         if !own.contains(&index) && !net.ip().is_loopback() {
             taken.push(Ipv4Network::new(net.network(), net.prefix()).expect("valid prefix"));
@@ -109,6 +113,55 @@ fn plan_ipv6(
     }))
 }
 
+/// The IPv4 addressing of a new network: the `--subnet` asked for (checked against the other
+/// networks and the host's addresses and routes) or the next free pool; None for
+/// `--ipv4=false`.
+fn plan_ipv4(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Option<Ipv4Subnet>> {
+    if req.ipv6_only {
+        if req.subnet.is_some() || req.gateway.is_some() || req.ip_range.is_some() {
+            bail!("an IPv4 --subnet, --gateway or --ip-range needs IPv4: leave out --ipv4=false");
+        }
+        return Ok(None);
+    }
+    let taken = taken_subnets(nl, state)?;
+    let subnet = match &req.subnet {
+        Some(s) => {
+            let s = ipam::parse_subnet(s, "subnet")?;
+            if let Some((n, v4)) = state
+                .networks
+                .values()
+                .filter_map(|n| Some((n, n.ipv4.as_ref()?)))
+                .find(|(_, v4)| ipam::overlaps(&v4.subnet, &s))
+            {
+                bail!(
+                    "subnet {s} overlaps network {} ({}): pick a subnet that does not",
+                    n.name,
+                    v4.subnet
+                );
+            }
+            if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
+                bail!("subnet {s} overlaps {t}, an address or route of this host: pick a subnet that does not");
+            }
+            s
+        }
+        None => {
+            if req.gateway.is_some() || req.ip_range.is_some() {
+                bail!("--gateway and --ip-range need --subnet");
+            }
+            let preferred = (req.name == DEFAULT_NETWORK)
+                .then(|| ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid"));
+            ipam::pick_pool(preferred, &taken)?
+        }
+    };
+    let (gateway, ip_range) = plan_gateway(subnet, req)?;
+    Ok(Some(Ipv4Subnet {
+        subnet,
+        gateway,
+        ip_range,
+        user_subnet: req.subnet.is_some(),
+    }))
+}
+
 /// Validates a request against the state and the host and returns the network to create.
 pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Result<Network> {
     check_name(&req.name, "network")?;
@@ -134,37 +187,11 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
     if opts.encrypted {
         bail!("-o encrypted is for overlay networks (-d overlay): a bridge network's traffic never leaves this host");
     }
-    let taken = taken_subnets(nl, state)?;
-    let subnet = match &req.subnet {
-        Some(s) => {
-            let s = ipam::parse_subnet(s, "subnet")?;
-            if let Some(n) = state
-                .networks
-                .values()
-                .find(|n| ipam::overlaps(&n.subnet, &s))
-            {
-                bail!(
-                    "subnet {s} overlaps network {} ({}): pick a subnet that does not",
-                    n.name,
-                    n.subnet
-                );
-            }
-            if let Some(t) = taken.iter().find(|t| ipam::overlaps(t, &s)) {
-                bail!("subnet {s} overlaps {t}, an address or route of this host: pick a subnet that does not");
-            }
-            s
-        }
-        None => {
-            if req.gateway.is_some() || req.ip_range.is_some() {
-                bail!("--gateway and --ip-range need --subnet");
-            }
-            let preferred = (req.name == DEFAULT_NETWORK)
-                .then(|| ipam::DEFAULT_BRIDGE_SUBNET.parse().expect("valid"));
-            ipam::pick_pool(preferred, &taken)?
-        }
-    };
-    let (gateway, ip_range) = plan_gateway(subnet, req)?;
+    let ipv4 = plan_ipv4(nl, state, req)?;
     let ipv6 = plan_ipv6(nl, state, req, group)?;
+    if ipv4.is_none() && ipv6.is_none() {
+        bail!("--ipv4=false needs --ipv6: a network has IPv4, IPv6 or both");
+    }
     let id = state::random_id();
     let bridge = match (&opts.bridge_name, req.name == DEFAULT_NETWORK) {
         (Some(b), _) => b.clone(),
@@ -188,9 +215,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
         id,
         name: req.name.clone(),
         driver: req.driver.clone(),
-        subnet,
-        gateway,
-        ip_range,
+        ipv4,
         internal: req.internal,
         icc: opts.icc,
         masquerade: opts.masquerade,
@@ -198,7 +223,6 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
         bridge,
         options: opts.raw,
         created: state::now(),
-        user_subnet: req.subnet.is_some(),
         vni: None,
         ipv6,
     })

@@ -8,7 +8,7 @@ use netctl_common::stats::EndpointCounters;
 use serde_json::{json, Value};
 
 use crate::{
-    kernel::dataplane::{maps::raw, Dataplane},
+    kernel::dataplane::Dataplane,
     model::state::State,
 };
 
@@ -33,7 +33,8 @@ pub fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
     for c in state.containers.values() {
         let mut sum = EndpointCounters::default();
         for ep in &c.endpoints {
-            if let Some(v) = per_ep.get(&raw(ep.ip)) {
+            let veth = nix::net::if_::if_nametoindex(ep.host_veth.as_str()).ok();
+            if let Some(v) = veth.and_then(|i| per_ep.get(&i)) {
                 sum.add(v);
                 networks.entry(ep.network.clone()).or_default().add(v);
             }
@@ -47,10 +48,15 @@ pub fn collect(dp: &Dataplane, state: &State) -> Result<Value> {
                 crate::model::ports::Proto::Tcp => netctl_common::proto::TCP,
                 crate::model::ports::Proto::Udp => netctl_common::proto::UDP,
             };
-            let key = (p.host_ip, p.host_port, proto);
+            let hit = |ip| hits.get(&(ip, p.host_port, proto)).copied().unwrap_or(0);
+            let mut connections = hit(p.host_ip);
+            // An IPv6-only container's ports on every address are counted as `[::]`'s.
+            if p.host_ip.is_unspecified() && p.host_ip.is_ipv4() {
+                connections += hit(std::net::Ipv6Addr::UNSPECIFIED.into());
+            }
             ports.push(
                 json!({"container": c.name, "port": crate::model::ports::describe(p),
-                "connections": hits.get(&key).copied().unwrap_or(0)}),
+                "connections": connections}),
             );
         }
     }

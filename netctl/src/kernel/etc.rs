@@ -47,7 +47,9 @@ pub fn hosts(state: &State, c: &Container) -> String {
         let _ = writeln!(out, "{ip}\t{}", names.join(" "));
     }
     for ep in &c.endpoints {
-        let _ = writeln!(out, "{}\t{}", ep.ip, c.hostname());
+        if let Some(ip) = ep.ip {
+            let _ = writeln!(out, "{ip}\t{}", c.hostname());
+        }
         if let Some(ip6) = ep.ip6 {
             let _ = writeln!(out, "{ip6}\t{}", c.hostname());
         }
@@ -86,7 +88,9 @@ pub fn resolv_conf(state: &State, c: &Container, host: &ResolvConf, via_socket: 
             servers.join(" ")
         );
         search(&mut out);
-        if via_socket {
+        // 127.0.0.11 is reached through an IPv4 route: a container with none (IPv6-only)
+        // names the resolver on its network's IPv6 gateway.
+        if via_socket && gateway.is_ipv4() {
             let _ = writeln!(out, "nameserver {EMBEDDED_DNS}");
         } else {
             let _ = writeln!(out, "nameserver {gateway}");

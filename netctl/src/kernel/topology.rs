@@ -119,7 +119,9 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
         // A fixed MAC: a bridge otherwise takes its lowest port's, and containers' ARP entries
         // for the gateway go stale as ports come and go.
         nl.set_mac(index, random_mac())?;
-        nl.add_address(index, net.gateway, net.subnet.prefix())?;
+        if let Some(v4) = &net.ipv4 {
+            nl.add_address(index, v4.gateway, v4.subnet.prefix())?;
+        }
         if let Some(v6) = &net.ipv6 {
             // IPv6 on, whatever the host's default for new interfaces says; and the bridge
             // never learns a route from what a container sends (a rogue router
@@ -203,7 +205,12 @@ fn configure_container_side(
     net: &Network,
     default_route: bool,
 ) -> Result<()> {
-    let (ifname, ip, prefix, gw) = (ep.ifname.clone(), ep.ip, net.subnet.prefix(), net.gateway);
+    let ifname = ep.ifname.clone();
+    let v4 = net
+        .ipv4
+        .as_ref()
+        .zip(ep.ip)
+        .map(|(n, ip)| (ip, n.subnet.prefix(), n.gateway));
     let v6 = net
         .ipv6
         .as_ref()
@@ -240,9 +247,11 @@ fn configure_container_side(
             nl.set_mtu(link.index, mtu)?;
         }
         nl.set_mac(link.index, mac)?;
-        nl.add_address(link.index, ip, prefix)?;
+        if let Some((ip, prefix, _)) = v4 {
+            nl.add_address(link.index, ip, prefix)?;
+        }
         nl.set_up(link.index)?;
-        if default_route {
+        if let Some((_, _, gw)) = v4.filter(|_| default_route) {
             nl.add_default_route(gw)?;
         }
         if let Some((ip6, prefix6, gw6)) = v6 {

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use ipnetwork::Ipv4Network;
 
-use crate::model::state::Network;
+use crate::model::state::{Ipv4Subnet, Network};
 
 /// The default network's preferred subnet.
 pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
@@ -92,15 +92,21 @@ fn is_host(subnet: &Ipv4Network, ip: Ipv4Addr) -> bool {
 
 /// Checks a static `--ip`.
 pub fn check_static(net: &Network, ip: Ipv4Addr, used: &[Ipv4Addr]) -> Result<()> {
-    if !net.subnet.contains(ip) {
+    let Some(v4) = &net.ipv4 else {
+        bail!(
+            "--ip {ip}: network {} is IPv6-only (--ipv4=false): give it an IPv6 address with --ip6",
+            net.name
+        );
+    };
+    if !v4.subnet.contains(ip) {
         // Docker's words (users search for them).
         bail!(
             "Invalid preferred address {ip}: It does not belong to any of this network's subnets ({} is {})",
             net.name,
-            net.subnet
+            v4.subnet
         );
     }
-    if !is_host(&net.subnet, ip) || ip == net.gateway {
+    if !is_host(&v4.subnet, ip) || ip == v4.gateway {
         bail!(
             "--ip {ip} is reserved in network {} (network, broadcast or gateway address): pick another",
             net.name
@@ -115,11 +121,16 @@ pub fn check_static(net: &Network, ip: Ipv4Addr, used: &[Ipv4Addr]) -> Result<()
     Ok(())
 }
 
-/// The lowest free address of the network's range (ip-range if set, else subnet).
-pub fn allocate(net: &Network, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
-    let pool = net.ip_range.unwrap_or(net.subnet);
+/// The lowest free address of the network's range (ip-range if set, else subnet); None on
+/// an IPv6-only network.
+pub fn allocate(net: &Network, used: &[Ipv4Addr]) -> Result<Option<Ipv4Addr>> {
+    let Some(v4) = &net.ipv4 else {
+        return Ok(None);
+    };
+    let pool = v4.ip_range.unwrap_or(v4.subnet);
     pool.iter()
-        .find(|ip| is_host(&net.subnet, *ip) && *ip != net.gateway && !used.contains(ip))
+        .find(|ip| is_host(&v4.subnet, *ip) && *ip != v4.gateway && !used.contains(ip))
+        .map(Some)
         .with_context(|| {
             format!(
                 "no free address left in network {} ({pool}): remove containers or use a larger subnet",
@@ -131,18 +142,22 @@ pub fn allocate(net: &Network, used: &[Ipv4Addr]) -> Result<Ipv4Addr> {
 /// A free address of the range, from a place `seed` picks (the cluster's allocation: a host
 /// cut off from the store that comes back seldom finds its addresses handed out again, as it
 /// would if every host took the lowest free one).
-pub fn allocate_spread(net: &Network, used: &[Ipv4Addr], seed: u32) -> Result<Ipv4Addr> {
-    let pool = net.ip_range.unwrap_or(net.subnet);
+pub fn allocate_spread(
+    name: &str,
+    v4: &Ipv4Subnet,
+    used: &[Ipv4Addr],
+    seed: u32,
+) -> Result<Ipv4Addr> {
+    let pool = v4.ip_range.unwrap_or(v4.subnet);
     let used: std::collections::HashSet<Ipv4Addr> = used.iter().copied().collect();
     let size = u64::from(pool.size()).max(1);
     let base = u64::from(u32::from(pool.network()));
     (0..size)
         .map(|i| Ipv4Addr::from((base + (u64::from(seed) + i) % size) as u32))
-        .find(|ip| is_host(&net.subnet, *ip) && *ip != net.gateway && !used.contains(ip))
+        .find(|ip| is_host(&v4.subnet, *ip) && *ip != v4.gateway && !used.contains(ip))
         .with_context(|| {
             format!(
-                "no free address left in network {} ({pool}): remove containers or use a larger subnet",
-                net.name
+                "no free address left in network {name} ({pool}): remove containers or use a larger subnet"
             )
         })
 }
@@ -160,9 +175,12 @@ mod tests {
             id: "x".into(),
             name: "n".into(),
             driver: "bridge".into(),
-            subnet,
-            gateway: plan(subnet, None, ip_range).unwrap(),
-            ip_range,
+            ipv4: Some(Ipv4Subnet {
+                subnet,
+                gateway: plan(subnet, None, ip_range).unwrap(),
+                ip_range,
+                user_subnet: true,
+            }),
             internal: false,
             icc: true,
             masquerade: true,
@@ -170,7 +188,6 @@ mod tests {
             bridge: "br".into(),
             options: BTreeMap::new(),
             created: 0,
-            user_subnet: true,
             vni: None,
             ipv6: None,
         }
@@ -230,13 +247,13 @@ mod tests {
     #[test]
     fn allocation_is_lowest_free_and_respects_range() {
         let n = net("10.0.0.0/24", None);
-        assert_eq!(allocate(&n, &[]).unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(allocate(&n, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
         let used = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
-        assert_eq!(allocate(&n, &used).unwrap(), Ipv4Addr::new(10, 0, 0, 4));
+        assert_eq!(allocate(&n, &used).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 4));
         let r = net("10.0.0.0/24", Some("10.0.0.128/25"));
-        assert_eq!(allocate(&r, &[]).unwrap(), Ipv4Addr::new(10, 0, 0, 128));
+        assert_eq!(allocate(&r, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 128));
         let tiny = net("10.0.0.0/30", None);
-        assert_eq!(allocate(&tiny, &[]).unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(allocate(&tiny, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
         assert!(allocate(&tiny, &[Ipv4Addr::new(10, 0, 0, 2)]).is_err());
     }
 
@@ -262,11 +279,11 @@ mod tests {
     fn spread_allocation_is_free_in_range_and_not_always_the_lowest() {
         let n = net("10.9.0.0/24", None);
         let picks: std::collections::BTreeSet<Ipv4Addr> = (0..64u32)
-            .map(|seed| allocate_spread(&n, &[], seed.wrapping_mul(2654435761)).unwrap())
+            .map(|seed| allocate_spread("n", n.ipv4.as_ref().unwrap(), &[], seed.wrapping_mul(2654435761)).unwrap())
             .collect();
         assert!(picks.len() > 16, "{picks:?}");
         for ip in &picks {
-            assert!(is_host(&n.subnet, *ip) && *ip != n.gateway, "{ip}");
+            assert!(is_host(&n.ipv4.as_ref().unwrap().subnet, *ip) && *ip != n.ipv4.as_ref().unwrap().gateway, "{ip}");
         }
         // Taken addresses are skipped; a full range is an error.
         let r = net("10.9.0.0/24", Some("10.9.0.8/30"));
@@ -276,11 +293,11 @@ mod tests {
             .collect();
         for seed in 0..8 {
             assert_eq!(
-                allocate_spread(&r, &used, seed).unwrap(),
+                allocate_spread("n", r.ipv4.as_ref().unwrap(), &used, seed).unwrap(),
                 "10.9.0.10".parse::<Ipv4Addr>().unwrap()
             );
         }
-        let all: Vec<Ipv4Addr> = r.ip_range.unwrap().iter().collect();
-        assert!(allocate_spread(&r, &all, 3).is_err());
+        let all: Vec<Ipv4Addr> = r.ipv4.as_ref().unwrap().ip_range.unwrap().iter().collect();
+        assert!(allocate_spread("n", r.ipv4.as_ref().unwrap(), &all, 3).is_err());
     }
 }

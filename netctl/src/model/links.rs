@@ -17,7 +17,7 @@ fn bridge_ip(c: &Container) -> Option<Ipv4Addr> {
     c.endpoints
         .iter()
         .find(|e| e.network == DEFAULT_NETWORK)
-        .map(|e| e.ip)
+        .and_then(|e| e.ip)
 }
 
 /// The links of `c` that are legacy ones (both on the default network), with the target and

@@ -35,16 +35,20 @@ impl Names {
             ifnames,
         };
         for net in state.networks.values() {
-            n.gateways.insert(net.gateway, net.name.clone());
+            if let Some(v4) = &net.ipv4 {
+                n.gateways.insert(v4.gateway, net.name.clone());
+                n.subnets.push((v4.subnet, net.name.clone()));
+            }
             if let Some(v6) = &net.ipv6 {
                 n.gateways6.insert(v6.gateway, net.name.clone());
             }
-            n.subnets.push((net.subnet, net.name.clone()));
         }
         for c in state.containers.values() {
             for ep in &c.endpoints {
-                n.containers
-                    .insert(ep.ip, (c.name.clone(), ep.network.clone()));
+                if let Some(ip) = ep.ip {
+                    n.containers
+                        .insert(ip, (c.name.clone(), ep.network.clone()));
+                }
                 if let Some(ip6) = ep.ip6 {
                     let ll =
                         crate::model::ipam6::link_local(crate::model::addr::parse_mac(&ep.mac));

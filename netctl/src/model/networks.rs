@@ -51,6 +51,8 @@ pub struct CreateRequest {
     pub ipv6: bool,
     pub subnet6: Option<String>,
     pub gateway6: Option<String>,
+    /// `--ipv4=false`: no IPv4 on the network (with `--ipv6`, an IPv6-only network).
+    pub ipv6_only: bool,
 }
 
 /// Docker's rule for network and container names.

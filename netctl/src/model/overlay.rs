@@ -138,9 +138,12 @@ impl OverlayNetwork {
             id: self.id.clone(),
             name: self.name.clone(),
             driver: "overlay".into(),
-            subnet: self.subnet,
-            gateway: self.gateway,
-            ip_range: self.ip_range,
+            ipv4: Some(state::Ipv4Subnet {
+                subnet: self.subnet,
+                gateway: self.gateway,
+                ip_range: self.ip_range,
+                user_subnet: self.user_subnet,
+            }),
             internal: self.internal,
             icc: self.icc,
             masquerade: true,
@@ -148,7 +151,6 @@ impl OverlayNetwork {
             bridge: format!("ov-{}", crate::model::ids::short(&self.id)),
             options: self.options.clone(),
             created: self.created,
-            user_subnet: self.user_subnet,
             vni: Some(self.vni),
             ipv6: None,
         }
@@ -262,7 +264,7 @@ pub fn gone(before: &State, after: &State) -> Vec<(String, Ipv4Addr, String)> {
         .values()
         .flat_map(|c| c.endpoints.iter())
         .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
-        .map(|ep| (ep.network.clone(), ep.ip, ep.endpoint_id.clone()))
+        .filter_map(|ep| Some((ep.network.clone(), ep.ip?, ep.endpoint_id.clone())))
         .collect()
 }
 

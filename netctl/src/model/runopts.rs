@@ -156,14 +156,11 @@ impl Planned {
     }
 
     /// Puts the options on the container; `gateway` is its first network's.
-    pub fn apply(self, c: &mut Container, gateway: Option<Ipv4Addr>) {
+    pub fn apply(self, c: &mut Container, gateway: Option<IpAddr>) {
         let mut options = self.options;
-        if let Some(gw) = gateway {
+        if let Some(ip) = gateway {
             for name in self.to_gateway {
-                options.extra_hosts.push(ExtraHost {
-                    name,
-                    ip: IpAddr::V4(gw),
-                });
+                options.extra_hosts.push(ExtraHost { name, ip });
             }
         }
         c.options = options;

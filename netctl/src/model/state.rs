@@ -73,9 +73,10 @@ pub struct Network {
     pub id: String,
     pub name: String,
     pub driver: String,
-    pub subnet: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    pub ip_range: Option<Ipv4Network>,
+    /// The network's IPv4 addressing; None: an IPv6-only network (`--ipv4=false`). Its
+    /// fields sit at the top of the document, where older versions kept them.
+    #[serde(flatten)]
+    pub ipv4: Option<Ipv4Subnet>,
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
@@ -85,10 +86,6 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// Seconds since the epoch.
     pub created: u64,
-    /// The user chose the subnet (`--subnet`): only then may containers pick `--ip`, as in
-    /// Docker. Older state files did not record it; they keep `--ip` working.
-    #[serde(default = "yes")]
-    pub user_subnet: bool,
     /// Overlay networks: the VXLAN network identifier (the network itself lives in the
     /// cluster store; this is this host's copy while it has containers on it).
     #[serde(default)]
@@ -96,6 +93,18 @@ pub struct Network {
     /// `--ipv6`: the network's IPv6 subnet and gateway (dual stack); None: IPv4 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Subnet>,
+}
+
+/// A network's IPv4 addressing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ipv4Subnet {
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Network>,
+    /// The user chose the subnet (`--subnet`): only then may containers pick `--ip`, as in
+    /// Docker. Older state files did not record it; they keep `--ip` working.
+    #[serde(default = "yes")]
+    pub user_subnet: bool,
 }
 
 /// A network's IPv6 addressing.
@@ -112,6 +121,16 @@ fn yes() -> bool {
 }
 
 impl Network {
+    /// The gateway's address as containers see it (`host-gateway`): IPv4's, on an
+    /// IPv6-only network IPv6's.
+    pub fn gateway(&self) -> Option<IpAddr> {
+        match (&self.ipv4, &self.ipv6) {
+            (Some(v4), _) => Some(IpAddr::V4(v4.gateway)),
+            (None, Some(v6)) => Some(IpAddr::V6(v6.gateway)),
+            (None, None) => None,
+        }
+    }
+
     /// An encrypted overlay (`-o encrypted`): its traffic crosses hosts through WireGuard.
     pub fn encrypted(&self) -> bool {
         self.vni.is_some() && crate::model::options::encrypted(&self.options)
@@ -209,7 +228,9 @@ pub struct Endpoint {
     pub ifname: String,
     /// Host side of the veth, on the network's bridge.
     pub host_veth: String,
-    pub ip: Ipv4Addr,
+    /// The container's IPv4 address; None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// On a network with IPv6: the container's global IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -276,7 +297,7 @@ impl State {
         let pending = self.docker.endpoints.values().map(|e| (&e.network, e.ip));
         self.containers
             .values()
-            .flat_map(|c| c.endpoints.iter().map(|e| (&e.network, e.ip)))
+            .flat_map(|c| c.endpoints.iter().filter_map(|e| Some((&e.network, e.ip?))))
             .chain(pending)
             .filter(|(n, _)| *n == network)
             .map(|(_, ip)| ip)
@@ -378,6 +399,9 @@ impl State {
             if !is_safe_id(&n.id) {
                 bail!("network {key}: ID {:?} is not a valid ID", n.id);
             }
+            if n.ipv4.is_none() && n.ipv6.is_none() {
+                bail!("network {key} has neither IPv4 nor IPv6 addressing");
+            }
             if !is_ifname(&n.bridge) {
                 bail!(
                     "network {key}: bridge name {:?} is not an interface name",
@@ -440,6 +464,13 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
+/// The MAC of an interface with no IPv4 address (IPv6-only networks): 02:42 followed by the
+/// last four bytes of its IPv6 address, unique on its network as an IPv4 one's would be.
+pub fn mac_for6(ip: Ipv6Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[12], o[13], o[14], o[15])
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -454,5 +485,37 @@ mod tests {
     #[test]
     fn mac_is_docker_style() {
         assert_eq!(mac_for("172.17.0.2".parse().unwrap()), "02:42:ac:11:00:02");
+        assert_eq!(mac_for6("fd00::a:b0c:2".parse().unwrap()), "02:42:0b:0c:00:02");
+    }
+
+    #[test]
+    fn ipv4_addressing_is_where_older_versions_kept_it_and_absent_when_ipv6_only() {
+        let old = r#"{"id":"n","name":"n","driver":"bridge","subnet":"10.1.0.0/24",
+            "gateway":"10.1.0.1","ip_range":null,"internal":false,"icc":true,
+            "masquerade":true,"mtu":1500,"bridge":"br-n","options":{},"created":0}"#;
+        let n: Network = serde_json::from_str(old).unwrap();
+        let v4 = n.ipv4.as_ref().unwrap();
+        assert_eq!((v4.subnet.to_string(), v4.user_subnet), ("10.1.0.0/24".into(), true));
+        let text = serde_json::to_value(&n).unwrap();
+        assert_eq!(text["subnet"], "10.1.0.0/24");
+        assert_eq!(text["gateway"], "10.1.0.1");
+
+        let mut six = n.clone();
+        six.ipv4 = None;
+        six.ipv6 = Some(Ipv6Subnet {
+            subnet: "fd00:1::/64".parse().unwrap(),
+            gateway: "fd00:1::1".parse().unwrap(),
+            user_subnet: false,
+        });
+        let text = serde_json::to_string(&six).unwrap();
+        assert!(!text.contains("\"subnet\":\"10."), "{text}");
+        let back: Network = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, six);
+        assert_eq!(back.gateway(), Some("fd00:1::1".parse().unwrap()));
+
+        let ep = r#"{"network":"n","endpoint_id":"e","ifname":"eth0","host_veth":"v",
+            "ip6":"fd00:1::2","mac":"02:42:00:00:00:02"}"#;
+        let ep: Endpoint = serde_json::from_str(ep).unwrap();
+        assert_eq!(ep.ip, None);
     }
 }

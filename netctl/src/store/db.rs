@@ -507,16 +507,15 @@ pub fn write_changes(tx: &rusqlite::Transaction, old: &State, new: &State) -> Re
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (i, ep) in c.endpoints.iter().enumerate() {
-                q.execute(params![
-                    id,
-                    i as i64,
-                    ep.network,
-                    ep.ip.to_string(),
-                    serde_json::to_string(ep)?
-                ])
-                .map_err(|e| {
-                    unique(e, || format!("address {} on network {}", ep.ip, ep.network))
-                })?;
+                // The address that is unique on the network: IPv4's, on an IPv6-only
+                // network IPv6's.
+                let ip = match (ep.ip, ep.ip6) {
+                    (Some(ip), _) => ip.to_string(),
+                    (None, Some(ip6)) => ip6.to_string(),
+                    (None, None) => String::new(),
+                };
+                q.execute(params![id, i as i64, ep.network, ip, serde_json::to_string(ep)?])
+                    .map_err(|e| unique(e, || format!("address {ip} on network {}", ep.network)))?;
             }
         }
         if old.is_none_or(|o| o.ports != c.ports) {

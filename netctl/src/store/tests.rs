@@ -126,7 +126,7 @@ fn a_change_writes_only_the_rows_it_touches() {
     drop(l);
     let got = store.snapshot().unwrap();
     assert_eq!(
-        got.containers["db2"].endpoints[0].ip.to_string(),
+        got.containers["db2"].endpoints[0].ip.unwrap().to_string(),
         "10.1.0.3"
     );
     assert!(!got.containers.contains_key("db"));

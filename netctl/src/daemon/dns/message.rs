@@ -3,7 +3,7 @@
 //! — no message is built, nothing but the answer is allocated —; anything else goes through
 //! hickory-proto.
 
-use std::{net::Ipv4Addr, net::SocketAddr, sync::Arc};
+use std::{net::IpAddr, net::SocketAddr, sync::Arc};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
@@ -37,7 +37,7 @@ pub enum Transport {
 }
 
 /// Answers a query from the container at `asker`.
-pub fn handle(table: &Table, asker: Ipv4Addr, query: &[u8], via: Transport) -> Reply {
+pub fn handle(table: &Table, asker: IpAddr, query: &[u8], via: Transport) -> Reply {
     if let Some(r) = fast(table, asker, query, via) {
         return r;
     }
@@ -125,7 +125,7 @@ const PLAIN_UDP: usize = 512;
 
 /// The common question, answered from the bytes: a standard query with one question of
 /// plain labels, class IN, nothing else but maybe an EDNS record. None: take the full path.
-fn fast(table: &Table, asker: Ipv4Addr, q: &[u8], via: Transport) -> Option<Reply> {
+fn fast(table: &Table, asker: IpAddr, q: &[u8], via: Transport) -> Option<Reply> {
     let word = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?])) };
     let flags = word(2)?;
     if flags & (QR | OPCODE | TC) != 0 || word(4)? != 1 || word(6)? != 0 || word(8)? != 0 {

@@ -46,7 +46,7 @@ impl Resolver {
         self.listeners.update(&table::gateways(state), &self.table)
     }
 
-    pub fn addresses(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
         self.listeners.addresses()
     }
 

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -47,13 +47,13 @@ fn current(table: &Shared) -> Arc<Table> {
 
 /// How many of something each container holds at once, capped.
 #[derive(Clone, Default)]
-pub struct PerSource(Arc<Mutex<HashMap<Ipv4Addr, usize>>>);
+pub struct PerSource(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 /// One held by a container; given back when dropped.
-pub struct Held(PerSource, Ipv4Addr);
+pub struct Held(PerSource, IpAddr);
 
 impl PerSource {
-    pub fn take(&self, from: Ipv4Addr, max: usize) -> Option<Held> {
+    pub fn take(&self, from: IpAddr, max: usize) -> Option<Held> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(from).or_default();
         if *n >= max {
@@ -110,7 +110,7 @@ impl Throttled {
 
 /// The listening tasks, per gateway.
 pub struct Listeners {
-    running: BTreeMap<Ipv4Addr, [JoinHandle<()>; 2]>,
+    running: BTreeMap<IpAddr, [JoinHandle<()>; 2]>,
     in_flight: Arc<Semaphore>,
     forwarding: PerSource,
     tcp: Arc<Semaphore>,
@@ -138,7 +138,7 @@ impl Listeners {
 
     /// Listens on exactly `want`: new gateways bound, gone ones closed. Returns the
     /// gateways it could not bind, with why.
-    pub fn update(&mut self, want: &BTreeSet<Ipv4Addr>, table: &Shared) -> Vec<String> {
+    pub fn update(&mut self, want: &BTreeSet<IpAddr>, table: &Shared) -> Vec<String> {
         self.running.retain(|gw, tasks| {
             let keep = want.contains(gw) && !tasks.iter().any(|t| t.is_finished());
             if !keep {
@@ -176,24 +176,32 @@ impl Listeners {
         problems
     }
 
-    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+    pub fn addresses(&self) -> Vec<IpAddr> {
         self.running.keys().copied().collect()
     }
 }
 
 /// Binds UDP and TCP on gw:53. IP_FREEBIND: a gateway whose bridge is being re-created (after
 /// a reboot, before `sync`) is bound anyway and answers as soon as its address is back.
-fn bind(gw: Ipv4Addr) -> Result<(UdpSocket, TcpListener)> {
+fn bind(gw: IpAddr) -> Result<(UdpSocket, TcpListener)> {
     let addr: SocketAddr = (gw, PORT).into();
-    let udp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    udp.set_freebind_v4(true)?;
-    udp.set_reuse_address(true)?;
+    let socket = |ty: Type, proto: Protocol| -> Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+        match gw {
+            IpAddr::V4(_) => s.set_freebind_v4(true)?,
+            IpAddr::V6(_) => {
+                s.set_freebind_v6(true)?;
+                s.set_only_v6(true)?;
+            }
+        }
+        s.set_reuse_address(true)?;
+        Ok(s)
+    };
+    let udp = socket(Type::DGRAM, Protocol::UDP)?;
     udp.bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
     udp.set_nonblocking(true)?;
-    let tcp = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    tcp.set_freebind_v4(true)?;
-    tcp.set_reuse_address(true)?;
+    let tcp = socket(Type::STREAM, Protocol::TCP)?;
     tcp.bind(&addr.into())
         .with_context(|| format!("binding TCP {addr}"))?;
     tcp.listen(128)?;
@@ -222,12 +230,10 @@ async fn serve_udp(
                 continue;
             }
         };
-        let SocketAddr::V4(from) = peer else {
-            continue;
-        };
+        let from = peer;
         let asked = Instant::now();
         stats.queries.fetch_add(1, Relaxed);
-        match message::handle(&current(&table), *from.ip(), &buf[..n], Transport::Udp) {
+        match message::handle(&current(&table), from.ip(), &buf[..n], Transport::Udp) {
             Reply::Answer(bytes) => {
                 let _ = sock.send_to(&bytes, peer).await;
                 stats.local.fetch_add(1, Relaxed);
@@ -236,7 +242,7 @@ async fn serve_udp(
             Reply::Forward(servers) => {
                 // Over this container's share, or the daemon's: it retries.
                 let (Some(mine), Ok(permit)) = (
-                    forwarding.take(*from.ip(), MAX_IN_FLIGHT_PER_SOURCE),
+                    forwarding.take(from.ip(), MAX_IN_FLIGHT_PER_SOURCE),
                     in_flight.clone().try_acquire_owned(),
                 ) else {
                     stats.dropped.fetch_add(1, Relaxed);
@@ -276,10 +282,10 @@ async fn serve_tcp(
     let mut errors = Throttled::new(Duration::from_secs(10));
     loop {
         match listener.accept().await {
-            Ok((stream, SocketAddr::V4(peer))) => {
+            Ok((stream, peer)) => {
                 // Over its share, or the daemon's: closed at once (the client falls back or
                 // retries), so descriptors stay for the others.
-                let Some(mine) = per_source.take(*peer.ip(), MAX_TCP_PER_SOURCE) else {
+                let Some(mine) = per_source.take(peer.ip(), MAX_TCP_PER_SOURCE) else {
                     continue;
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -288,11 +294,10 @@ async fn serve_tcp(
                 let table = table.clone();
                 let stats = stats.clone();
                 tokio::spawn(async move {
-                    serve_tcp_client(stream, *peer.ip(), table, &stats).await;
+                    serve_tcp_client(stream, peer.ip(), table, &stats).await;
                     drop((slot, mine));
                 });
             }
-            Ok(_) => {}
             Err(e) => {
                 errors.log(|| format!("dns: accepting on {:?}: {e}", listener.local_addr()));
                 // Out of descriptors (EMFILE) or memory: wait for some to be given back.
@@ -303,7 +308,7 @@ async fn serve_tcp(
 }
 
 /// Length-prefixed questions (RFC 1035 4.2.2) until the client is done or idle.
-async fn serve_tcp_client(mut s: TcpStream, from: Ipv4Addr, table: Shared, stats: &Counters) {
+async fn serve_tcp_client(mut s: TcpStream, from: IpAddr, table: Shared, stats: &Counters) {
     for _ in 0..TCP_MAX_QUERIES {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
             return;

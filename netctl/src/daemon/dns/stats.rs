@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -53,12 +53,12 @@ type Field = fn(&Counters) -> &AtomicU64;
 
 /// The counts of every listener, by gateway; the listeners keep their own `Arc`.
 #[derive(Clone, Default)]
-pub struct Stats(Arc<Mutex<BTreeMap<Ipv4Addr, Arc<Counters>>>>);
+pub struct Stats(Arc<Mutex<BTreeMap<IpAddr, Arc<Counters>>>>);
 
 impl Stats {
     /// The counters of the listener on `gw` (kept while it listens, so a re-bound listener
     /// goes on counting).
-    pub fn of(&self, gw: Ipv4Addr) -> Arc<Counters> {
+    pub fn of(&self, gw: IpAddr) -> Arc<Counters> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -68,7 +68,7 @@ impl Stats {
     }
 
     /// Forgets the listeners not on `gateways` any more.
-    pub fn keep(&self, gateways: &std::collections::BTreeSet<Ipv4Addr>) {
+    pub fn keep(&self, gateways: &std::collections::BTreeSet<IpAddr>) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -77,7 +77,7 @@ impl Stats {
 
     /// Prometheus text, each listener labelled with its network (`network` names the one
     /// whose gateway an address is).
-    pub fn prometheus(&self, network: impl Fn(Ipv4Addr) -> Option<String>) -> String {
+    pub fn prometheus(&self, network: impl Fn(IpAddr) -> Option<String>) -> String {
         let all: Vec<(String, Arc<Counters>)> = self
             .0
             .lock()
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn counts_and_histogram_per_network() {
         let s = Stats::default();
-        let gw: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        let gw: IpAddr = "10.1.0.1".parse().unwrap();
         let c = s.of(gw);
         c.queries.fetch_add(3, Relaxed);
         c.local.fetch_add(2, Relaxed);

@@ -77,7 +77,9 @@ struct Asker {
 pub struct Table {
     /// Networks with embedded DNS: lowercase names, by index.
     networks: Vec<String>,
-    askers: HashMap<Ipv4Addr, Arc<Asker>>,
+    /// By the addresses a container asks from: its IPv4 ones, and its IPv6 ones (an
+    /// IPv6-only container asks the resolver on its IPv6 gateway).
+    askers: HashMap<IpAddr, Arc<Asker>>,
     /// Per network: lowercase name → addresses, sorted (IPv4, and IPv6 of dual-stack
     /// networks).
     names: Vec<HashMap<String, Vec<Ipv4Addr>>>,
@@ -89,13 +91,14 @@ pub struct Table {
     subnets6: Vec<ipnetwork::Ipv6Network>,
 }
 
-/// The gateways the resolver listens on.
-pub fn gateways(state: &State) -> BTreeSet<Ipv4Addr> {
+/// The gateways the resolver listens on: each network's IPv4 one, an IPv6-only network's
+/// IPv6 one.
+pub fn gateways(state: &State) -> BTreeSet<IpAddr> {
     state
         .networks
         .values()
         .filter(|n| has_embedded_dns(&n.name))
-        .map(|n| n.gateway)
+        .filter_map(|n| n.gateway())
         .collect()
 }
 
@@ -110,7 +113,7 @@ impl Table {
         let mut t = Table::default();
         let mut index = HashMap::new();
         for n in state.networks.values() {
-            t.subnets.push(n.subnet);
+            t.subnets.extend(n.ipv4.as_ref().map(|v| v.subnet));
             t.subnets6.extend(n.ipv6.as_ref().map(|v| v.subnet));
             if has_embedded_dns(&n.name) {
                 index.insert(n.name.as_str(), t.networks.len());
@@ -138,7 +141,9 @@ impl Table {
                     .into_iter()
                     .chain(ep.aliases.iter().map(String::as_str))
                 {
-                    add(&mut t, net, name, ep.ip);
+                    if let Some(ip) = ep.ip {
+                        add(&mut t, net, name, ip);
+                    }
                     if let Some(ip6) = ep.ip6 {
                         insert(&mut t.names6[net], name, ip6);
                     }
@@ -146,7 +151,9 @@ impl Table {
                 if let Some(ip6) = ep.ip6 {
                     t.reverse.insert((net, IpAddr::V6(ip6)), full.clone());
                 }
-                t.reverse.insert((net, IpAddr::V4(ep.ip)), full);
+                if let Some(ip) = ep.ip {
+                    t.reverse.insert((net, IpAddr::V4(ip)), full);
+                }
             }
         }
         for r in remote {
@@ -187,15 +194,17 @@ impl Table {
                 forward,
             });
             for ep in &c.endpoints {
-                t.askers.insert(ep.ip, asker.clone());
+                for ip in [ep.ip.map(IpAddr::V4), ep.ip6.map(IpAddr::V6)] {
+                    t.askers.extend(ip.map(|ip| (ip, asker.clone())));
+                }
             }
         }
         t
     }
 
     /// Answers `qname` (lowercase, without the final dot) for the container at `asker`.
-    pub fn lookup(&self, asker: Ipv4Addr, qname: &str, qtype: QType) -> Answer<'_> {
-        let Some(a) = self.askers.get(&asker) else {
+    pub fn lookup(&self, asker: impl Into<IpAddr>, qname: &str, qtype: QType) -> Answer<'_> {
+        let Some(a) = self.askers.get(&asker.into()) else {
             return Answer::Refused;
         };
         if qtype == QType::Ptr {
@@ -213,6 +222,10 @@ impl Table {
                 QType::A => Answer::Addrs(ips),
                 _ => Answer::NoData,
             };
+        }
+        // A container of an IPv6-only network has no A record (and the name is ours).
+        if self.find_on(a, qname, &self.names6).is_some() {
+            return Answer::NoData;
         }
         // NAME.NETWORK of a network the asker is on: that network has no such container.
         let own_network = qname
@@ -297,8 +310,8 @@ fn link_aliases(
             index.get(e.network.as_str())?;
             t.endpoints.iter().find(|te| te.network == e.network)
         });
-        if let Some(te) = shared {
-            out.insert(l.alias.to_ascii_lowercase(), vec![te.ip]);
+        if let Some(ip) = shared.and_then(|te| te.ip) {
+            out.insert(l.alias.to_ascii_lowercase(), vec![ip]);
         }
     }
     out
@@ -587,6 +600,40 @@ mod tests {
             t.lookup(web, "db", QType::Aaaa),
             Answer::Forward(_)
         ));
+    }
+
+    #[test]
+    fn an_ipv6_only_network_answers_askers_by_their_ipv6_address() {
+        let mut s = state();
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
+        let front = s.networks.get_mut("front").unwrap();
+        front.ipv4 = None;
+        front.ipv6 = Some(crate::model::state::Ipv6Subnet {
+            subnet: "fd01::/64".parse().unwrap(),
+            gateway: v6("fd01::1"),
+            user_subnet: true,
+        });
+        for (name, addr) in [("web", "fd01::2"), ("api", "fd01::3")] {
+            let ep = &mut s.containers.get_mut(name).unwrap().endpoints[0];
+            ep.ip = None;
+            ep.ip6 = Some(v6(addr));
+        }
+        assert!(gateways(&s).contains(&IpAddr::V6(v6("fd01::1"))));
+        let t = table(&s);
+        let web = v6("fd01::2");
+        assert_eq!(
+            t.lookup(web, "api", QType::Aaaa),
+            Answer::Addrs6(&[v6("fd01::3")])
+        );
+        // Its name exists: no A record (NODATA), never forwarded.
+        assert_eq!(t.lookup(web, "api", QType::A), Answer::NoData);
+        assert_eq!(t.lookup(web, "api.front", QType::A), Answer::NoData);
+        assert!(matches!(
+            t.lookup(web, "example.com", QType::A),
+            Answer::Forward(_)
+        ));
+        // Its former IPv4 address asks for nothing.
+        assert_eq!(t.lookup(ip("10.1.0.2"), "api", QType::A), Answer::Refused);
     }
 
     #[test]

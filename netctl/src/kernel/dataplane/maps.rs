@@ -8,7 +8,7 @@ use std::{
 
 use netctl_common::{
     maps::{
-        Backend, Config, EndpointInfo, Ip6, NetInfo, PortKey, PortKey6, Uplink, CONFIG_FAST_PATH,
+        Backend, Backend6, Config, EndpointInfo, Ip6, NetInfo, PortKey, PortKey6, Uplink, CONFIG_FAST_PATH,
         CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_NAT,
     },
     overlay::OverlayConfig,
@@ -47,7 +47,7 @@ pub struct Desired {
     /// Routed IPv6 networks: what containers publish at their own addresses.
     pub published6: BTreeMap<netctl_common::maps::Published6, u32>,
     /// Ports published on one host IPv6 address or on `[::]`.
-    pub portmap6: BTreeMap<PortKey6, Backend>,
+    pub portmap6: BTreeMap<PortKey6, Backend6>,
     /// Host-side veth ifindex → its endpoint (VETHS).
     pub veths: BTreeMap<u32, EndpointInfo>,
     /// Network namespace cookie → what the socket programs do there.
@@ -94,7 +94,9 @@ fn mac6(mac: &[u8]) -> [u8; 6] {
 
 /// The embedded DNS a container asks at 127.0.0.11: the resolver on the gateway of its first
 /// user-defined network. Containers only on the default network have none (Docker's rule).
-pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<Ipv4Addr> {
+/// On an IPv6-only network, the resolver on its IPv6 gateway (which the container names in
+/// its resolv.conf: 127.0.0.11 would need an IPv4 route).
+pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<IpAddr> {
     if c.engine.as_deref() == Some("docker") {
         return None; // dockerd answers 127.0.0.11 in its containers itself
     }
@@ -102,7 +104,7 @@ pub fn dns_server(state: &State, c: &crate::model::state::Container) -> Option<I
         .iter()
         .filter(|e| e.network != crate::model::networks::DEFAULT_NETWORK)
         .find_map(|e| state.networks.get(&e.network))
-        .map(|n| n.gateway)
+        .and_then(|n| n.gateway())
 }
 
 /// A container's published ports as PORTMAP entries: they lead to its first endpoint, as
@@ -115,7 +117,9 @@ fn port_entries<'a>(
         .endpoints
         .first()
         .filter(|p| state.networks.get(&p.network).is_some_and(|n| !n.internal));
-    primary.into_iter().flat_map(move |primary| {
+    // An IPv6-only backend's ports are PORTMAP6's alone (`portmap6`).
+    let primary = primary.and_then(|e| Some((e, e.ip?)));
+    primary.into_iter().flat_map(move |(_, ip)| {
         c.ports.iter().filter_map(move |p| {
             let IpAddr::V4(addr) = p.host_ip else {
                 return None; // PORTMAP6's
@@ -126,7 +130,12 @@ fn port_entries<'a>(
                 proto: l4(p.proto),
                 _pad: 0,
             };
-            Some((key, backend(primary, p)))
+            let to = Backend {
+                addr: raw(ip),
+                port: p.container_port.to_be(),
+                _pad: 0,
+            };
+            Some((key, to))
         })
     })
 }
@@ -138,17 +147,12 @@ fn l4(p: Proto) -> u8 {
     }
 }
 
-fn backend(to: &crate::model::state::Endpoint, p: &crate::model::ports::PortMapping) -> Backend {
-    Backend {
-        addr: raw(to.ip),
-        port: p.container_port.to_be(),
-        _pad: 0,
-    }
-}
-
 /// Ports published on one host IPv6 address or on `[::]` (PORTMAP6): few, so the map is
-/// synced whole like the others, not in deltas as PORTMAP.
-fn portmap6(state: &State) -> BTreeMap<PortKey6, Backend> {
+/// synced whole like the others, not in deltas as PORTMAP. A backend with IPv4 is named by
+/// its IPv4-mapped address (the datapath finds its IPv6 address in `IP6_OF`, the host's own
+/// clients connect to it over IPv4, as for PORTMAP's); an IPv6-only one by its IPv6 address,
+/// and its ports published on every address (`-p 8080:80`) are `[::]`'s (no IPv4 reaches it).
+fn portmap6(state: &State) -> BTreeMap<PortKey6, Backend6> {
     let mut out = BTreeMap::new();
     for c in state.containers.values() {
         let Some(primary) = c
@@ -158,16 +162,31 @@ fn portmap6(state: &State) -> BTreeMap<PortKey6, Backend> {
         else {
             continue;
         };
+        let addr = match (primary.ip, primary.ip6) {
+            (Some(ip), _) => ip.to_ipv6_mapped(),
+            (None, Some(ip6)) => ip6,
+            (None, None) => continue,
+        };
         for p in &c.ports {
-            if let IpAddr::V6(addr) = p.host_ip {
-                let key = PortKey6 {
-                    addr: addr.octets(),
-                    port: p.host_port.to_be(),
-                    proto: l4(p.proto),
-                    _pad: 0,
-                };
-                out.insert(key, backend(primary, p));
-            }
+            let host = match p.host_ip {
+                IpAddr::V6(host) => host,
+                IpAddr::V4(any) if any.is_unspecified() && primary.ip.is_none() => {
+                    std::net::Ipv6Addr::UNSPECIFIED
+                }
+                IpAddr::V4(_) => continue,
+            };
+            let key = PortKey6 {
+                addr: host.octets(),
+                port: p.host_port.to_be(),
+                proto: l4(p.proto),
+                _pad: 0,
+            };
+            let to = Backend6 {
+                addr: addr.octets(),
+                port: p.container_port.to_be(),
+                _pad: 0,
+            };
+            out.insert(key, to);
         }
     }
     out
@@ -416,7 +435,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         d.networks.insert(
             bridge.index,
             NetInfo {
-                gateway: raw(net.gateway),
+                gateway: net.ipv4.as_ref().map_or(0, |v4| raw(v4.gateway)),
                 flags,
                 mac: mac6(&bridge.mac),
                 _pad: [0; 2],
@@ -429,10 +448,10 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                 bridge.index,
             );
         }
-        d.subnets.insert(
-            (u32::from(net.subnet.prefix()), raw(net.subnet.network())),
-            bridge.index,
-        );
+        if let Some(v4) = &net.ipv4 {
+            d.subnets
+                .insert((u32::from(v4.subnet.prefix()), raw(v4.subnet.network())), bridge.index);
+        }
         if let Some(vni) = net.vni {
             d.overlay_vnis.insert(bridge.index, vni);
             d.overlay_bridges.insert(vni, bridge.index);
@@ -481,7 +500,10 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                 *cookie,
                 SockNetns {
                     flags: NETNS_CONTAINER,
-                    dns_addr: dns_server(state, c).map_or(0, raw),
+                    dns_addr: match dns_server(state, c) {
+                        Some(IpAddr::V4(ip)) => raw(ip),
+                        _ => 0,
+                    },
                 },
             );
         }
@@ -499,7 +521,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                 mac: crate::kernel::topology::parse_mac(&ep.mac),
                 _pad: [0; 2],
             };
-            d.endpoints.insert(raw(ep.ip), info);
+            if let Some(ip) = ep.ip {
+                d.endpoints.insert(raw(ip), info);
+            }
             d.veths.insert(veth.index, info);
             if let (Some(ip6), Some(_)) = (ep.ip6, &net.ipv6) {
                 // Published ports lead to the first endpoint (`port_entries`).
@@ -515,7 +539,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
                         d.published6.insert(key, 1);
                     }
                 }
-                d.ip6_of.insert(raw(ep.ip), ip6.octets());
+                if let Some(ip) = ep.ip {
+                    d.ip6_of.insert(raw(ip), ip6.octets());
+                }
                 d.endpoints6.insert(ip6.octets(), info);
                 d.endpoints6
                     .insert(crate::model::ipam6::link_local(info.mac).octets(), info);
@@ -574,9 +600,12 @@ mod tests {
             id: name.into(),
             name: name.into(),
             driver: "bridge".into(),
-            subnet,
-            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
-            ip_range: None,
+            ipv4: Some(crate::model::state::Ipv4Subnet {
+                subnet,
+                gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+                ip_range: None,
+                user_subnet: true,
+            }),
             internal,
             icc: false,
             masquerade: true,
@@ -584,7 +613,6 @@ mod tests {
             bridge: format!("br-{name}"),
             options: Map::new(),
             created: 0,
-            user_subnet: true,
             vni: None,
             ipv6: None,
         }
@@ -609,7 +637,7 @@ mod tests {
                 endpoint_id: name.into(),
                 ifname: "eth0".into(),
                 host_veth: format!("veth-{name}"),
-                ip: ip.parse().unwrap(),
+                ip: Some(ip.parse().unwrap()),
                 ip6: None,
                 mac: crate::model::state::mac_for(ip.parse().unwrap()),
                 aliases: vec![],

@@ -634,8 +634,8 @@ impl Dataplane {
         Ok(n)
     }
 
-    /// Counters per container IPv4 address, summed over CPUs, its IPv6 traffic included
-    /// (`EP_STATS6`, per veth: the endpoint's in `ENDPOINTS`).
+    /// Counters per container endpoint (its host-side veth's ifindex), summed over CPUs:
+    /// IPv4's (`EP_STATS`, per address: the veth from `ENDPOINTS`) and IPv6's (`EP_STATS6`).
     pub fn endpoint_stats(&self) -> Result<BTreeMap<u32, EndpointCounters>> {
         fn summed(dp: &Dataplane, name: &str) -> Result<BTreeMap<u32, EndpointCounters>> {
             let map: PerCpuHashMap<MapData, u32, EndpointCounters> = dp.map(name)?;
@@ -650,15 +650,13 @@ impl Dataplane {
             }
             Ok(out)
         }
-        let mut out = summed(self, names::EP_STATS)?;
-        let v6 = summed(self, names::EP_STATS6)?;
-        if !v6.is_empty() {
-            let eps: HashMap<MapData, u32, netctl_common::maps::EndpointInfo> =
-                self.map(names::ENDPOINTS)?;
-            for (addr, ep) in eps.iter().filter_map(|r| r.ok()) {
-                if let (Some(sum), Some(c)) = (out.get_mut(&addr), v6.get(&ep.ifindex)) {
-                    sum.add(c);
-                }
+        // IPv4's are kept per container address, IPv6's per veth: both by veth here.
+        let eps: HashMap<MapData, u32, netctl_common::maps::EndpointInfo> =
+            self.map(names::ENDPOINTS)?;
+        let mut out = summed(self, names::EP_STATS6)?;
+        for (addr, c) in summed(self, names::EP_STATS)? {
+            if let Ok(ep) = eps.get(&addr, 0) {
+                out.entry(ep.ifindex).or_default().add(&c);
             }
         }
         Ok(out)
