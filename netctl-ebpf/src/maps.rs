@@ -213,7 +213,9 @@ pub fn published6(addr: &Ip6, port: u16, proto: u8) -> Option<Backend6> {
     let (_, b) = published(0, port, proto)?;
     let a = b.addr.to_ne_bytes();
     Some(Backend6 {
-        addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]],
+        addr: [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        ],
         port: b.port,
         _pad: 0,
     })

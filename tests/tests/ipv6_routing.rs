@@ -507,12 +507,15 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     let br = sb.host_sh("ip -o -6 addr show to fd68:1::1/128 | awk '{print $2}'");
     let br = String::from_utf8_lossy(&br.stdout).trim().to_string();
     let v4 = sb.host_sh(&format!("ip -o -4 addr show dev {br}"));
-    assert!(v4.stdout.is_empty(), "{}", String::from_utf8_lossy(&v4.stdout));
+    assert!(
+        v4.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&v4.stdout)
+    );
 
     sb.serve6("web", "only6", Some("8082:8082"), 8082);
     sb.sleeper("client", "only6");
-    let c: serde_json::Value =
-        serde_json::from_str(&sb.netctl_ok(&["inspect", "client"])).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&sb.netctl_ok(&["inspect", "client"])).unwrap();
     let ep = &c[0]["NetworkSettings"]["Networks"]["only6"];
     assert_eq!(ep["IPAddress"], "", "{ep}");
     assert_eq!(ep["Gateway"], "", "{ep}");
@@ -547,10 +550,7 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     assert_eq!(sb.connect6("client", OUTSIDE6, 9090), HOST6);
     assert_eq!(connect_from_outside(&sb, HOST6, 8082), OUTSIDE6);
     // Nothing turns IPv4 into IPv6: the host's IPv4 address has nothing there.
-    let v4 = sb.outside_sh(&format!(
-        "python3 -c '{CONNECT6}' {} 8082",
-        sb.host_ip
-    ));
+    let v4 = sb.outside_sh(&format!("python3 -c '{CONNECT6}' {} 8082", sb.host_ip));
     assert!(String::from_utf8_lossy(&v4.stdout).starts_with("failed"));
     // The host's own clients, over ::1 (the backend sees the network's gateway).
     let local = sb.host_sh(&format!("python3 -c '{CONNECT6}' ::1 8082"));
@@ -575,7 +575,13 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
 
     // Isolation as for every network: a container of another network gets nothing through.
     sb.netctl_ok(&[
-        "network", "create", "--ipv6", "--subnet", "10.68.1.0/24", "--subnet", "fd68:2::/64",
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.68.1.0/24",
+        "--subnet",
+        "fd68:2::/64",
         "other",
     ]);
     sb.sleeper("stranger", "other");
@@ -595,17 +601,100 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     // What an IPv6-only network cannot give is refused, and nothing is left.
     let before = sb.state_text();
     let e = sb.netctl_err(&[
-        "run", "-d", "--name", "x", "--network", "only6", "--ip", "10.68.0.5", "--", "true",
+        "run",
+        "-d",
+        "--name",
+        "x",
+        "--network",
+        "only6",
+        "--ip",
+        "10.68.0.5",
+        "--",
+        "true",
     ]);
     assert!(e.contains("IPv6-only") && e.contains("--ip6"), "{e}");
     let e = sb.netctl_err(&[
-        "run", "-d", "--name", "x", "--network", "only6", "-p", "127.0.0.1:8083:80", "--",
+        "run",
+        "-d",
+        "--name",
+        "x",
+        "--network",
+        "only6",
+        "-p",
+        "127.0.0.1:8083:80",
+        "--",
         "true",
     ]);
     assert!(e.contains("IPv6-only") && e.contains("[::]"), "{e}");
     let e = sb.netctl_err(&[
-        "network", "create", "--ipv6", "--ipv4=false", "--subnet", "10.68.0.0/24", "mixed",
+        "network",
+        "create",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        "10.68.0.0/24",
+        "mixed",
     ]);
     assert!(e.contains("--ipv4=false"), "{e}");
     assert_eq!(sb.state_text(), before);
+}
+
+/// An IPv6-only network as every other network: connected to a container of an IPv4 network
+/// (which keeps its IPv4) and disconnected again, internal (its containers talk, nothing
+/// leaves), and restored by `sync` after its bridge is gone.
+#[test]
+fn ipv6_only_networks_connect_disconnect_go_internal_and_come_back_with_sync() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    ipv6_uplink(&sb);
+    let create = |name: &str, subnet: &str, extra: &[&str]| {
+        let mut args = vec![
+            "network",
+            "create",
+            "--ipv6",
+            "--ipv4=false",
+            "--subnet",
+            subnet,
+        ];
+        args.extend(extra);
+        args.push(name);
+        sb.netctl_ok(&args);
+    };
+    create("only6", "fd69:1::/64", &[]);
+    create("inner6", "fd69:2::/64", &["--internal"]);
+    sb.netctl_ok(&["network", "create", "--subnet", "10.69.5.0/24", "plain"]);
+    sb.serve6("web", "only6", None, 8080);
+    sb.sleeper("box", "plain");
+    let box4 = sb.container_ip("box");
+
+    // Connected: an IPv6 address and route on only6, its IPv4 as before.
+    sb.netctl_ok(&["network", "connect", "only6", "box"]);
+    let box6 = sb.ip6_of("box", "only6");
+    let web6 = sb.ip6_of("web", "only6");
+    assert_eq!(sb.connect6("box", &web6, 8080), box6);
+    assert_eq!(sb.container_ip("box"), box4);
+    let eth1 = sb.container_sh("box", "ip -4 addr show dev eth1");
+    assert!(eth1.stdout.is_empty(), "{eth1:?}");
+    // Disconnected: gone again.
+    sb.netctl_ok(&["network", "disconnect", "only6", "box"]);
+    assert!(sb.connect6("box", &web6, 8080).starts_with("failed"));
+    assert_eq!(sb.container_ip("box"), box4);
+
+    // Internal: its containers reach one another, nothing beyond it.
+    sb.serve6("in1", "inner6", None, 8080);
+    sb.sleeper("in2", "inner6");
+    let in1 = sb.ip6_of("in1", "inner6");
+    assert_eq!(sb.connect6("in2", &in1, 8080), sb.ip6_of("in2", "inner6"));
+    let _server = outside_server(&sb, 9090);
+    assert!(sb.connect6("in2", OUTSIDE6, 9090).starts_with("failed"));
+    assert!(sb.connect6("in2", &web6, 8080).starts_with("failed"));
+
+    // The bridge deleted behind netctl's back: `sync` makes it and its endpoints again.
+    let br = sb.host_sh("ip -o -6 addr show to fd69:1::1/128 | awk '{print $2}'");
+    let br = String::from_utf8_lossy(&br.stdout).trim().to_string();
+    assert!(sb.host_sh(&format!("ip link del {br}")).status.success());
+    sb.netctl_ok(&["sync"]);
+    sb.sleeper("late", "only6");
+    assert_eq!(sb.connect6("late", &web6, 8080), sb.ip6_of("late", "only6"));
+    assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
 }

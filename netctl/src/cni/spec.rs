@@ -627,7 +627,10 @@ mod tests {
         .to_json("1.0.0");
         assert_eq!(v["ips"].as_array().unwrap().len(), 1, "{v}");
         assert_eq!(v["ips"][0]["address"], "fd09::7/64");
-        assert_eq!(v["routes"], serde_json::json!([{"dst": "::/0", "gw": "fd09::1"}]));
+        assert_eq!(
+            v["routes"],
+            serde_json::json!([{"dst": "::/0", "gw": "fd09::1"}])
+        );
         assert_eq!(v["dns"]["nameservers"][0], "fd09::1");
         let result = Attached {
             host_veth: "vethx",

@@ -600,7 +600,9 @@ pub fn disconnect(
         .iter()
         .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
     {
-        if let (Some(v4), Ok(Some(ns))) = (&state.networks[&ep.network].ipv4, netns::of(&c, state_dir)) {
+        if let (Some(v4), Ok(Some(ns))) =
+            (&state.networks[&ep.network].ipv4, netns::of(&c, state_dir))
+        {
             topology::ensure_default_route(&ns, v4.gateway)
                 .context("restoring the default route")?;
         }

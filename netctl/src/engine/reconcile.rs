@@ -158,13 +158,17 @@ fn apply_guarded(
 
     let mut links = topology::scan_links(nl, state, group)?;
     let names: BTreeSet<String> = links.iter().map(|l| l.name.clone()).collect();
+    let mut recreated = BTreeSet::new();
     for net in state.networks.values() {
         if !names.contains(&net.bridge) {
             match topology::create_bridge(nl, net, group) {
-                Ok(()) => r.changes.push(format!(
-                    "re-created bridge {} of network {}",
-                    net.bridge, net.name
-                )),
+                Ok(()) => {
+                    recreated.insert(net.bridge.as_str());
+                    r.changes.push(format!(
+                        "re-created bridge {} of network {}",
+                        net.bridge, net.name
+                    ))
+                }
                 Err(e) => r.problems.push(format!("network {}: {e:#}", net.name)),
             }
         } else if net.ipv6.is_some() {
@@ -208,6 +212,9 @@ fn apply_guarded(
         if let Err(e) = restore_container(cfg, nl, state, c, &names, group, &mut r.changes) {
             r.problems.push(format!("container {}: {e:#}", c.name));
         }
+    }
+    if let Err(e) = reattach(nl, state, &links, &recreated, &mut r.changes) {
+        r.problems.push(format!("{e:#}"));
     }
 
     r.changes
@@ -477,6 +484,49 @@ fn restore_container(
             let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
             topology::create_endpoint(nl, &ns, net, ep, default_route, group, None)?;
             changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
+        }
+    }
+    Ok(())
+}
+
+/// Puts container veths that are off their network's bridge back on it: a bridge deleted and
+/// re-created leaves its ports behind, up but connected to nothing.
+fn reattach(
+    nl: &Netlink,
+    state: &State,
+    links: &[Link],
+    recreated: &BTreeSet<&str>,
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let index = |name: &str| links.iter().find(|l| l.name == name);
+    for c in state.containers.values() {
+        for ep in &c.endpoints {
+            let (Some(veth), Some(net)) = (index(&ep.host_veth), state.networks.get(&ep.network))
+            else {
+                continue;
+            };
+            let bridge = index(&net.bridge).map(|b| b.index);
+            if !recreated.contains(net.bridge.as_str())
+                && bridge.is_some()
+                && veth.controller == bridge
+            {
+                continue;
+            }
+            // Fresh indexes: the bridge (and a veth `restore_container` made) are new.
+            let (Some(veth), Some(bridge)) = (nl.link(&ep.host_veth)?, nl.link(&net.bridge)?)
+            else {
+                continue;
+            };
+            if veth.controller == Some(bridge.index) {
+                continue;
+            }
+            nl.set_controller(veth.index, bridge.index)?;
+            nl.pin_bridge_port(veth.index, topology::parse_mac(&ep.mac))?;
+            nl.set_up(veth.index)?;
+            changes.push(format!(
+                "put {} of container {} back on bridge {}",
+                ep.ifname, c.name, net.bridge
+            ));
         }
     }
     Ok(())

@@ -7,10 +7,7 @@ use anyhow::Result;
 use netctl_common::stats::EndpointCounters;
 use serde_json::{json, Value};
 
-use crate::{
-    kernel::dataplane::Dataplane,
-    model::state::State,
-};
+use crate::{kernel::dataplane::Dataplane, model::state::State};
 
 fn counters_json(c: &EndpointCounters) -> Value {
     json!({"tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes, "rx_packets": c.rx_packets,

@@ -247,13 +247,25 @@ mod tests {
     #[test]
     fn allocation_is_lowest_free_and_respects_range() {
         let n = net("10.0.0.0/24", None);
-        assert_eq!(allocate(&n, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(
+            allocate(&n, &[]).unwrap().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 2)
+        );
         let used = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
-        assert_eq!(allocate(&n, &used).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 4));
+        assert_eq!(
+            allocate(&n, &used).unwrap().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 4)
+        );
         let r = net("10.0.0.0/24", Some("10.0.0.128/25"));
-        assert_eq!(allocate(&r, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 128));
+        assert_eq!(
+            allocate(&r, &[]).unwrap().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 128)
+        );
         let tiny = net("10.0.0.0/30", None);
-        assert_eq!(allocate(&tiny, &[]).unwrap().unwrap(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(
+            allocate(&tiny, &[]).unwrap().unwrap(),
+            Ipv4Addr::new(10, 0, 0, 2)
+        );
         assert!(allocate(&tiny, &[Ipv4Addr::new(10, 0, 0, 2)]).is_err());
     }
 
@@ -279,11 +291,23 @@ mod tests {
     fn spread_allocation_is_free_in_range_and_not_always_the_lowest() {
         let n = net("10.9.0.0/24", None);
         let picks: std::collections::BTreeSet<Ipv4Addr> = (0..64u32)
-            .map(|seed| allocate_spread("n", n.ipv4.as_ref().unwrap(), &[], seed.wrapping_mul(2654435761)).unwrap())
+            .map(|seed| {
+                allocate_spread(
+                    "n",
+                    n.ipv4.as_ref().unwrap(),
+                    &[],
+                    seed.wrapping_mul(2654435761),
+                )
+                .unwrap()
+            })
             .collect();
         assert!(picks.len() > 16, "{picks:?}");
         for ip in &picks {
-            assert!(is_host(&n.ipv4.as_ref().unwrap().subnet, *ip) && *ip != n.ipv4.as_ref().unwrap().gateway, "{ip}");
+            assert!(
+                is_host(&n.ipv4.as_ref().unwrap().subnet, *ip)
+                    && *ip != n.ipv4.as_ref().unwrap().gateway,
+                "{ip}"
+            );
         }
         // Taken addresses are skipped; a full range is an error.
         let r = net("10.9.0.0/24", Some("10.9.0.8/30"));

@@ -468,7 +468,10 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
 /// last four bytes of its IPv6 address, unique on its network as an IPv4 one's would be.
 pub fn mac_for6(ip: Ipv6Addr) -> String {
     let o = ip.octets();
-    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[12], o[13], o[14], o[15])
+    format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        o[12], o[13], o[14], o[15]
+    )
 }
 
 pub fn now() -> u64 {
@@ -485,7 +488,10 @@ mod tests {
     #[test]
     fn mac_is_docker_style() {
         assert_eq!(mac_for("172.17.0.2".parse().unwrap()), "02:42:ac:11:00:02");
-        assert_eq!(mac_for6("fd00::a:b0c:2".parse().unwrap()), "02:42:0b:0c:00:02");
+        assert_eq!(
+            mac_for6("fd00::a:b0c:2".parse().unwrap()),
+            "02:42:0b:0c:00:02"
+        );
     }
 
     #[test]
@@ -495,7 +501,10 @@ mod tests {
             "masquerade":true,"mtu":1500,"bridge":"br-n","options":{},"created":0}"#;
         let n: Network = serde_json::from_str(old).unwrap();
         let v4 = n.ipv4.as_ref().unwrap();
-        assert_eq!((v4.subnet.to_string(), v4.user_subnet), ("10.1.0.0/24".into(), true));
+        assert_eq!(
+            (v4.subnet.to_string(), v4.user_subnet),
+            ("10.1.0.0/24".into(), true)
+        );
         let text = serde_json::to_value(&n).unwrap();
         assert_eq!(text["subnet"], "10.1.0.0/24");
         assert_eq!(text["gateway"], "10.1.0.1");

@@ -514,8 +514,14 @@ pub fn write_changes(tx: &rusqlite::Transaction, old: &State, new: &State) -> Re
                     (None, Some(ip6)) => ip6.to_string(),
                     (None, None) => String::new(),
                 };
-                q.execute(params![id, i as i64, ep.network, ip, serde_json::to_string(ep)?])
-                    .map_err(|e| unique(e, || format!("address {ip} on network {}", ep.network)))?;
+                q.execute(params![
+                    id,
+                    i as i64,
+                    ep.network,
+                    ip,
+                    serde_json::to_string(ep)?
+                ])
+                .map_err(|e| unique(e, || format!("address {ip} on network {}", ep.network)))?;
             }
         }
         if old.is_none_or(|o| o.ports != c.ports) {

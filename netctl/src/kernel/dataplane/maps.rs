@@ -8,8 +8,9 @@ use std::{
 
 use netctl_common::{
     maps::{
-        Backend, Backend6, Config, EndpointInfo, Ip6, NetInfo, PortKey, PortKey6, Uplink, CONFIG_FAST_PATH,
-        CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE, UPLINK_XDP_NAT,
+        Backend, Backend6, Config, EndpointInfo, Ip6, NetInfo, PortKey, PortKey6, Uplink,
+        CONFIG_FAST_PATH, CONFIG_FORWARD_OPEN, NET_ICC, NET_INTERNAL, NET_MASQUERADE,
+        UPLINK_XDP_NAT,
     },
     overlay::OverlayConfig,
     proto,
@@ -449,8 +450,10 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
             );
         }
         if let Some(v4) = &net.ipv4 {
-            d.subnets
-                .insert((u32::from(v4.subnet.prefix()), raw(v4.subnet.network())), bridge.index);
+            d.subnets.insert(
+                (u32::from(v4.subnet.prefix()), raw(v4.subnet.network())),
+                bridge.index,
+            );
         }
         if let Some(vni) = net.vni {
             d.overlay_vnis.insert(bridge.index, vni);
