@@ -939,3 +939,61 @@ fn podman_runs_dual_stack_containers_on_netctl_through_cni() {
     let stats = sb.netctl_ok(&["stats", "--json"]);
     assert_eq!(netctl_tests::all_drops(&stats), 0, "{stats}");
 }
+
+/// A Podman network whose `ipam.ranges` hold one IPv6 range alone is an IPv6-only network:
+/// its containers have IPv6 alone, reach one another, and the network says so.
+#[test]
+fn podman_runs_ipv6_only_containers_on_netctl_through_cni() {
+    require_sandbox!();
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("skipped: podman is not installed (cargo xtask setup installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let plugins = json!([{
+        "type": "netctl",
+        "ipam": { "ranges": [[{ "subnet": "fd88:9::/64" }]] },
+        "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true }
+    }]);
+    let podman = Podman::new(&sb, &[("only6", plugins)]);
+    for name in ["one", "two"] {
+        podman.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "only6",
+            "localhost/busybox",
+            "sleep",
+            "300",
+        ]);
+    }
+    let v6 = podman.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.only6.GlobalIPv6Address}}/{{.NetworkSettings.Networks.only6.IPAddress}}",
+        "two",
+    ]);
+    assert_eq!(v6.trim(), "fd88:9::3/", "{v6}");
+    let v4 = podman.ok(&["exec", "one", "ip", "-4", "addr", "show", "dev", "eth0"]);
+    assert!(v4.trim().is_empty(), "{v4}");
+    let route = podman.ok(&["exec", "one", "ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fd88:9::1"), "{route}");
+    podman.ok(&[
+        "exec",
+        "one",
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "fd88:9::3",
+    ]);
+    let net: Value = serde_json::from_str(&sb.netctl_ok(&["network", "inspect", "only6"])).unwrap();
+    assert_eq!(net[0]["EnableIPv4"], false, "{net}");
+    assert_eq!(net[0]["EnableIPv6"], true, "{net}");
+    let stats = sb.netctl_ok(&["stats", "--json"]);
+    assert_eq!(netctl_tests::all_drops(&stats), 0, "{stats}");
+}
