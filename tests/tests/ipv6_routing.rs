@@ -600,31 +600,15 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
 
     // What an IPv6-only network cannot give is refused, and nothing is left.
     let before = sb.state_text();
-    let e = sb.netctl_err(&[
-        "run",
-        "-d",
-        "--name",
-        "x",
-        "--network",
-        "only6",
-        "--ip",
-        "10.68.0.5",
-        "--",
-        "true",
-    ]);
+    let run = |opts: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", "x", "--network", "only6"];
+        args.extend(opts);
+        args.extend(["--", "true"]);
+        sb.netctl_err(&args)
+    };
+    let e = run(&["--ip", "10.68.0.5"]);
     assert!(e.contains("IPv6-only") && e.contains("--ip6"), "{e}");
-    let e = sb.netctl_err(&[
-        "run",
-        "-d",
-        "--name",
-        "x",
-        "--network",
-        "only6",
-        "-p",
-        "127.0.0.1:8083:80",
-        "--",
-        "true",
-    ]);
+    let e = run(&["-p", "127.0.0.1:8083:80"]);
     assert!(e.contains("IPv6-only") && e.contains("[::]"), "{e}");
     let e = sb.netctl_err(&[
         "network",

@@ -2,8 +2,9 @@
 //! address through netctl's DNAT66, against the same client routed to the container's own
 //! address by the kernel with nothing in the way (plain IPv6 routing, the baseline), and
 //! against Docker's ip6tables layout (DNAT to the container, FORWARD chains) — at 10,000
-//! published ports, as the core's figures are taken; and a container's masquerade (NAT66)
-//! against the kernel's ip6tables MASQUERADE.
+//! published ports, as the core's figures are taken; and the container's own connections
+//! out: netctl's masquerade (NAT66) against plain routing with its own address and Docker's
+//! ip6tables MASQUERADE.
 
 use std::fmt::Write;
 
@@ -22,6 +23,9 @@ const HTTP6: u16 = 18081;
 const IPERF6: u16 = 15211;
 const FILLER6_BASE: u16 = 40000;
 const PORTS: usize = 10_000;
+/// The outside's servers for the masquerade half.
+const OUT_IPERF: u16 = 15212;
+const OUT_HTTP: u16 = 19001;
 
 pub fn run(b: &mut Bench) -> Result<()> {
     b.netctl(&["sync", "-q"])?;
@@ -90,6 +94,14 @@ pub fn run(b: &mut Bench) -> Result<()> {
     b.sb.wait_listening("srv6", IPERF6);
     let tune = "sysctl -qw net.ipv4.tcp_tw_reuse=1";
     b.sb.outside_sh(tune);
+    b.sb.container_sh("srv6", tune);
+    // The masquerade half: the container's connections to servers of the outside
+    // namespace (its iperf3 and load generator listen on both families).
+    let _servers = [
+        format!("timeout 3600 iperf3 -s -p {OUT_IPERF}"),
+        format!("timeout 3600 {lg} serve {OUT_HTTP}"),
+    ]
+    .map(|cmd| netctl_tests::Background(b.sb.spawn_outside(&cmd)));
     let s = b.plan.secs;
     let subjects = [
         ("plain IPv6 routing to the container", SERVER6, 80, IPERF6),
@@ -100,6 +112,11 @@ pub fn run(b: &mut Bench) -> Result<()> {
             HTTP6,
             IPERF6,
         ),
+    ];
+    let out_names = [
+        "plain IPv6 routing from the container",
+        "netctl: NAT66 masquerade",
+        "Docker's ip6tables MASQUERADE",
     ];
     for round in 0..b.plan.rounds {
         eprintln!("bench: IPv6, round {}/{}", round + 1, b.plan.rounds);
@@ -129,6 +146,37 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 .unwrap_or(0.0)
                 / 1e9;
             b.extra(SECTION, "TCP throughput, 1 stream", name, "Gbit/s", gbps);
+
+            let name = out_names[i];
+            let warm = format!("timeout 5 {lg} crr [{OUTSIDE6}]:{OUT_HTTP} 0.5 1");
+            let _ = b.sb.container_sh("srv6", &warm);
+            let v = in_container(
+                b,
+                &format!("timeout 60 {lg} crr [{OUTSIDE6}]:{OUT_HTTP} {s} 8"),
+            )?;
+            let rate = v["rate"].as_f64().unwrap_or(0.0);
+            b.extra(
+                SECTION,
+                "masquerade: new TCP connections",
+                name,
+                "conn/s",
+                rate,
+            );
+            let v = in_container(
+                b,
+                &format!("timeout 60 iperf3 -6 -c {OUTSIDE6} -p {OUT_IPERF} -t {s} -J"),
+            )?;
+            let gbps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / 1e9;
+            b.extra(
+                SECTION,
+                "masquerade: TCP throughput, 1 stream",
+                name,
+                "Gbit/s",
+                gbps,
+            );
         }
     }
     activate(b, 1)?;
@@ -137,6 +185,12 @@ pub fn run(b: &mut Bench) -> Result<()> {
     }
     let _ = b.sb.netctl(&["network", "rm", "bench6"]);
     Ok(())
+}
+
+/// A client's JSON from inside the server's container.
+fn in_container(b: &Bench, script: &str) -> Result<serde_json::Value> {
+    let text = super::check(b.sb.container_sh("srv6", script), script)?;
+    Ok(serde_json::from_str(text.trim())?)
 }
 
 /// Subject `i`: 0 the kernel routes (forwarding on, nothing translates), 1 netctl, 2 the
