@@ -514,7 +514,21 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     );
 
     sb.serve6("web", "only6", Some("8082:8082"), 8082);
-    sb.sleeper("client", "only6");
+    sb.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "only6",
+        "--network-alias",
+        "front",
+        "--add-host",
+        "gw:host-gateway",
+        "--",
+        "sleep",
+        "300",
+    ]);
     let c: serde_json::Value = serde_json::from_str(&sb.netctl_ok(&["inspect", "client"])).unwrap();
     let ep = &c[0]["NetworkSettings"]["Networks"]["only6"];
     assert_eq!(ep["IPAddress"], "", "{ep}");
@@ -544,6 +558,15 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     }
     let a = sb.container_sh("client", "getent ahostsv4 web");
     assert!(!a.status.success(), "{a:?}");
+    // Its alias, from the other container; `host-gateway` is the IPv6 gateway.
+    let alias = sb.container_sh("web", "getent ahostsv6 front");
+    assert!(
+        String::from_utf8_lossy(&alias.stdout).contains(&client6),
+        "{alias:?}"
+    );
+    assert!(rest.contains("fd68:1::1\tgw"), "{inside}");
+    // An idle IPv6-only network and everything above dropped nothing.
+    assert_eq!(netctl_tests::all_drops(&stats(&sb)), 0, "{}", stats(&sb));
 
     // Out through NAT66; in through the published port on the host's IPv6 address.
     let _server = outside_server(&sb, 9090);
