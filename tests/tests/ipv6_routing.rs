@@ -687,6 +687,24 @@ fn ipv6_only_networks_connect_disconnect_go_internal_and_come_back_with_sync() {
     assert!(sb.connect6("box", &web6, 8080).starts_with("failed"));
     assert_eq!(sb.container_ip("box"), box4);
 
+    // A container that started on it gets its IPv4 default route from the IPv4 network it
+    // is connected to (the IPv6-only network carries none).
+    sb.sleeper("v6first", "only6");
+    sb.netctl_ok(&["network", "connect", "plain", "v6first"]);
+    let routes = sb.container_sh(
+        "v6first",
+        "ip -4 route show default; ip -6 route show default",
+    );
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        routes.contains("default via 10.69.5.1 dev eth1"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("default via fd69:1::1 dev eth0"),
+        "{routes}"
+    );
+
     // Internal: its containers reach one another, nothing beyond it.
     sb.serve6("in1", "inner6", None, 8080);
     sb.sleeper("in2", "inner6");

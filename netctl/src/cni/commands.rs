@@ -213,7 +213,8 @@ fn result(state: &State, c: &Container, ep: &Endpoint, conf: &NetConf) -> Value 
             .as_ref()
             .zip(ep.ip6)
             .map(|(v6, ip)| (ip, v6.subnet.prefix(), v6.gateway)),
-        default_route: topology::is_gateway_endpoint(&state.networks, c, ep),
+        default_route: topology::is_gateway_endpoint(&state.networks, c, ep, false),
+        default_route6: topology::is_gateway_endpoint(&state.networks, c, ep, true),
         dns: net.gateway().filter(|_| has_embedded_dns(&net.name)),
     }
     .to_json(&conf.cni_version)

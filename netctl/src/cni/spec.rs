@@ -443,7 +443,9 @@ pub struct Attached<'a> {
     pub ip: Option<(Ipv4Addr, u8, Ipv4Addr)>,
     /// On a network with IPv6: the address, its prefix length, the gateway.
     pub ip6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
+    /// The attachment carries the container's IPv4 / IPv6 default route.
     pub default_route: bool,
+    pub default_route6: bool,
     pub dns: Option<IpAddr>,
 }
 
@@ -475,7 +477,7 @@ impl Attached<'_> {
                 ip["version"] = json!("6");
             }
             ips.push(ip);
-            if self.default_route {
+            if self.default_route6 {
                 routes.push(json!({ "dst": "::/0", "gw": gw6.to_string() }));
             }
         }
@@ -622,6 +624,7 @@ mod tests {
             ip: None,
             ip6: Some(("fd09::7".parse().unwrap(), 64, "fd09::1".parse().unwrap())),
             default_route: true,
+            default_route6: true,
             dns: Some("fd09::1".parse().unwrap()),
         }
         .to_json("1.0.0");
@@ -640,6 +643,7 @@ mod tests {
             ip: Some(("10.9.0.7".parse().unwrap(), 24, "10.9.0.1".parse().unwrap())),
             ip6: Some(("fd09::7".parse().unwrap(), 64, "fd09::fe".parse().unwrap())),
             default_route: true,
+            default_route6: true,
             dns: None,
         };
         let v = result.to_json("0.4.0");
@@ -708,6 +712,7 @@ mod tests {
             ip: Some(("10.9.0.2".parse().unwrap(), 24, "10.9.0.1".parse().unwrap())),
             ip6: None,
             default_route: true,
+            default_route6: true,
             dns: Some("10.9.0.1".parse().unwrap()),
         };
         let v = a.to_json("1.1.0");

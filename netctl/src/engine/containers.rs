@@ -367,7 +367,7 @@ pub fn attach_engine(
         )?;
     }
     c.endpoints.push(ep.clone());
-    let default_route = topology::is_gateway_endpoint(&state.networks, &c, &ep);
+    let default_route = topology::is_gateway_endpoint(&state.networks, &c, &ep, false);
     topology::create_endpoint(nl, &a.netns, &net, &ep, default_route, group, None)?;
     state.containers.insert(c.name.clone(), c.clone());
     Ok((c, ep))
@@ -558,7 +558,7 @@ pub fn connect(
     after.endpoints.push(ep.clone());
     let ns = netns::of(&c, state_dir)?
         .context("a container on the host network has no interfaces of its own")?;
-    let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep);
+    let default_route = topology::is_gateway_endpoint(&state.networks, &after, &ep, false);
     topology::create_endpoint(nl, &ns, &net, &ep, default_route, group, None)?;
     state.containers.insert(c.name.clone(), after);
     Ok(ep)
@@ -598,7 +598,7 @@ pub fn disconnect(
     if let Some(ep) = after
         .endpoints
         .iter()
-        .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e))
+        .find(|e| topology::is_gateway_endpoint(&state.networks, &after, e, false))
     {
         if let (Some(v4), Ok(Some(ns))) =
             (&state.networks[&ep.network].ipv4, netns::of(&c, state_dir))

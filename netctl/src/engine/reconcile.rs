@@ -481,7 +481,7 @@ fn restore_container(
             // A veth of the lost namespace may still be here (its processes kept it).
             nl.del_link_by_name(&ep.host_veth)?;
             let net = state.network(&ep.network)?;
-            let default_route = topology::is_gateway_endpoint(&state.networks, c, ep);
+            let default_route = topology::is_gateway_endpoint(&state.networks, c, ep, false);
             topology::create_endpoint(nl, &ns, net, ep, default_route, group, None)?;
             changes.push(format!("re-created {} of container {}", ep.ifname, c.name));
         }

@@ -142,15 +142,18 @@ pub fn create_bridge(nl: &Netlink, net: &Network, group: u32) -> Result<()> {
     res.with_context(|| format!("setting up bridge {}", net.bridge))
 }
 
-/// Whether this endpoint is the one that carries the container's default route: the first
-/// endpoint on a network that has a way out.
+/// Whether this endpoint is the one that carries the container's IPv4 (`v6` false) or IPv6
+/// default route: the first endpoint with an address of that family on a network that has
+/// a way out (an IPv6-only network's endpoint carries no IPv4 route).
 pub fn is_gateway_endpoint(
     networks: &BTreeMap<String, Network>,
     c: &Container,
     ep: &Endpoint,
+    v6: bool,
 ) -> bool {
     c.endpoints
         .iter()
+        .filter(|e| if v6 { e.ip6.is_some() } else { e.ip.is_some() })
         .find(|e| networks.get(&e.network).is_some_and(|n| !n.internal))
         .is_some_and(|e| e.endpoint_id == ep.endpoint_id)
 }
