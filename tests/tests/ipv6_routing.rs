@@ -669,6 +669,37 @@ fn ipv6_only_networks_connect_disconnect_go_internal_and_come_back_with_sync() {
     };
     create("only6", "fd69:1::/64", &[]);
     create("inner6", "fd69:2::/64", &["--internal"]);
+    // Docker's options for the families do what the flags do; contradictions are refused.
+    let (v6, v4) = (
+        "com.docker.network.enable_ipv6",
+        "com.docker.network.enable_ipv4",
+    );
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "-o",
+        &format!("{v6}=true"),
+        "-o",
+        &format!("{v4}=false"),
+        "--subnet",
+        "fd69:3::/64",
+        "byopts",
+    ]);
+    let n: serde_json::Value =
+        serde_json::from_str(&sb.netctl_ok(&["network", "inspect", "byopts"])).unwrap();
+    assert_eq!(
+        (n[0]["EnableIPv4"].clone(), n[0]["EnableIPv6"].clone()),
+        (false.into(), true.into())
+    );
+    let e = sb.netctl_err(&[
+        "network",
+        "create",
+        "--ipv6",
+        "-o",
+        &format!("{v6}=false"),
+        "x",
+    ]);
+    assert!(e.contains("contradict"), "{e}");
     sb.netctl_ok(&["network", "create", "--subnet", "10.69.5.0/24", "plain"]);
     sb.serve6("web", "only6", None, 8080);
     sb.sleeper("box", "plain");

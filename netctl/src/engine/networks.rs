@@ -162,6 +162,35 @@ fn plan_ipv4(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Option<
     }))
 }
 
+/// The request with Docker's family options (`-o com.docker.network.enable_ipv6=true`,
+/// `…enable_ipv4=false`) taken as the flags they stand for; an option that contradicts a
+/// flag is refused.
+fn with_family_options(
+    req: &CreateRequest,
+    opts: &options::BridgeOptions,
+) -> Result<CreateRequest> {
+    let mut req = req.clone();
+    if let Some(v6) = opts.enable_ipv6 {
+        if req.ipv6 && !v6 {
+            bail!(
+                "--ipv6 and -o {}=false contradict each other: give one of them",
+                options::ENABLE_IPV6
+            );
+        }
+        req.ipv6 = v6;
+    }
+    if let Some(v4) = opts.enable_ipv4 {
+        if req.ipv6_only && v4 {
+            bail!(
+                "--ipv4=false and -o {}=true contradict each other: give one of them",
+                options::ENABLE_IPV4
+            );
+        }
+        req.ipv6_only = !v4;
+    }
+    Ok(req)
+}
+
 /// Validates a request against the state and the host and returns the network to create.
 pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Result<Network> {
     check_name(&req.name, "network")?;
@@ -187,6 +216,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
     if opts.encrypted {
         bail!("-o encrypted is for overlay networks (-d overlay): a bridge network's traffic never leaves this host");
     }
+    let req = &with_family_options(req, &opts)?;
     let ipv4 = plan_ipv4(nl, state, req)?;
     let ipv6 = plan_ipv6(nl, state, req, group)?;
     if ipv4.is_none() && ipv6.is_none() {

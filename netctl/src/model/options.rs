@@ -16,15 +16,21 @@ pub const GATEWAY_MODE_V6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
 /// Docker's overlay option: the network's traffic between hosts is encrypted. Given alone
 /// (`-o encrypted`, as Docker's docs write it) or with a boolean.
 pub const ENCRYPTED: &str = "encrypted";
+/// Docker's network options for the address families (the same as `--ipv6` and
+/// `--ipv4=false`).
+pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+pub const ENABLE_IPV4: &str = "com.docker.network.enable_ipv4";
 
 /// (long key, short key)
-const KEYS: [(&str, &str); 6] = [
+const KEYS: [(&str, &str); 8] = [
     (ICC, "icc"),
     (MASQUERADE, "masquerade"),
     (GATEWAY_MODE_V6, "gateway_mode_ipv6"),
     (MTU, "mtu"),
     (BRIDGE_NAME, "bridge_name"),
     (ENCRYPTED, ENCRYPTED),
+    (ENABLE_IPV6, "enable_ipv6"),
+    (ENABLE_IPV4, "enable_ipv4"),
 ];
 
 pub const DEFAULT_MTU: u32 = 1500;
@@ -37,6 +43,9 @@ pub struct BridgeOptions {
     pub bridge_name: Option<String>,
     /// `-o encrypted` (overlay networks only).
     pub encrypted: bool,
+    /// `-o com.docker.network.enable_ipv6=…` / `enable_ipv4=…`, when given.
+    pub enable_ipv6: Option<bool>,
+    pub enable_ipv4: Option<bool>,
     /// As given, for `network inspect`.
     pub raw: BTreeMap<String, String>,
 }
@@ -72,6 +81,8 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
         mtu: DEFAULT_MTU,
         bridge_name: None,
         encrypted: false,
+        enable_ipv6: None,
+        enable_ipv4: None,
         raw: BTreeMap::new(),
     };
     for kv in opts {
@@ -102,6 +113,8 @@ pub fn parse(opts: &[String]) -> Result<BridgeOptions> {
                 }
             }
             MASQUERADE => o.masquerade = parse_bool(key, value)?,
+            ENABLE_IPV6 => o.enable_ipv6 = Some(parse_bool(key, value)?),
+            ENABLE_IPV4 => o.enable_ipv4 = Some(parse_bool(key, value)?),
             MTU => {
                 o.mtu = value
                     .parse()
@@ -171,6 +184,15 @@ mod tests {
         let e = p(&["encrypted=maybe"]).unwrap_err().to_string();
         assert!(e.contains("use true or false"), "{e}");
         assert!(!p(&[]).unwrap().encrypted);
+    }
+
+    #[test]
+    fn the_address_families_as_options() {
+        let o = p(&[&format!("{ENABLE_IPV6}=true"), "enable_ipv4=false"]).unwrap();
+        assert_eq!((o.enable_ipv6, o.enable_ipv4), (Some(true), Some(false)));
+        let d = p(&[]).unwrap();
+        assert_eq!((d.enable_ipv6, d.enable_ipv4), (None, None));
+        assert!(p(&["enable_ipv6=yes"]).is_err());
     }
 
     fn p(v: &[&str]) -> Result<BridgeOptions> {

@@ -186,6 +186,9 @@ pub fn plan(
         );
     }
     let opts = options::parse(&req.options)?;
+    if opts.enable_ipv6 == Some(true) || opts.enable_ipv4 == Some(false) {
+        bail!("IPv6 on overlay networks is not supported yet: make the overlay IPv4 only");
+    }
     let clashes = |s: &Ipv4Network| -> Option<String> {
         if let Some(n) = existing.iter().find(|n| ipam::overlaps(&n.subnet, s)) {
             return Some(format!("overlay network {} ({})", n.name, n.subnet));
