@@ -63,6 +63,9 @@ pub const KIND_ROUTED: u8 = 4;
 /// Routed without translation, opened from outside (a port a container on a routed IPv6
 /// network publishes at its own address).
 pub const KIND_ROUTED_IN: u8 = 5;
+/// NAT64: an IPv6-only container's flow to an IPv4 server at 64:ff9b::/96, translated to
+/// IPv4 from the uplink's address (`CT6`; the IPv4 side keyed by IPv4-mapped addresses).
+pub const KIND_NAT64: u8 = 6;
 
 /// Entry flags. Shared ones are set on both entries of a flow, always with an atomic OR.
 pub const CT_REPLY: u64 = 1; // this entry is the reply direction (not shared)

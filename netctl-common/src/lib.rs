@@ -16,7 +16,7 @@ pub mod sock;
 pub mod stats;
 
 /// Version of the map layouts; names the pin directory (`$NETCTL_BPFFS/v<N>`).
-pub const LAYOUT_VERSION: u32 = 20;
+pub const LAYOUT_VERSION: u32 = 21;
 
 /// Names of the programs in the eBPF object, as the controller looks them up.
 pub mod programs {
@@ -38,6 +38,8 @@ pub mod programs {
     /// IPv6 of `from_container` and `uplink_ingress`: entered by tail call, never attached.
     pub const FROM_CONTAINER6: &str = "from_container6";
     pub const UPLINK_INGRESS6: &str = "uplink_ingress6";
+    /// NAT64's replies, entered by tail call from `uplink_ingress`.
+    pub const UPLINK_INGRESS64: &str = "uplink_ingress64";
     /// BTF tracepoint on `kfree_skb`: the kernel's own drops of container packets, attached
     /// only while `netctl trace --drops` runs.
     pub const KERNEL_DROP: &str = "kernel_drop";
@@ -60,6 +62,7 @@ pub mod programs {
     pub const FROM_CONTAINER_COMPAT: &str = "from_container_compat";
     pub const FROM_CONTAINER6_COMPAT: &str = "from_container6_compat";
     pub const UPLINK_INGRESS6_COMPAT: &str = "uplink_ingress6_compat";
+    pub const UPLINK_INGRESS64_COMPAT: &str = "uplink_ingress64_compat";
     /// The socket programs' twins for kernels whose socket-address programs cannot use
     /// socket storage: what a socket dialled is kept in a shared LRU table instead.
     pub const SOCK_CONNECT4_COMPAT: &str = "sock_connect4_compat";

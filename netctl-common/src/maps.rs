@@ -67,9 +67,11 @@ pub struct PortKey6 {
 
 /// Program array: the IPv6 programs `from_container` and `uplink_ingress` continue in.
 pub const TAIL_CALLS: &str = "TAIL_CALLS";
-pub const TAIL_CALLS_MAX: u32 = 2;
+pub const TAIL_CALLS_MAX: u32 = 3;
 pub const TAIL_FROM_CONTAINER6: u32 = 0;
 pub const TAIL_UPLINK_INGRESS6: u32 = 1;
+/// NAT64's replies: IPv4 from outside for an IPv6-only container, made IPv6.
+pub const TAIL_UPLINK_INGRESS64: u32 = 2;
 /// Container IPv4 address → its IPv6 address on the same network (dual-stack endpoints): a
 /// port published on `[::]` reaches the backend there.
 pub const IP6_OF: &str = "IP6_OF";
@@ -283,6 +285,11 @@ pub const NET_ENCRYPTED: u32 = 8;
 /// IPv6 leaves untranslated (`gateway_mode_ipv6=routed`): containers' published ports and
 /// echo requests are reachable at their own IPv6 addresses (`PUBLISHED6`).
 pub const NET_ROUTED6: u32 = 16;
+/// An IPv6-only network that masquerades: its containers reach IPv4 servers at
+/// 64:ff9b::/96 through NAT64.
+pub const NET_NAT64: u32 = 32;
+/// The well-known NAT64 prefix (RFC 6052), 64:ff9b::/96: its first 12 bytes.
+pub const NAT64_PREFIX: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -43,6 +43,29 @@ pub trait Family: Addr + 'static {
     /// callback finds its state from that.
     fn probe_ctx(s: &mut Probe<Self>) -> *mut c_void;
     fn probe_state(ctx: *mut c_void) -> Option<*mut Probe<Self>>;
+    /// The other family's table holds this reply tuple: IPv4 masquerade and NAT64 share the
+    /// uplink's IPv4 address and NAT ports (NAT64's IPv4 side is kept in `CT6` under
+    /// IPv4-mapped addresses), so neither may take a tuple the other has.
+    fn held_by_other(key: &Tuple<Self>) -> bool;
+}
+
+const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// The IPv4-mapped address (::ffff:a.b.c.d) of an IPv4 address in network order.
+#[inline(always)]
+pub fn mapped(v4: u32) -> [u8; 16] {
+    let b = v4.to_ne_bytes();
+    let m = MAPPED;
+    [
+        m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11], b[0], b[1], b[2],
+        b[3],
+    ]
+}
+
+/// The IPv4 address of an IPv4-mapped one.
+#[inline(always)]
+pub fn unmapped(a: &[u8; 16]) -> Option<u32> {
+    (a[..12] == MAPPED).then(|| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]))
 }
 
 impl Family for u32 {
@@ -74,6 +97,18 @@ impl Family for u32 {
     #[inline(always)]
     fn probe_state(ctx: *mut c_void) -> Option<*mut Probe<u32>> {
         Some(ctx as *mut Probe<u32>)
+    }
+    #[inline(always)]
+    fn held_by_other(key: &CtKey) -> bool {
+        let k = CtKey6 {
+            saddr: mapped(key.saddr),
+            daddr: mapped(key.daddr),
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        find(&k).is_some()
     }
 }
 
@@ -109,6 +144,21 @@ impl Family for [u8; 16] {
         SCRATCH6
             .get_ptr_mut(0)
             .map(|s| unsafe { &raw mut (*s).probe })
+    }
+    #[inline(always)]
+    fn held_by_other(key: &CtKey6) -> bool {
+        let (Some(saddr), Some(daddr)) = (unmapped(&key.saddr), unmapped(&key.daddr)) else {
+            return false;
+        };
+        let k = CtKey {
+            saddr,
+            daddr,
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        find(&k).is_some()
     }
 }
 
@@ -613,6 +663,9 @@ extern "C" fn probe<A: Family>(i: u32, ctx: *mut c_void) -> i64 {
             return 0;
         }
         remove_pair(f.new, &s.key, e);
+    }
+    if A::held_by_other(&s.key) {
+        return 0;
     }
     if store(true, &s.key, &s.reply) {
         s.port = be;

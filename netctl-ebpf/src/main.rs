@@ -40,6 +40,7 @@ mod kernel_drops;
 mod maps;
 mod nat;
 mod nat6;
+mod nat64;
 mod overlay;
 mod packet;
 mod parse;
@@ -170,7 +171,11 @@ fn xdp_ingress<const MODERN: bool>(ctx: XdpContext) -> u32 {
         }
     };
     let before = h.key();
-    let v = Verdict::of(uplink::ingress::<MODERN, Xdp>(&mut p, &mut h, ifindex).map(|_| None));
+    let r = uplink::ingress::<MODERN, Xdp>(&mut p, &mut h, ifindex);
+    if matches!(r, Ok(true)) {
+        return xdp_action::XDP_PASS; // a NAT64 reply: TC makes it IPv6
+    }
+    let v = Verdict::of(r.map(|_| None));
     match finish(&p, hook, ifindex, Some(&before), Some(&h.key()), v) {
         Verdict::Drop(_) => xdp_action::XDP_DROP,
         _ => {
@@ -242,8 +247,8 @@ fn ingress<const MODERN: bool>(ctx: TcContext) -> i32 {
         Ok(None)
     };
     tc_run(&ctx, Hook::UplinkIngress, other, |p, h, ifindex| {
-        if !packet::xdp_done(&ctx, ifindex) {
-            uplink::ingress::<MODERN, Tc>(p, h, ifindex)?;
+        if !packet::xdp_done(&ctx, ifindex) && uplink::ingress::<MODERN, Tc>(p, h, ifindex)? {
+            return tail::call(&ctx, tail::UPLINK_INGRESS64);
         }
         stats::received(h.daddr, p.len());
         if maps::config().flags & CONFIG_FAST_PATH != 0 {
@@ -362,9 +367,13 @@ fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
     let ifindex = tc_ifindex(&ctx);
     let r = room::sender().and_then(|sender| {
         match step::back(ipv6::from_container(&mut p, ifindex, sender))? {
-            ipv6::BEYOND => {
-                step::code(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1)).map(Some)
-            }
+            ipv6::BEYOND => match step::back(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1))?
+            {
+                nat6::TO_NAT64 => {
+                    step::code(nat64::egress::<MODERN>(&mut p, sender.0.network)).map(Some)
+                }
+                code => Ok(Some(code as i32)),
+            },
             ipv6::TO_HOST => match step::back(nat6::hairpin::<MODERN>(&mut p))? {
                 step::PASS => Ok(None),
                 code => Ok(Some(code as i32)),
@@ -397,6 +406,30 @@ fn ingress6<const MODERN: bool>(ctx: TcContext) -> i32 {
     let r = match step::back(nat6::ingress::<MODERN>(&mut p, ifindex)) {
         Ok(i64::MAX) => Ok(None),
         r => r.map(|code| Some(code as i32)),
+    };
+    let v = Verdict::of(r);
+    tc_code(finish(&p, Hook::UplinkIngress, ifindex, None, None, v))
+}
+
+/// NAT64's replies (`nat64.rs`), entered by tail call from `uplink_ingress`.
+#[classifier]
+pub fn uplink_ingress64(ctx: TcContext) -> i32 {
+    ingress64::<true>(ctx)
+}
+
+#[classifier]
+pub fn uplink_ingress64_compat(ctx: TcContext) -> i32 {
+    ingress64::<false>(ctx)
+}
+
+#[inline(always)]
+fn ingress64<const MODERN: bool>(ctx: TcContext) -> i32 {
+    let mut p = Tc(&ctx);
+    let ifindex = tc_ifindex(&ctx);
+    let r = match parse(&p, ifindex) {
+        Ok(h) => step::back(nat64::ingress::<MODERN>(&p, &h))
+            .and_then(|_| step::code(nat64::deliver(&mut p, &h)).map(Some)),
+        Err(_) => Err(DropReason::Malformed),
     };
     let v = Verdict::of(r);
     tc_code(finish(&p, Hook::UplinkIngress, ifindex, None, None, v))

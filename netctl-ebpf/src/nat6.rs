@@ -23,7 +23,9 @@ use aya_ebpf::{
 use netctl_common::{
     ct::*,
     drop::DropReason,
-    maps::{Backend6, EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_ROUTED6},
+    maps::{
+        Backend6, EndpointInfo, Ip6, NetInfo, Published6, NET_MASQUERADE, NET_NAT64, NET_ROUTED6,
+    },
     proto,
 };
 use network_types::ip::Ipv6Hdr;
@@ -206,7 +208,7 @@ fn apply(p: &mut Tc, h: &mut Hdr6, e: &CtEntry6) -> Result<(), DropReason> {
 static PACKET6: PerCpuArray<Hdr6> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn packet() -> Result<&'static mut Hdr6, DropReason> {
+pub fn packet() -> Result<&'static mut Hdr6, DropReason> {
     // SAFETY: this CPU's slot, as `scratch`.
     PACKET6
         .get_ptr_mut(0)
@@ -338,6 +340,10 @@ fn endpoint(a: &Ip6) -> Option<EndpointInfo> {
     unsafe { ENDPOINTS6.get(a).copied() }
 }
 
+/// What [`egress`] answers for a packet NAT64 translates (`nat64::egress`, called next with
+/// the packet parsed in `PACKET6`: a call level of its own would not fit the BPF stack).
+pub const TO_NAT64: i64 = i64::MAX - 1;
+
 /// A container's IPv6 packet for beyond the host (`from_container` decided it may leave):
 /// a packet of a tracked flow is translated; a new flow is masqueraded to the uplink's
 /// address (or tracked untranslated on a network without masquerade). Either way it leaves
@@ -357,6 +363,9 @@ fn egress_step<const MODERN: bool>(
 ) -> Result<(), DropReason> {
     let h = packet()?;
     step::back(ipv6::parse_into(p, h))?;
+    if net.flags & NET_NAT64 != 0 && crate::nat64::is_nat64(&h.daddr) {
+        return step::done(answer, TO_NAT64);
+    }
     if h.is_error() {
         if !step::yes(icmp_error::<MODERN>(p, h, false))? {
             return Err(DropReason::Ipv6Unrouted);

@@ -1,4 +1,4 @@
-//! Tail calls into the IPv6 programs. The controller fills `TAIL_CALLS` with the programs it
+//! Tail calls into the IPv6 programs (and NAT64's replies). The controller fills `TAIL_CALLS` with the programs it
 //! loaded (the `_compat` twins where those are the ones); an empty slot drops the packet.
 
 use aya_ebpf::{macros::map, maps::ProgramArray, programs::TcContext};
@@ -6,6 +6,7 @@ use netctl_common::{drop::DropReason, maps::TAIL_CALLS_MAX};
 
 pub use netctl_common::maps::{
     TAIL_FROM_CONTAINER6 as FROM_CONTAINER6, TAIL_UPLINK_INGRESS6 as UPLINK_INGRESS6,
+    TAIL_UPLINK_INGRESS64 as UPLINK_INGRESS64,
 };
 
 #[map(name = "TAIL_CALLS")]

@@ -9,18 +9,19 @@ use netctl_common::{drop::DropReason, maps::CONFIG_FORWARD_OPEN, proto};
 use crate::{
     host,
     maps::{self, config},
-    nat,
+    nat, nat64,
     packet::Packet,
     parse::{Hdr, Icmp},
 };
 
-/// Ingress: everything arriving from outside.
+/// Ingress: everything arriving from outside. True: the reply of a NAT64 flow, which
+/// `uplink_ingress64` translates (XDP leaves it to TC).
 #[inline(always)]
 pub fn ingress<const MODERN: bool, P: Packet>(
     p: &mut P,
     h: &mut Hdr,
     ifindex: u32,
-) -> Result<(), DropReason> {
+) -> Result<bool, DropReason> {
     // From outside with the address of one of our containers or of the host itself: forged
     // (rp_filter would be all that stood there).
     if maps::endpoint(h.saddr).is_some() || maps::is_host_addr(h.saddr) {
@@ -32,21 +33,24 @@ pub fn ingress<const MODERN: bool, P: Packet>(
         nat::ingress::<MODERN, P>(p, h)?
     };
     if in_flow {
-        return Ok(());
+        return Ok(false);
     }
     if maps::endpoint(h.daddr).is_some() {
         return Err(DropReason::NoWayIn);
     }
     if maps::is_host_addr(h.daddr) {
+        if nat64::owns_reply(h) {
+            return Ok(true);
+        }
         if lost_nat_reply(p, h) {
             return Err(DropReason::CtMiss);
         }
-        return Ok(());
+        return Ok(false);
     }
     if config().flags & CONFIG_FORWARD_OPEN == 0 && host::forwards(p, h, ifindex) {
         return Err(DropReason::ForwardDenied);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A packet for a NAT source port that no flow and no host socket owns: the reply of a

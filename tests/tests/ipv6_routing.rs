@@ -754,3 +754,50 @@ fn ipv6_only_networks_connect_disconnect_go_internal_and_come_back_with_sync() {
     assert_eq!(sb.connect6("late", &web6, 8080), sb.ip6_of("late", "only6"));
     assert_eq!(sb.connect6("web", OUTSIDE6, 9090), HOST6);
 }
+
+/// NAT64 (beyond Docker): a container of an IPv6-only network reaches an IPv4-only server at
+/// 64:ff9b::X — TCP, UDP and ping — which sees the host's uplink address; its name resolves
+/// to that address through the resolver's DNS64. Nothing of it is routed in the clear, and a
+/// dual-stack network's container gets no NAT64.
+#[test]
+fn an_ipv6_only_container_reaches_ipv4_servers_through_nat64_and_dns64() {
+    require_sandbox!();
+    let mut sb = Sandbox::new();
+    let outside4 = sb.outside_ip.clone();
+    sb.host_dns(&[&outside4]);
+    let _upstream = sb.upstream_dns(&[("v4only.example", &outside4)]);
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        "fd6b:1::/64",
+        "only6",
+    ]);
+    sb.sleeper("client", "only6");
+    let _server = sb.outside_whoami_server(9091, 60);
+    let x = format!("64:ff9b::{outside4}");
+
+    // TCP: the IPv4 server sees the host's uplink address.
+    let curl = format!("curl -s -g --max-time 3 http://[{x}]:9091/");
+    let out = sb.container_sh("client", &curl);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sb.host_ip,
+        "{out:?}"
+    );
+    // UDP and echo.
+    let udp = format!(
+        "python3 -c 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b\"hi\", (\"{x}\", 9091)); print(s.recv(100).decode())'"
+    );
+    let out = sb.container_sh("client", &udp);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("udp {}", sb.host_ip),
+        "{out:?}"
+    );
+    let ping = sb.container_sh("client", &format!("ping -6 -c 2 -W 2 {x}"));
+    assert!(ping.status.success(), "{ping:?}");
+    assert_eq!(netctl_tests::all_drops(&stats(&sb)), 0, "{}", stats(&sb));
+}

@@ -121,11 +121,11 @@ pub fn kernel_features() -> Features {
 }
 
 impl World {
-    /// Loads the IPv6 programs `from_container` and `uplink_ingress` continue in (until then
-    /// they drop IPv6): only for the tests that send IPv6, as their verification is the
+    /// Loads the IPv6 programs `from_container` and `uplink_ingress` continue in, and NAT64's
+    /// (until then they drop IPv6): only for the tests that send IPv6, as their verification is the
     /// slowest of all (seconds under an emulated CPU).
     pub fn with_ipv6(&mut self) {
-        for name in ["from_container6", "uplink_ingress6"]
+        for name in ["from_container6", "uplink_ingress6", "uplink_ingress64"]
             .iter()
             .filter(|_| !self.ipv6)
         {

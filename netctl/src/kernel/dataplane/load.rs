@@ -19,7 +19,7 @@ use crate::{
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netctl"));
 
 /// Every program of the object with its kind, in attach order.
-pub const PROGRAMS: [(&str, ProgKind); 16] = [
+pub const PROGRAMS: [(&str, ProgKind); 17] = [
     (programs::UPLINK_XDP, ProgKind::Xdp),
     (programs::UPLINK_INGRESS, ProgKind::Tc),
     (programs::UPLINK_EGRESS, ProgKind::Tc),
@@ -34,6 +34,10 @@ pub const PROGRAMS: [(&str, ProgKind); 16] = [
     (
         programs::UPLINK_INGRESS6,
         ProgKind::Tail(maps::TAIL_UPLINK_INGRESS6),
+    ),
+    (
+        programs::UPLINK_INGRESS64,
+        ProgKind::Tail(maps::TAIL_UPLINK_INGRESS64),
     ),
     (programs::SOCK_CONNECT4, ProgKind::Sock(SockHook::Connect4)),
     (
@@ -100,6 +104,7 @@ pub fn object_program<'a>(name: &'a str, f: &Features) -> &'a str {
         programs::FROM_CONTAINER => programs::FROM_CONTAINER_COMPAT,
         programs::FROM_CONTAINER6 => programs::FROM_CONTAINER6_COMPAT,
         programs::UPLINK_INGRESS6 => programs::UPLINK_INGRESS6_COMPAT,
+        programs::UPLINK_INGRESS64 => programs::UPLINK_INGRESS64_COMPAT,
         _ => name,
     }
 }

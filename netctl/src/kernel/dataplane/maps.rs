@@ -432,6 +432,9 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         }
         if net.ipv6.is_some() && crate::model::options::routed6(&net.options) {
             flags |= netctl_common::maps::NET_ROUTED6;
+        } else if net.ipv4.is_none() && net.masquerade && !net.internal {
+            // IPv6-only: its containers reach IPv4 servers through NAT64.
+            flags |= netctl_common::maps::NET_NAT64;
         }
         d.networks.insert(
             bridge.index,
