@@ -57,7 +57,7 @@ fn follow(cfg: &Config, state: &State, want: u64, wait: bool) -> Result<()> {
     match pidfile::running(&cfg.state_dir) {
         Some(pid) => {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
-            if need && wait && !wait_loaded(&cfg.state_dir, want, RELOAD_WAIT) {
+            if need && wait && !wait_loaded(&cfg.state_dir, want, RELOAD_WAIT, false) {
                 // It may have been on its way out (nothing needed it a moment ago).
                 if pidfile::running(&cfg.state_dir).is_some() {
                     bail!(
@@ -87,17 +87,23 @@ fn stop(state_dir: &Path) {
 }
 
 /// True once the daemon says it serves `want` (or a later change); false after `limit` or
-/// when it is gone.
-fn wait_loaded(state_dir: &Path, want: u64, limit: Duration) -> bool {
+/// when it is gone. `starting`: one just started, which is not gone before it was there (on
+/// a busy host it may take longer than a check's interval to write its pidfile).
+fn wait_loaded(state_dir: &Path, want: u64, limit: Duration, starting: bool) -> bool {
     let deadline = Instant::now() + limit;
     let mut n = 0u32;
+    let mut seen = !starting;
     while Instant::now() < deadline {
         if loaded(state_dir).is_some_and(|g| g >= want) {
             return true;
         }
         n += 1;
-        if n.is_multiple_of(50) && pidfile::running(state_dir).is_none() {
-            return false;
+        if n.is_multiple_of(50) {
+            match pidfile::running(state_dir) {
+                Some(_) => seen = true,
+                None if seen => return false,
+                None => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -146,7 +152,7 @@ fn start(cfg: &Config, want: u64) -> Result<()> {
     }
     let mut middle = cmd.spawn().context("starting the netctl daemon")?;
     let _ = middle.wait();
-    if !wait_loaded(&cfg.state_dir, want, START_WAIT) {
+    if !wait_loaded(&cfg.state_dir, want, START_WAIT, true) {
         bail!("the netctl daemon did not come up");
     }
     Ok(())
