@@ -302,8 +302,8 @@ impl Sandbox {
     }
 
     /// An upstream DNS server (dnsmasq) in the outside namespace on its address, port 53,
-    /// answering `records` (name → IPv4 address) and NXDOMAIN for everything else; it
-    /// forwards nothing. Stops when the returned handle is dropped.
+    /// answering `records` (name → IPv4 address; NODATA for their other types) and NXDOMAIN
+    /// for everything else; it forwards nothing. Stops when the returned handle is dropped.
     pub fn upstream_dns(&self, records: &[(&str, &str)]) -> Background {
         let mut cmd = self.in_outside("dnsmasq");
         cmd.args([
@@ -320,7 +320,10 @@ impl Sandbox {
             "--address=/#/",
         ]);
         for (name, ip) in records {
+            // The host record makes the name's other types NODATA (as real servers answer
+            // an AAAA question for an IPv4-only name), where the catch-all says NXDOMAIN.
             cmd.arg(format!("--address=/{name}/{ip}"));
+            cmd.arg(format!("--host-record={name},{ip}"));
         }
         let child = cmd
             .stdout(Stdio::null())

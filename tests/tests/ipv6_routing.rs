@@ -799,5 +799,47 @@ fn an_ipv6_only_container_reaches_ipv4_servers_through_nat64_and_dns64() {
     );
     let ping = sb.container_sh("client", &format!("ping -6 -c 2 -W 2 {x}"));
     assert!(ping.status.success(), "{ping:?}");
+    // DNS64: the IPv4-only name has a synthesized AAAA record; by name all the way through.
+    let canonical = x.parse::<std::net::Ipv6Addr>().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = sb.container_sh("client", "getent ahostsv6 v4only.example");
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.starts_with(&format!("{canonical} ")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no AAAA from DNS64: {got}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = sb.container_sh("client", "curl -s --max-time 3 http://v4only.example:9091/");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sb.host_ip,
+        "{out:?}"
+    );
     assert_eq!(netctl_tests::all_drops(&stats(&sb)), 0, "{}", stats(&sb));
+
+    // A dual-stack network has no NAT64 (its containers have IPv4), nor DNS64.
+    sb.netctl_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.6.11.0/24",
+        "--subnet",
+        "fd6b:2::/64",
+        "dual",
+    ]);
+    sb.sleeper("both", "dual");
+    let out = sb.container_sh("both", &curl);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(drops(&stats(&sb), "ipv6-unrouted") > 0);
+    let out = sb.container_sh("both", "getent ahostsv6 v4only.example");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("64:ff9b"),
+        "{out:?}"
+    );
 }

@@ -69,3 +69,22 @@ pub async fn tcp(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// DNS64 for a container with IPv6 alone: `answer` (to `query`, forwarded already) completed
+/// with AAAA records in 64:ff9b::/96 when it has none and the name has IPv4 addresses.
+pub async fn dns64(
+    query: &[u8],
+    answer: Vec<u8>,
+    servers: &[SocketAddr],
+    over_tcp: bool,
+) -> Vec<u8> {
+    let Some(ask) = super::dns64::a_query(query, &answer) else {
+        return answer;
+    };
+    let a = match over_tcp {
+        true => tcp(&ask, servers).await,
+        false => udp(&ask, servers).await,
+    };
+    a.and_then(|a| super::dns64::synthesize(query, &a))
+        .unwrap_or(answer)
+}

@@ -3,6 +3,7 @@
 //! daemon: `table` decides, `message` speaks the wire format, `serve` listens, `forward`
 //! relays what is not ours.
 
+pub mod dns64;
 pub mod forward;
 pub mod message;
 pub mod serve;

@@ -252,8 +252,10 @@ async fn serve_udp(
                 let query = buf[..n].to_vec();
                 let sock = sock.clone();
                 let stats = stats.clone();
+                let dns64 = current(&table).dns64(from.ip());
                 tokio::spawn(async move {
                     let answer = match forward::udp(&query, &servers).await {
+                        Some(a) if dns64 => Some(forward::dns64(&query, a, &servers, false).await),
                         Some(a) => Some(a),
                         None => {
                             stats.forward_errors.fetch_add(1, Relaxed);
@@ -329,7 +331,9 @@ async fn serve_tcp_client(mut s: TcpStream, from: IpAddr, table: Shared, stats: 
             }
             Reply::Forward(servers) => {
                 stats.forwarded.fetch_add(1, Relaxed);
+                let dns64 = current(&table).dns64(from);
                 match forward::tcp(&query, &servers).await {
+                    Some(a) if dns64 => forward::dns64(&query, a, &servers, true).await,
                     Some(a) => a,
                     None => {
                         stats.forward_errors.fetch_add(1, Relaxed);

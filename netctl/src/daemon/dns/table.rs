@@ -71,6 +71,9 @@ struct Asker {
     upstream: Arc<[SocketAddr]>,
     /// False when every network it is on is internal: nothing leaves.
     forward: bool,
+    /// It has IPv6 alone and NAT64 (an IPv6-only network that masquerades): forwarded AAAA
+    /// questions get DNS64's answers.
+    dns64: bool,
 }
 
 #[derive(Default)]
@@ -183,9 +186,17 @@ impl Table {
                 .endpoints
                 .iter()
                 .any(|e| state.networks.get(&e.network).is_some_and(|n| !n.internal));
+            let nat64 = |e: &crate::model::state::Endpoint| {
+                state
+                    .networks
+                    .get(&e.network)
+                    .is_some_and(|n| n.ipv4.is_none() && n.masquerade && !n.internal)
+            };
+            let dns64 = c.endpoints.iter().all(|e| e.ip.is_none()) && c.endpoints.iter().any(nat64);
             let asker = Arc::new(Asker {
                 links: link_aliases(state, c, &index),
                 networks,
+                dns64,
                 upstream: if c.options.dns.is_empty() {
                     host_upstream.clone()
                 } else {
@@ -200,6 +211,11 @@ impl Table {
             }
         }
         t
+    }
+
+    /// Whether the container at `asker` gets DNS64's answers (IPv6 alone, with NAT64).
+    pub fn dns64(&self, asker: IpAddr) -> bool {
+        self.askers.get(&asker).is_some_and(|a| a.dns64)
     }
 
     /// Answers `qname` (lowercase, without the final dot) for the container at `asker`.
@@ -634,6 +650,10 @@ mod tests {
         ));
         // Its former IPv4 address asks for nothing.
         assert_eq!(t.lookup(ip("10.1.0.2"), "api", QType::A), Answer::Refused);
+        // IPv6 alone on a network that masquerades: DNS64 for what is forwarded; not for a
+        // container that has IPv4 too.
+        assert!(t.dns64(IpAddr::V6(web)));
+        assert!(!t.dns64(IpAddr::V4(ip("10.2.0.2"))));
     }
 
     #[test]
