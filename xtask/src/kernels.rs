@@ -250,6 +250,18 @@ demo() {
     bad "$label: isolation"
   fi
   $H netctl stats | grep -q '^isolation' && echo "=== $label: isolation drop counted" || bad "$label: no isolation drop counted"
+  # NAT64: an IPv6-only container reaches an IPv4 server of x at 64:ff9b::/96.
+  $H netctl network create --ipv6 --ipv4=false --subnet fd10::/64 six >/dev/null || bad "$label: network create six"
+  $H netctl run -d --name v6c --network six -- /bin/busybox sleep 600 2>/dev/null || bad "$label: run v6c"
+  $X /bin/busybox httpd -f -p 10.210.0.2:8081 -h /tmp/www & hp=$!
+  got=""
+  for i in 1 2 3 4 5; do
+    got=$($H netctl exec v6c -- /opt/bin/curl -s -g --max-time 3 "http://[64:ff9b::10.210.0.2]:8081/index.html") && [ -n "$got" ] && break
+    sleep 1
+  done
+  kill $hp 2>/dev/null
+  [ "$got" = hello-$label ] && echo "=== $label: NAT64 to an IPv4 server" || bad "$label: NAT64 ($got)"
+  $H netctl rm -f v6c >/dev/null; $H netctl network rm six >/dev/null
   $H netctl info | sed -n '/^PATH/,$p'
   $H netctl rm -f web other >/dev/null; $H netctl network rm front back >/dev/null || bad "$label: cleanup"
   if $H tc filter show dev u0 ingress 2>/dev/null | grep -q uplink_; then bad "$label: filter left"; fi
