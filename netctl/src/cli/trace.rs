@@ -10,8 +10,8 @@ use std::{
 use anyhow::{Context, Result};
 use netctl_common::{
     ct::{
-        CtEntry, CtEntry6, CtKey, CtKey6, KIND_DNAT, KIND_HAIRPIN, KIND_ROUTED, KIND_ROUTED_IN,
-        KIND_SNAT,
+        CtEntry, CtEntry6, CtKey, CtKey6, KIND_DNAT, KIND_HAIRPIN, KIND_NAT64, KIND_ROUTED,
+        KIND_ROUTED_IN, KIND_SNAT,
     },
     drop::DropReason,
     event::*,
@@ -115,6 +115,7 @@ fn kind_name(k: u8) -> &'static str {
         KIND_HAIRPIN => "hairpin",
         KIND_ROUTED => "routed",
         KIND_ROUTED_IN => "routed-in",
+        KIND_NAT64 => "nat64",
         _ => "unknown",
     }
 }
