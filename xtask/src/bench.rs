@@ -21,6 +21,7 @@ mod dns;
 mod docker;
 mod host_local;
 mod ipv6;
+mod nat64;
 mod overlay;
 
 const SUBNET: &str = "172.30.0.0/24";
@@ -599,9 +600,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Sections to run besides the core: each measures one feature against its peers.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "dataplane",
     "ipv6",
+    "nat64",
     "host-local",
     "overlay",
     "dns",
@@ -677,6 +679,9 @@ pub fn run(netctl: &Path, loadgen: &Path, quick: bool, only: &[String]) -> Resul
     }
     if wants("ipv6") {
         ipv6::run(&mut b)?;
+    }
+    if wants("nat64") {
+        nat64::run(&mut b)?;
     }
     if wants("host-local") {
         host_local::run(&mut b)?;

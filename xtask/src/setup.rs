@@ -37,6 +37,7 @@ const PACKAGES: &[&str] = &[
     "dnsmasq-base", // upstream DNS server in the sandbox, benchmark peer
     "dnsperf",      // the DNS benchmark's client
     "aardvark-dns", // benchmark peer (Podman's resolver)
+    "tayga",        // benchmark peer (NAT64 through a TUN device)
     // Real engines on netctl: Podman through the CNI plugin, dockerd through the network
     // driver (and its docker-proxy, a benchmark peer); a local busybox image for both.
     "podman",
