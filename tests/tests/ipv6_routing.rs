@@ -822,6 +822,23 @@ fn an_ipv6_only_container_reaches_ipv4_servers_through_nat64_and_dns64() {
     );
     assert_eq!(netctl_tests::all_drops(&stats(&sb)), 0, "{}", stats(&sb));
 
+    // As the attacker: NAT64 leads beyond the host only — not to another network's IPv4
+    // container, not to the host's own addresses or loopback.
+    sb.netctl_ok(&["network", "create", "--subnet", "10.6.12.0/24", "plain"]);
+    sb.serve6("v4web", "plain", None, 8080);
+    let v4web = sb.container_ip("v4web");
+    let _host_srv = sb.host_http("0.0.0.0", 2281, "host-hello");
+    let before = drops(&stats(&sb), "ipv6-unrouted");
+    for (target, port) in [
+        (v4web.as_str(), 8080),
+        (&sb.host_ip, 2281),
+        ("127.0.0.1", 2281),
+    ] {
+        let got = sb.connect6("client", &format!("64:ff9b::{target}"), port);
+        assert!(got.starts_with("failed"), "{target}:{port}: {got}");
+    }
+    assert!(drops(&stats(&sb), "ipv6-unrouted") > before);
+
     // A dual-stack network has no NAT64 (its containers have IPv4), nor DNS64.
     sb.netctl_ok(&[
         "network",
