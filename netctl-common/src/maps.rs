@@ -291,6 +291,19 @@ pub const NET_NAT64: u32 = 32;
 /// The well-known NAT64 prefix (RFC 6052), 64:ff9b::/96: its first 12 bytes.
 pub const NAT64_PREFIX: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
 
+/// An address in 64:ff9b::/96: an IPv4 server as an IPv6-only container reaches it.
+#[inline(always)]
+pub fn is_nat64(a: &Ip6) -> bool {
+    let mut i = 0;
+    while i < 12 {
+        if a[i] != NAT64_PREFIX[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetInfo {

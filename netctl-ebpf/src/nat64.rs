@@ -20,12 +20,7 @@ use aya_ebpf::{
         bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh,
     },
 };
-use netctl_common::{
-    ct::*,
-    drop::DropReason,
-    maps::{Ip6, NAT64_PREFIX},
-    proto,
-};
+use netctl_common::{ct::*, drop::DropReason, maps::Ip6, proto};
 
 use crate::{
     ct,
@@ -47,12 +42,6 @@ const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
-
-/// 64:ff9b::/96: an IPv4 server as an IPv6-only container reaches it.
-#[inline(always)]
-pub fn is_nat64(a: &Ip6) -> bool {
-    a[..12] == NAT64_PREFIX
-}
 
 #[inline(always)]
 fn v4_of(a: &Ip6) -> u32 {
