@@ -83,7 +83,7 @@ fn is_syn(h: &Hdr6) -> bool {
 
 /// The L4 checksum and where the "ports" sit. All three cover IPv6's pseudo header.
 #[inline(always)]
-fn l4_layout(proto_: u8, l4: usize) -> (L4Csum, usize, usize) {
+pub fn l4_layout(proto_: u8, l4: usize) -> (L4Csum, usize, usize) {
     match proto_ {
         proto::TCP => (
             L4Csum {

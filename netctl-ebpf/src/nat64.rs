@@ -200,38 +200,13 @@ fn send(p: &mut Tc, fib: &bpf_fib_lookup, known: bool) -> Result<i32, DropReason
 }
 
 /// The L4 checksum field and the offsets of the source and destination "ports" (an echo's
-/// identifier is both) of an L4 header at `l4`.
+/// identifier is both), as NAT66's; ICMP's checksum is changed plainly (ICMPv4's covers no
+/// pseudo header, and the one ICMPv6's covers is taken out or put in word by word).
 #[inline(always)]
 fn l4_fields(proto_: u8, l4: usize) -> (L4Csum, usize, usize) {
-    match proto_ {
-        proto::TCP => (
-            L4Csum {
-                off: l4 + 16,
-                pseudo: true,
-                udp: false,
-            },
-            l4,
-            l4 + 2,
-        ),
-        proto::UDP => (
-            L4Csum {
-                off: l4 + 6,
-                pseudo: true,
-                udp: true,
-            },
-            l4,
-            l4 + 2,
-        ),
-        _ => (
-            L4Csum {
-                off: l4 + 2,
-                pseudo: false,
-                udp: false,
-            },
-            l4 + 4,
-            l4 + 4,
-        ),
-    }
+    let (mut csum, sport, dport) = crate::nat6::l4_layout(proto_, l4);
+    csum.pseudo = proto_ == proto::TCP || proto_ == proto::UDP;
+    (csum, sport, dport)
 }
 
 /// `bpf_l4_csum_replace`'s flags for a 4-byte field of the pseudo header (TCP, UDP).
