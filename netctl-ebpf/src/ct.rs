@@ -43,9 +43,7 @@ pub trait Family: Addr + 'static {
     /// callback finds its state from that.
     fn probe_ctx(s: &mut Probe<Self>) -> *mut c_void;
     fn probe_state(ctx: *mut c_void) -> Option<*mut Probe<Self>>;
-    /// The other family's table holds this reply tuple: IPv4 masquerade and NAT64 share the
-    /// uplink's IPv4 address and NAT ports (NAT64's IPv4 side is kept in `CT6` under
-    /// IPv4-mapped addresses), so neither may take a tuple the other has.
+    /// The other family's table holds this reply tuple (see [`shared_tuple_taken`]).
     fn held_by_other(key: &Tuple<Self>) -> bool;
 }
 
@@ -100,15 +98,20 @@ impl Family for u32 {
     }
     #[inline(always)]
     fn held_by_other(key: &CtKey) -> bool {
-        let k = CtKey6 {
-            saddr: mapped(key.saddr),
-            daddr: mapped(key.daddr),
-            sport: key.sport,
-            dport: key.dport,
-            proto: key.proto,
-            _pad: [0; 3],
+        // The mapped tuple is built in `SCRATCH6` (an IPv4 program never uses it otherwise):
+        // on the stack it would not fit beside the IPv4 programs' frames.
+        let Some(s) = SCRATCH6.get_ptr_mut(0) else {
+            return true;
         };
-        find(&k).is_some()
+        // SAFETY: this CPU's slot; the program runs to its end on this CPU.
+        let k = unsafe { &mut (*s).probe.key };
+        k.saddr = mapped(key.saddr);
+        k.daddr = mapped(key.daddr);
+        k.sport = key.sport;
+        k.dport = key.dport;
+        k.proto = key.proto;
+        k._pad = [0; 3];
+        find(k).is_some()
     }
 }
 
@@ -624,6 +627,10 @@ pub fn insert_orig<A: Family>(
     orig: &mut Entry<A>,
     reply_key: &Tuple<A>,
 ) -> Result<(), DropReason> {
+    // Masquerade and NAT64 share the uplink's IPv4 tuples (see `shared_tuple_taken`).
+    if (orig.kind == KIND_SNAT || orig.kind == KIND_NAT64) && shared_tuple_taken(reply_key) {
+        return Err(DropReason::CtConflict);
+    }
     if store(true, orig_key, orig) {
         flow_event(EV_FLOW_NEW, orig_key, orig, 0);
         return Ok(());
@@ -636,6 +643,21 @@ pub fn insert_orig<A: Family>(
     let f = won.ok_or(DropReason::CtFull)?;
     *orig = unsafe { *f.e };
     Ok(())
+}
+
+/// For a reply tuple [`alloc_port`] took on the uplink's IPv4 address ([`insert_orig`]):
+/// IPv4 masquerade and NAT64 share that address and the NAT ports (NAT64's IPv4 side is kept
+/// in `CT6` under IPv4-mapped addresses), so a tuple the other family's table holds is given
+/// back (the reply entry just stored) and the packet dropped as a conflict; its sender's
+/// retry draws another port. Checked once, not per candidate: inside the search it would
+/// make the unrolled search of older kernels too large to verify.
+#[inline(always)]
+fn shared_tuple_taken<A: Family>(key: &Tuple<A>) -> bool {
+    if A::held_by_other(key) {
+        let _ = A::table(true).remove(key);
+        return true;
+    }
+    false
 }
 
 /// One candidate of [`alloc_port`]: free, or held by a flow idle past its timeout (a closed
@@ -663,9 +685,6 @@ extern "C" fn probe<A: Family>(i: u32, ctx: *mut c_void) -> i64 {
             return 0;
         }
         remove_pair(f.new, &s.key, e);
-    }
-    if A::held_by_other(&s.key) {
-        return 0;
     }
     if store(true, &s.key, &s.reply) {
         s.port = be;

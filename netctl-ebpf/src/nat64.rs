@@ -7,8 +7,8 @@
 //! Flows are tracked in `CT6` by the same conntrack as NAT66's: the original direction by
 //! the container's tuple, the reply by the IPv4 tuple as IPv4-mapped addresses
 //! (::ffff:a.b.c.d), so quotas, timeouts, the daemon's sweep and the tracer work as for any
-//! flow. Their NAT ports are IPv4 masquerade's, and a port search of either looks at the
-//! other family's table too, so the two never take one tuple.
+//! flow. Their NAT ports are IPv4 masquerade's; a port either takes is checked against the
+//! other's table (`ct::shared_tuple_taken`), so the two never share one tuple.
 //!
 //! TCP, UDP and echo are translated; fragments, extension headers, IPv4 options and ICMP
 //! errors are not (dropped). Packets leave with DF clear, so a smaller MTU on the IPv4 path
