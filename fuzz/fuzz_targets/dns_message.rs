@@ -126,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Transport::Tcp
     };
-    if let Reply::Answer(b) = handle(table(), asker, query, via) {
+    if let Reply::Answer(b) = handle(table(), asker.into(), query, via) {
         let m = Message::from_bytes(&b)
             .unwrap_or_else(|e| panic!("answer to {query:?} does not parse: {e}: {b:?}"));
         assert_eq!(m.message_type(), MessageType::Response);
