@@ -43,8 +43,6 @@ pub trait Family: Addr + 'static {
     /// callback finds its state from that.
     fn probe_ctx(s: &mut Probe<Self>) -> *mut c_void;
     fn probe_state(ctx: *mut c_void) -> Option<*mut Probe<Self>>;
-    /// The other family's table holds this reply tuple (see [`shared_tuple_taken`]).
-    fn held_by_other(key: &Tuple<Self>) -> bool;
 }
 
 const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
@@ -60,10 +58,29 @@ pub fn mapped(v4: u32) -> [u8; 16] {
     ]
 }
 
-/// The IPv4 address of an IPv4-mapped one.
+/// Takes back a reply entry [`alloc_port`] stored for a flow that is not made after all.
 #[inline(always)]
-pub fn unmapped(a: &[u8; 16]) -> Option<u32> {
-    (a[..12] == MAPPED).then(|| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]))
+pub fn release<A: Family>(key: &Tuple<A>) {
+    let _ = A::table(true).remove(key);
+}
+
+/// Whether IPv4's tables hold the IPv4 form of a NAT64 reply tuple (IPv4-mapped addresses):
+/// NAT64 and IPv4 masquerade share the uplink's address and NAT ports, and NAT64 never takes
+/// a tuple masquerade has. (The other way is not checked — a look into `CT6` per candidate
+/// made the IPv4 programs too large to verify on older kernels: a masquerade flow that draws
+/// a NAT64 flow's tuple, to the same server port, takes its replies.)
+#[inline(always)]
+pub fn ipv4_tuple_held(key: &CtKey6) -> bool {
+    let ipv4 = |a: &[u8; 16]| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+    let k = CtKey {
+        saddr: ipv4(&key.saddr),
+        daddr: ipv4(&key.daddr),
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    find(&k).is_some()
 }
 
 impl Family for u32 {
@@ -95,23 +112,6 @@ impl Family for u32 {
     #[inline(always)]
     fn probe_state(ctx: *mut c_void) -> Option<*mut Probe<u32>> {
         Some(ctx as *mut Probe<u32>)
-    }
-    #[inline(always)]
-    fn held_by_other(key: &CtKey) -> bool {
-        // The mapped tuple is built in `SCRATCH6` (an IPv4 program never uses it otherwise):
-        // on the stack it would not fit beside the IPv4 programs' frames.
-        let Some(s) = SCRATCH6.get_ptr_mut(0) else {
-            return true;
-        };
-        // SAFETY: this CPU's slot; the program runs to its end on this CPU.
-        let k = unsafe { &mut (*s).probe.key };
-        k.saddr = mapped(key.saddr);
-        k.daddr = mapped(key.daddr);
-        k.sport = key.sport;
-        k.dport = key.dport;
-        k.proto = key.proto;
-        k._pad = [0; 3];
-        find(k).is_some()
     }
 }
 
@@ -147,21 +147,6 @@ impl Family for [u8; 16] {
         SCRATCH6
             .get_ptr_mut(0)
             .map(|s| unsafe { &raw mut (*s).probe })
-    }
-    #[inline(always)]
-    fn held_by_other(key: &CtKey6) -> bool {
-        let (Some(saddr), Some(daddr)) = (unmapped(&key.saddr), unmapped(&key.daddr)) else {
-            return false;
-        };
-        let k = CtKey {
-            saddr,
-            daddr,
-            sport: key.sport,
-            dport: key.dport,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        find(&k).is_some()
     }
 }
 
@@ -627,10 +612,6 @@ pub fn insert_orig<A: Family>(
     orig: &mut Entry<A>,
     reply_key: &Tuple<A>,
 ) -> Result<(), DropReason> {
-    // Masquerade and NAT64 share the uplink's IPv4 tuples (see `shared_tuple_taken`).
-    if (orig.kind == KIND_SNAT || orig.kind == KIND_NAT64) && shared_tuple_taken(reply_key) {
-        return Err(DropReason::CtConflict);
-    }
     if store(true, orig_key, orig) {
         flow_event(EV_FLOW_NEW, orig_key, orig, 0);
         return Ok(());
@@ -643,21 +624,6 @@ pub fn insert_orig<A: Family>(
     let f = won.ok_or(DropReason::CtFull)?;
     *orig = unsafe { *f.e };
     Ok(())
-}
-
-/// For a reply tuple [`alloc_port`] took on the uplink's IPv4 address ([`insert_orig`]):
-/// IPv4 masquerade and NAT64 share that address and the NAT ports (NAT64's IPv4 side is kept
-/// in `CT6` under IPv4-mapped addresses), so a tuple the other family's table holds is given
-/// back (the reply entry just stored) and the packet dropped as a conflict; its sender's
-/// retry draws another port. Checked once, not per candidate: inside the search it would
-/// make the unrolled search of older kernels too large to verify.
-#[inline(always)]
-fn shared_tuple_taken<A: Family>(key: &Tuple<A>) -> bool {
-    if A::held_by_other(key) {
-        let _ = A::table(true).remove(key);
-        return true;
-    }
-    false
 }
 
 /// One candidate of [`alloc_port`]: free, or held by a flow idle past its timeout (a closed

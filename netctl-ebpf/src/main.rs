@@ -369,7 +369,7 @@ fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
         match step::back(ipv6::from_container(&mut p, ifindex, sender))? {
             ipv6::BEYOND => match step::back(nat6::egress::<MODERN>(&mut p, &sender.0, &sender.1))?
             {
-                nat6::TO_NAT64 => {
+                nat6::TO_NAT64 if MODERN => {
                     step::code(nat64::egress::<MODERN>(&mut p, sender.0.network)).map(Some)
                 }
                 code => Ok(Some(code as i32)),
@@ -424,6 +424,9 @@ pub fn uplink_ingress64_compat(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn ingress64<const MODERN: bool>(ctx: TcContext) -> i32 {
+    if !MODERN {
+        return TC_ACT_SHOT; // never entered: the `_compat` programs have no NAT64
+    }
     let mut p = Tc(&ctx);
     let ifindex = tc_ifindex(&ctx);
     let r = match parse(&p, ifindex) {

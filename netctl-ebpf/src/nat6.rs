@@ -363,7 +363,7 @@ fn egress_step<const MODERN: bool>(
 ) -> Result<(), DropReason> {
     let h = packet()?;
     step::back(ipv6::parse_into(p, h))?;
-    if net.flags & NET_NAT64 != 0 && netctl_common::maps::is_nat64(&h.daddr) {
+    if MODERN && net.flags & NET_NAT64 != 0 && netctl_common::maps::is_nat64(&h.daddr) {
         return step::done(answer, TO_NAT64);
     }
     if h.is_error() {

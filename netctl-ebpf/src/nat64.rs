@@ -7,8 +7,11 @@
 //! Flows are tracked in `CT6` by the same conntrack as NAT66's: the original direction by
 //! the container's tuple, the reply by the IPv4 tuple as IPv4-mapped addresses
 //! (::ffff:a.b.c.d), so quotas, timeouts, the daemon's sweep and the tracer work as for any
-//! flow. Their NAT ports are IPv4 masquerade's; a port either takes is checked against the
-//! other's table (`ct::shared_tuple_taken`), so the two never share one tuple.
+//! flow. Their NAT ports are IPv4 masquerade's, and NAT64 never takes a tuple masquerade
+//! holds (`ct::ipv4_tuple_held`).
+//!
+//! Only where `bpf_loop` is (Linux 5.17+, the `MODERN` programs): the controller sets
+//! `NET_NAT64` there alone, and the `_compat` programs carry none of it.
 //!
 //! TCP, UDP and echo are translated; fragments, extension headers, IPv4 options and ICMP
 //! errors are not (dropped). Packets leave with DF clear, so a smaller MTU on the IPv4 path
@@ -135,6 +138,10 @@ fn egress_step<const MODERN: bool>(
         s.probe.reply.dst_port = h.sport;
         let cfg = config();
         let port = ct::alloc_port::<MODERN, _>(&mut s.probe, cfg.nat_port_min, cfg.nat_port_max)?;
+        if ct::ipv4_tuple_held(&s.probe.key) {
+            ct::release(&s.probe.key);
+            return Err(DropReason::CtConflict); // the retry draws another port
+        }
         ct::open(&mut s.orig, KIND_NAT64, s.probe.key, h);
         s.orig.rewrite = REWRITE_SRC | REWRITE_DST;
         s.orig.src_addr = ct::mapped(up);

@@ -39,7 +39,7 @@ pub fn ingress<const MODERN: bool, P: Packet>(
         return Err(DropReason::NoWayIn);
     }
     if maps::is_host_addr(h.daddr) {
-        if nat64::owns_reply(h) {
+        if MODERN && nat64::owns_reply(h) {
             return Ok(true);
         }
         if lost_nat_reply(p, h) {

@@ -575,13 +575,14 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
     // Nothing turns IPv4 into IPv6: the host's IPv4 address has nothing there.
     let v4 = sb.outside_sh(&format!("python3 -c '{CONNECT6}' {} 8082", sb.host_ip));
     assert!(String::from_utf8_lossy(&v4.stdout).starts_with("failed"));
-    // The host's own clients, over ::1 (the backend sees the network's gateway).
+    // The host's own clients, over ::1 (the backend sees the network's gateway), where the
+    // IPv6 socket programs run (socket storage).
     let local = sb.host_sh(&format!("python3 -c '{CONNECT6}' ::1 8082"));
-    assert_eq!(
-        String::from_utf8_lossy(&local.stdout).trim(),
-        "fd68:1::1",
-        "{local:?}"
-    );
+    let local = String::from_utf8_lossy(&local.stdout).trim().to_string();
+    match sb.has_feature("sk_storage") {
+        true => assert_eq!(local, "fd68:1::1"),
+        false => assert!(local.starts_with("failed"), "{local}"),
+    }
     let st: serde_json::Value = serde_json::from_str(&stats(&sb)).unwrap();
     let port = st["ports"]
         .as_array()
@@ -590,7 +591,8 @@ fn an_ipv6_only_network_carries_everything_over_ipv6() {
         .find(|p| p["container"] == "web")
         .unwrap()
         .clone();
-    assert!(port["connections"].as_u64().unwrap() >= 2, "{port}");
+    let counted = 1 + u64::from(sb.has_feature("sk_storage"));
+    assert!(port["connections"].as_u64().unwrap() >= counted, "{port}");
     assert!(
         st["containers"]["client"]["tx_packets"].as_u64().unwrap() > 0,
         "{st}"
@@ -778,9 +780,23 @@ fn an_ipv6_only_container_reaches_ipv4_servers_through_nat64_and_dns64() {
     sb.sleeper("client", "only6");
     let _server = sb.outside_whoami_server(9091, 60);
     let x = format!("64:ff9b::{outside4}");
+    let curl = format!("curl -s -g --max-time 3 http://[{x}]:9091/");
+    if !(sb.has_feature("loop") && sb.has_feature("atomics")) {
+        // The `_compat` programs (no bpf_loop) have no NAT64: dropped, never routed in the
+        // clear, and the resolver synthesizes nothing.
+        let out = sb.container_sh("client", &curl);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        assert!(drops(&stats(&sb), "ipv6-unrouted") > 0);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let out = sb.container_sh("client", "getent ahostsv6 v4only.example");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("64:ff9b"),
+            "{out:?}"
+        );
+        return;
+    }
 
     // TCP: the IPv4 server sees the host's uplink address.
-    let curl = format!("curl -s -g --max-time 3 http://[{x}]:9091/");
     let out = sb.container_sh("client", &curl);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

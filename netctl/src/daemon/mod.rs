@@ -88,7 +88,10 @@ async fn serve(cfg: Config, spares: &spares::Keeper) -> Result<i32> {
     ));
     let (changed, _) = tokio::sync::watch::channel(());
     watchers::start(&cfg, &changed);
-    let mut resolver = dns::Resolver::new();
+    // DNS64 only where the programs do NAT64 (the `MODERN` ones).
+    let nat64 = crate::kernel::dataplane::features::Features::detect(&cfg.features_deny)
+        .is_ok_and(|f| f.modern());
+    let mut resolver = dns::Resolver::new(nat64);
     metrics::start(&cfg, resolver.stats());
     let mut watch = reload::Watch::new(&cfg);
     let mut poll = tokio::time::interval(POLL);

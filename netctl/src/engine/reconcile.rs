@@ -280,7 +280,7 @@ fn apply_guarded(
             // holds the kernel's rtnl lock: that wait is the attachment's.
             crate::base::timing::add("host addresses", t.elapsed());
             let t = std::time::Instant::now();
-            let host = inputs.view(cfg, &links, &planned, forward_open);
+            let host = inputs.view(cfg, &links, &planned, forward_open, dp.features.modern());
             let ports = maps::ports(state, before.filter(|_| !full), dp.ports_applied(full));
             let changes = dp.apply(&maps::desired(state, &host, ports), full)?;
             let reserved = reserve_ports(cfg, state);
@@ -303,7 +303,7 @@ fn apply_guarded(
     }
     if uplinks != planned {
         // XDP fell back to TC: the uplinks' map entries say so.
-        let host = inputs.view(cfg, &links, &uplinks, forward_open);
+        let host = inputs.view(cfg, &links, &uplinks, forward_open, dp.features.modern());
         let ports = maps::ports(state, None, dp.ports_applied(false));
         r.changes
             .extend(dp.apply(&maps::desired(state, &host, ports), false)?);
@@ -430,6 +430,7 @@ impl MapInputs {
         links: &'a [Link],
         uplinks: &'a [(String, u32, bool)],
         forward_open: bool,
+        nat64: bool,
     ) -> maps::HostView<'a> {
         maps::HostView {
             links,
@@ -443,6 +444,7 @@ impl MapInputs {
             forward_open,
             ct_endpoint_entries: cfg.ct_endpoint_entries,
             group: crate::kernel::topology::instance_group(&cfg.state_dir),
+            nat64,
         }
     }
 }

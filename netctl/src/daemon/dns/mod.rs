@@ -18,19 +18,16 @@ use crate::model::state::State;
 pub struct Resolver {
     table: serve::Shared,
     listeners: serve::Listeners,
-}
-
-impl Default for Resolver {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The datapath does NAT64 (else no DNS64 answers: they would lead nowhere).
+    nat64: bool,
 }
 
 impl Resolver {
-    pub fn new() -> Self {
+    pub fn new(nat64: bool) -> Self {
         Self {
             table: Arc::new(std::sync::RwLock::new(Arc::new(table::Table::default()))),
             listeners: serve::Listeners::new(),
+            nat64,
         }
     }
 
@@ -42,7 +39,7 @@ impl Resolver {
         remote: &[table::RemoteName],
         host_servers: &[IpAddr],
     ) -> Vec<String> {
-        let t = Arc::new(table::Table::build(state, remote, host_servers));
+        let t = Arc::new(table::Table::build(state, remote, host_servers).with_nat64(self.nat64));
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
         self.listeners.update(&table::gateways(state), &self.table)
     }

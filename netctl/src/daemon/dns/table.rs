@@ -92,6 +92,8 @@ pub struct Table {
     /// Every netctl subnet: reverse lookups inside them are never forwarded.
     subnets: Vec<Ipv4Network>,
     subnets6: Vec<ipnetwork::Ipv6Network>,
+    /// The datapath does NAT64: DNS64 answers for the askers that need them.
+    nat64: bool,
 }
 
 /// The gateways the resolver listens on: each network's IPv4 one, an IPv6-only network's
@@ -113,7 +115,10 @@ impl Table {
     /// `host_servers`: the host's resolv.conf servers (the daemon runs in the host's
     /// namespace, so its loopback servers count too).
     pub fn build(state: &State, remote: &[RemoteName], host_servers: &[IpAddr]) -> Table {
-        let mut t = Table::default();
+        let mut t = Table {
+            nat64: true,
+            ..Table::default()
+        };
         let mut index = HashMap::new();
         for n in state.networks.values() {
             t.subnets.extend(n.ipv4.as_ref().map(|v| v.subnet));
@@ -215,7 +220,13 @@ impl Table {
 
     /// Whether the container at `asker` gets DNS64's answers (IPv6 alone, with NAT64).
     pub fn dns64(&self, asker: IpAddr) -> bool {
-        self.askers.get(&asker).is_some_and(|a| a.dns64)
+        self.nat64 && self.askers.get(&asker).is_some_and(|a| a.dns64)
+    }
+
+    /// Says whether the datapath does NAT64 ([`Table::build`] assumes it does).
+    pub fn with_nat64(mut self, on: bool) -> Self {
+        self.nat64 = on;
+        self
     }
 
     /// Answers `qname` (lowercase, without the final dot) for the container at `asker`.
@@ -654,6 +665,8 @@ mod tests {
         // container that has IPv4 too.
         assert!(t.dns64(IpAddr::V6(web)));
         assert!(!t.dns64(IpAddr::V4(ip("10.2.0.2"))));
+        // Not where the datapath has no NAT64 (a kernel without bpf_loop).
+        assert!(!t.with_nat64(false).dns64(IpAddr::V6(web)));
     }
 
     #[test]

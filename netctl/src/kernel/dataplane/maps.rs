@@ -83,6 +83,8 @@ pub struct HostView<'a> {
     pub ct_endpoint_entries: u32,
     /// The instance's interface group (which links are its own).
     pub group: u32,
+    /// The programs can do NAT64 (the `MODERN` ones: `bpf_loop`).
+    pub nat64: bool,
 }
 
 fn mac6(mac: &[u8]) -> [u8; 6] {
@@ -432,7 +434,7 @@ pub fn desired(state: &State, host: &HostView, ports: Ports) -> Desired {
         }
         if net.ipv6.is_some() && crate::model::options::routed6(&net.options) {
             flags |= netctl_common::maps::NET_ROUTED6;
-        } else if net.ipv4.is_none() && net.masquerade && !net.internal {
+        } else if host.nat64 && net.ipv4.is_none() && net.masquerade && !net.internal {
             // IPv6-only: its containers reach IPv4 servers through NAT64.
             flags |= netctl_common::maps::NET_NAT64;
         }
@@ -814,6 +816,7 @@ mod tests {
                 forward_open: true,
                 ct_endpoint_entries: 0,
                 group: 0,
+                nat64: true,
             },
             Ports::Full(portmap(&state), ports_fingerprint(&state)),
         );
