@@ -80,24 +80,28 @@ pub fn run(b: &mut Bench) -> Result<()> {
             let _tayga = activate(b, i, &conf)?;
             let warm = format!("timeout 5 {lg} crr {addr}:{OUT_HTTP} 0.5 1");
             let _ = b.sb.container_sh(from, &warm);
-            let v = in_container(
-                b,
-                from,
-                &format!("timeout 60 {lg} crr {addr}:{OUT_HTTP} {s} 8"),
-            )?;
-            let rate = v["rate"].as_f64().unwrap_or(0.0);
-            b.extra(SECTION, "new TCP connections", name, "conn/s", rate);
+            // A run that fails is reported and recorded as nothing (a peer's trouble does not
+            // end the whole benchmark).
+            let crr = format!("timeout 60 {lg} crr {addr}:{OUT_HTTP} {s} 8");
+            match in_container(b, from, &crr) {
+                Ok(v) => {
+                    let rate = v["rate"].as_f64().unwrap_or(0.0);
+                    b.extra(SECTION, "new TCP connections", name, "conn/s", rate);
+                }
+                Err(e) => eprintln!("bench: NAT64: {name}: {e:#}"),
+            }
             let host = addr.trim_matches(['[', ']']);
-            let v = in_container(
-                b,
-                from,
-                &format!("timeout 60 iperf3 -c {host} -p {OUT_IPERF} -t {s} -J"),
-            )?;
-            let gbps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .unwrap_or(0.0)
-                / 1e9;
-            b.extra(SECTION, "TCP throughput, 1 stream", name, "Gbit/s", gbps);
+            let iperf = format!("timeout 60 iperf3 -c {host} -p {OUT_IPERF} -t {s} -J");
+            match in_container(b, from, &iperf) {
+                Ok(v) => {
+                    let gbps = v["end"]["sum_received"]["bits_per_second"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        / 1e9;
+                    b.extra(SECTION, "TCP throughput, 1 stream", name, "Gbit/s", gbps);
+                }
+                Err(e) => eprintln!("bench: NAT64: {name}: {e:#}"),
+            }
         }
     }
     let _ = activate(b, 0, &conf)?;
