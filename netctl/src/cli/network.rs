@@ -22,9 +22,12 @@ pub enum Command {
                                                                  addresses and only published ports and ping get in [nat]\n  \
         com.docker.network.driver.mtu (mtu)                          MTU of the bridge and veths [1500]\n  \
         com.docker.network.bridge.name (bridge_name)                 bridge name [br-<id>; netctl0 for bridge]\n  \
-        encrypted                                                    overlay only: traffic between hosts through WireGuard [off]\n\n\
+        encrypted                                                    overlay only: traffic between hosts through WireGuard [off]\n  \
+        com.docker.network.enable_ipv6 (enable_ipv6)                 as --ipv6\n  \
+        com.docker.network.enable_ipv4 (enable_ipv4)                 false: as --ipv4=false\n\n\
         Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend\n\
-        Example: netctl network create -d overlay -o encrypted --subnet 10.52.0.0/24 secure"
+        Example: netctl network create -d overlay -o encrypted --subnet 10.52.0.0/24 secure\n\
+        Example: netctl network create --ipv6 --ipv4=false v6only   (IPv4 servers through NAT64)"
     )]
     Create {
         /// Network driver: bridge (this host) or overlay (every host of the cluster store)
@@ -41,7 +44,8 @@ pub enum Command {
         #[arg(long)]
         ipv6: bool,
         /// IPv4 on the network; --ipv4=false with --ipv6 makes an IPv6-only network
-        /// (containers get no IPv4 address; their names resolve at the IPv6 gateway)
+        /// (containers get no IPv4 address; their names resolve at the IPv6 gateway; IPv4
+        /// servers are reached at 64:ff9b::/96 through NAT64, with DNS64, on Linux 5.17+)
         #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         ipv4: Option<bool>,
         /// Allocate container addresses from this sub-range of the subnet
