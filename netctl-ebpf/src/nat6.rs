@@ -306,6 +306,12 @@ fn route(
 #[inline(always)]
 fn send(p: &mut Tc, fib: &bpf_fib_lookup, known: bool) -> Result<i32, DropReason> {
     dec_hop_limit(p)?;
+    redirect_out(p, fib, known)
+}
+
+/// Out of the uplink the route chose, the hop limit (or TTL) already set.
+#[inline(always)]
+pub fn redirect_out(p: &mut Tc, fib: &bpf_fib_lookup, known: bool) -> Result<i32, DropReason> {
     if known {
         p.set_macs(&fib.dmac, &fib.smac)
             .ok_or(DropReason::RewriteFailed)?;

@@ -19,9 +19,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::generated::{
-        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh,
-    },
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32},
 };
 use netctl_common::{ct::*, drop::DropReason, maps::Ip6, proto};
 
@@ -152,7 +150,7 @@ fn egress_step<const MODERN: bool>(
         s.e = s.orig;
     }
     step::back(to_ipv4(p, h, up, server, s.e.src_port))?;
-    step::done(answer, send(p, &s.fib, known)?)
+    step::done(answer, crate::nat6::redirect_out(p, &s.fib, known)?)
 }
 
 /// Where the host routes IPv4 `server` for a packet arriving on `bridge`: an uplink, and
@@ -193,19 +191,6 @@ fn route4(
     Ok((known, up.addr))
 }
 
-/// Out of the uplink the route chose (its TTL set by the translation).
-#[inline(always)]
-fn send(p: &mut Tc, fib: &bpf_fib_lookup, known: bool) -> Result<i32, DropReason> {
-    if known {
-        p.set_macs(&fib.dmac, &fib.smac)
-            .ok_or(DropReason::RewriteFailed)?;
-        // SAFETY: helper call with plain values.
-        return Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as i32);
-    }
-    // SAFETY: helper call; no next-hop parameters (the kernel routes by the destination).
-    Ok(unsafe { bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0) } as i32)
-}
-
 /// The L4 checksum field and the offsets of the source and destination "ports" (an echo's
 /// identifier is both), as NAT66's; ICMP's checksum is changed plainly (ICMPv4's covers no
 /// pseudo header, and the one ICMPv6's covers is taken out or put in word by word).
@@ -224,6 +209,37 @@ fn pseudo_flags(c: L4Csum) -> u64 {
         flags |= u64::from(aya_ebpf::bindings::BPF_F_MARK_MANGLED_0);
     }
     flags
+}
+
+/// An echo message crossing families, rewritten while its packet still has the old family's
+/// header (IPv6 when `to_v4`, else IPv4), its checksum at `csum`: ICMPv6's pseudo header (`src`, `dst`, the payload length,
+/// next header 58) taken out of the checksum (`to_v4`) or put into it, and its type changed
+/// (`types`: old, new).
+#[inline(always)]
+fn echo(
+    p: &mut Tc,
+    csum: usize,
+    (src, dst, payload): (&Ip6, &Ip6, u16),
+    to_v4: bool,
+    types: (u8, u8),
+) -> Option<()> {
+    let mut pseudo = |w: u32| match to_v4 {
+        true => p.csum32(csum, w, 0),
+        false => p.csum32(csum, 0, w),
+    };
+    for i in 0..4 {
+        pseudo(word(src, i))?;
+        pseudo(word(dst, i))?;
+    }
+    pseudo(u32::from(payload).to_be())?;
+    pseudo(u32::from(proto::ICMPV6).to_be())?;
+    let (t_old, t_new) = (
+        u16::from_be_bytes([types.0, 0]).to_be(),
+        u16::from_be_bytes([types.1, 0]).to_be(),
+    );
+    p.csum16(csum, t_old, t_new)?;
+    let l4 = ETH_LEN + if to_v4 { IPV6_LEN } else { IPV4_LEN };
+    p.store16(l4, t_new)
 }
 
 /// A 20-byte IPv4 header with its checksum.
@@ -272,20 +288,8 @@ fn to_ipv4_step(p: &mut Tc, h: &Hdr6, up: u32, server: u32, port: u16) -> Result
     let (csum, sport_off, _) = l4_fields(h.proto, l4);
     let proto4 = if h.proto == proto::ICMPV6 {
         // Echo request: type 128 → 8; ICMPv4's checksum has no pseudo header.
-        for i in 0..4 {
-            p.csum32(csum.off, word(&h.saddr, i), 0).ok_or(fail)?;
-            p.csum32(csum.off, word(&h.daddr, i), 0).ok_or(fail)?;
-        }
-        p.csum32(csum.off, u32::from(payload).to_be(), 0)
-            .ok_or(fail)?;
-        p.csum32(csum.off, u32::from(proto::ICMPV6).to_be(), 0)
-            .ok_or(fail)?;
-        let (t_old, t_new) = (
-            u16::from_be_bytes([ICMPV6_ECHO_REQUEST, 0]).to_be(),
-            u16::from_be_bytes([ICMP_ECHO, 0]).to_be(),
-        );
-        p.csum16(csum.off, t_old, t_new).ok_or(fail)?;
-        p.store16(l4, t_new).ok_or(fail)?;
+        let types = (ICMPV6_ECHO_REQUEST, ICMP_ECHO);
+        echo(p, csum.off, (&h.saddr, &h.daddr, payload), true, types).ok_or(fail)?;
         proto::ICMP
     } else {
         let flags = pseudo_flags(csum);
@@ -387,20 +391,15 @@ fn to_ipv6(p: &mut Tc, h: &Hdr, e: &CtEntry6) -> Result<(), DropReason> {
     let (csum, _, dport_off) = l4_fields(h.proto, l4);
     let next = if h.proto == proto::ICMP {
         // Echo reply: type 0 → 129, and ICMPv6's pseudo header joins the checksum.
-        for i in 0..4 {
-            p.csum32(csum.off, 0, word(&e.src_addr, i)).ok_or(fail)?;
-            p.csum32(csum.off, 0, word(&e.dst_addr, i)).ok_or(fail)?;
-        }
-        p.csum32(csum.off, 0, u32::from(payload).to_be())
-            .ok_or(fail)?;
-        p.csum32(csum.off, 0, u32::from(proto::ICMPV6).to_be())
-            .ok_or(fail)?;
-        let (t_old, t_new) = (
-            u16::from_be_bytes([ICMP_ECHO_REPLY, 0]).to_be(),
-            u16::from_be_bytes([ICMPV6_ECHO_REPLY, 0]).to_be(),
-        );
-        p.csum16(csum.off, t_old, t_new).ok_or(fail)?;
-        p.store16(l4, t_new).ok_or(fail)?;
+        let types = (ICMP_ECHO_REPLY, ICMPV6_ECHO_REPLY);
+        echo(
+            p,
+            csum.off,
+            (&e.src_addr, &e.dst_addr, payload),
+            false,
+            types,
+        )
+        .ok_or(fail)?;
         proto::ICMPV6
     } else {
         if h.proto == proto::UDP {
