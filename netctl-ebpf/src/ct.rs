@@ -626,9 +626,20 @@ pub fn insert_orig<A: Family>(
     Ok(())
 }
 
-/// One candidate of [`alloc_port`]: free, or held by a flow idle past its timeout (a closed
-/// flow keeps its tuple for the TIME_WAIT-like closing timeout) → taken, the old flow's
-/// both halves removed first. Returns 1 (stop) once a port is taken.
+/// Whether a new connection may take the tuple of the closed flow `e` (the reply half at
+/// `key`) before its closing timeout, as Linux reopens a TIME_WAIT tuple: only a TCP flow
+/// (new ones start with a SYN), only from the same source address — the server's TIME_WAIT
+/// accepts the SYN by its newer timestamp, and a client keeps its timestamp offset per
+/// address pair. Without this, one client's short connections to one server would stop
+/// once the closed flows of the last minute held the whole port range.
+#[inline(always)]
+fn reopens<A: Family>(key: &Tuple<A>, e: &Entry<A>, new: &Entry<A>) -> bool {
+    key.proto == proto::TCP && is_closed(e.flags) && e.peer.saddr == new.peer.saddr
+}
+
+/// One candidate of [`alloc_port`]: free, held by a flow idle past its timeout (a closed
+/// flow keeps its tuple for the TIME_WAIT-like closing timeout), or one [`reopens`] →
+/// taken, the old flow's both halves removed first. Returns 1 (stop) once a port is taken.
 extern "C" fn probe<A: Family>(i: u32, ctx: *mut c_void) -> i64 {
     let Some(s) = A::probe_state(ctx) else {
         return 1;
@@ -647,7 +658,7 @@ extern "C" fn probe<A: Family>(i: u32, ctx: *mut c_void) -> i64 {
     if let Some(f) = find(&s.key) {
         // SAFETY: map value pointer, valid for this program run.
         let e = unsafe { &*f.e };
-        if !expired(&s.key, e, s.now) {
+        if !expired(&s.key, e, s.now) && !reopens(&s.key, e, &s.reply) {
             return 0;
         }
         remove_pair(f.new, &s.key, e);

@@ -444,7 +444,7 @@ fn a_taken_reply_tuple_is_a_conflict_never_a_takeover() {
 }
 
 #[test]
-fn closed_ports_stay_reserved_and_reuse_removes_the_old_flow() {
+fn closed_ports_stay_reserved_for_others_and_reopen_for_their_own_source() {
     if !root() {
         return;
     }
@@ -457,32 +457,36 @@ fn closed_ports_stay_reserved_and_reuse_removes_the_old_flow() {
         );
         (v == TC_ACT_OK).then(|| check(&out).sport)
     };
+    let close = |w: &mut World, src: &str, sport: u16, port: u16| {
+        w.run(
+            "uplink_ingress",
+            &tcp_full(OUT, 80, H, port, SYN_ACK, 50, 11, b""),
+        );
+        w.run(
+            "uplink_egress",
+            &tcp_full(src, sport, OUT, 80, FIN | ACK, 11, 51, b""),
+        );
+        w.run(
+            "uplink_ingress",
+            &tcp_full(OUT, 80, H, port, FIN | ACK, 51, 12, b""),
+        );
+    };
     let p1 = conn(&mut w, WEB, 1000).unwrap();
-    w.run(
-        "uplink_ingress",
-        &tcp_full(OUT, 80, H, p1, SYN_ACK, 50, 11, b""),
-    );
-    w.run(
-        "uplink_egress",
-        &tcp_full(WEB, 1000, OUT, 80, FIN | ACK, 11, 51, b""),
-    );
-    w.run(
-        "uplink_ingress",
-        &tcp_full(OUT, 80, H, p1, FIN | ACK, 51, 12, b""),
-    );
+    close(&mut w, WEB, 1000, p1);
     let old = key(WEB, 1000, OUT, 80, TCP);
     let flags = w.ct_get(&old).unwrap().0.flags;
     assert_eq!(
         flags & (CT_FIN_ORIG | CT_FIN_REPLY),
         CT_FIN_ORIG | CT_FIN_REPLY
     );
-    // Closed, but its tuple is held as TIME_WAIT would: the other port goes, then none.
+    // Closed, but its tuple is held as TIME_WAIT would, for every other source: the other
+    // port goes, then none.
     let p2 = conn(&mut w, A2, 1000).unwrap();
     assert_ne!(p1, p2);
-    assert_eq!(conn(&mut w, WEB, 1001), None);
+    assert_eq!(conn(&mut w, B3, 1000), None);
     assert_eq!(w.drops(DropReason::NatPortsExhausted), 1);
-    // Past the closing timeout the port is reused, and the old flow goes entirely.
-    w.ct_age(&old, TIMEOUT_TCP_TIME_WAIT / SEC + 1);
+    // Its own source reopens it at once (the server's TIME_WAIT takes the newer timestamp),
+    // and the old flow goes entirely.
     assert_eq!(conn(&mut w, WEB, 1001), Some(p1));
     assert!(
         w.ct_get(&old).is_none(),
@@ -498,6 +502,12 @@ fn closed_ports_stay_reserved_and_reuse_removes_the_old_flow() {
     w.run("uplink_ingress", &tcp_full(OUT, 80, H, p1, RST, 52, 0, b""));
     let new = key(WEB, 1001, OUT, 80, TCP);
     assert_eq!(w.ct_get(&new).unwrap().0.flags & CT_RST, 0);
+    // Another source gets a closed port once its closing timeout has passed.
+    close(&mut w, WEB, 1001, p1);
+    assert_eq!(conn(&mut w, B3, 1001), None);
+    w.ct_age(&new, TIMEOUT_TCP_TIME_WAIT / SEC + 1);
+    assert_eq!(conn(&mut w, B3, 1002), Some(p1));
+    assert!(w.ct_get(&new).is_none());
 }
 
 #[test]
