@@ -105,6 +105,9 @@ fn egress_step<const MODERN: bool>(
     }
     let s = scratch()?;
     let server = v4_of(&h.daddr);
+    if crate::policy::to_tunnel_port(h.proto, h.dport, server) {
+        return Err(DropReason::TunnelInjection);
+    }
     let (known, up) = route4(p, h, server, bridge, &mut s.fib)?;
     let k = h.key();
     let syn = h.proto == proto::TCP && h.tcp_flags & 0x12 == 0x02;

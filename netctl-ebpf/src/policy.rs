@@ -151,10 +151,16 @@ fn is_dns(h: &Hdr) -> bool {
 /// address (masquerade) it would pass for the host's own tunnel traffic there.
 #[inline(always)]
 fn tunnel_injection(h: &Hdr) -> bool {
-    h.proto == proto::UDP
-        && h.dport == VXLAN_PORT.to_be()
-        && (crate::overlay::is_peer(h.daddr)
-            || crate::overlay::active() && maps::is_host_addr(h.daddr))
+    to_tunnel_port(h.proto, h.dport, h.daddr)
+}
+
+/// [`tunnel_injection`] by its parts, for NAT64 too (an IPv6 container's packet to
+/// 64:ff9b::/96 leaves with the host's IPv4 address as well).
+#[inline(always)]
+pub fn to_tunnel_port(l4: u8, dport: u16, daddr: u32) -> bool {
+    l4 == proto::UDP
+        && dport == VXLAN_PORT.to_be()
+        && (crate::overlay::is_peer(daddr) || crate::overlay::active() && maps::is_host_addr(daddr))
 }
 
 /// A legacy link lets this packet through ICC=false: the linking container to one of the
