@@ -107,6 +107,7 @@ mod pod {
     unsafe impl aya::Pod for maps::FragPorts {}
     unsafe impl aya::Pod for sock::SockNetns {}
     unsafe impl aya::Pod for overlay::Remote {}
+    unsafe impl aya::Pod for overlay::Remote6 {}
     unsafe impl aya::Pod for overlay::OverlayConfig {}
     unsafe impl aya::Pod for sock::RevKey {}
     unsafe impl aya::Pod for sock::RevValue {}

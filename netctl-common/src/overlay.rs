@@ -4,6 +4,9 @@
 
 /// Remote container address (u32) → [`Remote`]. Filled by the daemon from the cluster store.
 pub const OVERLAY_REMOTES: &str = "OVERLAY_REMOTES";
+/// Remote container IPv6 address (16 bytes) → [`Remote6`]: the same containers' addresses on
+/// dual-stack overlays.
+pub const OVERLAY_REMOTES6: &str = "OVERLAY_REMOTES6";
 /// Bridge ifindex (a local overlay network) → VNI (u32). Filled from the state.
 pub const OVERLAY_VNIS: &str = "OVERLAY_VNIS";
 /// VNI → bridge ifindex, for packets coming out of the tunnel. Filled from the state.
@@ -14,8 +17,9 @@ pub const OVERLAY_CONFIG: &str = "OVERLAY_CONFIG";
 /// daemon with the remotes: containers may not send to their VXLAN port.
 pub const OVERLAY_PEERS: &str = "OVERLAY_PEERS";
 
-pub const MAPS: [&str; 5] = [
+pub const MAPS: [&str; 6] = [
     OVERLAY_REMOTES,
+    OVERLAY_REMOTES6,
     OVERLAY_VNIS,
     OVERLAY_BRIDGES,
     OVERLAY_CONFIG,
@@ -39,6 +43,16 @@ pub struct Remote {
     pub vni: u32,
 }
 
+/// Where a remote container's IPv6 address is, and its MAC (neighbour solicitations for it
+/// are answered on its behalf).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remote6 {
+    pub remote: Remote,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OverlayConfig {
@@ -51,3 +65,4 @@ pub struct OverlayConfig {
 
 const _: () = assert!(core::mem::size_of::<Remote>() == 8);
 const _: () = assert!(core::mem::size_of::<OverlayConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<Remote6>() == 16);

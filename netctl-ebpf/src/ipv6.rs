@@ -14,7 +14,8 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 
 use crate::{
     ct,
-    maps::{self, ENDPOINTS6, HOST_ADDRS6, SUBNETS6, VETHS},
+    maps::{self, HOST_ADDRS6, SUBNETS6, VETHS},
+    overlay6,
     packet::{Packet, Tc},
     parse::{ETH_LEN, TCP_FIN, TCP_SYN},
     step,
@@ -237,12 +238,6 @@ fn is_unspecified(a: &Ip6) -> bool {
 }
 
 #[inline(always)]
-fn endpoint(a: &Ip6) -> Option<EndpointInfo> {
-    // SAFETY: read-only copies of values the controller writes whole.
-    unsafe { ENDPOINTS6.get(a).copied() }
-}
-
-#[inline(always)]
 fn is_host_addr(a: &Ip6) -> bool {
     unsafe { HOST_ADDRS6.get(a).is_some() }
 }
@@ -275,7 +270,7 @@ fn check_sender(
     {
         return Err(DropReason::Ipv6Router);
     }
-    let early = endpoint(&h.saddr).is_none() && early_report(&h, &eth.src_addr);
+    let early = maps::endpoint6(&h.saddr).is_none() && early_report(&h, &eth.src_addr);
     // The sender goes straight into `out` (an Option of it would leave the verifier an
     // undefined register to read on the path without one).
     let known = if is_unspecified(&h.saddr) || early {
@@ -303,7 +298,7 @@ fn check_sender(
         }
         false
     } else {
-        let ep = endpoint(&h.saddr).ok_or(DropReason::Spoofed)?;
+        let ep = maps::endpoint6(&h.saddr).ok_or(DropReason::Spoofed)?;
         if ep.ifindex != ifindex || ep.mac != eth.src_addr {
             return Err(DropReason::Spoofed);
         }
@@ -318,6 +313,14 @@ fn check_sender(
         return Ok(());
     }
     match destination(&h, &out.0, &out.1, &eth.dst_addr) {
+        // A solicitation for a container of its overlay on another host: answered here.
+        Ok(()) if h.icmp_type == NEIGH_SOLICIT && solicits_remote(p, &h, out.0.network) => {
+            step::done(beyond, ANSWER_NS)
+        }
+        // A container of its overlay on another host: through the tunnel.
+        Ok(()) if !is_multicast(&h.daddr) && overlay6::peer(&h.daddr, out.0.network).is_some() => {
+            step::done(beyond, REMOTE)
+        }
         // Beyond the host: translated and routed by the datapath itself.
         Err(DropReason::Ipv6Unrouted) if !is_multicast(&h.daddr) => step::done(beyond, BEYOND),
         // To a host address: a published port there is hairpinned (`nat6::hairpin`).
@@ -331,6 +334,21 @@ fn check_sender(
 /// What [`from_container`] answers besides "stays on the link" (0).
 pub const BEYOND: i64 = 1;
 pub const TO_HOST: i64 = 2;
+/// To a container of the sender's overlay on another host (`overlay6::send`).
+pub const REMOTE: i64 = 3;
+/// A neighbour solicitation for one (`overlay6::answer_ns`).
+pub const ANSWER_NS: i64 = 4;
+
+/// A neighbour solicitation (ICMPv6 already known) whose target is a container of the
+/// overlay `network` on another host.
+#[inline(always)]
+fn solicits_remote<P: Packet>(p: &P, h: &Hdr6, network: u32) -> bool {
+    let Some(l4) = h.l4 else {
+        return false;
+    };
+    p.load::<Ip6>(l4 + 8)
+        .is_some_and(|target| overlay6::peer(&target, network).is_some())
+}
 
 /// A multicast listener report from the link-local address the kernel derives from the
 /// frame's MAC: what an interface sends by itself as soon as IPv6 is on, which can be before
@@ -360,7 +378,7 @@ fn nd_speaks_for_itself<P: Packet>(
     let opts = match h.icmp_type {
         NEIGH_ADVERT => {
             let target: Ip6 = p.load(l4 + 8).ok_or(DropReason::Malformed)?;
-            match endpoint(&target) {
+            match maps::endpoint6(&target) {
                 Some(t) if t.ifindex == ifindex && t.mac == *mac => {}
                 _ => return Err(DropReason::Spoofed),
             }
@@ -371,7 +389,7 @@ fn nd_speaks_for_itself<P: Packet>(
             // its owner give the address up.
             if is_unspecified(&h.saddr) {
                 let target: Ip6 = p.load(l4 + 8).ok_or(DropReason::Malformed)?;
-                let neighbours = endpoint(&target).is_some_and(|t| t.ifindex != ifindex);
+                let neighbours = maps::endpoint6(&target).is_some_and(|t| t.ifindex != ifindex);
                 if neighbours || is_host_addr(&target) {
                     return Err(DropReason::Spoofed);
                 }
@@ -442,7 +460,7 @@ fn destination(
         return Ok(());
     }
     let dst_net = if is_link_local(&h.daddr) {
-        endpoint(&h.daddr).map(|d| d.network)
+        maps::endpoint6(&h.daddr).map(|d| d.network)
     } else {
         // SAFETY: a read-only lookup.
         SUBNETS6.get(Key::new(128, h.daddr)).copied()
@@ -452,6 +470,8 @@ fn destination(
         Some(_) if !icc => Err(DropReason::IccOff),
         Some(_) => Ok(()),
         None if is_link_local(&h.daddr) => Err(DropReason::Isolation),
+        // A container of an overlay this host has no part of.
+        None if overlay6::remote(&h.daddr).is_some() => Err(DropReason::Isolation),
         None if !icc && *dst_mac != net.mac => Err(DropReason::IccOff),
         None if internal => Err(DropReason::Internal),
         None => Err(DropReason::Ipv6Unrouted),
@@ -466,9 +486,9 @@ fn destination(
 #[inline(always)]
 pub fn to_container<P: Packet>(p: &P, ingress: u32) -> Result<(), DropReason> {
     let h = parse(p)?;
-    let src = endpoint(&h.saddr);
+    let src = maps::endpoint6(&h.saddr);
     let Some(dst) = (!is_multicast(&h.daddr))
-        .then(|| endpoint(&h.daddr))
+        .then(|| maps::endpoint6(&h.daddr))
         .flatten()
     else {
         // Multicast, or no container's address: it came over the bridge, from a neighbour
@@ -488,8 +508,10 @@ pub fn to_container<P: Packet>(p: &P, ingress: u32) -> Result<(), DropReason> {
         }
         return Ok(());
     }
-    // A flow from beyond the host that the uplink translated and handed over.
-    if h.in_flow() {
+    // A flow from beyond the host that the uplink translated and handed over, or a
+    // container of its overlay on another host (out of the tunnel, through the veth's
+    // shaping).
+    if h.in_flow() || overlay6::peer(&h.saddr, dst.network).is_some() {
         return Ok(());
     }
     if ingress == 0 && is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {

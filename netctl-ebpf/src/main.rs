@@ -42,6 +42,7 @@ mod nat;
 mod nat6;
 mod nat64;
 mod overlay;
+mod overlay6;
 mod packet;
 mod parse;
 mod policy;
@@ -378,6 +379,10 @@ fn container6<const MODERN: bool>(ctx: TcContext) -> i32 {
                 step::PASS => Ok(None),
                 code => Ok(Some(code as i32)),
             },
+            ipv6::REMOTE => {
+                step::code(overlay6::send(&ctx, &p, &sender.1, sender.0.network)).map(Some)
+            }
+            ipv6::ANSWER_NS => step::code(overlay6::answer_ns(&mut p, sender.0.network)).map(Some),
             _ => Ok(None),
         }
     });
@@ -457,8 +462,14 @@ pub fn to_container(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn tunnel_ingress(ctx: TcContext) -> i32 {
-    // Only IPv4 crosses: ARP for remote containers is answered on each side.
-    let other = |_: &mut Tc, _, _| Err(DropReason::NotIpv4);
+    // IP of either family crosses, never ARP or neighbour discovery: both are answered on
+    // each side.
+    let other = |p: &mut Tc, ethertype, _| {
+        if ethertype == EtherType::Ipv6 as u16 {
+            return overlay6::decap(&ctx, p).map(Some);
+        }
+        Err(DropReason::NotIpv4)
+    };
     tc_run(&ctx, Hook::Tunnel, other, |p, h, _| {
         let v = overlay::decap(&ctx, p, h)?;
         stats::received(h.daddr, p.len());

@@ -148,6 +148,12 @@ pub fn endpoint(addr: u32) -> Option<EndpointInfo> {
 }
 
 #[inline(always)]
+pub fn endpoint6(addr: &Ip6) -> Option<EndpointInfo> {
+    // SAFETY: read-only copy of a value the controller writes whole.
+    unsafe { ENDPOINTS6.get(addr).copied() }
+}
+
+#[inline(always)]
 pub fn network(bridge: u32) -> Option<NetInfo> {
     unsafe { NETWORKS.get(bridge).copied() }
 }

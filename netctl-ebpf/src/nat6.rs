@@ -33,7 +33,7 @@ use network_types::ip::Ipv6Hdr;
 use crate::{
     ct::{self, Segment},
     ipv6::{self, Hdr6},
-    maps::{self, config, ENDPOINTS6, HOST_ADDRS6, IP6_OF, PUBLISHED6, SUBNETS6, UPLINKS6},
+    maps::{self, config, HOST_ADDRS6, IP6_OF, PUBLISHED6, SUBNETS6, UPLINKS6},
     packet::{L4Csum, Packet, Tc},
     parse::ETH_LEN,
     redirect,
@@ -331,19 +331,13 @@ fn deliver(p: &mut Tc, h: &Hdr6) -> i64 {
 
 #[inline(always)]
 fn deliver_step(p: &mut Tc, h: &Hdr6, answer: &mut i64) -> Result<(), DropReason> {
-    let ep = endpoint(&h.daddr).ok_or(DropReason::CtMiss)?;
+    let ep = maps::endpoint6(&h.daddr).ok_or(DropReason::CtMiss)?;
     let net = maps::network(ep.network).ok_or(DropReason::CtMiss)?;
     dec_hop_limit(p)?;
     p.set_macs(&ep.mac, &net.mac)
         .ok_or(DropReason::RewriteFailed)?;
     crate::stats::received6(ep.ifindex, p.len());
     step::done(answer, redirect::into_container(ep.ifindex))
-}
-
-#[inline(always)]
-fn endpoint(a: &Ip6) -> Option<EndpointInfo> {
-    // SAFETY: read-only copies of values the controller writes whole.
-    unsafe { ENDPOINTS6.get(a).copied() }
 }
 
 /// What [`egress`] answers for a packet NAT64 translates (`nat64::egress`, called next with
@@ -480,7 +474,7 @@ fn ingress_step<const MODERN: bool>(
     let (Some(saddr), Some(daddr)) = (p.load::<u128>(SADDR), p.load::<u128>(DADDR)) else {
         return Ok(());
     };
-    if endpoint(&saddr.to_ne_bytes()).is_some() {
+    if maps::endpoint6(&saddr.to_ne_bytes()).is_some() {
         return Err(DropReason::Spoofed);
     }
     // Values read, not just pointers tested: the compiler would OR two map pointers
@@ -633,7 +627,7 @@ fn hairpin_new_step<const MODERN: bool>(
     let Some((backend, addr)) = published_backend(h) else {
         return Ok(());
     };
-    let Some(bnet) = endpoint(&addr).and_then(|ep| maps::network(ep.network)) else {
+    let Some(bnet) = maps::endpoint6(&addr).and_then(|ep| maps::network(ep.network)) else {
         return Ok(());
     };
     // As for masquerade: a new source port cannot revive a lost connection.
@@ -680,7 +674,7 @@ fn routed_in(h: &mut Hdr6) -> i64 {
 
 #[inline(always)]
 fn routed_in_step(h: &mut Hdr6, answer: &mut i64) -> Result<(), DropReason> {
-    let Some(ep) = endpoint(&h.daddr) else {
+    let Some(ep) = maps::endpoint6(&h.daddr) else {
         return Ok(());
     };
     let routed = maps::network(ep.network).is_some_and(|n| n.flags & NET_ROUTED6 != 0);

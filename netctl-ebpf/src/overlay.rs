@@ -79,9 +79,15 @@ pub fn remote(addr: u32) -> Option<Remote> {
 /// bridge is `network`.
 #[inline(always)]
 pub fn peer(addr: u32, network: u32) -> Option<Remote> {
-    // SAFETY: read-only lookups of maps the controller fills.
-    let vni = unsafe { OVERLAY_VNIS.get(network) }?;
-    remote(addr).filter(|r| r.vni == *vni)
+    let vni = vni(network)?;
+    remote(addr).filter(|r| r.vni == vni)
+}
+
+/// The VNI of the overlay network whose local bridge is `network`.
+#[inline(always)]
+pub fn vni(network: u32) -> Option<u32> {
+    // SAFETY: read-only copy of a value the controller writes whole.
+    unsafe { OVERLAY_VNIS.get(network).copied() }
 }
 
 /// Toward the remote container's host: an encrypted network's frame into the WireGuard
@@ -119,7 +125,7 @@ fn check_mtu(ctx: &TcContext, dev: u32, len_diff: i32) -> Result<(), DropReason>
 
 /// Into the VXLAN tunnel toward the remote container's host.
 #[inline(always)]
-fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
+pub fn encap(ctx: &TcContext, r: &Remote) -> Result<i32, DropReason> {
     let dev = OVERLAY_CONFIG.get(0).map_or(0, |c| c.vxlan_ifindex);
     if dev == 0 {
         return Err(DropReason::Tunnel);
@@ -175,6 +181,19 @@ pub fn answer_arp(p: &mut Tc, ifindex: u32) -> Option<i32> {
 /// network. Then straight into the container's namespace.
 #[inline(always)]
 pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
+    let (vni, from) = tunnel_key(ctx)?;
+    let bridge = bridge(vni)?;
+    let sender = remote(h.saddr).ok_or(DropReason::Tunnel)?;
+    if sender.vni != vni || sender.host != from {
+        return Err(DropReason::Tunnel);
+    }
+    deliver(p, h, bridge, false)
+}
+
+/// The tunnel key of a frame out of the VXLAN device: its VNI and the underlay address
+/// (network order) of the host that sent it.
+#[inline(always)]
+pub fn tunnel_key(ctx: &TcContext) -> Result<(u32, u32), DropReason> {
     // SAFETY: an all-zero key is valid; the helper fills the size given.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     let ret = unsafe {
@@ -188,17 +207,18 @@ pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
     if ret < 0 {
         return Err(DropReason::Tunnel);
     }
-    // SAFETY: read-only lookup of a map the controller fills.
-    let bridge = unsafe { OVERLAY_BRIDGES.get(key.tunnel_id) }
-        .copied()
-        .ok_or(DropReason::Tunnel)?;
-    let sender = remote(h.saddr).ok_or(DropReason::Tunnel)?;
     // SAFETY: the ipv4 arm is the one the helper filled (no BPF_F_TUNINFO_IPV6).
     let from = unsafe { key.__bindgen_anon_1.remote_ipv4 };
-    if sender.vni != key.tunnel_id || sender.host != from.to_be() {
-        return Err(DropReason::Tunnel);
-    }
-    deliver(p, h, bridge, false)
+    Ok((key.tunnel_id, from.to_be()))
+}
+
+/// The local bridge of the overlay network with `vni`.
+#[inline(always)]
+pub fn bridge(vni: u32) -> Result<u32, DropReason> {
+    // SAFETY: read-only lookup of a map the controller fills.
+    unsafe { OVERLAY_BRIDGES.get(vni) }
+        .copied()
+        .ok_or(DropReason::Tunnel)
 }
 
 /// Out of the WireGuard device: the kernel (or the daemon) decrypted it and checked that its
@@ -207,11 +227,7 @@ pub fn decap(ctx: &TcContext, p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
 #[inline(always)]
 pub fn decrypted(p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
     let sender = remote(h.saddr).ok_or(DropReason::Tunnel)?;
-    // SAFETY: read-only lookup of a map the controller fills.
-    let bridge = unsafe { OVERLAY_BRIDGES.get(sender.vni) }
-        .copied()
-        .ok_or(DropReason::Tunnel)?;
-    deliver(p, h, bridge, true)
+    deliver(p, h, bridge(sender.vni)?, true)
 }
 
 /// Hands a frame from another host to its local container on the overlay `bridge`; an
@@ -219,7 +235,18 @@ pub fn decrypted(p: &mut Tc, h: &Hdr) -> Result<i32, DropReason> {
 #[inline(always)]
 fn deliver(p: &mut Tc, h: &Hdr, bridge: u32, encrypted: bool) -> Result<i32, DropReason> {
     let ep = maps::endpoint(h.daddr).ok_or(DropReason::Tunnel)?;
-    if ep.network != bridge {
+    receiving(ep.network, bridge, encrypted)?;
+    p.set_macs(&ep.mac, &container_mac(h.saddr))
+        .ok_or(DropReason::RewriteFailed)?;
+    Ok(crate::redirect::into_container(ep.ifindex))
+}
+
+/// Whether the local container on network `network` may take a frame from another host for
+/// overlay `bridge`, that came `encrypted` or not: the same network, encrypted exactly when
+/// the network is, ICC on.
+#[inline(always)]
+pub fn receiving(network: u32, bridge: u32, encrypted: bool) -> Result<(), DropReason> {
+    if network != bridge {
         return Err(DropReason::Tunnel);
     }
     let net = maps::network(bridge).ok_or(DropReason::Tunnel)?;
@@ -231,9 +258,7 @@ fn deliver(p: &mut Tc, h: &Hdr, bridge: u32, encrypted: bool) -> Result<i32, Dro
     if net.flags & NET_ICC == 0 {
         return Err(DropReason::IccOff);
     }
-    p.set_macs(&ep.mac, &container_mac(h.saddr))
-        .ok_or(DropReason::RewriteFailed)?;
-    Ok(crate::redirect::into_container(ep.ifindex))
+    Ok(())
 }
 
 /// The WireGuard device hands over bare IP packets: an Ethernet header in front (addresses

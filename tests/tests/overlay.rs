@@ -645,3 +645,222 @@ fn an_outage_longer_than_the_lease_gives_no_address_twice() {
     );
     assert_eq!(c.container_ip(1, "heir"), a);
 }
+
+/// `netctl inspect` of container `name` on host `i`: its endpoint on network `net`.
+fn endpoint_of(c: &Cluster, i: usize, name: &str, net: &str) -> Value {
+    let v: Value = serde_json::from_str(&c.netctl_ok(i, &["inspect", name])).unwrap();
+    v[0]["NetworkSettings"]["Networks"][net].clone()
+}
+
+#[test]
+fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    // Refused, and nothing is made: IPv6-only, encrypted, an IPv6 subnet too small, and an
+    // IPv6 gateway of its own.
+    for (args, says) in [
+        (
+            &["--ipv6", "--ipv4=false", "--subnet", "fd57::/64", "bad"][..],
+            "IPv6-only overlay",
+        ),
+        (
+            &["--ipv6", "-o", "encrypted", "bad"][..],
+            "encrypted overlays",
+        ),
+        (
+            &[
+                "--ipv6",
+                "--subnet",
+                "10.57.0.0/24",
+                "--subnet",
+                "fd57::/121",
+                "bad",
+            ][..],
+            "smaller than IPv4 subnet",
+        ),
+        (
+            &[
+                "--ipv6",
+                "--subnet",
+                "fd57::/64",
+                "--gateway",
+                "fd57::9",
+                "bad",
+            ][..],
+            "leave out the IPv6 --gateway",
+        ),
+    ] {
+        let mut all = vec!["network", "create", "-d", "overlay"];
+        all.extend(args);
+        let err = c.netctl_err(0, &all);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(!c.netctl_ok(1, &["network", "ls"]).contains("bad"));
+
+    c.overlay(
+        0,
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.56.0.0/24",
+            "--subnet",
+            "fd56::/64",
+            "ov6",
+        ],
+    );
+    // An automatic IPv6 subnet when none is given: a /64 of a unique local prefix.
+    c.overlay(1, &["--ipv6", "--subnet", "10.58.0.0/24", "other6"]);
+    let other: Value =
+        serde_json::from_str(&c.netctl_ok(0, &["network", "inspect", "other6"])).unwrap();
+    let configs = other[0]["IPAM"]["Config"].as_array().unwrap().clone();
+    assert_eq!(configs.len(), 2, "{other}");
+    assert!(
+        configs[1]["Subnet"].as_str().unwrap().starts_with("fd"),
+        "{other}"
+    );
+    assert!(
+        configs[1]["Subnet"].as_str().unwrap().ends_with("/64"),
+        "{other}"
+    );
+    let inspect: Value =
+        serde_json::from_str(&c.netctl_ok(1, &["network", "inspect", "ov6"])).unwrap();
+    assert_eq!(inspect[0]["EnableIPv6"], true, "{inspect}");
+    assert_eq!(inspect[0]["IPAM"]["Config"][1]["Subnet"], "fd56::/64");
+    assert_eq!(inspect[0]["IPAM"]["Config"][1]["Gateway"], "fd56::1");
+
+    c.whoami(0, "web", "ov6", &[]);
+    c.netctl_ok(
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web6",
+            "--network",
+            "ov6",
+            "--",
+            "python3",
+            "-c",
+            netctl_tests::WHOAMI6,
+            "8080",
+        ],
+    );
+    c.sleeper(1, "client", "ov6");
+    c.sleeper(1, "stranger", "other6");
+    // --ip6 has no place on an overlay (the address follows --ip): refused, nothing left.
+    let err = c.netctl_err(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pinned",
+            "--network",
+            "ov6",
+            "--ip6",
+            "fd56::99",
+            "--",
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(err.contains("--ip6 on overlay network ov6"), "{err}");
+    assert!(!c.netctl_ok(1, &["ps", "-a"]).contains("pinned"));
+
+    // Each container's IPv6 address is its IPv4 address's offset in the IPv6 subnet.
+    let web = endpoint_of(&c, 0, "web6", "ov6");
+    let client = endpoint_of(&c, 1, "client", "ov6");
+    let offset = |v4: &Value| v4.as_str().unwrap().rsplit('.').next().unwrap().to_string();
+    let web6 = format!(
+        "fd56::{:x}",
+        offset(&web["IPAddress"]).parse::<u8>().unwrap()
+    );
+    let client6 = format!(
+        "fd56::{:x}",
+        offset(&client["IPAddress"]).parse::<u8>().unwrap()
+    );
+    assert_eq!(web["GlobalIPv6Address"], web6.as_str(), "{web}");
+    assert_eq!(client["GlobalIPv6Address"], client6.as_str(), "{client}");
+    assert_eq!(client["IPv6Gateway"], "fd56::1", "{client}");
+
+    // Across hosts over IPv6: ping, TCP with the client's own address, by name (AAAA).
+    assert!(
+        eventually(8, || c
+            .container_sh(1, "client", &format!("ping -6 -c1 -W1 {web6}"))
+            .status
+            .success()),
+        "ping6 across hosts"
+    );
+    let connect = |host: usize, name: &str, to: &str| {
+        let out = c.container_sh(
+            host,
+            name,
+            &format!("python3 -c '{}' {to} 8080", netctl_tests::CONNECT6),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        connect(1, "client", &web6),
+        client6,
+        "the server sees its real peer"
+    );
+    assert!(
+        eventually(5, || {
+            let out = c.container_sh(1, "client", "getent ahostsv6 web6");
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!("{web6} "))
+        }),
+        "AAAA across hosts"
+    );
+    assert_eq!(connect(1, "client", "web6"), client6);
+    // Its neighbour entry came from its own host, with the remote's MAC: nothing flooded.
+    let neigh = c.container_sh(1, "client", &format!("ip -6 neigh show {web6}"));
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    let mac = format!(
+        "0242{}",
+        netctl_tests::container_mac_hex(web["IPAddress"].as_str().unwrap())
+    );
+    let mac: Vec<String> = (0..6).map(|i| mac[2 * i..2 * i + 2].to_string()).collect();
+    assert!(neigh.contains(&mac.join(":")), "{neigh}");
+
+    // Another overlay's container reaches none of it, over either family.
+    assert!(!c
+        .container_sh(1, "stranger", &format!("ping -6 -c1 -W1 {web6}"))
+        .status
+        .success());
+    assert!(connect(1, "stranger", &web6).starts_with("failed"));
+    assert!(stats(&c, 1)["drops"]["isolation"].as_u64().unwrap() >= 2);
+
+    // A forged VXLAN frame from the underlay with an inner IPv6 source that is no container
+    // of that host: refused.
+    let before = stats(&c, 0)["drops"]["tunnel-rejected"].as_u64().unwrap();
+    let vni = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forge = format!(
+        "python3 -c '
+import socket, struct
+inner = bytes.fromhex(\"{mac}\") + bytes.fromhex(\"02420a38006e\") + b\"\\x86\\xdd\"
+icmp = bytes([128,0,0,0,0,1,0,1])
+ip = struct.pack(\"!IHBB\", 0x60000000, len(icmp), 58, 64) + socket.inet_pton(socket.AF_INET6, \"fd56::6e\") + socket.inet_pton(socket.AF_INET6, \"{web6}\")
+hdr = struct.pack(\"!II\", 0x08000000, int(\"{vni}\") << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
+'",
+        mac = mac.join(""),
+        h0 = c.hosts[0].ip,
+    );
+    assert!(c.underlay_sh(&forge).status.success());
+    assert!(eventually(3, || stats(&c, 0)["drops"]["tunnel-rejected"]
+        .as_u64()
+        .unwrap()
+        > before));
+
+    // Out through its own host over IPv4 as before; gone with its container.
+    c.netctl_ok(0, &["rm", "-f", "web6"]);
+    assert!(eventually(5, || !c
+        .container_sh(1, "client", &format!("ping -6 -c1 -W1 {web6}"))
+        .status
+        .success()));
+}

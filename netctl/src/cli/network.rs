@@ -260,9 +260,6 @@ pub fn run(cmd: Command) -> Result<i32> {
                 ipv6_only: ipv4 == Some(false),
             };
             if req.driver == "overlay" {
-                if req.ipv6 || req.ipv6_only {
-                    bail!("--ipv6 on overlay networks is not supported yet: make the overlay IPv4 only");
-                }
                 // Nothing local yet: each host makes its part when a container joins.
                 let store = crate::cluster::backend::connect(&ctx)?;
                 let snapshot = ctx.store.snapshot()?;
@@ -289,8 +286,15 @@ pub fn run(cmd: Command) -> Result<i32> {
                     .nl
                     .mtu_of_address(store.cfg.advertise)?
                     .unwrap_or(crate::model::overlay::DEFAULT_UNDERLAY_MTU);
-                let net =
-                    crate::cluster::network::create_network(&store, &req, &local, underlay_mtu)?;
+                let local6 = networks::taken_subnets6(&ctx.nl, &snapshot)?;
+                let net = crate::cluster::network::create_network(
+                    &store,
+                    &req,
+                    &local,
+                    &local6,
+                    networks::overlay_ula(ctx.group),
+                    underlay_mtu,
+                )?;
                 println!("{}", net.id);
                 return Ok(0);
             }

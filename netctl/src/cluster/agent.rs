@@ -260,9 +260,16 @@ async fn publish(
         .filter(|n| n.vni.is_none())
         .filter_map(|n| n.ipv4.as_ref().map(|v4| v4.subnet))
         .collect();
+    let subnets6 = state
+        .networks
+        .values()
+        .filter(|n| n.vni.is_none())
+        .filter_map(|n| n.ipv6.as_ref().map(|v6| v6.subnet))
+        .collect();
     let record = HostRecord {
         addr: me,
         subnets,
+        subnets6,
         wireguard: wg.map(Wireguard::identity),
     };
     conn.register_host(&record, lease).await?;
@@ -415,6 +422,7 @@ async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Resu
         .collect();
     let me = conn.cfg.advertise;
     let mut remotes = BTreeMap::new();
+    let mut remotes6 = BTreeMap::new();
     let mut names = Vec::new();
     let mut per_host: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     for (net, ip, e) in &eps {
@@ -454,13 +462,24 @@ async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Resu
         if crate::model::options::encrypted(&n.options) {
             encrypted.entry(e.value.host).or_default().push(*ip);
         }
-        remotes.insert(
-            u32::from_ne_bytes(ip.octets()),
-            netctl_common::overlay::Remote {
-                host: u32::from_ne_bytes(e.value.host.octets()),
-                vni: n.vni,
-            },
-        );
+        let remote = netctl_common::overlay::Remote {
+            host: u32::from_ne_bytes(e.value.host.octets()),
+            vni: n.vni,
+        };
+        remotes.insert(u32::from_ne_bytes(ip.octets()), remote);
+        if let Some(ip6) = n.ip6_of(*ip) {
+            // The MAC its host gave it: Docker's, from its IPv4 address.
+            let o = ip.octets();
+            let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+            remotes6.insert(
+                ip6.octets(),
+                netctl_common::overlay::Remote6 {
+                    remote,
+                    mac,
+                    _pad: [0; 2],
+                },
+            );
+        }
         names.push(RemoteName {
             network: net.clone(),
             ip: *ip,
@@ -471,7 +490,7 @@ async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Resu
         });
     }
     if let Some(dp) = Dataplane::open_existing(cfg) {
-        let n = dp.set_remotes(&remotes)?;
+        let n = dp.set_remotes(&remotes, &remotes6)?;
         if n > 0 {
             let hosts: BTreeSet<u32> = remotes.values().map(|r| r.host).collect();
             eprintln!(

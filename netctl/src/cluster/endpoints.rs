@@ -90,6 +90,19 @@ pub fn materialize(nl: &Netlink, state: &mut State, ov: &OverlayNetwork, group: 
             v4.subnet
         );
     }
+    if let Some((n, o6, v6)) = ov.subnet6.and_then(|o6| {
+        state
+            .networks
+            .values()
+            .filter_map(|n| Some((n, o6, n.ipv6.as_ref()?.subnet)))
+            .find(|(_, o6, v6)| crate::model::ipam6::overlaps(o6, v6))
+    }) {
+        bail!(
+            "overlay network {} ({o6}) overlaps network {} ({v6}) of this host: remove one of them",
+            ov.name,
+            n.name,
+        );
+    }
     topology::create_bridge(nl, &net, group)?;
     state.networks.insert(net.name.clone(), net);
     Ok(())

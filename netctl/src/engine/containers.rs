@@ -61,11 +61,17 @@ fn plan_endpoint(
     ip6: Option<&str>,
 ) -> Result<Endpoint> {
     let used = state.used_ips(&net.name);
+    if let Addr::Claimed(c) = addr {
+        if ip6.is_some() {
+            bail!("--ip6 on overlay network {}: its containers' IPv6 addresses follow their IPv4 ones, so give --ip instead", net.name);
+        }
+        let ip6 = crate::model::overlay::endpoint_ip6(net, c.0);
+        return Ok(claimed_endpoint(c_endpoints, net, c, ip6));
+    }
     let ip6 = plan_ip6(state, net, ip6)?;
     let ip = match addr {
-        Addr::Auto => None,
         Addr::Static(ip) => Some(ip),
-        Addr::Claimed(c) => return Ok(claimed_endpoint(c_endpoints, net, c, ip6)),
+        _ => None,
     };
     let ip = match ip {
         Some(ip) => {

@@ -66,8 +66,18 @@ pub fn taken_subnets6(nl: &Netlink, state: &State) -> Result<Vec<Ipv6Network>> {
 
 /// This host's (and instance's) unique local /48, the IPv6 pool subnets come from.
 pub fn ula(group: u32) -> Ipv6Network {
+    ipam6::ula_prefix(&format!("{}/{group}", machine_id()))
+}
+
+/// The /48 that dual-stack overlays made on this host take their subnets from: another
+/// than [`ula`]'s, so this host's later bridge networks never pick an overlay's subnet.
+pub fn overlay_ula(group: u32) -> Ipv6Network {
+    ipam6::ula_prefix(&format!("{}/{group}/overlay", machine_id()))
+}
+
+fn machine_id() -> String {
     let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-    ipam6::ula_prefix(&format!("{}/{group}", machine.trim()))
+    machine.trim().to_string()
 }
 
 /// The IPv6 addressing of a new network (`--ipv6`), checked against the other networks and
@@ -162,35 +172,6 @@ fn plan_ipv4(nl: &Netlink, state: &State, req: &CreateRequest) -> Result<Option<
     }))
 }
 
-/// The request with Docker's family options (`-o com.docker.network.enable_ipv6=true`,
-/// `…enable_ipv4=false`) taken as the flags they stand for; an option that contradicts a
-/// flag is refused.
-fn with_family_options(
-    req: &CreateRequest,
-    opts: &options::BridgeOptions,
-) -> Result<CreateRequest> {
-    let mut req = req.clone();
-    if let Some(v6) = opts.enable_ipv6 {
-        if req.ipv6 && !v6 {
-            bail!(
-                "--ipv6 and -o {}=false contradict each other: give one of them",
-                options::ENABLE_IPV6
-            );
-        }
-        req.ipv6 = v6;
-    }
-    if let Some(v4) = opts.enable_ipv4 {
-        if req.ipv6_only && v4 {
-            bail!(
-                "--ipv4=false and -o {}=true contradict each other: give one of them",
-                options::ENABLE_IPV4
-            );
-        }
-        req.ipv6_only = !v4;
-    }
-    Ok(req)
-}
-
 /// Validates a request against the state and the host and returns the network to create.
 pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Result<Network> {
     check_name(&req.name, "network")?;
@@ -216,7 +197,7 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
     if opts.encrypted {
         bail!("-o encrypted is for overlay networks (-d overlay): a bridge network's traffic never leaves this host");
     }
-    let req = &with_family_options(req, &opts)?;
+    let req = &crate::model::networks::with_family_options(req, &opts)?;
     let ipv4 = plan_ipv4(nl, state, req)?;
     let ipv6 = plan_ipv6(nl, state, req, group)?;
     if ipv4.is_none() && ipv6.is_none() {
@@ -260,10 +241,19 @@ pub fn plan(nl: &Netlink, state: &State, req: &CreateRequest, group: u32) -> Res
 
 /// On a cluster member, a local network's subnet must not overlap an overlay network.
 pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest) -> Result<()> {
-    let Some(subnet) = &req.subnet else {
+    if req.subnet.is_none() && req.subnet6.is_none() {
         return Ok(());
-    };
-    let subnet = ipam::parse_subnet(subnet, "subnet")?;
+    }
+    let subnet = req
+        .subnet
+        .as_deref()
+        .map(|s| ipam::parse_subnet(s, "subnet"))
+        .transpose()?;
+    let subnet6 = req
+        .subnet6
+        .as_deref()
+        .map(|s| ipam6::parse_subnet(s, "subnet"))
+        .transpose()?;
     // Local networks do not depend on the store: without it, say what was not checked.
     let overlays = match ctx.cluster().and_then(|c| c.overlays()) {
         Ok(overlays) => overlays,
@@ -272,12 +262,23 @@ pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest
             return Ok(());
         }
     };
-    if let Some(o) = overlays.iter().find(|o| ipam::overlaps(&o.subnet, &subnet)) {
-        bail!(
-            "subnet {subnet} overlaps overlay network {} ({}): pick a subnet that does not",
-            o.name,
-            o.subnet
-        );
+    for o in &overlays {
+        if let Some(s) = subnet.filter(|s| ipam::overlaps(&o.subnet, s)) {
+            bail!(
+                "subnet {s} overlaps overlay network {} ({}): pick a subnet that does not",
+                o.name,
+                o.subnet
+            );
+        }
+        let o6 = o
+            .subnet6
+            .filter(|o6| subnet6.is_some_and(|s| ipam6::overlaps(o6, &s)));
+        if let (Some(o6), Some(s)) = (o6, subnet6) {
+            bail!(
+                "subnet {s} overlaps overlay network {} ({o6}): pick a subnet that does not",
+                o.name
+            );
+        }
     }
     Ok(())
 }

@@ -89,3 +89,32 @@ pub fn plan_gateway(
 pub fn has_embedded_dns(network: &str) -> bool {
     network != DEFAULT_NETWORK
 }
+
+/// The request with Docker's family options (`-o com.docker.network.enable_ipv6=true`,
+/// `…enable_ipv4=false`) taken as the flags they stand for; an option that contradicts a
+/// flag is refused.
+pub fn with_family_options(
+    req: &CreateRequest,
+    opts: &crate::model::options::BridgeOptions,
+) -> Result<CreateRequest> {
+    let mut req = req.clone();
+    if let Some(v6) = opts.enable_ipv6 {
+        if req.ipv6 && !v6 {
+            bail!(
+                "--ipv6 and -o {}=false contradict each other: give one of them",
+                crate::model::options::ENABLE_IPV6
+            );
+        }
+        req.ipv6 = v6;
+    }
+    if let Some(v4) = opts.enable_ipv4 {
+        if req.ipv6_only && v4 {
+            bail!(
+                "--ipv4=false and -o {}=true contradict each other: give one of them",
+                crate::model::options::ENABLE_IPV4
+            );
+        }
+        req.ipv6_only = !v4;
+    }
+    Ok(req)
+}

@@ -2,14 +2,18 @@
 //! created: its subnet (Docker swarm's default pool, 10.0.0.0/8 in /24s, when none is given),
 //! its gateway and its VXLAN network identifier.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{bail, Context, Result};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     model::ipam,
+    model::ipam6,
     model::networks::CreateRequest,
     model::options,
     model::state::{self, Endpoint, State},
@@ -42,6 +46,34 @@ pub struct OverlayNetwork {
     pub options: BTreeMap<String, String>,
     pub created: u64,
     pub user_subnet: bool,
+    /// `--ipv6`: the IPv6 subnet of a dual-stack overlay. A container's IPv6 address is the
+    /// one at its IPv4 address's offset in it ([`ip6_at`]), so the cluster-wide claim of
+    /// the IPv4 address is the IPv6 address's too, and every host knows a remote
+    /// container's IPv6 address from its IPv4 record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Network>,
+}
+
+/// The IPv6 address of a dual-stack overlay's container at IPv4 `ip` of `subnet`: at the
+/// same offset in `subnet6` (which [`plan`] and [`network_problem`] make at least as large).
+pub fn ip6_at(subnet6: Ipv6Network, subnet: Ipv4Network, ip: Ipv4Addr) -> Ipv6Addr {
+    let host_bits = 32 - u32::from(subnet.prefix());
+    let offset = u32::from(ip) & ((1u64 << host_bits) - 1) as u32;
+    Ipv6Addr::from(u128::from(subnet6.network()) | u128::from(offset))
+}
+
+/// The IPv6 address of an overlay endpoint at IPv4 `ip` on the local copy `net` of the
+/// overlay (None: the overlay has no IPv6).
+pub fn endpoint_ip6(net: &state::Network, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+    match (&net.ipv4, &net.ipv6) {
+        (Some(v4), Some(v6)) => Some(ip6_at(v6.subnet, v4.subnet, ip)),
+        _ => None,
+    }
+}
+
+/// Whether `subnet6` holds every offset of `subnet` (a dual-stack overlay's addresses).
+fn holds(subnet6: &Ipv6Network, subnet: &Ipv4Network) -> bool {
+    128 - u32::from(subnet6.prefix()) >= 32 - u32::from(subnet.prefix())
 }
 
 /// An address in use on an overlay network.
@@ -115,6 +147,9 @@ pub fn held_addresses(
 pub struct HostRecord {
     pub addr: Ipv4Addr,
     pub subnets: Vec<Ipv4Network>,
+    /// Its local networks' IPv6 subnets (absent from hosts before dual-stack overlays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets6: Vec<Ipv6Network>,
     /// Where and with which key its encrypted overlays' traffic is received (absent: the
     /// host cannot take part in encrypted overlays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,8 +187,18 @@ impl OverlayNetwork {
             options: self.options.clone(),
             created: self.created,
             vni: Some(self.vni),
-            ipv6: None,
+            ipv6: self.subnet6.map(|subnet6| state::Ipv6Subnet {
+                subnet: subnet6,
+                gateway: ip6_at(subnet6, self.subnet, self.gateway),
+                // Containers' IPv6 addresses follow their IPv4 ones: no `--ip6`.
+                user_subnet: false,
+            }),
         }
+    }
+
+    /// The IPv6 address of this overlay's container at IPv4 `ip` (None: no IPv6 here).
+    pub fn ip6_of(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.subnet6.map(|s6| ip6_at(s6, self.subnet, ip))
     }
 }
 
@@ -164,12 +209,21 @@ fn pools() -> impl Iterator<Item = Ipv4Network> {
     })
 }
 
+/// What an overlay's subnets must not overlap besides the other overlays: the subnets member
+/// hosts use locally, each with a description for the error, and the pool of this host's
+/// automatic IPv6 subnets.
+pub struct Taken {
+    pub v4: Vec<(Ipv4Network, String)>,
+    pub v6: Vec<(Ipv6Network, String)>,
+    pub pool6: Ipv6Network,
+}
+
 /// Validates a `network create -d overlay` request against the overlays that exist and the
-/// subnets member hosts use (`taken`), and picks subnet, gateway and VNI.
+/// subnets member hosts use (`taken`), and picks subnets, gateway and VNI.
 pub fn plan(
     req: &CreateRequest,
     existing: &[OverlayNetwork],
-    taken: &[(Ipv4Network, String)],
+    taken: &Taken,
     underlay_mtu: u32,
 ) -> Result<OverlayNetwork> {
     crate::model::networks::check_name(&req.name, "network")?;
@@ -186,14 +240,16 @@ pub fn plan(
         );
     }
     let opts = options::parse(&req.options)?;
-    if opts.enable_ipv6 == Some(true) || opts.enable_ipv4 == Some(false) {
-        bail!("IPv6 on overlay networks is not supported yet: make the overlay IPv4 only");
+    let req = &crate::model::networks::with_family_options(req, &opts)?;
+    if req.ipv6_only {
+        bail!("IPv6-only overlay networks are not supported (an overlay's IPv6 addresses follow its IPv4 ones): leave out --ipv4=false for a dual-stack overlay");
     }
     let clashes = |s: &Ipv4Network| -> Option<String> {
         if let Some(n) = existing.iter().find(|n| ipam::overlaps(&n.subnet, s)) {
             return Some(format!("overlay network {} ({})", n.name, n.subnet));
         }
         taken
+            .v4
             .iter()
             .find(|(t, _)| ipam::overlaps(t, s))
             .map(|(t, what)| format!("{t}, {what}"))
@@ -216,6 +272,7 @@ pub fn plan(
         }
     };
     let (gateway, ip_range) = crate::model::networks::plan_gateway(subnet, req)?;
+    let subnet6 = plan_subnet6(req, opts.encrypted, existing, taken, subnet)?;
     let vni = (FIRST_VNI..=MAX_VNI)
         .find(|v| !existing.iter().any(|n| n.vni == *v))
         .context("every VXLAN network identifier is in use")?;
@@ -243,7 +300,59 @@ pub fn plan(
         options: opts.raw,
         created: state::now(),
         user_subnet: req.subnet.is_some(),
+        subnet6,
     })
+}
+
+/// The IPv6 subnet of a dual-stack overlay (`--ipv6`): the one asked for, or a /64 of this
+/// host's unique local prefix; never overlapping another overlay's or a member's network.
+fn plan_subnet6(
+    req: &CreateRequest,
+    encrypted: bool,
+    existing: &[OverlayNetwork],
+    taken: &Taken,
+    subnet: Ipv4Network,
+) -> Result<Option<Ipv6Network>> {
+    if !req.ipv6 {
+        if req.subnet6.is_some() || req.gateway6.is_some() {
+            bail!("an IPv6 --subnet or --gateway needs --ipv6: add --ipv6 to make a dual-stack overlay");
+        }
+        return Ok(None);
+    }
+    if encrypted {
+        bail!("encrypted overlays carry IPv4 only: leave out --ipv6 or -o encrypted");
+    }
+    if req.gateway6.is_some() {
+        bail!("an overlay's IPv6 gateway is its IPv4 gateway's offset in the IPv6 subnet: leave out the IPv6 --gateway");
+    }
+    let mut busy: Vec<(Ipv6Network, String)> = existing
+        .iter()
+        .filter_map(|n| {
+            let s6 = n.subnet6?;
+            Some((s6, format!("overlay network {} ({s6})", n.name)))
+        })
+        .collect();
+    busy.extend(taken.v6.iter().cloned());
+    let subnet6 = match &req.subnet6 {
+        Some(s) => {
+            let s6 = ipam6::parse_subnet(s, "subnet")?;
+            if let Some((t, what)) = busy.iter().find(|(t, _)| ipam6::overlaps(t, &s6)) {
+                bail!("subnet {s6} overlaps {t}, {what}: pick a subnet that does not");
+            }
+            s6
+        }
+        None => {
+            let nets: Vec<Ipv6Network> = busy.iter().map(|(t, _)| *t).collect();
+            ipam6::pick_subnet(taken.pool6, &nets)?
+        }
+    };
+    if !holds(&subnet6, &subnet) {
+        bail!(
+            "IPv6 subnet {subnet6} is smaller than IPv4 subnet {subnet}: an overlay's IPv6 addresses are its IPv4 ones' offsets, so give a /{} or larger",
+            128 - (32 - u32::from(subnet.prefix()))
+        );
+    }
+    Ok(Some(subnet6))
 }
 
 /// Overlay endpoints in `before` that `after` no longer has: their addresses go back to the
@@ -311,6 +420,11 @@ pub fn network_problem(n: &OverlayNetwork) -> Option<String> {
     }
     if !(68..=65535).contains(&n.mtu) {
         return Some(format!("MTU {} is not valid", n.mtu));
+    }
+    if let Some(s6) = &n.subnet6 {
+        if !holds(s6, &n.subnet) || ipam6::parse_subnet(&s6.to_string(), "subnet").is_err() {
+            return Some(format!("IPv6 subnet {s6} is not usable for {}", n.subnet));
+        }
     }
     None
 }
@@ -384,6 +498,24 @@ mod tests {
         assert_eq!(orphaned, [ip(3)]);
     }
 
+    fn free() -> Taken {
+        Taken {
+            v4: Vec::new(),
+            v6: Vec::new(),
+            pool6: "fd12:3456:789a::/48".parse().unwrap(),
+        }
+    }
+
+    fn taken4(subnet: &str) -> Taken {
+        Taken {
+            v4: vec![(
+                subnet.parse().unwrap(),
+                "a local network of host 192.0.2.9".to_string(),
+            )],
+            ..free()
+        }
+    }
+
     fn req(name: &str, subnet: Option<&str>) -> CreateRequest {
         CreateRequest {
             name: name.into(),
@@ -395,22 +527,19 @@ mod tests {
 
     #[test]
     fn picks_free_subnets_and_vnis() {
-        let a = plan(&req("a", None), &[], &[], 1500).unwrap();
+        let a = plan(&req("a", None), &[], &free(), 1500).unwrap();
         assert_eq!(a.subnet.to_string(), "10.0.0.0/24");
         assert_eq!(a.gateway, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(a.vni, FIRST_VNI);
         assert_eq!(a.mtu, 1450, "container MTU lowered by the VXLAN overhead");
-        let jumbo = plan(&req("j", None), &[], &[], 9000).unwrap();
+        let jumbo = plan(&req("j", None), &[], &free(), 9000).unwrap();
         assert_eq!(jumbo.mtu, 8950, "from the underlay's MTU");
-        let tiny = plan(&req("t", None), &[], &[], 600).unwrap();
+        let tiny = plan(&req("t", None), &[], &free(), 600).unwrap();
         assert_eq!(tiny.mtu, 576, "never below IPv4's minimum");
         let mut given = req("g", None);
         given.options = vec!["mtu=1400".into()];
-        assert_eq!(plan(&given, &[], &[], 9000).unwrap().mtu, 1400);
-        let taken = vec![(
-            "10.0.1.0/24".parse().unwrap(),
-            "a local network of host 192.0.2.9".to_string(),
-        )];
+        assert_eq!(plan(&given, &[], &free(), 9000).unwrap().mtu, 1400);
+        let taken = taken4("10.0.1.0/24");
         let b = plan(&req("b", None), std::slice::from_ref(&a), &taken, 1500).unwrap();
         assert_eq!(
             b.subnet.to_string(),
@@ -438,7 +567,7 @@ mod tests {
 
     #[test]
     fn records_from_the_store_are_checked_before_use() {
-        let net = plan(&req("ov", Some("10.9.0.0/24")), &[], &[], 1500).unwrap();
+        let net = plan(&req("ov", Some("10.9.0.0/24")), &[], &free(), 1500).unwrap();
         assert_eq!(network_problem(&net), None);
         let ip = Ipv4Addr::new(10, 9, 0, 5);
         assert_eq!(record_problem(&net, ip, &record()), None);
@@ -479,29 +608,110 @@ mod tests {
 
     #[test]
     fn refuses_overlaps_and_names_in_use() {
-        let a = plan(&req("a", Some("10.9.0.0/16")), &[], &[], 1500).unwrap();
+        let a = plan(&req("a", Some("10.9.0.0/16")), &[], &free(), 1500).unwrap();
         let e = plan(
             &req("b", Some("10.9.3.0/24")),
             std::slice::from_ref(&a),
-            &[],
+            &free(),
             1500,
         )
         .unwrap_err();
         assert!(e.to_string().contains("overlaps overlay network a"), "{e}");
-        let taken = vec![(
-            "172.20.0.0/16".parse().unwrap(),
-            "a local network of host 192.0.2.9".to_string(),
-        )];
+        let taken = taken4("172.20.0.0/16");
         let e = plan(&req("b", Some("172.20.5.0/24")), &[], &taken, 1500).unwrap_err();
         assert!(
             e.to_string().contains("local network of host 192.0.2.9"),
             "{e}"
         );
-        let e = plan(&req("a", None), std::slice::from_ref(&a), &[], 1500).unwrap_err();
+        let e = plan(&req("a", None), std::slice::from_ref(&a), &free(), 1500).unwrap_err();
         assert!(
             e.to_string().contains("already exists in the cluster"),
             "{e}"
         );
-        assert!(plan(&req("host", None), &[], &[], 1500).is_err());
+        assert!(plan(&req("host", None), &[], &free(), 1500).is_err());
+    }
+
+    #[test]
+    fn dual_stack_overlays_put_ipv6_addresses_at_their_ipv4_offsets() {
+        let mut r = req("d", Some("10.9.0.0/24"));
+        r.ipv6 = true;
+        r.subnet6 = Some("fd00:9::/64".into());
+        let d = plan(&r, &[], &free(), 1500).unwrap();
+        assert_eq!(d.subnet6, Some("fd00:9::/64".parse().unwrap()));
+        assert_eq!(
+            d.ip6_of(Ipv4Addr::new(10, 9, 0, 77)),
+            Some("fd00:9::4d".parse().unwrap())
+        );
+        let local = d.local();
+        let v6 = local.ipv6.as_ref().unwrap();
+        assert_eq!(v6.gateway, "fd00:9::1".parse::<Ipv6Addr>().unwrap());
+        assert!(!v6.user_subnet, "no --ip6 on an overlay");
+        assert_eq!(
+            endpoint_ip6(&local, Ipv4Addr::new(10, 9, 0, 200)),
+            Some("fd00:9::c8".parse().unwrap())
+        );
+        assert_eq!(network_problem(&d), None);
+        // The IPv6 subnet must hold every IPv4 offset: /120 holds a /24, /121 does not.
+        r.subnet6 = Some("fd00:9::/120".into());
+        assert!(plan(&r, &[], &free(), 1500).is_ok());
+        r.subnet6 = Some("fd00:9::/121".into());
+        let e = plan(&r, &[], &free(), 1500).unwrap_err();
+        assert!(e.to_string().contains("give a /120 or larger"), "{e}");
+        let mut bad = d.clone();
+        bad.subnet6 = Some("fd00:9::/121".parse().unwrap());
+        assert!(
+            network_problem(&bad).is_some(),
+            "a record that could overflow"
+        );
+        bad.subnet6 = Some("ff02::/64".parse().unwrap());
+        assert!(network_problem(&bad).is_some(), "multicast");
+        // Automatic: a /64 of the pool that overlaps no overlay and no member's network.
+        let mut auto = req("e", Some("10.8.0.0/24"));
+        auto.ipv6 = true;
+        let mut taken = free();
+        taken.v6 = vec![(
+            "fd12:3456:789a:1::/64".parse().unwrap(),
+            "a local network of host 192.0.2.9".to_string(),
+        )];
+        let mut first = d.clone();
+        first.name = "first".into();
+        first.vni = FIRST_VNI + 7;
+        first.subnet = "10.7.0.0/24".parse().unwrap();
+        first.subnet6 = Some("fd12:3456:789a::/64".parse().unwrap());
+        let e6 = plan(&auto, &[first.clone()], &taken, 1500).unwrap();
+        assert_eq!(e6.subnet6, Some("fd12:3456:789a:2::/64".parse().unwrap()));
+        // A given one that overlaps either is refused, naming it.
+        auto.subnet6 = Some("fd12:3456:789a:1::/64".into());
+        let e = plan(&auto, &[first.clone()], &taken, 1500).unwrap_err();
+        assert!(
+            e.to_string().contains("local network of host 192.0.2.9"),
+            "{e}"
+        );
+        auto.subnet6 = Some("fd12:3456:789a::/56".into());
+        let e = plan(&auto, &[first], &taken, 1500).unwrap_err();
+        assert!(e.to_string().contains("overlay network first"), "{e}");
+        // IPv6-only (flag or Docker's option), encrypted, an IPv6 gateway: refused.
+        let mut only = req("f", None);
+        only.ipv6 = true;
+        only.ipv6_only = true;
+        assert!(plan(&only, &[], &free(), 1500).is_err());
+        let mut only = req("f", None);
+        only.options = vec![
+            "com.docker.network.enable_ipv6=true".into(),
+            "com.docker.network.enable_ipv4=false".into(),
+        ];
+        assert!(plan(&only, &[], &free(), 1500).is_err());
+        let mut enc = req("f", None);
+        enc.ipv6 = true;
+        enc.options = vec!["encrypted".into()];
+        assert!(plan(&enc, &[], &free(), 1500).is_err());
+        let mut gw = req("f", None);
+        gw.ipv6 = true;
+        gw.gateway6 = Some("fd00::1".into());
+        assert!(plan(&gw, &[], &free(), 1500).is_err());
+        // Docker's option alone makes it dual stack.
+        let mut opt = req("g", None);
+        opt.options = vec!["com.docker.network.enable_ipv6=true".into()];
+        assert!(plan(&opt, &[], &free(), 1500).unwrap().subnet6.is_some());
     }
 }

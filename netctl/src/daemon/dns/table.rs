@@ -168,14 +168,27 @@ impl Table {
             let Some(&net) = index.get(r.network.as_str()) else {
                 continue;
             };
-            add(&mut t, net, &r.container, r.ip);
-            add(&mut t, net, short(&r.container_id), r.ip);
-            for a in &r.aliases {
-                add(&mut t, net, a, r.ip);
+            // On a dual-stack overlay its IPv6 address follows from its IPv4 one.
+            let ip6 = state
+                .networks
+                .get(&r.network)
+                .and_then(|n| crate::model::overlay::endpoint_ip6(n, r.ip));
+            let full = format!("{}.{}", r.container, r.network);
+            for name in [r.container.as_str(), short(&r.container_id)]
+                .into_iter()
+                .chain(r.aliases.iter().map(String::as_str))
+            {
+                add(&mut t, net, name, r.ip);
+                if let Some(ip6) = ip6 {
+                    insert(&mut t.names6[net], name, ip6);
+                }
             }
-            t.reverse
-                .entry((net, IpAddr::V4(r.ip)))
-                .or_insert_with(|| format!("{}.{}", r.container, r.network));
+            if let Some(ip6) = ip6 {
+                t.reverse
+                    .entry((net, IpAddr::V6(ip6)))
+                    .or_insert_with(|| full.clone());
+            }
+            t.reverse.entry((net, IpAddr::V4(r.ip))).or_insert(full);
         }
         let host_upstream = upstream(host_servers);
         for c in state.containers.values() {
@@ -590,6 +603,21 @@ mod tests {
             t.lookup(web, "50.0.1.10.in-addr.arpa", QType::Ptr),
             Answer::Ptr("far.front")
         );
+        // On a dual-stack overlay, its IPv6 address follows from its IPv4 one.
+        let mut s = s;
+        s.networks.get_mut("front").unwrap().ipv6 = Some(crate::model::state::Ipv6Subnet {
+            subnet: "fd01::/64".parse().unwrap(),
+            gateway: "fd01::1".parse().unwrap(),
+            user_subnet: false,
+        });
+        let t = Table::build(&s, &remote, &[]);
+        let far6: Ipv6Addr = "fd01::32".parse().unwrap();
+        assert_eq!(
+            t.lookup(web, "faraway", QType::Aaaa),
+            Answer::Addrs6(&[far6])
+        );
+        let ptr6 = "2.3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.d.f.ip6.arpa";
+        assert_eq!(t.lookup(web, ptr6, QType::Ptr), Answer::Ptr("far.front"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use netctl_common::{
     drop::DropReason,
     event::TraceConfig,
     maps::{self as names, Backend, PortKey},
-    overlay::{self, OverlayConfig, Remote},
+    overlay::{self, OverlayConfig, Remote, Remote6},
     programs,
     stats::{Counters, EndpointCounters, Hook},
 };
@@ -596,10 +596,15 @@ impl Dataplane {
 
     /// Makes the remote-container map hold exactly `want` (the daemon's view of the cluster
     /// store); returns how many entries changed.
-    pub fn set_remotes(&self, want: &BTreeMap<u32, Remote>) -> Result<usize> {
+    pub fn set_remotes(
+        &self,
+        want: &BTreeMap<u32, Remote>,
+        want6: &BTreeMap<[u8; 16], Remote6>,
+    ) -> Result<usize> {
         // Their hosts too: containers may not send to those hosts' VXLAN port.
         let peers: BTreeMap<u32, u32> = want.values().map(|r| (r.host, 1)).collect();
         Ok(self.replace_entries(overlay::OVERLAY_REMOTES, want)?
+            + self.replace_entries(overlay::OVERLAY_REMOTES6, want6)?
             + self.replace_entries(overlay::OVERLAY_PEERS, &peers)?)
     }
 
