@@ -27,7 +27,8 @@ pub enum Command {
         com.docker.network.enable_ipv4 (enable_ipv4)                 false: as --ipv4=false\n\n\
         Example: netctl network create --subnet 172.30.0.0/24 -o icc=false backend\n\
         Example: netctl network create -d overlay -o encrypted --subnet 10.52.0.0/24 secure\n\
-        Example: netctl network create --ipv6 --ipv4=false v6only   (IPv4 servers through NAT64)"
+        Example: netctl network create --ipv6 --ipv4=false v6only   (IPv4 servers through NAT64)\n\
+        Example: netctl network create -d overlay --ipv6 --subnet 10.52.1.0/24 --subnet fd52:1::/64 dual"
     )]
     Create {
         /// Network driver: bridge (this host) or overlay (every host of the cluster store)
@@ -40,7 +41,8 @@ pub enum Command {
         /// Gateway address on the bridge, one per family (default: the subnet's first address)
         #[arg(long)]
         gateway: Vec<String>,
-        /// Dual stack: IPv6 addresses for the containers besides IPv4
+        /// Dual stack: IPv6 addresses for the containers besides IPv4 (on an overlay, each
+        /// container's IPv6 address is its IPv4 address's offset in the IPv6 subnet)
         #[arg(long)]
         ipv6: bool,
         /// IPv4 on the network; --ipv4=false with --ipv6 makes an IPv6-only network
