@@ -802,3 +802,145 @@ fn records_someone_writes_into_the_cluster_store_are_checked_before_use() {
         assert_eq!(lines, 1, "said once for {ip}:\n{log}");
     }
 }
+
+/// Sends an unsolicited neighbour advertisement to all nodes: "TARGET is at MAC" (argv).
+const FAKE_ADVERT: &str = r#"
+import socket, struct, sys
+target, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target)
+na += bytes([2, 1]) + mac
+for _ in range(3): s.sendto(na, ("ff02::1", 0, 0, socket.if_nametoindex("eth0")))
+"#;
+
+#[test]
+fn on_a_dual_stack_overlay_a_container_cannot_speak_for_a_remote_or_forge_its_way_across() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.overlay(
+        0,
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.96.0.0/24",
+            "--subnet",
+            "fd96::/64",
+            "ov6",
+        ],
+    );
+    c.sleeper(0, "web", "ov6");
+    c.sleeper(1, "client", "ov6");
+    c.sleeper(1, "evil", "ov6");
+    let v6 = |host: usize, name: &str| {
+        let v: Value = serde_json::from_str(&c.netctl_ok(host, &["inspect", name])).unwrap();
+        v[0]["NetworkSettings"]["Networks"]["ov6"]["GlobalIPv6Address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (web6, client6) = (v6(0, "web"), v6(1, "client"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c
+        .container_sh(1, "client", &format!("ping -6 -c 1 -W 1 {web6}"))
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the overlay does not carry IPv6");
+    }
+    let neigh = |who: &str| {
+        let out = c.container_sh(1, who, &format!("ip -6 neigh show {web6}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let real = neigh("client");
+    assert!(real.contains("lladdr 02:42:0a:60:00:"), "{real}");
+    let stats = |host: usize| c.netctl_ok(host, &["stats", "--json"]);
+    let before = drops(&stats(1), "spoofed-source");
+
+    // evil claims the remote web's IPv6 address for its own MAC: the advertisement never
+    // reaches its neighbours, whose entry stays the real one.
+    let out = c.container_sh(1, "evil", "ip -o link show eth0");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let evil_mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("a MAC")
+        .to_string();
+    let sent = c.netctl(
+        1,
+        &[
+            "exec",
+            "evil",
+            "--",
+            "python3",
+            "-c",
+            FAKE_ADVERT,
+            &web6,
+            &evil_mac,
+        ],
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = neigh("client");
+    assert!(!after.contains(&evil_mac), "{after}");
+    assert!(
+        drops(&stats(1), "spoofed-source") >= before + 3,
+        "{}",
+        stats(1)
+    );
+
+    // evil takes the client's IPv6 address as well and sends to web across the tunnel, and
+    // to every node of the link: nothing arrives on the other host.
+    let listener = c
+        .netctl_cmd(
+            0,
+            &[
+                "exec",
+                "web",
+                "--",
+                "timeout",
+                "5",
+                "tcpdump",
+                "-n",
+                "-i",
+                "eth0",
+                "-c",
+                "1",
+                "udp port 9999",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let forge = format!(
+        "ip addr add {client6}/64 dev eth0 nodad; \
+         python3 -c 'import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((\"{client6}\", 0))
+for _ in range(3):
+    for to in (\"{web6}\", \"ff02::1%eth0\"):
+        try: s.sendto(b\"evil\", (to, 9999))
+        except OSError: pass
+'"
+    );
+    let out = c.container_sh(1, "evil", &forge);
+    assert!(out.status.success(), "{out:?}");
+    let out = listener.wait_with_output().unwrap();
+    let captured = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !captured.contains("9999"),
+        "the forged packet arrived: {captured}"
+    );
+    assert!(
+        drops(&stats(1), "spoofed-source") >= before + 6,
+        "{}",
+        stats(1)
+    );
+    // The client still reaches web.
+    assert!(c
+        .container_sh(1, "client", &format!("ping -6 -c 1 -W 2 {web6}"))
+        .status
+        .success());
+}
