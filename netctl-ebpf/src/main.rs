@@ -41,6 +41,7 @@ mod maps;
 mod nat;
 mod nat6;
 mod nat64;
+mod nat64_icmp;
 mod overlay;
 mod overlay6;
 mod packet;
@@ -435,6 +436,10 @@ fn ingress64<const MODERN: bool>(ctx: TcContext) -> i32 {
     let mut p = Tc(&ctx);
     let ifindex = tc_ifindex(&ctx);
     let r = match parse(&p, ifindex) {
+        Ok(h) if h.icmp == Icmp::Error => match step::back(nat64_icmp::error(&mut p, &h)) {
+            Ok(step::PASS) => Ok(None),
+            r => r.map(|code| Some(code as i32)),
+        },
         Ok(h) => step::back(nat64::ingress::<MODERN>(&p, &h))
             .and_then(|_| step::code(nat64::deliver(&mut p, &h)).map(Some)),
         Err(_) => Err(DropReason::Malformed),

@@ -37,7 +37,7 @@ use crate::{
     packet::{L4Csum, Packet, Tc},
     parse::ETH_LEN,
     redirect,
-    room::{Quote6, Scratch6, SCRATCH6},
+    room::{scratch6 as scratch, Quote6},
     step,
 };
 
@@ -217,16 +217,6 @@ pub fn packet() -> Result<&'static mut Hdr6, DropReason> {
 }
 
 /// This CPU's room for flow entries ([`Scratch6`]).
-#[inline(always)]
-fn scratch() -> Result<&'static mut Scratch6, DropReason> {
-    // SAFETY: this CPU's slot; the program runs to its end on this CPU, nothing else uses it
-    // meanwhile.
-    SCRATCH6
-        .get_ptr_mut(0)
-        .map(|s| unsafe { &mut *s })
-        .ok_or(DropReason::CtFull)
-}
-
 /// A packet of a tracked flow: recorded and translated. Returns whether it was one.
 #[inline(never)]
 fn tracked<const MODERN: bool>(p: &mut Tc, h: &mut Hdr6) -> i64 {

@@ -30,7 +30,7 @@ use crate::{
     packet::{fold, L4Csum, Packet, Tc},
     parse::{Hdr, ETH_LEN},
     redirect,
-    room::SCRATCH6,
+    room::scratch6 as scratch,
     step,
 };
 
@@ -365,15 +365,6 @@ fn deliver_step(p: &mut Tc, h: &Hdr, answer: &mut i64) -> Result<(), DropReason>
         .ok_or(DropReason::RewriteFailed)?;
     crate::stats::received6(ep.ifindex, p.len());
     step::done(answer, redirect::into_container(ep.ifindex))
-}
-
-#[inline(always)]
-fn scratch() -> Result<&'static mut crate::room::Scratch6, DropReason> {
-    // SAFETY: this CPU's slot; the program runs to its end on this CPU.
-    SCRATCH6
-        .get_ptr_mut(0)
-        .map(|s| unsafe { &mut *s })
-        .ok_or(DropReason::CtFull)
 }
 
 /// Rewrites an IPv4 reply (TCP, UDP, echo reply; no options) as the IPv6 packet

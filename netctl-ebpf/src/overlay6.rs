@@ -18,7 +18,7 @@ use netctl_common::{
 
 use crate::{
     maps, overlay,
-    packet::{Packet, Tc},
+    packet::{fold, Packet, Tc},
     parse::ETH_LEN,
     step,
 };
@@ -150,14 +150,6 @@ pub fn answer_ns(p: &mut Tc, network: u32) -> i64 {
         // SAFETY: helper call with plain values.
         step::done(answer, unsafe { bpf_redirect_peer(ep.ifindex, 0) })
     })
-}
-
-/// A 32-bit one's complement sum folded to the 16-bit checksum field (network order).
-#[inline(always)]
-fn fold(mut s: u32) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
 }
 
 /// Out of the tunnel, an IPv6 frame: as IPv4's (`overlay::decap`) — the VNI a local

@@ -35,10 +35,48 @@ pub struct Scratch6 {
     pub fib: bpf_fib_lookup,
     /// The quote of an ICMPv6 error being translated.
     pub quote: Quote6,
+    /// An ICMPv6 error being made from an ICMPv4 one (`nat64_icmp`).
+    pub error6: Error6,
+}
+
+/// An ICMPv6 error as its checksum covers it: the pseudo header, then the message.
+#[repr(C)]
+pub struct Error6 {
+    pub src: Ip6,
+    pub dst: Ip6,
+    pub len: u32,
+    pub next: u32,
+    pub msg: Msg6,
+}
+
+/// An ICMPv6 error message quoting an IPv6 header and 8 bytes of its L4 header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Msg6 {
+    pub kind: u8,
+    pub code: u8,
+    pub csum: u16,
+    pub rest: [u8; 4],
+    /// The quoted packet's IPv6 header: version to hop limit, then its addresses.
+    pub head: [u8; 8],
+    pub src: Ip6,
+    pub dst: Ip6,
+    pub l4: [u8; 8],
 }
 
 #[map(name = "SCRATCH6")]
 pub static SCRATCH6: PerCpuArray<Scratch6> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's [`Scratch6`].
+#[inline(always)]
+pub fn scratch6() -> Result<&'static mut Scratch6, DropReason> {
+    // SAFETY: this CPU's slot; the program runs to its end on this CPU, nothing else uses it
+    // meanwhile.
+    SCRATCH6
+        .get_ptr_mut(0)
+        .map(|s| unsafe { &mut *s })
+        .ok_or(DropReason::CtFull)
+}
 
 /// What an ICMPv6 error quotes (an IPv6 header without extension headers, then at least 8
 /// bytes of its L4 header), and what its flow rewrites there.

@@ -39,7 +39,8 @@ pub fn ingress<const MODERN: bool, P: Packet>(
         return Err(DropReason::NoWayIn);
     }
     if maps::is_host_addr(h.daddr) {
-        if MODERN && nat64::owns_reply(h) {
+        // NAT64's replies, and the ICMP errors that may be about its flows (sorted out there).
+        if MODERN && (nat64::owns_reply(h) || h.icmp == Icmp::Error) {
             return Ok(true);
         }
         if lost_nat_reply(p, h) {

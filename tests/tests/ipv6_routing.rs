@@ -815,6 +815,26 @@ fn an_ipv6_only_container_reaches_ipv4_servers_through_nat64_and_dns64() {
     );
     let ping = sb.container_sh("client", &format!("ping -6 -c 2 -W 2 {x}"));
     assert!(ping.status.success(), "{ping:?}");
+    // The server's ICMP error about a flow (port unreachable) reaches the container as
+    // ICMPv6, quoting its own packet: its socket is refused at once.
+    let closed = format!(
+        "python3 -c 'import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(3)
+s.connect((\"{x}\", 9)); s.send(b\"hi\")
+try:
+    s.recv(100); print(\"answered\")
+except ConnectionRefusedError:
+    print(\"refused\")
+except socket.timeout:
+    print(\"timeout\")
+'"
+    );
+    let out = sb.container_sh("client", &closed);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{out:?}"
+    );
     // DNS64: the IPv4-only name has a synthesized AAAA record; by name all the way through.
     let canonical = x.parse::<std::net::Ipv6Addr>().unwrap().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
