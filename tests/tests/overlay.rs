@@ -823,6 +823,18 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
     let mac: Vec<String> = (0..6).map(|i| mac[2 * i..2 * i + 2].to_string()).collect();
     assert!(neigh.contains(&mac.join(":")), "{neigh}");
 
+    // All of that, neighbour discovery and listener reports included, dropped nothing on
+    // either host.
+    for host in [0, 1] {
+        let drops = stats(&c, host)["drops"].clone();
+        let total: u64 = drops
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 0, "host {host}: {drops}");
+    }
     // Another overlay's container reaches none of it, over either family.
     assert!(!c
         .container_sh(1, "stranger", &format!("ping -6 -c1 -W1 {web6}"))
