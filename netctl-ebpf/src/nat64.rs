@@ -28,20 +28,16 @@ use crate::{
     ipv6::Hdr6,
     maps::{self, config, ENDPOINTS6},
     packet::{fold, L4Csum, Packet, Tc},
-    parse::{Hdr, ETH_LEN},
+    parse::{Hdr, ETH_LEN, ETH_P_IPV6, ICMP_ECHO, IPV4_LEN, IPV6_LEN},
     redirect,
     room::scratch6 as scratch,
     step,
 };
 
 const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const AF_INET: u8 = 2;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
 const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
 #[inline(always)]

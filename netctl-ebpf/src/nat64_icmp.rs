@@ -9,18 +9,14 @@ use netctl_common::{ct::CtKey6, drop::DropReason, maps::NAT64_PREFIX, proto};
 use crate::{
     ct,
     maps::{self, config},
+    nat64::ICMPV6_ECHO_REQUEST,
     packet::{fold, Packet, Tc},
-    parse::{parse_inner, Hdr, Inner, ETH_LEN},
+    parse::{parse_inner, Hdr, Inner, ETH_LEN, ETH_P_IPV6, ICMP_ECHO, IPV4_LEN, IPV6_LEN},
     redirect,
     room::{scratch6 as scratch, Error6, Msg6},
     step,
 };
 
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ICMP_ECHO: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
 /// The ICMPv6 error: its header, the quoted IPv6 header, the quoted 8 bytes.
 const MSG_LEN: usize = 8 + IPV6_LEN + 8;
 /// IPv6's minimum MTU: no packet too big message says less.

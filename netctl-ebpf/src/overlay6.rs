@@ -19,7 +19,7 @@ use netctl_common::{
 use crate::{
     maps, overlay,
     packet::{fold, Packet, Tc},
-    parse::ETH_LEN,
+    parse::{ETH_LEN, IPV6_LEN},
     step,
 };
 
@@ -27,7 +27,6 @@ use crate::{
 pub static OVERLAY_REMOTES6: HashMap<Ip6, Remote6> =
     HashMap::with_max_entries(OVERLAY_REMOTES_MAX, 0);
 
-const IPV6_LEN: usize = 40;
 const NEIGH_ADVERT: u8 = 136;
 const OPT_TARGET_LL: u8 = 2;
 /// Solicited and Override (RFC 4861 4.4), in the advertisement's first flags byte.

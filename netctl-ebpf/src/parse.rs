@@ -24,6 +24,9 @@ use crate::{
 };
 
 pub const ETH_LEN: usize = EthHdr::LEN;
+pub const IPV4_LEN: usize = 20;
+pub const IPV6_LEN: usize = 40;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Offsets inside the IPv4 header.
 pub const IP_CSUM: usize = offset_of!(Ipv4Hdr, check);
 pub const IP_SADDR: usize = offset_of!(Ipv4Hdr, src_addr);
@@ -50,7 +53,7 @@ const IP_OFFSET: u16 = 0x1fff;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_SOURCE_QUENCH: u8 = 4;
-const ICMP_ECHO: u8 = 8;
+pub const ICMP_ECHO: u8 = 8;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_PARAMETERPROB: u8 = 12;
 
