@@ -656,12 +656,12 @@ fn endpoint_of(c: &Cluster, i: usize, name: &str, net: &str) -> Value {
 fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
     require_sandbox!();
     let c = Cluster::new(2);
-    // Refused, and nothing is made: IPv6-only, encrypted, an IPv6 subnet too small, and an
-    // IPv6 gateway of its own.
+    // Refused, and nothing is made: IPv6-only with an IPv4 subnet, encrypted, an IPv6 subnet
+    // too small, and an IPv6 gateway of its own.
     for (args, says) in [
         (
-            &["--ipv6", "--ipv4=false", "--subnet", "fd57::/64", "bad"][..],
-            "IPv6-only overlay",
+            &["--ipv6", "--ipv4=false", "--subnet", "10.57.0.0/24", "bad"][..],
+            "has no IPv4 --subnet",
         ),
         (
             &["--ipv6", "-o", "encrypted", "bad"][..],
@@ -870,6 +870,111 @@ for _ in range(3): s.sendto(hdr + inner + ip + icmp, (\"{h0}\", 4789))
         > before));
 
     // Out through its own host over IPv4 as before; gone with its container.
+    c.netctl_ok(0, &["rm", "-f", "web6"]);
+    assert!(eventually(5, || !c
+        .container_sh(1, "client", &format!("ping -6 -c1 -W1 {web6}"))
+        .status
+        .success()));
+}
+
+#[test]
+fn an_ipv6_only_overlay_carries_its_containers_across_hosts() {
+    require_sandbox!();
+    let c = Cluster::new(2);
+    c.overlay(
+        0,
+        &["--ipv6", "--ipv4=false", "--subnet", "fd59::/64", "only6"],
+    );
+    let inspect: Value =
+        serde_json::from_str(&c.netctl_ok(1, &["network", "inspect", "only6"])).unwrap();
+    assert_eq!(inspect[0]["EnableIPv4"], false, "{inspect}");
+    assert_eq!(inspect[0]["EnableIPv6"], true, "{inspect}");
+    let configs = inspect[0]["IPAM"]["Config"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{inspect}");
+    assert_eq!(configs[0]["Subnet"], "fd59::/64");
+    assert_eq!(configs[0]["Gateway"], "fd59::1");
+    // No IPv4 address to ask for.
+    let err = c.netctl_err(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pinned",
+            "--network",
+            "only6",
+            "--ip",
+            "10.0.0.5",
+            "--",
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(
+        err.contains("--ip on IPv6-only overlay network only6"),
+        "{err}"
+    );
+
+    c.netctl_ok(
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web6",
+            "--network",
+            "only6",
+            "--",
+            "python3",
+            "-c",
+            netctl_tests::WHOAMI6,
+            "8080",
+        ],
+    );
+    c.sleeper(1, "client", "only6");
+    let web = endpoint_of(&c, 0, "web6", "only6");
+    let client = endpoint_of(&c, 1, "client", "only6");
+    assert_eq!(client["IPAddress"], "", "{client}");
+    let web6 = web["GlobalIPv6Address"].as_str().unwrap().to_string();
+    let client6 = client["GlobalIPv6Address"].as_str().unwrap().to_string();
+    assert!(
+        web6.starts_with("fd59::") && client6.starts_with("fd59::"),
+        "{web} {client}"
+    );
+    assert_ne!(web6, client6);
+    let v4 = c.container_sh(1, "client", "ip -4 -o addr show eth0; ip -4 route");
+    assert!(
+        String::from_utf8_lossy(&v4.stdout).trim().is_empty(),
+        "{v4:?}"
+    );
+
+    assert!(
+        eventually(8, || c
+            .container_sh(1, "client", &format!("ping -6 -c1 -W1 {web6}"))
+            .status
+            .success()),
+        "ping6 across hosts"
+    );
+    let connect = |to: &str| {
+        let out = c.container_sh(
+            1,
+            "client",
+            &format!("python3 -c '{}' {to} 8080", netctl_tests::CONNECT6),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(connect(&web6), client6);
+    // By name: AAAA from the other host's record, no A record at all.
+    assert!(
+        eventually(5, || connect("web6") == client6),
+        "AAAA across hosts"
+    );
+    let a = c.container_sh(1, "client", "getent ahostsv4 web6");
+    assert!(
+        String::from_utf8_lossy(&a.stdout).trim().is_empty(),
+        "{a:?}"
+    );
+    // Gone with its container.
     c.netctl_ok(0, &["rm", "-f", "web6"]);
     assert!(eventually(5, || !c
         .container_sh(1, "client", &format!("ping -6 -c1 -W1 {web6}"))

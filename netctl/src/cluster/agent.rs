@@ -365,14 +365,10 @@ fn own_endpoints(state: &State, me: Ipv4Addr) -> Vec<(String, Ipv4Addr, Endpoint
     let mut out = Vec::new();
     for c in state.containers.values() {
         for ep in &c.endpoints {
-            let Some(ip) = ep.ip else {
-                continue; // overlays have IPv4
+            let Some(net) = state.networks.get(&ep.network).filter(|n| n.vni.is_some()) else {
+                continue;
             };
-            if state
-                .networks
-                .get(&ep.network)
-                .is_some_and(|n| n.vni.is_some())
-            {
+            if let Some(ip) = overlay::claim_of(net, ep) {
                 out.push((
                     ep.network.clone(),
                     ip,
@@ -466,11 +462,12 @@ async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Resu
             host: u32::from_ne_bytes(e.value.host.octets()),
             vni: n.vni,
         };
-        remotes.insert(u32::from_ne_bytes(ip.octets()), remote);
+        if n.ipv4 {
+            remotes.insert(u32::from_ne_bytes(ip.octets()), remote);
+        }
         if let Some(ip6) = n.ip6_of(*ip) {
-            // The MAC its host gave it: Docker's, from its IPv4 address.
-            let o = ip.octets();
-            let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+            // The MAC its host gave it (not the record's word for it).
+            let mac = crate::model::addr::parse_mac(&n.mac_of(*ip));
             remotes6.insert(
                 ip6.octets(),
                 netctl_common::overlay::Remote6 {

@@ -80,7 +80,7 @@ pub fn materialize(nl: &Netlink, state: &mut State, ov: &OverlayNetwork, group: 
         .networks
         .values()
         .filter_map(|n| Some((n, n.ipv4.as_ref()?)))
-        .find(|(_, v4)| ipam::overlaps(&v4.subnet, &ov.subnet))
+        .find(|(_, v4)| ov.ipv4 && ipam::overlaps(&v4.subnet, &ov.subnet))
     {
         bail!(
             "overlay network {} ({}) overlaps network {} ({}) of this host: remove one of them",
@@ -126,8 +126,15 @@ pub fn claim(
     lease: i64,
     endpoint_id: String,
 ) -> Result<Claimed> {
-    let net = ov.value.local();
+    let mut net = ov.value.local();
+    net.ipv4 = Some(ov.value.claims());
     let requested = requested.map(|r| ipam::parse_ip(r, "--ip")).transpose()?;
+    if requested.is_some() && !ov.value.ipv4 {
+        bail!(
+            "--ip on IPv6-only overlay network {}: its containers have IPv6 addresses alone",
+            ov.value.name
+        );
+    }
     if requested.is_some() && !ov.value.user_subnet {
         bail!("user specified IP address is supported only when connecting to networks with user configured subnets");
     }
@@ -170,7 +177,7 @@ pub fn claim(
             container_id: container_id.to_string(),
             container: container.to_string(),
             endpoint_id: endpoint_id.clone(),
-            mac: state::mac_for(ip),
+            mac: ov.value.mac_of(ip),
             aliases: Vec::new(),
         };
         match store.claim(name, ov.create_revision, ip, &rec, lease)? {

@@ -81,15 +81,15 @@ impl Watch {
 /// A remote name the resolver may serve: of an overlay network of this host, at a container
 /// address of it, with a valid ID, name and aliases.
 fn usable(state: &State, r: &RemoteName) -> bool {
-    let Some((net, v4)) = state
+    use crate::model::overlay::{address_problem, claim_space, naming_problem};
+    let Some((net, (subnet, gateway))) = state
         .networks
         .get(&r.network)
         .filter(|n| n.vni.is_some())
-        .and_then(|n| Some((n, n.ipv4.as_ref()?)))
+        .and_then(|n| Some((n, claim_space(n)?)))
     else {
         return false;
     };
-    use crate::model::overlay::{address_problem, naming_problem};
-    address_problem(&net.name, v4.subnet, v4.gateway, r.ip).is_none()
+    address_problem(&net.name, subnet, gateway, r.ip).is_none()
         && naming_problem(&r.container_id, &r.container, &r.aliases).is_none()
 }

@@ -105,21 +105,26 @@ fn plan_endpoint(
     })
 }
 
-/// An endpoint whose address was checked and claimed cluster-wide already.
+/// An endpoint whose address was checked and claimed cluster-wide already (on an IPv6-only
+/// overlay, its place: the endpoint has the IPv6 address alone).
 fn claimed_endpoint(
     c_endpoints: &[Endpoint],
     net: &Network,
     (ip, endpoint_id): &(Ipv4Addr, String),
     ip6: Option<Ipv6Addr>,
 ) -> Endpoint {
+    let (ip, mac) = match (&net.ipv4, ip6) {
+        (None, Some(ip6)) => (None, state::mac_for6(ip6)),
+        _ => (Some(*ip), state::mac_for(*ip)),
+    };
     Endpoint {
         network: net.name.clone(),
         host_veth: topology::host_veth_name(endpoint_id),
         endpoint_id: endpoint_id.clone(),
         ifname: next_ifname(c_endpoints),
-        ip: Some(*ip),
+        ip,
         ip6,
-        mac: state::mac_for(*ip),
+        mac,
         aliases: Vec::new(),
     }
 }

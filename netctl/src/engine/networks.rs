@@ -263,7 +263,7 @@ pub fn check_against_overlays(ctx: &crate::engine::ctx::Ctx, req: &CreateRequest
         }
     };
     for o in &overlays {
-        if let Some(s) = subnet.filter(|s| ipam::overlaps(&o.subnet, s)) {
+        if let Some(s) = subnet.filter(|s| o.ipv4 && ipam::overlaps(&o.subnet, s)) {
             bail!(
                 "subnet {s} overlaps overlay network {} ({}): pick a subnet that does not",
                 o.name,

@@ -52,6 +52,50 @@ pub struct OverlayNetwork {
     /// container's IPv6 address from its IPv4 record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Network>,
+    /// False: an IPv6-only overlay (`--ipv6 --ipv4=false`). Its containers have no IPv4
+    /// address; `subnet` is then [`places`], where the cluster store keeps their claims.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ipv4: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The places of an IPv6-only overlay's containers: never addresses, only the keys under
+/// which the cluster store claims them (the same claims as a dual-stack overlay's IPv4
+/// addresses), each container's IPv6 address being its place's offset in the IPv6 subnet.
+pub fn places() -> Ipv4Network {
+    Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 16).expect("valid prefix")
+}
+
+/// The gateway's place on an IPv6-only overlay (its IPv6 gateway is at offset 1).
+const PLACES_GATEWAY: Ipv4Addr = Ipv4Addr::new(0, 0, 0, 1);
+
+/// The subnet and gateway an overlay's claims are made in, from its local copy `net`: its
+/// IPv4 ones, or an IPv6-only overlay's [`places`].
+pub fn claim_space(net: &state::Network) -> Option<(Ipv4Network, Ipv4Addr)> {
+    match (&net.ipv4, net.vni, &net.ipv6) {
+        (Some(v4), _, _) => Some((v4.subnet, v4.gateway)),
+        (None, Some(_), Some(_)) => Some((places(), PLACES_GATEWAY)),
+        _ => None,
+    }
+}
+
+/// The claim (the store's key) of a local overlay endpoint `ep` of network `net`: its IPv4
+/// address, or on an IPv6-only overlay its place, from its IPv6 address.
+pub fn claim_of(net: &state::Network, ep: &Endpoint) -> Option<Ipv4Addr> {
+    if net.ipv4.is_some() {
+        return ep.ip;
+    }
+    let (space, _) = claim_space(net)?;
+    let host_bits = 32 - u32::from(space.prefix());
+    let offset = (u128::from(ep.ip6?) & ((1u128 << host_bits) - 1)) as u32;
+    Some(Ipv4Addr::from(u32::from(space.network()) | offset))
 }
 
 /// The IPv6 address of a dual-stack overlay's container at IPv4 `ip` of `subnet`: at the
@@ -65,10 +109,8 @@ pub fn ip6_at(subnet6: Ipv6Network, subnet: Ipv4Network, ip: Ipv4Addr) -> Ipv6Ad
 /// The IPv6 address of an overlay endpoint at IPv4 `ip` on the local copy `net` of the
 /// overlay (None: the overlay has no IPv6).
 pub fn endpoint_ip6(net: &state::Network, ip: Ipv4Addr) -> Option<Ipv6Addr> {
-    match (&net.ipv4, &net.ipv6) {
-        (Some(v4), Some(v6)) => Some(ip6_at(v6.subnet, v4.subnet, ip)),
-        _ => None,
-    }
+    let (space, _) = claim_space(net)?;
+    Some(ip6_at(net.ipv6.as_ref()?.subnet, space, ip))
 }
 
 /// Whether `subnet6` holds every offset of `subnet` (a dual-stack overlay's addresses).
@@ -173,12 +215,7 @@ impl OverlayNetwork {
             id: self.id.clone(),
             name: self.name.clone(),
             driver: "overlay".into(),
-            ipv4: Some(state::Ipv4Subnet {
-                subnet: self.subnet,
-                gateway: self.gateway,
-                ip_range: self.ip_range,
-                user_subnet: self.user_subnet,
-            }),
+            ipv4: self.ipv4.then(|| self.claims()),
             internal: self.internal,
             icc: self.icc,
             masquerade: true,
@@ -193,6 +230,26 @@ impl OverlayNetwork {
                 // Containers' IPv6 addresses follow their IPv4 ones: no `--ip6`.
                 user_subnet: false,
             }),
+        }
+    }
+
+    /// Where its containers' claims are made: its IPv4 addressing, or an IPv6-only overlay's
+    /// [`places`].
+    pub fn claims(&self) -> state::Ipv4Subnet {
+        state::Ipv4Subnet {
+            subnet: self.subnet,
+            gateway: self.gateway,
+            ip_range: self.ip_range,
+            user_subnet: self.user_subnet,
+        }
+    }
+
+    /// The MAC of its container claimed at `ip`: Docker's from the IPv4 address, on an
+    /// IPv6-only overlay from the IPv6 one (as on IPv6-only bridge networks).
+    pub fn mac_of(&self, ip: Ipv4Addr) -> String {
+        match (self.ipv4, self.ip6_of(ip)) {
+            (false, Some(ip6)) => state::mac_for6(ip6),
+            _ => state::mac_for(ip),
         }
     }
 
@@ -241,11 +298,10 @@ pub fn plan(
     }
     let opts = options::parse(&req.options)?;
     let req = &crate::model::networks::with_family_options(req, &opts)?;
-    if req.ipv6_only {
-        bail!("IPv6-only overlay networks are not supported (an overlay's IPv6 addresses follow its IPv4 ones): leave out --ipv4=false for a dual-stack overlay");
-    }
     let clashes = |s: &Ipv4Network| -> Option<String> {
-        if let Some(n) = existing.iter().find(|n| ipam::overlaps(&n.subnet, s)) {
+        // (An IPv6-only overlay's places are no addresses.)
+        let v4 = existing.iter().filter(|n| n.ipv4);
+        if let Some(n) = v4.clone().find(|n| ipam::overlaps(&n.subnet, s)) {
             return Some(format!("overlay network {} ({})", n.name, n.subnet));
         }
         taken
@@ -255,6 +311,15 @@ pub fn plan(
             .map(|(t, what)| format!("{t}, {what}"))
     };
     let subnet = match &req.subnet {
+        _ if req.ipv6_only => {
+            if !req.ipv6 {
+                bail!("--ipv4=false needs --ipv6: an overlay needs one address family");
+            }
+            if req.subnet.is_some() || req.gateway.is_some() || req.ip_range.is_some() {
+                bail!("an IPv6-only overlay has no IPv4 --subnet, --gateway or --ip-range: give its IPv6 --subnet alone");
+            }
+            places()
+        }
         Some(s) => {
             let s = ipam::parse_subnet(s, "subnet")?;
             if let Some(c) = clashes(&s) {
@@ -271,7 +336,10 @@ pub fn plan(
                 .context("no free /24 left in 10.0.0.0/8 for an overlay network: give --subnet")?
         }
     };
-    let (gateway, ip_range) = crate::model::networks::plan_gateway(subnet, req)?;
+    let (gateway, ip_range) = match req.ipv6_only {
+        true => (PLACES_GATEWAY, None),
+        false => crate::model::networks::plan_gateway(subnet, req)?,
+    };
     let subnet6 = plan_subnet6(req, opts.encrypted, existing, taken, subnet)?;
     let vni = (FIRST_VNI..=MAX_VNI)
         .find(|v| !existing.iter().any(|n| n.vni == *v))
@@ -301,6 +369,7 @@ pub fn plan(
         created: state::now(),
         user_subnet: req.subnet.is_some(),
         subnet6,
+        ipv4: !req.ipv6_only,
     })
 }
 
@@ -346,6 +415,12 @@ fn plan_subnet6(
             ipam6::pick_subnet(taken.pool6, &nets)?
         }
     };
+    if !holds(&subnet6, &subnet) && req.ipv6_only {
+        bail!(
+            "IPv6 subnet {subnet6} is too small for an overlay: give a /{} or larger",
+            128 - (32 - u32::from(subnet.prefix()))
+        );
+    }
     if !holds(&subnet6, &subnet) {
         bail!(
             "IPv6 subnet {subnet6} is smaller than IPv4 subnet {subnet}: an overlay's IPv6 addresses are its IPv4 ones' offsets, so give a /{} or larger",
@@ -376,7 +451,10 @@ pub fn gone(before: &State, after: &State) -> Vec<(String, Ipv4Addr, String)> {
         .values()
         .flat_map(|c| c.endpoints.iter())
         .filter(|ep| overlay(ep) && !kept.contains(ep.endpoint_id.as_str()))
-        .filter_map(|ep| Some((ep.network.clone(), ep.ip?, ep.endpoint_id.clone())))
+        .filter_map(|ep| {
+            let ip = claim_of(before.networks.get(&ep.network)?, ep)?;
+            Some((ep.network.clone(), ip, ep.endpoint_id.clone()))
+        })
         .collect()
 }
 
@@ -425,6 +503,9 @@ pub fn network_problem(n: &OverlayNetwork) -> Option<String> {
         if !holds(s6, &n.subnet) || ipam6::parse_subnet(&s6.to_string(), "subnet").is_err() {
             return Some(format!("IPv6 subnet {s6} is not usable for {}", n.subnet));
         }
+    }
+    if !n.ipv4 && (n.subnet != places() || n.gateway != PLACES_GATEWAY || n.subnet6.is_none()) {
+        return Some("an IPv6-only overlay without its IPv6 subnet or places".into());
     }
     None
 }
@@ -690,17 +771,7 @@ mod tests {
         auto.subnet6 = Some("fd12:3456:789a::/56".into());
         let e = plan(&auto, &[first], &taken, 1500).unwrap_err();
         assert!(e.to_string().contains("overlay network first"), "{e}");
-        // IPv6-only (flag or Docker's option), encrypted, an IPv6 gateway: refused.
-        let mut only = req("f", None);
-        only.ipv6 = true;
-        only.ipv6_only = true;
-        assert!(plan(&only, &[], &free(), 1500).is_err());
-        let mut only = req("f", None);
-        only.options = vec![
-            "com.docker.network.enable_ipv6=true".into(),
-            "com.docker.network.enable_ipv4=false".into(),
-        ];
-        assert!(plan(&only, &[], &free(), 1500).is_err());
+        // Encrypted, an IPv6 gateway: refused.
         let mut enc = req("f", None);
         enc.ipv6 = true;
         enc.options = vec!["encrypted".into()];
@@ -713,5 +784,66 @@ mod tests {
         let mut opt = req("g", None);
         opt.options = vec!["com.docker.network.enable_ipv6=true".into()];
         assert!(plan(&opt, &[], &free(), 1500).unwrap().subnet6.is_some());
+    }
+
+    #[test]
+    fn ipv6_only_overlays_claim_places_and_have_ipv6_addresses_alone() {
+        let mut only = req("v6", None);
+        only.options = vec![
+            "com.docker.network.enable_ipv6=true".into(),
+            "com.docker.network.enable_ipv4=false".into(),
+        ];
+        only.subnet6 = Some("fd00:6::/64".into());
+        let o = plan(&only, &[], &free(), 1500).unwrap();
+        assert!(!o.ipv4);
+        assert_eq!((o.subnet, o.gateway), (places(), Ipv4Addr::new(0, 0, 0, 1)));
+        assert_eq!(network_problem(&o), None);
+        let local = o.local();
+        assert!(local.ipv4.is_none());
+        assert_eq!(
+            local.ipv6.as_ref().unwrap().gateway,
+            "fd00:6::1".parse::<Ipv6Addr>().unwrap()
+        );
+        // A place's IPv6 address, its MAC from that, and back from the endpoint.
+        let place = Ipv4Addr::new(0, 0, 1, 2);
+        let ip6: Ipv6Addr = "fd00:6::102".parse().unwrap();
+        assert_eq!(endpoint_ip6(&local, place), Some(ip6));
+        assert_eq!(o.mac_of(place), "02:42:00:00:01:02");
+        let ep = Endpoint {
+            network: "v6".into(),
+            endpoint_id: "e".into(),
+            host_veth: "v".into(),
+            ifname: "eth0".into(),
+            ip: None,
+            ip6: Some(ip6),
+            mac: o.mac_of(place),
+            aliases: Vec::new(),
+        };
+        assert_eq!(claim_of(&local, &ep), Some(place));
+        assert_eq!(
+            claim_space(&local),
+            Some((places(), Ipv4Addr::new(0, 0, 0, 1)))
+        );
+        // Two of them: their places are no addresses, so they never overlap.
+        only.name = "v6b".into();
+        only.subnet6 = Some("fd00:7::/64".into());
+        assert!(plan(&only, std::slice::from_ref(&o), &free(), 1500).is_ok());
+        // And IPv4 overlays take any subnet beside them.
+        assert!(plan(&req("v4", None), std::slice::from_ref(&o), &free(), 1500).is_ok());
+        // No IPv4 --subnet on it, no IPv4-less overlay without --ipv6, room for 2^16 places.
+        let mut bad = only.clone();
+        bad.subnet = Some("10.1.0.0/24".into());
+        assert!(plan(&bad, &[], &free(), 1500).is_err());
+        let mut bad = req("x", None);
+        bad.ipv6_only = true;
+        assert!(plan(&bad, &[], &free(), 1500).is_err());
+        let mut small = only.clone();
+        small.subnet6 = Some("fd00:8::/113".into());
+        let e = plan(&small, &[], &free(), 1500).unwrap_err();
+        assert!(e.to_string().contains("give a /112 or larger"), "{e}");
+        // A record from the store that says IPv6-only but claims elsewhere: unusable.
+        let mut forged = o.clone();
+        forged.subnet = "10.0.0.0/16".parse().unwrap();
+        assert!(network_problem(&forged).is_some());
     }
 }

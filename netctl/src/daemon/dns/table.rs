@@ -168,17 +168,19 @@ impl Table {
             let Some(&net) = index.get(r.network.as_str()) else {
                 continue;
             };
-            // On a dual-stack overlay its IPv6 address follows from its IPv4 one.
-            let ip6 = state
-                .networks
-                .get(&r.network)
-                .and_then(|n| crate::model::overlay::endpoint_ip6(n, r.ip));
+            // On an overlay with IPv6 its IPv6 address follows from its claim, which is its
+            // IPv4 address unless the overlay is IPv6-only.
+            let n = state.networks.get(&r.network);
+            let ip6 = n.and_then(|n| crate::model::overlay::endpoint_ip6(n, r.ip));
+            let ip = n.and_then(|n| n.ipv4.as_ref()).map(|_| r.ip);
             let full = format!("{}.{}", r.container, r.network);
             for name in [r.container.as_str(), short(&r.container_id)]
                 .into_iter()
                 .chain(r.aliases.iter().map(String::as_str))
             {
-                add(&mut t, net, name, r.ip);
+                if let Some(ip) = ip {
+                    add(&mut t, net, name, ip);
+                }
                 if let Some(ip6) = ip6 {
                     insert(&mut t.names6[net], name, ip6);
                 }
@@ -188,7 +190,9 @@ impl Table {
                     .entry((net, IpAddr::V6(ip6)))
                     .or_insert_with(|| full.clone());
             }
-            t.reverse.entry((net, IpAddr::V4(r.ip))).or_insert(full);
+            if let Some(ip) = ip {
+                t.reverse.entry((net, IpAddr::V4(ip))).or_insert(full);
+            }
         }
         let host_upstream = upstream(host_servers);
         for c in state.containers.values() {

@@ -602,7 +602,11 @@ impl Dataplane {
         want6: &BTreeMap<[u8; 16], Remote6>,
     ) -> Result<usize> {
         // Their hosts too: containers may not send to those hosts' VXLAN port.
-        let peers: BTreeMap<u32, u32> = want.values().map(|r| (r.host, 1)).collect();
+        let peers: BTreeMap<u32, u32> = want
+            .values()
+            .chain(want6.values().map(|r| &r.remote))
+            .map(|r| (r.host, 1))
+            .collect();
         Ok(self.replace_entries(overlay::OVERLAY_REMOTES, want)?
             + self.replace_entries(overlay::OVERLAY_REMOTES6, want6)?
             + self.replace_entries(overlay::OVERLAY_PEERS, &peers)?)
