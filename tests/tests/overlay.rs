@@ -974,6 +974,23 @@ fn an_ipv6_only_overlay_carries_its_containers_across_hosts() {
         String::from_utf8_lossy(&a.stdout).trim().is_empty(),
         "{a:?}"
     );
+    // IPv4 servers through NAT64 out of its own host, where NAT64 runs (bpf_loop).
+    let info: Value = serde_json::from_str(&c.netctl_ok(1, &["info", "--format", "json"])).unwrap();
+    let has = |f: &str| {
+        info["Features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["Name"] == f && x["Present"] == true)
+    };
+    if has("loop") && has("atomics") {
+        let _srv = c.underlay_whoami(9000, 60);
+        let url = format!("-g http://[64:ff9b::{}]:9000/", c.underlay_ip);
+        assert_eq!(
+            c.curl(1, "client", &url).as_deref(),
+            Some(c.hosts[1].ip.as_str())
+        );
+    }
     // Gone with its container.
     c.netctl_ok(0, &["rm", "-f", "web6"]);
     assert!(eventually(5, || !c
