@@ -508,10 +508,8 @@ pub fn to_container<P: Packet>(p: &P, ingress: u32) -> Result<(), DropReason> {
         }
         return Ok(());
     }
-    // A flow from beyond the host that the uplink translated and handed over, or a
-    // container of its overlay on another host (out of the tunnel, through the veth's
-    // shaping).
-    if h.in_flow() || overlay6::peer(&h.saddr, dst.network).is_some() {
+    // A flow from beyond the host that the uplink translated and handed over.
+    if h.in_flow() {
         return Ok(());
     }
     if ingress == 0 && is_host_addr(&h.saddr) || is_unspecified(&h.saddr) && h.nd() {
