@@ -229,7 +229,7 @@ fn is_multicast(a: &Ip6) -> bool {
     a[0] == 0xff
 }
 
-fn is_link_local(a: &Ip6) -> bool {
+pub fn is_link_local(a: &Ip6) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
 }
 
@@ -343,10 +343,11 @@ pub const ANSWER_NS: i64 = 4;
 /// overlay `network` on another host.
 #[inline(always)]
 fn solicits_remote<P: Packet>(p: &P, h: &Hdr6, network: u32) -> bool {
-    let Some(l4) = h.l4 else {
+    // Without extension headers: the answer is built at fixed offsets (`overlay6`).
+    if h.l4 != Some(ETH_LEN + Ipv6Hdr::LEN) {
         return false;
-    };
-    p.load::<Ip6>(l4 + 8)
+    }
+    p.load::<Ip6>(ETH_LEN + Ipv6Hdr::LEN + 8)
         .is_some_and(|target| overlay6::peer(&target, network).is_some())
 }
 

@@ -50,10 +50,12 @@ fn mapped_error(kind: u8, code: u8, rest: [u8; 4]) -> Option<(u8, u8, [u8; 4])> 
             let mtu = u32::from(u16::from_be_bytes([rest[2], rest[3]])) + 20;
             Some((2, 0, mtu.max(MIN_MTU6).to_be_bytes()))
         }
-        // Administratively prohibited.
-        (3, 9 | 10 | 13) => Some((1, 1, [0; 4])),
+        // Administratively prohibited, precedence cut-off.
+        (3, 9 | 10 | 13 | 15) => Some((1, 1, [0; 4])),
+        // Host precedence violation: dropped.
+        (3, 14) => None,
         // Any other unreachable: no route.
-        (3, 0..=15) => Some((1, 0, [0; 4])),
+        (3, 0..=12) => Some((1, 0, [0; 4])),
         // Time exceeded, in transit or in reassembly.
         (11, 0 | 1) => Some((3, code, [0; 4])),
         _ => None,

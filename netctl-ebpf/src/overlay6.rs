@@ -164,6 +164,10 @@ pub fn decap(ctx: &TcContext, p: &mut Tc) -> Result<i32, DropReason> {
     if sender.remote.vni != vni || sender.remote.host != from {
         return Err(DropReason::Tunnel);
     }
+    // A container's link-local address is its link's own: never reached from another host.
+    if crate::ipv6::is_link_local(&dst) {
+        return Err(DropReason::Tunnel);
+    }
     let ep = maps::endpoint6(&dst).ok_or(DropReason::Tunnel)?;
     overlay::receiving(ep.network, bridge, false)?;
     p.set_macs(&ep.mac, &sender.mac)

@@ -455,7 +455,7 @@ async fn sync_remotes(conn: &Conn, cfg: &Config, wg: Option<&Wireguard>) -> Resu
             continue;
         }
         *count += 1;
-        if crate::model::options::encrypted(&n.options) {
+        if crate::model::options::encrypted(&n.options) && n.ipv4 {
             encrypted.entry(e.value.host).or_default().push(*ip);
         }
         let remote = netctl_common::overlay::Remote {

@@ -26,6 +26,8 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 pub const WIREGUARD_OVERHEAD: u32 = 60;
 /// IPv4's minimum MTU (RFC 791): an underlay too small for VXLAN still gets a valid one.
 const MIN_MTU: u32 = 576;
+/// IPv6's (RFC 8200): below it Linux turns IPv6 off on the interface.
+const IPV6_MIN_MTU: u32 = 1280;
 /// The underlay's MTU when the advertise address is on no local interface (a NAT'd host).
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 /// First VNI handed out (Docker's overlay driver starts at 4096 too).
@@ -355,6 +357,9 @@ pub fn plan(
     } else {
         underlay_mtu.saturating_sub(overhead).max(MIN_MTU)
     };
+    if subnet6.is_some() && mtu < IPV6_MIN_MTU {
+        bail!("an overlay with IPv6 needs an MTU of {IPV6_MIN_MTU} or more (IPv6's minimum), and this one's is {mtu}: raise -o mtu or the underlay's MTU, or leave out --ipv6");
+    }
     Ok(OverlayNetwork {
         id: state::random_id(),
         name: req.name.clone(),
@@ -506,6 +511,12 @@ pub fn network_problem(n: &OverlayNetwork) -> Option<String> {
     }
     if !n.ipv4 && (n.subnet != places() || n.gateway != PLACES_GATEWAY || n.subnet6.is_none()) {
         return Some("an IPv6-only overlay without its IPv6 subnet or places".into());
+    }
+    if n.subnet6.is_some() && options::encrypted(&n.options) {
+        return Some("an encrypted overlay with IPv6".into());
+    }
+    if n.subnet6.is_some() && n.mtu < IPV6_MIN_MTU {
+        return Some(format!("MTU {} is below IPv6's minimum", n.mtu));
     }
     None
 }
@@ -780,6 +791,15 @@ mod tests {
         gw.ipv6 = true;
         gw.gateway6 = Some("fd00::1".into());
         assert!(plan(&gw, &[], &free(), 1500).is_err());
+        // IPv6 needs an MTU of 1280 at least; an encrypted record with IPv6 is unusable.
+        let mut small = req("m", None);
+        small.ipv6 = true;
+        small.options = vec!["mtu=1200".into()];
+        let e = plan(&small, &[], &free(), 1500).unwrap_err();
+        assert!(e.to_string().contains("MTU of 1280"), "{e}");
+        let mut bad = d.clone();
+        bad.options.insert("encrypted".into(), String::new());
+        assert!(network_problem(&bad).is_some());
         // Docker's option alone makes it dual stack.
         let mut opt = req("g", None);
         opt.options = vec!["com.docker.network.enable_ipv6=true".into()];
