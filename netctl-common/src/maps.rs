@@ -291,6 +291,12 @@ pub const NET_NAT64: u32 = 32;
 /// The well-known NAT64 prefix (RFC 6052), 64:ff9b::/96: its first 12 bytes.
 pub const NAT64_PREFIX: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
 
+/// An address in fe80::/10: an interface's own link's.
+#[inline(always)]
+pub fn is_link_local(a: &Ip6) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
 /// An address in 64:ff9b::/96: an IPv4 server as an IPv6-only container reaches it.
 #[inline(always)]
 pub fn is_nat64(a: &Ip6) -> bool {

@@ -7,7 +7,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use netctl_common::{
     ct::CtKey6,
     drop::DropReason,
-    maps::{link_local, EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
+    maps::{is_link_local, link_local, EndpointInfo, Ip6, NetInfo, NET_ICC, NET_INTERNAL},
     proto,
 };
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
@@ -227,10 +227,6 @@ pub fn parse_into(p: &Tc, h: &mut Hdr6) -> i64 {
 
 fn is_multicast(a: &Ip6) -> bool {
     a[0] == 0xff
-}
-
-pub fn is_link_local(a: &Ip6) -> bool {
-    a[0] == 0xfe && a[1] & 0xc0 == 0x80
 }
 
 fn is_unspecified(a: &Ip6) -> bool {

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use netctl_common::{
     drop::DropReason,
-    maps::{Ip6, NetInfo, NET_ENCRYPTED},
+    maps::{is_link_local, Ip6, NetInfo, NET_ENCRYPTED},
     overlay::{Remote6, OVERLAY_REMOTES_MAX},
     proto,
 };
@@ -165,7 +165,7 @@ pub fn decap(ctx: &TcContext, p: &mut Tc) -> Result<i32, DropReason> {
         return Err(DropReason::Tunnel);
     }
     // A container's link-local address is its link's own: never reached from another host.
-    if crate::ipv6::is_link_local(&dst) {
+    if is_link_local(&dst) {
         return Err(DropReason::Tunnel);
     }
     let ep = maps::endpoint6(&dst).ok_or(DropReason::Tunnel)?;
