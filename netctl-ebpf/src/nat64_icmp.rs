@@ -10,10 +10,10 @@ use crate::{
     ct,
     maps::{self, config},
     nat64::ICMPV6_ECHO_REQUEST,
-    packet::{fold, Packet, Tc},
+    packet::{checksum_of, Packet, Tc},
     parse::{parse_inner, Hdr, Inner, ETH_LEN, ETH_P_IPV6, ICMP_ECHO, IPV4_LEN, IPV6_LEN},
     redirect,
-    room::{scratch6 as scratch, Error6, Msg6},
+    room::{scratch6 as scratch, Msg6},
     step,
 };
 
@@ -148,20 +148,7 @@ fn error_step(p: &mut Tc, h: &Hdr, answer: &mut i64) -> Result<(), DropReason> {
         dst: server,
         l4,
     };
-    // SAFETY: helper call over map memory of the size given (a multiple of 4).
-    let sum = unsafe {
-        aya_ebpf::helpers::bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            m as *mut Error6 as *mut u32,
-            core::mem::size_of::<Error6>() as u32,
-            0,
-        )
-    };
-    if sum < 0 {
-        return Err(DropReason::RewriteFailed);
-    }
-    m.msg.csum = fold(sum as u32);
+    m.msg.csum = checksum_of(m).ok_or(DropReason::RewriteFailed)?;
 
     let fail = DropReason::RewriteFailed;
     p.0.change_proto(ETH_P_IPV6.to_be(), 0).map_err(|_| fail)?;

@@ -4,7 +4,7 @@
 //! answered here as ARP is, so no neighbour discovery crosses and nothing is learned.
 
 use aya_ebpf::{
-    helpers::{bpf_csum_diff, bpf_redirect_peer, bpf_skb_change_tail},
+    helpers::{bpf_redirect_peer, bpf_skb_change_tail},
     macros::map,
     maps::HashMap,
     programs::TcContext,
@@ -18,7 +18,7 @@ use netctl_common::{
 
 use crate::{
     maps, overlay,
-    packet::{fold, Packet, Tc},
+    packet::{checksum_of, Packet, Tc},
     parse::{ETH_LEN, IPV6_LEN},
     step,
 };
@@ -109,20 +109,7 @@ pub fn answer_ns(p: &mut Tc, network: u32) -> i64 {
             opt_len: 1,
             mac: r.mac,
         };
-        // SAFETY: helper call over a stack buffer of the size given (a multiple of 4).
-        let sum = unsafe {
-            bpf_csum_diff(
-                core::ptr::null_mut(),
-                0,
-                &mut a as *mut Advert as *mut u32,
-                core::mem::size_of::<Advert>() as u32,
-                0,
-            )
-        };
-        if sum < 0 {
-            return Err(DropReason::RewriteFailed);
-        }
-        a.csum = fold(sum as u32);
+        a.csum = checksum_of(&mut a).ok_or(DropReason::RewriteFailed)?;
         let ctx = p.0;
         let len = (ETH_LEN + IPV6_LEN + NA_LEN) as u32;
         // SAFETY: helper call on the program's skb.

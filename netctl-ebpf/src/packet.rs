@@ -268,6 +268,24 @@ pub fn fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
+/// The Internet checksum of `v`, a message built in memory with its checksum field zero
+/// (and, for ICMPv6, its pseudo header in front): the value for that field. `T`'s size is
+/// a multiple of 4, as the helper requires.
+#[inline(always)]
+pub fn checksum_of<T>(v: &mut T) -> Option<u16> {
+    // SAFETY: helper call over memory of the size given, valid for the call.
+    let sum = unsafe {
+        aya_ebpf::helpers::bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            v as *mut T as *mut u32,
+            core::mem::size_of::<T>() as u32,
+            0,
+        )
+    };
+    (sum >= 0).then(|| fold(sum as u32))
+}
+
 impl Packet for Xdp<'_> {
     const NO_IP_OPTIONS: bool = true;
 
