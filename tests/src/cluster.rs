@@ -438,12 +438,65 @@ impl Cluster {
         }
         args.extend(["--", "python3", "-c", crate::WHOAMI, "0.0.0.0", "80"]);
         self.netctl_ok(i, &args);
-        let wait =
-            "for i in $(seq 100); do ss -ltnH | grep -q ':80 ' && exit 0; sleep 0.05; done; exit 1";
-        assert!(
-            self.container_sh(i, name, wait).status.success(),
-            "{name} does not listen"
+        self.wait_listening(i, name, 80);
+    }
+
+    /// A container on host `i` running the [`crate::WHOAMI6`] server on `port` (as
+    /// [`crate::Sandbox::serve6`]); returns once it listens.
+    pub fn serve6(&self, i: usize, name: &str, net: &str, port: u16) {
+        let port_s = port.to_string();
+        self.netctl_ok(
+            i,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--",
+                "python3",
+                "-c",
+                crate::WHOAMI6,
+                &port_s,
+            ],
         );
+        self.wait_listening(i, name, port);
+    }
+
+    fn wait_listening(&self, i: usize, name: &str, port: u16) {
+        let wait = format!(
+            "for i in $(seq 100); do ss -ltnH | grep -q ':{port} ' && exit 0; sleep 0.05; done; exit 1"
+        );
+        assert!(
+            self.container_sh(i, name, &wait).status.success(),
+            "{name} does not listen on {port}"
+        );
+    }
+
+    /// From container `from` on host `i`, [`crate::CONNECT6`] to [ADDR]:PORT: what the
+    /// server said, or "failed …" (as [`crate::Sandbox::connect6`]).
+    pub fn connect6(&self, i: usize, from: &str, addr: &str, port: u16) -> String {
+        let port = port.to_string();
+        let out = self.netctl(
+            i,
+            &[
+                "exec",
+                from,
+                "--",
+                "python3",
+                "-c",
+                crate::CONNECT6,
+                addr,
+                &port,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Whether host `i`'s `netctl info` says the kernel has feature `name`.
+    pub fn has_feature(&self, i: usize, name: &str) -> bool {
+        crate::feature_present(&self.netctl_ok(i, &["info", "--format", "json"]), name)
     }
 
     /// `curl URL` from container `name` on host `i` (3 s at most): the body, if it answered.

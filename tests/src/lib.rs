@@ -580,14 +580,7 @@ impl Sandbox {
     /// Whether this sandbox's netctl has a kernel feature (the probes less
     /// NETCTL_FEATURES_DENY, as `netctl info` reports them).
     pub fn has_feature(&self, name: &str) -> bool {
-        let info: serde_json::Value =
-            serde_json::from_str(&self.netctl_ok(&["info", "--format", "json"]))
-                .expect("info json");
-        info["Features"]
-            .as_array()
-            .expect("features")
-            .iter()
-            .any(|f| f["Name"] == name && f["Present"] == true)
+        feature_present(&self.netctl_ok(&["info", "--format", "json"]), name)
     }
 
     /// A container's eth0 address, as the container sees it.
@@ -998,4 +991,14 @@ pub fn busybox_image_tar(dir: &Path) -> PathBuf {
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     dir.join("busybox.tar")
+}
+
+/// Whether `netctl info --format json` output `info` lists kernel feature `name` as present.
+pub fn feature_present(info: &str, name: &str) -> bool {
+    let info: serde_json::Value = serde_json::from_str(info).expect("info json");
+    info["Features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .any(|f| f["Name"] == name && f["Present"] == true)
 }

@@ -696,7 +696,8 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
-    assert!(!c.netctl_ok(1, &["network", "ls"]).contains("bad"));
+    // (By name: an ID's hex digits may spell "bad".)
+    assert!(!ls_json(&c, 1).iter().any(|n| n["Name"] == "bad"));
 
     c.overlay(
         0,
@@ -730,22 +731,7 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
     assert_eq!(inspect[0]["IPAM"]["Config"][1]["Gateway"], "fd56::1");
 
     c.whoami(0, "web", "ov6", &[]);
-    c.netctl_ok(
-        0,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web6",
-            "--network",
-            "ov6",
-            "--",
-            "python3",
-            "-c",
-            netctl_tests::WHOAMI6,
-            "8080",
-        ],
-    );
+    c.serve6(0, "web6", "ov6", 8080);
     c.sleeper(1, "client", "ov6");
     c.sleeper(1, "stranger", "other6");
     // --ip6 has no place on an overlay (the address follows --ip): refused, nothing left.
@@ -792,16 +778,8 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
             .success()),
         "ping6 across hosts"
     );
-    let connect = |host: usize, name: &str, to: &str| {
-        let out = c.container_sh(
-            host,
-            name,
-            &format!("python3 -c '{}' {to} 8080", netctl_tests::CONNECT6),
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     assert_eq!(
-        connect(1, "client", &web6),
+        c.connect6(1, "client", &web6, 8080),
         client6,
         "the server sees its real peer"
     );
@@ -812,7 +790,7 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
         }),
         "AAAA across hosts"
     );
-    assert_eq!(connect(1, "client", "web6"), client6);
+    assert_eq!(c.connect6(1, "client", "web6", 8080), client6);
     // Its neighbour entry came from its own host, with the remote's MAC: nothing flooded.
     let neigh = c.container_sh(1, "client", &format!("ip -6 neigh show {web6}"));
     let neigh = String::from_utf8_lossy(&neigh.stdout);
@@ -840,7 +818,7 @@ fn a_dual_stack_overlay_carries_ipv6_across_hosts_and_keeps_its_rules() {
         .container_sh(1, "stranger", &format!("ping -6 -c1 -W1 {web6}"))
         .status
         .success());
-    assert!(connect(1, "stranger", &web6).starts_with("failed"));
+    assert!(c.connect6(1, "stranger", &web6, 8080).starts_with("failed"));
     assert!(stats(&c, 1)["drops"]["isolation"].as_u64().unwrap() >= 2);
 
     // A forged VXLAN frame from the underlay with an inner IPv6 source that is no container
@@ -915,22 +893,7 @@ fn an_ipv6_only_overlay_carries_its_containers_across_hosts() {
         "{err}"
     );
 
-    c.netctl_ok(
-        0,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web6",
-            "--network",
-            "only6",
-            "--",
-            "python3",
-            "-c",
-            netctl_tests::WHOAMI6,
-            "8080",
-        ],
-    );
+    c.serve6(0, "web6", "only6", 8080);
     c.sleeper(1, "client", "only6");
     let web = endpoint_of(&c, 0, "web6", "only6");
     let client = endpoint_of(&c, 1, "client", "only6");
@@ -955,18 +918,10 @@ fn an_ipv6_only_overlay_carries_its_containers_across_hosts() {
             .success()),
         "ping6 across hosts"
     );
-    let connect = |to: &str| {
-        let out = c.container_sh(
-            1,
-            "client",
-            &format!("python3 -c '{}' {to} 8080", netctl_tests::CONNECT6),
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    assert_eq!(connect(&web6), client6);
+    assert_eq!(c.connect6(1, "client", &web6, 8080), client6);
     // By name: AAAA from the other host's record, no A record at all.
     assert!(
-        eventually(5, || connect("web6") == client6),
+        eventually(5, || c.connect6(1, "client", "web6", 8080) == client6),
         "AAAA across hosts"
     );
     let a = c.container_sh(1, "client", "getent ahostsv4 web6");
@@ -975,15 +930,7 @@ fn an_ipv6_only_overlay_carries_its_containers_across_hosts() {
         "{a:?}"
     );
     // IPv4 servers through NAT64 out of its own host, where NAT64 runs (bpf_loop).
-    let info: Value = serde_json::from_str(&c.netctl_ok(1, &["info", "--format", "json"])).unwrap();
-    let has = |f: &str| {
-        info["Features"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x["Name"] == f && x["Present"] == true)
-    };
-    if has("loop") && has("atomics") {
+    if c.has_feature(1, "loop") && c.has_feature(1, "atomics") {
         let _srv = c.underlay_whoami(9000, 60);
         let url = format!("-g http://[64:ff9b::{}]:9000/", c.underlay_ip);
         assert_eq!(
